@@ -1,0 +1,3 @@
+pub mod diff;
+pub mod manifest;
+pub mod model;

@@ -1,0 +1,286 @@
+//! Row checks shared by the CSV and YAML readers: raw cells in, a typed row or an actionable
+//! message out. Also applies `defaults:` and catches a second row for the same id.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::{InvalidRow, Row};
+use crate::model::{Cipher, Codec, Desired, Encryption, UnknownValue};
+
+/// The columns (CSV) or keys (YAML) a row may have.
+pub const KNOWN_COLUMNS: &[&str] = &["id", "name", "uri", "encryption", "ciphers", "codecs"];
+
+/// A list as written: one `;`-separated cell (CSV, or a YAML string) or a YAML sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawList {
+    Joined(String),
+    Items(Vec<String>),
+}
+
+/// A row as read, before any check. `None` is an empty cell or a missing column/key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawRow {
+    pub line: u64,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub uri: Option<String>,
+    pub encryption: Option<String>,
+    pub ciphers: Option<RawList>,
+    pub codecs: Option<RawList>,
+    /// Problems found while reading the row's shape (unknown key, a map where a string goes).
+    pub shape_errors: Vec<String>,
+}
+
+/// Checks rows one at a time; remembers the ids it has seen so a repeat names the first.
+pub struct RowChecker {
+    defaults: Desired,
+    /// Id -> line of the row that first used it. Grows with the manifest: 1e6 ids is about
+    /// 40 MB, the one per-row memory cost the tool has.
+    seen: HashMap<u128, u64>,
+    default_encryption_warned: bool,
+}
+
+impl RowChecker {
+    pub fn new(defaults: Desired) -> RowChecker {
+        RowChecker {
+            defaults,
+            seen: HashMap::new(),
+            default_encryption_warned: false,
+        }
+    }
+
+    /// Checks one row. Every problem in the row is reported, joined by `; `.
+    pub fn check(&mut self, raw: RawRow) -> Result<Row, InvalidRow> {
+        let line = raw.line;
+        let raw_id = raw.id.clone().unwrap_or_default();
+        let mut problems = raw.shape_errors.clone();
+        let fields = check_fields(&raw, &mut problems);
+        let id = match raw.id.as_deref() {
+            None => {
+                problems.insert(0, "`id` is empty: every row needs the gateway's id".into());
+                None
+            }
+            Some(text) => match parse_uuid(text) {
+                Ok(id) => Some(id),
+                Err(msg) => {
+                    problems.insert(0, msg);
+                    None
+                }
+            },
+        };
+        if let Some(id) = id {
+            // Only rows with a usable id claim it; the first claim wins.
+            if let Some(first) = self.seen.get(&id.as_u128()) {
+                problems.push(format!(
+                    "duplicate id `{id}`: line {first} already has it (one row per gateway)"
+                ));
+            } else if problems.is_empty() {
+                self.seen.insert(id.as_u128(), line);
+            }
+        }
+        if fields.encryption == Some(Encryption::Default) && !self.default_encryption_warned {
+            self.default_encryption_warned = true;
+            tracing::warn!(
+                line,
+                "encryption `default` is in the API spec but live spaces refuse it; \
+                 `required`, `optional` or `forbidden` are safe"
+            );
+        }
+        match (id, problems.is_empty()) {
+            (Some(id), true) => Ok(Row {
+                line,
+                id,
+                desired: fields.with_defaults(&self.defaults),
+            }),
+            _ => Err(InvalidRow {
+                line,
+                id: raw_id,
+                message: problems.join("; "),
+            }),
+        }
+    }
+}
+
+/// Checks the `defaults:` block of a YAML manifest: the same rules as a row, without `id`.
+pub fn check_defaults(raw: &RawRow) -> Result<Desired, String> {
+    let mut problems = raw.shape_errors.clone();
+    if raw.id.is_some() {
+        problems.push("`defaults` cannot set `id`".into());
+    }
+    let desired = check_fields(raw, &mut problems);
+    if problems.is_empty() {
+        Ok(desired)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn parse_uuid(text: &str) -> Result<Uuid, String> {
+    // Only the hyphenated form: the one the API prints and URLs carry.
+    if text.len() == 36 {
+        if let Ok(id) = Uuid::try_parse(text) {
+            return Ok(id);
+        }
+    }
+    Err(format!(
+        "id `{text}` is not a UUID (expected the gateway's resource id, like \
+         0823a606-0aff-4c90-9eba-f88ba118fe05)"
+    ))
+}
+
+fn check_fields(raw: &RawRow, problems: &mut Vec<String>) -> Desired {
+    let name = raw.name.clone();
+    if let Some(n) = &name {
+        if n.chars().any(char::is_control) {
+            problems.push("name contains a control character".into());
+        }
+    }
+    let uri = raw.uri.clone();
+    if let Some(u) = &uri {
+        if let Err(msg) = check_uri(u) {
+            problems.push(msg);
+        }
+    }
+    let encryption = raw.encryption.as_deref().and_then(|e| {
+        Encryption::parse_strict(e)
+            .map_err(|err| problems.push(err.to_string()))
+            .ok()
+    });
+    let ciphers = raw
+        .ciphers
+        .as_ref()
+        .and_then(|l| check_list("ciphers", l, Cipher::parse_strict, problems));
+    let codecs = raw
+        .codecs
+        .as_ref()
+        .and_then(|l| check_list("codecs", l, Codec::parse_strict, problems));
+    Desired {
+        name,
+        uri,
+        encryption,
+        ciphers,
+        codecs,
+    }
+}
+
+/// The API wants an external SIP entity, written `sip:host`, `sips:host` or `user@host`.
+fn check_uri(uri: &str) -> Result<(), String> {
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("uri `{uri}` contains white space"));
+    }
+    let rest = uri
+        .strip_prefix("sips:")
+        .or_else(|| uri.strip_prefix("sip:"))
+        .unwrap_or(uri);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    if host.is_empty() || (!uri.starts_with("sip") && !rest.contains('@') && !host.contains('.')) {
+        return Err(format!(
+            "uri `{uri}` is not a SIP address (write `sip:pbx.example.com` or `user@pbx.example.com`)"
+        ));
+    }
+    Ok(())
+}
+
+fn check_list<T: PartialEq>(
+    field: &str,
+    raw: &RawList,
+    parse: fn(&str) -> Result<T, UnknownValue>,
+    problems: &mut Vec<String>,
+) -> Option<Vec<T>> {
+    let items: Vec<&str> = match raw {
+        RawList::Joined(s) => s.split(';').map(str::trim).collect(),
+        RawList::Items(v) => v.iter().map(|s| s.trim()).collect(),
+    };
+    if items.is_empty() || items.iter().all(|s| s.is_empty()) {
+        problems.push(format!(
+            "{field}: the list is empty (at least one value; leave the cell empty to keep the current list)"
+        ));
+        return None;
+    }
+    let before = problems.len();
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if item.is_empty() {
+            problems.push(format!("{field}: value {} is empty", i + 1));
+            continue;
+        }
+        match parse(item) {
+            Ok(v) if out.contains(&v) => {
+                problems.push(format!("{field}: `{item}` is listed twice"));
+            }
+            Ok(v) => out.push(v),
+            Err(err) => problems.push(format!("{field}: {err}")),
+        }
+    }
+    (problems.len() == before).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0823a606-0aff-4c90-9eba-f88ba118fe05";
+
+    fn raw(line: u64) -> RawRow {
+        RawRow {
+            line,
+            id: Some(ID.into()),
+            ..RawRow::default()
+        }
+    }
+
+    #[test]
+    fn a_good_row_gets_defaults_for_what_it_leaves_open() {
+        let defaults = Desired {
+            codecs: Some(vec![Codec::Opus]),
+            uri: Some("sip:default.example.com".into()),
+            ..Desired::default()
+        };
+        let mut checker = RowChecker::new(defaults);
+        let row = checker
+            .check(RawRow {
+                uri: Some("sip:pbx.example.com".into()),
+                ..raw(2)
+            })
+            .unwrap();
+        assert_eq!(row.desired.uri.as_deref(), Some("sip:pbx.example.com"));
+        assert_eq!(row.desired.codecs, Some(vec![Codec::Opus]));
+        assert_eq!(row.desired.name, None);
+    }
+
+    #[test]
+    fn every_problem_in_a_row_is_reported() {
+        let mut checker = RowChecker::new(Desired::default());
+        let err = checker
+            .check(RawRow {
+                id: Some("not-a-uuid".into()),
+                codecs: Some(RawList::Joined("opus;PCMU;PCMU".into())),
+                ciphers: Some(RawList::Joined(";".into())),
+                ..raw(5)
+            })
+            .unwrap_err();
+        assert_eq!(err.line, 5);
+        assert!(err.message.contains("id `not-a-uuid` is not a UUID"), "{}", err.message);
+        assert!(err.message.contains("did you mean `OPUS`"), "{}", err.message);
+        assert!(err.message.contains("`PCMU` is listed twice"), "{}", err.message);
+        assert!(err.message.contains("ciphers: the list is empty"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_second_row_for_an_id_names_the_first() {
+        let mut checker = RowChecker::new(Desired::default());
+        assert!(checker.check(raw(2)).is_ok());
+        let err = checker.check(raw(9)).unwrap_err();
+        assert!(err.message.contains("line 2 already has it"), "{}", err.message);
+    }
+
+    #[test]
+    fn uri_must_look_like_sip() {
+        assert!(check_uri("sip:pbx.example.com").is_ok());
+        assert!(check_uri("user3@domain.com").is_ok());
+        assert!(check_uri("sip:").is_err());
+        assert!(check_uri("pbx example").is_err());
+        assert!(check_uri("justaword").is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! CSV manifests: a header naming the columns, one gateway per record, `;` inside list
+//! cells. Read record by record into one reused buffer.
+
+use std::io::Read;
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use super::check::{KNOWN_COLUMNS, RawList, RawRow, RowChecker};
+use super::{CheckedRow, InvalidRow, ManifestError};
+use crate::model::Desired;
+
+/// Where each known column sits in the header.
+#[derive(Default)]
+struct Columns {
+    id: Option<usize>,
+    name: Option<usize>,
+    uri: Option<usize>,
+    encryption: Option<usize>,
+    ciphers: Option<usize>,
+    codecs: Option<usize>,
+}
+
+pub(super) fn read(
+    path: &Path,
+    input: impl Read,
+    sink: &mut dyn FnMut(CheckedRow) -> ControlFlow<()>,
+) -> Result<(), ManifestError> {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .trim(::csv::Trim::All)
+        .from_reader(input);
+    let columns = read_header(path, &mut reader)?;
+    let mut checker = RowChecker::new(Desired::default());
+    let mut record = ::csv::StringRecord::new();
+    loop {
+        let line;
+        let row = match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                line = record_line(&record, reader.position());
+                if record.len() != reader.headers().map_or(0, |h| h.len()) {
+                    Err(InvalidRow {
+                        line,
+                        id: cell(&record, columns.id).unwrap_or_default(),
+                        message: format!(
+                            "the row has {} cells but the header has {}",
+                            record.len(),
+                            reader.headers().map_or(0, |h| h.len())
+                        ),
+                    })
+                } else {
+                    checker.check(raw_row(line, &record, &columns))
+                }
+            }
+            Err(err) => match err.kind() {
+                ::csv::ErrorKind::Utf8 { pos, .. } => Err(InvalidRow {
+                    line: pos.as_ref().map_or(0, |p| p.line()),
+                    id: String::new(),
+                    message: "the row is not valid UTF-8".into(),
+                }),
+                _ => {
+                    return Err(ManifestError::Csv {
+                        path: path.to_owned(),
+                        message: err.to_string(),
+                    });
+                }
+            },
+        };
+        if sink(row).is_break() {
+            return Ok(());
+        }
+    }
+}
+
+fn read_header<R: Read>(
+    path: &Path,
+    reader: &mut ::csv::Reader<R>,
+) -> Result<Columns, ManifestError> {
+    let header = reader.headers().map_err(|err| ManifestError::Csv {
+        path: path.to_owned(),
+        message: err.to_string(),
+    })?;
+    let mut columns = Columns::default();
+    let mut unknown = Vec::new();
+    for (i, name) in header.iter().enumerate() {
+        let slot = match name {
+            "id" => &mut columns.id,
+            "name" => &mut columns.name,
+            "uri" => &mut columns.uri,
+            "encryption" => &mut columns.encryption,
+            "ciphers" => &mut columns.ciphers,
+            "codecs" => &mut columns.codecs,
+            other => {
+                unknown.push(match crate::model::suggest(other, KNOWN_COLUMNS) {
+                    Some(s) => format!("`{other}` (did you mean `{s}`?)"),
+                    None => format!("`{other}`"),
+                });
+                continue;
+            }
+        };
+        if slot.replace(i).is_some() {
+            return Err(ManifestError::RepeatedColumn {
+                path: path.to_owned(),
+                column: name.to_owned(),
+            });
+        }
+    }
+    if columns.id.is_none() {
+        return Err(ManifestError::NoIdColumn {
+            path: path.to_owned(),
+            header: header.iter().collect::<Vec<_>>().join(",").chars().take(80).collect(),
+        });
+    }
+    if !unknown.is_empty() {
+        return Err(ManifestError::UnknownColumns {
+            path: path.to_owned(),
+            unknown: unknown.join(", "),
+            known: KNOWN_COLUMNS.join(", "),
+        });
+    }
+    Ok(columns)
+}
+
+/// The line a record starts on. The csv crate's own start position points before any
+/// blank lines it skipped, so count back from where the next record starts instead.
+fn record_line(record: &::csv::StringRecord, next: &::csv::Position) -> u64 {
+    let start = record.position().map_or(1, |p| p.line());
+    let embedded: u64 = record.iter().map(|c| c.matches('\n').count() as u64).sum();
+    let spanned = next.line().saturating_sub(start);
+    // `spanned` = blank lines skipped + embedded newlines + 1 for the terminator (absent
+    // only on a last line with no newline, where nothing was skipped either).
+    let skipped = spanned.saturating_sub(embedded).saturating_sub(1);
+    start + skipped
+}
+
+/// A cell's text, or `None` for an empty cell or an absent column.
+fn cell(record: &::csv::StringRecord, column: Option<usize>) -> Option<String> {
+    column
+        .and_then(|i| record.get(i))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn raw_row(line: u64, record: &::csv::StringRecord, columns: &Columns) -> RawRow {
+    RawRow {
+        line,
+        id: cell(record, columns.id),
+        name: cell(record, columns.name),
+        uri: cell(record, columns.uri),
+        encryption: cell(record, columns.encryption),
+        ciphers: cell(record, columns.ciphers).map(RawList::Joined),
+        codecs: cell(record, columns.codecs).map(RawList::Joined),
+        shape_errors: Vec::new(),
+    }
+}

@@ -1,0 +1,246 @@
+//! Manifests: CSV or YAML files that say what each gateway should look like.
+//!
+//! Both formats are read as a stream and pushed row by row into a sink, so memory does not
+//! grow with the manifest (apart from the set of ids seen, needed to refuse duplicates).
+//! Each row comes out checked: a typed [`Row`] or an [`InvalidRow`] with its line and a
+//! message a person can act on. Only a manifest that cannot be read as a whole (unknown
+//! column, not CSV/YAML, I/O error) is a [`ManifestError`].
+
+mod check;
+mod csv_format;
+mod yaml_format;
+
+use std::fmt;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+pub use check::{KNOWN_COLUMNS, RawList, RawRow, RowChecker};
+
+use crate::model::Desired;
+
+/// A checked row, ready to reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// 1-based line of the row in the manifest file.
+    pub line: u64,
+    pub id: Uuid,
+    /// What the row asks for, with `defaults:` already applied.
+    pub desired: Desired,
+}
+
+/// A row that failed its checks. It is reported and skipped; the other rows still run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidRow {
+    pub line: u64,
+    /// The id cell as written (may be empty or not a UUID).
+    pub id: String,
+    pub message: String,
+}
+
+impl fmt::Display for InvalidRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// What the reader hands the sink for each row.
+pub type CheckedRow = Result<Row, InvalidRow>;
+
+/// The manifest's format, from its extension or `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Yaml,
+}
+
+impl Format {
+    /// `.csv` -> CSV, `.yaml`/`.yml` -> YAML.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "csv" => Some(Format::Csv),
+            "yaml" | "yml" => Some(Format::Yaml),
+            _ => None,
+        }
+    }
+}
+
+/// A manifest that cannot be read as a whole: nothing is sent when this happens.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    #[error("cannot read manifest {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot tell the format of manifest {0}: name it .csv, .yaml or .yml, or pass --format"
+    )]
+    UnknownFormat(PathBuf),
+    #[error("manifest {path}: unknown column(s) {unknown}; known columns: {known}")]
+    UnknownColumns {
+        path: PathBuf,
+        unknown: String,
+        known: String,
+    },
+    #[error("manifest {path}: column `{column}` appears twice in the header")]
+    RepeatedColumn { path: PathBuf, column: String },
+    #[error("manifest {path}: the header has no `id` column (first line: {header:?})")]
+    NoIdColumn { path: PathBuf, header: String },
+    #[error("manifest {path}: not valid CSV: {message}")]
+    Csv { path: PathBuf, message: String },
+    #[error("manifest {path}: not a manifest: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("manifest {path}: `defaults` (line {line}): {message}")]
+    Defaults {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+}
+
+/// Counts from one pass over a manifest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    pub rows: u64,
+    pub invalid: u64,
+}
+
+/// A manifest on disk, with its format settled.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    path: PathBuf,
+    format: Format,
+}
+
+impl Manifest {
+    /// Settles the format (explicit, else by extension) and checks the file can be opened.
+    pub fn open(path: &Path, format: Option<Format>) -> Result<Manifest, ManifestError> {
+        let format = format
+            .or_else(|| Format::from_path(path))
+            .ok_or_else(|| ManifestError::UnknownFormat(path.to_owned()))?;
+        std::fs::File::open(path).map_err(|source| ManifestError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Manifest {
+            path: path.to_owned(),
+            format,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Reads every row, checks it and hands it to `sink`, in file order. The sink may stop
+    /// the read early with `ControlFlow::Break`. Blocking: run it off the async runtime.
+    pub fn read(
+        &self,
+        mut sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
+    ) -> Result<ReadStats, ManifestError> {
+        let file = std::fs::File::open(&self.path).map_err(|source| ManifestError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let reader = std::io::BufReader::with_capacity(64 * 1024, file);
+        let mut stats = ReadStats::default();
+        let mut counted = |row: CheckedRow| {
+            stats.rows += 1;
+            stats.invalid += u64::from(row.is_err());
+            sink(row)
+        };
+        match self.format {
+            Format::Csv => csv_format::read(&self.path, reader, &mut counted)?,
+            Format::Yaml => yaml_format::read(&self.path, reader, &mut counted)?,
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Codec;
+    use std::io::Write;
+
+    fn read_all(ext: &str, text: &str) -> Result<Vec<CheckedRow>, ManifestError> {
+        let mut file = tempfile::Builder::new().suffix(ext).tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let manifest = Manifest::open(file.path(), None)?;
+        let mut rows = Vec::new();
+        let stats = manifest.read(|row| {
+            rows.push(row);
+            ControlFlow::Continue(())
+        })?;
+        assert_eq!(stats.rows as usize, rows.len());
+        Ok(rows)
+    }
+
+    const A: &str = "0823a606-0aff-4c90-9eba-f88ba118fe05";
+    const B: &str = "1823a606-0aff-4c90-9eba-f88ba118fe05";
+
+    #[test]
+    fn csv_rows_carry_their_line_and_empty_cells_leave_fields_alone() {
+        let rows = read_all(
+            ".csv",
+            &format!("id,uri,codecs\n{A},sip:a.example.com,OPUS;PCMU\n\n{B},,\n"),
+        )
+        .unwrap();
+        let a = rows[0].as_ref().unwrap();
+        assert_eq!(a.line, 2);
+        assert_eq!(a.desired.codecs, Some(vec![Codec::Opus, Codec::Pcmu]));
+        let b = rows[1].as_ref().unwrap();
+        assert_eq!(b.line, 4);
+        assert_eq!(b.desired, Desired::default());
+    }
+
+    #[test]
+    fn csv_unknown_column_is_refused_with_the_known_ones() {
+        let err = read_all(".csv", &format!("id,codec\n{A},OPUS\n")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`codec` (did you mean `codecs`?)"), "{msg}");
+        assert!(msg.contains("known columns: id, name, uri"), "{msg}");
+    }
+
+    #[test]
+    fn yaml_defaults_apply_and_rows_have_lines() {
+        let text = format!(
+            "defaults:\n  codecs: [OPUS, PCMU]\ngateways:\n  - id: {A}\n    uri: sip:a.example.com\n  - id: {B}\n    codecs: PCMA\n    colour: red\n"
+        );
+        let rows = read_all(".yaml", &text).unwrap();
+        let a = rows[0].as_ref().unwrap();
+        assert_eq!(a.line, 4);
+        assert_eq!(a.desired.codecs, Some(vec![Codec::Opus, Codec::Pcmu]));
+        let b = rows[1].as_ref().unwrap_err();
+        assert_eq!(b.line, 6);
+        assert!(b.message.contains("unknown key `colour`"), "{}", b.message);
+    }
+
+    #[test]
+    fn yaml_plain_list_and_strings_stay_strings() {
+        let text = format!("- id: {A}\n  name: NO\n- id: {B}\n  name: 05060\n");
+        let rows = read_all(".yml", &text).unwrap();
+        assert_eq!(rows[0].as_ref().unwrap().desired.name.as_deref(), Some("NO"));
+        assert_eq!(rows[1].as_ref().unwrap().desired.name.as_deref(), Some("05060"));
+    }
+
+    #[test]
+    fn text_that_is_not_a_manifest_is_refused() {
+        assert!(matches!(
+            read_all(".yaml", "just some words\n"),
+            Err(ManifestError::Yaml { .. })
+        ));
+        assert!(matches!(
+            read_all(".csv", "hello world\nfoo bar\n"),
+            Err(ManifestError::NoIdColumn { .. })
+        ));
+    }
+}
