@@ -1,3 +1,9 @@
+pub mod client;
 pub mod diff;
+pub mod engine;
+pub mod limiter;
 pub mod manifest;
 pub mod model;
+pub mod report;
+pub mod retry;
+pub mod secret;

@@ -1,0 +1,519 @@
+//! The SignalWire SIP gateway API over HTTP: GET, PATCH and list, with Basic auth, timeouts,
+//! the shared rate limiter and retries.
+//!
+//! Two types make "plan never writes" a fact of construction: [`ReadClient`] can only read;
+//! [`WriteClient`] wraps one and adds PATCH. The plan path is never handed a `WriteClient`.
+//!
+//! A 401 or 403 trips the client's abort token: every request after it fails at once
+//! without touching the network, so bad credentials are not hammered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use backon::Retryable;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+use uuid::Uuid;
+
+use crate::limiter::{Budget, Limiter};
+use crate::model::{GatewayFields, GatewayResource};
+use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use crate::secret::Credentials;
+
+/// The collection path under the space's base URL.
+pub const GATEWAYS_PATH: &str = "/api/fabric/resources/sip_gateways";
+
+/// What the client needs to know.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `https://{space}.signalwire.com`, or a loopback `http://` URL (the sandbox).
+    pub base_url: Url,
+    pub credentials: Credentials,
+    /// Whole-request timeout, body included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Idle keep-alive connections kept per host; set to the job's concurrency.
+    pub pool_size: usize,
+}
+
+/// Counters for the summary, shared by every request.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    /// HTTP attempts sent (first tries and retries).
+    pub requests: AtomicU64,
+    /// Attempts that were retries.
+    pub retries: AtomicU64,
+    /// Write attempts (PATCH) sent.
+    pub writes: AtomicU64,
+}
+
+/// Why a request failed, as a type: the engine maps it to a row status, never by its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// 401 or 403: the job stops.
+    Unauthorized,
+    /// 404: the gateway does not exist.
+    NotFound,
+    /// Another 4xx (400, 422, ...): the request must change before it can succeed.
+    Rejected,
+    /// 429 or a 5xx that outlived its retries.
+    Server,
+    /// Connection refused or dropped, timeout: outlived its retries.
+    Transport,
+    /// A 2xx whose body is not the resource we expected.
+    BadResponse,
+    /// Not sent: the job was aborted (bad credentials elsewhere).
+    Aborted,
+}
+
+/// A failed request, with what a person needs to act on it. Never holds a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub status: Option<u16>,
+    /// The server's error code (`missing_sip_configuration`) or our own (`timeout`).
+    pub code: String,
+    pub message: String,
+    /// HTTP attempts this request made.
+    pub attempts: u32,
+    retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    fn retryable(&self) -> bool {
+        match self.kind {
+            ErrorKind::Transport => true,
+            ErrorKind::Server => self.status.is_none_or(is_retryable_status),
+            _ => false,
+        }
+    }
+}
+
+/// A successful reply and how many attempts it took.
+#[derive(Debug, Clone)]
+pub struct Reply<T> {
+    pub value: T,
+    pub status: u16,
+    pub attempts: u32,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    collection: Url,
+    limiter: Arc<Limiter>,
+    retry: RetryPolicy,
+    stats: Arc<RequestStats>,
+    abort: CancellationToken,
+    rate_headers_logged: AtomicBool,
+}
+
+/// Reads gateways. Cheap to clone; clones share the connection pool, limiter and counters.
+#[derive(Clone)]
+pub struct ReadClient {
+    inner: Arc<Inner>,
+}
+
+/// Reads and writes gateways. Only `apply` builds one.
+#[derive(Clone)]
+pub struct WriteClient {
+    read: ReadClient,
+}
+
+/// A client that cannot be built (TLS setup, bad base URL).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the HTTP client: {0}")]
+pub struct ClientBuildError(String);
+
+impl ReadClient {
+    pub fn new(
+        config: &ClientConfig,
+        limiter: Arc<Limiter>,
+        stats: Arc<RequestStats>,
+        abort: CancellationToken,
+    ) -> Result<ReadClient, ClientBuildError> {
+        // Ring is our rustls crypto provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, config.credentials.basic_auth_header());
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("sipgw-bulk/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(config.pool_size.max(1))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            // Never follow a redirect: the auth header must not go to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            // reqwest 0.13 retries some refusals by itself, outside our limiter.
+            .retry(reqwest::retry::never())
+            .build()
+            .map_err(|e| ClientBuildError(error_chain(&e)))?;
+        let collection = join_path(&config.base_url, GATEWAYS_PATH)?;
+        Ok(ReadClient {
+            inner: Arc::new(Inner {
+                http,
+                collection,
+                limiter,
+                retry: config.retry,
+                stats,
+                abort,
+                rate_headers_logged: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// GET one gateway by its resource id.
+    pub async fn get_gateway(&self, id: &Uuid) -> Result<Reply<GatewayResource>, ApiError> {
+        let url = self.gateway_url(id);
+        let reply = self.call(Method::GET, url, None, Budget::Read).await?;
+        decode(reply)
+    }
+
+    fn gateway_url(&self, id: &Uuid) -> Url {
+        let mut url = self.inner.collection.clone();
+        url.set_path(&format!("{}/{}", self.inner.collection.path(), id.hyphenated()));
+        url
+    }
+
+    /// One HTTP request with permits, retries and error mapping.
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        budget: Budget,
+    ) -> Result<Reply<bytes_body::Body>, ApiError> {
+        let inner = &self.inner;
+        let attempts = AtomicU32::new(0);
+        let attempt = || async {
+            if inner.abort.is_cancelled() {
+                return Err(aborted(attempts.load(Ordering::Relaxed)));
+            }
+            inner.limiter.acquire(budget).await;
+            if inner.abort.is_cancelled() {
+                return Err(aborted(attempts.load(Ordering::Relaxed)));
+            }
+            let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+            if n > 1 {
+                inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            if budget == Budget::Write {
+                inner.stats.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            self.send_once(method.clone(), url.clone(), body.clone(), n).await
+        };
+        attempt
+            .retry(inner.retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(ApiError::retryable)
+            .adjust(|err: &ApiError, backoff| inner.retry.next_delay(err.retry_after, backoff))
+            .notify(|err: &ApiError, wait: Duration| {
+                if err.status == Some(429) {
+                    // Throttled: everyone waits, not just this worker.
+                    inner.limiter.pause_for(wait);
+                }
+                tracing::debug!(
+                    status = err.status,
+                    code = %err.code,
+                    wait_ms = wait.as_millis() as u64,
+                    "retrying: {}",
+                    err.message
+                );
+            })
+            .await
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        attempt: u32,
+    ) -> Result<Reply<bytes_body::Body>, ApiError> {
+        let inner = &self.inner;
+        let mut request = inner.http.request(method, url);
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, attempt))?;
+        let status = response.status();
+        self.log_rate_headers(response.headers());
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&e, attempt))?;
+        if status.is_success() {
+            return Ok(Reply {
+                value: bytes_body::Body(bytes.to_vec()),
+                status: status.as_u16(),
+                attempts: attempt,
+            });
+        }
+        let kind = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                inner.abort.cancel();
+                ErrorKind::Unauthorized
+            }
+            StatusCode::NOT_FOUND => ErrorKind::NotFound,
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => ErrorKind::Server,
+            _ => ErrorKind::Rejected,
+        };
+        let (code, message) = parse_error_body(status, &bytes);
+        Err(ApiError {
+            kind,
+            status: Some(status.as_u16()),
+            code,
+            message,
+            attempts: attempt,
+            retry_after,
+        })
+    }
+
+    /// The platform's rate-limit headers have no documented names: log the `x-` headers
+    /// that look like them, once, at debug.
+    fn log_rate_headers(&self, headers: &HeaderMap) {
+        if self.inner.rate_headers_logged.load(Ordering::Relaxed) {
+            return;
+        }
+        let seen: Vec<String> = headers
+            .iter()
+            .filter(|(name, _)| {
+                let n = name.as_str();
+                n.starts_with("x-") && (n.contains("rate") || n.contains("limit"))
+            })
+            .map(|(name, value)| format!("{}={}", name, value.to_str().unwrap_or("?")))
+            .collect();
+        if !seen.is_empty() && !self.inner.rate_headers_logged.swap(true, Ordering::Relaxed) {
+            tracing::debug!(headers = %seen.join(" "), "rate-limit headers from the platform");
+        }
+    }
+}
+
+impl WriteClient {
+    pub fn new(read: ReadClient) -> WriteClient {
+        WriteClient { read }
+    }
+
+    /// The reading half, for the GET before each write.
+    pub fn reader(&self) -> &ReadClient {
+        &self.read
+    }
+
+    /// PATCH a gateway with all five fields. Refuses (without sending) a body that lacks
+    /// one: live spaces validate PATCH as a full replacement.
+    pub async fn update_gateway(
+        &self,
+        id: &Uuid,
+        fields: &GatewayFields,
+    ) -> Result<Reply<GatewayResource>, ApiError> {
+        let missing = fields.missing();
+        if !missing.is_empty() {
+            return Err(ApiError {
+                kind: ErrorKind::Rejected,
+                status: None,
+                code: "incomplete_body".into(),
+                message: format!(
+                    "not sent: the gateway has no {} and the manifest does not set it \
+                     (a PATCH must carry all five fields)",
+                    missing.join(", ")
+                ),
+                attempts: 0,
+                retry_after: None,
+            });
+        }
+        let body = serde_json::to_vec(fields).map_err(|e| ApiError {
+            kind: ErrorKind::Rejected,
+            status: None,
+            code: "encode".into(),
+            message: e.to_string(),
+            attempts: 0,
+            retry_after: None,
+        })?;
+        let url = self.read.gateway_url(id);
+        let reply = self
+            .read
+            .call(Method::PATCH, url, Some(body), Budget::Write)
+            .await?;
+        decode(reply)
+    }
+}
+
+/// Raw bytes of a successful reply, decoded by the caller that knows the type.
+mod bytes_body {
+    pub struct Body(pub Vec<u8>);
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    reply: Reply<bytes_body::Body>,
+) -> Result<Reply<T>, ApiError> {
+    match serde_json::from_slice(&reply.value.0) {
+        Ok(value) => Ok(Reply {
+            value,
+            status: reply.status,
+            attempts: reply.attempts,
+        }),
+        Err(e) => Err(ApiError {
+            kind: ErrorKind::BadResponse,
+            status: Some(reply.status),
+            code: "bad_response".into(),
+            message: format!("the server's answer is not a gateway: {e}"),
+            attempts: reply.attempts,
+            retry_after: None,
+        }),
+    }
+}
+
+fn aborted(attempts: u32) -> ApiError {
+    ApiError {
+        kind: ErrorKind::Aborted,
+        status: None,
+        code: "aborted".into(),
+        message: "not sent: the job stopped after the server refused the credentials".into(),
+        attempts,
+        retry_after: None,
+    }
+}
+
+fn transport_error(err: &reqwest::Error, attempt: u32) -> ApiError {
+    let code = if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    ApiError {
+        kind: ErrorKind::Transport,
+        status: None,
+        code: code.into(),
+        message: error_chain(err),
+        attempts: attempt,
+        retry_after: None,
+    }
+}
+
+/// An error and its causes on one line, the way `{:#}` prints an anyhow chain.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// SignalWire's error shapes, read loosely: `errors[]` (422), then `error`, then raw text.
+pub fn parse_error_body(status: StatusCode, body: &[u8]) -> (String, String) {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+        attribute: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        errors: Option<Vec<Entry>>,
+        error: Option<serde_json::Value>,
+    }
+    let fallback_code = format!("http_{}", status.as_u16());
+    if let Ok(shape) = serde_json::from_slice::<Shape>(body) {
+        if let Some(errors) = shape.errors.filter(|e| !e.is_empty()) {
+            let code = errors[0].code.clone().unwrap_or(fallback_code);
+            let message = errors
+                .iter()
+                .map(|e| {
+                    let mut m = e.message.clone().unwrap_or_else(|| "error".into());
+                    if let Some(c) = &e.code {
+                        m = format!("{c}: {m}");
+                    }
+                    if let Some(a) = &e.attribute {
+                        m.push_str(&format!(" (attribute `{a}`)"));
+                    }
+                    m
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return (code, format!("HTTP {}: {message}", status.as_u16()));
+        }
+        if let Some(error) = shape.error {
+            let text = error.as_str().map_or_else(|| error.to_string(), str::to_owned);
+            return (fallback_code, format!("HTTP {}: {text}", status.as_u16()));
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text: String = text.trim().chars().take(200).collect();
+    let message = if text.is_empty() {
+        format!("HTTP {}", status)
+    } else {
+        format!("HTTP {}: {text}", status.as_u16())
+    };
+    (fallback_code, message)
+}
+
+/// `base` + `path`, keeping any path prefix the base URL has.
+fn join_path(base: &Url, path: &str) -> Result<Url, ClientBuildError> {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}{path}"));
+    url.set_query(None);
+    if url.cannot_be_a_base() {
+        return Err(ClientBuildError(format!("`{base}` is not a base URL")));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_read_loosely() {
+        let s422 = StatusCode::UNPROCESSABLE_ENTITY;
+        let body = br#"{"errors":[{"type":"validation_error","code":"missing_sip_configuration","message":"Ciphers are required","attribute":"ciphers","url":"https://x"},{"code":"other","message":"Also"}]}"#;
+        let (code, msg) = parse_error_body(s422, body);
+        assert_eq!(code, "missing_sip_configuration");
+        assert_eq!(
+            msg,
+            "HTTP 422: missing_sip_configuration: Ciphers are required (attribute `ciphers`); other: Also"
+        );
+        let (code, msg) = parse_error_body(StatusCode::NOT_FOUND, br#"{"error":"Not Found"}"#);
+        assert_eq!((code.as_str(), msg.as_str()), ("http_404", "HTTP 404: Not Found"));
+        let (_, msg) = parse_error_body(StatusCode::BAD_GATEWAY, b"<html>upstream</html>");
+        assert_eq!(msg, "HTTP 502: <html>upstream</html>");
+        let (_, msg) = parse_error_body(StatusCode::BAD_GATEWAY, b"");
+        assert_eq!(msg, "HTTP 502 Bad Gateway");
+    }
+
+    #[test]
+    fn collection_url_keeps_a_prefix() {
+        let base = Url::parse("http://127.0.0.1:9/prefix/").unwrap();
+        assert_eq!(
+            join_path(&base, GATEWAYS_PATH).unwrap().as_str(),
+            "http://127.0.0.1:9/prefix/api/fabric/resources/sip_gateways"
+        );
+    }
+}

@@ -1,0 +1,430 @@
+//! The report: one line per finished row, the run's result, checkpoint and undo file.
+//!
+//! Each line is flushed to the OS as soon as its row finishes, so a crash or Ctrl-C loses
+//! no finished row. CSV (default) and JSONL carry the same fields; `before` and `after`
+//! hold the five fields as compact JSON (a JSON string in CSV, an object in JSONL).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diff::FieldSet;
+use crate::model::GatewayFields;
+
+/// How a row ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Written, and the server's answer matches what was sent.
+    Updated,
+    /// Already as the manifest says: nothing written.
+    Unchanged,
+    /// Plan only: would be written.
+    WouldUpdate,
+    /// The row failed its checks; nothing sent.
+    Invalid,
+    /// The gateway does not exist (404).
+    NotFound,
+    /// A request failed (after retries, or not retryable).
+    Failed,
+    /// Not attempted: the job stopped (abort, guard, interrupt, limit).
+    Skipped,
+    /// Written, but the server's answer differs from what was sent.
+    Mismatch,
+}
+
+impl Status {
+    pub const ALL: [Status; 8] = [
+        Status::Updated,
+        Status::Unchanged,
+        Status::WouldUpdate,
+        Status::Invalid,
+        Status::NotFound,
+        Status::Failed,
+        Status::Skipped,
+        Status::Mismatch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Updated => "updated",
+            Status::Unchanged => "unchanged",
+            Status::WouldUpdate => "would_update",
+            Status::Invalid => "invalid",
+            Status::NotFound => "not_found",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Mismatch => "mismatch",
+        }
+    }
+
+    /// A row that ended this way needs someone's attention (exit code 1).
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            Status::Invalid | Status::NotFound | Status::Failed | Status::Mismatch
+        )
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One finished row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowRecord {
+    /// The row's line in the manifest.
+    pub row: u64,
+    /// The id as written in the manifest.
+    pub id: String,
+    pub status: Status,
+    pub changed_fields: FieldSet,
+    /// The five fields as read before any write.
+    pub before: Option<GatewayFields>,
+    /// The five fields after: as the server answered a write, as a plan would leave them,
+    /// or as read for an unchanged row.
+    pub after: Option<GatewayFields>,
+    pub http_status: Option<u16>,
+    /// HTTP attempts for this row: reads and writes, retries included.
+    pub attempts: u32,
+    pub error_code: String,
+    pub error: String,
+    pub duration_ms: u64,
+}
+
+impl RowRecord {
+    /// A record for a row that got no further than `status` (invalid, skipped).
+    pub fn bare(row: u64, id: String, status: Status, code: &str, error: String) -> RowRecord {
+        RowRecord {
+            row,
+            id,
+            status,
+            changed_fields: FieldSet::default(),
+            before: None,
+            after: None,
+            http_status: None,
+            attempts: 0,
+            error_code: code.to_owned(),
+            error,
+            duration_ms: 0,
+        }
+    }
+}
+
+/// The report's file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    #[default]
+    Csv,
+    Jsonl,
+}
+
+/// The report's columns, in order.
+pub const COLUMNS: [&str; 11] = [
+    "row",
+    "id",
+    "status",
+    "changed_fields",
+    "before",
+    "after",
+    "http_status",
+    "attempts",
+    "error_code",
+    "error",
+    "duration_ms",
+];
+
+/// One line as CSV sees it: `before`/`after` as JSON text.
+#[derive(Serialize)]
+struct CsvLine<'a> {
+    row: u64,
+    id: &'a str,
+    status: Status,
+    changed_fields: String,
+    before: String,
+    after: String,
+    http_status: Option<u16>,
+    attempts: u32,
+    error_code: &'a str,
+    error: &'a str,
+    duration_ms: u64,
+}
+
+/// One line as JSONL sees it: `before`/`after` as objects.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    row: u64,
+    id: &'a str,
+    status: Status,
+    changed_fields: String,
+    before: Option<&'a GatewayFields>,
+    after: Option<&'a GatewayFields>,
+    http_status: Option<u16>,
+    attempts: u32,
+    error_code: &'a str,
+    error: &'a str,
+    duration_ms: u64,
+}
+
+fn compact_json(fields: &Option<GatewayFields>) -> String {
+    fields
+        .as_ref()
+        .and_then(|f| serde_json::to_string(f).ok())
+        .unwrap_or_default()
+}
+
+/// Writes report lines, each flushed as it is written.
+pub struct ReportWriter {
+    format: ReportFormat,
+    csv: Option<csv::Writer<File>>,
+    jsonl: Option<BufWriter<File>>,
+}
+
+impl ReportWriter {
+    /// Creates (truncates) the report at `path` and writes the CSV header.
+    pub fn create(path: &Path, format: ReportFormat) -> io::Result<ReportWriter> {
+        let file = File::create(path)?;
+        Self::from_file(file, format)
+    }
+
+    fn from_file(file: File, format: ReportFormat) -> io::Result<ReportWriter> {
+        let mut writer = match format {
+            ReportFormat::Csv => ReportWriter {
+                format,
+                csv: Some(csv::Writer::from_writer(file)),
+                jsonl: None,
+            },
+            ReportFormat::Jsonl => ReportWriter {
+                format,
+                csv: None,
+                jsonl: Some(BufWriter::new(file)),
+            },
+        };
+        if let Some(csv) = writer.csv.as_mut() {
+            csv.write_record(COLUMNS)?;
+            csv.flush()?;
+        }
+        Ok(writer)
+    }
+
+    /// Appends one row and flushes it to the OS.
+    pub fn write(&mut self, r: &RowRecord) -> io::Result<()> {
+        if let Some(csv) = self.csv.as_mut() {
+            csv.serialize(CsvLine {
+                row: r.row,
+                id: &r.id,
+                status: r.status,
+                changed_fields: r.changed_fields.to_string(),
+                before: compact_json(&r.before),
+                after: compact_json(&r.after),
+                http_status: r.http_status,
+                attempts: r.attempts,
+                error_code: &r.error_code,
+                error: &r.error,
+                duration_ms: r.duration_ms,
+            })?;
+            csv.flush()?;
+        }
+        if let Some(out) = self.jsonl.as_mut() {
+            serde_json::to_writer(
+                &mut *out,
+                &JsonLine {
+                    row: r.row,
+                    id: &r.id,
+                    status: r.status,
+                    changed_fields: r.changed_fields.to_string(),
+                    before: r.before.as_ref(),
+                    after: r.after.as_ref(),
+                    http_status: r.http_status,
+                    attempts: r.attempts,
+                    error_code: &r.error_code,
+                    error: &r.error,
+                    duration_ms: r.duration_ms,
+                },
+            )?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn format(&self) -> ReportFormat {
+        self.format
+    }
+}
+
+/// A report line read back (resume, rollback, tests). Both formats parse into this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRecord {
+    pub row: u64,
+    pub id: String,
+    pub status: Status,
+    pub changed_fields: FieldSet,
+    pub before: Option<GatewayFields>,
+    pub after: Option<GatewayFields>,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    pub error_code: String,
+    pub error: String,
+}
+
+/// A report that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read report {path}: {message}")]
+    Unreadable { path: String, message: String },
+}
+
+/// Reads every complete line of a report. A torn last line (a crash mid-write) is dropped.
+pub fn read_report(path: &Path) -> Result<Vec<ReadRecord>, ReadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ReadError::Unreadable {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let unreadable = |message: String| ReadError::Unreadable {
+        path: path.display().to_string(),
+        message,
+    };
+    // Only lines that end in a newline were written whole.
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    let mut out = Vec::new();
+    if complete.starts_with('{') {
+        #[derive(Deserialize)]
+        struct Line {
+            row: u64,
+            id: String,
+            status: Status,
+            changed_fields: String,
+            before: Option<GatewayFields>,
+            after: Option<GatewayFields>,
+            http_status: Option<u16>,
+            attempts: u32,
+            error_code: String,
+            error: String,
+        }
+        for (i, line) in complete.lines().enumerate() {
+            let l: Line = serde_json::from_str(line)
+                .map_err(|e| unreadable(format!("line {}: {e}", i + 1)))?;
+            out.push(ReadRecord {
+                row: l.row,
+                id: l.id,
+                status: l.status,
+                changed_fields: FieldSet::parse(&l.changed_fields),
+                before: l.before,
+                after: l.after,
+                http_status: l.http_status,
+                attempts: l.attempts,
+                error_code: l.error_code,
+                error: l.error,
+            });
+        }
+        return Ok(out);
+    }
+    #[derive(Deserialize)]
+    struct Line {
+        row: u64,
+        id: String,
+        status: Status,
+        changed_fields: String,
+        before: String,
+        after: String,
+        http_status: Option<u16>,
+        attempts: u32,
+        error_code: String,
+        error: String,
+    }
+    let json = |s: &str| -> Result<Option<GatewayFields>, ReadError> {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            serde_json::from_str(s).map(Some).map_err(|e| unreadable(e.to_string()))
+        }
+    };
+    let mut reader = csv::Reader::from_reader(complete.as_bytes());
+    for line in reader.deserialize::<Line>() {
+        let l = line.map_err(|e| unreadable(e.to_string()))?;
+        out.push(ReadRecord {
+            row: l.row,
+            id: l.id,
+            status: l.status,
+            changed_fields: FieldSet::parse(&l.changed_fields),
+            before: json(&l.before)?,
+            after: json(&l.after)?,
+            http_status: l.http_status,
+            attempts: l.attempts,
+            error_code: l.error_code,
+            error: l.error,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::Field;
+    use crate::model::{Codec, Encryption};
+
+    fn record() -> RowRecord {
+        let mut changed = FieldSet::default();
+        changed.insert(Field::Codecs);
+        let before = GatewayFields {
+            name: "gw, \"one\"".into(),
+            uri: "sip:a.example.com".into(),
+            encryption: Some(Encryption::Optional),
+            ciphers: vec![],
+            codecs: vec![Codec::Pcmu],
+        };
+        let after = GatewayFields {
+            codecs: vec![Codec::Opus, Codec::Other("LYRA".into())],
+            ..before.clone()
+        };
+        RowRecord {
+            row: 7,
+            id: "0823a606-0aff-4c90-9eba-f88ba118fe05".into(),
+            status: Status::Updated,
+            changed_fields: changed,
+            before: Some(before),
+            after: Some(after),
+            http_status: Some(200),
+            attempts: 3,
+            error_code: String::new(),
+            error: String::new(),
+            duration_ms: 12,
+        }
+    }
+
+    #[test]
+    fn both_formats_round_trip_and_drop_a_torn_line() {
+        for format in [ReportFormat::Csv, ReportFormat::Jsonl] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            let mut w = ReportWriter::create(&path, format).unwrap();
+            let r = record();
+            w.write(&r).unwrap();
+            w.write(&RowRecord::bare(9, "x".into(), Status::Invalid, "invalid", "bad".into()))
+                .unwrap();
+            drop(w);
+            // A crash mid-line leaves a torn tail.
+            let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(b"10,0823a606").unwrap();
+            let back = read_report(&path).unwrap();
+            assert_eq!(back.len(), 2, "{format:?}");
+            assert_eq!(back[0].before, r.before);
+            assert_eq!(back[0].after, r.after);
+            assert_eq!(back[0].changed_fields, r.changed_fields);
+            assert_eq!(back[1].status, Status::Invalid);
+            assert_eq!(back[1].error, "bad");
+        }
+    }
+}

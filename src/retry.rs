@@ -1,0 +1,123 @@
+//! Retry rules as pure functions: which failures are worth another try, how long to wait,
+//! and what a `Retry-After` header means. The loop itself lives in the client.
+
+use std::time::{Duration, SystemTime};
+
+use backon::ExponentialBuilder;
+
+/// How hard to retry one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included.
+    pub max_attempts: u32,
+    /// The first backoff delay; it doubles each time, with jitter.
+    pub min_delay: Duration,
+    /// No single backoff wait is longer.
+    pub max_delay: Duration,
+    /// The backoff waits of one request add up to no more than this.
+    pub max_total: Duration,
+    /// A server's `Retry-After` is honoured up to this long.
+    pub retry_after_cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            max_total: Duration::from_secs(60),
+            retry_after_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The exponential backoff with full jitter that `backon` drives.
+    pub fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .with_total_delay(Some(self.max_total))
+    }
+
+    /// The wait before the next try: the server's `Retry-After` when it gave one (capped),
+    /// else the backoff's own delay. `None` (backoff exhausted) stays `None`.
+    pub fn next_delay(
+        &self,
+        retry_after: Option<Duration>,
+        backoff: Option<Duration>,
+    ) -> Option<Duration> {
+        backoff.map(|d| retry_after.map_or(d, |ra| ra.min(self.retry_after_cap)))
+    }
+}
+
+/// Statuses worth another try: throttling and the transient server errors.
+/// 400, 401, 403, 404, 422 and every other 4xx mean "fix the cause first".
+pub fn is_retryable_status(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date; `None` when absent or unreadable.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e6)));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_statuses_are_retried() {
+        for s in [429, 500, 502, 503, 504] {
+            assert!(is_retryable_status(s), "{s}");
+        }
+        for s in 400..=599 {
+            if ![429, 500, 502, 503, 504].contains(&s) {
+                assert!(!is_retryable_status(s), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(7)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_exhaustion_wins() {
+        let p = RetryPolicy::default();
+        let big = Some(Duration::from_secs(3600));
+        assert_eq!(p.next_delay(big, Some(Duration::from_millis(5))), Some(p.retry_after_cap));
+        assert_eq!(p.next_delay(big, None), None);
+        let d = Some(Duration::from_millis(250));
+        assert_eq!(p.next_delay(None, d), d);
+    }
+
+    #[test]
+    fn backoff_never_exceeds_its_cap_or_attempts() {
+        use backon::BackoffBuilder;
+        let p = RetryPolicy { max_total: Duration::from_secs(3600), ..RetryPolicy::default() };
+        let delays: Vec<Duration> = p.backoff().build().collect();
+        assert_eq!(delays.len() as u32, p.max_attempts - 1);
+        // Jitter adds up to one more delay's worth on top of the capped base.
+        assert!(delays.iter().all(|d| *d <= p.max_delay * 2), "{delays:?}");
+    }
+}
