@@ -6,4 +6,5 @@ pub mod manifest;
 pub mod model;
 pub mod report;
 pub mod retry;
+pub mod sandbox;
 pub mod secret;

@@ -1,0 +1,133 @@
+//! A simulated SignalWire space on loopback: the five gateway endpoints with the live
+//! platform's behaviour (Basic auth, full-body PATCH validation, 404s, 422s in SignalWire's
+//! shape, paging by `links.next`, a server-side write limit answering 429 + `Retry-After`)
+//! plus injected faults for rehearsals (error rates per status, latency, dropped
+//! connections). Tests, examples, benchmarks and users rehearsing a migration all run
+//! against it.
+//!
+//! It counts what it sees ([`Stats`]), served at `GET /__sandbox/stats`, so a test or a
+//! benchmark can check what the client really sent: writes per one-second window, PATCHes
+//! per gateway, requests after the first 401.
+
+mod handlers;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+pub use state::{SandboxState, Stats};
+
+use crate::model::{Cipher, Codec, Encryption, GatewayFields};
+
+/// Injected faults. Rates are probabilities in 0..=1, drawn per API request.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// `(status, rate)`: answer this status instead of handling the request.
+    pub status_rates: Vec<(u16, f64)>,
+    /// `Retry-After` seconds sent with an injected 429 or 503.
+    pub retry_after_secs: u64,
+    /// Added before every API response.
+    pub latency: Duration,
+    /// Close the connection without a complete answer.
+    pub drop_rate: f64,
+}
+
+/// How the sandbox behaves.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub project_id: String,
+    pub api_token: String,
+    /// Writes accepted per second before 429; 0 = no limit. The platform's is 13,800/10 s.
+    pub write_limit: u32,
+    pub faults: Faults,
+    /// Ids whose every PATCH is answered 500 (rehearsing a stubborn subset).
+    pub failing_ids: Vec<Uuid>,
+    /// Ids whose PATCH answer reports other codecs than were sent (a read-back mismatch).
+    pub mismatch_ids: Vec<Uuid>,
+    /// If set, `links.next` points at this origin instead of a path (tests a foreign link).
+    pub next_link_origin: Option<String>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            project_id: random_uuid().hyphenated().to_string(),
+            api_token: format!("PT{}", random_uuid().simple()),
+            write_limit: 1380,
+            faults: Faults::default(),
+            failing_ids: Vec::new(),
+            mismatch_ids: Vec::new(),
+            next_link_origin: None,
+        }
+    }
+}
+
+/// The sandbox's starting values for gateway number `n`: deliberately not what a manifest
+/// asks for, so applying one has work to do.
+pub fn starting_fields(n: u64) -> GatewayFields {
+    GatewayFields {
+        name: format!("sandbox-gw-{n}"),
+        uri: format!("sip:pbx{n}.sandbox.example.net"),
+        encryption: Some(Encryption::Optional),
+        ciphers: vec![Cipher::AesCm128HmacSha1_80],
+        codecs: vec![Codec::Pcmu, Codec::Pcma],
+    }
+}
+
+/// A random (v4) UUID. The sandbox needs no cryptographic randomness.
+pub fn random_uuid() -> Uuid {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid()
+}
+
+/// `n` gateway ids, the same for the same `seed`.
+pub fn generated_ids(n: u64, seed: u64) -> Vec<Uuid> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n)
+        .map(|_| uuid::Builder::from_random_bytes(rng.u128(..).to_le_bytes()).into_uuid())
+        .collect()
+}
+
+/// A sandbox serving on a bound socket.
+pub struct RunningSandbox {
+    pub addr: SocketAddr,
+    pub state: Arc<SandboxState>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningSandbox {
+    /// `http://127.0.0.1:PORT`, what `SIGNALWIRE_BASE_URL` takes.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The three lines `sandbox` prints, ready for `export`/`eval`.
+    pub fn env_lines(&self) -> String {
+        format!(
+            "SIGNALWIRE_BASE_URL={}\nSIGNALWIRE_PROJECT_ID={}\nSIGNALWIRE_API_TOKEN={}\n",
+            self.base_url(),
+            self.state.config().project_id,
+            self.state.config().api_token
+        )
+    }
+}
+
+/// Binds `127.0.0.1:port` (0 picks a free port) and serves `state` until `shutdown` fires.
+pub async fn start(
+    state: Arc<SandboxState>,
+    port: u16,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<RunningSandbox> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let app = handlers::router(Arc::clone(&state));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    });
+    Ok(RunningSandbox { addr, state, task })
+}

@@ -1,0 +1,207 @@
+//! The sandbox's data and counters. Gateways live in a `BTreeMap` (stable order for
+//! paging) behind one `RwLock`; counters are atomics, so the hot path takes no lock but
+//! the map's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{SandboxConfig, starting_fields};
+use crate::model::GatewayFields;
+
+/// One stored gateway.
+#[derive(Debug, Clone)]
+pub struct StoredGateway {
+    pub sip_id: Uuid,
+    pub fields: GatewayFields,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What the sandbox saw, for tests and benchmarks.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub gets: u64,
+    pub lists: u64,
+    pub patches: u64,
+    pub patches_applied: u64,
+    /// PATCH bodies that lacked one of the five fields.
+    pub partial_patches: u64,
+    pub unauthorized: u64,
+    /// Requests that arrived after the first 401 was answered.
+    pub requests_after_first_unauthorized: u64,
+    /// Most write requests (PATCH/POST/DELETE) that arrived in any one-second window.
+    pub max_writes_in_any_second: u64,
+    pub writes_throttled: u64,
+    pub faults_injected: u64,
+}
+
+pub struct SandboxState {
+    config: SandboxConfig,
+    pub(super) gateways: RwLock<BTreeMap<Uuid, StoredGateway>>,
+    started: Instant,
+    pub(super) requests: AtomicU64,
+    pub(super) gets: AtomicU64,
+    pub(super) lists: AtomicU64,
+    pub(super) patches: AtomicU64,
+    pub(super) patches_applied: AtomicU64,
+    pub(super) partial_patches: AtomicU64,
+    pub(super) unauthorized: AtomicU64,
+    /// `requests` when the first 401 went out; `u64::MAX` until then.
+    pub(super) first_unauthorized_at: AtomicU64,
+    pub(super) writes_throttled: AtomicU64,
+    pub(super) faults_injected: AtomicU64,
+    /// Arrival of every write, in microseconds since start (for the window count).
+    write_arrivals: Mutex<Vec<u64>>,
+    /// (second since start, writes accepted in it) for the server-side write limit.
+    write_window: Mutex<(u64, u32)>,
+    /// PATCHes applied per gateway.
+    patch_counts: Mutex<HashMap<Uuid, u32>>,
+}
+
+impl SandboxState {
+    pub fn new(config: SandboxConfig) -> SandboxState {
+        SandboxState {
+            config,
+            gateways: RwLock::new(BTreeMap::new()),
+            started: Instant::now(),
+            requests: AtomicU64::new(0),
+            gets: AtomicU64::new(0),
+            lists: AtomicU64::new(0),
+            patches: AtomicU64::new(0),
+            patches_applied: AtomicU64::new(0),
+            partial_patches: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+            first_unauthorized_at: AtomicU64::new(u64::MAX),
+            writes_throttled: AtomicU64::new(0),
+            faults_injected: AtomicU64::new(0),
+            write_arrivals: Mutex::new(Vec::new()),
+            write_window: Mutex::new((0, 0)),
+            patch_counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Adds one gateway per id with the sandbox's starting values.
+    pub fn seed(&self, ids: impl IntoIterator<Item = Uuid>) {
+        let mut map = write_lock(&self.gateways);
+        for id in ids {
+            let n = map.len() as u64 + 1;
+            map.entry(id).or_insert_with(|| StoredGateway {
+                sip_id: super::random_uuid(),
+                fields: starting_fields(n),
+                created_at: "2024-05-06T12:20:00Z".into(),
+                updated_at: "2024-05-06T12:20:00Z".into(),
+            });
+        }
+    }
+
+    /// The current fields of every gateway.
+    pub fn snapshot(&self) -> BTreeMap<Uuid, GatewayFields> {
+        read_lock(&self.gateways)
+            .iter()
+            .map(|(id, g)| (*id, g.fields.clone()))
+            .collect()
+    }
+
+    /// PATCHes applied to `id` so far.
+    pub fn patch_count(&self, id: &Uuid) -> u32 {
+        lock(&self.patch_counts).get(id).copied().unwrap_or(0)
+    }
+
+    pub(super) fn record_patch_applied(&self, id: Uuid) {
+        self.patches_applied.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.patch_counts).entry(id).or_default() += 1;
+    }
+
+    /// Notes a write request's arrival (before auth and faults: every attempt counts).
+    pub(super) fn note_write_arrival(&self) {
+        let micros = self.started.elapsed().as_micros() as u64;
+        lock(&self.write_arrivals).push(micros);
+    }
+
+    /// Whether the server-side write limit lets one more write through this second.
+    pub(super) fn admit_write(&self) -> bool {
+        let micros = self.started.elapsed().as_micros() as u64;
+        if self.config.write_limit == 0 {
+            return true;
+        }
+        let second = micros / 1_000_000;
+        let mut window = lock(&self.write_window);
+        if window.0 != second {
+            *window = (second, 0);
+        }
+        if window.1 >= self.config.write_limit {
+            self.writes_throttled.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+
+    pub fn stats(&self) -> Stats {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let first_401 = self.first_unauthorized_at.load(Ordering::Relaxed);
+        Stats {
+            requests,
+            gets: self.gets.load(Ordering::Relaxed),
+            lists: self.lists.load(Ordering::Relaxed),
+            patches: self.patches.load(Ordering::Relaxed),
+            patches_applied: self.patches_applied.load(Ordering::Relaxed),
+            partial_patches: self.partial_patches.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            requests_after_first_unauthorized: requests.saturating_sub(first_401),
+            max_writes_in_any_second: max_in_window(&lock(&self.write_arrivals), 1_000_000),
+            writes_throttled: self.writes_throttled.load(Ordering::Relaxed),
+            faults_injected: self.faults_injected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The most arrivals in any half-open window `[t, t + width)`, sliding over every arrival.
+pub fn max_in_window(arrivals: &[u64], width: u64) -> u64 {
+    let mut sorted = arrivals.to_vec();
+    sorted.sort_unstable();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end] - sorted[start] >= width {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best as u64
+}
+
+// A poisoned lock only means a handler panicked mid-update; the data is still usable for a
+// simulator, so recover it rather than take the server down.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+pub(super) fn read_lock<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+pub(super) fn write_lock<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_count_is_half_open_and_sliding() {
+        // 0 and 1_000_000 are a full second apart: never in the same window.
+        assert_eq!(max_in_window(&[0, 999_999, 1_000_000], 1_000_000), 2);
+        assert_eq!(max_in_window(&[5, 1, 3, 2_000_000], 1_000_000), 3);
+        assert_eq!(max_in_window(&[], 1_000_000), 0);
+    }
+}
