@@ -1,4 +1,6 @@
+pub mod cli;
 pub mod client;
+pub mod config;
 pub mod diff;
 pub mod engine;
 pub mod limiter;

@@ -183,18 +183,27 @@ fn compact_json(fields: &Option<GatewayFields>) -> String {
 /// Writes report lines, each flushed as it is written.
 pub struct ReportWriter {
     format: ReportFormat,
-    csv: Option<csv::Writer<File>>,
-    jsonl: Option<BufWriter<File>>,
+    csv: Option<csv::Writer<Box<dyn Write + Send>>>,
+    jsonl: Option<BufWriter<Box<dyn Write + Send>>>,
 }
 
 impl ReportWriter {
     /// Creates (truncates) the report at `path` and writes the CSV header.
     pub fn create(path: &Path, format: ReportFormat) -> io::Result<ReportWriter> {
         let file = File::create(path)?;
-        Self::from_file(file, format)
+        Self::from_writer(Box::new(file), format)
     }
 
-    fn from_file(file: File, format: ReportFormat) -> io::Result<ReportWriter> {
+    /// A report that goes nowhere: the plan shown before `apply` asks to go ahead.
+    pub fn discard(format: ReportFormat) -> ReportWriter {
+        ReportWriter {
+            format,
+            csv: None,
+            jsonl: None,
+        }
+    }
+
+    fn from_writer(file: Box<dyn Write + Send>, format: ReportFormat) -> io::Result<ReportWriter> {
         let mut writer = match format {
             ReportFormat::Csv => ReportWriter {
                 format,

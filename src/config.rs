@@ -1,0 +1,317 @@
+//! Settings: command-line flags over environment over config file over built-in defaults.
+//!
+//! Raw values come in as [`Overrides`] (flags and their environment variables, merged by
+//! clap) and [`FileConfig`] (the YAML file); [`resolve`] turns them into checked
+//! [`Settings`]. Credentials come only from the environment or the file, never from argv.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::report::ReportFormat;
+use crate::retry::RetryPolicy;
+use crate::secret::{Credentials, Secret};
+
+/// Defaults, named so the README and `config.example.yaml` can cite them.
+pub mod defaults {
+    pub const CONCURRENCY: usize = 32;
+    /// Writes per second: 72% of a space's 13,800 per 10 s, leaving room for other clients.
+    pub const WRITE_RATE: u32 = 1000;
+    pub const READ_RATE: u32 = 5000;
+    pub const TIMEOUT_SECS: u64 = 30;
+    pub const CONNECT_TIMEOUT_SECS: u64 = 10;
+}
+
+/// How log lines look on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The config file (`--config FILE`). Every key is optional; unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub space: Option<String>,
+    pub base_url: Option<String>,
+    pub project_id: Option<String>,
+    /// A file holding the API token (so the token itself is never in the config).
+    pub api_token_file: Option<PathBuf>,
+    pub concurrency: Option<usize>,
+    pub rate: Option<u32>,
+    pub read_rate: Option<u32>,
+    pub report_format: Option<ReportFormat>,
+    pub log_format: Option<LogFormat>,
+    pub timeout_secs: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub max_retry_secs: Option<u64>,
+    pub retry_after_cap_secs: Option<u64>,
+}
+
+/// Values from flags (clap has already merged in their environment variables).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub space: Option<String>,
+    pub base_url: Option<String>,
+    pub concurrency: Option<usize>,
+    pub rate: Option<u32>,
+    pub read_rate: Option<u32>,
+    pub report_format: Option<ReportFormat>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Checked settings for a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub base_url: Option<Url>,
+    pub concurrency: usize,
+    pub write_rate: NonZeroU32,
+    /// `None`: reads are not limited.
+    pub read_rate: Option<NonZeroU32>,
+    pub report_format: ReportFormat,
+    pub log_format: LogFormat,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// A setting that is missing or wrong: exit 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl FileConfig {
+    /// Reads a config file; unknown keys and bad values are errors with their line.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        serde_saphyr::from_str(&text)
+            .map_err(|e| ConfigError(format!("config {}: {e}", path.display())))
+    }
+}
+
+/// Flag > environment (both in `flags`) > file > default.
+pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Settings, ConfigError> {
+    let base_url = match (&flags.base_url, &flags.space, &file.base_url, &file.space) {
+        (Some(url), _, _, _) => Some(parse_base_url(url)?),
+        (None, Some(space), _, _) => Some(space_url(space)?),
+        (None, None, Some(url), _) => Some(parse_base_url(url)?),
+        (None, None, None, Some(space)) => Some(space_url(space)?),
+        (None, None, None, None) => None,
+    };
+    let concurrency = flags
+        .concurrency
+        .or(file.concurrency)
+        .unwrap_or(defaults::CONCURRENCY);
+    if !(1..=1024).contains(&concurrency) {
+        return Err(ConfigError(format!(
+            "concurrency {concurrency} is out of range (1 to 1024)"
+        )));
+    }
+    let rate = flags.rate.or(file.rate).unwrap_or(defaults::WRITE_RATE);
+    let write_rate = NonZeroU32::new(rate)
+        .ok_or_else(|| ConfigError("rate must be at least 1 write per second".into()))?;
+    let read_rate = NonZeroU32::new(
+        flags
+            .read_rate
+            .or(file.read_rate)
+            .unwrap_or(defaults::READ_RATE),
+    );
+    let mut retry = RetryPolicy::default();
+    if let Some(n) = file.max_attempts {
+        if n == 0 {
+            return Err(ConfigError("max_attempts must be at least 1".into()));
+        }
+        retry.max_attempts = n;
+    }
+    if let Some(s) = file.max_retry_secs {
+        retry.max_total = Duration::from_secs(s);
+    }
+    if let Some(s) = file.retry_after_cap_secs {
+        retry.retry_after_cap = Duration::from_secs(s);
+    }
+    Ok(Settings {
+        base_url,
+        concurrency,
+        write_rate,
+        read_rate,
+        report_format: flags
+            .report_format
+            .or(file.report_format)
+            .unwrap_or_default(),
+        log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
+        timeout: Duration::from_secs(file.timeout_secs.unwrap_or(defaults::TIMEOUT_SECS)),
+        connect_timeout: Duration::from_secs(
+            file.connect_timeout_secs
+                .unwrap_or(defaults::CONNECT_TIMEOUT_SECS),
+        ),
+        retry,
+    })
+}
+
+/// `acme`, `acme.signalwire.com` or `https://acme.signalwire.com/` -> `https://acme.signalwire.com`.
+pub fn space_url(space: &str) -> Result<Url, ConfigError> {
+    let s = space.trim().trim_end_matches('/');
+    let s = s.strip_prefix("https://").unwrap_or(s);
+    if s.is_empty() || s.contains(['/', ':', '@', ' ']) {
+        return Err(ConfigError(format!(
+            "space `{space}` is not a SignalWire space name (like `acme` or `acme.signalwire.com`)"
+        )));
+    }
+    let host = if s.contains('.') {
+        s.to_owned()
+    } else {
+        format!("{s}.signalwire.com")
+    };
+    parse_base_url(&format!("https://{host}"))
+}
+
+/// An explicit base URL: https, or plain http to a loopback host (the sandbox).
+pub fn parse_base_url(text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text.trim())
+        .map_err(|e| ConfigError(format!("base URL `{text}` is not a URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError(
+            "the base URL must not carry credentials; use SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN"
+                .into(),
+        ));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(ConfigError(format!(
+            "base URL `{text}` is plain http: only https is allowed, except to a loopback host"
+        ))),
+        other => Err(ConfigError(format!(
+            "base URL `{text}` has scheme `{other}`: use https"
+        ))),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Credentials from `SIGNALWIRE_PROJECT_ID` / `SIGNALWIRE_API_TOKEN`, else the config's
+/// `project_id` / `api_token_file`. `env` is a parameter so tests need not touch the
+/// process environment.
+pub fn credentials(
+    file: &FileConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Credentials, ConfigError> {
+    let project_id = env("SIGNALWIRE_PROJECT_ID")
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| file.project_id.clone())
+        .ok_or_else(|| {
+            ConfigError(
+                "no project id: set SIGNALWIRE_PROJECT_ID (or project_id in the config file)"
+                    .into(),
+            )
+        })?;
+    let token = match env("SIGNALWIRE_API_TOKEN").filter(|s| !s.trim().is_empty()) {
+        Some(t) => t,
+        None => match &file.api_token_file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read api_token_file {}: {e}", path.display()))
+            })?,
+            None => {
+                return Err(ConfigError(
+                    "no API token: set SIGNALWIRE_API_TOKEN (or api_token_file in the config file)"
+                        .into(),
+                ));
+            }
+        },
+    };
+    Ok(Credentials {
+        project_id: project_id.trim().to_owned(),
+        token: Secret::new(token.trim()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_forms_all_give_the_same_url() {
+        for s in ["acme", "acme.signalwire.com", "https://acme.signalwire.com/"] {
+            assert_eq!(space_url(s).unwrap().as_str(), "https://acme.signalwire.com/");
+        }
+        assert!(space_url("a b").is_err());
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(parse_base_url("http://127.0.0.1:8080").is_ok());
+        assert!(parse_base_url("http://localhost:1").is_ok());
+        assert!(parse_base_url("http://[::1]:1").is_ok());
+        assert!(parse_base_url("http://example.com").is_err());
+        assert!(parse_base_url("https://example.com").is_ok());
+        assert!(parse_base_url("ftp://example.com").is_err());
+        assert!(parse_base_url("https://u:p@example.com").is_err());
+    }
+
+    #[test]
+    fn flags_beat_file_beats_default() {
+        let file = FileConfig {
+            concurrency: Some(4),
+            rate: Some(10),
+            space: Some("filespace".into()),
+            ..FileConfig::default()
+        };
+        let flags = Overrides {
+            rate: Some(20),
+            ..Overrides::default()
+        };
+        let s = resolve(&flags, &file).unwrap();
+        assert_eq!(s.concurrency, 4);
+        assert_eq!(s.write_rate.get(), 20);
+        assert_eq!(s.read_rate.map(|r| r.get()), Some(defaults::READ_RATE));
+        assert_eq!(s.base_url.unwrap().as_str(), "https://filespace.signalwire.com/");
+        let s = resolve(&Overrides::default(), &FileConfig::default()).unwrap();
+        assert_eq!(s.concurrency, defaults::CONCURRENCY);
+        assert!(s.base_url.is_none());
+    }
+
+    #[test]
+    fn env_credentials_beat_the_file_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "PTfromfile\n").unwrap();
+        let file = FileConfig {
+            project_id: Some("p-file".into()),
+            api_token_file: Some(token_file),
+            ..FileConfig::default()
+        };
+        let c = credentials(&file, |_| None).unwrap();
+        assert_eq!((c.project_id.as_str(), c.token.expose()), ("p-file", "PTfromfile"));
+        let c = credentials(&file, |k| Some(format!("{k}-env"))).unwrap();
+        assert_eq!(c.token.expose(), "SIGNALWIRE_API_TOKEN-env");
+        assert!(!format!("{c:?}").contains("env\""));
+        assert!(credentials(&FileConfig::default(), |_| None).is_err());
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "concurency: 3\n").unwrap();
+        let err = FileConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("concurency"), "{err}");
+    }
+}
