@@ -281,12 +281,35 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
     match cli.command {
         Command::Validate(args) => validate(&args).await,
         Command::Plan(args) => {
-            let exit = reconcile(&cli.global, &settings, &file, &args.manifest, Mode::Plan, args.summary_json.as_deref(), false).await?;
+            let exit = reconcile(
+                &cli.global,
+                &settings,
+                &file,
+                &args.manifest,
+                Mode::Plan,
+                args.summary_json.as_deref(),
+                false,
+            )
+            .await?;
             Ok(plan_exit(exit, args.detailed_exitcode))
         }
         Command::Apply(args) => {
-            let mode = if args.dry_run { Mode::Plan } else { Mode::Apply };
-            reconcile(&cli.global, &settings, &file, &args.manifest, mode, args.summary_json.as_deref(), args.yes).await
+            let mode = if args.dry_run {
+                Mode::Plan
+            } else {
+                Mode::Apply
+            };
+            let exit = reconcile(
+                &cli.global,
+                &settings,
+                &file,
+                &args.manifest,
+                mode,
+                args.summary_json.as_deref(),
+                args.yes,
+            )
+            .await?;
+            Ok(plan_exit(exit, false))
         }
         Command::Sandbox(args) => serve_sandbox(args).await,
     }

@@ -140,7 +140,10 @@ impl ReadClient {
         // Ring is our rustls crypto provider; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, config.credentials.basic_auth_header());
+        headers.insert(
+            header::AUTHORIZATION,
+            config.credentials.basic_auth_header(),
+        );
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         let http = reqwest::Client::builder()
             .user_agent(concat!("sipgw-bulk/", env!("CARGO_PKG_VERSION")))
@@ -179,7 +182,11 @@ impl ReadClient {
 
     fn gateway_url(&self, id: &Uuid) -> Url {
         let mut url = self.inner.collection.clone();
-        url.set_path(&format!("{}/{}", self.inner.collection.path(), id.hyphenated()));
+        url.set_path(&format!(
+            "{}/{}",
+            self.inner.collection.path(),
+            id.hyphenated()
+        ));
         url
     }
 
@@ -209,7 +216,8 @@ impl ReadClient {
             if budget == Budget::Write {
                 inner.stats.writes.fetch_add(1, Ordering::Relaxed);
             }
-            self.send_once(method.clone(), url.clone(), body.clone(), n).await
+            self.send_once(method.clone(), url.clone(), body.clone(), n)
+                .await
         };
         attempt
             .retry(inner.retry.backoff())
@@ -460,7 +468,9 @@ pub fn parse_error_body(status: StatusCode, body: &[u8]) -> (String, String) {
             return (code, format!("HTTP {}: {message}", status.as_u16()));
         }
         if let Some(error) = shape.error {
-            let text = error.as_str().map_or_else(|| error.to_string(), str::to_owned);
+            let text = error
+                .as_str()
+                .map_or_else(|| error.to_string(), str::to_owned);
             return (fallback_code, format!("HTTP {}: {text}", status.as_u16()));
         }
     }
@@ -501,7 +511,10 @@ mod tests {
             "HTTP 422: missing_sip_configuration: Ciphers are required (attribute `ciphers`); other: Also"
         );
         let (code, msg) = parse_error_body(StatusCode::NOT_FOUND, br#"{"error":"Not Found"}"#);
-        assert_eq!((code.as_str(), msg.as_str()), ("http_404", "HTTP 404: Not Found"));
+        assert_eq!(
+            (code.as_str(), msg.as_str()),
+            ("http_404", "HTTP 404: Not Found")
+        );
         let (_, msg) = parse_error_body(StatusCode::BAD_GATEWAY, b"<html>upstream</html>");
         assert_eq!(msg, "HTTP 502: <html>upstream</html>");
         let (_, msg) = parse_error_body(StatusCode::BAD_GATEWAY, b"");

@@ -227,7 +227,10 @@ pub fn credentials(
         Some(t) => t,
         None => match &file.api_token_file {
             Some(path) => std::fs::read_to_string(path).map_err(|e| {
-                ConfigError(format!("cannot read api_token_file {}: {e}", path.display()))
+                ConfigError(format!(
+                    "cannot read api_token_file {}: {e}",
+                    path.display()
+                ))
             })?,
             None => {
                 return Err(ConfigError(
@@ -249,8 +252,15 @@ mod tests {
 
     #[test]
     fn space_forms_all_give_the_same_url() {
-        for s in ["acme", "acme.signalwire.com", "https://acme.signalwire.com/"] {
-            assert_eq!(space_url(s).unwrap().as_str(), "https://acme.signalwire.com/");
+        for s in [
+            "acme",
+            "acme.signalwire.com",
+            "https://acme.signalwire.com/",
+        ] {
+            assert_eq!(
+                space_url(s).unwrap().as_str(),
+                "https://acme.signalwire.com/"
+            );
         }
         assert!(space_url("a b").is_err());
     }
@@ -282,7 +292,10 @@ mod tests {
         assert_eq!(s.concurrency, 4);
         assert_eq!(s.write_rate.get(), 20);
         assert_eq!(s.read_rate.map(|r| r.get()), Some(defaults::READ_RATE));
-        assert_eq!(s.base_url.unwrap().as_str(), "https://filespace.signalwire.com/");
+        assert_eq!(
+            s.base_url.unwrap().as_str(),
+            "https://filespace.signalwire.com/"
+        );
         let s = resolve(&Overrides::default(), &FileConfig::default()).unwrap();
         assert_eq!(s.concurrency, defaults::CONCURRENCY);
         assert!(s.base_url.is_none());
@@ -299,10 +312,13 @@ mod tests {
             ..FileConfig::default()
         };
         let c = credentials(&file, |_| None).unwrap();
-        assert_eq!((c.project_id.as_str(), c.token.expose()), ("p-file", "PTfromfile"));
+        assert_eq!(
+            (c.project_id.as_str(), c.token.expose()),
+            ("p-file", "PTfromfile")
+        );
         let c = credentials(&file, |k| Some(format!("{k}-env"))).unwrap();
         assert_eq!(c.token.expose(), "SIGNALWIRE_API_TOKEN-env");
-        assert!(!format!("{c:?}").contains("env\""));
+        assert!(!format!("{c:?}").contains("SIGNALWIRE_API_TOKEN-env"));
         assert!(credentials(&FileConfig::default(), |_| None).is_err());
     }
 

@@ -169,7 +169,13 @@ mod tests {
     fn unknown_server_values_survive_a_merge() {
         let mut cur = current();
         cur.codecs.push(Codec::Other("LYRA".into()));
-        let merged = merge(&cur, &Desired { name: Some("x".into()), ..Desired::default() });
+        let merged = merge(
+            &cur,
+            &Desired {
+                name: Some("x".into()),
+                ..Desired::default()
+            },
+        );
         assert_eq!(merged.codecs, cur.codecs);
     }
 

@@ -263,13 +263,19 @@ mod tests {
     fn strict_parse_suggests_near_misses() {
         let err = Codec::parse_strict("opus").unwrap_err();
         assert_eq!(err.suggestion, Some("OPUS"));
-        assert_eq!(err.to_string(), "unknown codec `opus`: did you mean `OPUS`?");
+        assert_eq!(
+            err.to_string(),
+            "unknown codec `opus`: did you mean `OPUS`?"
+        );
         let err = Encryption::parse_strict("requird").unwrap_err();
         assert_eq!(err.suggestion, Some("required"));
         let err = Cipher::parse_strict("ROT13").unwrap_err();
         assert_eq!(err.suggestion, None);
         assert!(err.to_string().contains("AEAD_AES_256_GCM_8"));
-        assert_eq!(Encryption::parse_strict("forbidden"), Ok(Encryption::Forbidden));
+        assert_eq!(
+            Encryption::parse_strict("forbidden"),
+            Ok(Encryption::Forbidden)
+        );
     }
 
     #[test]
@@ -282,7 +288,11 @@ mod tests {
             codecs: vec![Codec::Opus],
         };
         assert!(full.missing().is_empty());
-        let partial = GatewayFields { codecs: vec![], encryption: None, ..full };
+        let partial = GatewayFields {
+            codecs: vec![],
+            encryption: None,
+            ..full
+        };
         assert_eq!(partial.missing(), vec!["encryption", "codecs"]);
     }
 }

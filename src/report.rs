@@ -207,7 +207,12 @@ impl ReportWriter {
         let mut writer = match format {
             ReportFormat::Csv => ReportWriter {
                 format,
-                csv: Some(csv::Writer::from_writer(file)),
+                // The header is written once below; `serialize` must not add its own.
+                csv: Some(
+                    csv::WriterBuilder::new()
+                        .has_headers(false)
+                        .from_writer(file),
+                ),
                 jsonl: None,
             },
             ReportFormat::Jsonl => ReportWriter {
@@ -356,7 +361,9 @@ pub fn read_report(path: &Path) -> Result<Vec<ReadRecord>, ReadError> {
         if s.is_empty() {
             Ok(None)
         } else {
-            serde_json::from_str(s).map(Some).map_err(|e| unreadable(e.to_string()))
+            serde_json::from_str(s)
+                .map(Some)
+                .map_err(|e| unreadable(e.to_string()))
         }
     };
     let mut reader = csv::Reader::from_reader(complete.as_bytes());
@@ -421,11 +428,20 @@ mod tests {
             let mut w = ReportWriter::create(&path, format).unwrap();
             let r = record();
             w.write(&r).unwrap();
-            w.write(&RowRecord::bare(9, "x".into(), Status::Invalid, "invalid", "bad".into()))
-                .unwrap();
+            w.write(&RowRecord::bare(
+                9,
+                "x".into(),
+                Status::Invalid,
+                "invalid",
+                "bad".into(),
+            ))
+            .unwrap();
             drop(w);
             // A crash mid-line leaves a torn tail.
-            let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
             f.write_all(b"10,0823a606").unwrap();
             let back = read_report(&path).unwrap();
             assert_eq!(back.len(), 2, "{format:?}");

@@ -105,7 +105,10 @@ mod tests {
     fn retry_after_is_capped_and_exhaustion_wins() {
         let p = RetryPolicy::default();
         let big = Some(Duration::from_secs(3600));
-        assert_eq!(p.next_delay(big, Some(Duration::from_millis(5))), Some(p.retry_after_cap));
+        assert_eq!(
+            p.next_delay(big, Some(Duration::from_millis(5))),
+            Some(p.retry_after_cap)
+        );
         assert_eq!(p.next_delay(big, None), None);
         let d = Some(Duration::from_millis(250));
         assert_eq!(p.next_delay(None, d), d);
@@ -114,7 +117,10 @@ mod tests {
     #[test]
     fn backoff_never_exceeds_its_cap_or_attempts() {
         use backon::BackoffBuilder;
-        let p = RetryPolicy { max_total: Duration::from_secs(3600), ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            max_total: Duration::from_secs(3600),
+            ..RetryPolicy::default()
+        };
         let delays: Vec<Duration> = p.backoff().build().collect();
         assert_eq!(delays.len() as u32, p.max_attempts - 1);
         // Jitter adds up to one more delay's worth on top of the capped base.

@@ -118,10 +118,10 @@ pub fn check_defaults(raw: &RawRow) -> Result<Desired, String> {
 
 fn parse_uuid(text: &str) -> Result<Uuid, String> {
     // Only the hyphenated form: the one the API prints and URLs carry.
-    if text.len() == 36 {
-        if let Ok(id) = Uuid::try_parse(text) {
-            return Ok(id);
-        }
+    if text.len() == 36
+        && let Ok(id) = Uuid::try_parse(text)
+    {
+        return Ok(id);
     }
     Err(format!(
         "id `{text}` is not a UUID (expected the gateway's resource id, like \
@@ -131,16 +131,16 @@ fn parse_uuid(text: &str) -> Result<Uuid, String> {
 
 fn check_fields(raw: &RawRow, problems: &mut Vec<String>) -> Desired {
     let name = raw.name.clone();
-    if let Some(n) = &name {
-        if n.chars().any(char::is_control) {
-            problems.push("name contains a control character".into());
-        }
+    if let Some(n) = &name
+        && n.chars().any(char::is_control)
+    {
+        problems.push("name contains a control character".into());
     }
     let uri = raw.uri.clone();
-    if let Some(u) = &uri {
-        if let Err(msg) = check_uri(u) {
-            problems.push(msg);
-        }
+    if let Some(u) = &uri
+        && let Err(msg) = check_uri(u)
+    {
+        problems.push(msg);
     }
     let encryption = raw.encryption.as_deref().and_then(|e| {
         Encryption::parse_strict(e)
@@ -261,10 +261,26 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(err.line, 5);
-        assert!(err.message.contains("id `not-a-uuid` is not a UUID"), "{}", err.message);
-        assert!(err.message.contains("did you mean `OPUS`"), "{}", err.message);
-        assert!(err.message.contains("`PCMU` is listed twice"), "{}", err.message);
-        assert!(err.message.contains("ciphers: the list is empty"), "{}", err.message);
+        assert!(
+            err.message.contains("id `not-a-uuid` is not a UUID"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("did you mean `OPUS`"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("`PCMU` is listed twice"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("ciphers: the list is empty"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -272,7 +288,11 @@ mod tests {
         let mut checker = RowChecker::new(Desired::default());
         assert!(checker.check(raw(2)).is_ok());
         let err = checker.check(raw(9)).unwrap_err();
-        assert!(err.message.contains("line 2 already has it"), "{}", err.message);
+        assert!(
+            err.message.contains("line 2 already has it"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -109,7 +109,13 @@ fn read_header<R: Read>(
     if columns.id.is_none() {
         return Err(ManifestError::NoIdColumn {
             path: path.to_owned(),
-            header: header.iter().collect::<Vec<_>>().join(",").chars().take(80).collect(),
+            header: header
+                .iter()
+                .collect::<Vec<_>>()
+                .join(",")
+                .chars()
+                .take(80)
+                .collect(),
         });
     }
     if !unknown.is_empty() {

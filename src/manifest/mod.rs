@@ -228,8 +228,14 @@ mod tests {
     fn yaml_plain_list_and_strings_stay_strings() {
         let text = format!("- id: {A}\n  name: NO\n- id: {B}\n  name: 05060\n");
         let rows = read_all(".yml", &text).unwrap();
-        assert_eq!(rows[0].as_ref().unwrap().desired.name.as_deref(), Some("NO"));
-        assert_eq!(rows[1].as_ref().unwrap().desired.name.as_deref(), Some("05060"));
+        assert_eq!(
+            rows[0].as_ref().unwrap().desired.name.as_deref(),
+            Some("NO")
+        );
+        assert_eq!(
+            rows[1].as_ref().unwrap().desired.name.as_deref(),
+            Some("05060")
+        );
     }
 
     #[test]

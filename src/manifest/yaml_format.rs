@@ -267,7 +267,9 @@ impl<'de> Visitor<'de> for ListVisitor {
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<ListCell, E> {
         let v = v.trim();
-        Ok(ListCell((!v.is_empty()).then(|| RawList::Joined(v.to_owned()))))
+        Ok(ListCell(
+            (!v.is_empty()).then(|| RawList::Joined(v.to_owned())),
+        ))
     }
     fn visit_unit<E: de::Error>(self) -> Result<ListCell, E> {
         Ok(ListCell(None))

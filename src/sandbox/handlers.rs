@@ -61,11 +61,18 @@ fn unprocessable(errors: Vec<(&str, String, Option<&str>)>) -> Response {
             })
         })
         .collect();
-    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "errors": errors }))).into_response()
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(json!({ "errors": errors })),
+    )
+        .into_response()
 }
 
 fn is_write(method: &Method) -> bool {
-    matches!(*method, Method::PATCH | Method::POST | Method::DELETE | Method::PUT)
+    matches!(
+        *method,
+        Method::PATCH | Method::POST | Method::DELETE | Method::PUT
+    )
 }
 
 /// Auth, then faults, then the write limit; only then the handler.
@@ -201,11 +208,10 @@ async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Respon
         "self": format!("{GATEWAYS_PATH}?page_size={size}"),
         "first": format!("{GATEWAYS_PATH}?page_size={size}"),
     });
-    if more {
-        if let Some((last, _)) = page.get(size - 1) {
-            links["next"] =
-                json!(format!("{origin}{GATEWAYS_PATH}?page_size={size}&page_token={last}"));
-        }
+    if more && let Some((last, _)) = page.get(size - 1) {
+        links["next"] = json!(format!(
+            "{origin}{GATEWAYS_PATH}?page_size={size}&page_token={last}"
+        ));
     }
     axum::Json(json!({ "data": data, "links": links })).into_response()
 }
@@ -232,12 +238,12 @@ async fn update(State(state): State<Shared>, Path(id): Path<String>, body: Bytes
     if state.config().failing_ids.contains(&id) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     }
+    if lacks_a_field(&body) {
+        state.partial_patches.fetch_add(1, Ordering::Relaxed);
+    }
     let mut fields = match validate_full_body(&body) {
         Ok(fields) => fields,
-        Err(response) => {
-            state.partial_patches.fetch_add(1, Ordering::Relaxed);
-            return response;
-        }
+        Err(response) => return *response,
     };
     if state.config().mismatch_ids.contains(&id) {
         // The platform "normalises" the codec list: the answer differs from the request.
@@ -262,7 +268,7 @@ async fn update(State(state): State<Shared>, Path(id): Path<String>, body: Bytes
 async fn create(State(state): State<Shared>, body: Bytes) -> Response {
     let fields = match validate_full_body(&body) {
         Ok(fields) => fields,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let id = super::random_uuid();
     let now = httpdate::fmt_http_date(std::time::SystemTime::now());
@@ -300,16 +306,30 @@ async fn dump(State(state): State<Shared>) -> Response {
     axum::Json(Value::Object(map)).into_response()
 }
 
+/// A body without one of the five fields: what the tool must never send.
+fn lacks_a_field(body: &[u8]) -> bool {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(obj)) => ["name", "uri", "encryption", "ciphers", "codecs"]
+            .iter()
+            .any(|k| obj.get(*k).is_none_or(Value::is_null)),
+        _ => true,
+    }
+}
+
 /// The live platform validates PATCH as a full replacement: all five fields, known enum
 /// values, at least one cipher and codec, an external URI.
-fn validate_full_body(body: &[u8]) -> Result<GatewayFields, Response> {
+fn validate_full_body(body: &[u8]) -> Result<GatewayFields, Box<Response>> {
     let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return Err(error(StatusCode::BAD_REQUEST, "Bad Request"));
+        return Err(Box::new(error(StatusCode::BAD_REQUEST, "Bad Request")));
     };
     let mut errors: Vec<(&str, String, Option<&str>)> = Vec::new();
     for key in obj.keys() {
         if !["name", "uri", "encryption", "ciphers", "codecs"].contains(&key.as_str()) {
-            errors.push(("unknown_parameter", format!("{key} is not a parameter"), None));
+            errors.push((
+                "unknown_parameter",
+                format!("{key} is not a parameter"),
+                None,
+            ));
         }
     }
     let text = |key: &'static str, errors: &mut Vec<_>| -> String {
@@ -328,7 +348,8 @@ fn validate_full_body(body: &[u8]) -> Result<GatewayFields, Response> {
     let name = text("name", &mut errors);
     let uri = text("uri", &mut errors);
     let encryption = text("encryption", &mut errors);
-    if !encryption.is_empty() && !["required", "optional", "forbidden"].contains(&encryption.as_str())
+    if !encryption.is_empty()
+        && !["required", "optional", "forbidden"].contains(&encryption.as_str())
     {
         errors.push((
             "invalid_parameter",
@@ -346,7 +367,7 @@ fn validate_full_body(body: &[u8]) -> Result<GatewayFields, Response> {
     let ciphers = enum_list::<Cipher>(&obj, "ciphers", Cipher::KNOWN, &mut errors);
     let codecs = enum_list::<Codec>(&obj, "codecs", Codec::KNOWN, &mut errors);
     if !errors.is_empty() {
-        return Err(unprocessable(errors));
+        return Err(Box::new(unprocessable(errors)));
     }
     Ok(GatewayFields {
         name,
@@ -377,7 +398,11 @@ fn enum_list<T: for<'de> Deserialize<'de>>(
         return Vec::new();
     }
     if let Some(bad) = items.iter().find(|i| !known.contains(i)) {
-        errors.push(("invalid_parameter", format!("{key} has an unknown value {bad}"), Some(key)));
+        errors.push((
+            "invalid_parameter",
+            format!("{key} has an unknown value {bad}"),
+            Some(key),
+        ));
         return Vec::new();
     }
     items
@@ -392,7 +417,11 @@ fn is_external(uri: &str) -> bool {
         .or_else(|| uri.strip_prefix("sip:"))
         .unwrap_or(uri);
     let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let host = host.split([':', ';']).next().unwrap_or("").to_ascii_lowercase();
+    let host = host
+        .split([':', ';'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     !(host.is_empty()
         || host == "localhost"
         || host.starts_with("127.")

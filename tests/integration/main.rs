@@ -1,1 +1,7 @@
+//! One integration binary (faster links): every test runs the real `sipgw-bulk` binary
+//! against a real sandbox on a loopback port.
 
+mod apply;
+mod manifest_errors;
+mod resilience;
+mod support;

@@ -1,0 +1,197 @@
+//! Applying manifests end to end: the sandbox ends in the desired state, the report holds
+//! every row once, and a second run writes nothing.
+
+use sipgw_bulk::report::Status;
+use sipgw_bulk::sandbox::SandboxConfig;
+
+use crate::support::*;
+
+#[test]
+fn csv_manifest_of_1000_rows_reaches_the_desired_state_and_a_rerun_writes_nothing() {
+    let ids = ids(1000, 1);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let manifest = sb.path("gateways.csv");
+    write_csv(&manifest, &ids, &[]);
+
+    let out = run(sb.cmd().args([
+        "apply",
+        "gateways.csv",
+        "--yes",
+        "--rate",
+        "1200",
+        "--report",
+        "run1.csv",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    let report = report(&sb.path("run1.csv"));
+    assert_eq!(report.len(), 1000);
+    assert_eq!(
+        report.keys().copied().collect::<Vec<_>>(),
+        (2..=1001).collect::<Vec<u64>>()
+    );
+    assert!(report.values().all(|r| r.status == Status::Updated));
+    let first = &report[&2];
+    assert_eq!(first.after.as_ref(), Some(&desired(0)));
+    assert_eq!(
+        first
+            .before
+            .as_ref()
+            .map(|b| b.name.starts_with("sandbox-gw-")),
+        Some(true)
+    );
+    assert!(stderr(&out).contains("1000 updated"), "{}", stderr(&out));
+
+    let stats = sb.state().stats();
+    assert_eq!(stats.patches_applied, 1000);
+    assert_eq!(
+        stats.partial_patches, 0,
+        "a PATCH body lacked one of the five fields"
+    );
+
+    // The same manifest again: every row unchanged, not one PATCH.
+    let out = run(sb
+        .cmd()
+        .args(["apply", "gateways.csv", "--yes", "--report", "run2.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        report_statuses(&sb.path("run2.csv"))
+            .iter()
+            .all(|s| *s == Status::Unchanged)
+    );
+    assert_eq!(sb.state().stats().patches, 1000);
+}
+
+fn report_statuses(path: &std::path::Path) -> Vec<Status> {
+    report(path).values().map(|r| r.status).collect()
+}
+
+#[test]
+fn yaml_manifest_with_defaults_of_1000_rows_reaches_the_desired_state() {
+    let ids = ids(1000, 2);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    // Defaults give every row its ciphers and encryption; odd rows set their own codecs.
+    let mut yaml = String::from(
+        "defaults:\n  encryption: required\n  ciphers: [AEAD_AES_256_GCM_8]\n  codecs: [OPUS, PCMU]\ngateways:\n",
+    );
+    for (i, id) in ids.iter().enumerate() {
+        yaml.push_str(&format!("  - id: {id}\n    uri: sip:pbx{i}.example.com\n"));
+        if i % 2 == 1 {
+            yaml.push_str("    codecs: [G722, PCMA]\n");
+        }
+    }
+    std::fs::write(sb.path("gateways.yaml"), yaml).unwrap();
+
+    let out = run(sb.cmd().args([
+        "apply",
+        "gateways.yaml",
+        "--yes",
+        "--rate",
+        "1200",
+        "--report-format",
+        "jsonl",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let state = sb.state().snapshot();
+    for (i, id) in ids.iter().enumerate() {
+        let g = &state[id];
+        assert_eq!(g.uri, format!("sip:pbx{i}.example.com"));
+        assert_eq!(g.encryption.as_ref().map(|e| e.as_str()), Some("required"));
+        let codecs: Vec<&str> = g.codecs.iter().map(|c| c.as_str()).collect();
+        let want = if i % 2 == 1 {
+            ["G722", "PCMA"]
+        } else {
+            ["OPUS", "PCMU"]
+        };
+        assert_eq!(codecs, want, "row {i}");
+        // Fields the manifest leaves open keep the sandbox's values.
+        assert!(g.name.starts_with("sandbox-gw-"));
+    }
+    // The default report name follows the manifest and the format.
+    let report = report(&sb.path("gateways.report.jsonl"));
+    assert_eq!(report.len(), 1000);
+    assert!(report.values().all(|r| r.status == Status::Updated));
+}
+
+#[test]
+fn plan_and_dry_run_send_no_write() {
+    let ids = ids(50, 3);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let before = sb.state().snapshot();
+
+    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "plan.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(sb.cmd().args([
+        "plan",
+        "m.csv",
+        "--report",
+        "plan2.csv",
+        "--detailed-exitcode",
+    ]));
+    assert_eq!(code(&out), 2, "changes pending: {}", stderr(&out));
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--dry-run", "--report", "dry.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    assert_eq!(sb.state().stats().patches, 0);
+    assert_eq!(sb.state().snapshot(), before);
+    let plan = report(&sb.path("plan.csv"));
+    assert!(plan.values().all(|r| r.status == Status::WouldUpdate));
+    assert_eq!(plan[&2].after.as_ref(), Some(&desired(0)));
+}
+
+#[test]
+fn apply_without_a_terminal_needs_yes_and_sends_nothing() {
+    let ids = ids(5, 4);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv"])
+        .stdin(std::process::Stdio::null()));
+    assert_eq!(code(&out), 64);
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert_eq!(sb.state().stats().requests, 0);
+    assert!(!sb.path("m.report.csv").exists());
+}
+
+#[test]
+fn the_sandbox_binary_prints_its_env_and_serves_the_shipped_example() {
+    use std::io::BufRead;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateways.csv");
+    let mut server = std::process::Command::new(BIN)
+        .args(["sandbox", "--port", "0", "--seed-from", example])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut env = Vec::new();
+    for _ in 0..3 {
+        let line = lines.next().unwrap().unwrap();
+        let (k, v) = line.split_once('=').unwrap();
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    assert_eq!(
+        env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        [
+            "SIGNALWIRE_BASE_URL",
+            "SIGNALWIRE_PROJECT_ID",
+            "SIGNALWIRE_API_TOKEN"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .envs(env)
+        .args(["apply", example, "--yes", "--report", "r.csv"]));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("25 updated"), "{}", stderr(&out));
+    // The token never reaches the log or the report.
+    let token = std::fs::read_to_string(dir.path().join("r.csv")).unwrap();
+    assert!(!token.contains("PT"), "report mentions a token-like string");
+}

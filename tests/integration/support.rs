@@ -1,0 +1,165 @@
+//! Test support: a real sandbox on a loopback port (in this process, so tests can read its
+//! counters and state directly), the real `sipgw-bulk` binary, and manifest generators.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use sipgw_bulk::model::{Cipher, Codec, Encryption, GatewayFields};
+use sipgw_bulk::report::{ReadRecord, read_report};
+use sipgw_bulk::sandbox::{self, RunningSandbox, SandboxConfig, SandboxState};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sipgw-bulk");
+
+/// A sandbox serving on 127.0.0.1:0 from its own runtime; stops when dropped.
+pub struct Sandbox {
+    running: RunningSandbox,
+    shutdown: CancellationToken,
+    _runtime: tokio::runtime::Runtime,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn start(config: SandboxConfig, ids: &[Uuid]) -> Sandbox {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let state = Arc::new(SandboxState::new(config));
+        state.seed(ids.iter().copied());
+        let shutdown = CancellationToken::new();
+        let running = runtime
+            .block_on(sandbox::start(state, 0, shutdown.clone()))
+            .unwrap();
+        Sandbox {
+            running,
+            shutdown,
+            _runtime: runtime,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn state(&self) -> &SandboxState {
+        &self.running.state
+    }
+
+    pub fn base_url(&self) -> String {
+        self.running.base_url()
+    }
+
+    /// The binary, run in this test's temp dir, pointed at this sandbox with its
+    /// credentials in the environment (as a user would after `eval $(sipgw-bulk sandbox)`).
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(self.dir.path())
+            .env_remove("SIGNALWIRE_SPACE")
+            .env_remove("RUST_LOG")
+            .env("SIGNALWIRE_BASE_URL", self.base_url())
+            .env("SIGNALWIRE_PROJECT_ID", &self.state().config().project_id)
+            .env("SIGNALWIRE_API_TOKEN", &self.state().config().api_token);
+        cmd
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn ids(n: u64, seed: u64) -> Vec<Uuid> {
+    sandbox::generated_ids(n, seed)
+}
+
+/// What row `i` asks for: every field differs from the sandbox's starting values.
+pub fn desired(i: usize) -> GatewayFields {
+    let codecs = [
+        vec![Codec::Opus, Codec::Pcmu],
+        vec![Codec::Pcma, Codec::Pcmu],
+        vec![Codec::G722],
+        vec![Codec::Opus48000, Codec::Pcmu, Codec::Pcma],
+    ];
+    let encryption = [Encryption::Required, Encryption::Forbidden];
+    GatewayFields {
+        name: format!("pbx-{i}"),
+        uri: format!("sip:pbx{i}.example.com"),
+        encryption: Some(encryption[i % 2].clone()),
+        ciphers: vec![Cipher::AeadAes256Gcm8, Cipher::Aes256CmHmacSha1_80],
+        codecs: codecs[i % codecs.len()].clone(),
+    }
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items.iter().map(T::to_string).collect::<Vec<_>>().join(";")
+}
+
+/// A CSV manifest asking for `desired(i)` for each id, plus `extra` raw lines at the end.
+pub fn write_csv(path: &Path, ids: &[Uuid], extra: &[String]) {
+    let mut text = String::from("id,name,uri,encryption,ciphers,codecs\n");
+    for (i, id) in ids.iter().enumerate() {
+        let d = desired(i);
+        text.push_str(&format!(
+            "{id},{},{},{},{},{}\n",
+            d.name,
+            d.uri,
+            d.encryption.unwrap(),
+            join(&d.ciphers),
+            join(&d.codecs)
+        ));
+    }
+    for line in extra {
+        text.push_str(line);
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// The expected state after applying `write_csv`'s manifest.
+pub fn expected(ids: &[Uuid]) -> BTreeMap<Uuid, GatewayFields> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| (*id, desired(i)))
+        .collect()
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    if std::env::var_os("TEST_VERBOSE").is_some() {
+        eprintln!("stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+        eprintln!("stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    out
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// The report, with a check that no manifest row appears twice.
+pub fn report(path: &Path) -> BTreeMap<u64, ReadRecord> {
+    let records = read_report(path).unwrap();
+    let n = records.len();
+    let by_row: BTreeMap<u64, ReadRecord> = records.into_iter().map(|r| (r.row, r)).collect();
+    assert_eq!(
+        by_row.len(),
+        n,
+        "a row appears more than once in the report"
+    );
+    by_row
+}
