@@ -331,3 +331,38 @@ mod tests {
         assert!(err.contains("concurency"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The shipped example documents every key, and every key in it is one we read.
+    #[test]
+    fn config_example_parses_and_names_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
+        let file = FileConfig::load(&path).unwrap();
+        assert_eq!(file.space.as_deref(), Some("acme"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in [
+            "space",
+            "base_url",
+            "project_id",
+            "api_token_file",
+            "concurrency",
+            "rate",
+            "read_rate",
+            "report_format",
+            "log_format",
+            "timeout_secs",
+            "connect_timeout_secs",
+            "max_attempts",
+            "max_retry_secs",
+            "retry_after_cap_secs",
+        ] {
+            assert!(
+                text.contains(&format!("{key}:")),
+                "config.example.yaml lacks {key}"
+            );
+        }
+    }
+}

@@ -1,3 +1,33 @@
+//! `sipgw-bulk` reconciles SignalWire SIP gateways with a manifest.
+//!
+//! # Map
+//!
+//! ```text
+//!  cli ──▶ config ──▶ engine ──┬──▶ manifest (CSV/YAML stream, row checks)
+//!                              ├──▶ client ──▶ limiter (one per process) + retry rules
+//!                              ├──▶ diff (merge desired into current, name the changes)
+//!                              └──▶ report (one flushed line per finished row)
+//!  sandbox: a simulated SignalWire space on loopback, for tests, demos and benchmarks
+//! ```
+//!
+//! Data flows one way: the [`manifest`] reader streams checked rows into a bounded channel;
+//! a fixed pool of [`engine`] workers takes each row, GETs the gateway through the
+//! [`client`], lets [`diff`] decide what changes, PATCHes the full five-field body when
+//! something does, and hands one record per row to the single [`report`] writer.
+//!
+//! - [`model`]: the gateway's five fields and the open enums (unknown server values kept).
+//! - [`manifest`]: CSV and YAML readers, row checks with line numbers and suggestions.
+//! - [`config`]: flag > environment > file > default; credentials never from argv.
+//! - [`client`]: GET/PATCH/list with Basic auth; [`client::ReadClient`] cannot write.
+//! - [`limiter`]: the process-wide write and read budgets; a 429 pauses everyone.
+//! - [`retry`]: which failures to retry and how long to wait (pure functions).
+//! - [`diff`]: merge and field-level diff (pure functions).
+//! - [`engine`]: the pipeline; plan and apply are one loop.
+//! - [`report`]: the per-row ledger, CSV or JSONL, and reading it back.
+//! - [`secret`]: credentials that print as `(redacted)`.
+//! - [`sandbox`]: the simulated space (axum).
+//! - [`cli`]: clap definitions and exit codes; `main.rs` only calls [`cli::main`].
+
 pub mod cli;
 pub mod client;
 pub mod config;
