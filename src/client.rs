@@ -180,6 +180,42 @@ impl ReadClient {
         decode(reply)
     }
 
+    /// The first page of the list, asking for `page_size` gateways a page.
+    pub fn first_page_url(&self, page_size: u32) -> Url {
+        let mut url = self.inner.collection.clone();
+        url.set_query(Some(&format!("page_size={page_size}")));
+        url
+    }
+
+    /// GET one page of the gateway list.
+    pub async fn list_page(&self, url: Url) -> Result<Reply<Page>, ApiError> {
+        let reply = self.call(Method::GET, url, None, Budget::Read).await?;
+        decode(reply)
+    }
+
+    /// Resolves a `links.next` (absolute URL or path) against the space. A link to another
+    /// scheme, host or port is refused: the credentials must never leave for another host.
+    pub fn resolve_link(&self, next: &str) -> Result<Url, String> {
+        let base = &self.inner.collection;
+        let url = base
+            .join(next)
+            .map_err(|e| format!("`links.next` {next:?} is not a URL: {e}"))?;
+        if url.scheme() != base.scheme()
+            || url.host_str() != base.host_str()
+            || url.port_or_known_default() != base.port_or_known_default()
+        {
+            return Err(format!(
+                "`links.next` points to {}://{} but the space is {}://{}: refused, so the \
+                 credentials do not leave for another host",
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+                base.scheme(),
+                base.host_str().unwrap_or("")
+            ));
+        }
+        Ok(url)
+    }
+
     fn gateway_url(&self, id: &Uuid) -> Url {
         let mut url = self.inner.collection.clone();
         url.set_path(&format!(
@@ -363,6 +399,21 @@ impl WriteClient {
             .await?;
         decode(reply)
     }
+}
+
+/// One page of `GET /api/fabric/resources/sip_gateways`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Page {
+    pub data: Vec<GatewayResource>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+/// A page's links; only `next` matters.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Links {
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 /// Raw bytes of a successful reply, decoded by the caller that knows the type.

@@ -3,26 +3,48 @@
 //!
 //! ```text
 //!  reader thread ──rows──▶ worker 1..N ──records──▶ writer thread ──▶ report file
-//!        └──────────── invalid / skipped rows ─────────▲
+//!        └─────── invalid / skipped rows ─────────────▲          └──▶ observer (plan, progress)
 //! ```
 //!
 //! Memory is set by the channel sizes, not by the manifest. Every row the reader yields
 //! ends as exactly one record: a worker's result, or `invalid`/`skipped` straight from the
-//! reader. Plan and apply are one loop: apply has a [`WriteClient`], plan does not.
+//! reader. Plan, apply, canary (`limit`) and resume are parameters of this one loop: apply
+//! has a [`WriteClient`], plan does not.
+//!
+//! Stopping: the client trips `abort` on 401/403 (no request after it); `stop` is tripped
+//! by an interrupt or the error budget (no new row starts; rows in flight finish). Either
+//! way the rows not started are reported `skipped` with the reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::client::{ApiError, ErrorKind, ReadClient, RequestStats, WriteClient};
 use crate::diff::{differing, merge};
 use crate::manifest::{Manifest, ManifestError, Row};
 use crate::report::{ReportWriter, RowRecord, Status};
+use crate::shard::Shard;
+
+/// Sees each record after it reaches the report (plan display, progress, stats lines).
+pub trait Observer: Send {
+    fn record(&mut self, record: &RowRecord);
+    /// A row passed over without a record (done in an earlier run, or another shard's).
+    fn passed(&mut self, _seq: u64) {}
+}
+
+/// What the writer thread receives.
+// Records are nearly every event; boxing them would allocate per row to shrink a rare one.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Record(RowRecord),
+    Passed(u64),
+}
 
 /// How a job runs.
 pub struct Job {
@@ -33,22 +55,64 @@ pub struct Job {
     pub report: ReportWriter,
     /// Rows in flight at most.
     pub concurrency: usize,
-    /// Tripped by the client on 401/403: no new requests, untried rows `skipped`.
+    /// Tripped by the client on 401/403.
     pub abort: CancellationToken,
+    /// Tripped from outside (an interrupt): no new row starts.
+    pub stop: CancellationToken,
+    /// Stop once this many rows have ended `failed` or `mismatch`.
+    pub max_errors: Option<u64>,
+    /// Write only the first N rows that need a change (a canary); the rest are `skipped`.
+    pub limit: Option<u64>,
+    /// Ids (as u128) already done in an earlier run: neither read nor reported again.
+    pub done: Option<Arc<HashSet<u128>>>,
+    /// Only this shard's rows are read and reported.
+    pub shard: Option<Shard>,
+    pub observer: Option<Box<dyn Observer>>,
     pub stats: Arc<RequestStats>,
+}
+
+/// Why a job stopped before the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The server refused the credentials (401/403).
+    Unauthorized,
+    /// `--max-errors` was reached.
+    ErrorBudget,
+    /// SIGINT or SIGTERM.
+    Interrupted,
+}
+
+impl StopReason {
+    fn skip_note(self) -> (&'static str, &'static str) {
+        match self {
+            StopReason::Unauthorized => (
+                "aborted",
+                "not attempted: the job stopped after the server refused the credentials",
+            ),
+            StopReason::ErrorBudget => (
+                "max_errors",
+                "not attempted: the job stopped when --max-errors was reached",
+            ),
+            StopReason::Interrupted => ("interrupted", "not attempted: the job was interrupted"),
+        }
+    }
 }
 
 /// What a finished job tells the caller.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub counts: HashMap<Status, u64>,
+    /// Rows in the manifest (including ones skipped as already done).
     pub rows: u64,
+    /// Rows passed over because an earlier run finished them (`--resume`).
+    pub already_done: u64,
+    /// Rows passed over because they belong to another shard.
+    pub other_shards: u64,
     pub elapsed: Duration,
     pub requests: u64,
     pub retries: u64,
     pub writes: u64,
-    /// The job stopped early because the server refused the credentials.
-    pub aborted: bool,
+    pub stopped: Option<StopReason>,
 }
 
 impl Outcome {
@@ -83,6 +147,48 @@ pub enum JobError {
     Internal(String),
 }
 
+/// Shared stop state: which token fired, and why.
+struct Stopper {
+    abort: CancellationToken,
+    stop: CancellationToken,
+    reason: OnceLock<StopReason>,
+}
+
+impl Stopper {
+    fn reason(&self) -> Option<StopReason> {
+        if let Some(r) = self.reason.get() {
+            Some(*r)
+        } else if self.abort.is_cancelled() {
+            Some(StopReason::Unauthorized)
+        } else if self.stop.is_cancelled() {
+            Some(StopReason::Interrupted)
+        } else {
+            None
+        }
+    }
+
+    fn stop(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.stop.cancel();
+    }
+
+    fn skipped(&self, seq: u64, line: u64, id: String) -> RowRecord {
+        let (code, note) = self.reason().unwrap_or(StopReason::Interrupted).skip_note();
+        RowRecord::bare(seq, line, id, Status::Skipped, code, note.to_owned())
+    }
+}
+
+/// What every worker shares.
+struct Shared {
+    reader: ReadClient,
+    writer: Option<WriteClient>,
+    stopper: Stopper,
+    max_errors: Option<u64>,
+    errors: AtomicU64,
+    limit: Option<u64>,
+    writes_started: AtomicU64,
+}
+
 /// Runs the job to the end and returns its counts.
 pub async fn run(job: Job) -> Result<Outcome, JobError> {
     let started = Instant::now();
@@ -93,18 +199,49 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
         mut report,
         concurrency,
         abort,
+        stop,
+        max_errors,
+        limit,
+        done,
+        shard,
+        mut observer,
         stats,
     } = job;
     let concurrency = concurrency.max(1);
+    let shared = Arc::new(Shared {
+        reader,
+        writer,
+        stopper: Stopper {
+            abort,
+            stop,
+            reason: OnceLock::new(),
+        },
+        max_errors,
+        errors: AtomicU64::new(0),
+        limit,
+        writes_started: AtomicU64::new(0),
+    });
     let (row_tx, row_rx) = mpsc::channel::<Row>(concurrency * 2);
-    let (record_tx, mut record_rx) = mpsc::channel::<RowRecord>(1024);
+    let (record_tx, mut record_rx) = mpsc::channel::<Event>(1024);
 
     // The writer: the only owner of the report file.
     let write_task = tokio::task::spawn_blocking(move || {
         let mut counts: HashMap<Status, u64> = HashMap::new();
-        while let Some(record) = record_rx.blocking_recv() {
-            report.write(&record).map_err(JobError::Report)?;
-            *counts.entry(record.status).or_default() += 1;
+        while let Some(event) = record_rx.blocking_recv() {
+            match event {
+                Event::Record(record) => {
+                    report.write(&record).map_err(JobError::Report)?;
+                    *counts.entry(record.status).or_default() += 1;
+                    if let Some(o) = observer.as_mut() {
+                        o.record(&record);
+                    }
+                }
+                Event::Passed(seq) => {
+                    if let Some(o) = observer.as_mut() {
+                        o.passed(seq);
+                    }
+                }
+            }
         }
         Ok::<_, JobError>(counts)
     });
@@ -112,31 +249,50 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
     // The reader: checks rows and feeds the workers; invalid rows go straight to the report.
     let read_task = {
         let record_tx = record_tx.clone();
-        let abort = abort.clone();
+        let shared = Arc::clone(&shared);
         tokio::task::spawn_blocking(move || {
-            manifest.read(|checked| {
-                // A send fails only when the other side is gone (the writer failed).
-                let sent = match checked {
-                    Ok(row) if abort.is_cancelled() => {
-                        record_tx.blocking_send(skipped(&row)).map_err(drop)
-                    }
-                    Ok(row) => row_tx.blocking_send(row).map_err(drop),
-                    Err(bad) => record_tx
-                        .blocking_send(RowRecord::bare(
+            let mut already_done = 0u64;
+            let mut other_shards = 0u64;
+            let stats = manifest.read(|checked| {
+                let (seq, id_text) = match &checked {
+                    Ok(row) => (row.seq, row.id.hyphenated().to_string()),
+                    Err(bad) => (bad.seq, bad.id.clone()),
+                };
+                let event = if shard.is_some_and(|s| !s.owns(&id_text)) {
+                    other_shards += 1;
+                    Event::Passed(seq)
+                } else {
+                    match checked {
+                        Ok(row) if done.as_ref().is_some_and(|d| d.contains(&row.id.as_u128())) => {
+                            already_done += 1;
+                            Event::Passed(seq)
+                        }
+                        Ok(row) if shared.stopper.reason().is_none() => {
+                            // A send fails only when the workers are gone (the writer failed).
+                            return match row_tx.blocking_send(row) {
+                                Ok(()) => ControlFlow::Continue(()),
+                                Err(_) => ControlFlow::Break(()),
+                            };
+                        }
+                        Ok(row) => {
+                            Event::Record(shared.stopper.skipped(row.seq, row.line, id_text))
+                        }
+                        Err(bad) => Event::Record(RowRecord::bare(
+                            bad.seq,
                             bad.line,
                             bad.id,
                             Status::Invalid,
                             "invalid",
                             bad.message,
-                        ))
-                        .map_err(drop),
+                        )),
+                    }
                 };
-                if sent.is_err() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
+                match record_tx.blocking_send(event) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
                 }
-            })
+            });
+            stats.map(|s| (s, already_done, other_shards))
         })
     };
 
@@ -145,15 +301,20 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
     for _ in 0..concurrency {
         let row_rx = Arc::clone(&row_rx);
         let record_tx = record_tx.clone();
-        let reader = reader.clone();
-        let writer = writer.clone();
-        let abort = abort.clone();
+        let shared = Arc::clone(&shared);
         workers.push(tokio::spawn(async move {
             loop {
                 let next = row_rx.lock().await.recv().await;
                 let Some(row) = next else { break };
-                let record = reconcile(&row, &reader, writer.as_ref(), &abort).await;
-                if record_tx.send(record).await.is_err() {
+                let span = tracing::info_span!("row", line = row.line, id = %row.id);
+                let record = reconcile(&row, &shared).instrument(span).await;
+                if matches!(record.status, Status::Failed | Status::Mismatch)
+                    && let Some(max) = shared.max_errors
+                    && shared.errors.fetch_add(1, Ordering::Relaxed) + 1 >= max
+                {
+                    shared.stopper.stop(StopReason::ErrorBudget);
+                }
+                if record_tx.send(Event::Record(record)).await.is_err() {
                     break;
                 }
             }
@@ -170,59 +331,42 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
     let counts = write_task
         .await
         .map_err(|e| JobError::Internal(e.to_string()))??;
-    let read_stats = read_result?;
+    let (read_stats, already_done, other_shards) = read_result?;
 
     Ok(Outcome {
         rows: read_stats.rows,
+        already_done,
+        other_shards,
         counts,
         elapsed: started.elapsed(),
         requests: stats.requests.load(Ordering::Relaxed),
         retries: stats.retries.load(Ordering::Relaxed),
         writes: stats.writes.load(Ordering::Relaxed),
-        aborted: abort.is_cancelled(),
+        stopped: shared.stopper.reason(),
     })
 }
 
-fn skipped(row: &Row) -> RowRecord {
-    RowRecord::bare(
-        row.line,
-        row.id.hyphenated().to_string(),
-        Status::Skipped,
-        "aborted",
-        "not attempted: the job stopped after the server refused the credentials".into(),
-    )
-}
-
 /// One row: read, diff, and write when it differs (and a writer was given).
-async fn reconcile(
-    row: &Row,
-    reader: &ReadClient,
-    writer: Option<&WriteClient>,
-    abort: &CancellationToken,
-) -> RowRecord {
-    if abort.is_cancelled() {
-        return skipped(row);
+async fn reconcile(row: &Row, shared: &Shared) -> RowRecord {
+    let id = row.id.hyphenated().to_string();
+    if shared.stopper.reason().is_some() {
+        return shared.stopper.skipped(row.seq, row.line, id);
     }
     let started = Instant::now();
-    let mut record = RowRecord::bare(
-        row.line,
-        row.id.hyphenated().to_string(),
-        Status::Failed,
-        "",
-        String::new(),
-    );
+    let mut record = RowRecord::bare(row.seq, row.line, id, Status::Failed, "", String::new());
     let finish = |mut record: RowRecord| {
         record.duration_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(status = %record.status, attempts = record.attempts, "row done");
         record
     };
 
-    let current = match reader.get_gateway(&row.id).await {
+    let current = match shared.reader.get_gateway(&row.id).await {
         Ok(reply) => {
             record.attempts = reply.attempts;
             record.http_status = Some(reply.status);
             reply.value.sip_gateway
         }
-        Err(err) => return finish(failed(record, err)),
+        Err(err) => return finish(failed(record, err, &shared.stopper)),
     };
     let desired = merge(&current, &row.desired);
     record.changed_fields = differing(&current, &desired);
@@ -232,11 +376,20 @@ async fn reconcile(
         record.after = record.before.clone();
         return finish(record);
     }
-    let Some(writer) = writer else {
+    let Some(writer) = shared.writer.as_ref() else {
         record.status = Status::WouldUpdate;
         record.after = Some(desired);
         return finish(record);
     };
+    if let Some(limit) = shared.limit
+        && shared.writes_started.fetch_add(1, Ordering::Relaxed) >= limit
+    {
+        record.status = Status::Skipped;
+        record.error_code = "limit".into();
+        record.error = format!("not written: --limit {limit} reached (a change is pending)");
+        record.after = Some(desired);
+        return finish(record);
+    }
     match writer.update_gateway(&row.id, &desired).await {
         Ok(reply) => {
             record.attempts += reply.attempts;
@@ -256,17 +409,26 @@ async fn reconcile(
             record.after = Some(answered);
             finish(record)
         }
-        Err(err) => finish(failed(record, err)),
+        Err(err) => finish(failed(record, err, &shared.stopper)),
     }
 }
 
 /// Fills a record from a failed request. The attempts of earlier requests are kept.
-fn failed(mut record: RowRecord, err: ApiError) -> RowRecord {
+fn failed(mut record: RowRecord, err: ApiError, stopper: &Stopper) -> RowRecord {
     record.attempts += err.attempts;
     record.http_status = err.status;
     record.status = match err.kind {
         ErrorKind::NotFound => Status::NotFound,
-        ErrorKind::Aborted => Status::Skipped,
+        ErrorKind::Aborted => {
+            let (code, note) = stopper
+                .reason()
+                .unwrap_or(StopReason::Unauthorized)
+                .skip_note();
+            record.error_code = code.into();
+            record.error = note.into();
+            record.status = Status::Skipped;
+            return record;
+        }
         _ => Status::Failed,
     };
     record.error_code = err.code;

@@ -79,6 +79,8 @@ impl fmt::Display for Status {
 /// One finished row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowRecord {
+    /// The row's 0-based position in the manifest (not written; orders the plan display).
+    pub seq: u64,
     /// The row's line in the manifest.
     pub row: u64,
     /// The id as written in the manifest.
@@ -100,8 +102,16 @@ pub struct RowRecord {
 
 impl RowRecord {
     /// A record for a row that got no further than `status` (invalid, skipped).
-    pub fn bare(row: u64, id: String, status: Status, code: &str, error: String) -> RowRecord {
+    pub fn bare(
+        seq: u64,
+        row: u64,
+        id: String,
+        status: Status,
+        code: &str,
+        error: String,
+    ) -> RowRecord {
         RowRecord {
+            seq,
             row,
             id,
             status,
@@ -194,6 +204,38 @@ impl ReportWriter {
         Self::from_writer(Box::new(file), format)
     }
 
+    /// Opens an existing report to add lines after the ones it has (no second header).
+    pub fn append(path: &Path, format: ReportFormat) -> io::Result<ReportWriter> {
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        Ok(match format {
+            ReportFormat::Csv => ReportWriter {
+                format,
+                csv: Some(
+                    csv::WriterBuilder::new()
+                        .has_headers(false)
+                        .from_writer(Box::new(file) as Box<dyn Write + Send>),
+                ),
+                jsonl: None,
+            },
+            ReportFormat::Jsonl => ReportWriter {
+                format,
+                csv: None,
+                jsonl: Some(BufWriter::new(Box::new(file))),
+            },
+        })
+    }
+
+    /// Flushes everything written and closes the file.
+    pub fn close(self) -> io::Result<()> {
+        if let Some(mut csv) = self.csv {
+            csv.flush()?;
+        }
+        if let Some(mut out) = self.jsonl {
+            out.flush()?;
+        }
+        Ok(())
+    }
+
     /// A report that goes nowhere: the plan shown before `apply` asks to go ahead.
     pub fn discard(format: ReportFormat) -> ReportWriter {
         ReportWriter {
@@ -275,113 +317,153 @@ impl ReportWriter {
 }
 
 /// A report line read back (resume, rollback, tests). Both formats parse into this.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ReadRecord {
     pub row: u64,
     pub id: String,
     pub status: Status,
+    #[serde(deserialize_with = "de_fields")]
     pub changed_fields: FieldSet,
+    #[serde(deserialize_with = "de_json_fields")]
     pub before: Option<GatewayFields>,
+    #[serde(deserialize_with = "de_json_fields")]
     pub after: Option<GatewayFields>,
     pub http_status: Option<u16>,
     pub attempts: u32,
     pub error_code: String,
     pub error: String,
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+impl ReadRecord {
+    /// Back into a record, to copy it into a rewritten report.
+    pub fn into_record(self) -> RowRecord {
+        RowRecord {
+            seq: 0,
+            row: self.row,
+            id: self.id,
+            status: self.status,
+            changed_fields: self.changed_fields,
+            before: self.before,
+            after: self.after,
+            http_status: self.http_status,
+            attempts: self.attempts,
+            error_code: self.error_code,
+            error: self.error,
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
+fn de_fields<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FieldSet, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(FieldSet::parse(&s))
+}
+
+/// `before`/`after`: a JSON object (JSONL), JSON text (CSV), or empty.
+fn de_json_fields<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<GatewayFields>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Object(GatewayFields),
+        Text(String),
+    }
+    match Option::<Either>::deserialize(d)? {
+        None => Ok(None),
+        Some(Either::Object(f)) => Ok(Some(f)),
+        Some(Either::Text(t)) if t.is_empty() => Ok(None),
+        Some(Either::Text(t)) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// A report that cannot be read back.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("cannot read report {path}: {message}")]
-    Unreadable { path: String, message: String },
+#[error("cannot read report {path}: {message}")]
+pub struct ReadError {
+    pub path: String,
+    pub message: String,
 }
 
-/// Reads every complete line of a report. A torn last line (a crash mid-write) is dropped.
-pub fn read_report(path: &Path) -> Result<Vec<ReadRecord>, ReadError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ReadError::Unreadable {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let unreadable = |message: String| ReadError::Unreadable {
+/// The format of an existing report, from its first byte.
+pub fn detect_format(path: &Path) -> io::Result<ReportFormat> {
+    let mut first = [0u8; 1];
+    let n = std::io::Read::read(&mut File::open(path)?, &mut first)?;
+    Ok(if n == 1 && first[0] == b'{' {
+        ReportFormat::Jsonl
+    } else {
+        ReportFormat::Csv
+    })
+}
+
+/// Bytes of `file` up to and including its last newline: a torn last line (a crash
+/// mid-write) is left out.
+fn complete_len(file: &mut File) -> io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut end = file.seek(SeekFrom::End(0))?;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            file.seek(SeekFrom::Start(0))?;
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(0)
+}
+
+/// Streams every complete line of a report to `each`, in file order, in constant memory.
+pub fn for_each_record(
+    path: &Path,
+    mut each: impl FnMut(ReadRecord) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    use std::io::{BufRead, Read};
+    let fail = |message: String| ReadError {
         path: path.display().to_string(),
         message,
     };
-    // Only lines that end in a newline were written whole.
-    let complete = match text.rfind('\n') {
-        Some(i) => &text[..=i],
-        None => "",
-    };
+    let format = detect_format(path).map_err(|e| fail(e.to_string()))?;
+    let mut file = File::open(path).map_err(|e| fail(e.to_string()))?;
+    let len = complete_len(&mut file).map_err(|e| fail(e.to_string()))?;
+    let input = io::BufReader::new(file.take(len));
+    match format {
+        ReportFormat::Jsonl => {
+            for (i, line) in input.lines().enumerate() {
+                let line = line.map_err(|e| fail(e.to_string()))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let record: ReadRecord = serde_json::from_str(&line)
+                    .map_err(|e| fail(format!("line {}: {e}", i + 1)))?;
+                each(record)?;
+            }
+        }
+        ReportFormat::Csv => {
+            let mut reader = csv::Reader::from_reader(input);
+            for record in reader.deserialize::<ReadRecord>() {
+                each(record.map_err(|e| fail(e.to_string()))?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every complete line of a report into memory (tests, small reports).
+pub fn read_report(path: &Path) -> Result<Vec<ReadRecord>, ReadError> {
     let mut out = Vec::new();
-    if complete.starts_with('{') {
-        #[derive(Deserialize)]
-        struct Line {
-            row: u64,
-            id: String,
-            status: Status,
-            changed_fields: String,
-            before: Option<GatewayFields>,
-            after: Option<GatewayFields>,
-            http_status: Option<u16>,
-            attempts: u32,
-            error_code: String,
-            error: String,
-        }
-        for (i, line) in complete.lines().enumerate() {
-            let l: Line = serde_json::from_str(line)
-                .map_err(|e| unreadable(format!("line {}: {e}", i + 1)))?;
-            out.push(ReadRecord {
-                row: l.row,
-                id: l.id,
-                status: l.status,
-                changed_fields: FieldSet::parse(&l.changed_fields),
-                before: l.before,
-                after: l.after,
-                http_status: l.http_status,
-                attempts: l.attempts,
-                error_code: l.error_code,
-                error: l.error,
-            });
-        }
-        return Ok(out);
-    }
-    #[derive(Deserialize)]
-    struct Line {
-        row: u64,
-        id: String,
-        status: Status,
-        changed_fields: String,
-        before: String,
-        after: String,
-        http_status: Option<u16>,
-        attempts: u32,
-        error_code: String,
-        error: String,
-    }
-    let json = |s: &str| -> Result<Option<GatewayFields>, ReadError> {
-        if s.is_empty() {
-            Ok(None)
-        } else {
-            serde_json::from_str(s)
-                .map(Some)
-                .map_err(|e| unreadable(e.to_string()))
-        }
-    };
-    let mut reader = csv::Reader::from_reader(complete.as_bytes());
-    for line in reader.deserialize::<Line>() {
-        let l = line.map_err(|e| unreadable(e.to_string()))?;
-        out.push(ReadRecord {
-            row: l.row,
-            id: l.id,
-            status: l.status,
-            changed_fields: FieldSet::parse(&l.changed_fields),
-            before: json(&l.before)?,
-            after: json(&l.after)?,
-            http_status: l.http_status,
-            attempts: l.attempts,
-            error_code: l.error_code,
-            error: l.error,
-        });
-    }
+    for_each_record(path, |r| {
+        out.push(r);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -406,6 +488,7 @@ mod tests {
             ..before.clone()
         };
         RowRecord {
+            seq: 5,
             row: 7,
             id: "0823a606-0aff-4c90-9eba-f88ba118fe05".into(),
             status: Status::Updated,
@@ -429,6 +512,7 @@ mod tests {
             let r = record();
             w.write(&r).unwrap();
             w.write(&RowRecord::bare(
+                1,
                 9,
                 "x".into(),
                 Status::Invalid,

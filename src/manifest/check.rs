@@ -89,11 +89,13 @@ impl RowChecker {
         }
         match (id, problems.is_empty()) {
             (Some(id), true) => Ok(Row {
+                seq: 0,
                 line,
                 id,
                 desired: fields.with_defaults(&self.defaults),
             }),
             _ => Err(InvalidRow {
+                seq: 0,
                 line,
                 id: raw_id,
                 message: problems.join("; "),

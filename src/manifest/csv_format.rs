@@ -41,6 +41,7 @@ pub(super) fn read(
                 line = record_line(&record, reader.position());
                 if record.len() != reader.headers().map_or(0, |h| h.len()) {
                     Err(InvalidRow {
+                        seq: 0,
                         line,
                         id: cell(&record, columns.id).unwrap_or_default(),
                         message: format!(
@@ -55,6 +56,7 @@ pub(super) fn read(
             }
             Err(err) => match err.kind() {
                 ::csv::ErrorKind::Utf8 { pos, .. } => Err(InvalidRow {
+                    seq: 0,
                     line: pos.as_ref().map_or(0, |p| p.line()),
                     id: String::new(),
                     message: "the row is not valid UTF-8".into(),

@@ -8,6 +8,7 @@
 
 mod check;
 mod csv_format;
+mod write;
 mod yaml_format;
 
 use std::fmt;
@@ -17,12 +18,15 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 pub use check::{KNOWN_COLUMNS, RawList, RawRow, RowChecker};
+pub use write::ManifestWriter;
 
 use crate::model::Desired;
 
 /// A checked row, ready to reconcile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// 0-based position among the manifest's rows (file order).
+    pub seq: u64,
     /// 1-based line of the row in the manifest file.
     pub line: u64,
     pub id: Uuid,
@@ -33,6 +37,8 @@ pub struct Row {
 /// A row that failed its checks. It is reported and skipped; the other rows still run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvalidRow {
+    /// 0-based position among the manifest's rows (file order).
+    pub seq: u64,
     pub line: u64,
     /// The id cell as written (may be empty or not a UUID).
     pub id: String,
@@ -152,7 +158,11 @@ impl Manifest {
         })?;
         let reader = std::io::BufReader::with_capacity(64 * 1024, file);
         let mut stats = ReadStats::default();
-        let mut counted = |row: CheckedRow| {
+        let mut counted = |mut row: CheckedRow| {
+            match &mut row {
+                Ok(r) => r.seq = stats.rows,
+                Err(bad) => bad.seq = stats.rows,
+            }
             stats.rows += 1;
             stats.invalid += u64::from(row.is_err());
             sink(row)

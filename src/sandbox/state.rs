@@ -104,6 +104,15 @@ impl SandboxState {
         }
     }
 
+    /// Gateways held.
+    pub fn len(&self) -> usize {
+        read_lock(&self.gateways).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The current fields of every gateway.
     pub fn snapshot(&self) -> BTreeMap<Uuid, GatewayFields> {
         read_lock(&self.gateways)

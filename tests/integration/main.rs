@@ -3,5 +3,6 @@
 
 mod apply;
 mod manifest_errors;
+mod plan_export;
 mod resilience;
 mod support;

@@ -163,3 +163,7 @@ pub fn report(path: &Path) -> BTreeMap<u64, ReadRecord> {
     );
     by_row
 }
+
+pub fn summary_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}

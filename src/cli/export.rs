@@ -1,0 +1,74 @@
+//! `export`: every gateway's current state as a manifest that `apply` accepts as is.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, Exit, ExitContext, ExportArgs, Failure, usage};
+use crate::client::{ClientConfig, ReadClient, RequestStats};
+use crate::limiter::Limiter;
+use crate::manifest::{Format, ManifestWriter};
+
+pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
+    let format = args
+        .format
+        .or_else(|| args.output.as_deref().and_then(Format::from_path))
+        .unwrap_or(Format::Csv);
+    let client = read_client(ctx)?;
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).exit_with(Exit::Usage)?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut writer = ManifestWriter::new(out, format).exit_with(Exit::Usage)?;
+    let page_size = args.page_size.clamp(1, 1000);
+    let stats = crate::export::export(&client, page_size, |g| writer.write(&g.id, &g.sip_gateway))
+        .await
+        .map_err(|e| {
+            let exit = match &e {
+                crate::export::ExportError::Api(api)
+                    if api.kind == crate::client::ErrorKind::Unauthorized =>
+                {
+                    Exit::Aborted
+                }
+                _ => Exit::RowErrors,
+            };
+            Failure {
+                exit,
+                error: e.into(),
+            }
+        })?;
+    writer.finish().exit_with(Exit::Usage)?;
+    tracing::info!(gateways = stats.gateways, pages = stats.pages, "exported");
+    Ok(Exit::Ok)
+}
+
+/// A read-only client from the context's settings and credentials.
+pub(super) fn read_client(ctx: &Context) -> Result<ReadClient, Failure> {
+    let base_url = ctx.settings.base_url.clone().ok_or_else(|| {
+        usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
+    })?;
+    let credentials =
+        crate::config::credentials(&ctx.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?;
+    let config = ClientConfig {
+        base_url,
+        credentials,
+        timeout: ctx.settings.timeout,
+        connect_timeout: ctx.settings.connect_timeout,
+        retry: ctx.settings.retry,
+        pool_size: ctx.settings.concurrency,
+    };
+    let limiter = Arc::new(Limiter::new(
+        Some(ctx.settings.write_rate),
+        ctx.settings.read_rate,
+    ));
+    ReadClient::new(
+        &config,
+        limiter,
+        Arc::new(RequestStats::default()),
+        CancellationToken::new(),
+    )
+    .exit_with(Exit::Usage)
+}

@@ -1,0 +1,495 @@
+//! The command line: clap definitions, logging setup, and one module per command that turns
+//! checked settings into a library call and its result into an [`Exit`] code. No clap type
+//! goes past this module.
+//!
+//! Conventions (as in xh): every flag has a one-line help, a default shown in brackets, and
+//! every command's long help ends with a worked example.
+
+mod export;
+mod reconcile;
+mod rollback;
+mod sandbox;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::config::{self, FileConfig, LogFormat, Overrides, Settings};
+use crate::manifest::{Format, ManifestError};
+use crate::plan_view::PlanFormat;
+use crate::report::ReportFormat;
+use crate::shard::Shard;
+
+/// Exit codes: the contract scripts rely on (PRODUCT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every row ended `updated`, `unchanged` (or `would_update` in a plan).
+    Ok = 0,
+    /// Finished, but some rows are `invalid`, `not_found`, `failed` or `mismatch`.
+    RowErrors = 1,
+    /// `plan --detailed-exitcode`: no errors, changes pending.
+    ChangesPending = 2,
+    /// Aborted: credentials refused, `--max-errors` reached, `--max-changes` exceeded.
+    Aborted = 3,
+    /// Interrupted (SIGINT/SIGTERM): in-flight rows finished, report complete, resumable.
+    Interrupted = 4,
+    /// Another run holds the lock on this report.
+    Locked = 5,
+    /// Usage or configuration error.
+    Usage = 64,
+    /// The manifest cannot be read as a whole.
+    BadManifest = 65,
+}
+
+/// Reconcile SignalWire SIP gateways with a CSV or YAML manifest.
+///
+/// Reads each gateway, shows the field-level diff, PATCHes only what differs (all five
+/// fields, as the live API requires), concurrently under one rate limit, and writes a
+/// per-row report that doubles as checkpoint and undo file.
+///
+/// Credentials come from SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN (or project_id /
+/// api_token_file in --config), never from a flag.
+#[derive(Debug, Parser)]
+#[command(name = "sipgw-bulk", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes. Precedence: flag > environment > config file > default.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// YAML config file (see config.example.yaml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// SignalWire space: `acme`, `acme.signalwire.com` or its https URL.
+    #[arg(long, global = true, env = "SIGNALWIRE_SPACE", value_name = "SPACE")]
+    pub space: Option<String>,
+    /// API base URL (wins over --space); https only, except a loopback host.
+    #[arg(long, global = true, env = "SIGNALWIRE_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Rows in flight at most [default: 32].
+    #[arg(long, global = true, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Writes per second at most, retries included [default: 1000].
+    #[arg(long, global = true, value_name = "N")]
+    pub rate: Option<u32>,
+    /// Reads per second at most; 0 = unlimited [default: 5000].
+    #[arg(long, global = true, value_name = "N")]
+    pub read_rate: Option<u32>,
+    /// Report file [default: MANIFEST-STEM.report.csv (or .jsonl) in the current directory].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Report format [default: csv].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub report_format: Option<ReportFormat>,
+    /// Log format on stderr [default: text].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// More log detail (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr; no progress.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// No progress bar (stats lines still go to the log off a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// Seconds between stats lines when there is no progress bar.
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECS")]
+    pub stats_interval: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every row offline; print each bad row with its line. Sends nothing.
+    ///
+    /// Example: sipgw-bulk validate gateways.csv
+    Validate(ManifestArgs),
+    /// Read each gateway and print what would change; write the report. Never writes to
+    /// the API.
+    ///
+    /// Example: sipgw-bulk plan gateways.csv --report plan.csv --detailed-exitcode
+    Plan(PlanArgs),
+    /// Plan, then PATCH the rows that differ.
+    ///
+    /// Example: sipgw-bulk apply gateways.csv --rate 100 --max-errors 1% --yes --report run1.csv
+    Apply(ApplyArgs),
+    /// Write a manifest of every gateway's current state (stdout without -o).
+    ///
+    /// Example: sipgw-bulk export -o before.csv
+    Export(ExportArgs),
+    /// Turn an apply report into a manifest that restores the before-values.
+    ///
+    /// Example: sipgw-bulk rollback run1.csv -o undo.csv && sipgw-bulk apply undo.csv --yes
+    Rollback(RollbackArgs),
+    /// Serve a simulated SignalWire space on 127.0.0.1 until interrupted.
+    ///
+    /// Prints SIGNALWIRE_BASE_URL, SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN lines.
+    ///
+    /// Example: sipgw-bulk sandbox --seed-from gateways.csv --port 8080 > sandbox.env
+    Sandbox(SandboxArgs),
+    /// Print a shell completion script.
+    ///
+    /// Example: sipgw-bulk completions bash > /etc/bash_completion.d/sipgw-bulk
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    ///
+    /// Example: sipgw-bulk man > sipgw-bulk.1 && man ./sipgw-bulk.1
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// The manifest: .csv, .yaml or .yml.
+    pub manifest: PathBuf,
+    /// Manifest format, when the extension does not tell.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+}
+
+/// What plan and apply share.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// Also write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Only rows whose id hashes to shard K of N (0 <= K < N), e.g. 0/4.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// In the plan, list unchanged rows too.
+    #[arg(long)]
+    pub show_unchanged: bool,
+    /// How the plan prints on stdout: text for people, json (one object a line) for tools.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub output: PlanFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Exit 2 when changes are pending (0: nothing to do, 1: errors).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Do not ask before writing (required without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Only plan: read and diff, write nothing (same as `plan`).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Refuse to write anything when the plan changes more than N rows (exit 3).
+    #[arg(long, value_name = "N")]
+    pub max_changes: Option<u64>,
+    /// Stop taking new rows once N rows (or P% of the rows) failed (exit 3).
+    #[arg(long, value_name = "N|P%")]
+    pub max_errors: Option<ErrorBudget>,
+    /// Write only the first N rows that need a change (a canary); the rest are `skipped`.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Continue the run recorded in --report: rows already updated or unchanged are not
+    /// touched again. Refused if the manifest changed. Starts afresh if there is no report.
+    #[arg(long)]
+    pub resume: bool,
+    /// Seconds rows in flight may take to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub grace: u64,
+}
+
+/// `--max-errors`: a count, or a share of the manifest's rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ErrorBudget {
+    Count(u64),
+    Percent(f64),
+}
+
+impl std::str::FromStr for ErrorBudget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.trim().strip_suffix('%') {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}`: expected N or P%, like 10 or 2.5%"))?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(format!("`{s}`: a percentage is between 0% and 100%"));
+            }
+            return Ok(ErrorBudget::Percent(p));
+        }
+        let n: u64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: expected N or P%, like 10 or 2.5%"))?;
+        if n == 0 {
+            return Err("--max-errors 0 would stop before the first row; use 1 or more".into());
+        }
+        Ok(ErrorBudget::Count(n))
+    }
+}
+
+impl ErrorBudget {
+    /// The number of failed rows that stops a job over `rows` rows (at least 1).
+    pub fn threshold(self, rows: u64) -> u64 {
+        match self {
+            ErrorBudget::Count(n) => n,
+            ErrorBudget::Percent(p) => ((rows as f64 * p / 100.0).ceil() as u64).max(1),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Manifest format to write [default: from -o's extension, else csv].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+    /// Gateways asked for per page.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub page_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// An apply report (CSV or JSONL).
+    pub report: PathBuf,
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Manifest format to write [default: from -o's extension, else csv].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Hold one gateway per id in this manifest (with the sandbox's own starting values).
+    #[arg(long, value_name = "MANIFEST")]
+    pub seed_from: Option<PathBuf>,
+    /// Hold N generated gateways.
+    #[arg(long, value_name = "N")]
+    pub gateways: Option<u64>,
+    /// Writes accepted per second before answering 429; 0 = no limit.
+    #[arg(long, default_value_t = 1380, value_name = "N")]
+    pub write_limit: u32,
+    /// Inject an error status at a rate, e.g. `--fault 500=0.1 --fault 503=0.05`.
+    #[arg(long, value_name = "STATUS=RATE", value_parser = parse_fault)]
+    pub fault: Vec<(u16, f64)>,
+    /// Retry-After seconds on injected 429/503.
+    #[arg(long, default_value_t = 1, value_name = "SECS")]
+    pub fault_retry_after: u64,
+    /// Latency added to every API response, in milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub latency_ms: u64,
+    /// Rate of requests whose connection is dropped without an answer.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub drop_rate: f64,
+    /// Answer every PATCH of this gateway with 500 (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub fail_patch: Vec<Uuid>,
+    /// Answer PATCHes of this gateway with other codecs than were sent (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub mismatch_patch: Vec<Uuid>,
+    /// Worker threads serving requests [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+fn parse_fault(s: &str) -> Result<(u16, f64), String> {
+    let (status, rate) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected STATUS=RATE, like 500=0.1"))?;
+    let status: u16 = status
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{status}` is not an HTTP status"))?;
+    let rate: f64 = rate
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{rate}` is not a rate between 0 and 1"))?;
+    if !(400..=599).contains(&status) || !(0.0..=1.0).contains(&rate) {
+        return Err(format!(
+            "`{s}`: status must be 400-599 and rate between 0 and 1"
+        ));
+    }
+    Ok((status, rate))
+}
+
+/// Parses argv, runs the command, and returns the exit code. `main` only calls this.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Sandbox(SandboxArgs {
+        threads: Some(n), ..
+    }) = &cli.command
+    {
+        builder.worker_threads((*n).max(1));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sipgw-bulk: cannot start the async runtime: {e}");
+            return Exit::Usage as i32;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(exit) => exit as i32,
+        Err(failure) => {
+            tracing::error!("{:#}", failure.error);
+            eprintln!("sipgw-bulk: error: {:#}", failure.error);
+            failure.exit as i32
+        }
+    }
+}
+
+/// An error with the exit code it maps to, decided by its type where it arises.
+pub struct Failure {
+    pub exit: Exit,
+    pub error: anyhow::Error,
+}
+
+trait ExitContext<T> {
+    fn exit_with(self, exit: Exit) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> ExitContext<T> for Result<T, E> {
+    fn exit_with(self, exit: Exit) -> Result<T, Failure> {
+        self.map_err(|e| Failure {
+            exit,
+            error: e.into(),
+        })
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        exit: Exit::Usage,
+        error: anyhow::anyhow!(message.into()),
+    }
+}
+
+fn manifest_failure(err: ManifestError) -> Failure {
+    let exit = match err {
+        ManifestError::UnknownFormat(_) => Exit::Usage,
+        _ => Exit::BadManifest,
+    };
+    Failure {
+        exit,
+        error: err.into(),
+    }
+}
+
+/// Settings and the config file, as every command sees them.
+pub struct Context {
+    pub global: GlobalArgs,
+    pub settings: Settings,
+    pub file: FileConfig,
+}
+
+pub async fn run(cli: Cli) -> Result<Exit, Failure> {
+    let file = match &cli.global.config {
+        Some(path) => FileConfig::load(path).exit_with(Exit::Usage)?,
+        None => FileConfig::default(),
+    };
+    let overrides = Overrides {
+        space: cli.global.space.clone(),
+        base_url: cli.global.base_url.clone(),
+        concurrency: cli.global.concurrency,
+        rate: cli.global.rate,
+        read_rate: cli.global.read_rate,
+        report_format: cli.global.report_format,
+        log_format: cli.global.log_format,
+    };
+    let settings = config::resolve(&overrides, &file).exit_with(Exit::Usage)?;
+    init_logging(&cli.global, settings.log_format);
+    let ctx = Context {
+        global: cli.global,
+        settings,
+        file,
+    };
+    match cli.command {
+        Command::Validate(args) => validate::run(&args).await,
+        Command::Plan(args) => {
+            let exit = reconcile::run(&ctx, &args.job, reconcile::Mode::Plan, None).await?;
+            Ok(plan_exit(exit, args.detailed_exitcode))
+        }
+        Command::Apply(args) => {
+            let mode = if args.dry_run {
+                reconcile::Mode::Plan
+            } else {
+                reconcile::Mode::Apply
+            };
+            let exit = reconcile::run(&ctx, &args.job, mode, Some(&args)).await?;
+            Ok(plan_exit(exit, false))
+        }
+        Command::Export(args) => export::run(&ctx, &args).await,
+        Command::Rollback(args) => rollback::run(&args),
+        Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "sipgw-bulk",
+                &mut std::io::stdout(),
+            );
+            Ok(Exit::Ok)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .exit_with(Exit::Usage)?;
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// Without `--detailed-exitcode`, pending changes are success.
+fn plan_exit(exit: Exit, detailed: bool) -> Exit {
+    match exit {
+        Exit::ChangesPending if !detailed => Exit::Ok,
+        other => other,
+    }
+}
+
+fn init_logging(global: &GlobalArgs, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("sipgw_bulk={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(crate::progress::LogWriter)
+        .with_target(false);
+    // A second init (tests running `run` twice in one process) is harmless.
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

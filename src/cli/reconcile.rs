@@ -1,0 +1,524 @@
+//! `plan` and `apply`: one pipeline, with or without a writer.
+//!
+//! Order matters: lock the report (a second run exits 5 touching nothing), read the whole
+//! manifest once (exit 65 before any request), check the ledger (exists / resume /
+//! fingerprint), preview and ask or check guards, then run; on SIGINT/SIGTERM stop taking
+//! rows, finish those in flight, report the rest `skipped`, exit 4.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{ApplyArgs, Context, Exit, ExitContext, Failure, JobArgs, manifest_failure, usage};
+use crate::client::{ClientConfig, ReadClient, RequestStats, WriteClient};
+use crate::config::LogFormat;
+use crate::engine::{self, Job, Observer, Outcome, StopReason};
+use crate::ledger::{self, Ledger, LedgerError};
+use crate::limiter::Limiter;
+use crate::manifest::Manifest;
+use crate::plan_view::{PlanFormat, PlanView};
+use crate::progress::{self, Progress, ProgressMode, Tee};
+use crate::report::{ReportFormat, ReportWriter, Status};
+use crate::shard::Shard;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plan,
+    Apply,
+}
+
+/// What one pass over the manifest found.
+struct Scan {
+    rows: u64,
+    in_shard: u64,
+    sha256: String,
+}
+
+pub async fn run(
+    ctx: &Context,
+    job: &JobArgs,
+    mode: Mode,
+    apply: Option<&ApplyArgs>,
+) -> Result<Exit, Failure> {
+    let yes = apply.is_some_and(|a| a.yes);
+    let resume = apply.is_some_and(|a| a.resume);
+    let manifest =
+        Manifest::open(&job.manifest.manifest, job.manifest.format).map_err(manifest_failure)?;
+    let report_path = ctx
+        .global
+        .report
+        .clone()
+        .unwrap_or_else(|| default_report_path(manifest.path(), ctx.settings.report_format));
+
+    let mut ledger = Ledger::lock(&report_path).map_err(ledger_failure)?;
+    let scan = scan(&manifest, job.shard).await?;
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if mode == Mode::Apply && !yes && !interactive {
+        return Err(usage(
+            "apply writes to the API: pass --yes to confirm when not on a terminal \
+             (or use `plan` / --dry-run to see the changes first)",
+        ));
+    }
+    ledger
+        .preflight(&scan.sha256, resume)
+        .map_err(ledger_failure)?;
+    let client_config = client_config(ctx)?;
+
+    // Preview: what would change, before anything does (a terminal, or a guard to check).
+    let max_changes = apply.and_then(|a| a.max_changes);
+    if mode == Mode::Apply && (max_changes.is_some() || !yes) {
+        let preview = Pipeline::new(ctx, &client_config, &manifest, job)?
+            .run(
+                ReportWriter::discard(ctx.settings.report_format),
+                false,
+                None,
+            )
+            .await?;
+        let changes = preview.outcome.count(Status::WouldUpdate);
+        if preview.outcome.stopped == Some(StopReason::Unauthorized) {
+            say(
+                ctx,
+                "stopped: the server refused the credentials (401/403); nothing written",
+            );
+            return Ok(Exit::Aborted);
+        }
+        if let Some(max) = max_changes
+            && changes > max
+        {
+            say(
+                ctx,
+                &format!(
+                    "refused: the plan changes {changes} rows, more than --max-changes {max}; \
+                     nothing written"
+                ),
+            );
+            return Ok(Exit::Aborted);
+        }
+        if !yes {
+            say(
+                ctx,
+                &summary_text("Plan", &preview.outcome, &HashMap::new(), None),
+            );
+            if changes == 0 {
+                say(ctx, "nothing to change; nothing written.");
+                return Ok(exit_code(&preview.outcome, Mode::Plan));
+            }
+            if !confirm(changes)? {
+                say(ctx, "nothing written.");
+                return Ok(Exit::Ok);
+            }
+        }
+    }
+
+    let opened = ledger
+        .open(
+            manifest.path(),
+            &scan.sha256,
+            ctx.settings.report_format,
+            resume,
+        )
+        .map_err(ledger_failure)?;
+    if opened.resumed {
+        tracing::info!(already_done = opened.done.len(), "resuming");
+    }
+    tracing::info!(
+        manifest = %manifest.path().display(),
+        rows = scan.rows,
+        in_shard = scan.in_shard,
+        report = %report_path.display(),
+        mode = ?mode,
+        "starting"
+    );
+
+    // Observers: the plan on stdout (plan mode), progress on stderr.
+    let mut pipeline = Pipeline::new(ctx, &client_config, &manifest, job)?;
+    pipeline.max_errors = apply
+        .and_then(|a| a.max_errors)
+        .map(|b| b.threshold(scan.in_shard));
+    pipeline.limit = apply.and_then(|a| a.limit);
+    pipeline.done = Some(Arc::new(opened.done));
+    let (plan_view, plan_handle) = if mode == Mode::Plan {
+        let colour = std::io::stdout().is_terminal() && job.output == PlanFormat::Text;
+        let (obs, handle) = progress::Shared::new(PlanView::new(
+            std::io::stdout(),
+            job.output,
+            colour,
+            job.show_unchanged,
+        ));
+        (Some(obs), Some(handle))
+    } else {
+        (None, None)
+    };
+    let remaining = scan.in_shard.saturating_sub(pipeline.done_count());
+    let (progress_obs, progress_handle) =
+        progress::Shared::new(Progress::new(progress_mode(ctx), remaining));
+    let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(progress_obs)];
+    if let Some(view) = plan_view {
+        observers.push(Box::new(view));
+    }
+
+    let stop = CancellationToken::new();
+    let grace = Duration::from_secs(apply.map_or(30, |a| a.grace));
+    let signals = tokio::spawn(watch_signals(stop.clone(), grace));
+    let ran = pipeline
+        .run(
+            opened.writer,
+            mode == Mode::Apply,
+            Some((stop, Box::new(Tee(observers)))),
+        )
+        .await;
+    signals.abort();
+    if let Some(p) = progress::reclaim(progress_handle) {
+        p.finish();
+    }
+    if let Some(view) = plan_handle.and_then(progress::reclaim) {
+        view.finish();
+    }
+    let outcome = ran?.outcome;
+
+    let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
+    say(
+        ctx,
+        &summary_text(title, &outcome, &opened.kept, Some(&report_path)),
+    );
+    if let Some(reason) = outcome.stopped {
+        let why = match reason {
+            StopReason::Unauthorized => "the server refused the credentials (401/403)",
+            StopReason::ErrorBudget => "--max-errors was reached",
+            StopReason::Interrupted => "interrupted",
+        };
+        say(
+            ctx,
+            &format!(
+                "stopped: {why}; rows not attempted are `skipped` in {}. To continue: {}",
+                report_path.display(),
+                resume_command(&manifest, &report_path, job.shard)
+            ),
+        );
+    }
+    if let Some(path) = &job.summary_json {
+        write_summary_json(path, &outcome, &opened.kept, &report_path).exit_with(Exit::Usage)?;
+    }
+    Ok(exit_code(&outcome, mode))
+}
+
+/// A job's parts before it runs; `run` builds fresh clients and a fresh limiter each time,
+/// so a preview pass leaves no state behind.
+struct Pipeline<'a> {
+    ctx: &'a Context,
+    client: &'a ClientConfig,
+    manifest: &'a Manifest,
+    shard: Option<Shard>,
+    max_errors: Option<u64>,
+    limit: Option<u64>,
+    done: Option<Arc<std::collections::HashSet<u128>>>,
+}
+
+struct Ran {
+    outcome: Outcome,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(
+        ctx: &'a Context,
+        client: &'a ClientConfig,
+        manifest: &'a Manifest,
+        job: &JobArgs,
+    ) -> Result<Pipeline<'a>, Failure> {
+        Ok(Pipeline {
+            ctx,
+            client,
+            manifest,
+            shard: job.shard,
+            max_errors: None,
+            limit: None,
+            done: None,
+        })
+    }
+
+    fn done_count(&self) -> u64 {
+        self.done.as_ref().map_or(0, |d| d.len() as u64)
+    }
+
+    async fn run(
+        self,
+        report: ReportWriter,
+        writes: bool,
+        extras: Option<(CancellationToken, Box<dyn Observer>)>,
+    ) -> Result<Ran, Failure> {
+        let settings = &self.ctx.settings;
+        let limiter = Arc::new(Limiter::new(Some(settings.write_rate), settings.read_rate));
+        let stats = Arc::new(RequestStats::default());
+        let abort = CancellationToken::new();
+        let reader = ReadClient::new(self.client, limiter, Arc::clone(&stats), abort.clone())
+            .exit_with(Exit::Usage)?;
+        let (stop, observer) = match extras {
+            Some((stop, observer)) => (stop, Some(observer)),
+            None => (CancellationToken::new(), None),
+        };
+        let job = Job {
+            manifest: self.manifest.clone(),
+            writer: writes.then(|| WriteClient::new(reader.clone())),
+            reader,
+            report,
+            concurrency: settings.concurrency,
+            abort,
+            stop,
+            max_errors: self.max_errors,
+            limit: self.limit,
+            done: self.done,
+            shard: self.shard,
+            observer,
+            stats,
+        };
+        let outcome = engine::run(job).await.map_err(|err| match err {
+            engine::JobError::Manifest(m) => manifest_failure(m),
+            other => Failure {
+                exit: Exit::Usage,
+                error: other.into(),
+            },
+        })?;
+        Ok(Ran { outcome })
+    }
+}
+
+async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<Scan, Failure> {
+    let manifest = manifest.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut in_shard = 0u64;
+        let stats = manifest
+            .read(|row| {
+                let id = match &row {
+                    Ok(r) => r.id.hyphenated().to_string(),
+                    Err(bad) => bad.id.clone(),
+                };
+                in_shard += u64::from(shard.is_none_or(|s| s.owns(&id)));
+                ControlFlow::Continue(())
+            })
+            .map_err(manifest_failure)?;
+        let sha256 = ledger::fingerprint(manifest.path()).exit_with(Exit::BadManifest)?;
+        Ok(Scan {
+            rows: stats.rows,
+            in_shard,
+            sha256,
+        })
+    })
+    .await
+    .exit_with(Exit::BadManifest)?
+}
+
+fn client_config(ctx: &Context) -> Result<ClientConfig, Failure> {
+    let base_url = ctx.settings.base_url.clone().ok_or_else(|| {
+        usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
+    })?;
+    let credentials =
+        crate::config::credentials(&ctx.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?;
+    Ok(ClientConfig {
+        base_url,
+        credentials,
+        timeout: ctx.settings.timeout,
+        connect_timeout: ctx.settings.connect_timeout,
+        retry: ctx.settings.retry,
+        pool_size: ctx.settings.concurrency,
+    })
+}
+
+fn ledger_failure(err: LedgerError) -> Failure {
+    let exit = match err {
+        LedgerError::Locked(_) => Exit::Locked,
+        _ => Exit::Usage,
+    };
+    Failure {
+        exit,
+        error: err.into(),
+    }
+}
+
+fn progress_mode(ctx: &Context) -> ProgressMode {
+    let g = &ctx.global;
+    if g.quiet {
+        ProgressMode::Off
+    } else if !g.no_progress
+        && std::io::stderr().is_terminal()
+        && ctx.settings.log_format == LogFormat::Text
+    {
+        ProgressMode::Bar
+    } else {
+        ProgressMode::StatsLines(Duration::from_secs(g.stats_interval.max(1)))
+    }
+}
+
+/// A line for the person (text logs) or one JSON log event (JSON logs), on stderr.
+fn say(ctx: &Context, text: &str) {
+    match ctx.settings.log_format {
+        LogFormat::Text => eprintln!("{text}"),
+        LogFormat::Json => tracing::info!("{text}"),
+    }
+}
+
+fn exit_code(outcome: &Outcome, mode: Mode) -> Exit {
+    match outcome.stopped {
+        Some(StopReason::Unauthorized | StopReason::ErrorBudget) => Exit::Aborted,
+        Some(StopReason::Interrupted) => Exit::Interrupted,
+        None if outcome.has_errors() => Exit::RowErrors,
+        None if mode == Mode::Plan && outcome.count(Status::WouldUpdate) > 0 => {
+            Exit::ChangesPending
+        }
+        None => Exit::Ok,
+    }
+}
+
+fn default_report_path(manifest: &Path, format: ReportFormat) -> PathBuf {
+    let stem = manifest
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "manifest".into());
+    let ext = match format {
+        ReportFormat::Csv => "csv",
+        ReportFormat::Jsonl => "jsonl",
+    };
+    PathBuf::from(format!("{stem}.report.{ext}"))
+}
+
+fn resume_command(manifest: &Manifest, report: &Path, shard: Option<Shard>) -> String {
+    let quote = |p: &Path| {
+        let s = p.display().to_string();
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+        {
+            s
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    let mut cmd = format!(
+        "sipgw-bulk apply {} --report {} --resume --yes",
+        quote(manifest.path()),
+        quote(report)
+    );
+    if let Some(s) = shard {
+        cmd.push_str(&format!(" --shard {s}"));
+    }
+    cmd
+}
+
+fn confirm(changes: u64) -> Result<bool, Failure> {
+    use std::io::Write;
+    eprint!("Apply changes to {changes} gateway(s)? Type `yes` to go ahead: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .exit_with(Exit::Usage)?;
+    Ok(matches!(answer.trim(), "yes" | "y"))
+}
+
+/// The end-of-run summary: a small table a person reads at a glance.
+fn summary_text(
+    title: &str,
+    o: &Outcome,
+    kept: &HashMap<Status, u64>,
+    report: Option<&Path>,
+) -> String {
+    let count = |s: Status| o.count(s) + kept.get(&s).copied().unwrap_or(0);
+    let mut text = format!("{title} finished in {:.1}s", o.elapsed.as_secs_f64());
+    if let Some(r) = report {
+        text.push_str(&format!(" (report: {})", r.display()));
+    }
+    for s in Status::ALL {
+        if count(s) > 0 {
+            text.push_str(&format!("\n  {:<13}{:>9}", s.as_str(), count(s)));
+        }
+    }
+    if o.already_done > 0 {
+        text.push_str(&format!(
+            "\n  {:<13}{:>9}  (kept from the earlier run)",
+            "resumed", o.already_done
+        ));
+    }
+    text.push_str(&format!(
+        "\n  requests {}, retries {}, writes {} ({:.1}/s)",
+        o.requests,
+        o.retries,
+        o.writes,
+        o.write_rate()
+    ));
+    text
+}
+
+fn write_summary_json(
+    path: &Path,
+    o: &Outcome,
+    kept: &HashMap<Status, u64>,
+    report: &Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let counts: serde_json::Map<String, serde_json::Value> = Status::ALL
+        .iter()
+        .map(|s| {
+            let n = o.count(*s) + kept.get(s).copied().unwrap_or(0);
+            (s.as_str().to_owned(), n.into())
+        })
+        .collect();
+    let summary = serde_json::json!({
+        "rows": o.rows,
+        "counts": counts,
+        "already_done": o.already_done,
+        "other_shards": o.other_shards,
+        "requests": o.requests,
+        "retries": o.retries,
+        "writes": o.writes,
+        "elapsed_secs": o.elapsed.as_secs_f64(),
+        "write_rate": o.write_rate(),
+        "stopped": o.stopped.map(|r| format!("{r:?}").to_lowercase()),
+        "report": report.display().to_string(),
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("cannot write summary {}", path.display()))
+}
+
+/// First SIGINT/SIGTERM: stop taking rows; rows in flight get `grace` to finish. A second
+/// signal, or the grace running out, exits at once: every finished row is already in the
+/// report (flushed per line), so the report is still one `--resume` accepts.
+async fn watch_signals(stop: CancellationToken, grace: Duration) {
+    wait_for_signal().await;
+    tracing::warn!(
+        grace_secs = grace.as_secs(),
+        "interrupted: no new rows; finishing rows in flight (signal again to stop at once)"
+    );
+    stop.cancel();
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = tokio::time::sleep(grace) => {}
+    }
+    tracing::warn!("stopping at once; the report holds every finished row, --resume continues");
+    std::process::exit(Exit::Interrupted as i32);
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,318 @@
+//! The report as a ledger: one run at a time, tied to one manifest, resumable.
+//!
+//! Beside `REPORT` sits `REPORT.lock`: an advisory lock (released by the OS if the process
+//! dies) that keeps a second run off the same report, holding the fingerprint (SHA-256) of
+//! the manifest the report was made from. `--resume` checks that fingerprint, keeps the
+//! rows an earlier run finished (`updated`, `unchanged`), and lets every other row run
+//! again, so the finished report holds exactly one line per manifest row.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::report::{self, ReportFormat, ReportWriter, Status};
+
+/// Why the ledger refuses to go on.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Another run holds the lock: exit 5.
+    #[error("another run is using report {0} (its lock file is held); nothing was done")]
+    Locked(PathBuf),
+    #[error(
+        "report {0} already exists (an earlier run's record and undo file): pass --resume to \
+         continue that run, or choose another --report"
+    )]
+    Exists(PathBuf),
+    #[error(
+        "report {report} was made from another manifest (fingerprint {was}, now {now}): \
+         --resume needs the same manifest; start a new report for an edited one"
+    )]
+    ManifestChanged {
+        report: PathBuf,
+        was: String,
+        now: String,
+    },
+    #[error("cannot resume from report {0}: its lock file holds no manifest fingerprint")]
+    NoFingerprint(PathBuf),
+    #[error("report {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Read(#[from] report::ReadError),
+}
+
+/// What the lock file records.
+#[derive(Debug, Serialize, Deserialize)]
+struct LockNote {
+    manifest_sha256: String,
+    manifest: String,
+    pid: u32,
+}
+
+/// SHA-256 of a file's bytes, hex.
+pub fn fingerprint(path: &Path) -> io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// A report this process holds the lock on.
+pub struct Ledger {
+    report: PathBuf,
+    lock: File,
+}
+
+/// A report ready for rows, and what an earlier run already finished.
+pub struct Opened {
+    pub writer: ReportWriter,
+    pub format: ReportFormat,
+    /// Ids an earlier run finished: not to be read or written again.
+    pub done: HashSet<u128>,
+    /// Statuses of those kept rows, for the summary.
+    pub kept: HashMap<Status, u64>,
+    pub resumed: bool,
+}
+
+impl Ledger {
+    /// Takes the lock beside `report`, at once or not at all.
+    pub fn lock(report: &Path) -> Result<Ledger, LedgerError> {
+        let lock_path = lock_path(report);
+        let io_err = |source| LedgerError::Io {
+            path: lock_path.clone(),
+            source,
+        };
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(LedgerError::Locked(report.to_owned())),
+            Err(TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+        Ok(Ledger {
+            report: report.to_owned(),
+            lock,
+        })
+    }
+
+    pub fn report_path(&self) -> &Path {
+        &self.report
+    }
+
+    /// Checks, without touching anything, that `open` will accept this run: no report yet,
+    /// or `resume` with the manifest the report was made from.
+    pub fn preflight(&mut self, manifest_sha256: &str, resume: bool) -> Result<(), LedgerError> {
+        if !self.report.exists() {
+            return Ok(());
+        }
+        if !resume {
+            return Err(LedgerError::Exists(self.report.clone()));
+        }
+        let note = self.read_note()?;
+        if note.manifest_sha256 != manifest_sha256 {
+            return Err(LedgerError::ManifestChanged {
+                report: self.report.clone(),
+                was: short(&note.manifest_sha256),
+                now: short(manifest_sha256),
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens the report for this run: a new one, or (with `resume`) the earlier run's,
+    /// checked against the manifest's fingerprint and cleared of rows that must run again.
+    pub fn open(
+        &mut self,
+        manifest: &Path,
+        manifest_sha256: &str,
+        format: ReportFormat,
+        resume: bool,
+    ) -> Result<Opened, LedgerError> {
+        self.preflight(manifest_sha256, resume)?;
+        if self.report.exists() {
+            return self.reopen();
+        }
+        self.write_note(manifest, manifest_sha256)?;
+        let writer =
+            ReportWriter::create(&self.report, format).map_err(|source| LedgerError::Io {
+                path: self.report.clone(),
+                source,
+            })?;
+        Ok(Opened {
+            writer,
+            format,
+            done: HashSet::new(),
+            kept: HashMap::new(),
+            resumed: false,
+        })
+    }
+
+    /// Rewrites the report with only its finished rows (through a temporary file and a
+    /// rename, so a crash here leaves the old report whole), then opens it for appending.
+    fn reopen(&mut self) -> Result<Opened, LedgerError> {
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LedgerError::Io { path, source }
+        };
+        let format = report::detect_format(&self.report).map_err(io_err(&self.report))?;
+        let tmp = self.report.with_extension("rewrite.tmp");
+        let mut writer = ReportWriter::create(&tmp, format).map_err(io_err(&tmp))?;
+        let mut done = HashSet::new();
+        let mut kept: HashMap<Status, u64> = HashMap::new();
+        report::for_each_record(&self.report, |r| {
+            let finished = matches!(r.status, Status::Updated | Status::Unchanged);
+            let id = uuid::Uuid::try_parse(&r.id).ok();
+            if let (true, Some(id)) = (finished, id)
+                && done.insert(id.as_u128())
+            {
+                *kept.entry(r.status).or_default() += 1;
+                writer
+                    .write(&r.into_record())
+                    .map_err(|e| report::ReadError {
+                        path: tmp.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+            }
+            Ok(())
+        })?;
+        writer.close().map_err(io_err(&tmp))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &self.report).map_err(io_err(&self.report))?;
+        let writer = ReportWriter::append(&self.report, format).map_err(io_err(&self.report))?;
+        Ok(Opened {
+            writer,
+            format,
+            done,
+            kept,
+            resumed: true,
+        })
+    }
+
+    fn read_note(&mut self) -> Result<LockNote, LedgerError> {
+        let mut text = String::new();
+        self.lock
+            .rewind()
+            .and_then(|()| self.lock.read_to_string(&mut text))
+            .map_err(|source| LedgerError::Io {
+                path: lock_path(&self.report),
+                source,
+            })?;
+        serde_json::from_str(&text).map_err(|_| LedgerError::NoFingerprint(self.report.clone()))
+    }
+
+    fn write_note(&mut self, manifest: &Path, sha: &str) -> Result<(), LedgerError> {
+        let note = LockNote {
+            manifest_sha256: sha.to_owned(),
+            manifest: manifest.display().to_string(),
+            pid: std::process::id(),
+        };
+        let text = serde_json::to_string(&note).unwrap_or_default();
+        self.lock
+            .set_len(0)
+            .and_then(|()| self.lock.rewind())
+            .and_then(|()| self.lock.write_all(text.as_bytes()))
+            .and_then(|()| self.lock.write_all(b"\n"))
+            .and_then(|()| self.lock.sync_all())
+            .map_err(|source| LedgerError::Io {
+                path: lock_path(&self.report),
+                source,
+            })
+    }
+}
+
+/// `REPORT.lock`.
+pub fn lock_path(report: &Path) -> PathBuf {
+    let mut name = report.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+fn short(sha: &str) -> String {
+    sha.chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::RowRecord;
+
+    #[test]
+    fn a_second_lock_on_the_same_report_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.csv");
+        let _held = Ledger::lock(&report).unwrap();
+        assert!(matches!(Ledger::lock(&report), Err(LedgerError::Locked(_))));
+    }
+
+    #[test]
+    fn resume_keeps_finished_rows_and_refuses_another_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.csv");
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id\n").unwrap();
+        let ids = crate::sandbox::generated_ids(3, 5);
+        {
+            let mut ledger = Ledger::lock(&report).unwrap();
+            let mut opened = ledger
+                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .unwrap();
+            for (i, status) in [Status::Updated, Status::Failed, Status::Unchanged]
+                .iter()
+                .enumerate()
+            {
+                let r = RowRecord::bare(
+                    0,
+                    i as u64 + 2,
+                    ids[i].to_string(),
+                    *status,
+                    "",
+                    String::new(),
+                );
+                opened.writer.write(&r).unwrap();
+            }
+        }
+        let mut ledger = Ledger::lock(&report).unwrap();
+        assert!(matches!(
+            ledger.open(&manifest, "bbb", ReportFormat::Csv, true),
+            Err(LedgerError::ManifestChanged { .. })
+        ));
+        assert!(matches!(
+            ledger.open(&manifest, "aaa", ReportFormat::Csv, false),
+            Err(LedgerError::Exists(_))
+        ));
+        let opened = ledger
+            .open(&manifest, "aaa", ReportFormat::Csv, true)
+            .unwrap();
+        assert!(opened.resumed);
+        assert_eq!(opened.done.len(), 2);
+        assert!(!opened.done.contains(&ids[1].as_u128()));
+        drop(opened);
+        let kept = report::read_report(&report).unwrap();
+        assert_eq!(kept.iter().map(|r| r.row).collect::<Vec<_>>(), vec![2, 4]);
+    }
+}

@@ -1,0 +1,223 @@
+//! The plan as a person (or a machine) reads it: per changed row its id, line and name,
+//! then each changed field as `old -> new`; errors with their reason; a closing line such as
+//! `Plan: 12 to update, 312 unchanged, 1 invalid, 1 not found.`
+//!
+//! Rows finish out of order (workers run concurrently); the view puts them back in manifest
+//! order with a small reorder buffer, so the same manifest always prints the same plan.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::diff::Field;
+use crate::engine::Observer;
+use crate::model::GatewayFields;
+use crate::report::{RowRecord, Status};
+
+/// Text for people, or one JSON object per line for machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+/// Prints the plan in manifest order as records arrive.
+pub struct PlanView<W: Write + Send> {
+    out: W,
+    format: PlanFormat,
+    colour: bool,
+    show_unchanged: bool,
+    next_seq: u64,
+    /// Finished rows waiting for an earlier one: `None` for a row with nothing to print.
+    waiting: BTreeMap<u64, Option<String>>,
+    counts: BTreeMap<&'static str, u64>,
+}
+
+impl<W: Write + Send> PlanView<W> {
+    pub fn new(out: W, format: PlanFormat, colour: bool, show_unchanged: bool) -> Self {
+        PlanView {
+            out,
+            format,
+            colour,
+            show_unchanged,
+            next_seq: 0,
+            waiting: BTreeMap::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn render(&self, r: &RowRecord) -> Option<String> {
+        let listed = match r.status {
+            Status::Unchanged => self.show_unchanged,
+            _ => true,
+        };
+        if !listed {
+            return None;
+        }
+        match self.format {
+            PlanFormat::Json => Some(self.render_json(r)),
+            PlanFormat::Text => Some(self.render_text(r)),
+        }
+    }
+
+    fn render_text(&self, r: &RowRecord) -> String {
+        let name = r
+            .before
+            .as_ref()
+            .map(|b| format!(" {:?}", b.name))
+            .unwrap_or_default();
+        let head = |mark: &str, code: &str, what: &str| {
+            format!(
+                "{} {} {}  (line {}{})",
+                self.paint(code, mark),
+                self.paint(code, what),
+                if r.id.is_empty() { "(no id)" } else { &r.id },
+                r.row,
+                name
+            )
+        };
+        match r.status {
+            Status::WouldUpdate | Status::Updated | Status::Mismatch => {
+                let mut text = head("~", "33", "update");
+                if let (Some(before), Some(after)) = (&r.before, &r.after) {
+                    for field in r.changed_fields.iter() {
+                        text.push_str(&format!(
+                            "\n    {:<11} {} -> {}",
+                            field.as_str(),
+                            self.paint("31", &show(before, field)),
+                            self.paint("32", &show(after, field)),
+                        ));
+                    }
+                }
+                if !r.error.is_empty() {
+                    text.push_str(&format!("\n    {}", r.error));
+                }
+                text
+            }
+            Status::Unchanged => head("=", "2", "unchanged"),
+            Status::Invalid => format!("{}\n    {}", head("!", "31", "invalid"), r.error),
+            Status::NotFound => head("?", "31", "not found"),
+            Status::Failed => format!("{}\n    {}", head("x", "31", "failed"), r.error),
+            Status::Skipped => format!("{}\n    {}", head("-", "2", "skipped"), r.error),
+        }
+    }
+
+    fn render_json(&self, r: &RowRecord) -> String {
+        let mut changes = serde_json::Map::new();
+        if let (Some(before), Some(after)) = (&r.before, &r.after) {
+            for field in r.changed_fields.iter() {
+                changes.insert(
+                    field.as_str().into(),
+                    json!({ "old": value(before, field), "new": value(after, field) }),
+                );
+            }
+        }
+        json!({
+            "line": r.row,
+            "id": r.id,
+            "name": r.before.as_ref().map(|b| b.name.clone()),
+            "status": r.status,
+            "changes": changes,
+            "error": (!r.error.is_empty()).then(|| r.error.clone()),
+        })
+        .to_string()
+    }
+
+    fn arrive(&mut self, seq: u64, text: Option<String>) {
+        self.waiting.insert(seq, text);
+        while let Some(text) = self.waiting.remove(&self.next_seq) {
+            if let Some(text) = text {
+                // A closed stdout (`| head`) is not the job's failure.
+                let _ = writeln!(self.out, "{text}");
+            }
+            self.next_seq += 1;
+        }
+    }
+
+    /// The closing line; call after the job ends.
+    pub fn finish(mut self) {
+        // Anything still waiting (a gap left by an interrupted read) prints in order.
+        for text in std::mem::take(&mut self.waiting).into_values().flatten() {
+            let _ = writeln!(self.out, "{text}");
+        }
+        let n = |k: &str| self.counts.get(k).copied().unwrap_or(0);
+        let closing = match self.format {
+            PlanFormat::Json => json!({ "plan": {
+                "to_update": n("to update"), "unchanged": n("unchanged"), "invalid": n("invalid"),
+                "not_found": n("not found"), "failed": n("failed"), "skipped": n("skipped"),
+            }})
+            .to_string(),
+            PlanFormat::Text => {
+                let mut parts = vec![
+                    format!("{} to update", n("to update")),
+                    format!("{} unchanged", n("unchanged")),
+                ];
+                for k in ["invalid", "not found", "failed", "skipped"] {
+                    if n(k) > 0 {
+                        parts.push(format!("{} {k}", n(k)));
+                    }
+                }
+                format!("\nPlan: {}.", parts.join(", "))
+            }
+        };
+        let _ = writeln!(self.out, "{closing}");
+        let _ = self.out.flush();
+    }
+}
+
+impl<W: Write + Send> Observer for PlanView<W> {
+    fn record(&mut self, r: &RowRecord) {
+        let key = match r.status {
+            Status::WouldUpdate | Status::Updated | Status::Mismatch => "to update",
+            Status::Unchanged => "unchanged",
+            Status::Invalid => "invalid",
+            Status::NotFound => "not found",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        };
+        *self.counts.entry(key).or_default() += 1;
+        let text = self.render(r);
+        self.arrive(r.seq, text);
+    }
+
+    fn passed(&mut self, seq: u64) {
+        self.arrive(seq, None);
+    }
+}
+
+/// A field's value as shown: strings quoted, lists bracketed (so a reordering is visible).
+fn show(f: &GatewayFields, field: Field) -> String {
+    match field {
+        Field::Name => format!("{:?}", f.name),
+        Field::Uri => format!("{:?}", f.uri),
+        Field::Encryption => f
+            .encryption
+            .as_ref()
+            .map_or_else(|| "(none)".into(), |e| e.to_string()),
+        Field::Ciphers => list(f.ciphers.iter().map(|c| c.as_str())),
+        Field::Codecs => list(f.codecs.iter().map(|c| c.as_str())),
+    }
+}
+
+fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    format!("[{}]", items.collect::<Vec<_>>().join(", "))
+}
+
+fn value(f: &GatewayFields, field: Field) -> serde_json::Value {
+    match field {
+        Field::Name => json!(f.name),
+        Field::Uri => json!(f.uri),
+        Field::Encryption => json!(f.encryption),
+        Field::Ciphers => json!(f.ciphers),
+        Field::Codecs => json!(f.codecs),
+    }
+}

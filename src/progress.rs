@@ -1,0 +1,205 @@
+//! Progress while a job runs: an indicatif bar on a terminal (rows done of total, rate,
+//! ETA, counts), or, off a terminal, a plain stats line in the log every few seconds so cron
+//! logs stay readable. Log lines are printed above the bar without tearing it: the log
+//! writer goes through [`LogWriter`], which suspends the bar while it writes.
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::engine::Observer;
+use crate::report::{RowRecord, Status};
+
+/// The bar on screen, if any; the log writer checks it.
+static ACTIVE_BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
+
+fn active() -> &'static Mutex<Option<ProgressBar>> {
+    ACTIVE_BAR.get_or_init(|| Mutex::new(None))
+}
+
+/// stderr for the log, writing around the progress bar.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let bar = active().lock().ok().and_then(|g| g.clone());
+        match bar {
+            Some(bar) => bar
+                .suspend(|| io::stderr().write_all(buf))
+                .map(|()| buf.len()),
+            None => io::stderr().write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
+
+/// How progress shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ProgressMode {
+    /// A bar on stderr (a terminal).
+    Bar,
+    /// A log line every interval.
+    StatsLines(Duration),
+    /// Nothing (`-q`).
+    Off,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    done: u64,
+    updated: u64,
+    unchanged: u64,
+    failed: u64,
+    other: u64,
+}
+
+/// Watches records and shows progress.
+pub struct Progress {
+    mode: ProgressMode,
+    total: u64,
+    started: Instant,
+    last_line: Instant,
+    counts: Counts,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(mode: ProgressMode, total: u64) -> Progress {
+        let bar = (mode == ProgressMode::Bar).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            if let Ok(mut g) = active().lock() {
+                *g = Some(bar.clone());
+            }
+            bar
+        });
+        let now = Instant::now();
+        Progress {
+            mode,
+            total,
+            started: now,
+            last_line: now,
+            counts: Counts::default(),
+            bar,
+        }
+    }
+
+    fn stats_line(&self) {
+        let c = self.counts;
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        tracing::info!(
+            done = c.done,
+            total = self.total,
+            updated = c.updated,
+            unchanged = c.unchanged,
+            failed = c.failed,
+            other = c.other,
+            rows_per_sec = (c.done as f64 / secs * 10.0).round() / 10.0,
+            "progress"
+        );
+    }
+
+    /// Clears the bar (the summary follows) or prints the last stats line.
+    pub fn finish(self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+            if let Ok(mut g) = active().lock() {
+                *g = None;
+            }
+        } else if matches!(self.mode, ProgressMode::StatsLines(_)) && self.counts.done > 0 {
+            self.stats_line();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn record(&mut self, r: &RowRecord) {
+        let c = &mut self.counts;
+        c.done += 1;
+        match r.status {
+            Status::Updated => c.updated += 1,
+            Status::Unchanged => c.unchanged += 1,
+            Status::Failed | Status::Mismatch | Status::NotFound => c.failed += 1,
+            _ => c.other += 1,
+        }
+        match self.mode {
+            ProgressMode::Bar => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                    bar.set_message(format!(
+                        "{} updated, {} unchanged, {} failed",
+                        c.updated, c.unchanged, c.failed
+                    ));
+                }
+            }
+            ProgressMode::StatsLines(every) => {
+                if self.last_line.elapsed() >= every {
+                    self.last_line = Instant::now();
+                    self.stats_line();
+                }
+            }
+            ProgressMode::Off => {}
+        }
+    }
+}
+
+/// Several observers as one.
+pub struct Tee(pub Vec<Box<dyn Observer>>);
+
+impl Observer for Tee {
+    fn record(&mut self, r: &RowRecord) {
+        for o in &mut self.0 {
+            o.record(r);
+        }
+    }
+    fn passed(&mut self, seq: u64) {
+        for o in &mut self.0 {
+            o.passed(seq);
+        }
+    }
+}
+
+/// An observer the caller keeps a handle on, to finish it after the job (the job owns and
+/// drops its own box).
+pub struct Shared<T: Observer>(pub Arc<Mutex<T>>);
+
+impl<T: Observer> Shared<T> {
+    pub fn new(inner: T) -> (Shared<T>, Arc<Mutex<T>>) {
+        let arc = Arc::new(Mutex::new(inner));
+        (Shared(Arc::clone(&arc)), arc)
+    }
+}
+
+impl<T: Observer> Observer for Shared<T> {
+    fn record(&mut self, r: &RowRecord) {
+        if let Ok(mut inner) = self.0.lock() {
+            inner.record(r);
+        }
+    }
+    fn passed(&mut self, seq: u64) {
+        if let Ok(mut inner) = self.0.lock() {
+            inner.passed(seq);
+        }
+    }
+}
+
+/// Takes the observer back once the job has dropped its handle.
+pub fn reclaim<T: Observer>(arc: Arc<Mutex<T>>) -> Option<T> {
+    Arc::try_unwrap(arc).ok().and_then(|m| m.into_inner().ok())
+}
