@@ -2,6 +2,7 @@
 //! against a real sandbox on a loopback port.
 
 mod apply;
+mod ledger;
 mod manifest_errors;
 mod plan_export;
 mod resilience;

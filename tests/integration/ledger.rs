@@ -1,0 +1,238 @@
+//! The report as a ledger: kill -9 and resume, SIGINT, the report lock, the error budget,
+//! and the manifest fingerprint.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sipgw_bulk::report::{Status, read_report};
+use sipgw_bulk::sandbox::SandboxConfig;
+
+use crate::support::*;
+
+fn wait_for(path: &std::path::Path, timeout: Duration) {
+    let start = Instant::now();
+    while !path.exists() && start.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kill_9_at_several_moments_then_resume_loses_nothing_and_patches_nothing_twice() {
+    let ids = ids(5000, 40);
+    let config = SandboxConfig {
+        write_limit: 0,
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let args = [
+        "apply", "m.csv", "--yes", "--resume", "--rate", "2500", "--report", "r.csv",
+    ];
+    let mut updated_before_a_kill = BTreeSet::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for round in 0..3 {
+        let mut child = sb.cmd().args(args).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(rng.u64(300..900)));
+        child.kill().unwrap(); // SIGKILL: no chance to clean up
+        child.wait().unwrap();
+        if sb.path("r.csv").exists() {
+            for r in read_report(&sb.path("r.csv")).unwrap() {
+                if r.status == Status::Updated {
+                    updated_before_a_kill.insert(r.id);
+                }
+            }
+        }
+        eprintln!(
+            "round {round}: {} rows updated so far",
+            updated_before_a_kill.len()
+        );
+    }
+    let out = run(sb.cmd().args(args));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report.len(), 5000, "every row exactly once");
+    assert!(
+        report
+            .values()
+            .all(|r| matches!(r.status, Status::Updated | Status::Unchanged))
+    );
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    assert!(
+        !updated_before_a_kill.is_empty(),
+        "the kills came after some progress"
+    );
+    // A row updated before a kill is never written again, and a row PATCHed while the kill
+    // landed is read back as already right: every gateway got exactly one PATCH.
+    for id in &ids {
+        assert_eq!(sb.state().patch_count(id), 1, "{id}");
+    }
+}
+
+#[test]
+fn sigint_mid_run_exits_4_with_a_complete_report_and_resume_finishes() {
+    let ids = ids(600, 41);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    // 600 writes at 100/s take six seconds; the signal comes after one.
+    let child = sb
+        .cmd()
+        .args([
+            "apply", "m.csv", "--yes", "--rate", "100", "--report", "r.csv",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--resume"),
+        "prints the resume command: {}",
+        stderr(&out)
+    );
+
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report.len(), 600, "the report is complete");
+    let skipped = report
+        .values()
+        .filter(|r| r.status == Status::Skipped)
+        .count();
+    let updated = report
+        .values()
+        .filter(|r| r.status == Status::Updated)
+        .count();
+    assert!(
+        skipped > 0 && updated > 0,
+        "updated {updated}, skipped {skipped}"
+    );
+    assert_eq!(updated + skipped, 600);
+    assert!(
+        report
+            .values()
+            .all(|r| r.status != Status::Skipped || r.error_code == "interrupted")
+    );
+
+    let out = run(sb.cmd().args([
+        "apply", "m.csv", "--yes", "--resume", "--rate", "1000", "--report", "r.csv",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report = crate::support::report(&sb.path("r.csv"));
+    assert_eq!(report.len(), 600);
+    assert!(report.values().all(|r| r.status == Status::Updated));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    assert_eq!(sb.state().stats().patches_applied, 600);
+}
+
+#[test]
+fn a_second_run_on_the_same_report_exits_5_and_sends_nothing() {
+    let ids = ids(100, 42);
+    let busy = Sandbox::start(SandboxConfig::default(), &ids);
+    let idle = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&busy.path("m.csv"), &ids, &[]);
+    let report = busy.path("shared.csv");
+    let mut first = busy
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--rate", "10", "--report"])
+        .arg(&report)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&report, Duration::from_secs(10));
+    let started = Instant::now();
+    let out = run(idle
+        .cmd()
+        .args(["apply", "--yes", "--resume", "--report"])
+        .arg(&report)
+        .arg(busy.path("m.csv")));
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("another run"), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it fails at once"
+    );
+    assert_eq!(idle.state().stats().requests, 0);
+}
+
+#[test]
+fn max_errors_stops_the_job_with_exit_3_and_skips_the_rest() {
+    let ids = ids(200, 43);
+    let config = SandboxConfig {
+        failing_ids: ids.iter().step_by(4).copied().collect(),
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    std::fs::write(sb.path("c.yaml"), "max_attempts: 2\n").unwrap();
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--config",
+        "c.yaml",
+        "--max-errors",
+        "5",
+        "--concurrency",
+        "4",
+        "--report",
+        "r.csv",
+    ]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report.len(), 200);
+    let failed = report
+        .values()
+        .filter(|r| r.status == Status::Failed)
+        .count();
+    let skipped = report
+        .values()
+        .filter(|r| r.status == Status::Skipped)
+        .count();
+    // Five failures stop it; the rows already in flight (at most 4) may add to them.
+    assert!((5..=8).contains(&failed), "failed {failed}");
+    assert!(skipped > 100, "skipped {skipped}");
+    assert!(
+        report
+            .values()
+            .all(|r| r.status != Status::Skipped || r.error_code == "max_errors")
+    );
+}
+
+#[test]
+fn resume_with_an_edited_manifest_is_refused() {
+    let ids = ids(20, 44);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids[..10], &[]);
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let requests = sb.state().stats().requests;
+
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--resume", "--report", "r.csv"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another manifest"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sb.state().stats().requests, requests, "nothing sent");
+    // Without --resume, an existing report is never overwritten.
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert_eq!(report(&sb.path("r.csv")).len(), 10);
+}
