@@ -68,10 +68,22 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// SignalWire space: `acme`, `acme.signalwire.com` or its https URL.
-    #[arg(long, global = true, env = "SIGNALWIRE_SPACE", value_name = "SPACE")]
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNALWIRE_SPACE",
+        hide_env_values = true,
+        value_name = "SPACE"
+    )]
     pub space: Option<String>,
     /// API base URL (wins over --space); https only, except a loopback host.
-    #[arg(long, global = true, env = "SIGNALWIRE_BASE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNALWIRE_BASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub base_url: Option<String>,
     /// Rows in flight at most [default: 32].
     #[arg(long, global = true, value_name = "N")]
@@ -355,8 +367,12 @@ pub fn main() -> i32 {
     match runtime.block_on(run(cli)) {
         Ok(exit) => exit as i32,
         Err(failure) => {
-            tracing::error!("{:#}", failure.error);
-            eprintln!("sipgw-bulk: error: {:#}", failure.error);
+            // With JSON logs every stderr line must be JSON, the error included.
+            if LOG_FORMAT.get() == Some(&LogFormat::Json) {
+                tracing::error!(exit = failure.exit as i32, "{:#}", failure.error);
+            } else {
+                eprintln!("sipgw-bulk: error: {:#}", failure.error);
+            }
             failure.exit as i32
         }
     }
@@ -471,7 +487,11 @@ fn plan_exit(exit: Exit, detailed: bool) -> Exit {
     }
 }
 
+/// The log format in force, once logging is set up.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
 fn init_logging(global: &GlobalArgs, format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
     use tracing_subscriber::EnvFilter;
     let level = match (global.quiet, global.verbose) {
         (true, _) => "warn",

@@ -4,6 +4,7 @@
 mod apply;
 mod ledger;
 mod manifest_errors;
+mod operations;
 mod plan_export;
 mod resilience;
 mod support;

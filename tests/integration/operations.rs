@@ -1,0 +1,230 @@
+//! Running unattended and by hand: logs and stats off a terminal, JSON logs, a bar on a
+//! terminal, shards across processes, and the generated docs.
+
+use std::process::Stdio;
+
+use sipgw_bulk::report::Status;
+use sipgw_bulk::sandbox::SandboxConfig;
+
+use crate::support::*;
+
+#[test]
+fn off_a_terminal_stderr_has_stats_lines_and_no_bar_or_ansi_codes() {
+    let ids = ids(200, 50);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    // 200 writes at 80/s: about 2.5 s, with a stats line every second.
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--rate",
+        "80",
+        "--stats-interval",
+        "1",
+        "--report",
+        "r.csv",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        !err.contains('\x1b'),
+        "ANSI codes in a non-terminal stderr: {err}"
+    );
+    let stats_lines = err
+        .lines()
+        .filter(|l| l.contains("progress") && l.contains("done="))
+        .count();
+    assert!(stats_lines >= 2, "{err}");
+    assert!(err.contains("Apply finished"), "{err}");
+}
+
+#[test]
+fn with_json_logs_every_stderr_line_is_one_json_object() {
+    let ids = ids(50, 51);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &["not-a-uuid,,,,,".into()]);
+    for args in [
+        vec![
+            "apply",
+            "m.csv",
+            "--yes",
+            "--log-format",
+            "json",
+            "--report",
+            "a.csv",
+            "-v",
+        ],
+        vec!["plan", "m.csv", "--log-format", "json", "--report", "p.csv"],
+        vec![
+            "apply",
+            "m.csv",
+            "--yes",
+            "--log-format",
+            "json",
+            "--report",
+            "a.csv",
+        ],
+    ] {
+        let out = run(sb.cmd().args(&args));
+        let err = stderr(&out);
+        assert!(!err.is_empty());
+        for line in err.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {line}"));
+            assert!(v.get("level").is_some(), "{line}");
+        }
+    }
+    // The refusal to overwrite a report is a JSON line too (the last run above).
+}
+
+#[test]
+fn three_shard_processes_at_once_reconcile_every_row_exactly_once() {
+    let ids = ids(1500, 52);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    // Each shard takes a third of the space's budget.
+    let children: Vec<_> = (0..3)
+        .map(|k| {
+            sb.cmd()
+                .args(["apply", "m.csv", "--yes", "--rate", "400", "--shard"])
+                .arg(format!("{k}/3"))
+                .args(["--report", &format!("shard{k}.csv")])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let mut rows = std::collections::BTreeMap::new();
+    for k in 0..3 {
+        let r = report(&sb.path(&format!("shard{k}.csv")));
+        assert!(
+            r.len() > 400 && r.len() < 600,
+            "shard {k}: {} rows",
+            r.len()
+        );
+        for (line, rec) in r {
+            assert_eq!(rec.status, Status::Updated);
+            assert!(rows.insert(line, k).is_none(), "line {line} in two shards");
+        }
+    }
+    assert_eq!(rows.len(), 1500);
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+
+    // The same ids, reversed and in YAML: shard 1 holds the same gateways.
+    let mut yaml = String::new();
+    for id in ids.iter().rev() {
+        yaml.push_str(&format!("- id: {id}\n"));
+    }
+    std::fs::write(sb.path("rev.yaml"), yaml).unwrap();
+    let out = run(sb
+        .cmd()
+        .args(["plan", "rev.yaml", "--shard", "1/3", "--report", "rev1.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let ids_of = |file: &str| -> std::collections::BTreeSet<String> {
+        report(&sb.path(file)).into_values().map(|r| r.id).collect()
+    };
+    assert_eq!(ids_of("rev1.csv"), ids_of("shard1.csv"));
+}
+
+#[test]
+fn a_terminal_run_shows_the_bar_then_the_summary() {
+    let ids = ids(120, 53);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    // `script` gives the binary a pseudo-terminal, as a person's shell would.
+    let command = format!("{BIN} apply m.csv --yes --rate 60 --report r.csv");
+    let out = run(sb
+        .cmd()
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .program_is("script", &["-qefc", &command, "/dev/null"]));
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    let screen = stdout(&out);
+    assert!(screen.contains("/120 rows"), "no progress bar: {screen}");
+    let summary = screen
+        .find("Apply finished")
+        .expect("a summary after the bar");
+    assert!(screen[..summary].contains("rows"), "the bar comes first");
+    assert_eq!(report(&sb.path("r.csv")).len(), 120);
+}
+
+/// Runs another program with this command's environment and directory.
+trait ProgramIs {
+    fn program_is(&mut self, program: &str, args: &[&str]) -> &mut std::process::Command;
+}
+
+impl ProgramIs for std::process::Command {
+    fn program_is(&mut self, program: &str, args: &[&str]) -> &mut std::process::Command {
+        let mut other = std::process::Command::new(program);
+        other.args(args);
+        if let Some(dir) = self.get_current_dir() {
+            other.current_dir(dir);
+        }
+        for (k, v) in self.get_envs() {
+            match v {
+                Some(v) => other.env(k, v),
+                None => other.env_remove(k),
+            };
+        }
+        *self = other;
+        self
+    }
+}
+
+#[test]
+fn completions_and_a_man_page_are_generated_from_the_cli() {
+    let out = run(std::process::Command::new(BIN).args(["completions", "bash"]));
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("sipgw-bulk") && stdout(&out).contains("--max-errors"));
+    let out = run(std::process::Command::new(BIN).arg("man"));
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).starts_with(".ie"), "{}", &stdout(&out)[..40]);
+    assert!(stdout(&out).contains("sipgw\\-bulk"));
+}
+
+#[test]
+fn the_readme_usage_block_is_the_real_help() {
+    let out = run(std::process::Command::new(BIN)
+        .arg("--help")
+        .env_remove("SIGNALWIRE_SPACE")
+        .env_remove("SIGNALWIRE_BASE_URL"));
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- help:start -->")
+        .expect("README has a help block");
+    let end = readme.find("<!-- help:end -->").unwrap();
+    let block = &readme[start..end];
+    let block = block
+        .trim_start_matches("<!-- help:start -->")
+        .trim()
+        .trim_start_matches("```text")
+        .trim_end_matches("```")
+        .trim();
+    assert_eq!(
+        block,
+        stdout(&out).trim(),
+        "README usage differs from --help"
+    );
+    // Every command's help carries a worked example.
+    for cmd in [
+        "validate",
+        "plan",
+        "apply",
+        "export",
+        "rollback",
+        "sandbox",
+        "completions",
+        "man",
+    ] {
+        let out = run(std::process::Command::new(BIN).args([cmd, "--help"]));
+        assert!(
+            stdout(&out).contains("Example: sipgw-bulk"),
+            "{cmd} --help has no example"
+        );
+    }
+}
