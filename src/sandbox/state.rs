@@ -37,6 +37,11 @@ pub struct Stats {
     pub requests_after_first_unauthorized: u64,
     /// Most write requests (PATCH/POST/DELETE) that arrived in any one-second window.
     pub max_writes_in_any_second: u64,
+    /// Write requests that arrived, and when the first and last did (microseconds since
+    /// the sandbox started), for the mean write rate.
+    pub writes: u64,
+    pub first_write_us: u64,
+    pub last_write_us: u64,
     pub writes_throttled: u64,
     pub faults_injected: u64,
 }
@@ -159,6 +164,7 @@ impl SandboxState {
     pub fn stats(&self) -> Stats {
         let requests = self.requests.load(Ordering::Relaxed);
         let first_401 = self.first_unauthorized_at.load(Ordering::Relaxed);
+        let arrivals = lock(&self.write_arrivals).clone();
         Stats {
             requests,
             gets: self.gets.load(Ordering::Relaxed),
@@ -168,7 +174,10 @@ impl SandboxState {
             partial_patches: self.partial_patches.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             requests_after_first_unauthorized: requests.saturating_sub(first_401),
-            max_writes_in_any_second: max_in_window(&lock(&self.write_arrivals), 1_000_000),
+            max_writes_in_any_second: max_in_window(&arrivals, 1_000_000),
+            writes: arrivals.len() as u64,
+            first_write_us: arrivals.iter().copied().min().unwrap_or(0),
+            last_write_us: arrivals.iter().copied().max().unwrap_or(0),
             writes_throttled: self.writes_throttled.load(Ordering::Relaxed),
             faults_injected: self.faults_injected.load(Ordering::Relaxed),
         }

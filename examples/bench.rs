@@ -1,0 +1,569 @@
+//! The benchmark: the release binary as its own process against `sipgw-bulk sandbox` in
+//! another, on loopback. Writes the results into BENCHMARKS.md (between its markers; the
+//! hand-written log of changes around them is kept).
+//!
+//! ```sh
+//! cargo run --release --example bench              # full run, about 6 minutes
+//! cargo run --release --example bench -- --quick --out /tmp/bench.md   # CI smoke run
+//! ```
+//!
+//! Needs `oha` (`cargo install oha`) for the peer comparison, and GNU `time` for peak RSS
+//! and CPU time; without them those cells say "n/a".
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+struct Options {
+    quick: bool,
+    out: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let mut options = Options {
+        quick: false,
+        out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md")),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--out" => options.out = PathBuf::from(args.next().ok_or("--out needs a file")?),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let bin = build_binary()?;
+    let work = tempdir()?;
+    let mut md = String::new();
+    writeln!(md, "{}", machine())?;
+    writeln!(
+        md,
+        "Produced by `cargo run --release --example bench{}` on {}.\n",
+        if options.quick { " -- --quick" } else { "" },
+        now_utc()
+    )?;
+
+    fidelity(&bin, &work, &options, &mut md)?;
+    throughput(&bin, &work, &options, &mut md)?;
+    latency_hiding(&bin, &work, &options, &mut md)?;
+    memory(&bin, &work, &options, &mut md)?;
+
+    write_results(&options.out, &md)?;
+    println!("{md}");
+    eprintln!("results written to {}", options.out.display());
+    Ok(())
+}
+
+/// Builds the release binary and returns its path.
+fn build_binary() -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--bin", "sipgw-bulk"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()?;
+    if !status.success() {
+        return Err("cargo build failed".into());
+    }
+    Ok(PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/release/sipgw-bulk"
+    )))
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sipgw-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A sandbox process; killed on drop.
+struct Sandbox {
+    child: Child,
+    env: Vec<(String, String)>,
+}
+
+impl Sandbox {
+    fn start(bin: &Path, gateways: u64, extra: &[&str]) -> Result<Sandbox> {
+        let mut child = Command::new(bin)
+            .args([
+                "sandbox",
+                "--port",
+                "0",
+                "--gateways",
+                &gateways.to_string(),
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut env = Vec::new();
+        for _ in 0..3 {
+            let line = lines.next().ok_or("sandbox printed nothing")??;
+            let (k, v) = line.split_once('=').ok_or("bad sandbox line")?;
+            env.push((k.to_owned(), v.to_owned()));
+        }
+        Ok(Sandbox { child, env })
+    }
+
+    fn base_url(&self) -> &str {
+        &self.env[0].1
+    }
+
+    fn auth_header(&self) -> String {
+        use base64::Engine;
+        let raw = format!("{}:{}", self.env[1].1, self.env[2].1);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    /// `GET /__sandbox/stats` over a plain socket.
+    fn stats(&self) -> Result<serde_json::Value> {
+        let addr = self.base_url().trim_start_matches("http://");
+        let mut stream = TcpStream::connect(addr)?;
+        write!(
+            stream,
+            "GET /__sandbox/stats HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        let body = text.split("\r\n\r\n").nth(1).ok_or("no body")?;
+        Ok(serde_json::from_str(body)?)
+    }
+
+    fn cmd(&self, bin: &Path, work: &Path) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(work).envs(self.env.iter().cloned());
+        cmd
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A manifest asking every one of the sandbox's `n` generated gateways for new values.
+fn manifest(work: &Path, n: u64) -> Result<PathBuf> {
+    let path = work.join(format!("m{n}.csv"));
+    if path.exists() {
+        return Ok(path);
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    writeln!(out, "id,uri,encryption,codecs")?;
+    for (i, id) in sipgw_bulk::sandbox::generated_ids(n, 42).iter().enumerate() {
+        writeln!(out, "{id},sip:pbx{i}.example.com,required,OPUS;PCMU")?;
+    }
+    out.flush()?;
+    Ok(path)
+}
+
+fn summary(path: &Path) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
+}
+
+fn run_quiet(cmd: &mut Command) -> Result<()> {
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+    if !(out.status.success() || out.status.code() == Some(2)) {
+        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
+/// At `--rate R`: the most writes the sandbox counted in any one-second window, and the mean.
+fn fidelity(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
+    let (rates, secs): (&[u64], u64) = if o.quick {
+        (&[100], 3)
+    } else {
+        (&[100, 500, 1000], 32)
+    };
+    writeln!(md, "## Write-rate fidelity\n")?;
+    writeln!(
+        md,
+        "`sipgw-bulk apply M --yes --rate R --concurrency 64 --read-rate 0` over R x {secs} rows; \
+         the sandbox (`--write-limit 0`) counts every write's arrival.\n"
+    )?;
+    writeln!(
+        md,
+        "| --rate R | rows | max writes in any 1 s window | mean write rate | mean / R |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    for &rate in rates {
+        let rows = rate * secs;
+        let sb = Sandbox::start(bin, rows, &["--write-limit", "0"])?;
+        let m = manifest(work, rows)?;
+        let report = work.join(format!("fid{rate}.csv"));
+        let _ = std::fs::remove_file(&report);
+        let _ = std::fs::remove_file(lock_of(&report));
+        run_quiet(
+            sb.cmd(bin, work)
+                .arg("apply")
+                .arg(&m)
+                .args([
+                    "--yes",
+                    "--rate",
+                    &rate.to_string(),
+                    "--concurrency",
+                    "64",
+                    "--read-rate",
+                    "0",
+                    "-q",
+                    "--report",
+                ])
+                .arg(&report),
+        )?;
+        let s = sb.stats()?;
+        let writes = s["writes"].as_u64().unwrap_or(0);
+        let span = (s["last_write_us"].as_u64().unwrap_or(0)
+            - s["first_write_us"].as_u64().unwrap_or(0)) as f64
+            / 1e6;
+        let mean = if span > 0.0 {
+            (writes - 1) as f64 / span
+        } else {
+            0.0
+        };
+        writeln!(
+            md,
+            "| {rate} | {rows} | {} | {mean:.1}/s | {:.3} |",
+            s["max_writes_in_any_second"],
+            mean / rate as f64
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+fn lock_of(report: &Path) -> PathBuf {
+    let mut s = report.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+fn oha() -> Option<PathBuf> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let candidates = [
+        PathBuf::from(format!("{home}/.cargo/bin/oha")),
+        PathBuf::from("/usr/local/bin/oha"),
+    ];
+    candidates.into_iter().find(|p| p.exists())
+}
+
+/// `oha` against one gateway's GET at concurrency `c`: requests per second.
+fn oha_rate(oha: &Path, sb: &Sandbox, c: u64, n: u64) -> Result<f64> {
+    let id = sipgw_bulk::sandbox::generated_ids(1, 42)[0];
+    let url = format!("{}/api/fabric/resources/sip_gateways/{id}", sb.base_url());
+    let out = Command::new(oha)
+        .args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            "-c",
+            &c.to_string(),
+            "-n",
+            &n.to_string(),
+        ])
+        .args(["-H", &format!("Authorization: {}", sb.auth_header())])
+        .arg(&url)
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0))
+}
+
+/// Unthrottled: GETs per second of `plan` at concurrency 1, 8, 64, next to oha.
+fn throughput(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
+    let oha = oha();
+    writeln!(
+        md,
+        "## Unthrottled request rate (tool vs oha, same sandbox endpoint)\n"
+    )?;
+    writeln!(
+        md,
+        "`sipgw-bulk plan M --concurrency C --read-rate 0` (one GET per row; rate from the \
+         run's own elapsed time) against `oha -c C` on one gateway's GET URL, same sandbox \
+         (`--write-limit 0`, default threads). {}\n",
+        if oha.is_some() {
+            ""
+        } else {
+            "oha not installed: its column is n/a."
+        }
+    )?;
+    writeln!(
+        md,
+        "| concurrency | requests | sipgw-bulk req/s | oha req/s | ratio |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    let cases: &[(u64, u64)] = if o.quick {
+        &[(1, 300), (8, 1000)]
+    } else {
+        &[(1, 5000), (8, 30000), (64, 60000)]
+    };
+    let max_n = cases.iter().map(|c| c.1).max().unwrap_or(0);
+    let sb = Sandbox::start(bin, max_n, &["--write-limit", "0"])?;
+    for &(c, n) in cases {
+        let m = manifest_prefix(work, max_n, n)?;
+        let report = work.join(format!("tp{c}.csv"));
+        let sj = work.join(format!("tp{c}.json"));
+        for p in [&report, &sj] {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = std::fs::remove_file(lock_of(&report));
+        run_quiet(
+            sb.cmd(bin, work)
+                .arg("plan")
+                .arg(&m)
+                .args([
+                    "--concurrency",
+                    &c.to_string(),
+                    "--read-rate",
+                    "0",
+                    "-q",
+                    "--report",
+                ])
+                .arg(&report)
+                .arg("--summary-json")
+                .arg(&sj),
+        )?;
+        let s = summary(&sj)?;
+        let ours =
+            s["requests"].as_f64().unwrap_or(0.0) / s["elapsed_secs"].as_f64().unwrap_or(1.0);
+        let theirs = match &oha {
+            Some(oha) => Some(oha_rate(oha, &sb, c, n)?),
+            None => None,
+        };
+        writeln!(
+            md,
+            "| {c} | {n} | {ours:.0} | {} | {} |",
+            theirs.map_or("n/a".into(), |t| format!("{t:.0}")),
+            theirs.map_or("n/a".into(), |t| format!("{:.2}", ours / t))
+        )?;
+    }
+    if let Some(oha) = &oha {
+        let cap = oha_rate(oha, &sb, 256, if o.quick { 2000 } else { 100_000 })?;
+        writeln!(
+            md,
+            "\nSandbox capacity (oha, concurrency 256, same endpoint): {cap:.0} req/s."
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// The first `n` rows of the `max`-row manifest (so one sandbox serves every case).
+fn manifest_prefix(work: &Path, max: u64, n: u64) -> Result<PathBuf> {
+    let full = manifest(work, max)?;
+    if n == max {
+        return Ok(full);
+    }
+    let path = work.join(format!("m{max}-first{n}.csv"));
+    let text = std::fs::read_to_string(&full)?;
+    let lines: Vec<&str> = text.lines().take(n as usize + 1).collect();
+    std::fs::write(&path, lines.join("\n") + "\n")?;
+    Ok(path)
+}
+
+/// 50 ms added to every response, concurrency 64: rows/s against the bound C / latency.
+fn latency_hiding(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
+    let n = if o.quick { 300 } else { 10_000 };
+    let sb = Sandbox::start(bin, n, &["--write-limit", "0", "--latency-ms", "50"])?;
+    let m = manifest(work, n)?;
+    let report = work.join("lat.csv");
+    let sj = work.join("lat.json");
+    for p in [&report, &sj, &lock_of(&report)] {
+        let _ = std::fs::remove_file(p);
+    }
+    run_quiet(
+        sb.cmd(bin, work)
+            .arg("plan")
+            .arg(&m)
+            .args(["--concurrency", "64", "--read-rate", "0", "-q", "--report"])
+            .arg(&report)
+            .arg("--summary-json")
+            .arg(&sj),
+    )?;
+    let s = summary(&sj)?;
+    let rows = s["rows"].as_f64().unwrap_or(0.0);
+    let rate = rows / s["elapsed_secs"].as_f64().unwrap_or(1.0);
+    let bound = 64.0 / 0.050;
+    writeln!(md, "## Latency hiding\n")?;
+    writeln!(
+        md,
+        "Sandbox `--latency-ms 50`; `sipgw-bulk plan M --concurrency 64 --read-rate 0` over {n} \
+         rows (one GET a row). Bound: 64 / 0.050 s = {bound:.0} rows/s.\n"
+    )?;
+    writeln!(md, "| rows | rows/s | bound | achieved / bound |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    writeln!(
+        md,
+        "| {n} | {rate:.0} | {bound:.0} | {:.3} |\n",
+        rate / bound
+    )?;
+    Ok(())
+}
+
+/// Peak RSS (KiB), user and system seconds of a command, from GNU time.
+fn measured(cmd: &mut Command) -> Result<Option<(u64, f64, f64)>> {
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        run_quiet(cmd)?;
+        return Ok(None);
+    }
+    let out_file = std::env::temp_dir().join(format!("sipgw-bench-time-{}", std::process::id()));
+    let mut timed = Command::new(time);
+    timed
+        .args(["-f", "%M %U %S", "-o"])
+        .arg(&out_file)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            timed.env(k, v);
+        }
+    }
+    run_quiet(&mut timed)?;
+    let text = std::fs::read_to_string(&out_file)?;
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    if parts.len() < 3 {
+        return Ok(None);
+    }
+    Ok(Some((
+        parts[0].parse()?,
+        parts[1].parse()?,
+        parts[2].parse()?,
+    )))
+}
+
+/// Peak RSS of validate and apply at 10^4, 10^5, 10^6 rows, and CPU time per row.
+fn memory(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
+    let sizes: &[u64] = if o.quick {
+        &[1_000, 10_000]
+    } else {
+        &[10_000, 100_000, 1_000_000]
+    };
+    writeln!(md, "## Memory and CPU\n")?;
+    writeln!(
+        md,
+        "Peak RSS and CPU (user + system) of the client process, from GNU time. `apply` runs \
+         unthrottled (`--rate 1000000 --read-rate 0 --concurrency 64`) against a sandbox holding \
+         the manifest's gateways, every row needing a change.\n"
+    )?;
+    writeln!(
+        md,
+        "| rows | validate peak RSS | apply peak RSS | apply CPU | CPU per row |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    for &n in sizes {
+        let m = manifest(work, n)?;
+        let v = measured(
+            Command::new(bin)
+                .current_dir(work)
+                .arg("validate")
+                .arg(&m)
+                .arg("-q"),
+        )?;
+        let sb = Sandbox::start(bin, n, &["--write-limit", "0"])?;
+        let report = work.join(format!("mem{n}.csv"));
+        for p in [&report, &lock_of(&report)] {
+            let _ = std::fs::remove_file(p);
+        }
+        let a = measured(
+            sb.cmd(bin, work)
+                .arg("apply")
+                .arg(&m)
+                .args([
+                    "--yes",
+                    "--rate",
+                    "1000000",
+                    "--read-rate",
+                    "0",
+                    "--concurrency",
+                    "64",
+                    "-q",
+                    "--report",
+                ])
+                .arg(&report),
+        )?;
+        let _ = std::fs::remove_file(&report);
+        let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
+        match (v, a) {
+            (Some(v), Some(a)) => writeln!(
+                md,
+                "| {n} | {} | {} | {:.2} s | {:.1} µs |",
+                mib(v.0),
+                mib(a.0),
+                a.1 + a.2,
+                (a.1 + a.2) / n as f64 * 1e6
+            )?,
+            _ => writeln!(md, "| {n} | n/a | n/a | n/a | n/a |")?,
+        }
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .and_then(|k| k.parse::<u64>().ok())
+        .map_or("unknown".into(), |k| {
+            format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0)
+        });
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "Machine: {cores} cores ({cpu}), {mem} memory; {rustc}. Client and sandbox share these cores.\n"
+    )
+}
+
+fn now_utc() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Replaces the text between the markers of `path`, keeping the rest (the change log).
+fn write_results(path: &Path, results: &str) -> Result<()> {
+    const START: &str = "<!-- bench:start -->";
+    const END: &str = "<!-- bench:end -->";
+    let old = std::fs::read_to_string(path)
+        .unwrap_or_else(|_| format!("# Benchmarks\n\n{START}\n{END}\n"));
+    let (head, rest) = old
+        .split_once(START)
+        .ok_or("BENCHMARKS.md lacks the start marker")?;
+    let (_, tail) = rest
+        .split_once(END)
+        .ok_or("BENCHMARKS.md lacks the end marker")?;
+    std::fs::write(path, format!("{head}{START}\n{results}{END}{tail}"))?;
+    Ok(())
+}
