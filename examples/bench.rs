@@ -21,18 +21,22 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 struct Options {
     quick: bool,
     out: PathBuf,
+    /// Run only this section (fidelity, throughput, latency, memory), for profiling work.
+    only: Option<String>,
 }
 
 fn main() -> Result<()> {
     let mut options = Options {
         quick: false,
         out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md")),
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--out" => options.out = PathBuf::from(args.next().ok_or("--out needs a file")?),
+            "--only" => options.only = Some(args.next().ok_or("--only needs a section")?),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -47,14 +51,26 @@ fn main() -> Result<()> {
         now_utc()
     )?;
 
-    fidelity(&bin, &work, &options, &mut md)?;
-    throughput(&bin, &work, &options, &mut md)?;
-    latency_hiding(&bin, &work, &options, &mut md)?;
-    memory(&bin, &work, &options, &mut md)?;
-
-    write_results(&options.out, &md)?;
+    let wanted = |name: &str| options.only.as_deref().is_none_or(|o| o == name);
+    if wanted("fidelity") {
+        fidelity(&bin, &work, &options, &mut md)?;
+    }
+    if wanted("throughput") {
+        throughput(&bin, &work, &options, &mut md)?;
+    }
+    if wanted("latency") {
+        latency_hiding(&bin, &work, &options, &mut md)?;
+    }
+    if wanted("memory") {
+        memory(&bin, &work, &options, &mut md)?;
+    }
+    if options.only.is_none() {
+        write_results(&options.out, &md)?;
+    }
     println!("{md}");
-    eprintln!("results written to {}", options.out.display());
+    if options.only.is_none() {
+        eprintln!("results written to {}", options.out.display());
+    }
     Ok(())
 }
 

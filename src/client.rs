@@ -307,7 +307,7 @@ impl ReadClient {
             .map_err(|e| transport_error(&e, attempt))?;
         if status.is_success() {
             return Ok(Reply {
-                value: bytes_body::Body(bytes.to_vec()),
+                value: bytes_body::Body(bytes),
                 status: status.as_u16(),
                 attempts: attempt,
             });
@@ -418,7 +418,7 @@ pub struct Links {
 
 /// Raw bytes of a successful reply, decoded by the caller that knows the type.
 mod bytes_body {
-    pub struct Body(pub Vec<u8>);
+    pub struct Body(pub bytes::Bytes);
 }
 
 fn decode<T: serde::de::DeserializeOwned>(

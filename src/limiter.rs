@@ -134,7 +134,10 @@ mod tests {
                 let grants = simulate(rate, 5, poll);
                 // Our window is one second plus the jitter the server may see.
                 let max = max_in_window(&grants, 1_010_000);
-                assert!(max <= rate as usize, "rate {rate}, poll {poll:?}: {max} in 1.01 s");
+                assert!(
+                    max <= rate as usize,
+                    "rate {rate}, poll {poll:?}: {max} in 1.01 s"
+                );
                 if rate >= 100 {
                     let mean = (grants.len() - 1) as f64 * 1e6
                         / (grants[grants.len() - 1] - grants[0]) as f64;
@@ -150,11 +153,12 @@ mod tests {
     #[test]
     fn low_rates_never_burst() {
         let clock = FakeRelativeClock::default();
-        let limiter = RateLimiter::direct_with_clock(
-            smooth_quota(NonZeroU32::new(50).unwrap()),
-            clock,
-        );
+        let limiter =
+            RateLimiter::direct_with_clock(smooth_quota(NonZeroU32::new(50).unwrap()), clock);
         assert!(limiter.check().is_ok());
-        assert!(limiter.check().is_err(), "a burst at 50/s would let the rate spike");
+        assert!(
+            limiter.check().is_err(),
+            "a burst at 50/s would let the rate spike"
+        );
     }
 }

@@ -270,7 +270,7 @@ impl ReportWriter {
         Ok(writer)
     }
 
-    /// Appends one row and flushes it to the OS.
+    /// Appends one row (buffered: call [`ReportWriter::flush`] to hand it to the OS).
     pub fn write(&mut self, r: &RowRecord) -> io::Result<()> {
         if let Some(csv) = self.csv.as_mut() {
             csv.serialize(CsvLine {
@@ -286,7 +286,6 @@ impl ReportWriter {
                 error: &r.error,
                 duration_ms: r.duration_ms,
             })?;
-            csv.flush()?;
         }
         if let Some(out) = self.jsonl.as_mut() {
             serde_json::to_writer(
@@ -306,6 +305,16 @@ impl ReportWriter {
                 },
             )?;
             out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// Hands everything written so far to the OS: a crash after this loses none of it.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(csv) = self.csv.as_mut() {
+            csv.flush()?;
+        }
+        if let Some(out) = self.jsonl.as_mut() {
             out.flush()?;
         }
         Ok(())

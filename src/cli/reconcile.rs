@@ -144,8 +144,9 @@ pub async fn run(
     pipeline.done = Some(Arc::new(opened.done));
     let (plan_view, plan_handle) = if mode == Mode::Plan {
         let colour = std::io::stdout().is_terminal() && job.output == PlanFormat::Text;
+        // Buffered: a line-buffered stdout costs a system call per line of the plan.
         let (obs, handle) = progress::Shared::new(PlanView::new(
-            std::io::stdout(),
+            std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
             job.output,
             colour,
             job.show_unchanged,
