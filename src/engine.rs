@@ -141,7 +141,7 @@ impl Outcome {
 pub enum JobError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error("cannot write the report: {0}")]
+    #[error("cannot write the report")]
     Report(#[source] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),

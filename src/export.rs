@@ -9,13 +9,13 @@ use crate::model::GatewayResource;
 /// Why an export stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("listing gateways failed: {0}")]
+    #[error("listing gateways failed")]
     Api(#[from] ApiError),
     #[error("{0}")]
     ForeignLink(String),
     #[error("the server's `links.next` repeats {0}: stopped to avoid a loop")]
     RepeatingLink(String),
-    #[error("cannot write the export: {0}")]
+    #[error("cannot write the export")]
     Write(#[from] std::io::Error),
 }
 

@@ -38,7 +38,7 @@ pub enum LedgerError {
     },
     #[error("cannot resume from report {0}: its lock file holds no manifest fingerprint")]
     NoFingerprint(PathBuf),
-    #[error("report {path}: {source}")]
+    #[error("report {path}")]
     Io {
         path: PathBuf,
         #[source]
