@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use crate::config::LogFormat;
 use crate::engine::{self, Job, Observer, Outcome, StopReason};
 use crate::ledger::{self, Ledger, LedgerError};
 use crate::limiter::Limiter;
-use crate::manifest::Manifest;
+use crate::manifest::{DuplicateCheck, Manifest};
 use crate::plan_view::{PlanFormat, PlanView};
 use crate::progress::{self, Progress, ProgressMode, Tee};
 use crate::report::{ReportFormat, ReportWriter, Status};
@@ -56,7 +55,7 @@ pub async fn run(
         .unwrap_or_else(|| default_report_path(manifest.path(), ctx.settings.report_format));
 
     let mut ledger = Ledger::lock(&report_path).map_err(ledger_failure)?;
-    let scan = scan(&manifest, job.shard).await?;
+    let (scan, manifest) = scan(&manifest, job.shard).await?;
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     if mode == Mode::Apply && !yes && !interactive {
         return Err(usage(
@@ -288,26 +287,33 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<Scan, Failure> {
+/// One pass over the whole manifest before any request: proves it readable (exit 65
+/// otherwise), counts this shard's rows, fingerprints it, and finds the ids used twice, so
+/// the run can check duplicates exactly without remembering every id.
+async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<(Scan, Manifest), Failure> {
     let manifest = manifest.clone();
     tokio::task::spawn_blocking(move || {
         let mut in_shard = 0u64;
-        let stats = manifest
-            .read(|row| {
-                let id = match &row {
-                    Ok(r) => r.id.hyphenated().to_string(),
-                    Err(bad) => bad.id.clone(),
+        let (stats, repeated) = manifest
+            .first_pass(|row| {
+                let owned = match (shard, row) {
+                    (None, _) => true,
+                    (Some(s), Ok(r)) => s.owns(&r.id.hyphenated().to_string()),
+                    (Some(s), Err(bad)) => s.owns(&bad.id),
                 };
-                in_shard += u64::from(shard.is_none_or(|s| s.owns(&id)));
-                ControlFlow::Continue(())
+                in_shard += u64::from(owned);
             })
             .map_err(manifest_failure)?;
         let sha256 = ledger::fingerprint(manifest.path()).exit_with(Exit::BadManifest)?;
-        Ok(Scan {
+        let scan = Scan {
             rows: stats.rows,
             in_shard,
             sha256,
-        })
+        };
+        Ok((
+            scan,
+            manifest.with_duplicates(DuplicateCheck::Only(Arc::new(repeated))),
+        ))
     })
     .await
     .exit_with(Exit::BadManifest)?

@@ -27,7 +27,9 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
     };
     let state = Arc::new(SandboxState::new(config));
     if let Some(path) = &args.seed_from {
-        let manifest = Manifest::open(path, None).map_err(manifest_failure)?;
+        let manifest = Manifest::open(path, None)
+            .map_err(manifest_failure)?
+            .with_duplicates(crate::manifest::DuplicateCheck::Off);
         let mut ids = Vec::new();
         manifest
             .read(|row| {

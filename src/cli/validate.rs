@@ -4,11 +4,17 @@ use std::io::Write;
 use std::ops::ControlFlow;
 
 use super::{Exit, ExitContext, Failure, ManifestArgs, manifest_failure};
-use crate::manifest::Manifest;
+use std::sync::Arc;
+
+use crate::manifest::{DuplicateCheck, Manifest};
 
 pub async fn run(args: &ManifestArgs) -> Result<Exit, Failure> {
     let manifest = Manifest::open(&args.manifest, args.format).map_err(manifest_failure)?;
     let stats = tokio::task::spawn_blocking(move || {
+        // Two passes keep memory flat: the first finds the ids used twice, the second
+        // checks and lists rows in file order, remembering only those ids.
+        let (_, repeated) = manifest.first_pass(|_| {})?;
+        let manifest = manifest.with_duplicates(DuplicateCheck::Only(Arc::new(repeated)));
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         manifest.read(|row| {

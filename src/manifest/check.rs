@@ -1,7 +1,8 @@
 //! Row checks shared by the CSV and YAML readers: raw cells in, a typed row or an actionable
 //! message out. Also applies `defaults:` and catches a second row for the same id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -32,11 +33,30 @@ pub struct RawRow {
     pub shape_errors: Vec<String>,
 }
 
+/// How a read looks for a second row with the same id.
+#[derive(Debug, Clone, Default)]
+pub enum DuplicateCheck {
+    /// Remember every id (memory grows with the manifest: fine for small ones).
+    #[default]
+    All,
+    /// Remember only ids whose [`id_hash`] is in the set: the hashes a first pass saw more
+    /// than once. Exact, in file order, and memory stays flat however long the manifest is.
+    Only(Arc<HashSet<u64>>),
+    /// No duplicate check (the first pass itself).
+    Off,
+}
+
+/// A 64-bit hash of an id, for the first pass of [`DuplicateCheck::Only`].
+pub fn id_hash(id: &Uuid) -> u64 {
+    let v = id.as_u128();
+    ((v as u64) ^ ((v >> 64) as u64)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// Checks rows one at a time; remembers the ids it has seen so a repeat names the first.
 pub struct RowChecker {
     defaults: Desired,
-    /// Id -> line of the row that first used it. Grows with the manifest: 1e6 ids is about
-    /// 40 MB, the one per-row memory cost the tool has.
+    duplicates: DuplicateCheck,
+    /// Id -> line of the row that first used it (only the ids `duplicates` asks to track).
     seen: HashMap<u128, u64>,
     default_encryption_warned: bool,
 }
@@ -45,8 +65,27 @@ impl RowChecker {
     pub fn new(defaults: Desired) -> RowChecker {
         RowChecker {
             defaults,
+            duplicates: DuplicateCheck::All,
             seen: HashMap::new(),
             default_encryption_warned: false,
+        }
+    }
+
+    pub fn with_duplicates(mut self, duplicates: DuplicateCheck) -> RowChecker {
+        self.duplicates = duplicates;
+        self
+    }
+
+    /// Sets the `defaults:` every later row is completed with.
+    pub fn set_defaults(&mut self, defaults: Desired) {
+        self.defaults = defaults;
+    }
+
+    fn tracks(&self, id: &Uuid) -> bool {
+        match &self.duplicates {
+            DuplicateCheck::All => true,
+            DuplicateCheck::Only(hashes) => hashes.contains(&id_hash(id)),
+            DuplicateCheck::Off => false,
         }
     }
 
@@ -69,7 +108,7 @@ impl RowChecker {
                 }
             },
         };
-        if let Some(id) = id {
+        if let Some(id) = id.filter(|id| self.tracks(id)) {
             // Only rows with a usable id claim it; the first claim wins.
             if let Some(first) = self.seen.get(&id.as_u128()) {
                 problems.push(format!(
@@ -295,6 +334,23 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn tracking_only_candidate_hashes_finds_the_same_duplicates() {
+        let id = Uuid::try_parse(ID).unwrap();
+        let only = DuplicateCheck::Only(Arc::new([id_hash(&id)].into_iter().collect()));
+        let mut checker = RowChecker::new(Desired::default()).with_duplicates(only);
+        assert!(checker.check(raw(2)).is_ok());
+        assert!(
+            checker
+                .check(raw(3))
+                .unwrap_err()
+                .message
+                .contains("line 2")
+        );
+        let mut off = RowChecker::new(Desired::default()).with_duplicates(DuplicateCheck::Off);
+        assert!(off.check(raw(2)).is_ok() && off.check(raw(3)).is_ok());
     }
 
     #[test]

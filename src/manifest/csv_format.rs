@@ -5,7 +5,7 @@ use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use super::check::{KNOWN_COLUMNS, RawList, RawRow, RowChecker};
+use super::check::{DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker};
 use super::{CheckedRow, InvalidRow, ManifestError};
 use crate::model::Desired;
 
@@ -23,6 +23,7 @@ struct Columns {
 pub(super) fn read(
     path: &Path,
     input: impl Read,
+    duplicates: DuplicateCheck,
     sink: &mut dyn FnMut(CheckedRow) -> ControlFlow<()>,
 ) -> Result<(), ManifestError> {
     let mut reader = ::csv::ReaderBuilder::new()
@@ -31,7 +32,7 @@ pub(super) fn read(
         .trim(::csv::Trim::All)
         .from_reader(input);
     let columns = read_header(path, &mut reader)?;
-    let mut checker = RowChecker::new(Desired::default());
+    let mut checker = RowChecker::new(Desired::default()).with_duplicates(duplicates);
     let mut record = ::csv::StringRecord::new();
     loop {
         let line;

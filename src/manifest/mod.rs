@@ -11,13 +11,14 @@ mod csv_format;
 mod write;
 mod yaml_format;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-pub use check::{KNOWN_COLUMNS, RawList, RawRow, RowChecker};
+pub use check::{DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker, id_hash};
 pub use write::ManifestWriter;
 
 use crate::model::Desired;
@@ -120,6 +121,7 @@ pub struct ReadStats {
 pub struct Manifest {
     path: PathBuf,
     format: Format,
+    duplicates: DuplicateCheck,
 }
 
 impl Manifest {
@@ -135,7 +137,14 @@ impl Manifest {
         Ok(Manifest {
             path: path.to_owned(),
             format,
+            duplicates: DuplicateCheck::All,
         })
+    }
+
+    /// The same manifest, read with another duplicate check.
+    pub fn with_duplicates(mut self, duplicates: DuplicateCheck) -> Manifest {
+        self.duplicates = duplicates;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -144,6 +153,33 @@ impl Manifest {
 
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    /// A first pass for [`DuplicateCheck::Only`]: reads every row without a duplicate
+    /// check (handing each to `each`) and returns the hashes of ids that more than one valid
+    /// row uses. Transient memory: 8 bytes a row, freed when it returns.
+    pub fn first_pass(
+        &self,
+        mut each: impl FnMut(&CheckedRow),
+    ) -> Result<(ReadStats, HashSet<u64>), ManifestError> {
+        let mut hashes = Vec::new();
+        let stats = self
+            .clone()
+            .with_duplicates(DuplicateCheck::Off)
+            .read(|row| {
+                if let Ok(r) = &row {
+                    hashes.push(id_hash(&r.id));
+                }
+                each(&row);
+                ControlFlow::Continue(())
+            })?;
+        hashes.sort_unstable();
+        let repeated = hashes
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        Ok((stats, repeated))
     }
 
     /// Reads every row, checks it and hands it to `sink`, in file order. The sink may stop
@@ -168,8 +204,12 @@ impl Manifest {
             sink(row)
         };
         match self.format {
-            Format::Csv => csv_format::read(&self.path, reader, &mut counted)?,
-            Format::Yaml => yaml_format::read(&self.path, reader, &mut counted)?,
+            Format::Csv => {
+                csv_format::read(&self.path, reader, self.duplicates.clone(), &mut counted)?
+            }
+            Format::Yaml => {
+                yaml_format::read(&self.path, reader, self.duplicates.clone(), &mut counted)?
+            }
         }
         Ok(stats)
     }

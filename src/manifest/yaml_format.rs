@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use super::check::{KNOWN_COLUMNS, RawList, RawRow, RowChecker, check_defaults};
+use super::check::{DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker, check_defaults};
 use super::{CheckedRow, ManifestError};
 use crate::model::Desired;
 
@@ -35,11 +35,12 @@ const STOP_MARKER: &str = "sipgw-bulk: reading stopped";
 pub(super) fn read(
     path: &Path,
     input: impl Read,
+    duplicates: DuplicateCheck,
     sink: &mut dyn FnMut(CheckedRow) -> ControlFlow<()>,
 ) -> Result<(), ManifestError> {
     let mut state = State {
         sink,
-        checker: RowChecker::new(Desired::default()),
+        checker: RowChecker::new(Desired::default()).with_duplicates(duplicates),
         stop: None,
     };
     let mut options = serde_saphyr::Options::default();
@@ -98,7 +99,7 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
                     let raw: Spanned<YamlRow> = map.next_value()?;
                     let line = raw.referenced.line();
                     match check_defaults(&raw.value.into_raw(line)) {
-                        Ok(defaults) => state.checker = RowChecker::new(defaults),
+                        Ok(defaults) => state.checker.set_defaults(defaults),
                         Err(message) => {
                             state.stop = Some(Stop::Defaults { line, message });
                             return Err(de::Error::custom(STOP_MARKER));
