@@ -3,11 +3,12 @@
 //! # Map
 //!
 //! ```text
-//!  cli ──▶ config ──▶ engine ──┬──▶ manifest (CSV/YAML stream, row checks)
-//!                              ├──▶ client ──▶ limiter (one per process) + retry rules
-//!                              ├──▶ diff (merge desired into current, name the changes)
-//!                              └──▶ report (one flushed line per finished row)
-//!  sandbox: a simulated SignalWire space on loopback, for tests, demos and benchmarks
+//!  cli ──▶ config ──▶ ledger (lock, fingerprint, resume) ──▶ engine ──┬──▶ manifest (stream, checks, shard)
+//!                                                                     ├──▶ client ──▶ limiter + retry
+//!                                                                     ├──▶ diff (merge, changed fields)
+//!                                                                     ├──▶ report (one line per row)
+//!                                                                     └──▶ observers: plan_view, progress
+//!  export: client pages ──▶ manifest writer        sandbox: a simulated space on loopback
 //! ```
 //!
 //! Data flows one way: the [`manifest`] reader streams checked rows into a bounded channel;
@@ -23,7 +24,12 @@
 //! - [`retry`]: which failures to retry and how long to wait (pure functions).
 //! - [`diff`]: merge and field-level diff (pure functions).
 //! - [`engine`]: the pipeline; plan and apply are one loop.
-//! - [`report`]: the per-row ledger, CSV or JSONL, and reading it back.
+//! - [`report`]: the per-row record, CSV or JSONL, and reading it back.
+//! - [`ledger`]: the report's lock, the manifest fingerprint, and `--resume`.
+//! - [`plan_view`]: the plan as people (text) and tools (JSON lines) read it.
+//! - [`progress`]: the progress bar or periodic stats lines, and the log writer around it.
+//! - [`shard`]: `--shard K/N`, a stable split of the rows by id.
+//! - [`export`]: paging through every gateway, links checked.
 //! - [`secret`]: credentials that print as `(redacted)`.
 //! - [`sandbox`]: the simulated space (axum).
 //! - [`cli`]: clap definitions and exit codes; `main.rs` only calls [`cli::main`].
