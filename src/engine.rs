@@ -274,11 +274,13 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
             let mut already_done = 0u64;
             let mut other_shards = 0u64;
             let stats = manifest.read(|checked| {
-                let (seq, id_text) = match &checked {
-                    Ok(row) => (row.seq, row.id.hyphenated().to_string()),
-                    Err(bad) => (bad.seq, bad.id.clone()),
+                let (seq, foreign) = match (&checked, shard) {
+                    (Ok(row), Some(s)) => (row.seq, !s.owns(&row.id.hyphenated().to_string())),
+                    (Err(bad), Some(s)) => (bad.seq, !s.owns(&bad.id)),
+                    (Ok(row), None) => (row.seq, false),
+                    (Err(bad), None) => (bad.seq, false),
                 };
-                let event = if shard.is_some_and(|s| !s.owns(&id_text)) {
+                let event = if foreign {
                     other_shards += 1;
                     Event::Passed(seq)
                 } else {
@@ -300,9 +302,11 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
                                 Err(_) => ControlFlow::Break(()),
                             };
                         }
-                        Ok(row) => {
-                            Event::Record(shared.stopper.skipped(row.seq, row.line, id_text))
-                        }
+                        Ok(row) => Event::Record(shared.stopper.skipped(
+                            row.seq,
+                            row.line,
+                            row.id.hyphenated().to_string(),
+                        )),
                         Err(bad) => Event::Record(RowRecord::bare(
                             bad.seq,
                             bad.line,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Exit, ExitContext, ExportArgs, Failure, usage};
-use crate::client::{ClientConfig, ReadClient, RequestStats};
+use super::{Context, Exit, ExitContext, ExportArgs, Failure};
+use crate::client::{ReadClient, RequestStats};
 use crate::limiter::Limiter;
 use crate::manifest::{Format, ManifestWriter};
 
@@ -46,20 +46,8 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
 }
 
 /// A read-only client from the context's settings and credentials.
-pub(super) fn read_client(ctx: &Context) -> Result<ReadClient, Failure> {
-    let base_url = ctx.settings.base_url.clone().ok_or_else(|| {
-        usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
-    })?;
-    let credentials =
-        crate::config::credentials(&ctx.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?;
-    let config = ClientConfig {
-        base_url,
-        credentials,
-        timeout: ctx.settings.timeout,
-        connect_timeout: ctx.settings.connect_timeout,
-        retry: ctx.settings.retry,
-        pool_size: ctx.settings.concurrency,
-    };
+fn read_client(ctx: &Context) -> Result<ReadClient, Failure> {
+    let config = ctx.client_config()?;
     let limiter = Arc::new(Limiter::new(
         Some(ctx.settings.write_rate),
         ctx.settings.read_rate,

@@ -422,6 +422,25 @@ pub struct Context {
     pub file: FileConfig,
 }
 
+impl Context {
+    /// The API client's settings: the space's URL and the credentials.
+    fn client_config(&self) -> Result<crate::client::ClientConfig, Failure> {
+        let base_url = self.settings.base_url.clone().ok_or_else(|| {
+            usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
+        })?;
+        let credentials =
+            config::credentials(&self.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?;
+        Ok(crate::client::ClientConfig {
+            base_url,
+            credentials,
+            timeout: self.settings.timeout,
+            connect_timeout: self.settings.connect_timeout,
+            retry: self.settings.retry,
+            pool_size: self.settings.concurrency,
+        })
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<Exit, Failure> {
     let file = match &cli.global.config {
         Some(path) => FileConfig::load(path).exit_with(Exit::Usage)?,
@@ -512,4 +531,27 @@ fn init_logging(global: &GlobalArgs, format: LogFormat) {
             .try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -66,20 +66,20 @@ pub async fn run(
     ledger
         .preflight(&scan.sha256, resume)
         .map_err(ledger_failure)?;
-    let client_config = client_config(ctx)?;
+    let client_config = ctx.client_config()?;
 
     // Preview: what would change, before anything does (a terminal, or a guard to check).
     let max_changes = apply.and_then(|a| a.max_changes);
     if mode == Mode::Apply && (max_changes.is_some() || !yes) {
-        let preview = Pipeline::new(ctx, &client_config, &manifest, job)?
+        let preview = Pipeline::new(ctx, &client_config, &manifest, job)
             .run(
                 ReportWriter::discard(ctx.settings.report_format),
                 false,
                 None,
             )
             .await?;
-        let changes = preview.outcome.count(Status::WouldUpdate);
-        if preview.outcome.stopped == Some(StopReason::Unauthorized) {
+        let changes = preview.count(Status::WouldUpdate);
+        if preview.stopped == Some(StopReason::Unauthorized) {
             say(
                 ctx,
                 "stopped: the server refused the credentials (401/403); nothing written",
@@ -99,13 +99,10 @@ pub async fn run(
             return Ok(Exit::Aborted);
         }
         if !yes {
-            say(
-                ctx,
-                &summary_text("Plan", &preview.outcome, &HashMap::new(), None),
-            );
+            say(ctx, &summary_text("Plan", &preview, &HashMap::new(), None));
             if changes == 0 {
                 say(ctx, "nothing to change; nothing written.");
-                return Ok(exit_code(&preview.outcome, Mode::Plan));
+                return Ok(exit_code(&preview, Mode::Plan));
             }
             if !confirm(changes)? {
                 say(ctx, "nothing written.");
@@ -135,7 +132,7 @@ pub async fn run(
     );
 
     // Observers: the plan on stdout (plan mode), progress on stderr.
-    let mut pipeline = Pipeline::new(ctx, &client_config, &manifest, job)?;
+    let mut pipeline = Pipeline::new(ctx, &client_config, &manifest, job);
     pipeline.max_errors = apply
         .and_then(|a| a.max_errors)
         .map(|b| b.threshold(scan.in_shard));
@@ -179,7 +176,7 @@ pub async fn run(
     if let Some(view) = plan_handle.and_then(progress::reclaim) {
         view.finish();
     }
-    let outcome = ran?.outcome;
+    let outcome = ran?;
 
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
     say(
@@ -219,18 +216,14 @@ struct Pipeline<'a> {
     done: Option<Arc<std::collections::HashSet<u128>>>,
 }
 
-struct Ran {
-    outcome: Outcome,
-}
-
 impl<'a> Pipeline<'a> {
     fn new(
         ctx: &'a Context,
         client: &'a ClientConfig,
         manifest: &'a Manifest,
         job: &JobArgs,
-    ) -> Result<Pipeline<'a>, Failure> {
-        Ok(Pipeline {
+    ) -> Pipeline<'a> {
+        Pipeline {
             ctx,
             client,
             manifest,
@@ -238,7 +231,7 @@ impl<'a> Pipeline<'a> {
             max_errors: None,
             limit: None,
             done: None,
-        })
+        }
     }
 
     fn done_count(&self) -> u64 {
@@ -250,7 +243,7 @@ impl<'a> Pipeline<'a> {
         report: ReportWriter,
         writes: bool,
         extras: Option<(CancellationToken, Box<dyn Observer>)>,
-    ) -> Result<Ran, Failure> {
+    ) -> Result<Outcome, Failure> {
         let settings = &self.ctx.settings;
         let limiter = Arc::new(Limiter::new(Some(settings.write_rate), settings.read_rate));
         let stats = Arc::new(RequestStats::default());
@@ -276,14 +269,13 @@ impl<'a> Pipeline<'a> {
             observer,
             stats,
         };
-        let outcome = engine::run(job).await.map_err(|err| match err {
+        engine::run(job).await.map_err(|err| match err {
             engine::JobError::Manifest(m) => manifest_failure(m),
             other => Failure {
                 exit: Exit::Usage,
                 error: other.into(),
             },
-        })?;
-        Ok(Ran { outcome })
+        })
     }
 }
 
@@ -317,22 +309,6 @@ async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<(Scan, Manife
     })
     .await
     .exit_with(Exit::BadManifest)?
-}
-
-fn client_config(ctx: &Context) -> Result<ClientConfig, Failure> {
-    let base_url = ctx.settings.base_url.clone().ok_or_else(|| {
-        usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
-    })?;
-    let credentials =
-        crate::config::credentials(&ctx.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?;
-    Ok(ClientConfig {
-        base_url,
-        credentials,
-        timeout: ctx.settings.timeout,
-        connect_timeout: ctx.settings.connect_timeout,
-        retry: ctx.settings.retry,
-        pool_size: ctx.settings.concurrency,
-    })
 }
 
 fn ledger_failure(err: LedgerError) -> Failure {
@@ -493,39 +469,16 @@ fn write_summary_json(
 /// signal, or the grace running out, exits at once: every finished row is already in the
 /// report (flushed per line), so the report is still one `--resume` accepts.
 async fn watch_signals(stop: CancellationToken, grace: Duration) {
-    wait_for_signal().await;
+    super::wait_for_signal().await;
     tracing::warn!(
         grace_secs = grace.as_secs(),
         "interrupted: no new rows; finishing rows in flight (signal again to stop at once)"
     );
     stop.cancel();
     tokio::select! {
-        _ = wait_for_signal() => {}
+        _ = super::wait_for_signal() => {}
         _ = tokio::time::sleep(grace) => {}
     }
     tracing::warn!("stopping at once; the report holds every finished row, --resume continues");
     std::process::exit(Exit::Interrupted as i32);
-}
-
-/// SIGINT (Ctrl-C) or SIGTERM.
-pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

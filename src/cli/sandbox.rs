@@ -62,7 +62,7 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
         url = %running.base_url(),
         "sandbox serving until interrupted"
     );
-    super::reconcile::wait_for_signal().await;
+    super::wait_for_signal().await;
     shutdown.cancel();
     let _ = running.task.await;
     Ok(Exit::Ok)
