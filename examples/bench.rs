@@ -218,8 +218,7 @@ fn fidelity(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()>
         let sb = Sandbox::start(bin, rows, &["--write-limit", "0"])?;
         let m = manifest(work, rows)?;
         let report = work.join(format!("fid{rate}.csv"));
-        let _ = std::fs::remove_file(&report);
-        let _ = std::fs::remove_file(lock_of(&report));
+        fresh(&report);
         run_quiet(
             sb.cmd(bin, work)
                 .arg("apply")
@@ -258,10 +257,10 @@ fn fidelity(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()>
     Ok(())
 }
 
-fn lock_of(report: &Path) -> PathBuf {
-    let mut s = report.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
+/// Removes an earlier run's report and its lock file, so the next run starts afresh.
+fn fresh(report: &Path) {
+    let _ = std::fs::remove_file(report);
+    let _ = std::fs::remove_file(sipgw_bulk::ledger::lock_path(report));
 }
 
 fn oha() -> Option<PathBuf> {
@@ -328,10 +327,8 @@ fn throughput(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<(
         let m = manifest_prefix(work, max_n, n)?;
         let report = work.join(format!("tp{c}.csv"));
         let sj = work.join(format!("tp{c}.json"));
-        for p in [&report, &sj] {
-            let _ = std::fs::remove_file(p);
-        }
-        let _ = std::fs::remove_file(lock_of(&report));
+        fresh(&report);
+        let _ = std::fs::remove_file(&sj);
         run_quiet(
             sb.cmd(bin, work)
                 .arg("plan")
@@ -393,9 +390,8 @@ fn latency_hiding(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resu
     let m = manifest(work, n)?;
     let report = work.join("lat.csv");
     let sj = work.join("lat.json");
-    for p in [&report, &sj, &lock_of(&report)] {
-        let _ = std::fs::remove_file(p);
-    }
+    fresh(&report);
+    let _ = std::fs::remove_file(&sj);
     run_quiet(
         sb.cmd(bin, work)
             .arg("plan")
@@ -490,9 +486,7 @@ fn memory(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
         )?;
         let sb = Sandbox::start(bin, n, &["--write-limit", "0"])?;
         let report = work.join(format!("mem{n}.csv"));
-        for p in [&report, &lock_of(&report)] {
-            let _ = std::fs::remove_file(p);
-        }
+        fresh(&report);
         let a = measured(
             sb.cmd(bin, work)
                 .arg("apply")
@@ -572,14 +566,13 @@ fn now_utc() -> String {
 fn write_results(path: &Path, results: &str) -> Result<()> {
     const START: &str = "<!-- bench:start -->";
     const END: &str = "<!-- bench:end -->";
+    // A missing or empty file (CI's `--out $(mktemp)`) starts a fresh document.
     let old = std::fs::read_to_string(path)
-        .unwrap_or_else(|_| format!("# Benchmarks\n\n{START}\n{END}\n"));
-    let (head, rest) = old
-        .split_once(START)
-        .ok_or("BENCHMARKS.md lacks the start marker")?;
-    let (_, tail) = rest
-        .split_once(END)
-        .ok_or("BENCHMARKS.md lacks the end marker")?;
+        .ok()
+        .filter(|text| text.contains(START) && text.contains(END))
+        .unwrap_or_else(|| format!("# Benchmarks\n\n{START}\n{END}\n"));
+    let (head, rest) = old.split_once(START).ok_or("no start marker")?;
+    let (_, tail) = rest.split_once(END).ok_or("no end marker")?;
     std::fs::write(path, format!("{head}{START}\n{results}{END}{tail}"))?;
     Ok(())
 }

@@ -52,7 +52,7 @@ pub async fn run(
         .global
         .report
         .clone()
-        .unwrap_or_else(|| default_report_path(manifest.path(), ctx.settings.report_format));
+        .unwrap_or_else(|| default_report_path(manifest.source(), ctx.settings.report_format));
 
     let mut ledger = Ledger::lock(&report_path).map_err(ledger_failure)?;
     let (scan, manifest) = scan(&manifest, job.shard).await?;
@@ -113,7 +113,7 @@ pub async fn run(
 
     let opened = ledger
         .open(
-            manifest.path(),
+            manifest.source(),
             &scan.sha256,
             ctx.settings.report_format,
             resume,
@@ -123,7 +123,7 @@ pub async fn run(
         tracing::info!(already_done = opened.done.len(), "resuming");
     }
     tracing::info!(
-        manifest = %manifest.path().display(),
+        manifest = %manifest.source().display(),
         rows = scan.rows,
         in_shard = scan.in_shard,
         report = %report_path.display(),
@@ -357,10 +357,11 @@ fn exit_code(outcome: &Outcome, mode: Mode) -> Exit {
 }
 
 fn default_report_path(manifest: &Path, format: ReportFormat) -> PathBuf {
-    let stem = manifest
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "manifest".into());
+    let stem = match manifest.file_stem().map(|s| s.to_string_lossy()) {
+        Some(s) if s == "-" => "stdin".to_owned(),
+        Some(s) => s.into_owned(),
+        None => "manifest".to_owned(),
+    };
     let ext = match format {
         ReportFormat::Csv => "csv",
         ReportFormat::Jsonl => "jsonl",
@@ -381,9 +382,16 @@ fn resume_command(manifest: &Manifest, report: &Path, shard: Option<Shard>) -> S
     };
     let mut cmd = format!(
         "sipgw-bulk apply {} --report {} --resume --yes",
-        quote(manifest.path()),
+        quote(manifest.source()),
         quote(report)
     );
+    if manifest.source() == Path::new("-") {
+        let format = match manifest.format() {
+            crate::manifest::Format::Csv => "csv",
+            crate::manifest::Format::Yaml => "yaml",
+        };
+        cmd = format!("(the same manifest on stdin) | {cmd} --format {format}");
+    }
     if let Some(s) = shard {
         cmd.push_str(&format!(" --shard {s}"));
     }

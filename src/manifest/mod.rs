@@ -119,26 +119,56 @@ pub struct ReadStats {
 /// A manifest on disk, with its format settled.
 #[derive(Debug, Clone)]
 pub struct Manifest {
+    /// The file read: the user's, or a spool of stdin.
     path: PathBuf,
+    /// What the user named (`-` for stdin), for messages and the resume command.
+    source: PathBuf,
     format: Format,
     duplicates: DuplicateCheck,
+    /// Stdin copied to a temporary file (removed when the last clone is dropped), because a
+    /// manifest is read more than once: the whole-file check, then the run.
+    _spool: Option<std::sync::Arc<tempfile::TempPath>>,
 }
 
 impl Manifest {
     /// Settles the format (explicit, else by extension) and checks the file can be opened.
+    /// `-` reads stdin (with an explicit format), spooled to a temporary file.
     pub fn open(path: &Path, format: Option<Format>) -> Result<Manifest, ManifestError> {
         let format = format
             .or_else(|| Format::from_path(path))
             .ok_or_else(|| ManifestError::UnknownFormat(path.to_owned()))?;
-        std::fs::File::open(path).map_err(|source| ManifestError::Io {
+        let io = |source| ManifestError::Io {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        if path == Path::new("-") {
+            let mut spool = tempfile::Builder::new()
+                .prefix("sipgw-bulk-stdin-")
+                .tempfile()
+                .map_err(io)?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut spool).map_err(io)?;
+            let spool = spool.into_temp_path();
+            return Ok(Manifest {
+                path: spool.to_path_buf(),
+                source: path.to_owned(),
+                format,
+                duplicates: DuplicateCheck::All,
+                _spool: Some(std::sync::Arc::new(spool)),
+            });
+        }
+        std::fs::File::open(path).map_err(io)?;
         Ok(Manifest {
             path: path.to_owned(),
+            source: path.to_owned(),
             format,
             duplicates: DuplicateCheck::All,
+            _spool: None,
         })
+    }
+
+    /// The manifest as the user named it (`-` for stdin).
+    pub fn source(&self) -> &Path {
+        &self.source
     }
 
     /// The same manifest, read with another duplicate check.

@@ -203,3 +203,32 @@ fn the_sandbox_binary_prints_its_env_and_serves_the_shipped_example() {
     let text = std::fs::read_to_string(dir.path().join("r.csv")).unwrap();
     assert!(!text.contains(&token) && !stderr(&out).contains(&token));
 }
+
+#[test]
+fn a_manifest_on_stdin_applies_with_an_explicit_format() {
+    use std::io::Write;
+    let ids = ids(30, 5);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let text = std::fs::read(sb.path("m.csv")).unwrap();
+    let mut child = sb
+        .cmd()
+        .args([
+            "apply", "-", "--format", "csv", "--yes", "--report", "r.csv",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    assert_eq!(report(&sb.path("r.csv")).len(), 30);
+    // Without a format, stdin cannot be read.
+    let out = run(sb
+        .cmd()
+        .args(["validate", "-"])
+        .stdin(std::process::Stdio::null()));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+}

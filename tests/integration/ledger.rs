@@ -17,6 +17,19 @@ fn wait_for(path: &std::path::Path, timeout: Duration) {
     }
 }
 
+/// Waits until the report holds more than `lines` lines (header included), or the run
+/// ended, so a signal lands after real progress however slow the machine is.
+fn wait_for_lines(child: &mut std::process::Child, path: &std::path::Path, lines: usize) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        let n = std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+        if n > lines || matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn kill_9_at_several_moments_then_resume_loses_nothing_and_patches_nothing_twice() {
     let ids = ids(5000, 40);
@@ -27,13 +40,15 @@ fn kill_9_at_several_moments_then_resume_loses_nothing_and_patches_nothing_twice
     let sb = Sandbox::start(config, &ids);
     write_csv(&sb.path("m.csv"), &ids, &[]);
     let args = [
-        "apply", "m.csv", "--yes", "--resume", "--rate", "2500", "--report", "r.csv",
+        "apply", "m.csv", "--yes", "--resume", "--rate", "1500", "--report", "r.csv",
     ];
     let mut updated_before_a_kill = BTreeSet::new();
     let mut rng = fastrand::Rng::with_seed(7);
     for round in 0..3 {
+        let before = std::fs::read_to_string(sb.path("r.csv")).map_or(0, |t| t.lines().count());
         let mut child = sb.cmd().args(args).stderr(Stdio::null()).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.u64(300..900)));
+        wait_for_lines(&mut child, &sb.path("r.csv"), before + 50);
+        std::thread::sleep(Duration::from_millis(rng.u64(0..400)));
         child.kill().unwrap(); // SIGKILL: no chance to clean up
         child.wait().unwrap();
         if sb.path("r.csv").exists() {
@@ -75,8 +90,8 @@ fn sigint_mid_run_exits_4_with_a_complete_report_and_resume_finishes() {
     let ids = ids(600, 41);
     let sb = Sandbox::start(SandboxConfig::default(), &ids);
     write_csv(&sb.path("m.csv"), &ids, &[]);
-    // 600 writes at 100/s take six seconds; the signal comes after one.
-    let child = sb
+    // 600 writes at 100/s take six seconds; the signal comes once ten rows are done.
+    let mut child = sb
         .cmd()
         .args([
             "apply", "m.csv", "--yes", "--rate", "100", "--report", "r.csv",
@@ -85,7 +100,7 @@ fn sigint_mid_run_exits_4_with_a_complete_report_and_resume_finishes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    wait_for_lines(&mut child, &sb.path("r.csv"), 10);
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
