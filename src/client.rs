@@ -357,11 +357,6 @@ impl WriteClient {
         WriteClient { read }
     }
 
-    /// The reading half, for the GET before each write.
-    pub fn reader(&self) -> &ReadClient {
-        &self.read
-    }
-
     /// PATCH a gateway with all five fields. Refuses (without sending) a body that lacks
     /// one: live spaces validate PATCH as a full replacement.
     pub async fn update_gateway(

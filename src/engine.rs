@@ -336,7 +336,9 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
             loop {
                 let next = row_rx.lock().await.recv().await;
                 let Some(row) = next else { break };
-                let span = tracing::info_span!("row", line = row.line, id = %row.id);
+                // At debug level: a span costs an allocation per row even when nothing in
+                // it is logged; with -v, every retry and row log line carries it.
+                let span = tracing::debug_span!("row", line = row.line, id = %row.id);
                 let record = reconcile(&row, &shared).instrument(span).await;
                 if matches!(record.status, Status::Failed | Status::Mismatch)
                     && let Some(max) = shared.max_errors

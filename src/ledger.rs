@@ -84,7 +84,6 @@ pub struct Ledger {
 /// A report ready for rows, and what an earlier run already finished.
 pub struct Opened {
     pub writer: ReportWriter,
-    pub format: ReportFormat,
     /// Ids an earlier run finished: not to be read or written again.
     pub done: HashSet<u128>,
     /// Statuses of those kept rows, for the summary.
@@ -116,10 +115,6 @@ impl Ledger {
             report: report.to_owned(),
             lock,
         })
-    }
-
-    pub fn report_path(&self) -> &Path {
-        &self.report
     }
 
     /// Checks, without touching anything, that `open` will accept this run: no report yet,
@@ -163,7 +158,6 @@ impl Ledger {
             })?;
         Ok(Opened {
             writer,
-            format,
             done: HashSet::new(),
             kept: HashMap::new(),
             resumed: false,
@@ -206,7 +200,6 @@ impl Ledger {
         let writer = ReportWriter::append(&self.report, format).map_err(io_err(&self.report))?;
         Ok(Opened {
             writer,
-            format,
             done,
             kept,
             resumed: true,

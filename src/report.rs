@@ -192,7 +192,6 @@ fn compact_json(fields: &Option<GatewayFields>) -> String {
 
 /// Writes report lines, each flushed as it is written.
 pub struct ReportWriter {
-    format: ReportFormat,
     csv: Option<csv::Writer<Box<dyn Write + Send>>>,
     jsonl: Option<BufWriter<Box<dyn Write + Send>>>,
 }
@@ -209,7 +208,6 @@ impl ReportWriter {
         let file = std::fs::OpenOptions::new().append(true).open(path)?;
         Ok(match format {
             ReportFormat::Csv => ReportWriter {
-                format,
                 csv: Some(
                     csv::WriterBuilder::new()
                         .has_headers(false)
@@ -218,7 +216,6 @@ impl ReportWriter {
                 jsonl: None,
             },
             ReportFormat::Jsonl => ReportWriter {
-                format,
                 csv: None,
                 jsonl: Some(BufWriter::new(Box::new(file))),
             },
@@ -237,9 +234,8 @@ impl ReportWriter {
     }
 
     /// A report that goes nowhere: the plan shown before `apply` asks to go ahead.
-    pub fn discard(format: ReportFormat) -> ReportWriter {
+    pub fn discard() -> ReportWriter {
         ReportWriter {
-            format,
             csv: None,
             jsonl: None,
         }
@@ -248,7 +244,6 @@ impl ReportWriter {
     fn from_writer(file: Box<dyn Write + Send>, format: ReportFormat) -> io::Result<ReportWriter> {
         let mut writer = match format {
             ReportFormat::Csv => ReportWriter {
-                format,
                 // The header is written once below; `serialize` must not add its own.
                 csv: Some(
                     csv::WriterBuilder::new()
@@ -258,7 +253,6 @@ impl ReportWriter {
                 jsonl: None,
             },
             ReportFormat::Jsonl => ReportWriter {
-                format,
                 csv: None,
                 jsonl: Some(BufWriter::new(file)),
             },
@@ -318,10 +312,6 @@ impl ReportWriter {
             out.flush()?;
         }
         Ok(())
-    }
-
-    pub fn format(&self) -> ReportFormat {
-        self.format
     }
 }
 

@@ -72,11 +72,7 @@ pub async fn run(
     let max_changes = apply.and_then(|a| a.max_changes);
     if mode == Mode::Apply && (max_changes.is_some() || !yes) {
         let preview = Pipeline::new(ctx, &client_config, &manifest, job)
-            .run(
-                ReportWriter::discard(ctx.settings.report_format),
-                false,
-                None,
-            )
+            .run(ReportWriter::discard(), false, None)
             .await?;
         let changes = preview.count(Status::WouldUpdate);
         if preview.stopped == Some(StopReason::Unauthorized) {

@@ -238,12 +238,14 @@ async fn update(State(state): State<Shared>, Path(id): Path<String>, body: Bytes
     if state.config().failing_ids.contains(&id) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     }
-    if lacks_a_field(&body) {
-        state.partial_patches.fetch_add(1, Ordering::Relaxed);
-    }
     let mut fields = match validate_full_body(&body) {
         Ok(fields) => fields,
-        Err(response) => return *response,
+        Err(rejected) => {
+            if rejected.partial {
+                state.partial_patches.fetch_add(1, Ordering::Relaxed);
+            }
+            return *rejected.response;
+        }
     };
     if state.config().mismatch_ids.contains(&id) {
         // The platform "normalises" the codec list: the answer differs from the request.
@@ -268,7 +270,7 @@ async fn update(State(state): State<Shared>, Path(id): Path<String>, body: Bytes
 async fn create(State(state): State<Shared>, body: Bytes) -> Response {
     let fields = match validate_full_body(&body) {
         Ok(fields) => fields,
-        Err(response) => return *response,
+        Err(rejected) => return *rejected.response,
     };
     let id = super::random_uuid();
     let now = httpdate::fmt_http_date(std::time::SystemTime::now());
@@ -306,22 +308,25 @@ async fn dump(State(state): State<Shared>) -> Response {
     axum::Json(Value::Object(map)).into_response()
 }
 
-/// A body without one of the five fields: what the tool must never send.
-fn lacks_a_field(body: &[u8]) -> bool {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(obj)) => ["name", "uri", "encryption", "ciphers", "codecs"]
-            .iter()
-            .any(|k| obj.get(*k).is_none_or(Value::is_null)),
-        _ => true,
-    }
+/// A refused body, and whether it lacked one of the five fields (what the tool must never
+/// send; the tests count these).
+struct Rejected {
+    response: Box<Response>,
+    partial: bool,
 }
 
 /// The live platform validates PATCH as a full replacement: all five fields, known enum
 /// values, at least one cipher and codec, an external URI.
-fn validate_full_body(body: &[u8]) -> Result<GatewayFields, Box<Response>> {
+fn validate_full_body(body: &[u8]) -> Result<GatewayFields, Rejected> {
     let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return Err(Box::new(error(StatusCode::BAD_REQUEST, "Bad Request")));
+        return Err(Rejected {
+            response: Box::new(error(StatusCode::BAD_REQUEST, "Bad Request")),
+            partial: true,
+        });
     };
+    let partial = ["name", "uri", "encryption", "ciphers", "codecs"]
+        .iter()
+        .any(|k| obj.get(*k).is_none_or(Value::is_null));
     let mut errors: Vec<(&str, String, Option<&str>)> = Vec::new();
     for key in obj.keys() {
         if !["name", "uri", "encryption", "ciphers", "codecs"].contains(&key.as_str()) {
@@ -367,7 +372,10 @@ fn validate_full_body(body: &[u8]) -> Result<GatewayFields, Box<Response>> {
     let ciphers = enum_list::<Cipher>(&obj, "ciphers", Cipher::KNOWN, &mut errors);
     let codecs = enum_list::<Codec>(&obj, "codecs", Codec::KNOWN, &mut errors);
     if !errors.is_empty() {
-        return Err(Box::new(unprocessable(errors)));
+        return Err(Rejected {
+            response: Box::new(unprocessable(errors)),
+            partial,
+        });
     }
     Ok(GatewayFields {
         name,

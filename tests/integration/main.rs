@@ -7,4 +7,5 @@ mod manifest_errors;
 mod operations;
 mod plan_export;
 mod resilience;
+mod sandbox;
 mod support;
