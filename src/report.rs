@@ -1,8 +1,9 @@
 //! The report: one line per finished row, the run's result, checkpoint and undo file.
 //!
-//! Each line is flushed to the OS as soon as its row finishes, so a crash or Ctrl-C loses
-//! no finished row. CSV (default) and JSONL carry the same fields; `before` and `after`
-//! hold the five fields as compact JSON (a JSON string in CSV, an object in JSONL).
+//! Lines are flushed to the OS in batches as rows finish (see the engine's writer): a crash
+//! loses at most the batch being written, and `--resume` re-reads those rows. CSV (default)
+//! and JSONL carry the same fields; `before` and `after` hold the five fields as compact
+//! JSON (a JSON string in CSV, an object in JSONL).
 
 use std::fmt;
 use std::fs::File;
@@ -190,7 +191,7 @@ fn compact_json(fields: &Option<GatewayFields>) -> String {
         .unwrap_or_default()
 }
 
-/// Writes report lines, each flushed as it is written.
+/// Writes report lines; [`ReportWriter::flush`] hands them to the OS.
 pub struct ReportWriter {
     csv: Option<csv::Writer<Box<dyn Write + Send>>>,
     jsonl: Option<BufWriter<Box<dyn Write + Send>>>,
