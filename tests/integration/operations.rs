@@ -152,6 +152,43 @@ fn a_terminal_run_shows_the_bar_then_the_summary() {
     assert_eq!(report(&sb.path("r.csv")).len(), 120);
 }
 
+#[test]
+fn on_a_terminal_apply_shows_the_plan_summary_and_asks_first() {
+    use std::io::Write;
+    let ids = ids(20, 54);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    for (answer, report, writes) in [("no", "r-no.csv", 0), ("yes", "r-yes.csv", 20)] {
+        let command = format!("{BIN} apply m.csv --no-progress --report {report}");
+        let mut child = sb
+            .cmd()
+            .program_is("script", &["-qefc", &command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{answer}").unwrap();
+        // Kept open until the run ends: an early end of input would be a ^D on the terminal.
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        let screen = stdout(&out);
+        assert!(
+            screen.contains("would_update"),
+            "the plan summary first: {screen}"
+        );
+        assert!(
+            screen.contains("Apply changes to 20 gateway(s)?"),
+            "{screen}"
+        );
+        assert_eq!(
+            sb.state().stats().patches_applied,
+            writes,
+            "after `{answer}`: {screen}"
+        );
+    }
+}
+
 /// Runs another program with this command's environment and directory.
 trait ProgramIs {
     fn program_is(&mut self, program: &str, args: &[&str]) -> &mut std::process::Command;
