@@ -27,7 +27,9 @@ use tracing::Instrument;
 
 use crate::client::{ApiError, ErrorKind, ReadClient, RequestStats, WriteClient};
 use crate::diff::{differing, merge};
+use crate::ledger::Journal;
 use crate::manifest::{Manifest, ManifestError, Row};
+use crate::model::GatewayFields;
 use crate::report::{ReportWriter, RowRecord, Status};
 use crate::shard::Shard;
 
@@ -67,6 +69,10 @@ pub struct Job {
     pub done: Option<Arc<HashSet<u128>>>,
     /// Only this shard's rows are read and reported.
     pub shard: Option<Shard>,
+    /// Apply: each row's `before` is journaled here before its PATCH is sent.
+    pub journal: Option<Journal>,
+    /// Before-values journaled by an earlier run whose report lost the row (`--resume`).
+    pub recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
     pub observer: Option<Box<dyn Observer>>,
     pub stats: Arc<RequestStats>,
 }
@@ -187,6 +193,8 @@ struct Shared {
     errors: AtomicU64,
     limit: Option<u64>,
     writes_started: AtomicU64,
+    journal: Option<Journal>,
+    recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
 }
 
 /// Runs the job to the end and returns its counts.
@@ -204,6 +212,8 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
         limit,
         done,
         shard,
+        journal,
+        recovered,
         mut observer,
         stats,
     } = job;
@@ -220,6 +230,8 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
         errors: AtomicU64::new(0),
         limit,
         writes_started: AtomicU64::new(0),
+        journal,
+        recovered,
     });
     let (row_tx, row_rx) = mpsc::channel::<Row>((concurrency * 4).max(256));
     let (record_tx, mut record_rx) = mpsc::channel::<Event>(1024);
@@ -406,6 +418,19 @@ async fn reconcile(row: &Row, shared: &Shared) -> RowRecord {
     if record.changed_fields.is_empty() {
         record.status = Status::Unchanged;
         record.after = record.before.clone();
+        // Written by an earlier run that crashed before its report line: report the write,
+        // with the journaled before-value, so the report stays a complete undo file.
+        if let Some(before) = shared
+            .recovered
+            .as_ref()
+            .and_then(|r| r.get(&row.id.as_u128()))
+            && let Some(after) = record.after.as_ref()
+            && !differing(before, after).is_empty()
+        {
+            record.status = Status::Updated;
+            record.changed_fields = differing(before, after);
+            record.before = Some(before.clone());
+        }
         return finish(record);
     }
     let Some(writer) = shared.writer.as_ref() else {
@@ -420,6 +445,13 @@ async fn reconcile(row: &Row, shared: &Shared) -> RowRecord {
         record.error_code = "limit".into();
         record.error = format!("not written: --limit {limit} reached (a change is pending)");
         record.after = Some(desired);
+        return finish(record);
+    }
+    if let (Some(journal), Some(before)) = (shared.journal.as_ref(), record.before.as_ref())
+        && let Err(e) = journal.record(&row.id, before)
+    {
+        record.error_code = "journal".into();
+        record.error = format!("not sent: cannot write the journal: {e}");
         return finish(record);
     }
     match writer.update_gateway(&row.id, &desired).await {

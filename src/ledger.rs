@@ -4,16 +4,20 @@
 //! dies) that keeps a second run off the same report, holding the fingerprint (SHA-256) of
 //! the manifest the report was made from. `--resume` checks that fingerprint, keeps the
 //! rows an earlier run finished (`updated`, `unchanged`), and lets every other row run
-//! again, so the finished report holds exactly one line per manifest row.
+//! again, so the finished report holds exactly one line per manifest row. `REPORT.journal`
+//! is a write-ahead journal of before-values, so a row whose report line a crash lost
+//! after its PATCH still comes back as `updated` with its true `before`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, BufRead, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::model::GatewayFields;
 use crate::report::{self, ReportFormat, ReportWriter, Status};
 
 /// Why the ledger refuses to go on.
@@ -84,11 +88,43 @@ pub struct Ledger {
 /// A report ready for rows, and what an earlier run already finished.
 pub struct Opened {
     pub writer: ReportWriter,
+    /// Where each `before` goes just before its PATCH is sent.
+    pub journal: Journal,
     /// Ids an earlier run finished: not to be read or written again.
     pub done: HashSet<u128>,
+    /// Before-values an earlier run journaled for rows its report lost (a crash between
+    /// the PATCH and the report line): those rows are reported `updated` with them.
+    pub recovered: HashMap<u128, GatewayFields>,
     /// Statuses of those kept rows, for the summary.
     pub kept: HashMap<Status, u64>,
     pub resumed: bool,
+}
+
+/// The write-ahead journal beside the report (`REPORT.journal`): the `before` of every
+/// gateway, on disk before its PATCH leaves. A crash can lose a report line, never the
+/// before-value that `rollback` needs.
+#[derive(Clone)]
+pub struct Journal {
+    file: Arc<Mutex<File>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JournalLine {
+    id: String,
+    before: GatewayFields,
+}
+
+impl Journal {
+    /// Appends one before-value and hands it to the OS before returning.
+    pub fn record(&self, id: &uuid::Uuid, before: &GatewayFields) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&JournalLine {
+            id: id.hyphenated().to_string(),
+            before: before.clone(),
+        })?;
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&line)
+    }
 }
 
 impl Ledger {
@@ -158,7 +194,9 @@ impl Ledger {
             })?;
         Ok(Opened {
             writer,
+            journal: self.journal(true)?,
             done: HashSet::new(),
+            recovered: HashMap::new(),
             kept: HashMap::new(),
             resumed: false,
         })
@@ -198,12 +236,60 @@ impl Ledger {
             .map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &self.report).map_err(io_err(&self.report))?;
         let writer = ReportWriter::append(&self.report, format).map_err(io_err(&self.report))?;
+        let recovered = self.recovered(&done)?;
         Ok(Opened {
             writer,
+            journal: self.journal(false)?,
+            recovered,
             done,
             kept,
             resumed: true,
         })
+    }
+
+    /// The journal, emptied for a new run or kept for a resumed one.
+    fn journal(&self, fresh: bool) -> Result<Journal, LedgerError> {
+        let path = journal_path(&self.report);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|f| {
+                if fresh {
+                    f.set_len(0)?;
+                }
+                Ok(f)
+            })
+            .map_err(|source| LedgerError::Io { path, source })?;
+        Ok(Journal {
+            file: Arc::new(Mutex::new(file)),
+        })
+    }
+
+    /// Journaled before-values of rows the report does not hold as finished.
+    fn recovered(&self, done: &HashSet<u128>) -> Result<HashMap<u128, GatewayFields>, LedgerError> {
+        let path = journal_path(&self.report);
+        let Ok(file) = File::open(&path) else {
+            return Ok(HashMap::new());
+        };
+        let mut out = HashMap::new();
+        for line in io::BufReader::new(file).lines() {
+            let line = line.map_err(|source| LedgerError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            // A torn last line (a crash mid-write) is skipped like any unreadable one.
+            let Ok(entry) = serde_json::from_str::<JournalLine>(&line) else {
+                continue;
+            };
+            if let Ok(id) = uuid::Uuid::try_parse(&entry.id)
+                && !done.contains(&id.as_u128())
+            {
+                // The first before-value is the one from before any write of this run.
+                out.entry(id.as_u128()).or_insert(entry.before);
+            }
+        }
+        Ok(out)
     }
 
     fn read_note(&mut self) -> Result<LockNote, LedgerError> {
@@ -236,6 +322,13 @@ impl Ledger {
                 source,
             })
     }
+}
+
+/// `REPORT.journal`.
+pub fn journal_path(report: &Path) -> PathBuf {
+    let mut name = report.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
 }
 
 /// `REPORT.lock`.

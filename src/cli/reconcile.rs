@@ -134,6 +134,14 @@ pub async fn run(
         .map(|b| b.threshold(scan.in_shard));
     pipeline.limit = apply.and_then(|a| a.limit);
     pipeline.done = Some(Arc::new(opened.done));
+    pipeline.journal = Some(opened.journal);
+    if !opened.recovered.is_empty() {
+        tracing::info!(
+            rows = opened.recovered.len(),
+            "before-values recovered from the journal for rows the report lost"
+        );
+    }
+    pipeline.recovered = Some(Arc::new(opened.recovered));
     let (plan_view, plan_handle) = if mode == Mode::Plan {
         let colour = std::io::stdout().is_terminal() && job.output == PlanFormat::Text;
         // Buffered: a line-buffered stdout costs a system call per line of the plan.
@@ -210,6 +218,8 @@ struct Pipeline<'a> {
     max_errors: Option<u64>,
     limit: Option<u64>,
     done: Option<Arc<std::collections::HashSet<u128>>>,
+    journal: Option<crate::ledger::Journal>,
+    recovered: Option<Arc<HashMap<u128, crate::model::GatewayFields>>>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -227,6 +237,8 @@ impl<'a> Pipeline<'a> {
             max_errors: None,
             limit: None,
             done: None,
+            journal: None,
+            recovered: None,
         }
     }
 
@@ -262,6 +274,8 @@ impl<'a> Pipeline<'a> {
             limit: self.limit,
             done: self.done,
             shard: self.shard,
+            journal: if writes { self.journal } else { None },
+            recovered: self.recovered,
             observer,
             stats,
         };

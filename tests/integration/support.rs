@@ -167,3 +167,11 @@ pub fn report(path: &Path) -> BTreeMap<u64, ReadRecord> {
 pub fn summary_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// The sandbox's starting values for `ids`, seeded in this order.
+pub fn starting_state(ids: &[Uuid]) -> BTreeMap<Uuid, GatewayFields> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| (*id, sandbox::starting_fields(i as u64 + 1)))
+        .collect()
+}
