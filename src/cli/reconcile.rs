@@ -181,6 +181,8 @@ pub async fn run(
         view.finish();
     }
     let outcome = ran?;
+    // Every finished row is in the report now: the journal only matters after a hard kill.
+    let _ = std::fs::remove_file(ledger::journal_path(&report_path));
 
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
     say(
