@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::model::GatewayFields;
 use crate::report::{self, ReportFormat, ReportWriter, Status};
@@ -58,25 +57,6 @@ struct LockNote {
     manifest_sha256: String,
     manifest: String,
     pid: u32,
-}
-
-/// SHA-256 of a file's bytes, hex.
-pub fn fingerprint(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 /// A report this process holds the lock on.

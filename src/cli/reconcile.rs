@@ -298,7 +298,7 @@ async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<(Scan, Manife
     let manifest = manifest.clone();
     tokio::task::spawn_blocking(move || {
         let mut in_shard = 0u64;
-        let (stats, repeated) = manifest
+        let first = manifest
             .first_pass(|row| {
                 let owned = match (shard, row) {
                     (None, _) => true,
@@ -308,15 +308,14 @@ async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<(Scan, Manife
                 in_shard += u64::from(owned);
             })
             .map_err(manifest_failure)?;
-        let sha256 = ledger::fingerprint(manifest.path()).exit_with(Exit::BadManifest)?;
         let scan = Scan {
-            rows: stats.rows,
+            rows: first.stats.rows,
             in_shard,
-            sha256,
+            sha256: first.sha256,
         };
         Ok((
             scan,
-            manifest.with_duplicates(DuplicateCheck::Only(Arc::new(repeated))),
+            manifest.with_duplicates(DuplicateCheck::Only(Arc::new(first.repeated))),
         ))
     })
     .await

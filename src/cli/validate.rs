@@ -13,7 +13,7 @@ pub async fn run(args: &ManifestArgs) -> Result<Exit, Failure> {
     let stats = tokio::task::spawn_blocking(move || {
         // Two passes keep memory flat: the first finds the ids used twice, the second
         // checks and lists rows in file order, remembering only those ids.
-        let (_, repeated) = manifest.first_pass(|_| {})?;
+        let repeated = manifest.first_pass(|_| {})?.repeated;
         let manifest = manifest.with_duplicates(DuplicateCheck::Only(Arc::new(repeated)));
         let stdout = std::io::stdout();
         let mut out = stdout.lock();

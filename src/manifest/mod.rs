@@ -13,9 +13,11 @@ mod yaml_format;
 
 use std::collections::HashSet;
 use std::fmt;
+use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use check::{DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker, id_hash};
@@ -116,6 +118,30 @@ pub struct ReadStats {
     pub invalid: u64,
 }
 
+/// What [`Manifest::first_pass`] found.
+#[derive(Debug, Clone)]
+pub struct FirstPass {
+    pub stats: ReadStats,
+    /// Hashes ([`id_hash`]) of ids that more than one valid row uses.
+    pub repeated: HashSet<u64>,
+    /// SHA-256 of the manifest's bytes, hex: its fingerprint for `--resume`.
+    pub sha256: String,
+}
+
+/// Hashes the bytes read through it.
+struct Sha256Reader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Sha256Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// A manifest on disk, with its format settled.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -186,43 +212,73 @@ impl Manifest {
     }
 
     /// A first pass for [`DuplicateCheck::Only`]: reads every row without a duplicate
-    /// check (handing each to `each`) and returns the hashes of ids that more than one valid
-    /// row uses. Transient memory: 8 bytes a row, freed when it returns.
+    /// check (handing each to `each`), hashes the file's bytes (SHA-256, the manifest's
+    /// fingerprint) on the way, and finds the hashes of ids that more than one valid row
+    /// uses. Transient memory: 8 bytes a row, freed when it returns.
     pub fn first_pass(
         &self,
         mut each: impl FnMut(&CheckedRow),
-    ) -> Result<(ReadStats, HashSet<u64>), ManifestError> {
+    ) -> Result<FirstPass, ManifestError> {
+        let file = std::fs::File::open(&self.path).map_err(|source| self.io(source))?;
+        let mut hashing = Sha256Reader {
+            inner: file,
+            hasher: Sha256::new(),
+        };
         let mut hashes = Vec::new();
         let stats = self
             .clone()
             .with_duplicates(DuplicateCheck::Off)
-            .read(|row| {
+            .read_from(&mut hashing, |row| {
                 if let Ok(r) = &row {
                     hashes.push(id_hash(&r.id));
                 }
                 each(&row);
                 ControlFlow::Continue(())
             })?;
+        // The parsers may stop before the last bytes (trailing blank lines): hash them too.
+        std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|source| self.io(source))?;
         hashes.sort_unstable();
         let repeated = hashes
             .windows(2)
             .filter(|w| w[0] == w[1])
             .map(|w| w[0])
             .collect();
-        Ok((stats, repeated))
+        let sha256 = hashing
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(FirstPass {
+            stats,
+            repeated,
+            sha256,
+        })
     }
 
     /// Reads every row, checks it and hands it to `sink`, in file order. The sink may stop
     /// the read early with `ControlFlow::Break`. Blocking: run it off the async runtime.
     pub fn read(
         &self,
-        mut sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
+        sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
     ) -> Result<ReadStats, ManifestError> {
-        let file = std::fs::File::open(&self.path).map_err(|source| ManifestError::Io {
+        let file = std::fs::File::open(&self.path).map_err(|source| self.io(source))?;
+        self.read_from(file, sink)
+    }
+
+    fn io(&self, source: std::io::Error) -> ManifestError {
+        ManifestError::Io {
             path: self.path.clone(),
             source,
-        })?;
-        let reader = std::io::BufReader::with_capacity(64 * 1024, file);
+        }
+    }
+
+    fn read_from(
+        &self,
+        input: impl Read,
+        mut sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
+    ) -> Result<ReadStats, ManifestError> {
+        let reader = std::io::BufReader::with_capacity(64 * 1024, input);
         let mut stats = ReadStats::default();
         let mut counted = |mut row: CheckedRow| {
             match &mut row {
@@ -316,6 +372,24 @@ mod tests {
             rows[1].as_ref().unwrap().desired.name.as_deref(),
             Some("05060")
         );
+    }
+
+    #[test]
+    fn the_first_pass_fingerprints_the_whole_file_and_finds_repeated_ids() {
+        let text = format!("id,name\n{A},x\n{B},y\n{A},z\n\n\n");
+        let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let manifest = Manifest::open(file.path(), None).unwrap();
+        let mut seen = 0;
+        let first = manifest.first_pass(|_| seen += 1).unwrap();
+        assert_eq!((seen, first.stats.rows), (3, 3));
+        let want: String = Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(first.sha256, want, "trailing blank lines are hashed too");
+        let a = Uuid::try_parse(A).unwrap();
+        assert_eq!(first.repeated, [id_hash(&a)].into_iter().collect());
     }
 
     #[test]
