@@ -1,7 +1,8 @@
 //! Manifests: CSV or YAML files that say what each gateway should look like.
 //!
 //! Both formats are read as a stream and pushed row by row into a sink, so memory does not
-//! grow with the manifest (apart from the set of ids seen, needed to refuse duplicates).
+//! grow with the manifest (duplicate ids are found with a first pass of 8-byte hashes, see
+//! [`Manifest::first_pass`]).
 //! Each row comes out checked: a typed [`Row`] or an [`InvalidRow`] with its line and a
 //! message a person can act on. Only a manifest that cannot be read as a whole (unknown
 //! column, not CSV/YAML, I/O error) is a [`ManifestError`].
