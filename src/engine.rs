@@ -15,7 +15,7 @@
 //! by an interrupt or the error budget (no new row starts; rows in flight finish). Either
 //! way the rows not started are reported `skipped` with the reason.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::client::{ApiError, ErrorKind, ReadClient, RequestStats, WriteClient};
 use crate::diff::{differing, merge};
-use crate::ledger::Journal;
+use crate::ledger::{IdSet, Journal};
 use crate::manifest::{Manifest, ManifestError, Row};
 use crate::model::GatewayFields;
 use crate::report::{ReportWriter, RowRecord, Status};
@@ -66,7 +66,7 @@ pub struct Job {
     /// Write only the first N rows that need a change (a canary); the rest are `skipped`.
     pub limit: Option<u64>,
     /// Ids (as u128) already done in an earlier run: neither read nor reported again.
-    pub done: Option<Arc<HashSet<u128>>>,
+    pub done: Option<Arc<IdSet>>,
     /// Only this shard's rows are read and reported.
     pub shard: Option<Shard>,
     /// Apply: each row's `before` is journaled here before its PATCH is sent.

@@ -219,7 +219,7 @@ struct Pipeline<'a> {
     shard: Option<Shard>,
     max_errors: Option<u64>,
     limit: Option<u64>,
-    done: Option<Arc<std::collections::HashSet<u128>>>,
+    done: Option<Arc<crate::ledger::IdSet>>,
     journal: Option<crate::ledger::Journal>,
     recovered: Option<Arc<HashMap<u128, crate::model::GatewayFields>>>,
 }
