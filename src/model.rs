@@ -65,6 +65,17 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// A SIP address split for checking: what follows the `sip:`/`sips:` scheme (if any), and
+/// its host part (after any `user@`). `sip:alice@pbx.example.com` -> (`alice@pbx...`, `pbx...`).
+pub fn sip_address_parts(uri: &str) -> (&str, &str) {
+    let rest = uri
+        .strip_prefix("sips:")
+        .or_else(|| uri.strip_prefix("sip:"))
+        .unwrap_or(uri);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    (rest, host)
+}
+
 /// Declares an open enum: known variants with their exact wire strings, plus `Other` for
 /// anything else the server sends.
 macro_rules! open_enum {

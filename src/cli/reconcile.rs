@@ -95,7 +95,7 @@ pub async fn run(
             return Ok(Exit::Aborted);
         }
         if !yes {
-            say(ctx, &summary_text("Plan", &preview, &HashMap::new(), None));
+            say(ctx, &summary_text("Plan", &preview, None));
             if changes == 0 {
                 say(ctx, "nothing to change; nothing written.");
                 return Ok(exit_code(&preview, Mode::Plan));
@@ -180,15 +180,16 @@ pub async fn run(
     if let Some(view) = plan_handle.and_then(progress::reclaim) {
         view.finish();
     }
-    let outcome = ran?;
+    let mut outcome = ran?;
+    // The summary counts the rows an earlier run finished, too.
+    for (status, n) in &opened.kept {
+        *outcome.counts.entry(*status).or_default() += n;
+    }
     // Every finished row is in the report now: the journal only matters after a hard kill.
     let _ = std::fs::remove_file(ledger::journal_path(&report_path));
 
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
-    say(
-        ctx,
-        &summary_text(title, &outcome, &opened.kept, Some(&report_path)),
-    );
+    say(ctx, &summary_text(title, &outcome, Some(&report_path)));
     if let Some(reason) = outcome.stopped {
         let why = match reason {
             StopReason::Unauthorized => "the server refused the credentials (401/403)",
@@ -205,7 +206,7 @@ pub async fn run(
         );
     }
     if let Some(path) = &job.summary_json {
-        write_summary_json(path, &outcome, &opened.kept, &report_path).exit_with(Exit::Usage)?;
+        write_summary_json(path, &outcome, &report_path).exit_with(Exit::Usage)?;
     }
     Ok(exit_code(&outcome, mode))
 }
@@ -421,20 +422,14 @@ fn confirm(changes: u64) -> Result<bool, Failure> {
 }
 
 /// The end-of-run summary: a small table a person reads at a glance.
-fn summary_text(
-    title: &str,
-    o: &Outcome,
-    kept: &HashMap<Status, u64>,
-    report: Option<&Path>,
-) -> String {
-    let count = |s: Status| o.count(s) + kept.get(&s).copied().unwrap_or(0);
+fn summary_text(title: &str, o: &Outcome, report: Option<&Path>) -> String {
     let mut text = format!("{title} finished in {:.1}s", o.elapsed.as_secs_f64());
     if let Some(r) = report {
         text.push_str(&format!(" (report: {})", r.display()));
     }
     for s in Status::ALL {
-        if count(s) > 0 {
-            text.push_str(&format!("\n  {:<13}{:>9}", s.as_str(), count(s)));
+        if o.count(s) > 0 {
+            text.push_str(&format!("\n  {:<13}{:>9}", s.as_str(), o.count(s)));
         }
     }
     if o.already_done > 0 {
@@ -453,19 +448,11 @@ fn summary_text(
     text
 }
 
-fn write_summary_json(
-    path: &Path,
-    o: &Outcome,
-    kept: &HashMap<Status, u64>,
-    report: &Path,
-) -> anyhow::Result<()> {
+fn write_summary_json(path: &Path, o: &Outcome, report: &Path) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let counts: serde_json::Map<String, serde_json::Value> = Status::ALL
         .iter()
-        .map(|s| {
-            let n = o.count(*s) + kept.get(s).copied().unwrap_or(0);
-            (s.as_str().to_owned(), n.into())
-        })
+        .map(|s| (s.as_str().to_owned(), o.count(*s).into()))
         .collect();
     let summary = serde_json::json!({
         "rows": o.rows,

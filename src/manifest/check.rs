@@ -210,11 +210,7 @@ fn check_uri(uri: &str) -> Result<(), String> {
     if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("uri `{uri}` contains white space"));
     }
-    let rest = uri
-        .strip_prefix("sips:")
-        .or_else(|| uri.strip_prefix("sip:"))
-        .unwrap_or(uri);
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let (rest, host) = crate::model::sip_address_parts(uri);
     if host.is_empty() || (!uri.starts_with("sip") && !rest.contains('@') && !host.contains('.')) {
         return Err(format!(
             "uri `{uri}` is not a SIP address (write `sip:pbx.example.com` or `user@pbx.example.com`)"

@@ -420,11 +420,7 @@ fn enum_list<T: for<'de> Deserialize<'de>>(
 }
 
 fn is_external(uri: &str) -> bool {
-    let rest = uri
-        .strip_prefix("sips:")
-        .or_else(|| uri.strip_prefix("sip:"))
-        .unwrap_or(uri);
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let (_, host) = crate::model::sip_address_parts(uri);
     let host = host
         .split([':', ';'])
         .next()
