@@ -5,10 +5,16 @@
 //! [`WriteClient`] wraps one and adds PATCH. The plan path is never handed a `WriteClient`.
 //!
 //! A 401 or 403 trips the client's abort token: every request after it fails at once
-//! without touching the network, so bad credentials are not hammered.
+//! without touching the network, so bad credentials are not hammered. A space that cannot
+//! be reached trips it too, through the [`Breaker`], once the outage budget is spent.
+//!
+//! Nothing the server says is believed unchecked: bodies are read against a size cap, a
+//! gateway answer must carry the id that was asked for and fields of sane size, and a
+//! write whose answer was lost is reported as such ([`ApiError::maybe_applied`]) instead of
+//! being sent again blind.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use backon::Retryable;
@@ -18,13 +24,20 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 use uuid::Uuid;
 
+use crate::breaker::{Breaker, Verdict};
 use crate::limiter::{Budget, Limiter};
-use crate::model::{GatewayFields, GatewayResource};
+use crate::model::{Encryption, GatewayFields, GatewayResource};
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use crate::secret::Credentials;
 
 /// The collection path under the space's base URL.
 pub const GATEWAYS_PATH: &str = "/api/fabric/resources/sip_gateways";
+
+/// The largest answer read for one gateway (GET, PATCH, and any error body): a real one is
+/// under 1 KiB.
+pub const MAX_GATEWAY_BODY: usize = 256 * 1024;
+/// The largest list page read: 1,000 gateways of about 600 bytes each, with room to spare.
+pub const MAX_PAGE_BODY: usize = 16 * 1024 * 1024;
 
 /// What the client needs to know.
 #[derive(Debug, Clone)]
@@ -65,10 +78,21 @@ pub enum ErrorKind {
     Server,
     /// Connection refused or dropped, timeout: outlived its retries.
     Transport,
-    /// A 2xx whose body is not the resource we expected.
+    /// A 2xx whose body is not the resource we expected (unreadable, too large, oversized
+    /// fields, or another gateway's id).
     BadResponse,
-    /// Not sent: the job was aborted (bad credentials elsewhere).
+    /// Not sent: the job was aborted (bad credentials, or the space unreachable).
     Aborted,
+}
+
+/// Why the client stopped sending anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbortCause {
+    /// 401 or 403.
+    Unauthorized,
+    /// Every connection failed for longer than the outage budget, or failed in a way no
+    /// retry fixes (a TLS certificate the client cannot trust).
+    Unreachable(String),
 }
 
 /// A failed request, with what a person needs to act on it. Never holds a secret.
@@ -82,11 +106,30 @@ pub struct ApiError {
     pub message: String,
     /// HTTP attempts this request made.
     pub attempts: u32,
+    /// A write that may have reached the server although no good answer came back (the
+    /// connection dropped after the request left, a timeout, a 5xx from a proxy, an answer
+    /// that could not be believed). Never retried blind: the caller reads the gateway first.
+    pub maybe_applied: bool,
     retry_after: Option<Duration>,
 }
 
 impl ApiError {
+    fn new(kind: ErrorKind, status: Option<u16>, code: &str, message: String) -> ApiError {
+        ApiError {
+            kind,
+            status,
+            code: code.to_owned(),
+            message,
+            attempts: 0,
+            maybe_applied: false,
+            retry_after: None,
+        }
+    }
+
     fn retryable(&self) -> bool {
+        if self.maybe_applied {
+            return false;
+        }
         match self.kind {
             ErrorKind::Transport => true,
             ErrorKind::Server => self.status.is_none_or(is_retryable_status),
@@ -110,6 +153,10 @@ struct Inner {
     retry: RetryPolicy,
     stats: Arc<RequestStats>,
     abort: CancellationToken,
+    abort_cause: OnceLock<AbortCause>,
+    breaker: Breaker,
+    /// The space as a person knows it, for messages: `https://acme.signalwire.com`.
+    space: String,
     rate_headers_logged: AtomicBool,
 }
 
@@ -160,6 +207,7 @@ impl ReadClient {
             .build()
             .map_err(|e| ClientBuildError(error_chain(&e)))?;
         let collection = join_path(&config.base_url, GATEWAYS_PATH)?;
+        let space = config.base_url.as_str().trim_end_matches('/').to_owned();
         Ok(ReadClient {
             inner: Arc::new(Inner {
                 http,
@@ -168,16 +216,42 @@ impl ReadClient {
                 retry: config.retry,
                 stats,
                 abort,
+                abort_cause: OnceLock::new(),
+                breaker: Breaker::new(
+                    config.retry.min_delay,
+                    config.retry.max_delay,
+                    config.retry.outage_budget,
+                ),
+                space,
                 rate_headers_logged: AtomicBool::new(false),
             }),
         })
     }
 
-    /// GET one gateway by its resource id.
+    /// Why the client stopped sending, once it has.
+    pub fn abort_cause(&self) -> Option<AbortCause> {
+        self.inner.abort_cause.get().cloned()
+    }
+
+    /// The space's base URL, for messages.
+    pub fn space(&self) -> &str {
+        &self.inner.space
+    }
+
+    fn abort_with(&self, cause: AbortCause) {
+        let _ = self.inner.abort_cause.set(cause);
+        self.inner.abort.cancel();
+    }
+
+    /// GET one gateway by its resource id. The answer must be that gateway.
     pub async fn get_gateway(&self, id: &Uuid) -> Result<Reply<GatewayResource>, ApiError> {
         let url = self.gateway_url(id);
-        let reply = self.call(Method::GET, url, None, Budget::Read).await?;
-        decode(reply)
+        let reply = self
+            .call(Method::GET, url, None, Budget::Read, MAX_GATEWAY_BODY)
+            .await?;
+        let reply: Reply<GatewayResource> = decode(reply)?;
+        check_gateway(&reply.value, Some(id)).map_err(|e| e.after(reply.attempts, reply.status))?;
+        Ok(reply)
     }
 
     /// The first page of the list, asking for `page_size` gateways a page.
@@ -187,19 +261,33 @@ impl ReadClient {
         url
     }
 
-    /// GET one page of the gateway list.
+    /// GET one page of the gateway list. Every gateway on it is checked like a GET answer.
     pub async fn list_page(&self, url: Url) -> Result<Reply<Page>, ApiError> {
-        let reply = self.call(Method::GET, url, None, Budget::Read).await?;
-        decode(reply)
+        let reply = self
+            .call(Method::GET, url, None, Budget::Read, MAX_PAGE_BODY)
+            .await?;
+        let reply: Reply<Page> = decode(reply)?;
+        for gateway in &reply.value.data {
+            check_gateway(gateway, None).map_err(|e| e.after(reply.attempts, reply.status))?;
+        }
+        Ok(reply)
     }
 
     /// Resolves a `links.next` (absolute URL or path) against the space. A link to another
-    /// scheme, host or port is refused: the credentials must never leave for another host.
+    /// scheme, host or port, or one carrying a user name or password, is refused: the
+    /// credentials must never leave for another host or be replaced by the server's.
     pub fn resolve_link(&self, next: &str) -> Result<Url, String> {
         let base = &self.inner.collection;
+        let shown = crate::inert::text(next, 200);
         let url = base
             .join(next)
-            .map_err(|e| format!("`links.next` {next:?} is not a URL: {e}"))?;
+            .map_err(|e| format!("`links.next` {shown} is not a URL: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "`links.next` {shown} carries a user name or password: refused, so the \
+                 credentials are never replaced by the server's"
+            ));
+        }
         if url.scheme() != base.scheme()
             || url.host_str() != base.host_str()
             || url.port_or_known_default() != base.port_or_known_default()
@@ -208,7 +296,7 @@ impl ReadClient {
                 "`links.next` points to {}://{} but the space is {}://{}: refused, so the \
                  credentials do not leave for another host",
                 url.scheme(),
-                url.host_str().unwrap_or(""),
+                crate::inert::text(url.host_str().unwrap_or(""), 100),
                 base.scheme(),
                 base.host_str().unwrap_or("")
             ));
@@ -233,16 +321,24 @@ impl ReadClient {
         url: Url,
         body: Option<Vec<u8>>,
         budget: Budget,
+        max_body: usize,
     ) -> Result<Reply<bytes_body::Body>, ApiError> {
         let inner = &self.inner;
         let attempts = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
         let attempt = || async {
             if inner.abort.is_cancelled() {
-                return Err(aborted(attempts.load(Ordering::Relaxed)));
+                return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }
+            // While the space is failing, one request at a time probes it.
+            let _probe = if inner.breaker.is_open() {
+                Some(inner.breaker.probe().await)
+            } else {
+                None
+            };
             inner.limiter.acquire(budget).await;
             if inner.abort.is_cancelled() {
-                return Err(aborted(attempts.load(Ordering::Relaxed)));
+                return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
             inner.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -252,14 +348,21 @@ impl ReadClient {
             if budget == Budget::Write {
                 inner.stats.writes.fetch_add(1, Ordering::Relaxed);
             }
-            self.send_once(method.clone(), url.clone(), body.clone(), n)
-                .await
+            let result = self
+                .send_once(method.clone(), url.clone(), body.clone(), n, max_body)
+                .await;
+            self.note_reachability(&result);
+            result
         };
         attempt
             .retry(inner.retry.backoff())
             .sleep(tokio::time::sleep)
             .when(ApiError::retryable)
-            .adjust(|err: &ApiError, backoff| inner.retry.next_delay(err.retry_after, backoff))
+            .adjust(|err: &ApiError, backoff| {
+                inner
+                    .retry
+                    .next_delay(err.retry_after, backoff, started.elapsed())
+            })
             .notify(|err: &ApiError, wait: Duration| {
                 if err.status == Some(429) {
                     // Throttled: everyone waits, not just this worker.
@@ -276,24 +379,72 @@ impl ReadClient {
             .await
     }
 
+    /// Feeds the breaker: any answer closes it; a failed connection pauses everyone or,
+    /// past the outage budget (or on a TLS failure, which no retry fixes), stops the job.
+    fn note_reachability(&self, result: &Result<Reply<bytes_body::Body>, ApiError>) {
+        let inner = &self.inner;
+        let err = match result {
+            Ok(_) => return inner.breaker.on_answer(),
+            Err(e) if e.kind == ErrorKind::Transport => e,
+            Err(e) if e.kind == ErrorKind::Aborted => return,
+            Err(_) => return inner.breaker.on_answer(),
+        };
+        if err.code == "tls" {
+            tracing::error!(space = %inner.space, "cannot reach the space: {}", err.message);
+            return self.abort_with(AbortCause::Unreachable(err.message.clone()));
+        }
+        match inner.breaker.on_failure() {
+            Verdict::Pause(wait) => inner.limiter.pause_for(wait),
+            Verdict::GiveUp { failing_for } => {
+                let why = format!(
+                    "every connection to {} failed for {}s (last: {})",
+                    inner.space,
+                    failing_for.as_secs(),
+                    err.message
+                );
+                if inner.abort_cause.get().is_none() {
+                    tracing::error!("cannot reach the space: {why}");
+                }
+                self.abort_with(AbortCause::Unreachable(why));
+            }
+        }
+    }
+
+    fn aborted(&self, attempts: u32) -> ApiError {
+        let message = match self.inner.abort_cause.get() {
+            Some(AbortCause::Unreachable(_)) => {
+                "not sent: the job stopped because the space could not be reached"
+            }
+            _ => "not sent: the job stopped after the server refused the credentials",
+        };
+        ApiError {
+            attempts,
+            ..ApiError::new(ErrorKind::Aborted, None, "aborted", message.into())
+        }
+    }
+
     async fn send_once(
         &self,
         method: Method,
         url: Url,
         body: Option<Vec<u8>>,
         attempt: u32,
+        max_body: usize,
     ) -> Result<Reply<bytes_body::Body>, ApiError> {
         let inner = &self.inner;
+        let write = method != Method::GET;
         let mut request = inner.http.request(method, url);
         if let Some(body) = body {
             request = request
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(&e, attempt))?;
+        let response = request.send().await.map_err(|e| {
+            let mut err = transport_error(&e, attempt);
+            // A request that never connected was never sent; anything later may have been.
+            err.maybe_applied = write && !e.is_connect();
+            err
+        })?;
         let status = response.status();
         self.log_rate_headers(response.headers());
         let retry_after = response
@@ -301,10 +452,13 @@ impl ReadClient {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let bytes = response
-            .bytes()
+        let bytes = read_capped(response, max_body, attempt)
             .await
-            .map_err(|e| transport_error(&e, attempt))?;
+            .map_err(|mut err| {
+                err.status = Some(status.as_u16());
+                err.maybe_applied = write && status != StatusCode::TOO_MANY_REQUESTS;
+                err
+            })?;
         if status.is_success() {
             return Ok(Reply {
                 value: bytes_body::Body(bytes),
@@ -314,7 +468,7 @@ impl ReadClient {
         }
         let kind = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                inner.abort.cancel();
+                self.abort_with(AbortCause::Unauthorized);
                 ErrorKind::Unauthorized
             }
             StatusCode::NOT_FOUND => ErrorKind::NotFound,
@@ -323,12 +477,11 @@ impl ReadClient {
         };
         let (code, message) = parse_error_body(status, &bytes);
         Err(ApiError {
-            kind,
-            status: Some(status.as_u16()),
-            code,
-            message,
             attempts: attempt,
+            // A 5xx may come from a proxy after the server applied the write.
+            maybe_applied: write && status.is_server_error(),
             retry_after,
+            ..ApiError::new(kind, Some(status.as_u16()), &code, message)
         })
     }
 
@@ -357,6 +510,12 @@ impl WriteClient {
         WriteClient { read }
     }
 
+    /// Attempts one request may make: also how many PATCHes one row may send, each after
+    /// a read proved the one before did not land.
+    pub fn max_attempts(&self) -> u32 {
+        self.read.inner.retry.max_attempts.max(1)
+    }
+
     /// PATCH a gateway with all five fields. Refuses (without sending) a body that lacks
     /// one: live spaces validate PATCH as a full replacement.
     pub async fn update_gateway(
@@ -366,33 +525,39 @@ impl WriteClient {
     ) -> Result<Reply<GatewayResource>, ApiError> {
         let missing = fields.missing();
         if !missing.is_empty() {
-            return Err(ApiError {
-                kind: ErrorKind::Rejected,
-                status: None,
-                code: "incomplete_body".into(),
-                message: format!(
+            return Err(ApiError::new(
+                ErrorKind::Rejected,
+                None,
+                "incomplete_body",
+                format!(
                     "not sent: the gateway has no {} and the manifest does not set it \
                      (a PATCH must carry all five fields)",
                     missing.join(", ")
                 ),
-                attempts: 0,
-                retry_after: None,
-            });
+            ));
         }
-        let body = serde_json::to_vec(fields).map_err(|e| ApiError {
-            kind: ErrorKind::Rejected,
-            status: None,
-            code: "encode".into(),
-            message: e.to_string(),
-            attempts: 0,
-            retry_after: None,
-        })?;
+        let body = serde_json::to_vec(fields)
+            .map_err(|e| ApiError::new(ErrorKind::Rejected, None, "encode", e.to_string()))?;
         let url = self.read.gateway_url(id);
         let reply = self
             .read
-            .call(Method::PATCH, url, Some(body), Budget::Write)
+            .call(
+                Method::PATCH,
+                url,
+                Some(body),
+                Budget::Write,
+                MAX_GATEWAY_BODY,
+            )
             .await?;
-        decode(reply)
+        // A 2xx was sent back: the write reached the server, whatever the body says.
+        let applied = |mut e: ApiError| {
+            e.maybe_applied = true;
+            e
+        };
+        let reply: Reply<GatewayResource> = decode(reply).map_err(applied)?;
+        check_gateway(&reply.value, Some(id))
+            .map_err(|e| applied(e.after(reply.attempts, reply.status)))?;
+        Ok(reply)
     }
 }
 
@@ -425,30 +590,142 @@ fn decode<T: serde::de::DeserializeOwned>(
             status: reply.status,
             attempts: reply.attempts,
         }),
-        Err(e) => Err(ApiError {
-            kind: ErrorKind::BadResponse,
-            status: Some(reply.status),
-            code: "bad_response".into(),
-            message: format!("the server's answer is not a gateway: {e}"),
-            attempts: reply.attempts,
-            retry_after: None,
-        }),
+        Err(e) => Err(ApiError::new(
+            ErrorKind::BadResponse,
+            None,
+            "bad_response",
+            format!(
+                "the server's answer is not what was asked for: {}",
+                crate::inert::text(&e.to_string(), 200)
+            ),
+        )
+        .after(reply.attempts, reply.status)),
     }
 }
 
-fn aborted(attempts: u32) -> ApiError {
-    ApiError {
-        kind: ErrorKind::Aborted,
-        status: None,
-        code: "aborted".into(),
-        message: "not sent: the job stopped after the server refused the credentials".into(),
-        attempts,
-        retry_after: None,
+impl ApiError {
+    /// Stamps a check's error with the reply it was about.
+    fn after(mut self, attempts: u32, status: u16) -> ApiError {
+        self.attempts = attempts;
+        self.status = Some(status);
+        self
     }
+}
+
+/// Longest `name` and `uri` believed from the server, in bytes.
+pub const MAX_TEXT_FIELD: usize = 1024;
+/// Most entries believed in `ciphers` or `codecs`, and the longest entry.
+pub const MAX_LIST_FIELD: usize = 64;
+
+/// A gateway answer is believed only when it is the one asked for and its fields are of a
+/// sane size (a hostile server must not fill plans, reports and memory).
+fn check_gateway(gateway: &GatewayResource, asked: Option<&Uuid>) -> Result<(), ApiError> {
+    let bad = |code: &str, message: String| {
+        Err(ApiError::new(ErrorKind::BadResponse, None, code, message))
+    };
+    if let Some(asked) = asked
+        && Uuid::try_parse(&gateway.id).ok().as_ref() != Some(asked)
+    {
+        return bad(
+            "id_mismatch",
+            format!(
+                "the server answered for gateway {} instead of {}: not believed, nothing \
+                 written",
+                crate::inert::text(&gateway.id, 64),
+                asked.hyphenated()
+            ),
+        );
+    }
+    let f = &gateway.sip_gateway;
+    let long_text = [("name", &f.name), ("uri", &f.uri)]
+        .into_iter()
+        .find(|(_, v)| v.len() > MAX_TEXT_FIELD);
+    if let Some((field, value)) = long_text {
+        return bad(
+            "oversized_field",
+            format!(
+                "the server's `{field}` is {} bytes (at most {MAX_TEXT_FIELD} are believed)",
+                value.len()
+            ),
+        );
+    }
+    let lists = [
+        (
+            "ciphers",
+            f.ciphers
+                .iter()
+                .map(|c| c.as_str().len())
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "codecs",
+            f.codecs.iter().map(|c| c.as_str().len()).collect(),
+        ),
+    ];
+    for (field, lens) in lists {
+        if lens.len() > MAX_LIST_FIELD || lens.iter().any(|l| *l > MAX_LIST_FIELD) {
+            return bad(
+                "oversized_field",
+                format!(
+                    "the server's `{field}` has {} entries or one longer than {MAX_LIST_FIELD} \
+                     bytes: not believed",
+                    lens.len()
+                ),
+            );
+        }
+    }
+    if let Some(Encryption::Other(e)) = &f.encryption
+        && e.len() > MAX_LIST_FIELD
+    {
+        return bad(
+            "oversized_field",
+            format!(
+                "the server's `encryption` is {} bytes: not believed",
+                e.len()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Reads a body chunk by chunk against `cap`: a server cannot make us hold more.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+    attempt: u32,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = |what: String| ApiError {
+        attempts: attempt,
+        ..ApiError::new(
+            ErrorKind::BadResponse,
+            None,
+            "body_too_large",
+            format!("the server's answer is {what}, more than the {cap} bytes read at most"),
+        )
+    };
+    if let Some(len) = response.content_length()
+        && len > cap as u64
+    {
+        return Err(too_large(format!("{len} bytes")));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(&e, attempt))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large("longer".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn transport_error(err: &reqwest::Error, attempt: u32) -> ApiError {
-    let code = if err.is_timeout() {
+    let code = if is_tls_failure(err) {
+        "tls"
+    } else if err.is_timeout() {
         "timeout"
     } else if err.is_connect() {
         "connect"
@@ -456,13 +733,35 @@ fn transport_error(err: &reqwest::Error, attempt: u32) -> ApiError {
         "transport"
     };
     ApiError {
-        kind: ErrorKind::Transport,
-        status: None,
-        code: code.into(),
-        message: error_chain(err),
         attempts: attempt,
-        retry_after: None,
+        ..ApiError::new(
+            ErrorKind::Transport,
+            None,
+            code,
+            crate::inert::text(&error_chain(err), 300),
+        )
     }
+}
+
+/// A TLS failure (an untrusted certificate, a peer that does not speak TLS): no retry
+/// fixes it. Found by type anywhere in the error's causes, never by its text.
+pub fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        // tokio-rustls hands rustls' error over inside an io::Error.
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// An error and its causes on one line, the way `{:#}` prints an anyhow chain.
@@ -481,7 +780,18 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// SignalWire's error shapes, read loosely: `errors[]` (422), then `error`, then raw text.
+/// Both parts are inert (control characters escaped, length capped): they reach the report,
+/// the plan and the log.
 pub fn parse_error_body(status: StatusCode, body: &[u8]) -> (String, String) {
+    let fallback_code = format!("http_{}", status.as_u16());
+    let (code, message) = parse_error_shape(status, body, fallback_code);
+    (
+        crate::inert::text(&code, 64),
+        crate::inert::text(&message, 500),
+    )
+}
+
+fn parse_error_shape(status: StatusCode, body: &[u8], fallback_code: String) -> (String, String) {
     #[derive(serde::Deserialize)]
     struct Entry {
         code: Option<String>,
@@ -493,7 +803,6 @@ pub fn parse_error_body(status: StatusCode, body: &[u8]) -> (String, String) {
         errors: Option<Vec<Entry>>,
         error: Option<serde_json::Value>,
     }
-    let fallback_code = format!("http_{}", status.as_u16());
     if let Ok(shape) = serde_json::from_slice::<Shape>(body) {
         if let Some(errors) = shape.errors.filter(|e| !e.is_empty()) {
             let code = errors[0].code.clone().unwrap_or(fallback_code);

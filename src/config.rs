@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::export::PagingLimits;
 use crate::report::ReportFormat;
 use crate::retry::RetryPolicy;
 use crate::secret::{Credentials, Secret};
@@ -53,6 +54,10 @@ pub struct FileConfig {
     pub max_attempts: Option<u32>,
     pub max_retry_secs: Option<u64>,
     pub retry_after_cap_secs: Option<u64>,
+    pub outage_budget_secs: Option<u64>,
+    pub max_pages: Option<u64>,
+    pub max_list_gateways: Option<u64>,
+    pub max_list_secs: Option<u64>,
 }
 
 /// Values from flags (clap has already merged in their environment variables).
@@ -80,6 +85,7 @@ pub struct Settings {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
+    pub paging: PagingLimits,
 }
 
 /// A setting that is missing or wrong: exit 64.
@@ -140,6 +146,19 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Settings, ConfigE
     if let Some(s) = file.retry_after_cap_secs {
         retry.retry_after_cap = Duration::from_secs(s);
     }
+    if let Some(s) = file.outage_budget_secs {
+        retry.outage_budget = Duration::from_secs(s);
+    }
+    let mut paging = PagingLimits::default();
+    if let Some(n) = file.max_pages {
+        paging.max_pages = n;
+    }
+    if let Some(n) = file.max_list_gateways {
+        paging.max_gateways = n;
+    }
+    if let Some(s) = file.max_list_secs {
+        paging.max_time = Duration::from_secs(s);
+    }
     Ok(Settings {
         base_url,
         concurrency,
@@ -156,6 +175,7 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Settings, ConfigE
                 .unwrap_or(defaults::CONNECT_TIMEOUT_SECS),
         ),
         retry,
+        paging,
     })
 }
 
@@ -358,6 +378,10 @@ mod example_file {
             "max_attempts",
             "max_retry_secs",
             "retry_after_cap_secs",
+            "outage_budget_secs",
+            "max_pages",
+            "max_list_gateways",
+            "max_list_secs",
         ] {
             assert!(
                 text.contains(&format!("{key}:")),

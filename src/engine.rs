@@ -11,9 +11,17 @@
 //! reader. Plan, apply, canary (`limit`) and resume are parameters of this one loop: apply
 //! has a [`WriteClient`], plan does not.
 //!
-//! Stopping: the client trips `abort` on 401/403 (no request after it); `stop` is tripped
-//! by an interrupt or the error budget (no new row starts; rows in flight finish). Either
-//! way the rows not started are reported `skipped` with the reason.
+//! Stopping: the client trips `abort` on 401/403 or an unreachable space (no request after
+//! it); `stop` is tripped by an interrupt, the error budget or a report/journal that cannot
+//! be written (no new row starts; rows in flight finish). Either way the rows not started
+//! are reported `skipped` with the reason. A dead report writer never leaves the others
+//! waiting: it stops the job and keeps draining the channel.
+//!
+//! Writes are never retried blind: when a PATCH may have reached the server but no good
+//! answer came back, the gateway is read first; already as desired means `updated` (with
+//! the original `before`), otherwise the PATCH goes again. A row whose outcome stays
+//! unknown ends `failed` with `error_code` `write_unknown` and its `before`, and its
+//! journal entry is kept until a later run settles it.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -25,12 +33,12 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::client::{ApiError, ErrorKind, ReadClient, RequestStats, WriteClient};
+use crate::client::{AbortCause, ApiError, ErrorKind, ReadClient, RequestStats, WriteClient};
 use crate::diff::{differing, merge};
 use crate::ledger::{IdSet, Journal};
 use crate::manifest::{Manifest, ManifestError, Row};
 use crate::model::GatewayFields;
-use crate::report::{ReportWriter, RowRecord, Status};
+use crate::report::{ReportWriter, RowRecord, Status, WRITE_UNKNOWN};
 use crate::shard::Shard;
 
 /// Sees each record after it reaches the report (plan display, progress, stats lines).
@@ -82,10 +90,14 @@ pub struct Job {
 pub enum StopReason {
     /// The server refused the credentials (401/403).
     Unauthorized,
+    /// The space could not be reached for longer than the outage budget (or TLS failed).
+    Unreachable,
     /// `--max-errors` was reached.
     ErrorBudget,
     /// SIGINT or SIGTERM.
     Interrupted,
+    /// The report or the journal could not be written (disk full, I/O error).
+    LedgerFailed,
 }
 
 impl StopReason {
@@ -94,6 +106,15 @@ impl StopReason {
             StopReason::Unauthorized => (
                 "aborted",
                 "not attempted: the job stopped after the server refused the credentials",
+            ),
+            StopReason::Unreachable => (
+                "unreachable",
+                "not attempted: the job stopped because the space could not be reached",
+            ),
+            StopReason::LedgerFailed => (
+                "ledger",
+                "not attempted: the job stopped because its report or journal could not be \
+                 written",
             ),
             StopReason::ErrorBudget => (
                 "max_errors",
@@ -119,6 +140,13 @@ pub struct Outcome {
     pub retries: u64,
     pub writes: u64,
     pub stopped: Option<StopReason>,
+    /// Rows that may have been written although no answer said so (`write_unknown`).
+    pub possibly_written: u64,
+    /// Ids whose before-value only the journal holds safely (possibly written, not
+    /// settled): the journal keeps them when the run ends.
+    pub unsettled: Vec<u128>,
+    /// Why the space was unreachable, or why the report could not be written.
+    pub stop_detail: Option<String>,
 }
 
 impl Outcome {
@@ -158,6 +186,10 @@ struct Stopper {
     abort: CancellationToken,
     stop: CancellationToken,
     reason: OnceLock<StopReason>,
+    /// Why the report or journal failed: the path and the cause.
+    ledger_fault: OnceLock<String>,
+    /// The client, which knows why it aborted.
+    client: ReadClient,
 }
 
 impl Stopper {
@@ -165,7 +197,10 @@ impl Stopper {
         if let Some(r) = self.reason.get() {
             Some(*r)
         } else if self.abort.is_cancelled() {
-            Some(StopReason::Unauthorized)
+            Some(match self.client.abort_cause() {
+                Some(AbortCause::Unreachable(_)) => StopReason::Unreachable,
+                _ => StopReason::Unauthorized,
+            })
         } else if self.stop.is_cancelled() {
             Some(StopReason::Interrupted)
         } else {
@@ -176,6 +211,14 @@ impl Stopper {
     fn stop(&self, reason: StopReason) {
         let _ = self.reason.set(reason);
         self.stop.cancel();
+    }
+
+    /// The report or journal cannot be written: stop at once, say why once.
+    fn ledger_failed(&self, what: String) {
+        if self.ledger_fault.set(what.clone()).is_ok() {
+            tracing::error!("{what}: stopping; rows in flight finish");
+        }
+        self.stop(StopReason::LedgerFailed);
     }
 
     fn skipped(&self, seq: u64, line: u64, id: String) -> RowRecord {
@@ -195,6 +238,7 @@ struct Shared {
     writes_started: AtomicU64,
     journal: Option<Journal>,
     recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
+    stats: Arc<RequestStats>,
 }
 
 /// Runs the job to the end and returns its counts.
@@ -219,19 +263,22 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
     } = job;
     let concurrency = concurrency.max(1);
     let shared = Arc::new(Shared {
-        reader,
-        writer,
         stopper: Stopper {
             abort,
             stop,
             reason: OnceLock::new(),
+            ledger_fault: OnceLock::new(),
+            client: reader.clone(),
         },
+        reader,
+        writer,
         max_errors,
         errors: AtomicU64::new(0),
         limit,
         writes_started: AtomicU64::new(0),
         journal,
         recovered,
+        stats: Arc::clone(&stats),
     });
     let (row_tx, row_rx) = mpsc::channel::<Row>((concurrency * 4).max(256));
     let (record_tx, mut record_rx) = mpsc::channel::<Event>(1024);
@@ -240,43 +287,64 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
     // waiting, then flushes before it waits again: every finished row reaches the file
     // within one batch (never more than 256 rows, and at once when the job is quiet),
     // without a write system call per row when rows finish by the thousand.
-    let write_task = tokio::task::spawn_blocking(move || {
-        let mut counts: HashMap<Status, u64> = HashMap::new();
-        let mut handle = |report: &mut ReportWriter, event: Event| -> Result<(), JobError> {
-            match event {
-                Event::Record(record) => {
-                    report.write(&record).map_err(JobError::Report)?;
-                    *counts.entry(record.status).or_default() += 1;
-                    if let Some(o) = observer.as_mut() {
-                        o.record(&record);
+    let write_task = {
+        let shared = Arc::clone(&shared);
+        tokio::task::spawn_blocking(move || {
+            let mut tally = Tally::default();
+            let mut alive = true;
+            let mut handle = |report: &mut ReportWriter, event: Event| -> std::io::Result<()> {
+                match event {
+                    Event::Record(record) => {
+                        report.write(&record)?;
+                        tally.count(&record);
+                        if let Some(o) = observer.as_mut() {
+                            o.record(&record);
+                        }
+                    }
+                    Event::Passed(seq) => {
+                        if let Some(o) = observer.as_mut() {
+                            o.passed(seq);
+                        }
                     }
                 }
-                Event::Passed(seq) => {
-                    if let Some(o) = observer.as_mut() {
-                        o.passed(seq);
+                Ok(())
+            };
+            while let Some(event) = record_rx.blocking_recv() {
+                if !alive {
+                    // The report is dead: keep draining so no one waits on us forever.
+                    continue;
+                }
+                let mut written = handle(&mut report, event);
+                let mut batch = 1;
+                while batch < 256 && written.is_ok() {
+                    match record_rx.try_recv() {
+                        Ok(event) => written = handle(&mut report, event),
+                        Err(_) => break,
                     }
+                    batch += 1;
+                }
+                if let Err(e) = written.and_then(|()| report.flush()) {
+                    alive = false;
+                    shared.stopper.ledger_failed(format!(
+                        "cannot write report {}: {e}",
+                        report.path().display()
+                    ));
+                    continue;
+                }
+                if batch < 16 {
+                    // Rows are trickling in: let a few gather rather than wake for each one.
+                    std::thread::sleep(Duration::from_millis(2));
                 }
             }
-            Ok(())
-        };
-        while let Some(event) = record_rx.blocking_recv() {
-            handle(&mut report, event)?;
-            let mut batch = 1;
-            while batch < 256 {
-                match record_rx.try_recv() {
-                    Ok(event) => handle(&mut report, event)?,
-                    Err(_) => break,
-                }
-                batch += 1;
+            let path = report.path().to_owned();
+            if alive && let Err(e) = report.close() {
+                shared
+                    .stopper
+                    .ledger_failed(format!("cannot write report {}: {e}", path.display()));
             }
-            report.flush().map_err(JobError::Report)?;
-            if batch < 16 {
-                // Rows are trickling in: let a few gather rather than wake for each one.
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-        Ok::<_, JobError>(counts)
-    });
+            tally
+        })
+    };
 
     // The reader: checks rows and feeds the workers; invalid rows go straight to the report.
     let read_task = {
@@ -352,6 +420,7 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
                 // it is logged; with -v, every retry and row log line carries it.
                 let span = tracing::debug_span!("row", line = row.line, id = %row.id);
                 let record = reconcile(&row, &shared).instrument(span).await;
+                let record = keep_possible_write(record, &row, &shared);
                 if matches!(record.status, Status::Failed | Status::Mismatch)
                     && let Some(max) = shared.max_errors
                     && shared.errors.fetch_add(1, Ordering::Relaxed) + 1 >= max
@@ -372,22 +441,83 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
     for w in workers {
         w.await.map_err(|e| JobError::Internal(e.to_string()))?;
     }
-    let counts = write_task
+    let tally = write_task
         .await
-        .map_err(|e| JobError::Internal(e.to_string()))??;
-    let (read_stats, already_done, other_shards) = read_result?;
+        .map_err(|e| JobError::Internal(e.to_string()))?;
+    let stopped = shared.stopper.reason();
+    // A dead report can leave the reader's last send unread: that is not the manifest's
+    // fault, so the ledger's error is the one to report.
+    let (read_stats, already_done, other_shards) = match read_result {
+        Ok(r) => r,
+        Err(_) if stopped == Some(StopReason::LedgerFailed) => Default::default(),
+        Err(e) => return Err(e.into()),
+    };
+    let stop_detail = match stopped {
+        Some(StopReason::LedgerFailed) => shared.stopper.ledger_fault.get().cloned(),
+        Some(StopReason::Unreachable) => match shared.reader.abort_cause() {
+            Some(AbortCause::Unreachable(why)) => Some(why),
+            _ => None,
+        },
+        _ => None,
+    };
 
     Ok(Outcome {
         rows: read_stats.rows,
         already_done,
         other_shards,
-        counts,
+        counts: tally.counts,
         elapsed: started.elapsed(),
         requests: stats.requests.load(Ordering::Relaxed),
         retries: stats.retries.load(Ordering::Relaxed),
         writes: stats.writes.load(Ordering::Relaxed),
-        stopped: shared.stopper.reason(),
+        stopped,
+        possibly_written: tally.unsettled.len() as u64,
+        unsettled: tally.unsettled,
+        stop_detail,
     })
+}
+
+/// What the writer counts as records reach the report.
+#[derive(Default)]
+struct Tally {
+    counts: HashMap<Status, u64>,
+    unsettled: Vec<u128>,
+}
+
+impl Tally {
+    fn count(&mut self, record: &RowRecord) {
+        *self.counts.entry(record.status).or_default() += 1;
+        if record.error_code == WRITE_UNKNOWN
+            && let Ok(id) = uuid::Uuid::try_parse(&record.id)
+        {
+            self.unsettled.push(id.as_u128());
+        }
+    }
+}
+
+/// A row an earlier run may have written (its before-value recovered from the journal)
+/// that this run did not settle (skipped, or failed before it could tell) stays marked
+/// `write_unknown` with that before-value: the report alone still undoes it.
+fn keep_possible_write(mut record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
+    let settled = !matches!(record.status, Status::Skipped | Status::Failed);
+    if settled || record.error_code == WRITE_UNKNOWN {
+        return record;
+    }
+    let Some(before) = shared
+        .recovered
+        .as_ref()
+        .and_then(|r| r.get(&row.id.as_u128()))
+    else {
+        return record;
+    };
+    record.error = format!(
+        "possibly written by an earlier run whose answer was lost, and not settled now: {}",
+        record.error
+    );
+    record.status = Status::Failed;
+    record.error_code = WRITE_UNKNOWN.into();
+    record.before = Some(before.clone());
+    record
 }
 
 /// One row: read, diff, and write when it differs (and a writer was given).
@@ -450,30 +580,106 @@ async fn reconcile(row: &Row, shared: &Shared) -> RowRecord {
     if let (Some(journal), Some(before)) = (shared.journal.as_ref(), record.before.as_ref())
         && let Err(e) = journal.record(&row.id, before)
     {
-        record.error_code = "journal".into();
-        record.error = format!("not sent: cannot write the journal: {e}");
-        return finish(record);
+        shared.stopper.ledger_failed(format!(
+            "cannot write journal {}: {e}",
+            journal.path().display()
+        ));
+        return finish(
+            shared
+                .stopper
+                .skipped(row.seq, row.line, row.id.hyphenated().to_string()),
+        );
     }
-    match writer.update_gateway(&row.id, &desired).await {
-        Ok(reply) => {
-            record.attempts += reply.attempts;
-            record.http_status = Some(reply.status);
-            let answered = reply.value.sip_gateway;
-            let differs = differing(&desired, &answered);
-            if differs.is_empty() {
-                record.status = Status::Updated;
-            } else {
-                record.status = Status::Mismatch;
-                record.error_code = "mismatch".into();
-                record.error = format!(
-                    "the server's answer differs from what was sent in: {}",
-                    differs.to_string().replace(';', ", ")
-                );
-            }
-            record.after = Some(answered);
-            finish(record)
+    // The undo value is the gateway as it was before any run touched it.
+    if let Some(original) = shared
+        .recovered
+        .as_ref()
+        .and_then(|r| r.get(&row.id.as_u128()))
+    {
+        record.before = Some(original.clone());
+    }
+    finish(write_checked(record, row, shared, writer, desired).await)
+}
+
+/// PATCHes a row's gateway, reading it back whenever a PATCH may have landed without an
+/// answer, so no PATCH is ever sent blind a second time. At most `max_attempts` PATCHes,
+/// each after a read that proved the one before did not land. The read-back and the PATCH
+/// sent again count as retries in the summary.
+async fn write_checked(
+    mut record: RowRecord,
+    row: &Row,
+    shared: &Shared,
+    writer: &WriteClient,
+    mut desired: GatewayFields,
+) -> RowRecord {
+    let rounds_allowed = writer.max_attempts();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        if rounds > 1 {
+            shared.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        Err(err) => finish(failed(record, err, &shared.stopper)),
+        let err = match writer.update_gateway(&row.id, &desired).await {
+            Ok(reply) => {
+                record.attempts += reply.attempts;
+                record.http_status = Some(reply.status);
+                let answered = reply.value.sip_gateway;
+                let differs = differing(&desired, &answered);
+                if differs.is_empty() {
+                    record.status = Status::Updated;
+                } else {
+                    record.status = Status::Mismatch;
+                    record.error_code = "mismatch".into();
+                    record.error = format!(
+                        "the server's answer differs from what was sent in: {}",
+                        differs.to_string().replace(';', ", ")
+                    );
+                }
+                record.after = Some(answered);
+                return record;
+            }
+            Err(err) if err.maybe_applied => err,
+            Err(err) => return failed(record, err, &shared.stopper),
+        };
+        record.attempts += err.attempts;
+        record.http_status = err.status;
+        tracing::debug!(
+            code = %err.code,
+            "the PATCH may have landed: reading the gateway before anything else"
+        );
+        shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+        let now = match shared.reader.get_gateway(&row.id).await {
+            Ok(reply) => {
+                record.attempts += reply.attempts;
+                reply.value.sip_gateway
+            }
+            Err(read_err) => {
+                record.attempts += read_err.attempts;
+                record.status = Status::Failed;
+                record.error_code = WRITE_UNKNOWN.into();
+                record.error = format!(
+                    "the PATCH may have been applied: {} ({}); reading the gateway back \
+                     failed too: {}",
+                    err.message, err.code, read_err.message
+                );
+                return record;
+            }
+        };
+        if differing(&desired, &now).is_empty() {
+            // It landed; only the answer was lost.
+            record.status = Status::Updated;
+            record.after = Some(now);
+            return record;
+        }
+        if rounds >= rounds_allowed {
+            // The read proves the last PATCH did not land: a plain failure.
+            let mut err = err;
+            err.attempts = 0;
+            return failed(record, err, &shared.stopper);
+        }
+        // It did not land: send it again, merged with what is there now.
+        desired = merge(&now, &row.desired);
+        record.changed_fields = differing(&now, &desired);
     }
 }
 

@@ -111,6 +111,7 @@ impl IdSet {
 /// before-value that `rollback` needs.
 #[derive(Clone)]
 pub struct Journal {
+    path: PathBuf,
     file: Arc<Mutex<File>>,
 }
 
@@ -121,6 +122,11 @@ struct JournalLine {
 }
 
 impl Journal {
+    /// The journal's file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Appends one before-value and hands it to the OS before returning.
     pub fn record(&self, id: &uuid::Uuid, before: &GatewayFields) -> io::Result<()> {
         let mut line = serde_json::to_vec(&JournalLine {
@@ -217,10 +223,18 @@ impl Ledger {
         };
         let format = report::detect_format(&self.report).map_err(io_err(&self.report))?;
         let tmp = self.report.with_extension("rewrite.tmp");
+        // Whatever fails below (a full disk), the half-written copy does not stay behind.
+        let _cleanup = RemoveOnDrop(&tmp);
         let mut writer = ReportWriter::create(&tmp, format).map_err(io_err(&tmp))?;
         let mut done = Vec::new();
         let mut kept: HashMap<Status, u64> = HashMap::new();
+        let mut possibly_written = Vec::new();
         report::for_each_record(&self.report, |r| {
+            if r.error_code == report::WRITE_UNKNOWN
+                && let (Some(before), Ok(id)) = (&r.before, uuid::Uuid::try_parse(&r.id))
+            {
+                possibly_written.push((id.as_u128(), before.clone()));
+            }
             let finished = matches!(r.status, Status::Updated | Status::Unchanged);
             // One line per id by construction: a manifest's duplicate ids are invalid rows.
             if let (true, Ok(id)) = (finished, uuid::Uuid::try_parse(&r.id)) {
@@ -242,7 +256,10 @@ impl Ledger {
             .map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &self.report).map_err(io_err(&self.report))?;
         let writer = ReportWriter::append(&self.report, format).map_err(io_err(&self.report))?;
-        let recovered = self.recovered(&done)?;
+        let mut recovered = self.recovered(&done)?;
+        for (id, before) in possibly_written {
+            recovered.entry(id).or_insert(before);
+        }
         Ok(Opened {
             writer,
             journal: self.journal(false)?,
@@ -253,21 +270,30 @@ impl Ledger {
         })
     }
 
-    /// The journal, emptied for a new run or kept for a resumed one.
+    /// The journal, emptied for a new run or kept for a resumed one. A kept journal whose
+    /// last entry was torn by a crash gets a newline first, so the next entry is never
+    /// glued onto the fragment.
     fn journal(&self, fresh: bool) -> Result<Journal, LedgerError> {
         let path = journal_path(&self.report);
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
-            .and_then(|f| {
+            .and_then(|mut f| {
                 if fresh {
                     f.set_len(0)?;
+                } else if ends_torn(&mut f)? {
+                    f.write_all(b"\n")?;
                 }
                 Ok(f)
             })
-            .map_err(|source| LedgerError::Io { path, source })?;
+            .map_err(|source| LedgerError::Io {
+                path: path.clone(),
+                source,
+            })?;
         Ok(Journal {
+            path,
             file: Arc::new(Mutex::new(file)),
         })
     }
@@ -284,8 +310,14 @@ impl Ledger {
                 path: path.clone(),
                 source,
             })?;
-            // A torn last line (a crash mid-write) is skipped like any unreadable one.
+            // A torn entry (a crash mid-write) is skipped, never merged with the next one.
             let Ok(entry) = serde_json::from_str::<JournalLine>(&line) else {
+                if !line.trim().is_empty() {
+                    tracing::warn!(
+                        journal = %path.display(),
+                        "skipped a torn journal entry (a crash mid-write)"
+                    );
+                }
                 continue;
             };
             if let Ok(id) = uuid::Uuid::try_parse(&entry.id)
@@ -327,6 +359,61 @@ impl Ledger {
                 path: lock_path(&self.report),
                 source,
             })
+    }
+}
+
+/// Ends a run's journal: removed when every before-value it holds is settled in the
+/// report, else rewritten (through a temporary file and a rename) to hold only the entries
+/// of `unsettled` rows, whose writes may have landed without an answer: a later
+/// `--resume` needs them.
+pub fn settle_journal(report: &Path, unsettled: &[u128]) -> io::Result<()> {
+    let path = journal_path(report);
+    if unsettled.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let keep: std::collections::HashSet<u128> = unsettled.iter().copied().collect();
+    let tmp = path.with_extension("journal.tmp");
+    let _cleanup = RemoveOnDrop(&tmp);
+    let mut out = io::BufWriter::new(File::create(&tmp)?);
+    let mut kept = std::collections::HashSet::new();
+    for line in io::BufReader::new(File::open(&path)?).lines() {
+        let line = line?;
+        if let Ok(entry) = serde_json::from_str::<JournalLine>(&line)
+            && let Ok(id) = uuid::Uuid::try_parse(&entry.id)
+            && keep.contains(&id.as_u128())
+            && kept.insert(id.as_u128())
+        {
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.into_inner()
+        .map_err(io::IntoInnerError::into_error)?
+        .sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// True when `file` is not empty and does not end with a newline.
+fn ends_torn(file: &mut File) -> io::Result<bool> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    file.seek(io::SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
+/// Removes a temporary file when dropped, unless it was renamed away.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
     }
 }
 

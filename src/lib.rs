@@ -22,6 +22,10 @@
 //! - [`client`]: GET/PATCH/list with Basic auth; [`client::ReadClient`] cannot write.
 //! - [`limiter`]: the process-wide write and read budgets; a 429 pauses everyone.
 //! - [`retry`]: which failures to retry and how long to wait (pure functions).
+//! - [`breaker`]: one circuit breaker for the space: an unreachable space pauses the job,
+//!   then stops it, instead of every row retrying on its own.
+//! - [`inert`]: output that cannot act: control characters escaped for terminals and logs,
+//!   spreadsheet formulas neutralised in CSV cells (and read back exactly).
 //! - [`diff`]: merge and field-level diff (pure functions).
 //! - [`engine`]: the pipeline; plan and apply are one loop.
 //! - [`report`]: the per-row record, CSV or JSONL, and reading it back.
@@ -34,12 +38,14 @@
 //! - [`sandbox`]: the simulated space (axum).
 //! - [`cli`]: clap definitions and exit codes; `main.rs` only calls [`cli::main`].
 
+pub mod breaker;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod diff;
 pub mod engine;
 pub mod export;
+pub mod inert;
 pub mod ledger;
 pub mod limiter;
 pub mod manifest;

@@ -8,12 +8,16 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::diff::FieldSet;
 use crate::model::GatewayFields;
+
+/// `error_code` of a row whose PATCH may have landed although no answer said so: its
+/// `before` is kept, `rollback` restores it, `--resume` settles it.
+pub const WRITE_UNKNOWN: &str = "write_unknown";
 
 /// How a row ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -193,6 +197,7 @@ fn compact_json(fields: &Option<GatewayFields>) -> String {
 
 /// Writes report lines; [`ReportWriter::flush`] hands them to the OS.
 pub struct ReportWriter {
+    path: PathBuf,
     csv: Option<csv::Writer<Box<dyn Write + Send>>>,
     jsonl: Option<BufWriter<Box<dyn Write + Send>>>,
 }
@@ -201,14 +206,21 @@ impl ReportWriter {
     /// Creates (truncates) the report at `path` and writes the CSV header.
     pub fn create(path: &Path, format: ReportFormat) -> io::Result<ReportWriter> {
         let file = File::create(path)?;
-        Self::from_writer(Box::new(file), format)
+        Self::from_writer(path, Box::new(file), format)
+    }
+
+    /// The file this writer writes, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Opens an existing report to add lines after the ones it has (no second header).
     pub fn append(path: &Path, format: ReportFormat) -> io::Result<ReportWriter> {
         let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        let path = path.to_owned();
         Ok(match format {
             ReportFormat::Csv => ReportWriter {
+                path,
                 csv: Some(
                     csv::WriterBuilder::new()
                         .has_headers(false)
@@ -217,6 +229,7 @@ impl ReportWriter {
                 jsonl: None,
             },
             ReportFormat::Jsonl => ReportWriter {
+                path,
                 csv: None,
                 jsonl: Some(BufWriter::new(Box::new(file))),
             },
@@ -237,14 +250,21 @@ impl ReportWriter {
     /// A report that goes nowhere: the plan shown before `apply` asks to go ahead.
     pub fn discard() -> ReportWriter {
         ReportWriter {
+            path: PathBuf::new(),
             csv: None,
             jsonl: None,
         }
     }
 
-    fn from_writer(file: Box<dyn Write + Send>, format: ReportFormat) -> io::Result<ReportWriter> {
+    fn from_writer(
+        path: &Path,
+        file: Box<dyn Write + Send>,
+        format: ReportFormat,
+    ) -> io::Result<ReportWriter> {
+        let path = path.to_owned();
         let mut writer = match format {
             ReportFormat::Csv => ReportWriter {
+                path,
                 // The header is written once below; `serialize` must not add its own.
                 csv: Some(
                     csv::WriterBuilder::new()
@@ -254,6 +274,7 @@ impl ReportWriter {
                 jsonl: None,
             },
             ReportFormat::Jsonl => ReportWriter {
+                path,
                 csv: None,
                 jsonl: Some(BufWriter::new(file)),
             },

@@ -14,10 +14,14 @@ pub struct RetryPolicy {
     pub min_delay: Duration,
     /// No single backoff wait is longer.
     pub max_delay: Duration,
-    /// The backoff waits of one request add up to no more than this.
+    /// One request stops retrying once its attempts and waits have taken this long (the
+    /// last attempt may still run its own timeout).
     pub max_total: Duration,
-    /// A server's `Retry-After` is honoured up to this long.
+    /// A server's `Retry-After` is honoured up to this long; no single wait is longer.
     pub retry_after_cap: Duration,
+    /// How long the space may be unreachable (every connection failing) before the job
+    /// stops, like it does for refused credentials.
+    pub outage_budget: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -28,6 +32,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(10),
             max_total: Duration::from_secs(60),
             retry_after_cap: Duration::from_secs(60),
+            outage_budget: Duration::from_secs(60),
         }
     }
 }
@@ -44,14 +49,26 @@ impl RetryPolicy {
             .with_total_delay(Some(self.max_total))
     }
 
-    /// The wait before the next try: the server's `Retry-After` when it gave one (capped),
-    /// else the backoff's own delay. `None` (backoff exhausted) stays `None`.
+    /// The wait before the next try, or `None` to give up.
+    ///
+    /// The server's `Retry-After` when it gave one, else the backoff's own delay; never
+    /// shorter than `min_delay` (a past date or `0.000001` must not turn into a burst of
+    /// retries) and never longer than `retry_after_cap`. `spent` is how long this request
+    /// has already taken: when the wait would carry it past `max_total`, give up, so one
+    /// request takes `max_total` at most whatever the server asks for. `None` (backoff
+    /// exhausted) stays `None`.
     pub fn next_delay(
         &self,
         retry_after: Option<Duration>,
         backoff: Option<Duration>,
+        spent: Duration,
     ) -> Option<Duration> {
-        backoff.map(|d| retry_after.map_or(d, |ra| ra.min(self.retry_after_cap)))
+        let base = backoff?;
+        let wait = retry_after
+            .unwrap_or(base)
+            .max(self.min_delay)
+            .min(self.retry_after_cap.max(self.min_delay));
+        (spent + wait <= self.max_total).then_some(wait)
     }
 }
 
@@ -102,16 +119,46 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_capped_and_exhaustion_wins() {
+    fn retry_after_is_capped_floored_and_exhaustion_wins() {
         let p = RetryPolicy::default();
+        let zero = Duration::ZERO;
         let big = Some(Duration::from_secs(3600));
         assert_eq!(
-            p.next_delay(big, Some(Duration::from_millis(5))),
+            p.next_delay(big, Some(Duration::from_millis(5)), zero),
             Some(p.retry_after_cap)
         );
-        assert_eq!(p.next_delay(big, None), None);
+        assert_eq!(p.next_delay(big, None, zero), None);
         let d = Some(Duration::from_millis(250));
-        assert_eq!(p.next_delay(None, d), d);
+        assert_eq!(p.next_delay(None, d, zero), d);
+        // A past date or a tiny value still waits the minimum backoff.
+        for tiny in [Duration::ZERO, Duration::from_micros(1)] {
+            assert_eq!(p.next_delay(Some(tiny), d, zero), Some(p.min_delay));
+        }
+        let ra = Some(Duration::from_secs(3));
+        assert_eq!(p.next_delay(ra, d, zero), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_request_never_waits_past_its_total_budget() {
+        let p = RetryPolicy::default();
+        let ra = Some(p.retry_after_cap);
+        let d = Some(Duration::from_millis(250));
+        assert_eq!(p.next_delay(ra, d, Duration::ZERO), ra);
+        assert_eq!(p.next_delay(ra, d, Duration::from_millis(1)), None);
+        let left = p.max_total - Duration::from_secs(2);
+        assert_eq!(
+            p.next_delay(Some(Duration::from_secs(2)), d, left),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(p.next_delay(Some(Duration::from_secs(3)), d, left), None);
+        // Adding up every wait of a request that always hears the cap: one wait at most.
+        let mut spent = Duration::ZERO;
+        let mut waits = 0;
+        while let Some(w) = p.next_delay(Some(Duration::from_secs(999_999_999)), d, spent) {
+            spent += w;
+            waits += 1;
+        }
+        assert_eq!((waits, spent), (1, p.retry_after_cap));
     }
 
     #[test]

@@ -24,22 +24,26 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
     };
     let mut writer = ManifestWriter::new(out, format).exit_with(Exit::Usage)?;
     let page_size = args.page_size.clamp(1, 1000);
-    let stats = crate::export::export(&client, page_size, |g| writer.write(&g.id, &g.sip_gateway))
-        .await
-        .map_err(|e| {
-            let exit = match &e {
-                crate::export::ExportError::Api(api)
-                    if api.kind == crate::client::ErrorKind::Unauthorized =>
-                {
-                    Exit::Aborted
-                }
-                _ => Exit::RowErrors,
-            };
-            Failure {
-                exit,
-                error: e.into(),
+    let paging = ctx.settings.paging;
+    let stats = crate::export::export(&client, page_size, paging, |g| {
+        writer.write(&g.id, &g.sip_gateway)
+    })
+    .await
+    .map_err(|e| {
+        use crate::client::ErrorKind;
+        let exit = match &e {
+            crate::export::ExportError::Api(api)
+                if matches!(api.kind, ErrorKind::Unauthorized | ErrorKind::Aborted) =>
+            {
+                Exit::Aborted
             }
-        })?;
+            _ => Exit::RowErrors,
+        };
+        Failure {
+            exit,
+            error: e.into(),
+        }
+    })?;
     writer.finish().exit_with(Exit::Usage)?;
     tracing::info!(gateways = stats.gateways, pages = stats.pages, "exported");
     Ok(Exit::Ok)

@@ -185,16 +185,34 @@ pub async fn run(
     for (status, n) in &opened.kept {
         *outcome.counts.entry(*status).or_default() += n;
     }
-    // Every finished row is in the report now: the journal only matters after a hard kill.
-    let _ = std::fs::remove_file(ledger::journal_path(&report_path));
+    // Every finished row is in the report now; the journal keeps only the before-values
+    // of writes that may have landed unseen (a later --resume settles them). A report
+    // that failed keeps its whole journal: it may be the only record left.
+    if mode == Mode::Apply
+        && outcome.stopped != Some(StopReason::LedgerFailed)
+        && let Err(e) = ledger::settle_journal(&report_path, &outcome.unsettled)
+    {
+        tracing::warn!(
+            journal = %ledger::journal_path(&report_path).display(),
+            "cannot tidy the journal ({e}); it is kept, and --resume still reads it"
+        );
+    }
 
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
     say(ctx, &summary_text(title, &outcome, Some(&report_path)));
     if let Some(reason) = outcome.stopped {
+        let detail = outcome.stop_detail.as_deref().unwrap_or("");
         let why = match reason {
-            StopReason::Unauthorized => "the server refused the credentials (401/403)",
-            StopReason::ErrorBudget => "--max-errors was reached",
-            StopReason::Interrupted => "interrupted",
+            StopReason::Unauthorized => "the server refused the credentials (401/403)".to_owned(),
+            StopReason::Unreachable => format!("the space cannot be reached: {detail}"),
+            StopReason::ErrorBudget => "--max-errors was reached".to_owned(),
+            StopReason::Interrupted => "interrupted".to_owned(),
+            StopReason::LedgerFailed => format!(
+                "{detail}. Rows finished after that are missing from the report; the \
+                 journal {} keeps the before-value of every write sent. Free the space, \
+                 then resume",
+                ledger::journal_path(&report_path).display()
+            ),
         };
         say(
             ctx,
@@ -358,7 +376,12 @@ fn say(ctx: &Context, text: &str) {
 
 fn exit_code(outcome: &Outcome, mode: Mode) -> Exit {
     match outcome.stopped {
-        Some(StopReason::Unauthorized | StopReason::ErrorBudget) => Exit::Aborted,
+        Some(
+            StopReason::Unauthorized
+            | StopReason::Unreachable
+            | StopReason::ErrorBudget
+            | StopReason::LedgerFailed,
+        ) => Exit::Aborted,
         Some(StopReason::Interrupted) => Exit::Interrupted,
         None if outcome.has_errors() => Exit::RowErrors,
         None if mode == Mode::Plan && outcome.count(Status::WouldUpdate) > 0 => {
@@ -432,6 +455,13 @@ fn summary_text(title: &str, o: &Outcome, report: Option<&Path>) -> String {
             text.push_str(&format!("\n  {:<13}{:>9}", s.as_str(), o.count(s)));
         }
     }
+    if o.possibly_written > 0 {
+        text.push_str(&format!(
+            "\n  {:<13}{:>9}  (failed as `write_unknown`: the PATCH may have landed; rollback \
+             includes them, --resume settles them)",
+            "maybe written", o.possibly_written
+        ));
+    }
     if o.already_done > 0 {
         text.push_str(&format!(
             "\n  {:<13}{:>9}  (kept from the earlier run)",
@@ -465,6 +495,8 @@ fn write_summary_json(path: &Path, o: &Outcome, report: &Path) -> anyhow::Result
         "elapsed_secs": o.elapsed.as_secs_f64(),
         "write_rate": o.write_rate(),
         "stopped": o.stopped.map(|r| format!("{r:?}").to_lowercase()),
+        "stop_detail": o.stop_detail,
+        "possibly_written": o.possibly_written,
         "report": report.display().to_string(),
     });
     std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")

@@ -1,5 +1,6 @@
 //! `rollback REPORT`: a manifest of the `before` values of every `updated` and `mismatch`
-//! row of an apply report. Applying it puts those gateways back as they were.
+//! row of an apply report, and of every `failed` row whose PATCH may have landed
+//! (`write_unknown`). Applying it puts those gateways back as they were.
 
 use std::io::Write;
 
@@ -22,7 +23,9 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
     let mut rows = 0u64;
     let mut without_before = 0u64;
     report::for_each_record(&args.report, |r| {
-        if !matches!(r.status, Status::Updated | Status::Mismatch) {
+        let written = matches!(r.status, Status::Updated | Status::Mismatch)
+            || r.error_code == report::WRITE_UNKNOWN;
+        if !written {
             return Ok(());
         }
         match &r.before {

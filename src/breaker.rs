@@ -1,0 +1,141 @@
+//! One circuit breaker for the space. When connections fail (DNS, refused, reset, timeout)
+//! every row would retry on its own and the job would hammer a space that is not there; the
+//! breaker turns those failures into one decision for the whole job instead:
+//!
+//! - a failed connection pauses every worker (through the limiter, as a 429 does) for an
+//!   exponentially growing wait, and while the space is failing only one request at a time
+//!   goes out (a probe), so a dead space sees about one connection a backoff step;
+//! - any answer from the server (even a 500) closes the breaker;
+//! - once the space has failed for longer than the outage budget, the job stops, like it
+//!   does on refused credentials: rows not attempted are `skipped`, exit 3, resumable.
+//!
+//! The decisions are plain functions of the failure count and the clock, so tests can pin
+//! them down without a network.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What the job should do after a connection failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hold every request back this long, then probe again.
+    Pause(Duration),
+    /// The space has been unreachable for longer than the outage budget: stop the job.
+    GiveUp { failing_for: Duration },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// When the current run of failures began; `None` while the space answers.
+    failing_since: Option<Instant>,
+    /// Failures in the current run.
+    failures: u32,
+}
+
+/// Shared by every request of a job.
+#[derive(Debug)]
+pub struct Breaker {
+    state: Mutex<State>,
+    /// While open, requests go out one at a time.
+    probe: tokio::sync::Mutex<()>,
+    min_pause: Duration,
+    max_pause: Duration,
+    budget: Duration,
+}
+
+impl Breaker {
+    pub fn new(min_pause: Duration, max_pause: Duration, budget: Duration) -> Breaker {
+        Breaker {
+            state: Mutex::new(State::default()),
+            probe: tokio::sync::Mutex::new(()),
+            min_pause,
+            max_pause: max_pause.max(min_pause),
+            budget,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True while the space is failing: requests should go out one at a time.
+    pub fn is_open(&self) -> bool {
+        self.state().failing_since.is_some()
+    }
+
+    /// The probe slot: held for one attempt while the breaker is open.
+    pub async fn probe(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.probe.lock().await
+    }
+
+    /// The server answered: the space is reachable.
+    pub fn on_answer(&self) {
+        let mut state = self.state();
+        state.failing_since = None;
+        state.failures = 0;
+    }
+
+    /// A connection failed: how long everyone waits, or whether to give up.
+    pub fn on_failure(&self) -> Verdict {
+        let now = Instant::now();
+        let mut state = self.state();
+        let since = *state.failing_since.get_or_insert(now);
+        state.failures = state.failures.saturating_add(1);
+        let failing_for = now.saturating_duration_since(since);
+        if failing_for >= self.budget {
+            return Verdict::GiveUp { failing_for };
+        }
+        let exponent = state.failures.saturating_sub(1).min(16);
+        let pause = self
+            .min_pause
+            .saturating_mul(1u32 << exponent)
+            .min(self.max_pause)
+            // Never pause past the budget: the last probe lands when it runs out.
+            .min(self.budget - failing_for);
+        Verdict::Pause(pause)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_grow_then_the_budget_stops_the_job() {
+        let ms = Duration::from_millis;
+        let b = Breaker::new(ms(200), ms(1000), ms(3000));
+        assert!(!b.is_open());
+        let mut pauses = Vec::new();
+        loop {
+            match b.on_failure() {
+                Verdict::Pause(p) => {
+                    assert!(b.is_open());
+                    pauses.push(p);
+                    tokio::time::advance(p).await;
+                }
+                Verdict::GiveUp { failing_for } => {
+                    assert_eq!(failing_for, ms(3000));
+                    break;
+                }
+            }
+        }
+        // 200, 400, 800, then capped at 1000, and the last one cut to end on the budget.
+        assert_eq!(pauses, vec![ms(200), ms(400), ms(800), ms(1000), ms(600)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_closes_the_breaker_and_restarts_the_count() {
+        let ms = Duration::from_millis;
+        let b = Breaker::new(ms(100), ms(10_000), ms(1000));
+        assert_eq!(b.on_failure(), Verdict::Pause(ms(100)));
+        assert_eq!(b.on_failure(), Verdict::Pause(ms(200)));
+        tokio::time::advance(ms(900)).await;
+        b.on_answer();
+        assert!(!b.is_open());
+        // The outage clock starts again: 900 ms of earlier failure do not count.
+        tokio::time::advance(ms(900)).await;
+        assert_eq!(b.on_failure(), Verdict::Pause(ms(100)));
+    }
+}
