@@ -18,8 +18,7 @@ const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\''];
 /// it kept, the rest replaced by a marker saying how much was cut.
 pub fn text(value: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(value.len().min(max_chars + 32));
-    let mut kept = 0;
-    for (i, c) in value.char_indices() {
+    for (kept, (i, c)) in value.char_indices().enumerate() {
         if kept == max_chars {
             out.push_str(&format!("…(+{} bytes)", value.len() - i));
             return out;
@@ -29,7 +28,6 @@ pub fn text(value: &str, max_chars: usize) -> String {
         } else {
             out.push(c);
         }
-        kept += 1;
     }
     out
 }
