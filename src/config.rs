@@ -101,9 +101,33 @@ impl FileConfig {
         if text.trim().is_empty() {
             return Ok(FileConfig::default());
         }
-        serde_saphyr::from_str(&text)
-            .map_err(|e| ConfigError(format!("config {}: {e}", path.display())))
+        serde_saphyr::from_str(&text).map_err(|e| {
+            ConfigError(format!(
+                "config {}: {}",
+                path.display(),
+                config_error_line(&e.to_string())
+            ))
+        })
     }
+}
+
+/// The parser's message, safe to print: its first line only (the source snippet under it
+/// would echo the line, which may hold a secret put in the wrong key), without its own
+/// `error:` prefix, with any quoted value replaced (serde quotes the value it refused).
+fn config_error_line(message: &str) -> String {
+    let first = message.lines().next().unwrap_or("");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let shown = match (first.find('"'), first.rfind('"')) {
+        (Some(a), Some(b)) if b > a => format!("{}(value hidden){}", &first[..a], &first[b + 1..]),
+        _ => first.to_owned(),
+    };
+    let hint = if shown.contains("`api_token`") || shown.contains("`token`") {
+        "; the token never goes in the config file: name a file holding it with \
+         api_token_file, or set SIGNALWIRE_API_TOKEN"
+    } else {
+        ""
+    };
+    crate::inert::text(&format!("{shown}{hint}"), 600)
 }
 
 /// Flag > environment (both in `flags`) > file > default.
@@ -180,20 +204,44 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Settings, ConfigE
 }
 
 /// `acme`, `acme.signalwire.com` or `https://acme.signalwire.com/` -> `https://acme.signalwire.com`.
+///
+/// Only a SignalWire space: a DNS label (letters, digits, inner hyphens; at most 63), alone
+/// or under `.signalwire.com`. Anything else (another domain, a port, `#`, `?`, `\`, a
+/// tab) is refused: a space name must never be able to change the host the credentials go
+/// to. Any other host needs an explicit `--base-url`.
 pub fn space_url(space: &str) -> Result<Url, ConfigError> {
-    let s = space.trim().trim_end_matches('/');
-    let s = s.strip_prefix("https://").unwrap_or(s);
-    if s.is_empty() || s.contains(['/', ':', '@', ' ']) {
-        return Err(ConfigError(format!(
-            "space `{space}` is not a SignalWire space name (like `acme` or `acme.signalwire.com`)"
-        )));
-    }
-    let host = if s.contains('.') {
-        s.to_owned()
-    } else {
-        format!("{s}.signalwire.com")
+    let refused = || {
+        ConfigError(format!(
+            "space {} is not a SignalWire space name (like `acme`, `acme.signalwire.com` or \
+             https://acme.signalwire.com); for any other host pass --base-url",
+            crate::inert::text(&format!("{space:?}"), 80)
+        ))
     };
-    parse_base_url(&format!("https://{host}"))
+    let s = space.strip_prefix("https://").unwrap_or(space);
+    let s = s.strip_suffix('/').unwrap_or(s);
+    let label = match s.len().checked_sub(".signalwire.com".len()) {
+        Some(cut)
+            if s.is_char_boundary(cut) && s[cut..].eq_ignore_ascii_case(".signalwire.com") =>
+        {
+            &s[..cut]
+        }
+        _ => s,
+    };
+    if !is_dns_label(label) {
+        return Err(refused());
+    }
+    parse_base_url(&format!(
+        "https://{}.signalwire.com",
+        label.to_ascii_lowercase()
+    ))
+}
+
+/// A DNS label: 1 to 63 ASCII letters, digits and hyphens, not starting or ending with one.
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// An explicit base URL: https, or plain http to a loopback host (the sandbox).
@@ -246,12 +294,15 @@ pub fn credentials(
     let token = match env("SIGNALWIRE_API_TOKEN").filter(|s| !s.trim().is_empty()) {
         Some(t) => t,
         None => match &file.api_token_file {
-            Some(path) => std::fs::read_to_string(path).map_err(|e| {
-                ConfigError(format!(
-                    "cannot read api_token_file {}: {e}",
-                    path.display()
-                ))
-            })?,
+            Some(path) => {
+                warn_if_others_can_read(path);
+                std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!(
+                        "cannot read api_token_file {}: {e}",
+                        crate::inert::text(&path.display().to_string(), 200)
+                    ))
+                })?
+            }
             None => {
                 return Err(ConfigError(
                     "no API token: set SIGNALWIRE_API_TOKEN (or api_token_file in the config file)"
@@ -264,6 +315,26 @@ pub fn credentials(
         project_id: project_id.trim().to_owned(),
         token: Secret::new(token.trim()),
     })
+}
+
+/// Like ssh with a private key: a token file that the group or others can read earns a
+/// warning (the run goes on; the file is the operator's to fix).
+fn warn_if_others_can_read(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the API token file can be read by other users: chmod 600 it"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 #[cfg(test)]
@@ -283,6 +354,38 @@ mod tests {
             );
         }
         assert!(space_url("a b").is_err());
+        assert_eq!(
+            space_url("Acme-2.SignalWire.com").unwrap().as_str(),
+            "https://acme-2.signalwire.com/"
+        );
+    }
+
+    #[test]
+    fn a_space_name_can_never_change_the_host() {
+        for bad in [
+            "acme#",
+            "acme?x=1",
+            "acme\\evil.com",
+            "acme\t",
+            "ac\nme",
+            " acme",
+            "acme.evil.com",
+            "evil.com",
+            "acme.signalwire.com.evil.com",
+            "acme:8443",
+            "user@acme",
+            "https://acme.signalwire.com/path",
+            "http://acme.signalwire.com",
+            "-acme",
+            "acme-",
+            "",
+            ".signalwire.com",
+            &"a".repeat(64),
+        ] {
+            let err = space_url(bad).expect_err(bad).to_string();
+            assert!(err.contains("--base-url"), "{err}");
+            assert!(!err.contains('\t') && !err.contains('\n'), "{err}");
+        }
     }
 
     #[test]
@@ -349,6 +452,27 @@ mod tests {
         std::fs::write(&path, "concurency: 3\n").unwrap();
         let err = FileConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_in_the_config_is_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        for text in [
+            "concurrency: 3\napi_token: PTsecret123\n",
+            "api_token: \"PTsecret123\"\n",
+            "concurrency: PTsecret123\n",
+            "project_id: [PTsecret123\n",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = FileConfig::load(&path).unwrap_err().to_string();
+            assert!(!err.contains("PTsecret123"), "{err}");
+            assert!(!err.contains("error: "), "no second `error:` in {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        std::fs::write(&path, "api_token: PTsecret123\n").unwrap();
+        let err = FileConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("api_token_file"), "{err}");
     }
 }
 

@@ -39,6 +39,12 @@ pub enum LedgerError {
         was: String,
         now: String,
     },
+    /// Another run on this machine applies the same manifest to the same space: exit 5.
+    #[error(
+        "another run on this machine is applying this manifest to {space} (its report: \
+         {other}); nothing was done. Wait for it, or resume that report"
+    )]
+    SameRun { space: String, other: String },
     #[error("cannot resume from report {0}: its lock file holds no manifest fingerprint")]
     NoFingerprint(PathBuf),
     #[error("report {path}")]
@@ -415,6 +421,99 @@ impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.0);
     }
+}
+
+/// A lock for "this manifest, applied to this space", whatever the report: two runs that
+/// would write the same gateways at once (each taking the other's writes for `unchanged`,
+/// so neither report could undo the run) are refused. It lives in a directory only this
+/// user can write (`$XDG_RUNTIME_DIR/sipgw-bulk`, else `TMPDIR/sipgw-bulk-$USER`), under a
+/// name hashed from the space, the manifest's fingerprint and the shard. It protects one
+/// machine; runs on different machines are kept apart by `--shard` or by their operators.
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock, or says which report holds it. `None` when the lock directory is
+    /// unusable (not ours, open to others): the run goes on with a warning.
+    pub fn acquire(
+        space: &str,
+        manifest_sha256: &str,
+        shard: Option<crate::shard::Shard>,
+        report: &Path,
+    ) -> Result<Option<RunLock>, LedgerError> {
+        use sha2::Digest;
+        let Some(dir) = run_lock_dir() else {
+            return Ok(None);
+        };
+        let shard = shard.map(|s| s.to_string()).unwrap_or_default();
+        let key = sha2::Sha256::digest(format!("{space}\n{manifest_sha256}\n{shard}"));
+        let name: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!("{name}.lock"));
+        let io_err = |source| LedgerError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut other = String::new();
+                let _ = file.read_to_string(&mut other);
+                return Err(LedgerError::SameRun {
+                    space: space.to_owned(),
+                    other: crate::inert::text(other.trim(), 300),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+        let shown = std::path::absolute(report).unwrap_or_else(|_| report.to_owned());
+        file.set_len(0)
+            .and_then(|()| file.write_all(shown.display().to_string().as_bytes()))
+            .map_err(io_err)?;
+        Ok(Some(RunLock { _file: file }))
+    }
+}
+
+/// This user's private directory for run locks, made if missing; `None` (with a warning)
+/// when it exists but is not a private directory.
+fn run_lock_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("sipgw-bulk"),
+        None => {
+            let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+            let user: String = user
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c))
+                .collect();
+            std::env::temp_dir().join(format!("sipgw-bulk-{user}"))
+        }
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let _ = builder.create(&dir);
+    let private = std::fs::symlink_metadata(&dir).is_ok_and(|m| {
+        #[cfg(unix)]
+        let closed = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o077 == 0;
+        #[cfg(not(unix))]
+        let closed = true;
+        m.is_dir() && closed
+    });
+    if !private {
+        tracing::warn!(
+            dir = %dir.display(),
+            "not a private directory: the guard against two runs of one manifest is off"
+        );
+        return None;
+    }
+    Some(dir)
 }
 
 /// `REPORT.journal`.

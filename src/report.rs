@@ -156,19 +156,20 @@ pub const COLUMNS: [&str; 11] = [
     "duration_ms",
 ];
 
-/// One line as CSV sees it: `before`/`after` as JSON text.
+/// One line as CSV sees it: `before`/`after` as JSON text; text cells that a spreadsheet
+/// would run as a formula carry a leading `'` ([`crate::inert::csv_cell`]).
 #[derive(Serialize)]
 struct CsvLine<'a> {
     row: u64,
-    id: &'a str,
+    id: std::borrow::Cow<'a, str>,
     status: Status,
     changed_fields: String,
     before: String,
     after: String,
     http_status: Option<u16>,
     attempts: u32,
-    error_code: &'a str,
-    error: &'a str,
+    error_code: std::borrow::Cow<'a, str>,
+    error: std::borrow::Cow<'a, str>,
     duration_ms: u64,
 }
 
@@ -289,17 +290,18 @@ impl ReportWriter {
     /// Appends one row (buffered: call [`ReportWriter::flush`] to hand it to the OS).
     pub fn write(&mut self, r: &RowRecord) -> io::Result<()> {
         if let Some(csv) = self.csv.as_mut() {
+            use crate::inert::csv_cell;
             csv.serialize(CsvLine {
                 row: r.row,
-                id: &r.id,
+                id: csv_cell(&r.id),
                 status: r.status,
                 changed_fields: r.changed_fields.to_string(),
                 before: compact_json(&r.before),
                 after: compact_json(&r.after),
                 http_status: r.http_status,
                 attempts: r.attempts,
-                error_code: &r.error_code,
-                error: &r.error,
+                error_code: csv_cell(&r.error_code),
+                error: csv_cell(&r.error),
                 duration_ms: r.duration_ms,
             })?;
         }
@@ -471,7 +473,14 @@ pub fn for_each_record(
         ReportFormat::Csv => {
             let mut reader = csv::Reader::from_reader(input);
             for record in reader.deserialize::<ReadRecord>() {
-                each(record.map_err(|e| fail(e.to_string()))?)?;
+                let mut record = record.map_err(|e| fail(e.to_string()))?;
+                for text in [&mut record.id, &mut record.error_code, &mut record.error] {
+                    let value = crate::inert::csv_cell_back(text);
+                    if value.len() != text.len() {
+                        *text = value.to_owned();
+                    }
+                }
+                each(record)?;
             }
         }
     }
@@ -535,10 +544,10 @@ mod tests {
             w.write(&RowRecord::bare(
                 1,
                 9,
-                "x".into(),
+                "=cmd|' /C calc'!A0".into(),
                 Status::Invalid,
-                "invalid",
-                "bad".into(),
+                "@SUM(1)",
+                "-bad".into(),
             ))
             .unwrap();
             drop(w);
@@ -554,7 +563,23 @@ mod tests {
             assert_eq!(back[0].after, r.after);
             assert_eq!(back[0].changed_fields, r.changed_fields);
             assert_eq!(back[1].status, Status::Invalid);
-            assert_eq!(back[1].error, "bad");
+            assert_eq!(back[1].id, "=cmd|' /C calc'!A0");
+            assert_eq!(back[1].error_code, "@SUM(1)");
+            assert_eq!(back[1].error, "-bad");
+            if format == ReportFormat::Csv {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let cells = csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .from_reader(text.as_bytes())
+                    .into_records()
+                    .flatten()
+                    .flat_map(|r| r.iter().map(str::to_owned).collect::<Vec<_>>())
+                    .collect::<Vec<_>>();
+                assert!(
+                    cells.iter().all(|c| !c.starts_with(['=', '+', '-', '@'])),
+                    "{cells:?}"
+                );
+            }
         }
     }
 }

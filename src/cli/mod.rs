@@ -442,6 +442,10 @@ impl Context {
 }
 
 pub async fn run(cli: Cli) -> Result<Exit, Failure> {
+    // A file-size limit (ulimit -f) must turn into a write error the run reports, not a
+    // silent kill by SIGXFSZ: catching the signal makes the write fail with EFBIG instead.
+    #[cfg(target_os = "linux")]
+    let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25));
     let file = match &cli.global.config {
         Some(path) => FileConfig::load(path).exit_with(Exit::Usage)?,
         None => FileConfig::default(),

@@ -67,6 +67,19 @@ pub async fn run(
         .preflight(&scan.sha256, resume)
         .map_err(ledger_failure)?;
     let client_config = ctx.client_config()?;
+    // One apply of this manifest to this space at a time on this machine, whatever the
+    // report. Held until the run ends.
+    let _run_lock = if mode == Mode::Apply {
+        ledger::RunLock::acquire(
+            client_config.base_url.as_str(),
+            &scan.sha256,
+            job.shard,
+            &report_path,
+        )
+        .map_err(ledger_failure)?
+    } else {
+        None
+    };
 
     // Preview: what would change, before anything does (a terminal, or a guard to check).
     let max_changes = apply.and_then(|a| a.max_changes);
@@ -343,7 +356,7 @@ async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<(Scan, Manife
 
 fn ledger_failure(err: LedgerError) -> Failure {
     let exit = match err {
-        LedgerError::Locked(_) => Exit::Locked,
+        LedgerError::Locked(_) | LedgerError::SameRun { .. } => Exit::Locked,
         _ => Exit::Usage,
     };
     Failure {

@@ -95,9 +95,10 @@ fn read_header<R: Read>(
             "ciphers" => &mut columns.ciphers,
             "codecs" => &mut columns.codecs,
             other => {
+                let shown = crate::inert::text(other, 40);
                 unknown.push(match crate::model::suggest(other, KNOWN_COLUMNS) {
-                    Some(s) => format!("`{other}` (did you mean `{s}`?)"),
-                    None => format!("`{other}`"),
+                    Some(s) => format!("`{shown}` (did you mean `{s}`?)"),
+                    None => format!("`{shown}`"),
                 });
                 continue;
             }
@@ -110,18 +111,20 @@ fn read_header<R: Read>(
         }
     }
     if columns.id.is_none() {
+        let first: String = header.iter().take(20).collect::<Vec<_>>().join(",");
         return Err(ManifestError::NoIdColumn {
             path: path.to_owned(),
-            header: header
-                .iter()
-                .collect::<Vec<_>>()
-                .join(",")
-                .chars()
-                .take(80)
-                .collect(),
+            header: crate::inert::text(&first, 80),
         });
     }
     if !unknown.is_empty() {
+        // A header of a million columns must not make a message of megabytes.
+        const SHOWN: usize = 10;
+        let more = unknown.len().saturating_sub(SHOWN);
+        unknown.truncate(SHOWN);
+        if more > 0 {
+            unknown.push(format!("and {more} more"));
+        }
         return Err(ManifestError::UnknownColumns {
             path: path.to_owned(),
             unknown: unknown.join(", "),
@@ -143,12 +146,14 @@ fn record_line(record: &::csv::StringRecord, next: &::csv::Position) -> u64 {
     start + skipped
 }
 
-/// A cell's text, or `None` for an empty cell or an absent column.
+/// A cell's text, or `None` for an empty cell or an absent column. A cell written with a
+/// leading `'` so that a spreadsheet shows it as text (see [`crate::inert::csv_cell`])
+/// reads back as the value it was made from.
 fn cell(record: &::csv::StringRecord, column: Option<usize>) -> Option<String> {
     column
         .and_then(|i| record.get(i))
         .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+        .map(|s| crate::inert::csv_cell_back(s).to_owned())
 }
 
 fn raw_row(line: u64, record: &::csv::StringRecord, columns: &Columns) -> RawRow {

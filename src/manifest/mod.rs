@@ -104,6 +104,12 @@ pub enum ManifestError {
     Csv { path: PathBuf, message: String },
     #[error("manifest {path}: not a manifest: {message}")]
     Yaml { path: PathBuf, message: String },
+    #[error(
+        "manifest {0} changed while the run was reading it: stopped (rows read before the \
+         change ran; the report's fingerprint is the old file's, so --resume refuses the new \
+         one: start a new report)"
+    )]
+    Changed(PathBuf),
     #[error("manifest {path}: `defaults` (line {line}): {message}")]
     Defaults {
         path: PathBuf,
@@ -155,6 +161,80 @@ pub struct Manifest {
     /// Stdin copied to a temporary file (removed when the last clone is dropped), because a
     /// manifest is read more than once: the whole-file check, then the run.
     _spool: Option<std::sync::Arc<tempfile::TempPath>>,
+    /// The file as opened once: every pass reads this open file, so a file replaced by a
+    /// rename is never seen, and one changed in place is noticed (see [`Pinned`]).
+    pinned: std::sync::Arc<Pinned>,
+}
+
+/// The manifest pinned for the run: one open file and its size and modification time when
+/// opened. Every read checks them again after reading, so bytes written into the file
+/// after it was opened never become rows: the read fails first. (The kernel stamps the new
+/// time before it copies a write's bytes in.)
+#[derive(Debug)]
+struct Pinned {
+    file: std::fs::File,
+    stamp: (u64, Option<std::time::SystemTime>),
+    changed: std::sync::atomic::AtomicBool,
+}
+
+impl Pinned {
+    fn open(path: &Path) -> std::io::Result<Pinned> {
+        let file = std::fs::File::open(path)?;
+        let stamp = Self::stamp_of(&file)?;
+        Ok(Pinned {
+            file,
+            stamp,
+            changed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn stamp_of(file: &std::fs::File) -> std::io::Result<(u64, Option<std::time::SystemTime>)> {
+        let meta = file.metadata()?;
+        Ok((meta.len(), meta.modified().ok()))
+    }
+
+    fn reader(self: &std::sync::Arc<Self>) -> PinnedReader {
+        PinnedReader {
+            pinned: std::sync::Arc::clone(self),
+            pos: 0,
+        }
+    }
+
+    fn has_changed(&self) -> bool {
+        self.changed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Reads a [`Pinned`] file from the start, with its own position.
+struct PinnedReader {
+    pinned: std::sync::Arc<Pinned>,
+    pos: u64,
+}
+
+impl Read for PinnedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = read_at(&self.pinned.file, buf, self.pos)?;
+        if Pinned::stamp_of(&self.pinned.file)? != self.pinned.stamp {
+            self.pinned
+                .changed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::other(
+                "the manifest changed while it was read",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, pos)
+}
+
+#[cfg(windows)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, pos)
 }
 
 impl Manifest {
@@ -180,16 +260,18 @@ impl Manifest {
                 source: path.to_owned(),
                 format,
                 duplicates: DuplicateCheck::All,
+                pinned: std::sync::Arc::new(Pinned::open(&spool).map_err(io)?),
                 _spool: Some(std::sync::Arc::new(spool)),
             });
         }
-        std::fs::File::open(path).map_err(io)?;
+        let pinned = Pinned::open(path).map_err(io)?;
         Ok(Manifest {
             path: path.to_owned(),
             source: path.to_owned(),
             format,
             duplicates: DuplicateCheck::All,
             _spool: None,
+            pinned: std::sync::Arc::new(pinned),
         })
     }
 
@@ -220,9 +302,8 @@ impl Manifest {
         &self,
         mut each: impl FnMut(&CheckedRow),
     ) -> Result<FirstPass, ManifestError> {
-        let file = std::fs::File::open(&self.path).map_err(|source| self.io(source))?;
         let mut hashing = Sha256Reader {
-            inner: file,
+            inner: self.pinned.reader(),
             hasher: Sha256::new(),
         };
         let mut hashes = Vec::new();
@@ -238,6 +319,9 @@ impl Manifest {
             })?;
         // The parsers may stop before the last bytes (trailing blank lines): hash them too.
         std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|source| self.io(source))?;
+        if self.pinned.has_changed() {
+            return Err(ManifestError::Changed(self.source.clone()));
+        }
         hashes.sort_unstable();
         let repeated = hashes
             .windows(2)
@@ -263,8 +347,7 @@ impl Manifest {
         &self,
         sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
     ) -> Result<ReadStats, ManifestError> {
-        let file = std::fs::File::open(&self.path).map_err(|source| self.io(source))?;
-        self.read_from(file, sink)
+        self.read_from(self.pinned.reader(), sink)
     }
 
     fn io(&self, source: std::io::Error) -> ManifestError {
@@ -290,14 +373,19 @@ impl Manifest {
             stats.invalid += u64::from(row.is_err());
             sink(row)
         };
-        match self.format {
+        let read = match self.format {
             Format::Csv => {
-                csv_format::read(&self.path, reader, self.duplicates.clone(), &mut counted)?
+                csv_format::read(&self.path, reader, self.duplicates.clone(), &mut counted)
             }
             Format::Yaml => {
-                yaml_format::read(&self.path, reader, self.duplicates.clone(), &mut counted)?
+                yaml_format::read(&self.path, reader, self.duplicates.clone(), &mut counted)
             }
+        };
+        // Whatever the parser made of it, a file that changed under it is the error.
+        if self.pinned.has_changed() {
+            return Err(ManifestError::Changed(self.source.clone()));
         }
+        read?;
         Ok(stats)
     }
 }

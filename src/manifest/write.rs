@@ -44,14 +44,12 @@ impl<W: Write> ManifestWriter<W> {
     pub fn write(&mut self, id: &str, f: &GatewayFields) -> io::Result<()> {
         let encryption = f.encryption.as_ref().map_or("", |e| e.as_str());
         if let Some(csv) = self.csv.as_mut() {
-            csv.write_record([
-                id,
-                &f.name,
-                &f.uri,
-                encryption,
-                &join(f.ciphers.iter().map(|c| c.as_str())),
-                &join(f.codecs.iter().map(|c| c.as_str())),
-            ])?;
+            // No cell may start a spreadsheet formula; `apply` reads each one back exactly.
+            use crate::inert::csv_cell;
+            let ciphers = join(f.ciphers.iter().map(|c| c.as_str()));
+            let codecs = join(f.codecs.iter().map(|c| c.as_str()));
+            let cells = [id, &f.name, &f.uri, encryption, &ciphers, &codecs].map(csv_cell);
+            csv.write_record(cells.iter().map(|c| c.as_bytes()))?;
         }
         if let Some(out) = self.yaml.as_mut() {
             // JSON strings are valid YAML scalars and quote everything that needs it.
