@@ -751,15 +751,15 @@ pub fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
         if e.is::<rustls::Error>() {
             return true;
         }
-        // tokio-rustls hands rustls' error over inside an io::Error.
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
+        // tokio-rustls hands rustls' error over inside an io::Error (itself wrapped in
+        // another): an io::Error's `source` skips the error it wraps, so step into it.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
         {
-            return true;
-        }
-        next = e.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     false
 }
@@ -874,6 +874,17 @@ mod tests {
         assert_eq!(msg, "HTTP 502: <html>upstream</html>");
         let (_, msg) = parse_error_body(StatusCode::BAD_GATEWAY, b"");
         assert_eq!(msg, "HTTP 502 Bad Gateway");
+    }
+
+    #[test]
+    fn a_tls_error_is_found_inside_nested_io_errors() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
+        assert!(is_tls_failure(&nested));
+        let plain =
+            std::io::Error::other(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(!is_tls_failure(&plain));
     }
 
     #[test]

@@ -133,11 +133,13 @@ impl RowChecker {
                 id,
                 desired: fields.with_defaults(&self.defaults),
             }),
+            // Cells echoed back are inert: a manifest cannot drive the terminal it is
+            // validated on, nor fill a report with megabytes.
             _ => Err(InvalidRow {
                 seq: 0,
                 line,
-                id: raw_id,
-                message: problems.join("; "),
+                id: crate::inert::text(&raw_id, 100),
+                message: crate::inert::text(&problems.join("; "), 2000),
             }),
         }
     }
@@ -177,6 +179,17 @@ fn check_fields(raw: &RawRow, problems: &mut Vec<String>) -> Desired {
     {
         problems.push("name contains a control character".into());
     }
+    for (field, value) in [("name", &raw.name), ("uri", &raw.uri)] {
+        if let Some(v) = value
+            && v.len() > crate::client::MAX_TEXT_FIELD
+        {
+            problems.push(format!(
+                "{field} is {} bytes long; at most {} are accepted",
+                v.len(),
+                crate::client::MAX_TEXT_FIELD
+            ));
+        }
+    }
     let uri = raw.uri.clone();
     if let Some(u) = &uri
         && let Err(msg) = check_uri(u)
@@ -208,7 +221,10 @@ fn check_fields(raw: &RawRow, problems: &mut Vec<String>) -> Desired {
 /// The API wants an external SIP entity, written `sip:host`, `sips:host` or `user@host`.
 fn check_uri(uri: &str) -> Result<(), String> {
     if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("uri `{uri}` contains white space"));
+        return Err(format!(
+            "uri `{}` contains white space",
+            crate::inert::text(uri, 100)
+        ));
     }
     let (rest, host) = crate::model::sip_address_parts(uri);
     if host.is_empty() || (!uri.starts_with("sip") && !rest.contains('@') && !host.contains('.')) {

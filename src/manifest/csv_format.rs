@@ -44,7 +44,7 @@ pub(super) fn read(
                     Err(InvalidRow {
                         seq: 0,
                         line,
-                        id: cell(&record, columns.id).unwrap_or_default(),
+                        id: crate::inert::text(&cell(&record, columns.id).unwrap_or_default(), 100),
                         message: format!(
                             "the row has {} cells but the header has {}",
                             record.len(),

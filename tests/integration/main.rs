@@ -2,9 +2,12 @@
 //! against a real sandbox on a loopback port.
 
 mod apply;
+mod faults;
+mod hostile;
 mod ledger;
 mod manifest_errors;
 mod operations;
+mod peer;
 mod plan_export;
 mod resilience;
 mod sandbox;
