@@ -540,6 +540,46 @@ mod tests {
     use crate::report::RowRecord;
 
     #[test]
+    fn a_torn_journal_entry_is_skipped_and_never_swallows_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.csv");
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id\n").unwrap();
+        let ids = crate::sandbox::generated_ids(2, 9);
+        let before = crate::sandbox::starting_fields(1);
+        {
+            let mut ledger = Ledger::lock(&report).unwrap();
+            let opened = ledger
+                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .unwrap();
+            opened.journal.record(&ids[0], &before).unwrap();
+        }
+        // A crash mid-append leaves half an entry with no newline.
+        let path = journal_path(&report);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"id":"0823a606-0aff-4c90-9eba-f8"#)
+            .unwrap();
+        drop(f);
+        let mut ledger = Ledger::lock(&report).unwrap();
+        let opened = ledger
+            .open(&manifest, "aaa", ReportFormat::Csv, true)
+            .unwrap();
+        opened.journal.record(&ids[1], &before).unwrap();
+        let again = ledger.recovered(&IdSet::default()).unwrap();
+        assert_eq!(again.len(), 2, "both whole entries are read back");
+        assert_eq!(again.get(&ids[1].as_u128()), Some(&before));
+        // Settling keeps only what is still unsettled.
+        settle_journal(&report, &[ids[1].as_u128()]).unwrap();
+        let kept = ledger.recovered(&IdSet::default()).unwrap();
+        assert_eq!(
+            kept.keys().copied().collect::<Vec<_>>(),
+            vec![ids[1].as_u128()]
+        );
+        settle_journal(&report, &[]).unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
     fn a_second_lock_on_the_same_report_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let report = dir.path().join("r.csv");

@@ -1,1 +1,308 @@
+//! The undo file under real faults (issue "The undo file under real faults"): a proxy that
+//! applies a PATCH and loses its answer, a report on a full filesystem, two runs of one
+//! manifest, a manifest rewritten mid-run. After each, `rollback` restores the exact
+//! starting state and no gateway is written twice.
 
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use futures_util::FutureExt;
+
+use crate::peer::{Peer, Seen, dropped, forward};
+use crate::support::*;
+use sipgw_bulk::report::Status;
+use sipgw_bulk::sandbox::SandboxConfig;
+
+/// A proxy in front of `sb` that forwards everything, except that for each id in
+/// `lose_patch` the first PATCH is applied and its answer lost, and for each id in
+/// `lose_reads_after` every GET after that lost answer is lost too.
+fn lossy_proxy(sb: &Sandbox, lose_patch: &[uuid::Uuid], lose_reads_after: bool) -> Peer {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let upstream = sb.base_url();
+    let targets: Arc<HashSet<String>> = Arc::new(
+        lose_patch
+            .iter()
+            .map(|id| id.hyphenated().to_string())
+            .collect(),
+    );
+    let lost: Arc<Mutex<HashSet<String>>> = Arc::default();
+    Peer::start(Arc::new(move |seen: Seen| {
+        let client = client.clone();
+        let upstream = upstream.clone();
+        let targets = Arc::clone(&targets);
+        let lost = Arc::clone(&lost);
+        async move {
+            let id = seen.uri.rsplit('/').next().unwrap_or("").to_owned();
+            let method = seen.method.clone();
+            if method == Method::GET && lose_reads_after && lost.lock().unwrap().contains(&id) {
+                return dropped();
+            }
+            let answer = forward(&client, &upstream, seen).await;
+            if method == Method::PATCH && targets.contains(&id) && lost.lock().unwrap().insert(id) {
+                return dropped();
+            }
+            answer
+        }
+        .boxed()
+    }))
+}
+
+fn via(proxy: &Peer, sb: &Sandbox) -> std::process::Command {
+    let mut cmd = sb.cmd();
+    cmd.env("SIGNALWIRE_BASE_URL", proxy.base_url());
+    cmd
+}
+
+/// rollback REPORT, then apply it: the sandbox must be back at `start`.
+fn roll_back_and_check(
+    sb: &Sandbox,
+    report: &str,
+    start: &std::collections::BTreeMap<uuid::Uuid, sipgw_bulk::model::GatewayFields>,
+) {
+    let out = run(sb.cmd().args(["rollback", report, "-o", "undo.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(sb
+        .cmd()
+        .args(["apply", "undo.csv", "--yes", "--report", "undo-run.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        &sb.state().snapshot(),
+        start,
+        "rollback restores the exact start"
+    );
+}
+
+#[test]
+fn a_lost_patch_answer_is_read_back_not_resent_and_the_row_is_updated() {
+    let ids = ids(60, 70);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let start = sb.state().snapshot();
+    let proxy = lossy_proxy(&sb, &ids[..10], false);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(via(&proxy, &sb).args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    // Each gateway written exactly once: the lost answers were read back, not re-sent.
+    for id in &ids {
+        assert_eq!(sb.state().patch_count(id), 1, "{id}");
+    }
+    let report = report(&sb.path("r.csv"));
+    let starting = starting_state(&ids);
+    for r in report.values() {
+        assert_eq!(r.status, Status::Updated);
+        let id: uuid::Uuid = r.id.parse().unwrap();
+        assert_eq!(r.before.as_ref(), starting.get(&id), "true before-value");
+    }
+    assert!(!sb.path("r.csv.journal").exists(), "nothing left unsettled");
+    roll_back_and_check(&sb, "r.csv", &start);
+}
+
+#[test]
+fn a_write_of_unknown_outcome_keeps_its_before_through_resume_and_rollback() {
+    let ids = ids(30, 71);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let start = sb.state().snapshot();
+    let unknown = &ids[..3];
+    let proxy = lossy_proxy(&sb, unknown, true);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    std::fs::write(sb.path("c.yaml"), "max_attempts: 2\n").unwrap();
+    let out = run(via(&proxy, &sb).args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--config",
+        "c.yaml",
+        "--report",
+        "r.csv",
+        "--summary-json",
+        "s.json",
+    ]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(summary_json(&sb.path("s.json"))["possibly_written"], 3);
+    let report1 = report(&sb.path("r.csv"));
+    let starting = starting_state(&ids);
+    for r in report1.values() {
+        let id: uuid::Uuid = r.id.parse().unwrap();
+        if unknown.contains(&id) {
+            assert_eq!(
+                (r.status, r.error_code.as_str()),
+                (Status::Failed, "write_unknown")
+            );
+            assert_eq!(r.before.as_ref(), starting.get(&id));
+        } else {
+            assert_eq!(r.status, Status::Updated);
+        }
+    }
+    // Those writes did land: the journal keeps their before-values for the next run.
+    assert!(sb.path("r.csv.journal").exists());
+    // The report alone already undoes everything, the unknown writes included.
+    let out = run(sb.cmd().args(["rollback", "r.csv"]));
+    assert_eq!(stdout(&out).lines().count(), 31, "{}", stdout(&out));
+
+    // Resume straight to the space: the three are found as desired and become `updated`
+    // with their original before-values, not `unchanged`.
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--resume", "--report", "r.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report2 = report(&sb.path("r.csv"));
+    assert_eq!(report2.len(), 30);
+    for r in report2.values() {
+        let id: uuid::Uuid = r.id.parse().unwrap();
+        assert_eq!(r.status, Status::Updated, "{r:?}");
+        assert_eq!(r.before.as_ref(), starting.get(&id));
+    }
+    for id in &ids {
+        assert_eq!(sb.state().patch_count(id), 1, "one effective PATCH: {id}");
+    }
+    assert!(
+        !sb.path("r.csv.journal").exists(),
+        "settled, so the journal is gone"
+    );
+    roll_back_and_check(&sb, "r.csv", &start);
+}
+
+#[test]
+fn a_full_disk_stops_the_run_within_seconds_naming_the_path_and_resume_recovers() {
+    let ids = ids(400, 72);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let start = sb.state().snapshot();
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    // A file-size limit of 64 blocks (32 KiB under dash, 64 KiB under bash) makes every
+    // file of the run hit "File too large" partway: the report, or the journal.
+    let started = Instant::now();
+    let out = run(std::process::Command::new("sh")
+        .current_dir(sb.dir.path())
+        .envs(sb.cmd().get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .args(["-c", "ulimit -f 64 && exec \"$0\" \"$@\"", BIN])
+        .args([
+            "apply", "m.csv", "--yes", "--report", "r.csv", "--rate", "400",
+        ]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let err = stderr(&out);
+    assert!(
+        err.contains("r.csv") && err.contains("too large"),
+        "names the path and the cause: {err}"
+    );
+    assert!(!err.contains("holds every finished row"), "{err}");
+
+    // With room again, resume finishes it; every gateway written once, undo exact.
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--resume", "--report", "r.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!sb.path("r.rewrite.tmp").exists());
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report.len(), 400);
+    let starting = starting_state(&ids);
+    for r in report.values() {
+        let id: uuid::Uuid = r.id.parse().unwrap();
+        assert_eq!(r.status, Status::Updated, "{r:?}");
+        assert_eq!(r.before.as_ref(), starting.get(&id), "{r:?}");
+    }
+    for id in &ids {
+        assert_eq!(sb.state().patch_count(id), 1);
+    }
+    roll_back_and_check(&sb, "r.csv", &start);
+}
+
+#[test]
+fn a_second_run_of_the_same_manifest_on_another_report_is_refused() {
+    let ids = ids(100, 73);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let mut first = sb
+        .cmd()
+        .args([
+            "apply", "m.csv", "--yes", "--rate", "10", "--report", "one.csv",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sb.state().stats().patches == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let patches = sb.state().stats().patches;
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--report", "two.csv"]));
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("one.csv"),
+        "names the first run's report: {}",
+        stderr(&out)
+    );
+    assert!(
+        sb.state().stats().patches <= patches + 15,
+        "the second run wrote nothing"
+    );
+    assert!(!sb.path("two.csv").exists());
+}
+
+#[test]
+fn a_manifest_rewritten_during_the_run_stops_it_and_its_new_values_are_never_applied() {
+    // Far more than the reader buffers ahead (64 KiB and 256 queued rows).
+    let ids = ids(3000, 74);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let m = sb.path("m.csv");
+    write_csv(&m, &ids, &[]);
+    let child = sb
+        .cmd()
+        .args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--rate",
+            "100",
+            "--concurrency",
+            "2",
+            "--report",
+            "r.csv",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sb.state().stats().patches < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Rewrite in place (same inode): every row now asks for another name.
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace(",pbx-", ",EDITED-");
+    std::fs::write(&m, text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed while the run"),
+        "{}",
+        stderr(&out)
+    );
+    let names_edited = sb
+        .state()
+        .snapshot()
+        .values()
+        .filter(|f| f.name.starts_with("EDITED"))
+        .count();
+    assert_eq!(
+        names_edited, 0,
+        "no value from the rewritten file was applied"
+    );
+    assert!(
+        sb.state().stats().patches < 1000,
+        "it stopped, not ran to the end"
+    );
+    // And --resume with the rewritten file is refused: its rows are not the report's.
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--resume", "--report", "r.csv"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+}
