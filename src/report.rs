@@ -447,9 +447,9 @@ fn complete_len(file: &mut File) -> io::Result<u64> {
 /// Streams every complete line of a report to `each`, in file order, in constant memory.
 pub fn for_each_record(
     path: &Path,
-    mut each: impl FnMut(ReadRecord) -> Result<(), ReadError>,
+    each: impl FnMut(ReadRecord) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
-    use std::io::{BufRead, Read};
+    use std::io::Read;
     let fail = |message: String| ReadError {
         path: path.display().to_string(),
         message,
@@ -458,29 +458,42 @@ pub fn for_each_record(
     let mut file = File::open(path).map_err(|e| fail(e.to_string()))?;
     let len = complete_len(&mut file).map_err(|e| fail(e.to_string()))?;
     let input = io::BufReader::new(file.take(len));
+    records_from(format, input, each).map_err(|message| fail(message))
+}
+
+/// Reads report lines of `format` from `input` (complete lines only) and hands each to
+/// `each`; the error is a message for [`ReadError`]. Split out so a fuzzer can feed it
+/// bytes.
+pub fn records_from(
+    format: ReportFormat,
+    input: impl io::BufRead,
+    mut each: impl FnMut(ReadRecord) -> Result<(), ReadError>,
+) -> Result<(), String> {
+    let passed = |r: Result<(), ReadError>| r.map_err(|e| e.message);
     match format {
         ReportFormat::Jsonl => {
             for (i, line) in input.lines().enumerate() {
-                let line = line.map_err(|e| fail(e.to_string()))?;
+                let line = line.map_err(|e| e.to_string())?;
                 if line.trim().is_empty() {
                     continue;
                 }
                 let record: ReadRecord = serde_json::from_str(&line)
-                    .map_err(|e| fail(format!("line {}: {e}", i + 1)))?;
-                each(record)?;
+                    .map_err(|e| format!("line {}: {}", i + 1, crate::inert::text(&e.to_string(), 200)))?;
+                passed(each(record))?;
             }
         }
         ReportFormat::Csv => {
             let mut reader = csv::Reader::from_reader(input);
             for record in reader.deserialize::<ReadRecord>() {
-                let mut record = record.map_err(|e| fail(e.to_string()))?;
+                let mut record =
+                    record.map_err(|e| crate::inert::text(&e.to_string(), 200))?;
                 for text in [&mut record.id, &mut record.error_code, &mut record.error] {
                     let value = crate::inert::csv_cell_back(text);
                     if value.len() != text.len() {
                         *text = value.to_owned();
                     }
                 }
-                each(record)?;
+                passed(each(record))?;
             }
         }
     }

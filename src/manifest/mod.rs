@@ -350,6 +350,27 @@ impl Manifest {
         self.read_from(self.pinned.reader(), sink)
     }
 
+    /// Reads a manifest held in memory, every row checked (duplicates included), as
+    /// [`Manifest::read`] does a file. For tests and the fuzzer.
+    pub fn read_slice(
+        format: Format,
+        bytes: &[u8],
+        mut sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
+    ) -> Result<ReadStats, ManifestError> {
+        let path = Path::new("(memory)");
+        let mut stats = ReadStats::default();
+        let mut counted = |row: CheckedRow| {
+            stats.rows += 1;
+            stats.invalid += u64::from(row.is_err());
+            sink(row)
+        };
+        match format {
+            Format::Csv => csv_format::read(path, bytes, DuplicateCheck::All, &mut counted)?,
+            Format::Yaml => yaml_format::read(path, bytes, DuplicateCheck::All, &mut counted)?,
+        }
+        Ok(stats)
+    }
+
     fn io(&self, source: std::io::Error) -> ManifestError {
         ManifestError::Io {
             path: self.path.clone(),
