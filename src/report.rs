@@ -477,16 +477,20 @@ pub fn records_from(
                 if line.trim().is_empty() {
                     continue;
                 }
-                let record: ReadRecord = serde_json::from_str(&line)
-                    .map_err(|e| format!("line {}: {}", i + 1, crate::inert::text(&e.to_string(), 200)))?;
+                let record: ReadRecord = serde_json::from_str(&line).map_err(|e| {
+                    format!(
+                        "line {}: {}",
+                        i + 1,
+                        crate::inert::text(&e.to_string(), 200)
+                    )
+                })?;
                 passed(each(record))?;
             }
         }
         ReportFormat::Csv => {
             let mut reader = csv::Reader::from_reader(input);
             for record in reader.deserialize::<ReadRecord>() {
-                let mut record =
-                    record.map_err(|e| crate::inert::text(&e.to_string(), 200))?;
+                let mut record = record.map_err(|e| crate::inert::text(&e.to_string(), 200))?;
                 for text in [&mut record.id, &mut record.error_code, &mut record.error] {
                     let value = crate::inert::csv_cell_back(text);
                     if value.len() != text.len() {
