@@ -458,7 +458,7 @@ pub fn for_each_record(
     let mut file = File::open(path).map_err(|e| fail(e.to_string()))?;
     let len = complete_len(&mut file).map_err(|e| fail(e.to_string()))?;
     let input = io::BufReader::new(file.take(len));
-    records_from(format, input, each).map_err(|message| fail(message))
+    records_from(format, input, each).map_err(fail)
 }
 
 /// Reads report lines of `format` from `input` (complete lines only) and hands each to
