@@ -25,6 +25,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::breaker::{Breaker, Verdict};
+use crate::latency::{Latencies, RequestKind};
 use crate::limiter::{Budget, Limiter};
 use crate::model::{Encryption, GatewayFields, GatewayResource};
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
@@ -62,6 +63,11 @@ pub struct RequestStats {
     pub retries: AtomicU64,
     /// Write attempts (PATCH) sent.
     pub writes: AtomicU64,
+    /// How long each attempt took, answer read, per kind of request.
+    pub latencies: Latencies,
+    /// 429 answers that paused the job, and the pauses' total length.
+    pub throttled: AtomicU64,
+    pub throttled_wait_us: AtomicU64,
 }
 
 /// Why a request failed, as a type: the engine maps it to a row status, never by its text.
@@ -246,9 +252,7 @@ impl ReadClient {
     /// GET one gateway by its resource id. The answer must be that gateway.
     pub async fn get_gateway(&self, id: &Uuid) -> Result<Reply<GatewayResource>, ApiError> {
         let url = self.gateway_url(id);
-        let reply = self
-            .call(Method::GET, url, None, Budget::Read, MAX_GATEWAY_BODY)
-            .await?;
+        let reply = self.call(RequestKind::Get, url, None).await?;
         let reply: Reply<GatewayResource> = decode(reply)?;
         check_gateway(&reply.value, Some(id)).map_err(|e| e.after(reply.attempts, reply.status))?;
         Ok(reply)
@@ -263,9 +267,7 @@ impl ReadClient {
 
     /// GET one page of the gateway list. Every gateway on it is checked like a GET answer.
     pub async fn list_page(&self, url: Url) -> Result<Reply<Page>, ApiError> {
-        let reply = self
-            .call(Method::GET, url, None, Budget::Read, MAX_PAGE_BODY)
-            .await?;
+        let reply = self.call(RequestKind::List, url, None).await?;
         let reply: Reply<Page> = decode(reply)?;
         for gateway in &reply.value.data {
             check_gateway(gateway, None).map_err(|e| e.after(reply.attempts, reply.status))?;
@@ -317,13 +319,16 @@ impl ReadClient {
     /// One HTTP request with permits, retries and error mapping.
     async fn call(
         &self,
-        method: Method,
+        kind: RequestKind,
         url: Url,
         body: Option<Vec<u8>>,
-        budget: Budget,
-        max_body: usize,
     ) -> Result<Reply<bytes_body::Body>, ApiError> {
         let inner = &self.inner;
+        let (method, budget, max_body) = match kind {
+            RequestKind::Get => (Method::GET, Budget::Read, MAX_GATEWAY_BODY),
+            RequestKind::List => (Method::GET, Budget::Read, MAX_PAGE_BODY),
+            RequestKind::Patch => (Method::PATCH, Budget::Write, MAX_GATEWAY_BODY),
+        };
         let attempts = AtomicU32::new(0);
         let started = tokio::time::Instant::now();
         let attempt = || async {
@@ -348,9 +353,11 @@ impl ReadClient {
             if budget == Budget::Write {
                 inner.stats.writes.fetch_add(1, Ordering::Relaxed);
             }
+            let sent = tokio::time::Instant::now();
             let result = self
                 .send_once(method.clone(), url.clone(), body.clone(), n, max_body)
                 .await;
+            inner.stats.latencies.of(kind).record(sent.elapsed());
             self.note_reachability(&result);
             result
         };
@@ -367,6 +374,11 @@ impl ReadClient {
                 if err.status == Some(429) {
                     // Throttled: everyone waits, not just this worker.
                     inner.limiter.pause_for(wait);
+                    inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                    inner.stats.throttled_wait_us.fetch_add(
+                        u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
                 }
                 tracing::debug!(
                     status = err.status,
@@ -539,16 +551,7 @@ impl WriteClient {
         let body = serde_json::to_vec(fields)
             .map_err(|e| ApiError::new(ErrorKind::Rejected, None, "encode", e.to_string()))?;
         let url = self.read.gateway_url(id);
-        let reply = self
-            .read
-            .call(
-                Method::PATCH,
-                url,
-                Some(body),
-                Budget::Write,
-                MAX_GATEWAY_BODY,
-            )
-            .await?;
+        let reply = self.read.call(RequestKind::Patch, url, Some(body)).await?;
         // A 2xx was sent back: the write reached the server, whatever the body says.
         let applied = |mut e: ApiError| {
             e.maybe_applied = true;

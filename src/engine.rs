@@ -35,6 +35,7 @@ use tracing::Instrument;
 
 use crate::client::{AbortCause, ApiError, ErrorKind, ReadClient, RequestStats, WriteClient};
 use crate::diff::{differing, merge};
+use crate::latency::{Percentiles, RequestKind};
 use crate::ledger::{IdSet, Journal};
 use crate::manifest::{Manifest, ManifestError, Row};
 use crate::model::GatewayFields;
@@ -147,6 +148,21 @@ pub struct Outcome {
     pub unsettled: Vec<u128>,
     /// Why the space was unreachable, or why the report could not be written.
     pub stop_detail: Option<String>,
+    /// Latency percentiles per kind of request (kinds that were sent).
+    pub latency: Vec<(RequestKind, Percentiles)>,
+    /// The row that took longest, end to end.
+    pub slowest: Option<SlowRow>,
+    /// 429 answers that paused the job, and how long those pauses added up to.
+    pub throttled: u64,
+    pub throttled_wait: Duration,
+}
+
+/// The slowest row of a run: where to look first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlowRow {
+    pub line: u64,
+    pub id: String,
+    pub duration_ms: u64,
 }
 
 impl Outcome {
@@ -474,6 +490,13 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
         possibly_written: tally.unsettled.len() as u64,
         unsettled: tally.unsettled,
         stop_detail,
+        latency: RequestKind::ALL
+            .iter()
+            .filter_map(|k| Some((*k, stats.latencies.of(*k).percentiles()?)))
+            .collect(),
+        slowest: tally.slowest,
+        throttled: stats.throttled.load(Ordering::Relaxed),
+        throttled_wait: Duration::from_micros(stats.throttled_wait_us.load(Ordering::Relaxed)),
     })
 }
 
@@ -482,11 +505,24 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
 struct Tally {
     counts: HashMap<Status, u64>,
     unsettled: Vec<u128>,
+    slowest: Option<SlowRow>,
 }
 
 impl Tally {
     fn count(&mut self, record: &RowRecord) {
         *self.counts.entry(record.status).or_default() += 1;
+        if record.attempts > 0
+            && self
+                .slowest
+                .as_ref()
+                .is_none_or(|s| record.duration_ms > s.duration_ms)
+        {
+            self.slowest = Some(SlowRow {
+                line: record.row,
+                id: record.id.clone(),
+                duration_ms: record.duration_ms,
+            });
+        }
         if record.error_code == WRITE_UNKNOWN
             && let Ok(id) = uuid::Uuid::try_parse(&record.id)
         {

@@ -30,6 +30,8 @@
 //! - [`engine`]: the pipeline; plan and apply are one loop.
 //! - [`report`]: the per-row record, CSV or JSONL, and reading it back.
 //! - [`ledger`]: the report's lock, the manifest fingerprint, and `--resume`.
+//! - [`latency`]: request latencies per kind, in a fixed log-scale histogram (p50/p95/p99).
+//! - [`human`]: counts, rates and durations as a person reads them.
 //! - [`plan_view`]: the plan as people (text) and tools (JSON lines) read it.
 //! - [`progress`]: the progress bar or periodic stats lines, and the log writer around it.
 //! - [`shard`]: `--shard K/N`, a stable split of the rows by id.
@@ -45,7 +47,9 @@ pub mod config;
 pub mod diff;
 pub mod engine;
 pub mod export;
+pub mod human;
 pub mod inert;
+pub mod latency;
 pub mod ledger;
 pub mod limiter;
 pub mod manifest;

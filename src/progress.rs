@@ -58,7 +58,8 @@ pub enum ProgressMode {
 #[derive(Default, Clone, Copy)]
 struct Counts {
     done: u64,
-    updated: u64,
+    /// `updated` in apply, `would_update` in a plan.
+    changed: u64,
     unchanged: u64,
     failed: u64,
     other: u64,
@@ -67,6 +68,8 @@ struct Counts {
 /// Watches records and shows progress.
 pub struct Progress {
     mode: ProgressMode,
+    /// A plan: rows "would update", none is updated.
+    plan: bool,
     total: u64,
     started: Instant,
     last_line: Instant,
@@ -75,11 +78,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(mode: ProgressMode, total: u64) -> Progress {
+    pub fn new(mode: ProgressMode, total: u64, plan: bool) -> Progress {
         let bar = (mode == ProgressMode::Bar).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
+                "{bar:30.cyan/blue} {human_pos}/{human_len} rows  {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
@@ -92,6 +95,7 @@ impl Progress {
         let now = Instant::now();
         Progress {
             mode,
+            plan,
             total,
             started: now,
             last_line: now,
@@ -100,19 +104,36 @@ impl Progress {
         }
     }
 
+    fn rows_per_sec(&self) -> f64 {
+        self.counts.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
     fn stats_line(&self) {
         let c = self.counts;
-        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        tracing::info!(
-            done = c.done,
-            total = self.total,
-            updated = c.updated,
-            unchanged = c.unchanged,
-            failed = c.failed,
-            other = c.other,
-            rows_per_sec = (c.done as f64 / secs * 10.0).round() / 10.0,
-            "progress"
-        );
+        let rows_per_sec = (self.rows_per_sec() * 10.0).round() / 10.0;
+        if self.plan {
+            tracing::info!(
+                done = c.done,
+                total = self.total,
+                would_update = c.changed,
+                unchanged = c.unchanged,
+                failed = c.failed,
+                other = c.other,
+                rows_per_sec,
+                "plan progress"
+            );
+        } else {
+            tracing::info!(
+                done = c.done,
+                total = self.total,
+                updated = c.changed,
+                unchanged = c.unchanged,
+                failed = c.failed,
+                other = c.other,
+                rows_per_sec,
+                "progress"
+            );
+        }
     }
 
     /// Clears the bar (the summary follows) or prints the last stats line.
@@ -133,18 +154,30 @@ impl Observer for Progress {
         let c = &mut self.counts;
         c.done += 1;
         match r.status {
-            Status::Updated => c.updated += 1,
+            Status::Updated | Status::WouldUpdate => c.changed += 1,
             Status::Unchanged => c.unchanged += 1,
             Status::Failed | Status::Mismatch | Status::NotFound => c.failed += 1,
             _ => c.other += 1,
         }
+        let c = self.counts;
         match self.mode {
             ProgressMode::Bar => {
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
+                    let left = self.total.saturating_sub(c.done);
+                    let per_sec = self.rows_per_sec();
+                    let eta = if per_sec > 0.0 {
+                        crate::human::duration(Duration::from_secs_f64(left as f64 / per_sec))
+                    } else {
+                        "?".into()
+                    };
                     bar.set_message(format!(
-                        "{} updated, {} unchanged, {} failed",
-                        c.updated, c.unchanged, c.failed
+                        "{}  eta {eta}  {} {}, {} unchanged, {} failed",
+                        crate::human::rate(per_sec),
+                        crate::human::count(c.changed),
+                        if self.plan { "would update" } else { "updated" },
+                        crate::human::count(c.unchanged),
+                        crate::human::count(c.failed)
                     ));
                 }
             }

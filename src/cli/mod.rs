@@ -349,7 +349,10 @@ fn parse_fault(s: &str) -> Result<(u16, f64), String> {
 
 /// Parses argv, runs the command, and returns the exit code. `main` only calls this.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_failure(&e),
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Command::Sandbox(SandboxArgs {
         threads: Some(n), ..
@@ -376,6 +379,75 @@ pub fn main() -> i32 {
             failure.exit as i32
         }
     }
+}
+
+/// Help and version go to stdout (exit 0); every usage error is exit 64, never clap's 2
+/// (which `plan --detailed-exitcode` uses for "changes pending"). With `--log-format json`
+/// on the command line the error is one JSON line, like every other stderr line.
+fn parse_failure(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return Exit::Ok as i32;
+    }
+    if json_requested(std::env::args()) {
+        // clap's own text (usage lines, the tip) as one message, without its colours.
+        let text = e.render().to_string();
+        let message = text.trim().strip_prefix("error: ").unwrap_or(text.trim());
+        eprintln!("{}", json_error_line(message, Exit::Usage));
+    } else {
+        let _ = e.print();
+    }
+    Exit::Usage as i32
+}
+
+/// `--log-format json` or `--log-format=json` among the arguments.
+fn json_requested(args: impl Iterator<Item = String>) -> bool {
+    let mut previous_was_flag = false;
+    for arg in args {
+        if arg == "--log-format=json" || (previous_was_flag && arg == "json") {
+            return true;
+        }
+        previous_was_flag = arg == "--log-format";
+    }
+    false
+}
+
+/// One error as a JSON log line, in the shape the tracing subscriber writes.
+fn json_error_line(message: &str, exit: Exit) -> String {
+    serde_json::json!({
+        "timestamp": rfc3339_now(),
+        "level": "ERROR",
+        "message": message,
+        "exit": exit as i32,
+    })
+    .to_string()
+}
+
+/// Now as `2026-11-28T04:01:42.520840Z`, the tracing subscriber's timestamp format.
+fn rfc3339_now() -> String {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t / 3600,
+        (t % 3600) / 60,
+        t % 60,
+        since.subsec_micros()
+    )
 }
 
 /// An error with the exit code it maps to, decided by its type where it arises.
@@ -442,6 +514,25 @@ impl Context {
 }
 
 pub async fn run(cli: Cli) -> Result<Exit, Failure> {
+    let early = cli.global.log_format.unwrap_or_default();
+    let configured = configure(&cli);
+    if configured.is_err() {
+        // The config could not be read: log as the flags asked, so the error is JSON
+        // under --log-format json too.
+        init_logging(&cli.global, early);
+    }
+    let (settings, file) = configured?;
+    init_logging(&cli.global, settings.log_format);
+    let ctx = Context {
+        global: cli.global,
+        settings,
+        file,
+    };
+    dispatch(ctx, cli.command).await
+}
+
+/// The config file and the settings, before logging starts.
+fn configure(cli: &Cli) -> Result<(Settings, FileConfig), Failure> {
     // A file-size limit (ulimit -f) must turn into a write error the run reports, not a
     // silent kill by SIGXFSZ: catching the signal makes the write fail with EFBIG instead.
     #[cfg(target_os = "linux")]
@@ -460,13 +551,12 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
         log_format: cli.global.log_format,
     };
     let settings = config::resolve(&overrides, &file).exit_with(Exit::Usage)?;
-    init_logging(&cli.global, settings.log_format);
-    let ctx = Context {
-        global: cli.global,
-        settings,
-        file,
-    };
-    match cli.command {
+    Ok((settings, file))
+}
+
+/// Runs one command.
+async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
+    match command {
         Command::Validate(args) => validate::run(&args).await,
         Command::Plan(args) => {
             let exit = reconcile::run(&ctx, &args.job, reconcile::Mode::Plan, None).await?;

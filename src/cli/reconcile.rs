@@ -108,7 +108,10 @@ pub async fn run(
             return Ok(Exit::Aborted);
         }
         if !yes {
-            say(ctx, &summary_text("Plan", &preview, None));
+            say(
+                ctx,
+                &summary_text("Plan", &preview, None, ctx.settings.write_rate.get()),
+            );
             if changes == 0 {
                 say(ctx, "nothing to change; nothing written.");
                 return Ok(exit_code(&preview, Mode::Plan));
@@ -169,8 +172,11 @@ pub async fn run(
         (None, None)
     };
     let remaining = scan.in_shard.saturating_sub(pipeline.done_count());
-    let (progress_obs, progress_handle) =
-        progress::Shared::new(Progress::new(progress_mode(ctx), remaining));
+    let (progress_obs, progress_handle) = progress::Shared::new(Progress::new(
+        progress_mode(ctx),
+        remaining,
+        mode == Mode::Plan,
+    ));
     let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(progress_obs)];
     if let Some(view) = plan_view {
         observers.push(Box::new(view));
@@ -212,7 +218,20 @@ pub async fn run(
     }
 
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
-    say(ctx, &summary_text(title, &outcome, Some(&report_path)));
+    let rate = ctx.settings.write_rate.get();
+    match ctx.settings.log_format {
+        // JSON logs: the summary is one event with fields, not a multi-line string.
+        LogFormat::Json if !ctx.global.quiet => tracing::info!(
+            summary = %summary_json(&outcome, &report_path, rate),
+            "{title} finished"
+        ),
+        LogFormat::Text if !ctx.global.quiet => say(
+            ctx,
+            &summary_text(title, &outcome, Some(&report_path), rate),
+        ),
+        // -q: errors only.
+        _ => {}
+    }
     if let Some(reason) = outcome.stopped {
         let detail = outcome.stop_detail.as_deref().unwrap_or("");
         let why = match reason {
@@ -237,7 +256,7 @@ pub async fn run(
         );
     }
     if let Some(path) = &job.summary_json {
-        write_summary_json(path, &outcome, &report_path).exit_with(Exit::Usage)?;
+        write_summary_json(path, &outcome, &report_path, rate).exit_with(Exit::Usage)?;
     }
     Ok(exit_code(&outcome, mode))
 }
@@ -457,47 +476,94 @@ fn confirm(changes: u64) -> Result<bool, Failure> {
     Ok(matches!(answer.trim(), "yes" | "y"))
 }
 
-/// The end-of-run summary: a small table a person reads at a glance.
-fn summary_text(title: &str, o: &Outcome, report: Option<&Path>) -> String {
-    let mut text = format!("{title} finished in {:.1}s", o.elapsed.as_secs_f64());
+/// The end-of-run summary: a small table a person reads at a glance, then what an
+/// operator asks next: how long requests took, the slowest row, how often the server
+/// throttled, and the write rate against `--rate`.
+fn summary_text(title: &str, o: &Outcome, report: Option<&Path>, rate: u32) -> String {
+    use crate::human;
+    let mut text = format!("{title} finished in {}", human::duration(o.elapsed));
     if let Some(r) = report {
         text.push_str(&format!(" (report: {})", r.display()));
     }
     for s in Status::ALL {
         if o.count(s) > 0 {
-            text.push_str(&format!("\n  {:<13}{:>9}", s.as_str(), o.count(s)));
+            text.push_str(&format!(
+                "\n  {:<13}{:>9}",
+                s.as_str(),
+                human::count(o.count(s))
+            ));
         }
     }
     if o.possibly_written > 0 {
         text.push_str(&format!(
             "\n  {:<13}{:>9}  (failed as `write_unknown`: the PATCH may have landed; rollback \
              includes them, --resume settles them)",
-            "maybe written", o.possibly_written
+            "maybe written",
+            human::count(o.possibly_written)
         ));
     }
     if o.already_done > 0 {
         text.push_str(&format!(
             "\n  {:<13}{:>9}  (kept from the earlier run)",
-            "resumed", o.already_done
+            "resumed",
+            human::count(o.already_done)
         ));
     }
     text.push_str(&format!(
-        "\n  requests {}, retries {}, writes {} ({:.1}/s)",
-        o.requests,
-        o.retries,
-        o.writes,
-        o.write_rate()
+        "\n  requests {}, retries {}, writes {} at {} (--rate {})",
+        human::count(o.requests),
+        human::count(o.retries),
+        human::count(o.writes),
+        human::rate(o.write_rate()),
+        human::count(u64::from(rate))
     ));
+    for (kind, p) in &o.latency {
+        let ms = |x: f64| human::duration(Duration::from_secs_f64(x / 1000.0));
+        text.push_str(&format!(
+            "\n  {:<6} p50 {}  p95 {}  p99 {}  max {}  ({} requests)",
+            kind.as_str().to_uppercase(),
+            ms(p.p50_ms),
+            ms(p.p95_ms),
+            ms(p.p99_ms),
+            ms(p.max_ms),
+            human::count(p.count)
+        ));
+    }
+    if let Some(slow) = &o.slowest {
+        text.push_str(&format!(
+            "\n  slowest row: line {} ({}), {}",
+            slow.line,
+            slow.id,
+            human::duration(Duration::from_millis(slow.duration_ms))
+        ));
+    }
+    if o.throttled > 0 {
+        text.push_str(&format!(
+            "\n  throttled: {} answers 429, paused {} in all",
+            human::count(o.throttled),
+            human::duration(o.throttled_wait)
+        ));
+    }
     text
 }
 
-fn write_summary_json(path: &Path, o: &Outcome, report: &Path) -> anyhow::Result<()> {
-    use anyhow::Context as _;
+/// The summary as JSON, field for field with the text.
+fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json::Value {
     let counts: serde_json::Map<String, serde_json::Value> = Status::ALL
         .iter()
         .map(|s| (s.as_str().to_owned(), o.count(*s).into()))
         .collect();
-    let summary = serde_json::json!({
+    let latency: serde_json::Map<String, serde_json::Value> = o
+        .latency
+        .iter()
+        .map(|(k, p)| {
+            (
+                k.as_str().to_owned(),
+                serde_json::to_value(p).unwrap_or_default(),
+            )
+        })
+        .collect();
+    serde_json::json!({
         "rows": o.rows,
         "counts": counts,
         "already_done": o.already_done,
@@ -507,11 +573,25 @@ fn write_summary_json(path: &Path, o: &Outcome, report: &Path) -> anyhow::Result
         "writes": o.writes,
         "elapsed_secs": o.elapsed.as_secs_f64(),
         "write_rate": o.write_rate(),
+        "rate_limit": rate,
+        "latency_ms": latency,
+        "slowest_row": o.slowest.as_ref().map(|s| serde_json::json!({
+            "line": s.line, "id": s.id, "duration_ms": s.duration_ms,
+        })),
+        "throttled": {
+            "answers_429": o.throttled,
+            "paused_secs": o.throttled_wait.as_secs_f64(),
+        },
         "stopped": o.stopped.map(|r| format!("{r:?}").to_lowercase()),
         "stop_detail": o.stop_detail,
         "possibly_written": o.possibly_written,
         "report": report.display().to_string(),
-    });
+    })
+}
+
+fn write_summary_json(path: &Path, o: &Outcome, report: &Path, rate: u32) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let summary = summary_json(o, report, rate);
     std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
         .with_context(|| format!("cannot write summary {}", path.display()))
 }
