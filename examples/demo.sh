@@ -4,7 +4,10 @@
 # manifest, then validates, plans, applies, and applies again (which changes nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --quiet
+echo "== building the release binary (the first build compiles every dependency: about"
+echo "   3 minutes on 2 cores, longer on a busy machine; later builds take seconds)"
+cargo build --release --locked
+echo "== built: target/release/sipgw-bulk"
 bin="$PWD/target/release/sipgw-bulk"
 manifest="$PWD/examples/gateways.csv"
 work=$(mktemp -d)
@@ -15,10 +18,13 @@ for _ in $(seq 50); do [ "$(wc -l <"$work/sandbox.env")" -ge 3 ] && break; sleep
 set -a; . "$work/sandbox.env"; set +a
 echo "sandbox at $SIGNALWIRE_BASE_URL; reports in $work"
 cd "$work"
-echo; echo "== validate"; "$bin" validate "$manifest"
-echo; echo "== plan";     "$bin" plan "$manifest" --report plan.csv || true
-echo; echo "== apply";    "$bin" apply "$manifest" --yes --rate 20 --report apply.csv
-echo; echo "== apply again (nothing to do)"
+echo; echo "== validate: every row checked offline, nothing sent"
+"$bin" validate "$manifest"
+echo; echo "== plan: the field-level diff of each gateway (stdout), nothing written"
+"$bin" plan "$manifest" --report plan.csv || true
+echo; echo "== apply at 20 writes/s: the summary ends with latencies and the achieved rate"
+"$bin" apply "$manifest" --yes --rate 20 --report apply.csv
+echo; echo "== apply again: every gateway is already right, so nothing is written"
 "$bin" apply "$manifest" --yes --report again.csv
-echo; echo "== first lines of the apply report ($work/apply.csv)"
+echo; echo "== first lines of the apply report ($work/apply.csv): the record and undo file"
 head -n 3 apply.csv

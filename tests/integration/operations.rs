@@ -2,6 +2,7 @@
 //! terminal, shards across processes, and the generated docs.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::SandboxConfig;
@@ -65,17 +66,114 @@ fn with_json_logs_every_stderr_line_is_one_json_object() {
             "--report",
             "a.csv",
         ],
+        // A usage error (clap's own), a config error, a manifest that cannot be read.
+        vec!["plna", "m.csv", "--log-format", "json"],
+        vec!["plan", "m.csv", "--log-format=json", "--shard", "3/3"],
+        vec![
+            "plan",
+            "m.csv",
+            "--log-format",
+            "json",
+            "--config",
+            "bad.yaml",
+        ],
+        vec![
+            "plan",
+            "bad.csv",
+            "--log-format",
+            "json",
+            "--report",
+            "b.csv",
+        ],
     ] {
+        std::fs::write(sb.path("bad.yaml"), "concurrency: [\n").unwrap();
+        std::fs::write(sb.path("bad.csv"), "nope,columns\n1,2\n").unwrap();
         let out = run(sb.cmd().args(&args));
         let err = stderr(&out);
         assert!(!err.is_empty());
+        if args[0] == "plna" || args.contains(&"--shard") || args.contains(&"bad.yaml") {
+            assert_eq!(code(&out), 64, "{args:?}: {err}");
+        }
+        if args.contains(&"bad.csv") {
+            assert_eq!(code(&out), 65, "{args:?}: {err}");
+        }
         for line in err.lines() {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {line}"));
             assert!(v.get("level").is_some(), "{line}");
         }
     }
-    // The refusal to overwrite a report is a JSON line too (the last run above).
+    // The refusal to overwrite a report is a JSON line too (the third run above).
+}
+
+#[test]
+fn the_summary_tells_latencies_the_slowest_row_throttling_and_the_rate_against_its_cap() {
+    let ids = ids(60, 52);
+    let config = SandboxConfig {
+        faults: sipgw_bulk::sandbox::Faults {
+            latency: Duration::from_millis(30),
+            status_rates: vec![(429, 0.1)],
+            retry_after_secs: 0,
+            ..Default::default()
+        },
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--rate",
+        "200",
+        "--report",
+        "r.csv",
+        "--summary-json",
+        "s.json",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let s = summary_json(&sb.path("s.json"));
+    assert_eq!(s["rate_limit"], 200);
+    for kind in ["get", "patch"] {
+        let l = &s["latency_ms"][kind];
+        let p50 = l["p50_ms"].as_f64().unwrap();
+        let p99 = l["p99_ms"].as_f64().unwrap();
+        // Every answer waits the sandbox's 30 ms; loopback adds little.
+        assert!((29.0..300.0).contains(&p50), "{kind}: {l}");
+        assert!(
+            p50 <= p99 && p99 <= l["max_ms"].as_f64().unwrap(),
+            "{kind}: {l}"
+        );
+        assert!(l["count"].as_u64().unwrap() >= 60, "{kind}: {l}");
+    }
+    assert!(
+        s["latency_ms"].get("list").is_none(),
+        "no list request was sent"
+    );
+    let slowest = &s["slowest_row"];
+    assert!(
+        slowest["duration_ms"].as_u64().unwrap() >= 60,
+        "a GET and a PATCH: {slowest}"
+    );
+    assert!(
+        ids.iter().any(|id| slowest["id"] == id.to_string()),
+        "{slowest}"
+    );
+    let throttled = s["throttled"]["answers_429"].as_u64().unwrap();
+    assert_eq!(throttled, sb.state().stats().faults_injected);
+    assert!(throttled > 0);
+    // Every pause waits at least the first backoff step (200 ms): Retry-After 0 is raised.
+    assert!(s["throttled"]["paused_secs"].as_f64().unwrap() >= 0.2 * throttled as f64 - 1e-6);
+    let err = stderr(&out);
+    assert!(
+        err.contains("GET    p50") && err.contains("PATCH  p50"),
+        "{err}"
+    );
+    assert!(
+        err.contains("(--rate 200)") && err.contains("slowest row: line"),
+        "{err}"
+    );
+    assert!(err.contains("throttled: "), "{err}");
 }
 
 #[test]
