@@ -532,27 +532,35 @@ impl Tally {
 }
 
 /// A row an earlier run may have written (its before-value recovered from the journal)
-/// that this run did not settle (skipped, or failed before it could tell) stays marked
-/// `write_unknown` with that before-value: the report alone still undoes it.
-fn keep_possible_write(mut record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
-    let settled = !matches!(record.status, Status::Skipped | Status::Failed);
-    if settled || record.error_code == WRITE_UNKNOWN {
-        return record;
-    }
-    let Some(before) = shared
+/// that this run could not even read (skipped, or its GET failed) stays marked
+/// `write_unknown` with that before-value: the report alone still undoes it. (A row this
+/// run did read is judged in [`reconcile`]: by whether the gateway moved since.)
+fn keep_possible_write(record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
+    let unread = matches!(record.status, Status::Skipped | Status::Failed)
+        && record.before.is_none()
+        && record.error_code != WRITE_UNKNOWN;
+    match shared
         .recovered
         .as_ref()
         .and_then(|r| r.get(&row.id.as_u128()))
-    else {
-        return record;
-    };
+    {
+        Some(before) if unread => {
+            let mut record = possibly_written_earlier(record);
+            record.before = Some(before.clone());
+            record
+        }
+        _ => record,
+    }
+}
+
+/// Marks a row an earlier run may have written, and this run did not settle.
+fn possibly_written_earlier(mut record: RowRecord) -> RowRecord {
     record.error = format!(
         "possibly written by an earlier run whose answer was lost, and not settled now: {}",
         record.error
     );
     record.status = Status::Failed;
     record.error_code = WRITE_UNKNOWN.into();
-    record.before = Some(before.clone());
     record
 }
 
@@ -626,15 +634,25 @@ async fn reconcile(row: &Row, shared: &Shared) -> RowRecord {
                 .skipped(row.seq, row.line, row.id.hyphenated().to_string()),
         );
     }
-    // The undo value is the gateway as it was before any run touched it.
-    if let Some(original) = shared
+    // An earlier run's write of this row that may have landed: it did, at least in part,
+    // when the gateway no longer looks as it did then. The undo value is then the gateway
+    // as it was before any run touched it, and a failure now leaves it possibly written.
+    let original = shared
         .recovered
         .as_ref()
         .and_then(|r| r.get(&row.id.as_u128()))
-    {
+        .filter(|o| record.before.as_ref() != Some(*o))
+        .cloned();
+    if let Some(original) = &original {
         record.before = Some(original.clone());
     }
-    finish(write_checked(record, row, shared, writer, desired).await)
+    let record = write_checked(record, row, shared, writer, desired).await;
+    finish(match original {
+        Some(_) if record.status == Status::Failed && record.error_code != WRITE_UNKNOWN => {
+            possibly_written_earlier(record)
+        }
+        _ => record,
+    })
 }
 
 /// PATCHes a row's gateway, reading it back whenever a PATCH may have landed without an

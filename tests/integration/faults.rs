@@ -311,17 +311,23 @@ fn a_manifest_rewritten_during_the_run_stops_it_and_its_new_values_are_never_app
 fn kill_9_at_a_dozen_moments_in_a_chain_keeps_the_undo_file_exact() {
     // Kills land anywhere: before the report exists, mid-journal-append, between a PATCH
     // and its report line, mid-rewrite on resume. After the chain, the report holds every
-    // row once, `updated` with its true `before`, and each gateway got one PATCH.
+    // row once, `updated` with its true `before`, and each gateway got one PATCH. Five
+    // gateways refuse every PATCH (500): journaled before each try, they must still end
+    // plain `failed` (the read shows they never moved), not "possibly written".
     let ids = ids(3000, 75);
+    let refusing: Vec<uuid::Uuid> = ids.iter().step_by(600).copied().collect();
     let config = SandboxConfig {
         write_limit: 0,
+        failing_ids: refusing.clone(),
         ..SandboxConfig::default()
     };
     let sb = Sandbox::start(config, &ids);
     let start = sb.state().snapshot();
     write_csv(&sb.path("m.csv"), &ids, &[]);
+    std::fs::write(sb.path("c.yaml"), "max_attempts: 2\n").unwrap();
     let args = [
-        "apply", "m.csv", "--yes", "--resume", "--rate", "1000", "--report", "r.csv",
+        "apply", "m.csv", "--yes", "--resume", "--rate", "1000", "--config", "c.yaml", "--report",
+        "r.csv",
     ];
     let mut rng = fastrand::Rng::with_seed(11);
     for _ in 0..12 {
@@ -331,17 +337,24 @@ fn kill_9_at_a_dozen_moments_in_a_chain_keeps_the_undo_file_exact() {
         child.wait().unwrap();
     }
     let out = run(sb.cmd().args(args));
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
     let report = report(&sb.path("r.csv"));
     assert_eq!(report.len(), 3000);
     let starting = starting_state(&ids);
     for r in report.values() {
         let id: uuid::Uuid = r.id.parse().unwrap();
-        assert_eq!(r.status, Status::Updated, "{r:?}");
         assert_eq!(r.before.as_ref(), starting.get(&id), "{r:?}");
+        if refusing.contains(&id) {
+            assert_eq!(r.status, Status::Failed, "{r:?}");
+            assert_eq!(r.error_code, "http_500", "{r:?}");
+        } else {
+            assert_eq!(r.status, Status::Updated, "{r:?}");
+        }
     }
     for id in &ids {
-        assert_eq!(sb.state().patch_count(id), 1, "{id}");
+        let want = u32::from(!refusing.contains(id));
+        assert_eq!(sb.state().patch_count(id), want, "{id}");
     }
+    assert!(!sb.path("r.csv.journal").exists(), "every write settled");
     roll_back_and_check(&sb, "r.csv", &start);
 }
