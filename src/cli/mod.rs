@@ -94,7 +94,7 @@ pub struct GlobalArgs {
     /// Reads per second at most; 0 = unlimited [default: 5000].
     #[arg(long, global = true, value_name = "N")]
     pub read_rate: Option<u32>,
-    /// Report file [default: MANIFEST-STEM.report.csv (or .jsonl) in the current directory].
+    /// Report file [default: STEM.report.csv for apply, STEM.plan.csv for plan (or .jsonl)].
     #[arg(long, global = true, value_name = "FILE")]
     pub report: Option<PathBuf>,
     /// Report format [default: csv].

@@ -48,11 +48,9 @@ pub async fn run(
     let resume = apply.is_some_and(|a| a.resume);
     let manifest =
         Manifest::open(&job.manifest.manifest, job.manifest.format).map_err(manifest_failure)?;
-    let report_path = ctx
-        .global
-        .report
-        .clone()
-        .unwrap_or_else(|| default_report_path(manifest.source(), ctx.settings.report_format));
+    let report_path = ctx.global.report.clone().unwrap_or_else(|| {
+        default_report_path(manifest.source(), ctx.settings.report_format, mode)
+    });
 
     let mut ledger = Ledger::lock(&report_path).map_err(ledger_failure)?;
     let (scan, manifest) = scan(&manifest, job.shard).await?;
@@ -246,12 +244,23 @@ pub async fn run(
                 ledger::journal_path(&report_path).display()
             ),
         };
+        // A stopped plan is never continued by an apply: nobody reviewed those rows.
+        let next = match mode {
+            Mode::Apply => format!(
+                "To continue: {}",
+                resume_command(&manifest, &report_path, job.shard)
+            ),
+            Mode::Plan => format!(
+                "To see every row, run the plan again with another --report (this one is \
+                 kept): {}",
+                plan_command(&manifest, job.shard)
+            ),
+        };
         say(
             ctx,
             &format!(
-                "stopped: {why}; rows not attempted are `skipped` in {}. To continue: {}",
+                "stopped: {why}; rows not attempted are `skipped` in {}. {next}",
                 report_path.display(),
-                resume_command(&manifest, &report_path, job.shard)
             ),
         );
     }
@@ -423,7 +432,9 @@ fn exit_code(outcome: &Outcome, mode: Mode) -> Exit {
     }
 }
 
-fn default_report_path(manifest: &Path, format: ReportFormat) -> PathBuf {
+/// `STEM.report.csv` for apply, `STEM.plan.csv` for a plan: a plan never takes the name
+/// apply will use, so `plan m.csv` then `apply m.csv --yes` works with the defaults.
+fn default_report_path(manifest: &Path, format: ReportFormat, mode: Mode) -> PathBuf {
     let stem = match manifest.file_stem().map(|s| s.to_string_lossy()) {
         Some(s) if s == "-" => "stdin".to_owned(),
         Some(s) => s.into_owned(),
@@ -433,20 +444,38 @@ fn default_report_path(manifest: &Path, format: ReportFormat) -> PathBuf {
         ReportFormat::Csv => "csv",
         ReportFormat::Jsonl => "jsonl",
     };
-    PathBuf::from(format!("{stem}.report.{ext}"))
+    let kind = match mode {
+        Mode::Apply => "report",
+        Mode::Plan => "plan",
+    };
+    PathBuf::from(format!("{stem}.{kind}.{ext}"))
+}
+
+/// A path as a shell word.
+fn shell_quote(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn plan_command(manifest: &Manifest, shard: Option<Shard>) -> String {
+    let mut cmd = format!(
+        "sipgw-bulk plan {} --report NEW-REPORT",
+        shell_quote(manifest.source())
+    );
+    if let Some(s) = shard {
+        cmd.push_str(&format!(" --shard {s}"));
+    }
+    cmd
 }
 
 fn resume_command(manifest: &Manifest, report: &Path, shard: Option<Shard>) -> String {
-    let quote = |p: &Path| {
-        let s = p.display().to_string();
-        if s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
-        {
-            s
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    };
+    let quote = shell_quote;
     let mut cmd = format!(
         "sipgw-bulk apply {} --report {} --resume --yes",
         quote(manifest.source()),

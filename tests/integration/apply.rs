@@ -232,3 +232,32 @@ fn a_manifest_on_stdin_applies_with_an_explicit_format() {
         .stdin(std::process::Stdio::null()));
     assert_eq!(code(&out), 64, "{}", stderr(&out));
 }
+
+#[test]
+fn the_readme_sequence_plan_then_apply_works_with_the_default_report_names() {
+    let ids = ids(40, 60);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("gateways.csv"), &ids, &[]);
+    let out = run(sb.cmd().args(["plan", "gateways.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(sb.path("gateways.plan.csv").exists());
+    let out = run(sb.cmd().args(["apply", "gateways.csv", "--yes"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(sb.path("gateways.report.csv").exists());
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+}
+
+#[test]
+fn a_stopped_plan_suggests_the_plan_again_never_an_apply() {
+    let ids = ids(20, 61);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb
+        .cmd()
+        .env("SIGNALWIRE_API_TOKEN", "wrong")
+        .args(["plan", "m.csv"]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("sipgw-bulk plan m.csv"), "{err}");
+    assert!(!err.contains("sipgw-bulk apply"), "{err}");
+}
