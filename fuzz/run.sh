@@ -10,9 +10,12 @@ runs="${1:-1000000}"
 for target in csv_manifest yaml_manifest report_reader error_body retry_after link_resolver; do
     mkdir -p "corpus/$target"
     echo "== $target: $runs runs"
+    started=$(date +%s)
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" "seeds/$target" -- \
-        -runs="$runs" -max_len=4096 -print_final_stats=1 2>&1 |
-        grep -E "stat::number_of_executed_units|stat::peak_rss_mb|Done|ERROR|panicked" || true
+        -runs="$runs" -max_len=4096 -print_final_stats=1 >"log-$target.txt" 2>&1 || true
+    grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|ERROR|panicked" \
+        "log-$target.txt" || true
+    echo "   $(( $(date +%s) - started ))s"
     if compgen -G "artifacts/$target/crash-*" >/dev/null; then
         echo "crash found in $target: see fuzz/artifacts/$target" >&2
         exit 1

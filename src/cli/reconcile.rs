@@ -539,13 +539,19 @@ fn summary_text(title: &str, o: &Outcome, report: Option<&Path>, rate: u32) -> S
         ));
     }
     text.push_str(&format!(
-        "\n  requests {}, retries {}, writes {} at {} (--rate {})",
+        "\n  requests {}, retries {}",
         human::count(o.requests),
-        human::count(o.retries),
-        human::count(o.writes),
-        human::rate(o.write_rate()),
-        human::count(u64::from(rate))
+        human::count(o.retries)
     ));
+    // A plan writes nothing: no write rate to show.
+    if o.writes > 0 || title != "Plan" {
+        text.push_str(&format!(
+            ", writes {} at {} (--rate {})",
+            human::count(o.writes),
+            human::rate(o.write_rate()),
+            human::count(u64::from(rate))
+        ));
+    }
     for (kind, p) in &o.latency {
         let ms = |x: f64| human::duration(Duration::from_secs_f64(x / 1000.0));
         text.push_str(&format!(
