@@ -607,11 +607,25 @@ async fn reconcile(row: &Row, shared: &Shared) -> RowRecord {
         }
         return finish(record);
     }
-    let Some(writer) = shared.writer.as_ref() else {
-        record.status = Status::WouldUpdate;
-        record.after = Some(desired);
-        return finish(record);
-    };
+    // A saved plan's row: written only if the gateway still looks as the plan saw it (a
+    // gateway already as the plan would leave it was settled above, as unchanged).
+    if let Some(expected) = &row.expected
+        && let Some(current) = &record.before
+    {
+        let moved = differing(expected, current);
+        if !moved.is_empty() {
+            record.status = Status::Conflict;
+            record.error_code = "conflict".into();
+            record.error = format!(
+                "not written: the gateway changed since the plan was made ({} differ); \
+                 plan again to review it",
+                moved.to_string().replace(';', ", ")
+            );
+            return finish(record);
+        }
+    }
+    // The canary applies to a plan too, so the plan shown before asking holds only the
+    // rows that will be written.
     if let Some(limit) = shared.limit
         && shared.writes_started.fetch_add(1, Ordering::Relaxed) >= limit
     {
@@ -621,6 +635,11 @@ async fn reconcile(row: &Row, shared: &Shared) -> RowRecord {
         record.after = Some(desired);
         return finish(record);
     }
+    let Some(writer) = shared.writer.as_ref() else {
+        record.status = Status::WouldUpdate;
+        record.after = Some(desired);
+        return finish(record);
+    };
     if let (Some(journal), Some(before)) = (shared.journal.as_ref(), record.before.as_ref())
         && let Err(e) = journal.record(&row.id, before)
     {

@@ -34,6 +34,7 @@
 //! - [`human`]: counts, rates and durations as a person reads them.
 //! - [`plan_view`]: the plan as people (text) and tools (JSON lines) read it.
 //! - [`progress`]: the progress bar or periodic stats lines, and the log writer around it.
+//! - [`saved_plan`]: `plan --out` and `apply --plan`: apply exactly what was reviewed.
 //! - [`shard`]: `--shard K/N`, a stable split of the rows by id.
 //! - [`export`]: paging through every gateway, links checked.
 //! - [`secret`]: credentials that print as `(redacted)`.
@@ -59,5 +60,6 @@ pub mod progress;
 pub mod report;
 pub mod retry;
 pub mod sandbox;
+pub mod saved_plan;
 pub mod secret;
 pub mod shard;

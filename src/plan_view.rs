@@ -32,6 +32,10 @@ pub struct PlanView<W: Write + Send> {
     /// Finished rows waiting for an earlier one: `None` for a row with nothing to print.
     waiting: BTreeMap<u64, Option<String>>,
     counts: BTreeMap<&'static str, u64>,
+    /// List at most this many rows, then say how many more and where the rest is.
+    cap: Option<(u64, String)>,
+    listed: u64,
+    omitted: u64,
 }
 
 impl<W: Write + Send> PlanView<W> {
@@ -44,7 +48,17 @@ impl<W: Write + Send> PlanView<W> {
             next_seq: 0,
             waiting: BTreeMap::new(),
             counts: BTreeMap::new(),
+            cap: None,
+            listed: 0,
+            omitted: 0,
         }
+    }
+
+    /// Lists at most `rows` rows; the closing lines then say how many more there are and
+    /// that `rest_at` holds them all (the interactive apply's prompt).
+    pub fn with_cap(mut self, rows: u64, rest_at: String) -> Self {
+        self.cap = Some((rows, rest_at));
+        self
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -73,7 +87,7 @@ impl<W: Write + Send> PlanView<W> {
         let name = r
             .before
             .as_ref()
-            .map(|b| format!(" {:?}", b.name))
+            .map(|b| format!(" \"{}\"", crate::inert::text(&b.name, 80)))
             .unwrap_or_default();
         let head = |mark: &str, code: &str, what: &str| {
             format!(
@@ -108,6 +122,7 @@ impl<W: Write + Send> PlanView<W> {
             Status::NotFound => head("?", "31", "not found"),
             Status::Failed => format!("{}\n    {}", head("x", "31", "failed"), r.error),
             Status::Skipped => format!("{}\n    {}", head("-", "2", "skipped"), r.error),
+            Status::Conflict => format!("{}\n    {}", head("!", "31", "conflict"), r.error),
         }
     }
 
@@ -136,8 +151,17 @@ impl<W: Write + Send> PlanView<W> {
         self.waiting.insert(seq, text);
         while let Some(text) = self.waiting.remove(&self.next_seq) {
             if let Some(text) = text {
-                // A closed stdout (`| head`) is not the job's failure.
-                let _ = writeln!(self.out, "{text}");
+                if self
+                    .cap
+                    .as_ref()
+                    .is_some_and(|(rows, _)| self.listed >= *rows)
+                {
+                    self.omitted += 1;
+                } else {
+                    self.listed += 1;
+                    // A closed stdout (`| head`) is not the job's failure.
+                    let _ = writeln!(self.out, "{text}");
+                }
             }
             self.next_seq += 1;
         }
@@ -149,11 +173,21 @@ impl<W: Write + Send> PlanView<W> {
         for text in std::mem::take(&mut self.waiting).into_values().flatten() {
             let _ = writeln!(self.out, "{text}");
         }
+        if let Some((_, rest_at)) = &self.cap
+            && self.omitted > 0
+        {
+            let _ = writeln!(
+                self.out,
+                "... and {} more rows not shown here; the whole plan is in {rest_at}",
+                crate::human::count(self.omitted)
+            );
+        }
         let n = |k: &str| self.counts.get(k).copied().unwrap_or(0);
         let closing = match self.format {
             PlanFormat::Json => json!({ "plan": {
                 "to_update": n("to update"), "unchanged": n("unchanged"), "invalid": n("invalid"),
                 "not_found": n("not found"), "failed": n("failed"), "skipped": n("skipped"),
+                "conflict": n("conflict"),
             }})
             .to_string(),
             PlanFormat::Text => {
@@ -161,7 +195,7 @@ impl<W: Write + Send> PlanView<W> {
                     format!("{} to update", n("to update")),
                     format!("{} unchanged", n("unchanged")),
                 ];
-                for k in ["invalid", "not found", "failed", "skipped"] {
+                for k in ["invalid", "not found", "failed", "skipped", "conflict"] {
                     if n(k) > 0 {
                         parts.push(format!("{} {k}", n(k)));
                     }
@@ -183,6 +217,7 @@ impl<W: Write + Send> Observer for PlanView<W> {
             Status::NotFound => "not found",
             Status::Failed => "failed",
             Status::Skipped => "skipped",
+            Status::Conflict => "conflict",
         };
         *self.counts.entry(key).or_default() += 1;
         let text = self.render(r);
@@ -197,8 +232,8 @@ impl<W: Write + Send> Observer for PlanView<W> {
 /// A field's value as shown: strings quoted, lists bracketed (so a reordering is visible).
 fn show(f: &GatewayFields, field: Field) -> String {
     match field {
-        Field::Name => format!("{:?}", f.name),
-        Field::Uri => format!("{:?}", f.uri),
+        Field::Name => format!("\"{}\"", crate::inert::text(&f.name, 200)),
+        Field::Uri => format!("\"{}\"", crate::inert::text(&f.uri, 200)),
         Field::Encryption => f
             .encryption
             .as_ref()

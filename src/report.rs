@@ -39,10 +39,12 @@ pub enum Status {
     Skipped,
     /// Written, but the server's answer differs from what was sent.
     Mismatch,
+    /// Not written: the gateway no longer looks as it did in the plan that was reviewed.
+    Conflict,
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Updated,
         Status::Unchanged,
         Status::WouldUpdate,
@@ -51,6 +53,7 @@ impl Status {
         Status::Failed,
         Status::Skipped,
         Status::Mismatch,
+        Status::Conflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Skipped => "skipped",
             Status::Mismatch => "mismatch",
+            Status::Conflict => "conflict",
         }
     }
 
@@ -70,7 +74,11 @@ impl Status {
     pub fn is_error(self) -> bool {
         matches!(
             self,
-            Status::Invalid | Status::NotFound | Status::Failed | Status::Mismatch
+            Status::Invalid
+                | Status::NotFound
+                | Status::Failed
+                | Status::Mismatch
+                | Status::Conflict
         )
     }
 }

@@ -171,8 +171,6 @@ pub struct ManifestArgs {
 /// What plan and apply share.
 #[derive(Debug, Args)]
 pub struct JobArgs {
-    #[command(flatten)]
-    pub manifest: ManifestArgs,
     /// Also write the summary as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
@@ -190,6 +188,11 @@ pub struct JobArgs {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// Save the plan to PLAN: `apply --plan PLAN` then writes exactly these changes.
+    #[arg(long, value_name = "PLAN")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
     pub job: JobArgs,
     /// Exit 2 when changes are pending (0: nothing to do, 1: errors).
     #[arg(long)]
@@ -198,6 +201,16 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
+    /// The manifest: .csv, .yaml or .yml (not with --plan).
+    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    pub manifest: Option<PathBuf>,
+    /// Manifest format, when the extension does not tell.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+    /// Write exactly the changes of this saved plan (`plan --out`); a gateway that changed
+    /// since is `conflict`, not written. Needs no --yes: the plan was the review.
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
     #[command(flatten)]
     pub job: JobArgs,
     /// Do not ask before writing (required without a terminal).
@@ -559,7 +572,19 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
     match command {
         Command::Validate(args) => validate::run(&args).await,
         Command::Plan(args) => {
-            let exit = reconcile::run(&ctx, &args.job, reconcile::Mode::Plan, None).await?;
+            let source = reconcile::Source::Manifest {
+                path: &args.manifest.manifest,
+                format: args.manifest.format,
+            };
+            let exit = reconcile::run(
+                &ctx,
+                source,
+                &args.job,
+                reconcile::Mode::Plan,
+                None,
+                args.out.as_deref(),
+            )
+            .await?;
             Ok(plan_exit(exit, args.detailed_exitcode))
         }
         Command::Apply(args) => {
@@ -568,7 +593,15 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
             } else {
                 reconcile::Mode::Apply
             };
-            let exit = reconcile::run(&ctx, &args.job, mode, Some(&args)).await?;
+            let source = match (&args.plan, &args.manifest) {
+                (Some(plan), _) => reconcile::Source::Plan(plan),
+                (None, Some(path)) => reconcile::Source::Manifest {
+                    path,
+                    format: args.format,
+                },
+                (None, None) => return Err(usage("apply needs a MANIFEST or --plan PLAN")),
+            };
+            let exit = reconcile::run(&ctx, source, &args.job, mode, Some(&args), None).await?;
             Ok(plan_exit(exit, false))
         }
         Command::Export(args) => export::run(&ctx, &args).await,

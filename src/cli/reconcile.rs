@@ -23,6 +23,7 @@ use crate::manifest::{DuplicateCheck, Manifest};
 use crate::plan_view::{PlanFormat, PlanView};
 use crate::progress::{self, Progress, ProgressMode, Tee};
 use crate::report::{ReportFormat, ReportWriter, Status};
+use crate::saved_plan;
 use crate::shard::Shard;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,24 +39,64 @@ struct Scan {
     sha256: String,
 }
 
+/// Where a job's rows come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// A manifest (`-` for stdin), its format from the extension unless given.
+    Manifest {
+        path: &'a Path,
+        format: Option<crate::manifest::Format>,
+    },
+    /// A saved plan (`apply --plan`).
+    Plan(&'a Path),
+}
+
 pub async fn run(
     ctx: &Context,
+    source: Source<'_>,
     job: &JobArgs,
     mode: Mode,
     apply: Option<&ApplyArgs>,
+    save_plan: Option<&Path>,
 ) -> Result<Exit, Failure> {
     let yes = apply.is_some_and(|a| a.yes);
     let resume = apply.is_some_and(|a| a.resume);
-    let manifest =
-        Manifest::open(&job.manifest.manifest, job.manifest.format).map_err(manifest_failure)?;
+    let (manifest, plan_header) = match source {
+        Source::Manifest { path, format } => {
+            if path.extension().is_some_and(|e| e == "plan") && format.is_none() {
+                return Err(usage(format!(
+                    "{} looks like a saved plan: apply it with --plan {}",
+                    path.display(),
+                    path.display()
+                )));
+            }
+            (
+                Manifest::open(path, format).map_err(manifest_failure)?,
+                None,
+            )
+        }
+        Source::Plan(path) => {
+            if job.shard.is_some() {
+                return Err(usage(
+                    "--shard does not go with --plan: a saved plan already holds only its rows \
+                     (plan with --shard instead)",
+                ));
+            }
+            let header = saved_plan::read_header(path).exit_with(Exit::Usage)?;
+            let manifest = Manifest::open(path, Some(crate::manifest::Format::Plan))
+                .map_err(manifest_failure)?;
+            (manifest, Some(header))
+        }
+    };
     let report_path = ctx.global.report.clone().unwrap_or_else(|| {
         default_report_path(manifest.source(), ctx.settings.report_format, mode)
     });
 
     let mut ledger = Ledger::lock(&report_path).map_err(ledger_failure)?;
-    let (scan, manifest) = scan(&manifest, job.shard).await?;
+    let (mut scan, mut manifest) = scan(&manifest, job.shard).await?;
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    if mode == Mode::Apply && !yes && !interactive {
+    // A saved plan was reviewed already: applying it needs no second confirmation.
+    if mode == Mode::Apply && !yes && !interactive && plan_header.is_none() {
         return Err(usage(
             "apply writes to the API: pass --yes to confirm when not on a terminal \
              (or use `plan` / --dry-run to see the changes first)",
@@ -65,6 +106,16 @@ pub async fn run(
         .preflight(&scan.sha256, resume)
         .map_err(ledger_failure)?;
     let client_config = ctx.client_config()?;
+    if let (Some(header), Source::Plan(path)) = (&plan_header, source) {
+        let manifest_now = saved_plan::file_sha256(Path::new(&header.manifest));
+        header
+            .check(
+                path,
+                client_config.base_url.as_str(),
+                manifest_now.as_deref(),
+            )
+            .exit_with(Exit::Usage)?;
+    }
     // One apply of this manifest to this space at a time on this machine, whatever the
     // report. Held until the run ends.
     let _run_lock = if mode == Mode::Apply {
@@ -79,18 +130,92 @@ pub async fn run(
         None
     };
 
-    // Preview: what would change, before anything does (a terminal, or a guard to check).
     let max_changes = apply.and_then(|a| a.max_changes);
-    if mode == Mode::Apply && (max_changes.is_some() || !yes) {
-        let preview = Pipeline::new(ctx, &client_config, &manifest, job)
-            .run(ReportWriter::discard(), false, None)
+    let limit = apply.and_then(|a| a.limit);
+    let continuing = resume && report_path.exists();
+    if mode == Mode::Apply && !yes && plan_header.is_none() && !continuing {
+        // On a terminal: plan into REPORT.plan, show that plan, ask, then apply exactly
+        // that file. Every planned gateway is read again just before its PATCH, and one
+        // that moved since is a `conflict`, not written.
+        let plan_path = reviewed_plan_path(&report_path);
+        let mut preview = Pipeline::new(ctx, &client_config, &manifest, job);
+        preview.limit = limit;
+        let header = plan_header_for(&client_config, &manifest, &scan, job.shard);
+        let writer = saved_plan::PlanWriter::create(&plan_path, header).exit_with(Exit::Usage)?;
+        let (plan_obs, plan_handle) = progress::Shared::new(writer);
+        let colour = std::io::stdout().is_terminal() && colour_wanted();
+        let (view_obs, view_handle) = progress::Shared::new(
+            PlanView::new(
+                std::io::BufWriter::new(std::io::stdout()),
+                PlanFormat::Text,
+                colour,
+                false,
+            )
+            .with_cap(SHOWN_BEFORE_ASKING, plan_path.display().to_string()),
+        );
+        let observers: Vec<Box<dyn Observer>> = vec![Box::new(plan_obs), Box::new(view_obs)];
+        let outcome = preview
+            .run(
+                ReportWriter::discard(),
+                false,
+                Some((CancellationToken::new(), Box::new(Tee(observers)))),
+            )
             .await?;
-        let changes = preview.count(Status::WouldUpdate);
-        if preview.stopped == Some(StopReason::Unauthorized) {
+        if let Some(view) = progress::reclaim(view_handle) {
+            view.finish();
+        }
+        let writer = progress::reclaim(plan_handle);
+        let changes = outcome.count(Status::WouldUpdate);
+        if let Some(reason) = outcome.stopped {
             say(
                 ctx,
-                "stopped: the server refused the credentials (401/403); nothing written",
+                &format!(
+                    "stopped while planning ({}); nothing written",
+                    format!("{reason:?}").to_lowercase()
+                ),
             );
+            return Ok(Exit::Aborted);
+        }
+        say(
+            ctx,
+            &summary_text("Plan", &outcome, None, ctx.settings.write_rate.get()),
+        );
+        if let Some(max) = max_changes
+            && changes > max
+        {
+            say(
+                ctx,
+                &format!(
+                    "refused: the plan changes {changes} rows, more than --max-changes {max}; \
+                     nothing written"
+                ),
+            );
+            return Ok(Exit::Aborted);
+        }
+        if changes == 0 {
+            say(ctx, "nothing to change; nothing written.");
+            return Ok(exit_code(&outcome, Mode::Plan));
+        }
+        let Some(writer) = writer else {
+            return Err(usage("internal: the plan writer is still in use"));
+        };
+        let saved = writer.finish(true).exit_with(Exit::Usage)?;
+        if !confirm(changes)? {
+            let _ = std::fs::remove_file(&saved);
+            say(ctx, "declined; nothing written.");
+            return Ok(Exit::Aborted);
+        }
+        let reviewed = Manifest::open(&saved, Some(crate::manifest::Format::Plan))
+            .map_err(manifest_failure)?;
+        (scan, manifest) = self::scan(&reviewed, None).await?;
+    } else if mode == Mode::Apply && max_changes.is_some() {
+        // A guard to check before anything is written: count the changes first.
+        let mut preview = Pipeline::new(ctx, &client_config, &manifest, job);
+        preview.limit = limit;
+        let preview = preview.run(ReportWriter::discard(), false, None).await?;
+        let changes = preview.count(Status::WouldUpdate);
+        if preview.stopped.is_some() {
+            say(ctx, "stopped while counting the changes; nothing written");
             return Ok(Exit::Aborted);
         }
         if let Some(max) = max_changes
@@ -104,20 +229,6 @@ pub async fn run(
                 ),
             );
             return Ok(Exit::Aborted);
-        }
-        if !yes {
-            say(
-                ctx,
-                &summary_text("Plan", &preview, None, ctx.settings.write_rate.get()),
-            );
-            if changes == 0 {
-                say(ctx, "nothing to change; nothing written.");
-                return Ok(exit_code(&preview, Mode::Plan));
-            }
-            if !confirm(changes)? {
-                say(ctx, "nothing written.");
-                return Ok(Exit::Ok);
-            }
         }
     }
 
@@ -169,6 +280,15 @@ pub async fn run(
     } else {
         (None, None)
     };
+    let (plan_file, plan_file_handle) = match save_plan {
+        Some(path) => {
+            let header = plan_header_for(&client_config, &manifest, &scan, job.shard);
+            let writer = saved_plan::PlanWriter::create(path, header).exit_with(Exit::Usage)?;
+            let (obs, handle) = progress::Shared::new(writer);
+            (Some(obs), Some(handle))
+        }
+        None => (None, None),
+    };
     let remaining = scan.in_shard.saturating_sub(pipeline.done_count());
     let (progress_obs, progress_handle) = progress::Shared::new(Progress::new(
         progress_mode(ctx),
@@ -178,6 +298,9 @@ pub async fn run(
     let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(progress_obs)];
     if let Some(view) = plan_view {
         observers.push(Box::new(view));
+    }
+    if let Some(file) = plan_file {
+        observers.push(Box::new(file));
     }
 
     let stop = CancellationToken::new();
@@ -198,6 +321,19 @@ pub async fn run(
         view.finish();
     }
     let mut outcome = ran?;
+    if let Some(writer) = plan_file_handle.and_then(progress::reclaim) {
+        match writer.finish(outcome.stopped.is_none()) {
+            Ok(path) => say(
+                ctx,
+                &format!(
+                    "plan saved to {p}; apply exactly these changes with: sipgw-bulk apply \
+                     --plan {p}",
+                    p = shell_quote(&path)
+                ),
+            ),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
     // The summary counts the rows an earlier run finished, too.
     for (status, n) in &opened.kept {
         *outcome.counts.entry(*status).or_default() += n;
@@ -451,6 +587,46 @@ fn default_report_path(manifest: &Path, format: ReportFormat, mode: Mode) -> Pat
     PathBuf::from(format!("{stem}.{kind}.{ext}"))
 }
 
+/// Rows of the plan shown before the interactive apply asks; the rest are counted.
+const SHOWN_BEFORE_ASKING: u64 = 50;
+
+/// The plan an interactive apply shows and then applies: `REPORT.plan`.
+fn reviewed_plan_path(report: &Path) -> PathBuf {
+    let mut name = report.as_os_str().to_owned();
+    name.push(".plan");
+    PathBuf::from(name)
+}
+
+fn plan_header_for(
+    client: &ClientConfig,
+    manifest: &Manifest,
+    scan: &Scan,
+    shard: Option<Shard>,
+) -> saved_plan::PlanHeader {
+    let source = manifest.source();
+    let named = if source == Path::new("-") {
+        "-".to_owned()
+    } else {
+        std::path::absolute(source)
+            .unwrap_or_else(|_| source.to_owned())
+            .display()
+            .to_string()
+    };
+    saved_plan::PlanHeader {
+        sipgw_bulk_plan: saved_plan::VERSION,
+        space: client.base_url.as_str().trim_end_matches('/').to_owned(),
+        manifest: named,
+        manifest_sha256: scan.sha256.clone(),
+        shard: shard.map(|s| s.to_string()),
+        changes: 0,
+    }
+}
+
+/// Colour unless NO_COLOR is set (https://no-color.org).
+fn colour_wanted() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// A path as a shell word.
 fn shell_quote(p: &Path) -> String {
     let s = p.display().to_string();
@@ -476,15 +652,24 @@ fn plan_command(manifest: &Manifest, shard: Option<Shard>) -> String {
 
 fn resume_command(manifest: &Manifest, report: &Path, shard: Option<Shard>) -> String {
     let quote = shell_quote;
-    let mut cmd = format!(
-        "sipgw-bulk apply {} --report {} --resume --yes",
-        quote(manifest.source()),
-        quote(report)
-    );
+    let mut cmd = if manifest.format() == crate::manifest::Format::Plan {
+        format!(
+            "sipgw-bulk apply --plan {} --report {} --resume",
+            quote(manifest.source()),
+            quote(report)
+        )
+    } else {
+        format!(
+            "sipgw-bulk apply {} --report {} --resume --yes",
+            quote(manifest.source()),
+            quote(report)
+        )
+    };
     if manifest.source() == Path::new("-") {
         let format = match manifest.format() {
             crate::manifest::Format::Csv => "csv",
             crate::manifest::Format::Yaml => "yaml",
+            crate::manifest::Format::Plan => "plan",
         };
         cmd = format!("(the same manifest on stdin) | {cmd} --format {format}");
     }

@@ -132,6 +132,7 @@ impl RowChecker {
                 line,
                 id,
                 desired: fields.with_defaults(&self.defaults),
+                expected: None,
             }),
             // Cells echoed back are inert: a manifest cannot drive the terminal it is
             // validated on, nor fill a report with megabytes.

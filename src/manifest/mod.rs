@@ -9,6 +9,7 @@
 
 mod check;
 mod csv_format;
+mod plan_format;
 mod write;
 mod yaml_format;
 
@@ -36,6 +37,9 @@ pub struct Row {
     pub id: Uuid,
     /// What the row asks for, with `defaults:` already applied.
     pub desired: Desired,
+    /// From a saved plan: the gateway as the plan saw it. A gateway that no longer looks
+    /// like this is a `conflict` and is not written.
+    pub expected: Option<crate::model::GatewayFields>,
 }
 
 /// A row that failed its checks. It is reported and skipped; the other rows still run.
@@ -63,6 +67,10 @@ pub type CheckedRow = Result<Row, InvalidRow>;
 pub enum Format {
     Csv,
     Yaml,
+    /// A saved plan (`plan --out`): its `would_update` rows, each with the state the
+    /// gateway must still be in. Opened only by `apply --plan`.
+    #[value(skip)]
+    Plan,
 }
 
 impl Format {
@@ -110,6 +118,12 @@ pub enum ManifestError {
          one: start a new report)"
     )]
     Changed(PathBuf),
+    #[error("plan {path}: line {line}: {message}")]
+    Plan {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
     #[error("manifest {path}: `defaults` (line {line}): {message}")]
     Defaults {
         path: PathBuf,
@@ -367,6 +381,7 @@ impl Manifest {
         match format {
             Format::Csv => csv_format::read(path, bytes, DuplicateCheck::All, &mut counted)?,
             Format::Yaml => yaml_format::read(path, bytes, DuplicateCheck::All, &mut counted)?,
+            Format::Plan => plan_format::read(path, bytes, &mut counted)?,
         }
         Ok(stats)
     }
@@ -401,6 +416,7 @@ impl Manifest {
             Format::Yaml => {
                 yaml_format::read(&self.path, reader, self.duplicates.clone(), &mut counted)
             }
+            Format::Plan => plan_format::read(&self.path, reader, &mut counted),
         };
         // Whatever the parser made of it, a file that changed under it is the error.
         if self.pinned.has_changed() {

@@ -33,6 +33,12 @@ impl<W: Write> ManifestWriter<W> {
                 csv: None,
                 yaml: Some(out),
             },
+            Format::Plan => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a manifest is written as CSV or YAML, not as a plan",
+                ));
+            }
         })
     }
 
