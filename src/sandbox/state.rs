@@ -109,6 +109,18 @@ impl SandboxState {
         }
     }
 
+    /// Changes a gateway as another client of the space would (an out-of-band edit, for
+    /// rehearsing conflicts). Not counted as a PATCH. False when there is no such gateway.
+    pub fn edit(&self, id: &Uuid, fields: GatewayFields) -> bool {
+        match write_lock(&self.gateways).get_mut(id) {
+            Some(g) => {
+                g.fields = fields;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Gateways held.
     pub fn len(&self) -> usize {
         read_lock(&self.gateways).len()

@@ -10,5 +10,6 @@ mod operations;
 mod peer;
 mod plan_export;
 mod resilience;
+mod reviewed;
 mod sandbox;
 mod support;

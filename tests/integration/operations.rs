@@ -251,13 +251,22 @@ fn a_terminal_run_shows_the_bar_then_the_summary() {
 }
 
 #[test]
-fn on_a_terminal_apply_shows_the_plan_summary_and_asks_first() {
-    use std::io::Write;
+fn on_a_terminal_apply_shows_the_diff_asks_and_writes_only_what_it_showed() {
+    use std::io::{Read, Write};
     let ids = ids(20, 54);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    for (answer, report, writes) in [("no", "r-no.csv", 0), ("yes", "r-yes.csv", 20)] {
-        let command = format!("{BIN} apply m.csv --no-progress --report {report}");
+    // `no`: nothing written, and declining is not success.
+    // `yes`: between the showing and the answer another client edits one gateway: that row
+    // is a conflict; the other 19, exactly as shown, are written.
+    // `--limit 5`: the plan shown and asked about holds 5 changes.
+    for (answer, report_name, extra) in [
+        ("no", "r-no.csv", ""),
+        ("yes", "r-yes.csv", ""),
+        ("yes", "r-limit.csv", "--limit 5"),
+    ] {
+        let sb = Sandbox::start(SandboxConfig::default(), &ids);
+        write_csv(&sb.path("m.csv"), &ids, &[]);
+        let command =
+            format!("NO_COLOR=1 {BIN} apply m.csv --no-progress --report {report_name} {extra}");
         let mut child = sb
             .cmd()
             .program_is("script", &["-qefc", &command, "/dev/null"])
@@ -266,24 +275,68 @@ fn on_a_terminal_apply_shows_the_plan_summary_and_asks_first() {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        // Read the screen until the question shows.
+        let mut screen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&screen).contains("to go ahead") {
+            let n = out.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "ended before asking: {}",
+                String::from_utf8_lossy(&screen)
+            );
+            screen.extend_from_slice(&buf[..n]);
+        }
+        let shown = String::from_utf8_lossy(&screen).into_owned();
+        let patches_before = sb.state().stats().patches_applied;
+        if report_name == "r-yes.csv" {
+            let mut edited = sipgw_bulk::sandbox::starting_fields(99);
+            edited.name = "edited-elsewhere".into();
+            assert!(sb.state().edit(&ids[3], edited));
+        }
         writeln!(stdin, "{answer}").unwrap();
-        // Kept open until the run ends: an early end of input would be a ^D on the terminal.
-        let out = child.wait_with_output().unwrap();
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        let status = child.wait().unwrap();
         drop(stdin);
-        let screen = stdout(&out);
+        let screen = format!("{shown}{rest}");
+        // The diff itself, not just counts.
+        assert!(screen.contains("~ update"), "{screen}");
         assert!(
-            screen.contains("would_update"),
-            "the plan summary first: {screen}"
-        );
-        assert!(
-            screen.contains("Apply changes to 20 gateway(s)?"),
+            screen.contains("name") && screen.contains("-> \"pbx-"),
             "{screen}"
         );
-        assert_eq!(
-            sb.state().stats().patches_applied,
-            writes,
-            "after `{answer}`: {screen}"
-        );
+        let written = sb.state().stats().patches_applied - patches_before;
+        match report_name {
+            "r-no.csv" => {
+                assert!(
+                    screen.contains("Apply changes to 20 gateway(s)?"),
+                    "{screen}"
+                );
+                assert_eq!(written, 0);
+                assert_eq!(status.code(), Some(3), "declining is not success");
+            }
+            "r-yes.csv" => {
+                assert_eq!(written, 19, "{screen}");
+                let r = report(&sb.path(report_name));
+                let conflicts: Vec<_> = r
+                    .values()
+                    .filter(|r| r.status == Status::Conflict)
+                    .collect();
+                assert_eq!(conflicts.len(), 1, "{r:?}");
+                assert_eq!(conflicts[0].id, ids[3].to_string());
+                assert_eq!(status.code(), Some(1));
+                assert!(screen.contains("conflict"), "{screen}");
+            }
+            _ => {
+                assert!(
+                    screen.contains("Apply changes to 5 gateway(s)?"),
+                    "{screen}"
+                );
+                assert_eq!(written, 5, "{screen}");
+            }
+        }
     }
 }
 
