@@ -69,6 +69,18 @@ struct LockNote {
 pub struct Ledger {
     report: PathBuf,
     lock: File,
+    /// This run made the lock file: a run refused before it wrote a report leaves none.
+    created: bool,
+    /// Removed when the ledger is dropped (a plan's report is never resumed).
+    drop_lock: bool,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if self.drop_lock || (self.created && !self.report.exists()) {
+            let _ = std::fs::remove_file(lock_path(&self.report));
+        }
+    }
 }
 
 /// A report ready for rows, and what an earlier run already finished.
@@ -148,11 +160,25 @@ impl Journal {
 impl Ledger {
     /// Takes the lock beside `report`, at once or not at all.
     pub fn lock(report: &Path) -> Result<Ledger, LedgerError> {
+        // Name the report the user gave, not the lock file beside it.
+        if let Some(dir) = report.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.is_dir()
+        {
+            return Err(LedgerError::Io {
+                path: report.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("its directory {} does not exist", dir.display()),
+                ),
+            });
+        }
         let lock_path = lock_path(report);
         let io_err = |source| LedgerError::Io {
             path: lock_path.clone(),
             source,
         };
+        let created = !lock_path.exists();
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -168,7 +194,15 @@ impl Ledger {
         Ok(Ledger {
             report: report.to_owned(),
             lock,
+            created,
+            drop_lock: false,
         })
+    }
+
+    /// The lock file goes when this run ends: for a plan, whose report is never resumed
+    /// (an apply's lock file keeps the manifest's fingerprint for `--resume`).
+    pub fn remove_lock_when_done(&mut self) {
+        self.drop_lock = true;
     }
 
     /// Checks, without touching anything, that `open` will accept this run: no report yet,

@@ -236,3 +236,69 @@ impl<T: Observer> Observer for Shared<T> {
 pub fn reclaim<T: Observer>(arc: Arc<Mutex<T>>) -> Option<T> {
     Arc::try_unwrap(arc).ok().and_then(|m| m.into_inner().ok())
 }
+
+/// Rows that need a person, printed as they happen (through the log, so above the bar,
+/// and as JSON under `--log-format json`), the first [`ErrorLines::SHOWN`] of them, then
+/// listed again when the run ends: an operator sees which gateways failed without opening
+/// the report.
+#[derive(Default)]
+pub struct ErrorLines {
+    shown: Vec<(u64, String, Status, String, String)>,
+    more: u64,
+}
+
+impl ErrorLines {
+    pub const SHOWN: usize = 20;
+
+    /// The closing list; nothing when no row failed.
+    pub fn finish(self, report: &std::path::Path) {
+        if self.shown.is_empty() {
+            return;
+        }
+        let total = self.shown.len() as u64 + self.more;
+        let mut text = format!(
+            "{} row(s) need attention (failed, conflict or mismatch); all are in {}:",
+            crate::human::count(total),
+            report.display()
+        );
+        for (line, id, status, code, message) in &self.shown {
+            text.push_str(&format!(
+                "\n  line {line}  {id}  {status} {code}: {message}"
+            ));
+        }
+        if self.more > 0 {
+            text.push_str(&format!(
+                "\n  ... and {} more",
+                crate::human::count(self.more)
+            ));
+        }
+        tracing::warn!("{text}");
+    }
+}
+
+impl Observer for ErrorLines {
+    fn record(&mut self, r: &RowRecord) {
+        if !matches!(
+            r.status,
+            Status::Failed | Status::Conflict | Status::Mismatch
+        ) {
+            return;
+        }
+        if self.shown.len() >= Self::SHOWN {
+            self.more += 1;
+            return;
+        }
+        let message = crate::inert::text(&r.error, 300);
+        tracing::warn!(
+            line = r.row,
+            id = %r.id,
+            status = %r.status,
+            code = %r.error_code,
+            "row {} {}: {message}",
+            r.status,
+            r.error_code
+        );
+        self.shown
+            .push((r.row, r.id.clone(), r.status, r.error_code.clone(), message));
+    }
+}

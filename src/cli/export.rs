@@ -18,7 +18,9 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
     let client = read_client(ctx)?;
     let out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).exit_with(Exit::Usage)?,
+            std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))
+                .exit_with(Exit::Usage)?,
         )),
         None => Box::new(std::io::stdout().lock()),
     };

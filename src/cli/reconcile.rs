@@ -88,11 +88,17 @@ pub async fn run(
             (manifest, Some(header))
         }
     };
-    let report_path = ctx.global.report.clone().unwrap_or_else(|| {
-        default_report_path(manifest.source(), ctx.settings.report_format, mode)
-    });
+    let report_format = report_format_for(ctx)?;
+    let report_path = ctx
+        .global
+        .report
+        .clone()
+        .unwrap_or_else(|| default_report_path(manifest.source(), report_format, mode));
 
     let mut ledger = Ledger::lock(&report_path).map_err(ledger_failure)?;
+    if mode == Mode::Plan {
+        ledger.remove_lock_when_done();
+    }
     let (mut scan, mut manifest) = scan(&manifest, job.shard).await?;
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     // A saved plan was reviewed already: applying it needs no second confirmation.
@@ -233,12 +239,7 @@ pub async fn run(
     }
 
     let opened = ledger
-        .open(
-            manifest.source(),
-            &scan.sha256,
-            ctx.settings.report_format,
-            resume,
-        )
+        .open(manifest.source(), &scan.sha256, report_format, resume)
         .map_err(ledger_failure)?;
     if opened.resumed {
         tracing::info!(already_done = opened.done.len(), "resuming");
@@ -296,6 +297,10 @@ pub async fn run(
         mode == Mode::Plan,
     ));
     let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(progress_obs)];
+    let (errors_obs, errors_handle) = progress::Shared::new(progress::ErrorLines::default());
+    if mode == Mode::Apply {
+        observers.push(Box::new(errors_obs));
+    }
     if let Some(view) = plan_view {
         observers.push(Box::new(view));
     }
@@ -319,6 +324,9 @@ pub async fn run(
     }
     if let Some(view) = plan_handle.and_then(progress::reclaim) {
         view.finish();
+    }
+    if let Some(errors) = progress::reclaim(errors_handle) {
+        errors.finish(&report_path);
     }
     let mut outcome = ran?;
     if let Some(writer) = plan_file_handle.and_then(progress::reclaim) {
@@ -585,6 +593,33 @@ fn default_report_path(manifest: &Path, format: ReportFormat, mode: Mode) -> Pat
         Mode::Plan => "plan",
     };
     PathBuf::from(format!("{stem}.{kind}.{ext}"))
+}
+
+/// The report's format: from `--report`'s extension (`.jsonl`, `.csv`) unless given with
+/// `--report-format` or in the config; a contradiction is a usage error, never a `.jsonl`
+/// file holding CSV.
+fn report_format_for(ctx: &Context) -> Result<ReportFormat, Failure> {
+    let named = ctx.global.report.as_deref().and_then(|p| {
+        match p.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "jsonl" => Some(ReportFormat::Jsonl),
+            "csv" => Some(ReportFormat::Csv),
+            _ => None,
+        }
+    });
+    let chosen = ctx.global.report_format.or(ctx.file.report_format);
+    match (named, chosen) {
+        (Some(n), Some(c)) if n != c => Err(usage(format!(
+            "--report {} says {n:?} by its extension but the report format is {c:?}: drop one \
+             or make them agree",
+            ctx.global
+                .report
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
+        ))),
+        (Some(n), _) => Ok(n),
+        (None, c) => Ok(c.unwrap_or_default()),
+    }
 }
 
 /// Rows of the plan shown before the interactive apply asks; the rest are counted.

@@ -264,6 +264,9 @@ fn check_list<T: PartialEq>(
                 problems.push(format!("{field}: `{item}` is listed twice"));
             }
             Ok(v) => out.push(v),
+            Err(err) if item.contains(',') => problems.push(format!(
+                "{field}: {err} (list cells separate values with `;`, like `OPUS;PCMU`)"
+            )),
             Err(err) => problems.push(format!("{field}: {err}")),
         }
     }

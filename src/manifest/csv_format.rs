@@ -87,7 +87,8 @@ fn read_header<R: Read>(
     let mut columns = Columns::default();
     let mut unknown = Vec::new();
     for (i, name) in header.iter().enumerate() {
-        let slot = match name {
+        // `ID`, `Codecs`: a spreadsheet's capitals are not a different column.
+        let slot = match name.to_ascii_lowercase().as_str() {
             "id" => &mut columns.id,
             "name" => &mut columns.name,
             "uri" => &mut columns.uri,

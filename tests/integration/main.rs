@@ -2,6 +2,7 @@
 //! against a real sandbox on a loopback port.
 
 mod apply;
+mod console;
 mod faults;
 mod hostile;
 mod ledger;

@@ -1,0 +1,109 @@
+//! The files and messages around a run: formats from extensions, paths in every I/O error,
+//! rollback that refuses what is not an apply report, no lock file left by refused runs or
+//! plans, forgiving headers and hints.
+
+use sipgw_bulk::sandbox::SandboxConfig;
+
+use crate::support::*;
+
+#[test]
+fn the_report_format_follows_the_extension_and_a_contradiction_is_refused() {
+    let ids = ids(5, 83);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "x.jsonl"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = std::fs::read_to_string(sb.path("x.jsonl")).unwrap();
+    assert!(text.starts_with('{'), "JSONL, not CSV: {text}");
+    let out = run(sb.cmd().args([
+        "plan",
+        "m.csv",
+        "--report",
+        "y.jsonl",
+        "--report-format",
+        "csv",
+    ]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(!sb.path("y.jsonl").exists());
+}
+
+#[test]
+fn io_errors_name_the_path_the_user_gave() {
+    let ids = ids(3, 84);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb.cmd().args(["export", "-o", "nodir/x.csv"]));
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("nodir/x.csv"), "{}", stderr(&out));
+    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "nodir/r.csv"]));
+    assert_eq!(code(&out), 64);
+    let err = stderr(&out);
+    assert!(
+        err.contains("nodir/r.csv") && !err.contains(".lock"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rollback_refuses_a_manifest_a_plan_and_a_plan_report_writing_nothing() {
+    let ids = ids(5, 85);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb
+        .cmd()
+        .args(["plan", "m.csv", "--out", "p.plan", "--report", "p.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for (file, says) in [
+        ("m.csv", "is a manifest"),
+        ("p.plan", "is a saved plan"),
+        ("p.csv", "is a plan's report"),
+    ] {
+        let out = run(sb.cmd().args(["rollback", file]));
+        assert_eq!(code(&out), 64, "{file}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{file}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "",
+            "{file}: nothing on stdout, not even a header"
+        );
+    }
+}
+
+#[test]
+fn refused_runs_and_plans_leave_no_lock_file() {
+    let ids = ids(5, 86);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    // Refused: no --yes off a terminal.
+    let out = run(sb.cmd().args(["apply", "m.csv", "--report", "a.csv"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(!sb.path("a.csv.lock").exists());
+    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "p.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(sb.path("p.csv").exists() && !sb.path("p.csv.lock").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(sb.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".lock"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_capitalised_header_is_read_and_a_comma_in_a_list_cell_gets_a_hint() {
+    let ids = ids(2, 87);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let text = format!(
+        "ID,Codecs\n{},OPUS;PCMU\n{},\"OPUS,PCMU\"\n",
+        ids[0], ids[1]
+    );
+    std::fs::write(sb.path("m.csv"), text).unwrap();
+    let out = run(sb.cmd().args(["validate", "m.csv"]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let listing = stdout(&out);
+    assert!(
+        listing.starts_with("line 3:"),
+        "only the second row is bad: {listing}"
+    );
+    assert!(listing.contains("separate values with `;`"), "{listing}");
+}
