@@ -52,7 +52,7 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
 }
 
 /// A read-only client from the context's settings and credentials.
-fn read_client(ctx: &Context) -> Result<ReadClient, Failure> {
+pub(super) fn read_client(ctx: &Context) -> Result<ReadClient, Failure> {
     let config = ctx.client_config()?;
     let limiter = Arc::new(Limiter::new(
         Some(ctx.settings.write_rate),

@@ -9,6 +9,7 @@ mod export;
 mod reconcile;
 mod rollback;
 mod sandbox;
+mod show;
 mod validate;
 
 use std::io::IsTerminal;
@@ -62,7 +63,9 @@ pub struct Cli {
 }
 
 /// Flags every command takes. Precedence: flag > environment > config file > default.
+/// In each command's help they come after the command's own, under their own heading.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// YAML config file (see config.example.yaml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -109,12 +112,37 @@ pub struct GlobalArgs {
     /// Only warnings and errors on stderr; no progress.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Colour in the plan: auto (a terminal, and NO_COLOR unset), always or never.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: ColorChoice,
     /// No progress bar (stats lines still go to the log off a terminal).
     #[arg(long, global = true)]
     pub no_progress: bool,
     /// Seconds between stats lines when there is no progress bar.
     #[arg(long, global = true, default_value_t = 10, value_name = "SECS")]
     pub stats_interval: u64,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to paint what goes to stdout.
+    pub fn on_stdout(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +164,10 @@ pub enum Command {
     ///
     /// Example: sipgw-bulk export -o before.csv
     Export(ExportArgs),
+    /// Print one gateway's current state as a manifest row (or JSON).
+    ///
+    /// Example: sipgw-bulk show 0823a606-0aff-4c90-9eba-f88ba118fe05
+    Show(ShowArgs),
     /// Turn an apply report into a manifest that restores the before-values.
     ///
     /// Example: sipgw-bulk rollback run1.csv -o undo.csv && sipgw-bulk apply undo.csv --yes
@@ -289,6 +321,18 @@ pub struct ExportArgs {
     /// Gateways asked for per page.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub page_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The gateway's resource id.
+    pub id: String,
+    /// Print JSON (the five fields and the id) instead of a CSV manifest row.
+    #[arg(long)]
+    pub json: bool,
+    /// Manifest format of the row [default: csv].
+    #[arg(long, value_name = "FORMAT", conflicts_with = "json")]
+    pub format: Option<Format>,
 }
 
 #[derive(Debug, Args)]
@@ -605,6 +649,7 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
             Ok(plan_exit(exit, false))
         }
         Command::Export(args) => export::run(&ctx, &args).await,
+        Command::Show(args) => show::run(&ctx, &args).await,
         Command::Rollback(args) => rollback::run(&args),
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Completions { shell } => {

@@ -149,7 +149,7 @@ pub async fn run(
         let header = plan_header_for(&client_config, &manifest, &scan, job.shard);
         let writer = saved_plan::PlanWriter::create(&plan_path, header).exit_with(Exit::Usage)?;
         let (plan_obs, plan_handle) = progress::Shared::new(writer);
-        let colour = std::io::stdout().is_terminal() && colour_wanted();
+        let colour = ctx.global.color.on_stdout();
         let (view_obs, view_handle) = progress::Shared::new(
             PlanView::new(
                 std::io::BufWriter::new(std::io::stdout()),
@@ -269,7 +269,7 @@ pub async fn run(
     }
     pipeline.recovered = Some(Arc::new(opened.recovered));
     let (plan_view, plan_handle) = if mode == Mode::Plan {
-        let colour = std::io::stdout().is_terminal() && job.output == PlanFormat::Text;
+        let colour = ctx.global.color.on_stdout() && job.output == PlanFormat::Text;
         // Buffered: a line-buffered stdout costs a system call per line of the plan.
         let (obs, handle) = progress::Shared::new(PlanView::new(
             std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
@@ -655,11 +655,6 @@ fn plan_header_for(
         shard: shard.map(|s| s.to_string()),
         changes: 0,
     }
-}
-
-/// Colour unless NO_COLOR is set (https://no-color.org).
-fn colour_wanted() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A path as a shell word.

@@ -107,3 +107,40 @@ fn a_capitalised_header_is_read_and_a_comma_in_a_list_cell_gets_a_hint() {
     );
     assert!(listing.contains("separate values with `;`"), "{listing}");
 }
+
+#[test]
+fn show_prints_one_gateway_as_a_manifest_row_or_json() {
+    let ids = ids(3, 88);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let out = run(sb.cmd().args(["show", &ids[1].to_string()]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let want = sipgw_bulk::sandbox::starting_fields(2);
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "id,name,uri,encryption,ciphers,codecs\n{},{},{},optional,AES_CM_128_HMAC_SHA1_80,PCMU;PCMA\n",
+            ids[1], want.name, want.uri
+        )
+    );
+    let out = run(sb.cmd().args(["show", &ids[1].to_string(), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["fields"]["name"], want.name);
+    let missing = "99999999-9999-4999-8999-999999999999";
+    let out = run(sb.cmd().args(["show", missing]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let out = run(sb.cmd().args(["show", "not-an-id"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+}
+
+#[test]
+fn color_is_never_on_by_default_off_a_terminal_and_always_when_asked() {
+    let ids = ids(3, 89);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "a.csv"]));
+    assert!(!stdout(&out).contains('\u{1b}'));
+    let out = run(sb
+        .cmd()
+        .args(["plan", "m.csv", "--report", "b.csv", "--color", "always"]));
+    assert!(stdout(&out).contains("\u{1b}[33m"), "{}", stdout(&out));
+}
