@@ -28,6 +28,8 @@
 //!   spreadsheet formulas neutralised in CSV cells (and read back exactly).
 //! - [`diff`]: merge and field-level diff (pure functions).
 //! - [`engine`]: the pipeline; plan and apply are one loop.
+//! - [`run`]: one plan or apply as a program calls it: lock, ledger, review, saved plans,
+//!   resume, journal; the CLI maps flags to it and its outcome to an exit code.
 //! - [`report`]: the per-row record, CSV or JSONL, and reading it back.
 //! - [`ledger`]: the report's lock, the manifest fingerprint, and `--resume`.
 //! - [`latency`]: request latencies per kind, in a fixed log-scale histogram (p50/p95/p99).
@@ -59,6 +61,7 @@ pub mod plan_view;
 pub mod progress;
 pub mod report;
 pub mod retry;
+pub mod run;
 pub mod sandbox;
 pub mod saved_plan;
 pub mod secret;

@@ -269,12 +269,7 @@ pub struct ApplyArgs {
     pub grace: u64,
 }
 
-/// `--max-errors`: a count, or a share of the manifest's rows.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ErrorBudget {
-    Count(u64),
-    Percent(f64),
-}
+pub use crate::run::ErrorBudget;
 
 impl std::str::FromStr for ErrorBudget {
     type Err = String;
@@ -297,16 +292,6 @@ impl std::str::FromStr for ErrorBudget {
             return Err("--max-errors 0 would stop before the first row; use 1 or more".into());
         }
         Ok(ErrorBudget::Count(n))
-    }
-}
-
-impl ErrorBudget {
-    /// The number of failed rows that stops a job over `rows` rows (at least 1).
-    pub fn threshold(self, rows: u64) -> u64 {
-        match self {
-            ErrorBudget::Count(n) => n,
-            ErrorBudget::Percent(p) => ((rows as f64 * p / 100.0).ceil() as u64).max(1),
-        }
     }
 }
 
@@ -617,7 +602,7 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
         Command::Validate(args) => validate::run(&args).await,
         Command::Plan(args) => {
             let source = reconcile::Source::Manifest {
-                path: &args.manifest.manifest,
+                path: args.manifest.manifest.clone(),
                 format: args.manifest.format,
             };
             let exit = reconcile::run(
@@ -638,9 +623,9 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
                 reconcile::Mode::Apply
             };
             let source = match (&args.plan, &args.manifest) {
-                (Some(plan), _) => reconcile::Source::Plan(plan),
+                (Some(plan), _) => reconcile::Source::Plan(plan.clone()),
                 (None, Some(path)) => reconcile::Source::Manifest {
-                    path,
+                    path: path.clone(),
                     format: args.format,
                 },
                 (None, None) => return Err(usage("apply needs a MANIFEST or --plan PLAN")),

@@ -5,358 +5,202 @@
 //! fingerprint), preview and ask or check guards, then run; on SIGINT/SIGTERM stop taking
 //! rows, finish those in flight, report the rest `skipped`, exit 4.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{ApplyArgs, Context, Exit, ExitContext, Failure, JobArgs, manifest_failure, usage};
-use crate::client::{ClientConfig, ReadClient, RequestStats, WriteClient};
 use crate::config::LogFormat;
-use crate::engine::{self, Job, Observer, Outcome, StopReason};
-use crate::ledger::{self, Ledger, LedgerError};
-use crate::limiter::Limiter;
-use crate::manifest::{DuplicateCheck, Manifest};
+use crate::engine::{Observer, Outcome, StopReason};
+use crate::ledger::{self, LedgerError};
 use crate::plan_view::{PlanFormat, PlanView};
 use crate::progress::{self, Progress, ProgressMode, Tee};
-use crate::report::{ReportFormat, ReportWriter, Status};
-use crate::saved_plan;
+use crate::report::{ReportFormat, Status};
+use crate::run::{self as library, Approval, Finished, RunError, RunHooks, RunOptions, RunStart};
 use crate::shard::Shard;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Plan,
-    Apply,
-}
+pub use crate::run::{Mode, Source};
 
-/// What one pass over the manifest found.
-struct Scan {
-    rows: u64,
-    in_shard: u64,
-    sha256: String,
-}
-
-/// Where a job's rows come from.
-#[derive(Debug, Clone, Copy)]
-pub enum Source<'a> {
-    /// A manifest (`-` for stdin), its format from the extension unless given.
-    Manifest {
-        path: &'a Path,
-        format: Option<crate::manifest::Format>,
-    },
-    /// A saved plan (`apply --plan`).
-    Plan(&'a Path),
+/// What the CLI keeps of its observers, to finish them after the run.
+#[derive(Default)]
+struct Screens {
+    progress: Option<Arc<Mutex<Progress>>>,
+    plan: Option<Arc<Mutex<PlanView<std::io::BufWriter<std::io::Stdout>>>>>,
+    errors: Option<Arc<Mutex<progress::ErrorLines>>>,
 }
 
 pub async fn run(
     ctx: &Context,
-    source: Source<'_>,
+    source: Source,
     job: &JobArgs,
     mode: Mode,
     apply: Option<&ApplyArgs>,
     save_plan: Option<&Path>,
 ) -> Result<Exit, Failure> {
     let yes = apply.is_some_and(|a| a.yes);
-    let resume = apply.is_some_and(|a| a.resume);
-    let (manifest, plan_header) = match source {
-        Source::Manifest { path, format } => {
-            if path.extension().is_some_and(|e| e == "plan") && format.is_none() {
-                return Err(usage(format!(
-                    "{} looks like a saved plan: apply it with --plan {}",
-                    path.display(),
-                    path.display()
-                )));
-            }
-            (
-                Manifest::open(path, format).map_err(manifest_failure)?,
-                None,
-            )
-        }
-        Source::Plan(path) => {
-            if job.shard.is_some() {
-                return Err(usage(
-                    "--shard does not go with --plan: a saved plan already holds only its rows \
-                     (plan with --shard instead)",
-                ));
-            }
-            let header = saved_plan::read_header(path).exit_with(Exit::Usage)?;
-            let manifest = Manifest::open(path, Some(crate::manifest::Format::Plan))
-                .map_err(manifest_failure)?;
-            (manifest, Some(header))
-        }
-    };
-    let report_format = report_format_for(ctx)?;
-    let report_path = ctx
-        .global
-        .report
-        .clone()
-        .unwrap_or_else(|| default_report_path(manifest.source(), report_format, mode));
-
-    let mut ledger = Ledger::lock(&report_path).map_err(ledger_failure)?;
-    if mode == Mode::Plan {
-        ledger.remove_lock_when_done();
-    }
-    let (mut scan, mut manifest) = scan(&manifest, job.shard).await?;
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let saved = matches!(source, Source::Plan(_));
     // A saved plan was reviewed already: applying it needs no second confirmation.
-    if mode == Mode::Apply && !yes && !interactive && plan_header.is_none() {
+    if mode == Mode::Apply && !yes && !interactive && !saved {
         return Err(usage(
             "apply writes to the API: pass --yes to confirm when not on a terminal \
              (or use `plan` / --dry-run to see the changes first)",
         ));
     }
-    ledger
-        .preflight(&scan.sha256, resume)
-        .map_err(ledger_failure)?;
-    let client_config = ctx.client_config()?;
-    if let (Some(header), Source::Plan(path)) = (&plan_header, source) {
-        let manifest_now = saved_plan::file_sha256(Path::new(&header.manifest));
-        header
-            .check(
-                path,
-                client_config.base_url.as_str(),
-                manifest_now.as_deref(),
-            )
-            .exit_with(Exit::Usage)?;
-    }
-    // One apply of this manifest to this space at a time on this machine, whatever the
-    // report. Held until the run ends.
-    let _run_lock = if mode == Mode::Apply {
-        ledger::RunLock::acquire(
-            client_config.base_url.as_str(),
-            &scan.sha256,
-            job.shard,
-            &report_path,
-        )
-        .map_err(ledger_failure)?
-    } else {
-        None
-    };
+    let mut options = RunOptions::new(source, mode, ctx.client_config()?);
+    options.report = ctx.global.report.clone();
+    options.report_format = report_format_for(ctx)?;
+    options.resume = apply.is_some_and(|a| a.resume);
+    options.shard = job.shard;
+    options.max_errors = apply.and_then(|a| a.max_errors);
+    options.limit = apply.and_then(|a| a.limit);
+    options.max_changes = apply.and_then(|a| a.max_changes);
+    options.save_plan = save_plan.map(Path::to_owned);
+    options.concurrency = ctx.settings.concurrency;
+    options.write_rate = ctx.settings.write_rate;
+    options.read_rate = ctx.settings.read_rate;
 
-    let max_changes = apply.and_then(|a| a.max_changes);
-    let limit = apply.and_then(|a| a.limit);
-    let continuing = resume && report_path.exists();
-    if mode == Mode::Apply && !yes && plan_header.is_none() && !continuing {
-        // On a terminal: plan into REPORT.plan, show that plan, ask, then apply exactly
-        // that file. Every planned gateway is read again just before its PATCH, and one
-        // that moved since is a `conflict`, not written.
-        let plan_path = reviewed_plan_path(&report_path);
-        let mut preview = Pipeline::new(ctx, &client_config, &manifest, job);
-        preview.limit = limit;
-        let header = plan_header_for(&client_config, &manifest, &scan, job.shard);
-        let writer = saved_plan::PlanWriter::create(&plan_path, header).exit_with(Exit::Usage)?;
-        let (plan_obs, plan_handle) = progress::Shared::new(writer);
+    // The review on a terminal: the plan's diff (cut at SHOWN_BEFORE_ASKING rows), its
+    // summary, then the question.
+    let preview_view: Arc<Mutex<Option<Arc<Mutex<PlanView<_>>>>>> = Arc::default();
+    let approval = if mode == Mode::Apply && !yes {
         let colour = ctx.global.color.on_stdout();
-        let (view_obs, view_handle) = progress::Shared::new(
-            PlanView::new(
-                std::io::BufWriter::new(std::io::stdout()),
-                PlanFormat::Text,
-                colour,
-                false,
-            )
-            .with_cap(SHOWN_BEFORE_ASKING, plan_path.display().to_string()),
-        );
-        let observers: Vec<Box<dyn Observer>> = vec![Box::new(plan_obs), Box::new(view_obs)];
-        let outcome = preview
-            .run(
-                ReportWriter::discard(),
-                false,
-                Some((CancellationToken::new(), Box::new(Tee(observers)))),
-            )
-            .await?;
-        if let Some(view) = progress::reclaim(view_handle) {
-            view.finish();
+        let slot = Arc::clone(&preview_view);
+        let slot_for_ask = Arc::clone(&preview_view);
+        Approval::Ask {
+            preview: Box::new(move |plan_path: &Path| {
+                let view = PlanView::new(
+                    std::io::BufWriter::new(std::io::stdout()),
+                    PlanFormat::Text,
+                    colour,
+                    false,
+                )
+                .with_cap(SHOWN_BEFORE_ASKING, plan_path.display().to_string());
+                let (obs, handle) = progress::Shared::new(view);
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(handle);
+                }
+                Box::new(obs) as Box<dyn Observer>
+            }),
+            ask: Box::new(move |outcome: &Outcome| {
+                let handle = slot_for_ask.lock().ok().and_then(|mut s| s.take());
+                if let Some(view) = handle.and_then(progress::reclaim) {
+                    view.finish();
+                }
+                say(
+                    ctx,
+                    &summary_text("Plan", outcome, None, ctx.settings.write_rate.get()),
+                );
+                confirm(outcome.count(Status::WouldUpdate)).unwrap_or(false)
+            }),
         }
-        let writer = progress::reclaim(plan_handle);
-        let changes = outcome.count(Status::WouldUpdate);
-        if let Some(reason) = outcome.stopped {
-            say(
-                ctx,
-                &format!(
-                    "stopped while planning ({}); nothing written",
-                    format!("{reason:?}").to_lowercase()
-                ),
-            );
-            return Ok(Exit::Aborted);
-        }
-        say(
-            ctx,
-            &summary_text("Plan", &outcome, None, ctx.settings.write_rate.get()),
-        );
-        if let Some(max) = max_changes
-            && changes > max
-        {
-            say(
-                ctx,
-                &format!(
-                    "refused: the plan changes {changes} rows, more than --max-changes {max}; \
-                     nothing written"
-                ),
-            );
-            return Ok(Exit::Aborted);
-        }
-        if changes == 0 {
-            say(ctx, "nothing to change; nothing written.");
-            return Ok(exit_code(&outcome, Mode::Plan));
-        }
-        let Some(writer) = writer else {
-            return Err(usage("internal: the plan writer is still in use"));
-        };
-        let saved = writer.finish(true).exit_with(Exit::Usage)?;
-        if !confirm(changes)? {
-            let _ = std::fs::remove_file(&saved);
-            say(ctx, "declined; nothing written.");
-            return Ok(Exit::Aborted);
-        }
-        let reviewed = Manifest::open(&saved, Some(crate::manifest::Format::Plan))
-            .map_err(manifest_failure)?;
-        (scan, manifest) = self::scan(&reviewed, None).await?;
-    } else if mode == Mode::Apply && max_changes.is_some() {
-        // A guard to check before anything is written: count the changes first.
-        let mut preview = Pipeline::new(ctx, &client_config, &manifest, job);
-        preview.limit = limit;
-        let preview = preview.run(ReportWriter::discard(), false, None).await?;
-        let changes = preview.count(Status::WouldUpdate);
-        if preview.stopped.is_some() {
-            say(ctx, "stopped while counting the changes; nothing written");
-            return Ok(Exit::Aborted);
-        }
-        if let Some(max) = max_changes
-            && changes > max
-        {
-            say(
-                ctx,
-                &format!(
-                    "refused: the plan changes {changes} rows, more than --max-changes {max}; \
-                     nothing written"
-                ),
-            );
-            return Ok(Exit::Aborted);
-        }
-    }
-
-    let opened = ledger
-        .open(manifest.source(), &scan.sha256, report_format, resume)
-        .map_err(ledger_failure)?;
-    if opened.resumed {
-        tracing::info!(already_done = opened.done.len(), "resuming");
-    }
-    tracing::info!(
-        manifest = %manifest.source().display(),
-        rows = scan.rows,
-        in_shard = scan.in_shard,
-        report = %report_path.display(),
-        mode = ?mode,
-        "starting"
-    );
-
-    // Observers: the plan on stdout (plan mode), progress on stderr.
-    let mut pipeline = Pipeline::new(ctx, &client_config, &manifest, job);
-    pipeline.max_errors = apply
-        .and_then(|a| a.max_errors)
-        .map(|b| b.threshold(scan.in_shard));
-    pipeline.limit = apply.and_then(|a| a.limit);
-    pipeline.done = Some(Arc::new(opened.done));
-    pipeline.journal = Some(opened.journal);
-    if !opened.recovered.is_empty() {
-        tracing::info!(
-            rows = opened.recovered.len(),
-            "before-values recovered from the journal for rows the report lost"
-        );
-    }
-    pipeline.recovered = Some(Arc::new(opened.recovered));
-    let (plan_view, plan_handle) = if mode == Mode::Plan {
-        let colour = ctx.global.color.on_stdout() && job.output == PlanFormat::Text;
-        // Buffered: a line-buffered stdout costs a system call per line of the plan.
-        let (obs, handle) = progress::Shared::new(PlanView::new(
-            std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
-            job.output,
-            colour,
-            job.show_unchanged,
-        ));
-        (Some(obs), Some(handle))
     } else {
-        (None, None)
+        Approval::Given
     };
-    let (plan_file, plan_file_handle) = match save_plan {
-        Some(path) => {
-            let header = plan_header_for(&client_config, &manifest, &scan, job.shard);
-            let writer = saved_plan::PlanWriter::create(path, header).exit_with(Exit::Usage)?;
-            let (obs, handle) = progress::Shared::new(writer);
-            (Some(obs), Some(handle))
+
+    let screens = Arc::new(Mutex::new(Screens::default()));
+    let observe = {
+        let screens = Arc::clone(&screens);
+        move |start: &RunStart| -> Box<dyn Observer> {
+            let mut s = screens.lock().unwrap_or_else(|p| p.into_inner());
+            let remaining = start.in_shard.saturating_sub(start.already_done);
+            let (obs, handle) = progress::Shared::new(Progress::new(
+                progress_mode(ctx),
+                remaining,
+                mode == Mode::Plan,
+            ));
+            s.progress = Some(handle);
+            let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(obs)];
+            if mode == Mode::Apply {
+                let (obs, handle) = progress::Shared::new(progress::ErrorLines::default());
+                s.errors = Some(handle);
+                observers.push(Box::new(obs));
+            } else {
+                let colour = ctx.global.color.on_stdout() && job.output == PlanFormat::Text;
+                // Buffered: a line-buffered stdout costs a system call per line of the plan.
+                let (obs, handle) = progress::Shared::new(PlanView::new(
+                    std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+                    job.output,
+                    colour,
+                    job.show_unchanged,
+                ));
+                s.plan = Some(handle);
+                observers.push(Box::new(obs));
+            }
+            Box::new(Tee(observers))
         }
-        None => (None, None),
     };
-    let remaining = scan.in_shard.saturating_sub(pipeline.done_count());
-    let (progress_obs, progress_handle) = progress::Shared::new(Progress::new(
-        progress_mode(ctx),
-        remaining,
-        mode == Mode::Plan,
-    ));
-    let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(progress_obs)];
-    let (errors_obs, errors_handle) = progress::Shared::new(progress::ErrorLines::default());
-    if mode == Mode::Apply {
-        observers.push(Box::new(errors_obs));
-    }
-    if let Some(view) = plan_view {
-        observers.push(Box::new(view));
-    }
-    if let Some(file) = plan_file {
-        observers.push(Box::new(file));
-    }
 
     let stop = CancellationToken::new();
     let grace = Duration::from_secs(apply.map_or(30, |a| a.grace));
     let signals = tokio::spawn(watch_signals(stop.clone(), grace));
-    let ran = pipeline
-        .run(
-            opened.writer,
-            mode == Mode::Apply,
-            Some((stop, Box::new(Tee(observers)))),
-        )
-        .await;
+    let hooks = RunHooks {
+        stop,
+        observe: Some(Box::new(observe)),
+    };
+    let finished = library::run(options, approval, hooks).await;
     signals.abort();
-    if let Some(p) = progress::reclaim(progress_handle) {
+    let screens = std::mem::take(&mut *screens.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Some(p) = screens.progress.and_then(progress::reclaim) {
         p.finish();
     }
-    if let Some(view) = plan_handle.and_then(progress::reclaim) {
+    if let Some(view) = screens.plan.and_then(progress::reclaim) {
         view.finish();
     }
-    if let Some(errors) = progress::reclaim(errors_handle) {
-        errors.finish(&report_path);
-    }
-    let mut outcome = ran?;
-    if let Some(writer) = plan_file_handle.and_then(progress::reclaim) {
-        match writer.finish(outcome.stopped.is_none()) {
-            Ok(path) => say(
+    let (outcome, start, plan_saved) = match finished.map_err(run_failure)? {
+        Finished::Ran {
+            outcome,
+            start,
+            plan_saved,
+        } => (outcome, start, plan_saved),
+        Finished::NothingToDo { preview } => {
+            say(ctx, "nothing to change; nothing written.");
+            return Ok(exit_code(&preview, Mode::Plan));
+        }
+        Finished::Declined { .. } => {
+            say(ctx, "declined; nothing written.");
+            return Ok(Exit::Aborted);
+        }
+        Finished::TooManyChanges { changes, max } => {
+            say(
                 ctx,
                 &format!(
-                    "plan saved to {p}; apply exactly these changes with: sipgw-bulk apply \
-                     --plan {p}",
-                    p = shell_quote(&path)
+                    "refused: the plan changes {changes} rows, more than --max-changes {max}; \
+                     nothing written"
                 ),
-            ),
-            Err(e) => tracing::warn!("{e}"),
+            );
+            return Ok(Exit::Aborted);
         }
+        Finished::StoppedWhilePlanning { preview } => {
+            let why = preview
+                .stopped
+                .map(|r| format!("{r:?}").to_lowercase())
+                .unwrap_or_default();
+            say(
+                ctx,
+                &format!("stopped while planning ({why}); nothing written"),
+            );
+            return Ok(Exit::Aborted);
+        }
+    };
+    let report_path = start.report.clone();
+    if let Some(errors) = screens.errors.and_then(progress::reclaim) {
+        errors.finish(&report_path);
     }
-    // The summary counts the rows an earlier run finished, too.
-    for (status, n) in &opened.kept {
-        *outcome.counts.entry(*status).or_default() += n;
-    }
-    // Every finished row is in the report now; the journal keeps only the before-values
-    // of writes that may have landed unseen (a later --resume settles them). A report
-    // that failed keeps its whole journal: it may be the only record left.
-    if mode == Mode::Apply
-        && outcome.stopped != Some(StopReason::LedgerFailed)
-        && let Err(e) = ledger::settle_journal(&report_path, &outcome.unsettled)
-    {
-        tracing::warn!(
-            journal = %ledger::journal_path(&report_path).display(),
-            "cannot tidy the journal ({e}); it is kept, and --resume still reads it"
-        );
+    match plan_saved {
+        Some(Ok(path)) => say(
+            ctx,
+            &format!(
+                "plan saved to {p}; apply exactly these changes with: sipgw-bulk apply \
+                 --plan {p}",
+                p = shell_quote(&path)
+            ),
+        ),
+        Some(Err(e)) => tracing::warn!("{e}"),
+        None => {}
     }
 
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
@@ -392,12 +236,12 @@ pub async fn run(
         let next = match mode {
             Mode::Apply => format!(
                 "To continue: {}",
-                resume_command(&manifest, &report_path, job.shard)
+                resume_command(&start, &report_path, job.shard)
             ),
             Mode::Plan => format!(
                 "To see every row, run the plan again with another --report (this one is \
                  kept): {}",
-                plan_command(&manifest, job.shard)
+                plan_command(&start.source, job.shard)
             ),
         };
         say(
@@ -414,116 +258,18 @@ pub async fn run(
     Ok(exit_code(&outcome, mode))
 }
 
-/// A job's parts before it runs; `run` builds fresh clients and a fresh limiter each time,
-/// so a preview pass leaves no state behind.
-struct Pipeline<'a> {
-    ctx: &'a Context,
-    client: &'a ClientConfig,
-    manifest: &'a Manifest,
-    shard: Option<Shard>,
-    max_errors: Option<u64>,
-    limit: Option<u64>,
-    done: Option<Arc<crate::ledger::IdSet>>,
-    journal: Option<crate::ledger::Journal>,
-    recovered: Option<Arc<HashMap<u128, crate::model::GatewayFields>>>,
-}
-
-impl<'a> Pipeline<'a> {
-    fn new(
-        ctx: &'a Context,
-        client: &'a ClientConfig,
-        manifest: &'a Manifest,
-        job: &JobArgs,
-    ) -> Pipeline<'a> {
-        Pipeline {
-            ctx,
-            client,
-            manifest,
-            shard: job.shard,
-            max_errors: None,
-            limit: None,
-            done: None,
-            journal: None,
-            recovered: None,
+/// A run's error as an exit code, by its type.
+fn run_failure(err: RunError) -> Failure {
+    match err {
+        RunError::Manifest(m) | RunError::Job(crate::engine::JobError::Manifest(m)) => {
+            manifest_failure(m)
         }
+        RunError::Ledger(l) => ledger_failure(l),
+        other => Failure {
+            exit: Exit::Usage,
+            error: other.into(),
+        },
     }
-
-    fn done_count(&self) -> u64 {
-        self.done.as_ref().map_or(0, |d| d.len() as u64)
-    }
-
-    async fn run(
-        self,
-        report: ReportWriter,
-        writes: bool,
-        extras: Option<(CancellationToken, Box<dyn Observer>)>,
-    ) -> Result<Outcome, Failure> {
-        let settings = &self.ctx.settings;
-        let limiter = Arc::new(Limiter::new(Some(settings.write_rate), settings.read_rate));
-        let stats = Arc::new(RequestStats::default());
-        let abort = CancellationToken::new();
-        let reader = ReadClient::new(self.client, limiter, Arc::clone(&stats), abort.clone())
-            .exit_with(Exit::Usage)?;
-        let (stop, observer) = match extras {
-            Some((stop, observer)) => (stop, Some(observer)),
-            None => (CancellationToken::new(), None),
-        };
-        let job = Job {
-            manifest: self.manifest.clone(),
-            writer: writes.then(|| WriteClient::new(reader.clone())),
-            reader,
-            report,
-            concurrency: settings.concurrency,
-            abort,
-            stop,
-            max_errors: self.max_errors,
-            limit: self.limit,
-            done: self.done,
-            shard: self.shard,
-            journal: if writes { self.journal } else { None },
-            recovered: self.recovered,
-            observer,
-            stats,
-        };
-        engine::run(job).await.map_err(|err| match err {
-            engine::JobError::Manifest(m) => manifest_failure(m),
-            other => Failure {
-                exit: Exit::Usage,
-                error: other.into(),
-            },
-        })
-    }
-}
-
-/// One pass over the whole manifest before any request: proves it readable (exit 65
-/// otherwise), counts this shard's rows, fingerprints it, and finds the ids used twice, so
-/// the run can check duplicates exactly without remembering every id.
-async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<(Scan, Manifest), Failure> {
-    let manifest = manifest.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut in_shard = 0u64;
-        let first = manifest
-            .first_pass(|row| {
-                let owned = match (shard, row) {
-                    (None, _) => true,
-                    (Some(s), Ok(r)) => s.owns(&r.id.hyphenated().to_string()),
-                    (Some(s), Err(bad)) => s.owns(&bad.id),
-                };
-                in_shard += u64::from(owned);
-            })
-            .map_err(manifest_failure)?;
-        let scan = Scan {
-            rows: first.stats.rows,
-            in_shard,
-            sha256: first.sha256,
-        };
-        Ok((
-            scan,
-            manifest.with_duplicates(DuplicateCheck::Only(Arc::new(first.repeated))),
-        ))
-    })
-    .await
-    .exit_with(Exit::BadManifest)?
 }
 
 fn ledger_failure(err: LedgerError) -> Failure {
@@ -536,7 +282,6 @@ fn ledger_failure(err: LedgerError) -> Failure {
         error: err.into(),
     }
 }
-
 fn progress_mode(ctx: &Context) -> ProgressMode {
     let g = &ctx.global;
     if g.quiet {
@@ -550,7 +295,6 @@ fn progress_mode(ctx: &Context) -> ProgressMode {
         ProgressMode::StatsLines(Duration::from_secs(g.stats_interval.max(1)))
     }
 }
-
 /// A line for the person (text logs) or one JSON log event (JSON logs), on stderr.
 fn say(ctx: &Context, text: &str) {
     match ctx.settings.log_format {
@@ -558,7 +302,6 @@ fn say(ctx: &Context, text: &str) {
         LogFormat::Json => tracing::info!("{text}"),
     }
 }
-
 fn exit_code(outcome: &Outcome, mode: Mode) -> Exit {
     match outcome.stopped {
         Some(
@@ -574,25 +317,6 @@ fn exit_code(outcome: &Outcome, mode: Mode) -> Exit {
         }
         None => Exit::Ok,
     }
-}
-
-/// `STEM.report.csv` for apply, `STEM.plan.csv` for a plan: a plan never takes the name
-/// apply will use, so `plan m.csv` then `apply m.csv --yes` works with the defaults.
-fn default_report_path(manifest: &Path, format: ReportFormat, mode: Mode) -> PathBuf {
-    let stem = match manifest.file_stem().map(|s| s.to_string_lossy()) {
-        Some(s) if s == "-" => "stdin".to_owned(),
-        Some(s) => s.into_owned(),
-        None => "manifest".to_owned(),
-    };
-    let ext = match format {
-        ReportFormat::Csv => "csv",
-        ReportFormat::Jsonl => "jsonl",
-    };
-    let kind = match mode {
-        Mode::Apply => "report",
-        Mode::Plan => "plan",
-    };
-    PathBuf::from(format!("{stem}.{kind}.{ext}"))
 }
 
 /// The report's format: from `--report`'s extension (`.jsonl`, `.csv`) unless given with
@@ -625,38 +349,6 @@ fn report_format_for(ctx: &Context) -> Result<ReportFormat, Failure> {
 /// Rows of the plan shown before the interactive apply asks; the rest are counted.
 const SHOWN_BEFORE_ASKING: u64 = 50;
 
-/// The plan an interactive apply shows and then applies: `REPORT.plan`.
-fn reviewed_plan_path(report: &Path) -> PathBuf {
-    let mut name = report.as_os_str().to_owned();
-    name.push(".plan");
-    PathBuf::from(name)
-}
-
-fn plan_header_for(
-    client: &ClientConfig,
-    manifest: &Manifest,
-    scan: &Scan,
-    shard: Option<Shard>,
-) -> saved_plan::PlanHeader {
-    let source = manifest.source();
-    let named = if source == Path::new("-") {
-        "-".to_owned()
-    } else {
-        std::path::absolute(source)
-            .unwrap_or_else(|_| source.to_owned())
-            .display()
-            .to_string()
-    };
-    saved_plan::PlanHeader {
-        sipgw_bulk_plan: saved_plan::VERSION,
-        space: client.base_url.as_str().trim_end_matches('/').to_owned(),
-        manifest: named,
-        manifest_sha256: scan.sha256.clone(),
-        shard: shard.map(|s| s.to_string()),
-        changes: 0,
-    }
-}
-
 /// A path as a shell word.
 fn shell_quote(p: &Path) -> String {
     let s = p.display().to_string();
@@ -669,10 +361,10 @@ fn shell_quote(p: &Path) -> String {
     }
 }
 
-fn plan_command(manifest: &Manifest, shard: Option<Shard>) -> String {
+fn plan_command(manifest: &Path, shard: Option<Shard>) -> String {
     let mut cmd = format!(
         "sipgw-bulk plan {} --report NEW-REPORT",
-        shell_quote(manifest.source())
+        shell_quote(manifest)
     );
     if let Some(s) = shard {
         cmd.push_str(&format!(" --shard {s}"));
@@ -680,23 +372,23 @@ fn plan_command(manifest: &Manifest, shard: Option<Shard>) -> String {
     cmd
 }
 
-fn resume_command(manifest: &Manifest, report: &Path, shard: Option<Shard>) -> String {
+fn resume_command(start: &RunStart, report: &Path, shard: Option<Shard>) -> String {
     let quote = shell_quote;
-    let mut cmd = if manifest.format() == crate::manifest::Format::Plan {
+    let mut cmd = if start.format == crate::manifest::Format::Plan {
         format!(
             "sipgw-bulk apply --plan {} --report {} --resume",
-            quote(manifest.source()),
+            quote(&start.source),
             quote(report)
         )
     } else {
         format!(
             "sipgw-bulk apply {} --report {} --resume --yes",
-            quote(manifest.source()),
+            quote(&start.source),
             quote(report)
         )
     };
-    if manifest.source() == Path::new("-") {
-        let format = match manifest.format() {
+    if start.source == Path::new("-") {
+        let format = match start.format {
             crate::manifest::Format::Csv => "csv",
             crate::manifest::Format::Yaml => "yaml",
             crate::manifest::Format::Plan => "plan",

@@ -1,0 +1,577 @@
+//! One `plan` or `apply`, as a Rust program calls it: everything around the [`engine`]'s
+//! pipeline, in order.
+//!
+//! ```text
+//!  lock the report (another run: refused at once) ──▶ read the whole manifest once
+//!  (unreadable: refused before any request) ──▶ check the ledger (exists / --resume /
+//!  fingerprint) and a saved plan's header (space, manifest) ──▶ one apply per manifest and
+//!  space on this machine ──▶ review: plan into REPORT.plan, show, ask, then apply that
+//!  plan (or count the changes for --max-changes) ──▶ open the ledger (resume, journal)
+//!  ──▶ run the pipeline until done or `stop` ──▶ settle the journal
+//! ```
+//!
+//! The caller brings what is about people: how the go-ahead is asked ([`Approval`]), what
+//! watches the rows ([`RunHooks::observe`]: progress, the plan on a screen), and when to stop
+//! (a token its signal handler cancels). The CLI (`src/cli/reconcile.rs`) maps flags to a
+//! [`RunOptions`] and a [`Finished`] or [`RunError`] to an exit code; `examples/library.rs`
+//! drives the same API against the sandbox.
+//!
+//! [`engine`]: crate::engine
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ClientBuildError, ClientConfig, ReadClient, RequestStats, WriteClient};
+use crate::engine::{self, Job, JobError, Observer, Outcome, StopReason};
+use crate::ledger::{self, IdSet, Journal, Ledger, LedgerError, RunLock};
+use crate::limiter::Limiter;
+use crate::manifest::{DuplicateCheck, Format, Manifest, ManifestError};
+use crate::model::GatewayFields;
+use crate::progress::Tee;
+use crate::report::{ReportFormat, ReportWriter, Status};
+use crate::saved_plan::{self, PlanError, PlanHeader, PlanWriter};
+use crate::shard::Shard;
+
+/// Where a run's rows come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A manifest (`-` for stdin), its format from the extension unless given.
+    Manifest {
+        path: PathBuf,
+        format: Option<Format>,
+    },
+    /// A saved plan (`plan --out`): exactly its changes.
+    Plan(PathBuf),
+}
+
+/// Read only, or read and write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plan,
+    Apply,
+}
+
+/// `--max-errors`: a count, or a share of the rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ErrorBudget {
+    Count(u64),
+    Percent(f64),
+}
+
+impl ErrorBudget {
+    /// The number of failed rows that stops a job over `rows` rows (at least 1).
+    pub fn threshold(self, rows: u64) -> u64 {
+        match self {
+            ErrorBudget::Count(n) => n,
+            ErrorBudget::Percent(p) => ((rows as f64 * p / 100.0).ceil() as u64).max(1),
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub source: Source,
+    pub mode: Mode,
+    /// The report; `None`: `STEM.report.csv` (apply) or `STEM.plan.csv` (plan) here.
+    pub report: Option<PathBuf>,
+    pub report_format: ReportFormat,
+    /// Continue the report's run (apply).
+    pub resume: bool,
+    pub shard: Option<Shard>,
+    pub max_errors: Option<ErrorBudget>,
+    /// Write only the first N changes (a canary).
+    pub limit: Option<u64>,
+    /// Refuse to write anything when more rows would change.
+    pub max_changes: Option<u64>,
+    /// Save the plan here (plan mode): `apply --plan` of it writes exactly its changes.
+    pub save_plan: Option<PathBuf>,
+    pub client: ClientConfig,
+    pub concurrency: usize,
+    pub write_rate: NonZeroU32,
+    /// `None`: reads are not limited.
+    pub read_rate: Option<NonZeroU32>,
+}
+
+impl RunOptions {
+    /// Defaults for a run of `source` against the space `client` points at.
+    pub fn new(source: Source, mode: Mode, client: ClientConfig) -> RunOptions {
+        RunOptions {
+            source,
+            mode,
+            report: None,
+            report_format: ReportFormat::Csv,
+            resume: false,
+            shard: None,
+            max_errors: None,
+            limit: None,
+            max_changes: None,
+            save_plan: None,
+            client,
+            concurrency: crate::config::defaults::CONCURRENCY,
+            write_rate: NonZeroU32::new(crate::config::defaults::WRITE_RATE)
+                .unwrap_or(NonZeroU32::MIN),
+            read_rate: NonZeroU32::new(crate::config::defaults::READ_RATE),
+        }
+    }
+}
+
+/// How an apply gets its go-ahead.
+pub enum Approval<'a> {
+    /// Given already (`--yes`, a script, or a saved plan, which was the review).
+    Given,
+    /// Plan into `REPORT.plan` first, show it to `preview` (called with that path), ask
+    /// with the plan's outcome, then apply exactly that plan.
+    Ask {
+        preview: Box<dyn FnOnce(&Path) -> Box<dyn Observer> + 'a>,
+        ask: Box<dyn FnOnce(&Outcome) -> bool + 'a>,
+    },
+}
+
+/// What the run knows when its rows start: for the caller's observers.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    pub report: PathBuf,
+    /// The rows source actually run (the reviewed plan, after an interactive review).
+    pub source: PathBuf,
+    pub format: Format,
+    /// Rows in the manifest, and in this shard.
+    pub rows: u64,
+    pub in_shard: u64,
+    /// Rows an earlier run finished (`--resume`): passed over.
+    pub already_done: u64,
+}
+
+/// The caller's side of a run.
+pub struct RunHooks<'a> {
+    /// Cancelled from outside (an interrupt): no new row starts; rows in flight finish.
+    pub stop: CancellationToken,
+    /// Called once the rows are about to run; what it returns sees every record.
+    pub observe: Option<Box<dyn FnOnce(&RunStart) -> Box<dyn Observer> + 'a>>,
+}
+
+/// How a run ended, when it did not fail.
+#[derive(Debug)]
+pub enum Finished {
+    /// The rows ran (to the end, or until a stop; see `outcome.stopped`).
+    Ran {
+        outcome: Outcome,
+        start: RunStart,
+        /// `Some` when a plan was to be saved: where, or why not.
+        plan_saved: Option<Result<PathBuf, PlanError>>,
+    },
+    /// The review found nothing to change: nothing written.
+    NothingToDo { preview: Outcome },
+    /// Asked, and declined: nothing written.
+    Declined { preview: Outcome },
+    /// The plan changes more rows than `max_changes`: nothing written.
+    TooManyChanges { changes: u64, max: u64 },
+    /// The review stopped before it saw every row (credentials, the space, an interrupt):
+    /// nothing written.
+    StoppedWhilePlanning { preview: Outcome },
+}
+
+/// Why a run could not start or go on. Each maps to one exit code in the CLI.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The manifest (or saved plan's rows) cannot be read as a whole.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The report: held by another run, exists without `--resume`, another manifest...
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A saved plan that cannot be used here.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+    /// A combination of options that cannot run.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Job(#[from] JobError),
+}
+
+/// Runs one plan or apply to its end. See the module docs for the order of things.
+pub async fn run(
+    options: RunOptions,
+    approval: Approval<'_>,
+    hooks: RunHooks<'_>,
+) -> Result<Finished, RunError> {
+    let mode = options.mode;
+    let (mut manifest, plan_header) = match &options.source {
+        Source::Manifest { path, format } => {
+            if path.extension().is_some_and(|e| e == "plan") && format.is_none() {
+                return Err(RunError::Usage(format!(
+                    "{p} looks like a saved plan: apply it with --plan {p}",
+                    p = path.display()
+                )));
+            }
+            (Manifest::open(path, *format)?, None)
+        }
+        Source::Plan(path) => {
+            if options.shard.is_some() {
+                return Err(RunError::Usage(
+                    "--shard does not go with --plan: a saved plan already holds only its rows \
+                     (plan with --shard instead)"
+                        .into(),
+                ));
+            }
+            let header = saved_plan::read_header(path)?;
+            (Manifest::open(path, Some(Format::Plan))?, Some(header))
+        }
+    };
+    let report_path = options
+        .report
+        .clone()
+        .unwrap_or_else(|| default_report_path(manifest.source(), options.report_format, mode));
+
+    let mut ledger = Ledger::lock(&report_path)?;
+    if mode == Mode::Plan {
+        ledger.remove_lock_when_done();
+    }
+    let (mut scan, scanned) = scan(&manifest, options.shard).await?;
+    manifest = scanned;
+    ledger.preflight(&scan.sha256, options.resume)?;
+    if let (Some(header), Source::Plan(path)) = (&plan_header, &options.source) {
+        let manifest_now = saved_plan::file_sha256(Path::new(&header.manifest));
+        header.check(
+            path,
+            options.client.base_url.as_str(),
+            manifest_now.as_deref(),
+        )?;
+    }
+    // One apply of this manifest to this space at a time on this machine, whatever the
+    // report. Held until the run ends.
+    let _run_lock = if mode == Mode::Apply {
+        RunLock::acquire(
+            options.client.base_url.as_str(),
+            &scan.sha256,
+            options.shard,
+            &report_path,
+        )?
+    } else {
+        None
+    };
+
+    let continuing = options.resume && report_path.exists();
+    match approval {
+        Approval::Ask { preview, ask }
+            if mode == Mode::Apply && plan_header.is_none() && !continuing =>
+        {
+            // Plan into REPORT.plan, show it, ask, then apply exactly that file. Every
+            // planned gateway is read again just before its PATCH, and one that moved since
+            // is a `conflict`, not written.
+            let plan_path = reviewed_plan_path(&report_path);
+            let header = plan_header_for(&options, &manifest, &scan);
+            let (plan_obs, plan_handle) = crate::progress::Shared::new(
+                PlanWriter::create(&plan_path, header).map_err(|source| PlanError::Io {
+                    path: plan_path.clone(),
+                    source,
+                })?,
+            );
+            let observers: Vec<Box<dyn Observer>> = vec![Box::new(plan_obs), preview(&plan_path)];
+            let mut pass = Pipeline::new(&options, &manifest);
+            pass.limit = options.limit;
+            let outcome = pass
+                .run(
+                    ReportWriter::discard(),
+                    false,
+                    CancellationToken::new(),
+                    Some(Box::new(Tee(observers))),
+                )
+                .await?;
+            let writer = crate::progress::reclaim(plan_handle);
+            let changes = outcome.count(Status::WouldUpdate);
+            if outcome.stopped.is_some() {
+                return Ok(Finished::StoppedWhilePlanning { preview: outcome });
+            }
+            if let Some(max) = options.max_changes
+                && changes > max
+            {
+                return Ok(Finished::TooManyChanges { changes, max });
+            }
+            if changes == 0 {
+                return Ok(Finished::NothingToDo { preview: outcome });
+            }
+            let Some(writer) = writer else {
+                return Err(RunError::Usage("the plan writer is still in use".into()));
+            };
+            let saved = writer.finish(true)?;
+            if !ask(&outcome) {
+                let _ = std::fs::remove_file(&saved);
+                return Ok(Finished::Declined { preview: outcome });
+            }
+            let reviewed = Manifest::open(&saved, Some(Format::Plan))?;
+            (scan, manifest) = self::scan(&reviewed, None).await?;
+        }
+        _ if mode == Mode::Apply && options.max_changes.is_some() => {
+            // A guard to check before anything is written: count the changes first.
+            let mut pass = Pipeline::new(&options, &manifest);
+            pass.limit = options.limit;
+            let preview = pass
+                .run(
+                    ReportWriter::discard(),
+                    false,
+                    CancellationToken::new(),
+                    None,
+                )
+                .await?;
+            if preview.stopped.is_some() {
+                return Ok(Finished::StoppedWhilePlanning { preview });
+            }
+            let changes = preview.count(Status::WouldUpdate);
+            if let Some(max) = options.max_changes
+                && changes > max
+            {
+                return Ok(Finished::TooManyChanges { changes, max });
+            }
+        }
+        _ => {}
+    }
+
+    let opened = ledger.open(
+        manifest.source(),
+        &scan.sha256,
+        options.report_format,
+        options.resume,
+    )?;
+    if opened.resumed {
+        tracing::info!(already_done = opened.done.len(), "resuming");
+    }
+    if !opened.recovered.is_empty() {
+        tracing::info!(
+            rows = opened.recovered.len(),
+            "before-values recovered from the journal and the report for rows an earlier \
+             run may have written"
+        );
+    }
+    tracing::info!(
+        manifest = %manifest.source().display(),
+        rows = scan.rows,
+        in_shard = scan.in_shard,
+        report = %report_path.display(),
+        mode = ?mode,
+        "starting"
+    );
+
+    let start = RunStart {
+        report: report_path.clone(),
+        source: manifest.source().to_owned(),
+        format: manifest.format(),
+        rows: scan.rows,
+        in_shard: scan.in_shard,
+        already_done: opened.done.len() as u64,
+    };
+    let mut pipeline = Pipeline::new(&options, &manifest);
+    pipeline.max_errors = options.max_errors.map(|b| b.threshold(scan.in_shard));
+    pipeline.limit = options.limit;
+    pipeline.done = Some(Arc::new(opened.done));
+    pipeline.journal = Some(opened.journal);
+    pipeline.recovered = Some(Arc::new(opened.recovered));
+    let mut observers: Vec<Box<dyn Observer>> = Vec::new();
+    if let Some(observe) = hooks.observe {
+        observers.push(observe(&start));
+    }
+    let plan_file = match &options.save_plan {
+        Some(path) if mode == Mode::Plan => {
+            let header = plan_header_for(&options, &manifest, &scan);
+            let writer = PlanWriter::create(path, header).map_err(|source| PlanError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let (obs, handle) = crate::progress::Shared::new(writer);
+            observers.push(Box::new(obs));
+            Some(handle)
+        }
+        _ => None,
+    };
+
+    let mut outcome = pipeline
+        .run(
+            opened.writer,
+            mode == Mode::Apply,
+            hooks.stop,
+            Some(Box::new(Tee(observers))),
+        )
+        .await?;
+    let plan_saved = plan_file
+        .and_then(crate::progress::reclaim)
+        .map(|writer| writer.finish(outcome.stopped.is_none()));
+    // The summary counts the rows an earlier run finished, too.
+    for (status, n) in &opened.kept {
+        *outcome.counts.entry(*status).or_default() += n;
+    }
+    // Every finished row is in the report now; the journal keeps only the before-values
+    // of writes that may have landed unseen (a later --resume settles them). A report
+    // that failed keeps its whole journal: it may be the only record left.
+    if mode == Mode::Apply
+        && outcome.stopped != Some(StopReason::LedgerFailed)
+        && let Err(e) = ledger::settle_journal(&report_path, &outcome.unsettled)
+    {
+        tracing::warn!(
+            journal = %ledger::journal_path(&report_path).display(),
+            "cannot tidy the journal ({e}); it is kept, and --resume still reads it"
+        );
+    }
+    Ok(Finished::Ran {
+        outcome,
+        start,
+        plan_saved,
+    })
+}
+
+/// What one pass over the manifest found.
+struct Scan {
+    rows: u64,
+    in_shard: u64,
+    sha256: String,
+}
+
+/// One pass over the whole manifest before any request: proves it readable, counts this
+/// shard's rows, fingerprints it, and finds the ids used twice, so the run can check
+/// duplicates exactly without remembering every id.
+async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<(Scan, Manifest), RunError> {
+    let manifest = manifest.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut in_shard = 0u64;
+        let first = manifest.first_pass(|row| {
+            let owned = match (shard, row) {
+                (None, _) => true,
+                (Some(s), Ok(r)) => s.owns(&r.id.hyphenated().to_string()),
+                (Some(s), Err(bad)) => s.owns(&bad.id),
+            };
+            in_shard += u64::from(owned);
+        })?;
+        let scan = Scan {
+            rows: first.stats.rows,
+            in_shard,
+            sha256: first.sha256,
+        };
+        Ok((
+            scan,
+            manifest.with_duplicates(DuplicateCheck::Only(Arc::new(first.repeated))),
+        ))
+    })
+    .await
+    .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))?
+}
+
+/// A pass's parts before it runs; `run` builds fresh clients and a fresh limiter each
+/// time, so a preview pass leaves no state behind.
+struct Pipeline<'a> {
+    options: &'a RunOptions,
+    manifest: &'a Manifest,
+    max_errors: Option<u64>,
+    limit: Option<u64>,
+    done: Option<Arc<IdSet>>,
+    journal: Option<Journal>,
+    recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(options: &'a RunOptions, manifest: &'a Manifest) -> Pipeline<'a> {
+        Pipeline {
+            options,
+            manifest,
+            max_errors: None,
+            limit: None,
+            done: None,
+            journal: None,
+            recovered: None,
+        }
+    }
+
+    async fn run(
+        self,
+        report: ReportWriter,
+        writes: bool,
+        stop: CancellationToken,
+        observer: Option<Box<dyn Observer>>,
+    ) -> Result<Outcome, RunError> {
+        let o = self.options;
+        let limiter = Arc::new(Limiter::new(Some(o.write_rate), o.read_rate));
+        let stats = Arc::new(RequestStats::default());
+        let abort = CancellationToken::new();
+        let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
+        let job = Job {
+            manifest: self.manifest.clone(),
+            writer: writes.then(|| WriteClient::new(reader.clone())),
+            reader,
+            report,
+            concurrency: o.concurrency,
+            abort,
+            stop,
+            max_errors: self.max_errors,
+            limit: self.limit,
+            done: self.done,
+            // A saved plan's rows were shard-filtered when it was made.
+            shard: if self.manifest.format() == Format::Plan {
+                None
+            } else {
+                o.shard
+            },
+            journal: if writes { self.journal } else { None },
+            recovered: self.recovered,
+            observer,
+            stats,
+        };
+        Ok(engine::run(job).await?)
+    }
+}
+
+/// `STEM.report.csv` for apply, `STEM.plan.csv` for a plan: a plan never takes the name
+/// apply will use, so `plan m.csv` then `apply m.csv --yes` works with the defaults.
+pub fn default_report_path(manifest: &Path, format: ReportFormat, mode: Mode) -> PathBuf {
+    let stem = match manifest.file_stem().map(|s| s.to_string_lossy()) {
+        Some(s) if s == "-" => "stdin".to_owned(),
+        Some(s) => s.into_owned(),
+        None => "manifest".to_owned(),
+    };
+    let ext = match format {
+        ReportFormat::Csv => "csv",
+        ReportFormat::Jsonl => "jsonl",
+    };
+    let kind = match mode {
+        Mode::Apply => "report",
+        Mode::Plan => "plan",
+    };
+    PathBuf::from(format!("{stem}.{kind}.{ext}"))
+}
+
+/// The plan an interactive apply shows and then applies: `REPORT.plan`.
+pub fn reviewed_plan_path(report: &Path) -> PathBuf {
+    let mut name = report.as_os_str().to_owned();
+    name.push(".plan");
+    PathBuf::from(name)
+}
+
+fn plan_header_for(options: &RunOptions, manifest: &Manifest, scan: &Scan) -> PlanHeader {
+    let source = manifest.source();
+    let named = if source == Path::new("-") {
+        "-".to_owned()
+    } else {
+        std::path::absolute(source)
+            .unwrap_or_else(|_| source.to_owned())
+            .display()
+            .to_string()
+    };
+    PlanHeader {
+        sipgw_bulk_plan: saved_plan::VERSION,
+        space: options
+            .client
+            .base_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned(),
+        manifest: named,
+        manifest_sha256: scan.sha256.clone(),
+        shard: options.shard.map(|s| s.to_string()),
+        changes: 0,
+    }
+}
