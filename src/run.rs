@@ -120,6 +120,13 @@ impl RunOptions {
     }
 }
 
+/// Makes the observer that shows the reviewed plan, given where the plan is saved.
+pub type PreviewFn<'a> = Box<dyn FnOnce(&Path) -> Box<dyn Observer> + 'a>;
+/// Asks for the go-ahead, given the plan's outcome.
+pub type AskFn<'a> = Box<dyn FnOnce(&Outcome) -> bool + 'a>;
+/// Makes the observer that sees every record, once the rows are about to run.
+pub type ObserveFn<'a> = Box<dyn FnOnce(&RunStart) -> Box<dyn Observer> + 'a>;
+
 /// How an apply gets its go-ahead.
 pub enum Approval<'a> {
     /// Given already (`--yes`, a script, or a saved plan, which was the review).
@@ -127,8 +134,8 @@ pub enum Approval<'a> {
     /// Plan into `REPORT.plan` first, show it to `preview` (called with that path), ask
     /// with the plan's outcome, then apply exactly that plan.
     Ask {
-        preview: Box<dyn FnOnce(&Path) -> Box<dyn Observer> + 'a>,
-        ask: Box<dyn FnOnce(&Outcome) -> bool + 'a>,
+        preview: PreviewFn<'a>,
+        ask: AskFn<'a>,
     },
 }
 
@@ -151,7 +158,7 @@ pub struct RunHooks<'a> {
     /// Cancelled from outside (an interrupt): no new row starts; rows in flight finish.
     pub stop: CancellationToken,
     /// Called once the rows are about to run; what it returns sees every record.
-    pub observe: Option<Box<dyn FnOnce(&RunStart) -> Box<dyn Observer> + 'a>>,
+    pub observe: Option<ObserveFn<'a>>,
 }
 
 /// How a run ended, when it did not fail.
