@@ -8,6 +8,7 @@
 mod export;
 mod reconcile;
 mod rollback;
+#[cfg(feature = "sandbox")]
 mod sandbox;
 mod show;
 mod validate;
@@ -177,6 +178,7 @@ pub enum Command {
     /// Prints SIGNALWIRE_BASE_URL, SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN lines.
     ///
     /// Example: sipgw-bulk sandbox --seed-from gateways.csv --port 8080 > sandbox.env
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
     /// Print a shell completion script.
     ///
@@ -396,6 +398,7 @@ pub fn main() -> i32 {
         Err(e) => return parse_failure(&e),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    #[cfg(feature = "sandbox")]
     if let Command::Sandbox(SandboxArgs {
         threads: Some(n), ..
     }) = &cli.command
@@ -636,6 +639,7 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
         Command::Export(args) => export::run(&ctx, &args).await,
         Command::Show(args) => show::run(&ctx, &args).await,
         Command::Rollback(args) => rollback::run(&args),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Completions { shell } => {
             clap_complete::generate(

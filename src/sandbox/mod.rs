@@ -9,16 +9,27 @@
 //! benchmark can check what the client really sent: writes per one-second window, PATCHes
 //! per gateway, requests after the first 401.
 
+//!
+//! The server (axum) sits behind the default `sandbox` cargo feature, so a program that
+//! embeds the library can leave it out; the starting values and generated ids below stay,
+//! for tests and rehearsals.
+
+#[cfg(feature = "sandbox")]
 mod handlers;
+#[cfg(feature = "sandbox")]
 mod state;
 
+#[cfg(feature = "sandbox")]
 use std::net::SocketAddr;
+#[cfg(feature = "sandbox")]
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "sandbox")]
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+#[cfg(feature = "sandbox")]
 pub use state::{SandboxState, Stats};
 
 use crate::model::{Cipher, Codec, Encryption, GatewayFields};
@@ -92,12 +103,14 @@ pub fn generated_ids(n: u64, seed: u64) -> Vec<Uuid> {
 }
 
 /// A sandbox serving on a bound socket.
+#[cfg(feature = "sandbox")]
 pub struct RunningSandbox {
     pub addr: SocketAddr,
     pub state: Arc<SandboxState>,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+#[cfg(feature = "sandbox")]
 impl RunningSandbox {
     /// `http://127.0.0.1:PORT`, what `SIGNALWIRE_BASE_URL` takes.
     pub fn base_url(&self) -> String {
@@ -116,6 +129,7 @@ impl RunningSandbox {
 }
 
 /// Binds `127.0.0.1:port` (0 picks a free port) and serves `state` until `shutdown` fires.
+#[cfg(feature = "sandbox")]
 pub async fn start(
     state: Arc<SandboxState>,
     port: u16,
