@@ -160,6 +160,12 @@ impl Journal {
 impl Ledger {
     /// Takes the lock beside `report`, at once or not at all.
     pub fn lock(report: &Path) -> Result<Ledger, LedgerError> {
+        Self::lock_within(report, std::time::Duration::ZERO)
+    }
+
+    /// Takes the lock beside `report`, waiting up to `wait` for another run to release it
+    /// (`--lock-timeout`): a cron job can queue behind the previous night's run.
+    pub fn lock_within(report: &Path, wait: std::time::Duration) -> Result<Ledger, LedgerError> {
         // Name the report the user gave, not the lock file beside it.
         if let Some(dir) = report.parent()
             && !dir.as_os_str().is_empty()
@@ -186,10 +192,18 @@ impl Ledger {
             .truncate(false)
             .open(&lock_path)
             .map_err(io_err)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(LedgerError::Locked(report.to_owned())),
-            Err(TryLockError::Error(e)) => return Err(io_err(e)),
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(LedgerError::Locked(report.to_owned()));
+                }
+                Err(TryLockError::Error(e)) => return Err(io_err(e)),
+            }
         }
         Ok(Ledger {
             report: report.to_owned(),

@@ -90,6 +90,8 @@ pub struct RunOptions {
     pub max_changes: Option<u64>,
     /// Save the plan here (plan mode): `apply --plan` of it writes exactly its changes.
     pub save_plan: Option<PathBuf>,
+    /// How long to wait for another run's lock on the report (zero: refuse at once).
+    pub lock_timeout: std::time::Duration,
     pub client: ClientConfig,
     pub concurrency: usize,
     pub write_rate: NonZeroU32,
@@ -111,6 +113,7 @@ impl RunOptions {
             limit: None,
             max_changes: None,
             save_plan: None,
+            lock_timeout: std::time::Duration::ZERO,
             client,
             concurrency: crate::config::defaults::CONCURRENCY,
             write_rate: NonZeroU32::new(crate::config::defaults::WRITE_RATE)
@@ -238,7 +241,11 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| default_report_path(manifest.source(), options.report_format, mode));
 
-    let mut ledger = Ledger::lock(&report_path)?;
+    let wait = options.lock_timeout;
+    let lock_at = report_path.clone();
+    let mut ledger = tokio::task::spawn_blocking(move || Ledger::lock_within(&lock_at, wait))
+        .await
+        .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))??;
     if mode == Mode::Plan {
         ledger.remove_lock_when_done();
     }

@@ -211,6 +211,10 @@ pub struct JobArgs {
     /// Only rows whose id hashes to shard K of N (0 <= K < N), e.g. 0/4.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
+    /// Wait up to SECS for another run to release the report's lock (default: refuse at
+    /// once, exit 5).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub lock_timeout: u64,
     /// In the plan, list unchanged rows too.
     #[arg(long)]
     pub show_unchanged: bool,

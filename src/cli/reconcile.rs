@@ -59,6 +59,7 @@ pub async fn run(
     options.limit = apply.and_then(|a| a.limit);
     options.max_changes = apply.and_then(|a| a.max_changes);
     options.save_plan = save_plan.map(Path::to_owned);
+    options.lock_timeout = Duration::from_secs(job.lock_timeout);
     options.concurrency = ctx.settings.concurrency;
     options.write_rate = ctx.settings.write_rate;
     options.read_rate = ctx.settings.read_rate;

@@ -255,3 +255,39 @@ fn resume_with_an_edited_manifest_is_refused() {
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert_eq!(report(&sb.path("r.csv")).len(), 10);
 }
+
+#[test]
+fn with_a_lock_timeout_a_second_run_waits_for_the_first_then_finds_it_done() {
+    let ids = ids(30, 45);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let mut first = sb
+        .cmd()
+        .args([
+            "apply", "m.csv", "--yes", "--rate", "15", "--report", "r.csv",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&sb.path("r.csv"), Duration::from_secs(10));
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--resume",
+        "--lock-timeout",
+        "60",
+        "--report",
+        "r.csv",
+    ]));
+    assert!(first.wait().unwrap().success());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(report(&sb.path("r.csv")).len(), 30);
+    for id in &ids {
+        assert_eq!(
+            sb.state().patch_count(id),
+            1,
+            "the second run wrote nothing again"
+        );
+    }
+}
