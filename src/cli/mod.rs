@@ -430,11 +430,134 @@ pub fn main() -> i32 {
     }
 }
 
+/// Global options each command has no use for: hidden from its help (still accepted, so a
+/// script that passes them everywhere keeps working).
+const NOT_FOR: &[(&str, &[&str])] = &[
+    (
+        "validate",
+        &[
+            "config",
+            "space",
+            "base_url",
+            "concurrency",
+            "rate",
+            "read_rate",
+            "report",
+            "report_format",
+            "no_progress",
+            "stats_interval",
+            "color",
+        ],
+    ),
+    (
+        "export",
+        &[
+            "concurrency",
+            "rate",
+            "report",
+            "report_format",
+            "no_progress",
+            "stats_interval",
+            "color",
+        ],
+    ),
+    (
+        "show",
+        &[
+            "concurrency",
+            "rate",
+            "read_rate",
+            "report",
+            "report_format",
+            "no_progress",
+            "stats_interval",
+            "color",
+        ],
+    ),
+    (
+        "rollback",
+        &[
+            "config",
+            "space",
+            "base_url",
+            "concurrency",
+            "rate",
+            "read_rate",
+            "report",
+            "report_format",
+            "no_progress",
+            "stats_interval",
+            "color",
+        ],
+    ),
+    (
+        "sandbox",
+        &[
+            "config",
+            "space",
+            "base_url",
+            "concurrency",
+            "rate",
+            "read_rate",
+            "report",
+            "report_format",
+            "no_progress",
+            "stats_interval",
+            "color",
+        ],
+    ),
+];
+
+/// A command's help listing only the global options that apply to it (`None`: clap's own
+/// help is right as it is).
+fn help_for(args: &[String]) -> Option<String> {
+    let name = args
+        .iter()
+        .skip(1)
+        .find(|a| NOT_FOR.iter().any(|(n, _)| n == a))?;
+    let long = !args.iter().any(|a| a == "-h");
+    let mut cmd = help_command();
+    let sub = cmd.find_subcommand_mut(name)?;
+    Some(if long {
+        sub.render_long_help().to_string()
+    } else {
+        sub.render_help().to_string()
+    })
+}
+
+/// The clap command, built, with the global options each command has no use for hidden
+/// (for rendering help only: they are still accepted).
+fn help_command() -> clap::Command {
+    let mut cmd = Cli::command().bin_name("sipgw-bulk");
+    // Globals are copied into the subcommands when the command is built.
+    cmd.build();
+    for (name, hidden) in NOT_FOR {
+        if cmd.find_subcommand(name).is_none() {
+            continue;
+        }
+        cmd = cmd.mut_subcommand(*name, |mut sub| {
+            for id in *hidden {
+                if sub.get_arguments().any(|a| a.get_id() == *id) {
+                    sub = sub.mut_arg(*id, |a| a.hide(true));
+                }
+            }
+            sub
+        });
+    }
+    cmd
+}
+
 /// Help and version go to stdout (exit 0); every usage error is exit 64, never clap's 2
 /// (which `plan --detailed-exitcode` uses for "changes pending"). With `--log-format json`
 /// on the command line the error is one JSON line, like every other stderr line.
 fn parse_failure(e: &clap::Error) -> i32 {
     use clap::error::ErrorKind;
+    if e.kind() == ErrorKind::DisplayHelp
+        && let Some(help) = help_for(&std::env::args().collect::<Vec<_>>())
+    {
+        print!("{help}");
+        return Exit::Ok as i32;
+    }
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = e.print();
         return Exit::Ok as i32;

@@ -144,3 +144,28 @@ fn color_is_never_on_by_default_off_a_terminal_and_always_when_asked() {
         .args(["plan", "m.csv", "--report", "b.csv", "--color", "always"]));
     assert!(stdout(&out).contains("\u{1b}[33m"), "{}", stdout(&out));
 }
+
+#[test]
+fn each_help_lists_its_own_flags_first_and_only_the_global_ones_that_apply() {
+    let help = |args: &[&str]| {
+        let out = run(std::process::Command::new(BIN).args(args));
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let apply = help(&["apply", "--help"]);
+    let global = apply.find("Global options:").unwrap();
+    assert!(apply.find("--max-changes").unwrap() < global, "{apply}");
+    assert!(apply[global..].contains("--rate"), "{apply}");
+    for cmd in ["export", "sandbox", "show", "rollback", "validate"] {
+        for short in [false, true] {
+            let text = help(&[cmd, if short { "-h" } else { "--help" }]);
+            assert!(text.contains(&format!("Usage: sipgw-bulk {cmd}")), "{text}");
+            for flag in ["--rate ", "--report ", "--concurrency "] {
+                assert!(!text.contains(flag), "{cmd} lists {flag}: {text}");
+            }
+            assert!(text.contains("--log-format"), "{cmd}: {text}");
+        }
+    }
+    assert!(help(&["export", "--help"]).contains("--space"));
+    assert!(help(&["help", "export"]).contains("--page-size"));
+}
