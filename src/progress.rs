@@ -111,6 +111,8 @@ impl Progress {
     fn stats_line(&self) {
         let c = self.counts;
         let rows_per_sec = (self.rows_per_sec() * 10.0).round() / 10.0;
+        // Two calls because tracing's field names are static: a plan's lines must say
+        // `would_update`, since a plan updates nothing.
         if self.plan {
             tracing::info!(
                 done = c.done,

@@ -430,82 +430,27 @@ pub fn main() -> i32 {
     }
 }
 
+/// Global options of a run over rows: no use to a command that runs none.
+const ROW_RUN: &[&str] = &[
+    "concurrency",
+    "rate",
+    "report",
+    "report_format",
+    "no_progress",
+    "stats_interval",
+    "color",
+];
+/// Global options that name a space: no use to a command that talks to none.
+const SPACE: &[&str] = &["config", "space", "base_url", "read_rate"];
+
 /// Global options each command has no use for: hidden from its help (still accepted, so a
 /// script that passes them everywhere keeps working).
-const NOT_FOR: &[(&str, &[&str])] = &[
-    (
-        "validate",
-        &[
-            "config",
-            "space",
-            "base_url",
-            "concurrency",
-            "rate",
-            "read_rate",
-            "report",
-            "report_format",
-            "no_progress",
-            "stats_interval",
-            "color",
-        ],
-    ),
-    (
-        "export",
-        &[
-            "concurrency",
-            "rate",
-            "report",
-            "report_format",
-            "no_progress",
-            "stats_interval",
-            "color",
-        ],
-    ),
-    (
-        "show",
-        &[
-            "concurrency",
-            "rate",
-            "read_rate",
-            "report",
-            "report_format",
-            "no_progress",
-            "stats_interval",
-            "color",
-        ],
-    ),
-    (
-        "rollback",
-        &[
-            "config",
-            "space",
-            "base_url",
-            "concurrency",
-            "rate",
-            "read_rate",
-            "report",
-            "report_format",
-            "no_progress",
-            "stats_interval",
-            "color",
-        ],
-    ),
-    (
-        "sandbox",
-        &[
-            "config",
-            "space",
-            "base_url",
-            "concurrency",
-            "rate",
-            "read_rate",
-            "report",
-            "report_format",
-            "no_progress",
-            "stats_interval",
-            "color",
-        ],
-    ),
+const NOT_FOR: &[(&str, &[&[&str]])] = &[
+    ("validate", &[ROW_RUN, SPACE]),
+    ("rollback", &[ROW_RUN, SPACE]),
+    ("sandbox", &[ROW_RUN, SPACE]),
+    ("export", &[ROW_RUN]),
+    ("show", &[ROW_RUN, &["read_rate"]]),
 ];
 
 /// A command's help listing only the global options that apply to it (`None`: clap's own
@@ -536,7 +481,7 @@ fn help_command() -> clap::Command {
             continue;
         }
         cmd = cmd.mut_subcommand(*name, |mut sub| {
-            for id in *hidden {
+            for id in hidden.iter().flat_map(|group| group.iter()) {
                 if sub.get_arguments().any(|a| a.get_id() == *id) {
                     sub = sub.mut_arg(*id, |a| a.hide(true));
                 }
