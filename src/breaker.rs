@@ -13,6 +13,7 @@
 //! them down without a network.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -38,6 +39,9 @@ struct State {
 #[derive(Debug)]
 pub struct Breaker {
     state: Mutex<State>,
+    /// `state.failing_since.is_some()`, readable without the lock: every request asks, and
+    /// a healthy space must not make tens of thousands of requests a second queue on it.
+    open: AtomicBool,
     /// While open, requests go out one at a time.
     probe: tokio::sync::Mutex<()>,
     min_pause: Duration,
@@ -49,6 +53,7 @@ impl Breaker {
     pub fn new(min_pause: Duration, max_pause: Duration, budget: Duration) -> Breaker {
         Breaker {
             state: Mutex::new(State::default()),
+            open: AtomicBool::new(false),
             probe: tokio::sync::Mutex::new(()),
             min_pause,
             max_pause: max_pause.max(min_pause),
@@ -62,7 +67,7 @@ impl Breaker {
 
     /// True while the space is failing: requests should go out one at a time.
     pub fn is_open(&self) -> bool {
-        self.state().failing_since.is_some()
+        self.open.load(Ordering::Acquire)
     }
 
     /// The probe slot: held for one attempt while the breaker is open.
@@ -72,9 +77,13 @@ impl Breaker {
 
     /// The server answered: the space is reachable.
     pub fn on_answer(&self) {
+        if !self.is_open() {
+            return;
+        }
         let mut state = self.state();
         state.failing_since = None;
         state.failures = 0;
+        self.open.store(false, Ordering::Release);
     }
 
     /// A connection failed: how long everyone waits, or whether to give up.
@@ -82,6 +91,7 @@ impl Breaker {
         let now = Instant::now();
         let mut state = self.state();
         let since = *state.failing_since.get_or_insert(now);
+        self.open.store(true, Ordering::Release);
         state.failures = state.failures.saturating_add(1);
         let failing_for = now.saturating_duration_since(since);
         if failing_for >= self.budget {
