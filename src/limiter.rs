@@ -161,4 +161,36 @@ mod tests {
             "a burst at 50/s would let the rate spike"
         );
     }
+
+    #[test]
+    fn the_burst_is_a_hundredth_of_the_rate_plus_one() {
+        for (rate, burst) in [(1u32, 1u32), (99, 1), (100, 2), (1000, 11), (1380, 14)] {
+            let q = smooth_quota(NonZeroU32::new(rate).unwrap());
+            assert_eq!(q.burst_size().get(), burst, "rate {rate}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_every_budget_and_only_ever_grows() {
+        let limiter = Limiter::new(None, None);
+        let start = Instant::now();
+        limiter.acquire(Budget::Read).await;
+        assert_eq!(Instant::now(), start, "no pause: at once");
+        limiter.pause_for(Duration::from_secs(5));
+        // A shorter pause asked later does not cut the longer one short.
+        limiter.pause_for(Duration::from_secs(1));
+        limiter.acquire(Budget::Write).await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(5));
+        limiter.acquire(Budget::Read).await;
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_secs(5),
+            "the pause is over"
+        );
+        // A longer one asked during a pause extends it.
+        limiter.pause_for(Duration::from_secs(2));
+        limiter.pause_for(Duration::from_secs(3));
+        limiter.acquire(Budget::Read).await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(8));
+    }
 }

@@ -306,4 +306,49 @@ mod tests {
         };
         assert_eq!(partial.missing(), vec!["encryption", "codecs"]);
     }
+
+    #[test]
+    fn edit_distance_is_a_distance() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "OPUS"), 4);
+        assert_eq!(edit_distance("PCMU", ""), 4);
+        assert_eq!(edit_distance("PCMA", "PCMU"), 1);
+        assert_eq!(edit_distance("G722", "G729"), 1);
+        assert_eq!(edit_distance("AB", "BA"), 2);
+        let mut rng = fastrand::Rng::with_seed(3);
+        let word = |rng: &mut fastrand::Rng| -> String {
+            (0..rng.usize(0..7))
+                .map(|_| ['A', 'B', 'C', '7'][rng.usize(..4)])
+                .collect()
+        };
+        for _ in 0..2000 {
+            let (a, b, c) = (word(&mut rng), word(&mut rng), word(&mut rng));
+            let d = edit_distance(&a, &b);
+            assert_eq!(edit_distance(&a, &a), 0);
+            assert_eq!(d, edit_distance(&b, &a), "{a} {b}");
+            assert!(d <= a.len().max(b.len()), "{a} {b}");
+            assert!(d >= a.len().abs_diff(b.len()), "{a} {b}");
+            assert!(
+                d <= edit_distance(&a, &c) + edit_distance(&c, &b),
+                "{a} {b} {c}"
+            );
+        }
+    }
+
+    #[test]
+    fn suggestions_need_to_be_close_for_the_word_they_suggest() {
+        // Case alone: always suggested.
+        assert_eq!(suggest("pcmu", Codec::KNOWN), Some("PCMU"));
+        // One edit from a four-letter value: suggested; two: not (2 is not under 4 / 2).
+        assert_eq!(suggest("PCMX", Codec::KNOWN), Some("PCMU"));
+        assert_eq!(suggest("G72", Codec::KNOWN), Some("G722"));
+        assert_eq!(suggest("G7", Codec::KNOWN), None);
+        // Two edits from a long value: suggested; three: never.
+        assert_eq!(
+            suggest("OPUS@48000H@2", Codec::KNOWN),
+            Some("OPUS@48000H@20I")
+        );
+        assert_eq!(suggest("requird", Encryption::KNOWN), Some("required"));
+        assert_eq!(suggest("rqird", Encryption::KNOWN), None);
+    }
 }

@@ -607,4 +607,67 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn flush_and_close_hand_every_line_to_the_file() {
+        for format in [ReportFormat::Csv, ReportFormat::Jsonl] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            let mut w = ReportWriter::create(&path, format).unwrap();
+            w.write(&record()).unwrap();
+            w.flush().unwrap();
+            // Read by another handle while the writer is still open: the line is there.
+            assert_eq!(
+                read_report(&path).unwrap().len(),
+                1,
+                "{format:?} after flush"
+            );
+            w.write(&record()).unwrap();
+            w.close().unwrap();
+            assert_eq!(
+                read_report(&path).unwrap().len(),
+                2,
+                "{format:?} after close"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_report_or_one_without_a_final_newline_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        assert!(read_report(&empty).unwrap().is_empty());
+        let header_only = dir.path().join("header");
+        std::fs::write(&header_only, COLUMNS.join(",")).unwrap();
+        assert!(read_report(&header_only).unwrap().is_empty());
+        // A last line without its newline is a torn line: left out.
+        let torn = dir.path().join("torn.jsonl");
+        let mut w = ReportWriter::create(&torn, ReportFormat::Jsonl).unwrap();
+        w.write(&record()).unwrap();
+        w.close().unwrap();
+        let text = std::fs::read_to_string(&torn).unwrap();
+        std::fs::write(&torn, format!("{text}{}", text.trim_end())).unwrap();
+        assert_eq!(read_report(&torn).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn statuses_print_as_they_are_written() {
+        for s in Status::ALL {
+            assert_eq!(s.to_string(), s.as_str());
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+        }
+        let errors: Vec<_> = Status::ALL.iter().filter(|s| s.is_error()).collect();
+        assert_eq!(
+            errors,
+            [
+                &Status::Invalid,
+                &Status::NotFound,
+                &Status::Failed,
+                &Status::Mismatch,
+                &Status::Conflict
+            ]
+        );
+    }
 }

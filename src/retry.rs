@@ -116,6 +116,18 @@ mod tests {
         let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after(" 1.5 ", now),
+            Some(Duration::from_millis(1500))
+        );
+        for refused in ["-1.5", "-1", "inf", "NaN", "", "1e400"] {
+            assert_eq!(parse_retry_after(refused, now), None, "{refused}");
+        }
+        // Absurd but finite values are capped here, then by the policy.
+        assert_eq!(
+            parse_retry_after("1e300", now),
+            Some(Duration::from_secs(1_000_000))
+        );
     }
 
     #[test]

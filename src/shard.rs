@@ -99,4 +99,10 @@ mod tests {
         }
         assert_eq!(shard_of("ABC", 7), shard_of("abc", 7));
     }
+
+    #[test]
+    fn a_shard_prints_as_it_is_written() {
+        let s: Shard = "3/8".parse().unwrap();
+        assert_eq!(s.to_string(), "3/8");
+    }
 }

@@ -377,4 +377,70 @@ mod tests {
         assert!(check_uri("pbx example").is_err());
         assert!(check_uri("justaword").is_err());
     }
+
+    #[test]
+    fn id_hashes_spread_so_duplicates_are_tracked_rarely() {
+        let ids = crate::sandbox::generated_ids(10_000, 77);
+        let mut hashes: Vec<u64> = ids.iter().map(id_hash).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), 10_000, "distinct ids, distinct hashes");
+    }
+
+    #[test]
+    fn a_uri_needs_a_sip_scheme_a_user_or_a_dotted_host_and_no_space() {
+        for ok in [
+            "sip:pbx",
+            "sips:pbx.example.com",
+            "alice@pbx",
+            "pbx.example.com",
+        ] {
+            assert!(check_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "pbx",
+            "sip:",
+            "sip:pbx example.com",
+            "sip:pbx\texample",
+            "a@",
+        ] {
+            assert!(check_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_default_encryption_warning_comes_once() {
+        use std::sync::{Arc, Mutex};
+        let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = Arc::clone(&seen);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || CaptureWriter(Arc::clone(&sink)))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut checker = RowChecker::new(Desired::default());
+            for line in 2..5 {
+                let row = RawRow {
+                    line,
+                    id: Some(crate::sandbox::generated_ids(3, 8)[line as usize - 2].to_string()),
+                    encryption: Some("default".into()),
+                    ..RawRow::default()
+                };
+                assert!(checker.check(row).is_ok());
+            }
+        });
+        let text = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("live spaces refuse it").count(), 1, "{text}");
+    }
+
+    struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for CaptureWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }

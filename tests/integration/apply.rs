@@ -170,8 +170,7 @@ fn the_sandbox_binary_prints_its_env_and_serves_the_shipped_example() {
         .args(["sandbox", "--port", "0", "--seed-from", example])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
     let mut env = Vec::new();
     for _ in 0..3 {
@@ -218,10 +217,9 @@ fn a_manifest_on_stdin_applies_with_an_explicit_format() {
         ])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     child.stdin.take().unwrap().write_all(&text).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids));
     assert_eq!(report(&sb.path("r.csv")).len(), 30);

@@ -222,8 +222,7 @@ fn a_second_run_of_the_same_manifest_on_another_report_is_refused() {
             "apply", "m.csv", "--yes", "--rate", "10", "--report", "one.csv",
         ])
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(10);
     while sb.state().stats().patches == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -268,8 +267,7 @@ fn a_manifest_rewritten_during_the_run_stops_it_and_its_new_values_are_never_app
             "r.csv",
         ])
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(10);
     while sb.state().stats().patches < 5 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -279,7 +277,7 @@ fn a_manifest_rewritten_during_the_run_stops_it_and_its_new_values_are_never_app
         .unwrap()
         .replace(",pbx-", ",EDITED-");
     std::fs::write(&m, text).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("changed while the run"),
@@ -331,7 +329,7 @@ fn kill_9_at_a_dozen_moments_in_a_chain_keeps_the_undo_file_exact() {
     ];
     let mut rng = fastrand::Rng::with_seed(11);
     for _ in 0..12 {
-        let mut child = sb.cmd().args(args).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = sb.cmd().args(args).stderr(Stdio::null()).spawn_guarded();
         std::thread::sleep(Duration::from_millis(rng.u64(20..400)));
         let _ = child.kill();
         child.wait().unwrap();

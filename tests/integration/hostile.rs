@@ -160,8 +160,7 @@ fn an_endless_body_is_cut_at_the_cap_with_memory_bounded() {
         .args(["plan", "m.csv", "--report", "r.csv", "--concurrency", "8"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut peak = 0;
     let status = loop {
         if let Some(kib) = peak_rss_kib(child.id()) {
@@ -443,4 +442,68 @@ fn a_tls_failure_is_not_retried() {
         stderr(&out)
     );
     let _ = StatusCode::OK.into_response();
+}
+
+#[test]
+fn a_429_pauses_every_worker_as_the_server_sees_it() {
+    // Every answer takes 100 ms, so 8 workers keep about 80 requests a second coming. The
+    // tenth request is answered 429 with Retry-After: 2. From the moment that answer is
+    // read, the whole job waits: the server sees no request for about two seconds (the
+    // few already on their way excepted), where without the global pause it would see
+    // some 150.
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::<(Instant, bool)>::new()));
+    let seen = Arc::clone(&arrivals);
+    let count = Arc::new(AtomicU64::new(0));
+    let peer = Peer::start(Arc::new(move |s: Seen| {
+        let seen = Arc::clone(&seen);
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let throttle = n == 9;
+            seen.lock().unwrap().push((Instant::now(), throttle));
+            if throttle {
+                let mut answer = json(StatusCode::TOO_MANY_REQUESTS, serde_json::json!({}));
+                answer
+                    .headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static("2"));
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let id = s.uri.rsplit('/').next().unwrap_or("").to_owned();
+            json(
+                StatusCode::OK,
+                gateway_json(&id, &sandbox::starting_fields(1)),
+            )
+        }
+        .boxed()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), 300, 99);
+    let out = run(cmd_at(&peer.base_url(), dir.path()).args([
+        "plan",
+        "m.csv",
+        "--concurrency",
+        "8",
+        "--report",
+        "r.csv",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let arrivals = arrivals.lock().unwrap().clone();
+    let (throttled_at, _) = *arrivals.iter().find(|(_, t)| *t).unwrap();
+    // Requests already on their way when the 429 was read may still arrive just after it.
+    let from = throttled_at + Duration::from_millis(300);
+    let to = throttled_at + Duration::from_millis(1800);
+    let during: Vec<_> = arrivals
+        .iter()
+        .filter(|(at, _)| *at > from && *at < to)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "{} requests during the pause",
+        during.len()
+    );
+    assert_eq!(
+        arrivals.len(),
+        301,
+        "every row read once, the throttled one twice"
+    );
 }

@@ -46,7 +46,7 @@ fn kill_9_at_several_moments_then_resume_loses_nothing_and_patches_nothing_twice
     let mut rng = fastrand::Rng::with_seed(7);
     for round in 0..3 {
         let before = std::fs::read_to_string(sb.path("r.csv")).map_or(0, |t| t.lines().count());
-        let mut child = sb.cmd().args(args).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = sb.cmd().args(args).stderr(Stdio::null()).spawn_guarded();
         wait_for_lines(&mut child, &sb.path("r.csv"), before + 50);
         std::thread::sleep(Duration::from_millis(rng.u64(0..400)));
         child.kill().unwrap(); // SIGKILL: no chance to clean up
@@ -102,15 +102,14 @@ fn sigint_mid_run_exits_4_with_a_complete_report_and_resume_finishes() {
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     wait_for_lines(&mut child, &sb.path("r.csv"), 10);
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     assert_eq!(code(&out), 4, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("--resume"),
@@ -162,8 +161,7 @@ fn a_second_run_on_the_same_report_exits_5_and_sends_nothing() {
         .args(["apply", "m.csv", "--yes", "--rate", "10", "--report"])
         .arg(&report)
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     wait_for(&report, Duration::from_secs(10));
     let started = Instant::now();
     let out = run(idle
@@ -267,8 +265,7 @@ fn with_a_lock_timeout_a_second_run_waits_for_the_first_then_finds_it_done() {
             "apply", "m.csv", "--yes", "--rate", "15", "--report", "r.csv",
         ])
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     wait_for(&sb.path("r.csv"), Duration::from_secs(10));
     let out = run(sb.cmd().args([
         "apply",

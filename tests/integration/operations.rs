@@ -189,8 +189,7 @@ fn three_shard_processes_at_once_reconcile_every_row_exactly_once() {
                 .arg(format!("{k}/3"))
                 .args(["--report", &format!("shard{k}.csv")])
                 .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
+                .spawn_guarded()
         })
         .collect();
     for mut c in children {
@@ -272,8 +271,7 @@ fn on_a_terminal_apply_shows_the_diff_asks_and_writes_only_what_it_showed() {
             .program_is("script", &["-qefc", &command, "/dev/null"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn_guarded();
         let mut stdin = child.stdin.take().unwrap();
         let mut out = child.stdout.take().unwrap();
         // Read the screen until the question shows.

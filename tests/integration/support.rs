@@ -130,8 +130,105 @@ pub fn expected(ids: &[Uuid]) -> BTreeMap<Uuid, GatewayFields> {
         .collect()
 }
 
+/// Longest a run of the binary may take in a test before it is killed (and the test fails).
+const RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// A child process that is killed when dropped, whatever the test's outcome: a failing
+/// test never leaves a `sipgw-bulk` running.
+pub struct Guarded(Option<std::process::Child>);
+
+pub trait SpawnGuarded {
+    fn spawn_guarded(&mut self) -> Guarded;
+}
+
+impl SpawnGuarded for Command {
+    fn spawn_guarded(&mut self) -> Guarded {
+        Guarded(Some(self.spawn().unwrap()))
+    }
+}
+
+impl Guarded {
+    pub fn wait_with_output(mut self) -> Output {
+        let child = self.0.take().unwrap();
+        wait_bounded(child)
+    }
+}
+
+impl std::ops::Deref for Guarded {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl std::ops::DerefMut for Guarded {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for a child, reading its output, and kills it past [`RUN_TIMEOUT`].
+fn wait_bounded(mut child: std::process::Child) -> Output {
+    use std::io::Read;
+    let pipe = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = pipe(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = pipe(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the binary ran longer than {RUN_TIMEOUT:?}: killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
+    // As `Command::output` does: no terminal on stdin, output captured.
+    let child = Guarded(Some(
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let out = child.wait_with_output();
     if std::env::var_os("TEST_VERBOSE").is_some() {
         eprintln!("stdout:\n{}", String::from_utf8_lossy(&out.stdout));
         eprintln!("stderr:\n{}", String::from_utf8_lossy(&out.stderr));
