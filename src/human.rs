@@ -19,10 +19,12 @@ pub fn count(n: u64) -> String {
 
 /// `4436.4228` -> `4,436.4`; whole numbers keep one decimal so columns line up.
 pub fn decimal(x: f64) -> String {
-    if !x.is_finite() || x < 0.0 {
-        return "0.0".into();
-    }
-    let tenths = (x * 10.0).round() as u64;
+    // `as` saturates: a negative rate or NaN shows as 0.0; only infinity needs saying.
+    let tenths = if x.is_finite() {
+        (x * 10.0).round() as u64
+    } else {
+        0
+    };
     format!("{}.{}", count(tenths / 10), tenths % 10)
 }
 
@@ -65,6 +67,8 @@ mod tests {
         assert_eq!(rate(80.0), "80.0/s");
         assert_eq!(rate(0.04), "0.0/s");
         assert_eq!(rate(f64::NAN), "0.0/s");
+        assert_eq!(rate(f64::INFINITY), "0.0/s");
+        assert_eq!(rate(-3.0), "0.0/s");
         assert_eq!(decimal(999.96), "1,000.0");
         let ms = Duration::from_millis;
         assert_eq!(duration(Duration::from_micros(3140)), "3.1 ms");
