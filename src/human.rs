@@ -73,6 +73,13 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(duration(Duration::from_micros(3140)), "3.1 ms");
         assert_eq!(duration(ms(350)), "350 ms");
+        assert_eq!(duration(ms(10)), "10 ms");
+        assert_eq!(duration(Duration::from_micros(9_999)), "9.9 ms");
+        assert_eq!(duration(ms(999)), "999 ms");
+        assert_eq!(duration(ms(1000)), "1.0s");
+        assert_eq!(duration(ms(59_999)), "59.9s");
+        assert_eq!(duration(ms(60_000)), "1m 00s");
+        assert_eq!(duration(ms(3_600_000)), "1h 00m");
         assert_eq!(duration(ms(12_440)), "12.4s");
         assert_eq!(duration(ms(65_000)), "1m 05s");
         assert_eq!(duration(ms(7_380_000)), "2h 03m");
