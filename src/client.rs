@@ -358,6 +358,13 @@ impl ReadClient {
                 .send_once(method.clone(), url.clone(), body.clone(), n, max_body)
                 .await;
             inner.stats.latencies.of(kind).record(sent.elapsed());
+            if kind == RequestKind::Patch {
+                match &result {
+                    Ok(_) => inner.limiter.write_accepted(),
+                    Err(e) if e.status == Some(429) => inner.limiter.write_throttled(),
+                    Err(_) => {}
+                }
+            }
             self.note_reachability(&result);
             result
         };

@@ -155,6 +155,9 @@ pub struct Outcome {
     /// 429 answers that paused the job, and how long those pauses added up to.
     pub throttled: u64,
     pub throttled_wait: Duration,
+    /// How the write pace adapted to the server's 429s (an apply's run; set by the caller
+    /// that owns the limiter).
+    pub write_pace: Option<crate::adaptive::RateReport>,
 }
 
 /// The slowest row of a run: where to look first.
@@ -497,6 +500,7 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
         slowest: tally.slowest,
         throttled: stats.throttled.load(Ordering::Relaxed),
         throttled_wait: Duration::from_micros(stats.throttled_wait_us.load(Ordering::Relaxed)),
+        write_pace: None,
     })
 }
 

@@ -1,13 +1,17 @@
 //! One rate limiter for the whole process. Every HTTP attempt, first tries and retries
 //! alike, takes a permit from the write or the read budget before it is sent. A 429 pauses
-//! both budgets for everyone, so the whole job slows down, not one worker.
+//! both budgets for everyone, so the whole job slows down, not one worker; and a 429 on a
+//! write also lowers the pace of writes ([`AdaptiveRate`]), under `--rate` as a hard
+//! ceiling (the governor quota, applied last).
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
+
+pub use crate::adaptive::{AdaptiveRate, RateReport};
 
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub struct Limiter {
     write: Option<DefaultDirectRateLimiter>,
     read: Option<DefaultDirectRateLimiter>,
     paused_until: Mutex<Option<Instant>>,
+    /// The pace of writes below the ceiling, after the server's 429s.
+    pace: Option<Arc<AdaptiveRate>>,
 }
 
 /// How late, at most, a request may reach the server compared with its neighbours (two
@@ -58,6 +64,27 @@ impl Limiter {
             write: write_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
             read: read_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
             paused_until: Mutex::new(None),
+            pace: None,
+        }
+    }
+
+    /// Paces writes by `pace` too (it adapts to 429s; the quota stays the ceiling).
+    pub fn with_pace(mut self, pace: Arc<AdaptiveRate>) -> Self {
+        self.pace = Some(pace);
+        self
+    }
+
+    /// A write was accepted by the server.
+    pub fn write_accepted(&self) {
+        if let Some(p) = &self.pace {
+            p.on_accepted();
+        }
+    }
+
+    /// A write was refused with 429.
+    pub fn write_throttled(&self) {
+        if let Some(p) = &self.pace {
+            p.on_throttled();
         }
     }
 
@@ -69,6 +96,11 @@ impl Limiter {
                 Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
                 _ => break,
             }
+        }
+        if budget == Budget::Write
+            && let Some(slot) = self.pace.as_ref().and_then(|p| p.slot())
+        {
+            tokio::time::sleep_until(slot).await;
         }
         let limiter = match budget {
             Budget::Write => &self.write,

@@ -75,6 +75,8 @@ pub struct Progress {
     last_line: Instant,
     counts: Counts,
     bar: Option<ProgressBar>,
+    /// The write pace (apply), shown while it is below `--rate`.
+    pace: Option<Arc<crate::adaptive::AdaptiveRate>>,
 }
 
 impl Progress {
@@ -101,7 +103,20 @@ impl Progress {
             last_line: now,
             counts: Counts::default(),
             bar,
+            pace: None,
         }
+    }
+
+    /// Shows the write pace too, as it adapts to the server's 429s.
+    pub fn with_pace(mut self, pace: Option<Arc<crate::adaptive::AdaptiveRate>>) -> Self {
+        self.pace = pace;
+        self
+    }
+
+    fn write_pace(&self) -> f64 {
+        self.pace
+            .as_ref()
+            .map_or(0.0, |p| (p.current() * 10.0).round() / 10.0)
     }
 
     fn rows_per_sec(&self) -> f64 {
@@ -133,6 +148,7 @@ impl Progress {
                 failed = c.failed,
                 other = c.other,
                 rows_per_sec,
+                write_pace = self.write_pace(),
                 "progress"
             );
         }
@@ -173,8 +189,14 @@ impl Observer for Progress {
                     } else {
                         "?".into()
                     };
+                    let pace = match &self.pace {
+                        Some(p) if p.report().cuts > 0 => {
+                            format!("  writes at {}", crate::human::rate(p.current()))
+                        }
+                        _ => String::new(),
+                    };
                     bar.set_message(format!(
-                        "{}  eta {eta}  {} {}, {} unchanged, {} failed",
+                        "{}{pace}  eta {eta}  {} {}, {} unchanged, {} failed",
                         crate::human::rate(per_sec),
                         crate::human::count(c.changed),
                         if self.plan { "would update" } else { "updated" },

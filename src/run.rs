@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{ClientBuildError, ClientConfig, ReadClient, RequestStats, WriteClient};
 use crate::engine::{self, Job, JobError, Observer, Outcome, StopReason};
 use crate::ledger::{self, IdSet, Journal, Ledger, LedgerError, RunLock};
-use crate::limiter::Limiter;
+use crate::limiter::{AdaptiveRate, Limiter};
 use crate::manifest::{DuplicateCheck, Format, Manifest, ManifestError};
 use crate::model::GatewayFields;
 use crate::progress::Tee;
@@ -154,6 +154,8 @@ pub struct RunStart {
     pub in_shard: u64,
     /// Rows an earlier run finished (`--resume`): passed over.
     pub already_done: u64,
+    /// The write pace, adapting to 429s (apply): progress shows where it is.
+    pub pace: Option<Arc<AdaptiveRate>>,
 }
 
 /// The caller's side of a run.
@@ -381,6 +383,7 @@ pub async fn run(
         rows: scan.rows,
         in_shard: scan.in_shard,
         already_done: opened.done.len() as u64,
+        pace: (mode == Mode::Apply).then(|| Arc::new(AdaptiveRate::new(options.write_rate.get()))),
     };
     let mut pipeline = Pipeline::new(&options, &manifest);
     pipeline.max_errors = options.max_errors.map(|b| b.threshold(scan.in_shard));
@@ -388,6 +391,7 @@ pub async fn run(
     pipeline.done = Some(Arc::new(opened.done));
     pipeline.journal = Some(opened.journal);
     pipeline.recovered = Some(Arc::new(opened.recovered));
+    pipeline.pace = start.pace.clone();
     let mut observers: Vec<Box<dyn Observer>> = Vec::new();
     if let Some(observe) = hooks.observe {
         observers.push(observe(&start));
@@ -486,6 +490,7 @@ struct Pipeline<'a> {
     done: Option<Arc<IdSet>>,
     journal: Option<Journal>,
     recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
+    pace: Option<Arc<AdaptiveRate>>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -498,6 +503,7 @@ impl<'a> Pipeline<'a> {
             done: None,
             journal: None,
             recovered: None,
+            pace: None,
         }
     }
 
@@ -509,7 +515,11 @@ impl<'a> Pipeline<'a> {
         observer: Option<Box<dyn Observer>>,
     ) -> Result<Outcome, RunError> {
         let o = self.options;
-        let limiter = Arc::new(Limiter::new(Some(o.write_rate), o.read_rate));
+        let mut limiter = Limiter::new(Some(o.write_rate), o.read_rate);
+        if let Some(pace) = &self.pace {
+            limiter = limiter.with_pace(Arc::clone(pace));
+        }
+        let limiter = Arc::new(limiter);
         let stats = Arc::new(RequestStats::default());
         let abort = CancellationToken::new();
         let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
@@ -535,7 +545,9 @@ impl<'a> Pipeline<'a> {
             observer,
             stats,
         };
-        Ok(engine::run(job).await?)
+        let mut outcome = engine::run(job).await?;
+        outcome.write_pace = self.pace.as_ref().map(|p| p.report());
+        Ok(outcome)
     }
 }
 

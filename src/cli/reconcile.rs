@@ -108,11 +108,10 @@ pub async fn run(
         move |start: &RunStart| -> Box<dyn Observer> {
             let mut s = screens.lock().unwrap_or_else(|p| p.into_inner());
             let remaining = start.in_shard.saturating_sub(start.already_done);
-            let (obs, handle) = progress::Shared::new(Progress::new(
-                progress_mode(ctx),
-                remaining,
-                mode == Mode::Plan,
-            ));
+            let (obs, handle) = progress::Shared::new(
+                Progress::new(progress_mode(ctx), remaining, mode == Mode::Plan)
+                    .with_pace(start.pace.clone()),
+            );
             s.progress = Some(handle);
             let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(obs)];
             if mode == Mode::Apply {
@@ -487,6 +486,15 @@ fn summary_text(title: &str, o: &Outcome, report: Option<&Path>, rate: u32) -> S
             human::duration(o.throttled_wait)
         ));
     }
+    if let Some(p) = o.write_pace.filter(|p| p.cuts > 0) {
+        text.push_str(&format!(
+            "\n  write pace: cut {} time(s) after 429s, lowest {}, ending at {} (--rate {})",
+            human::count(p.cuts),
+            human::rate(p.lowest),
+            human::rate(p.current),
+            human::count(u64::from(rate))
+        ));
+    }
     text
 }
 
@@ -525,6 +533,9 @@ fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json::Value {
             "answers_429": o.throttled,
             "paused_secs": o.throttled_wait.as_secs_f64(),
         },
+        "write_pace": o.write_pace.map(|p| serde_json::json!({
+            "current": p.current, "lowest": p.lowest, "cuts": p.cuts,
+        })),
         "stopped": o.stopped.map(|r| format!("{r:?}").to_lowercase()),
         "stop_detail": o.stop_detail,
         "possibly_written": o.possibly_written,
