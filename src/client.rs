@@ -897,6 +897,21 @@ mod tests {
         assert!(!is_tls_failure(&plain));
     }
 
+    /// Found by `fuzz/run.sh` (error_body): a run of control characters escaped past the
+    /// length cap.
+    #[test]
+    fn a_body_of_control_characters_stays_within_the_message_cap() {
+        let mut body = br#"{"err"#.to_vec();
+        body.extend(std::iter::repeat_n(0x0b, 100));
+        body.extend_from_slice(b"or\":\"Not ound\x01\0\0\0\0\0\0\0\0\"}");
+        let (code, message) = parse_error_body(StatusCode::UNPROCESSABLE_ENTITY, &body);
+        assert!(message.chars().count() <= 520, "{message}");
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        assert!(!code.chars().any(char::is_control));
+        let (_, message) = parse_error_body(StatusCode::BAD_GATEWAY, &[0x0b; 5000]);
+        assert!(message.chars().count() <= 520, "{message}");
+    }
+
     #[test]
     fn collection_url_keeps_a_prefix() {
         let base = Url::parse("http://127.0.0.1:9/prefix/").unwrap();

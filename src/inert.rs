@@ -15,19 +15,24 @@ use std::borrow::Cow;
 const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\''];
 
 /// `value` safe to print: control characters escaped, at most `max_chars` characters of
-/// it kept, the rest replaced by a marker saying how much was cut.
+/// output (escapes count at their printed length: a run of control characters must not
+/// grow past the cap), the rest replaced by a marker saying how much was cut.
 pub fn text(value: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(value.len().min(max_chars + 32));
-    for (kept, (i, c)) in value.char_indices().enumerate() {
-        if kept == max_chars {
+    let mut shown = 0;
+    for (i, c) in value.char_indices() {
+        let escaped = c.is_control() || is_bidi_control(c);
+        let width = if escaped { c.escape_debug().count() } else { 1 };
+        if shown + width > max_chars {
             out.push_str(&format!("…(+{} bytes)", value.len() - i));
             return out;
         }
-        if c.is_control() || is_bidi_control(c) {
+        if escaped {
             out.extend(c.escape_debug());
         } else {
             out.push(c);
         }
+        shown += width;
     }
     out
 }
@@ -71,6 +76,11 @@ mod tests {
         assert_eq!(text("abcdef", 3), "abc…(+3 bytes)");
         assert_eq!(text("abc", 3), "abc");
         assert_eq!(text("ééé", 1), "é…(+4 bytes)");
+        // Escapes count at their printed length.
+        assert_eq!(text("\u{b}\u{b}", 6), "\\u{b}…(+1 bytes)");
+        assert_eq!(text("\u{b}\u{b}", 12), "\\u{b}\\u{b}");
+        let many = "\u{b}".repeat(1000);
+        assert!(text(&many, 500).chars().count() <= 500 + 20);
     }
 
     #[test]
