@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for RUNS executions (default 1,000,000) from the seed corpus in
+# Runs every fuzz target (or those named after RUNS) for RUNS executions (default
+# 1,000,000) from the seed corpus in
 # fuzz/seeds, with cargo-fuzz on the stable toolchain (RUSTC_BOOTSTRAP=1). New inputs go to
 # fuzz/corpus (not committed); a crash lands in fuzz/artifacts and stops the script.
 #   cargo install cargo-fuzz --locked      # once
@@ -7,7 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 runs="${1:-1000000}"
-for target in csv_manifest yaml_manifest report_reader error_body retry_after link_resolver; do
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(csv_manifest yaml_manifest report_reader error_body retry_after link_resolver)
+for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     echo "== $target: $runs runs"
     started=$(date +%s)
