@@ -73,6 +73,8 @@ mod tests {
         assert_eq!(text("a\0b\r\n", 100), "a\\0b\\r\\n");
         assert_eq!(text("x\u{202E}y", 100), "x\\u{202e}y");
         assert_eq!(text("plain café", 100), "plain café");
+        // Quotes and backslashes are printable: left as they are.
+        assert_eq!(text("a\"b'c\\d", 100), "a\"b'c\\d");
         assert_eq!(text("abcdef", 3), "abc…(+3 bytes)");
         assert_eq!(text("abc", 3), "abc");
         assert_eq!(text("ééé", 1), "é…(+4 bytes)");
@@ -113,6 +115,9 @@ mod tests {
             assert_eq!(csv_cell(v), v);
             assert_eq!(csv_cell_back(v), v);
         }
+        // A hand-written cell that starts with `'` and no formula keeps its quote.
+        assert_eq!(csv_cell_back("'plain"), "'plain");
+        assert_eq!(csv_cell_back("'"), "'");
     }
 
     /// Every string survives the round trip, and no written cell starts a formula.

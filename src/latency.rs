@@ -153,6 +153,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kinds_are_named_as_the_summary_keys_them() {
+        let names: Vec<_> = RequestKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["get", "list", "patch"]);
+    }
+
+    #[test]
     fn buckets_are_ordered_and_tight() {
         let mut last = 0;
         for us in (0..2_000_000u64).step_by(37).chain([u64::MAX / 2]) {
