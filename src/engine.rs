@@ -754,6 +754,18 @@ async fn write_checked(
             err.attempts = 0;
             return failed(record, err, &shared.stopper);
         }
+        // A reviewed plan's row that someone else changed meanwhile: not ours to write.
+        if let Some(expected) = &row.expected
+            && !differing(expected, &now).is_empty()
+        {
+            record.status = Status::Conflict;
+            record.error_code = "conflict".into();
+            record.error = "not written again: the PATCH's answer was lost and the gateway now \
+                            differs from both the plan's before and after"
+                .into();
+            record.before = Some(now);
+            return record;
+        }
         // It did not land: send it again, merged with what is there now.
         desired = merge(&now, &row.desired);
         record.changed_fields = differing(&now, &desired);
