@@ -518,3 +518,35 @@ fn a_429_pauses_every_worker_as_the_server_sees_it() {
         "every row read once, the throttled one twice"
     );
 }
+
+#[test]
+fn a_token_file_others_can_read_gets_a_warning_and_its_token_never_shows() {
+    use std::os::unix::fs::PermissionsExt;
+    let ids = ids(2, 100);
+    let sb = Sandbox::start(sandbox::SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let token = sb.path("token");
+    std::fs::write(&token, &sb.state().config().api_token).unwrap();
+    std::fs::write(
+        sb.path("c.yaml"),
+        format!("api_token_file: {}\n", token.display()),
+    )
+    .unwrap();
+    for (mode, warned) in [(0o644, true), (0o600, false)] {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = run(sb
+            .cmd()
+            .env_remove("SIGNALWIRE_API_TOKEN")
+            .args(["plan", "m.csv", "--config", "c.yaml", "--report"])
+            .arg(format!("r{mode:o}.csv")));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out).contains("chmod 600"),
+            warned,
+            "{mode:o}: {}",
+            stderr(&out)
+        );
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(!all.contains(&sb.state().config().api_token));
+    }
+}
