@@ -100,15 +100,16 @@ impl Histogram {
         let max_us = self.max_us.load(Ordering::Relaxed);
         let at = |q: f64| {
             let rank = ((q * total as f64).ceil() as u64).max(1);
-            let mut seen = 0;
-            for (i, n) in counts.iter().enumerate() {
-                seen += n;
-                if seen >= rank {
-                    // Never report more than the largest value seen.
-                    return bucket_floor(i).min(max_us) as f64 / 1000.0;
-                }
-            }
-            max_us as f64 / 1000.0
+            let bucket = counts
+                .iter()
+                .scan(0u64, |seen, n| {
+                    *seen += n;
+                    Some(*seen)
+                })
+                .position(|seen| seen >= rank)
+                .unwrap_or(BUCKETS - 1);
+            // Never report more than the largest value seen.
+            bucket_floor(bucket).min(max_us) as f64 / 1000.0
         };
         Some(Percentiles {
             count: total,
@@ -151,6 +152,34 @@ impl Latencies {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_wait_lands_in_the_last_bucket() {
+        let h = Histogram::default();
+        h.record(Duration::MAX);
+        h.record(Duration::from_secs(u64::MAX / 2_000_000));
+        let p = h.percentiles().unwrap();
+        assert_eq!(p.count, 2);
+        assert!(p.p50_ms <= p.max_ms);
+    }
+
+    #[test]
+    fn each_kind_has_its_own_histogram() {
+        let l = Latencies::default();
+        l.of(RequestKind::Get).record(Duration::from_millis(3));
+        l.of(RequestKind::Get).record(Duration::from_millis(5));
+        assert_eq!(
+            l.of(RequestKind::Get).percentiles().map(|p| p.count),
+            Some(2)
+        );
+        assert_eq!(l.of(RequestKind::Patch).percentiles(), None);
+        assert_eq!(l.of(RequestKind::List).percentiles(), None);
+        let shown = format!("{l:?}");
+        assert!(
+            shown.contains("get: Some") && shown.contains("patch: None"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn kinds_are_named_as_the_summary_keys_them() {

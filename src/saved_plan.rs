@@ -301,6 +301,18 @@ mod tests {
     }
 
     #[test]
+    fn a_file_is_fingerprinted_by_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        std::fs::write(&path, "abc").unwrap();
+        assert_eq!(
+            file_sha256(&path).as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        assert_eq!(file_sha256(&dir.path().join("gone.csv")), None);
+    }
+
+    #[test]
     fn another_space_or_a_changed_manifest_is_refused() {
         let h = header();
         let p = Path::new("p.plan");
