@@ -287,6 +287,12 @@ mod tests {
         w.finish(true).unwrap();
         let h = read_header(&path).unwrap();
         assert_eq!(h.changes, 1);
+        // A long manifest path still reads (the header is read up to 64 KiB).
+        let long = dir.path().join("long.plan");
+        let mut far = header();
+        far.manifest = "m".repeat(20_000);
+        PlanWriter::create(&long, far.clone()).unwrap().finish(true).unwrap();
+        assert_eq!(read_header(&long).unwrap().manifest, far.manifest);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3);
         let line: PlanLine = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
