@@ -303,7 +303,7 @@ mod tests {
         assert!(matches!(w.finish(false), Err(PlanError::Incomplete { .. })));
         assert!(!other.exists());
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(leftovers, 1, "no temporary file left behind");
+        assert_eq!(leftovers, 2, "no temporary file left behind (p.plan, long.plan)");
     }
 
     #[test]
