@@ -283,10 +283,11 @@ mod tests {
             "",
             String::new(),
         ));
-        assert_eq!(w.changes(), 1);
+        w.record(&RowRecord { row: 4, ..r.clone() });
+        assert_eq!(w.changes(), 2);
         w.finish(true).unwrap();
         let h = read_header(&path).unwrap();
-        assert_eq!(h.changes, 1);
+        assert_eq!(h.changes, 2);
         // A long manifest path still reads (the header is read up to 64 KiB).
         let long = dir.path().join("long.plan");
         let mut far = header();
@@ -294,7 +295,7 @@ mod tests {
         PlanWriter::create(&long, far.clone()).unwrap().finish(true).unwrap();
         assert_eq!(read_header(&long).unwrap().manifest, far.manifest);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 3);
+        assert_eq!(text.lines().count(), 4);
         let line: PlanLine = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
         assert_eq!(line.after, r.after);
 
