@@ -244,9 +244,11 @@ impl ReadClient {
         &self.inner.space
     }
 
-    fn abort_with(&self, cause: AbortCause) {
-        let _ = self.inner.abort_cause.set(cause);
+    /// Stops every request; true for the call that gave the cause (the first one).
+    fn abort_with(&self, cause: AbortCause) -> bool {
+        let first = self.inner.abort_cause.set(cause).is_ok();
         self.inner.abort.cancel();
+        first
     }
 
     /// GET one gateway by its resource id. The answer must be that gateway.
@@ -409,8 +411,11 @@ impl ReadClient {
             Err(_) => return inner.breaker.on_answer(),
         };
         if err.code == "tls" {
-            tracing::error!(space = %inner.space, "cannot reach the space: {}", err.message);
-            return self.abort_with(AbortCause::Unreachable(err.message.clone()));
+            // Said once, by whoever stops the job: the rows in flight fail the same way.
+            if self.abort_with(AbortCause::Unreachable(err.message.clone())) {
+                tracing::error!(space = %inner.space, "cannot reach the space: {}", err.message);
+            }
+            return;
         }
         match inner.breaker.on_failure() {
             Verdict::Pause(wait) => inner.limiter.pause_for(wait),
@@ -421,10 +426,9 @@ impl ReadClient {
                     failing_for.as_secs(),
                     err.message
                 );
-                if inner.abort_cause.get().is_none() {
+                if self.abort_with(AbortCause::Unreachable(why.clone())) {
                     tracing::error!("cannot reach the space: {why}");
                 }
-                self.abort_with(AbortCause::Unreachable(why));
             }
         }
     }

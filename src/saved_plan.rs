@@ -283,7 +283,10 @@ mod tests {
             "",
             String::new(),
         ));
-        w.record(&RowRecord { row: 4, ..r.clone() });
+        w.record(&RowRecord {
+            row: 4,
+            ..r.clone()
+        });
         assert_eq!(w.changes(), 2);
         w.finish(true).unwrap();
         let h = read_header(&path).unwrap();
@@ -292,7 +295,10 @@ mod tests {
         let long = dir.path().join("long.plan");
         let mut far = header();
         far.manifest = "m".repeat(20_000);
-        PlanWriter::create(&long, far.clone()).unwrap().finish(true).unwrap();
+        PlanWriter::create(&long, far.clone())
+            .unwrap()
+            .finish(true)
+            .unwrap();
         assert_eq!(read_header(&long).unwrap().manifest, far.manifest);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 4);
@@ -304,7 +310,10 @@ mod tests {
         assert!(matches!(w.finish(false), Err(PlanError::Incomplete { .. })));
         assert!(!other.exists());
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(leftovers, 2, "no temporary file left behind (p.plan, long.plan)");
+        assert_eq!(
+            leftovers, 2,
+            "no temporary file left behind (p.plan, long.plan)"
+        );
     }
 
     #[test]

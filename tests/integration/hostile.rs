@@ -447,8 +447,9 @@ fn a_tls_failure_is_not_retried() {
         "{} connections",
         dropper.connections()
     );
-    assert!(
-        stderr(&out).contains("cannot reach the space"),
+    assert_eq!(
+        stderr(&out).matches("cannot reach the space").count(),
+        1,
         "{}",
         stderr(&out)
     );
