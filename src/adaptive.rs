@@ -172,6 +172,15 @@ mod tests {
         assert_eq!(a.current(), 50.0);
         a.on_throttled();
         assert_eq!(a.current(), 50.0, "a burst of 429s is one signal");
+        // A second after a cut, the next 429 counts again (not a moment before).
+        tokio::time::advance(Duration::from_millis(999)).await;
+        a.on_throttled();
+        assert_eq!(a.current(), 50.0);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        a.on_throttled();
+        assert_eq!(a.current(), 25.0);
+        a.set(50.0);
+        tokio::time::advance(Duration::from_millis(1000)).await;
         // The server took 30 writes in the last second: 70% of that.
         for _ in 0..30 {
             a.on_accepted();
@@ -209,7 +218,7 @@ mod tests {
         );
         assert_eq!(a.slot(), None);
         let r = a.report();
-        assert_eq!(r.cuts, 3);
+        assert_eq!(r.cuts, 4);
         assert!((r.lowest - 21.0).abs() < 1e-9, "{r:?}");
     }
 
