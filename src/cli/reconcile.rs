@@ -1,9 +1,8 @@
-//! `plan` and `apply`: one pipeline, with or without a writer.
-//!
-//! Order matters: lock the report (a second run exits 5 touching nothing), read the whole
-//! manifest once (exit 65 before any request), check the ledger (exists / resume /
-//! fingerprint), preview and ask or check guards, then run; on SIGINT/SIGTERM stop taking
-//! rows, finish those in flight, report the rest `skipped`, exit 4.
+//! `plan` and `apply` at the command line. The run itself is [`crate::run::run`]; this
+//! module maps the flags to its options and brings what is about a person: the review on
+//! a terminal (the plan's diff, its summary, the question), progress and the plan on
+//! stdout, SIGINT/SIGTERM (no new rows, rows in flight get `--grace`, a second signal
+//! exits at once), the summary, the hint to continue, and the exit code.
 
 use std::io::IsTerminal;
 use std::path::Path;
