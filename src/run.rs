@@ -248,9 +248,6 @@ pub async fn run(
     let mut ledger = tokio::task::spawn_blocking(move || Ledger::lock_within(&lock_at, wait))
         .await
         .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))??;
-    if mode == Mode::Plan {
-        ledger.remove_lock_when_done();
-    }
     let (mut scan, scanned) = scan(&manifest, options.shard).await?;
     manifest = scanned;
     ledger.preflight(&scan.sha256, options.resume)?;
@@ -357,6 +354,11 @@ pub async fn run(
         options.report_format,
         options.resume,
     )?;
+    // Only once the plan's own report is made: a plan refused on another run's report
+    // must not take that report's lock file (and its fingerprint) with it.
+    if mode == Mode::Plan {
+        ledger.remove_lock_when_done();
+    }
     if opened.resumed {
         tracing::info!(already_done = opened.done.len(), "resuming");
     }

@@ -169,3 +169,25 @@ fn each_help_lists_its_own_flags_first_and_only_the_global_ones_that_apply() {
     assert!(help(&["export", "--help"]).contains("--space"));
     assert!(help(&["help", "export"]).contains("--page-size"));
 }
+
+#[test]
+fn a_plan_refused_on_an_apply_report_leaves_that_report_resumable() {
+    let ids = ids(4, 90);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--report", "a.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(sb.path("a.csv.lock").exists());
+    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "a.csv"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(
+        sb.path("a.csv.lock").exists(),
+        "the apply's fingerprint is kept"
+    );
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--resume", "--report", "a.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
