@@ -239,11 +239,6 @@ impl ReadClient {
         self.inner.abort_cause.get().cloned()
     }
 
-    /// The space's base URL, for messages.
-    pub fn space(&self) -> &str {
-        &self.inner.space
-    }
-
     /// Stops every request; true for the call that gave the cause (the first one).
     fn abort_with(&self, cause: AbortCause) -> bool {
         let first = self.inner.abort_cause.set(cause).is_ok();
@@ -717,10 +712,16 @@ async fn read_capped(
             format!("the server's answer is {what}, more than the {cap} bytes read at most"),
         )
     };
-    if let Some(len) = response.content_length()
-        && len > cap as u64
-    {
-        return Err(too_large(format!("{len} bytes")));
+    match response.content_length() {
+        Some(len) if len > cap as u64 => return Err(too_large(format!("{len} bytes"))),
+        // A declared length frames the body (hyper stops there): read it whole, no copy.
+        Some(_) => {
+            return response
+                .bytes()
+                .await
+                .map_err(|e| transport_error(&e, attempt));
+        }
+        None => {}
     }
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = response

@@ -185,13 +185,7 @@ impl Ledger {
             source,
         };
         let created = !lock_path.exists();
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io_err)?;
+        let lock = open_lock_file(&lock_path).map_err(io_err)?;
         let deadline = std::time::Instant::now() + wait;
         loop {
             match lock.try_lock() {
@@ -502,13 +496,7 @@ impl RunLock {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err)?;
+        let mut file = open_lock_file(&path).map_err(io_err)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -564,18 +552,31 @@ fn run_lock_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
+/// A lock file, made if missing, never truncated (it may hold another run's note).
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
+/// `REPORT` + `suffix`: the files that sit beside a report.
+pub fn beside(report: &Path, suffix: &str) -> PathBuf {
+    let mut name = report.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// `REPORT.journal`.
 pub fn journal_path(report: &Path) -> PathBuf {
-    let mut name = report.as_os_str().to_owned();
-    name.push(".journal");
-    PathBuf::from(name)
+    beside(report, ".journal")
 }
 
 /// `REPORT.lock`.
 pub fn lock_path(report: &Path) -> PathBuf {
-    let mut name = report.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
+    beside(report, ".lock")
 }
 
 fn short(sha: &str) -> String {

@@ -252,7 +252,7 @@ pub async fn run(
     manifest = scanned;
     ledger.preflight(&scan.sha256, options.resume)?;
     if let (Some(header), Source::Plan(path)) = (&plan_header, &options.source) {
-        let manifest_now = saved_plan::file_sha256(Path::new(&header.manifest));
+        let manifest_now = crate::manifest::file_sha256(Path::new(&header.manifest));
         header.check(
             path,
             options.client.base_url.as_str(),
@@ -574,9 +574,7 @@ pub fn default_report_path(manifest: &Path, format: ReportFormat, mode: Mode) ->
 
 /// The plan an interactive apply shows and then applies: `REPORT.plan`.
 pub fn reviewed_plan_path(report: &Path) -> PathBuf {
-    let mut name = report.as_os_str().to_owned();
-    name.push(".plan");
-    PathBuf::from(name)
+    ledger::beside(report, ".plan")
 }
 
 fn plan_header_for(options: &RunOptions, manifest: &Manifest, scan: &Scan) -> PlanHeader {

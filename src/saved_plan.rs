@@ -84,21 +84,6 @@ pub enum PlanError {
     Incomplete { path: PathBuf },
 }
 
-/// SHA-256 of a file's bytes, hex; `None` when it cannot be read.
-pub fn file_sha256(path: &Path) -> Option<String> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    let mut file = std::fs::File::open(path).ok()?;
-    io::copy(&mut file, &mut hasher).ok()?;
-    Some(
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
-}
-
 /// Reads a plan's header, without its rows.
 pub fn read_header(path: &Path) -> Result<PlanHeader, PlanError> {
     let io_err = |source| PlanError::Io {
@@ -314,18 +299,6 @@ mod tests {
             leftovers, 2,
             "no temporary file left behind (p.plan, long.plan)"
         );
-    }
-
-    #[test]
-    fn a_file_is_fingerprinted_by_its_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.csv");
-        std::fs::write(&path, "abc").unwrap();
-        assert_eq!(
-            file_sha256(&path).as_deref(),
-            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        );
-        assert_eq!(file_sha256(&dir.path().join("gone.csv")), None);
     }
 
     #[test]

@@ -149,6 +149,21 @@ pub struct FirstPass {
     pub sha256: String,
 }
 
+/// The manifest's fingerprint as written in a report's lock note and a saved plan: the
+/// SHA-256 of its bytes, lowercase hex.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fingerprint [`Manifest::first_pass`] computes, of a file read again whole (a saved
+/// plan checks that its manifest is unchanged); `None` when it cannot be read.
+pub fn file_sha256(path: &Path) -> Option<String> {
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(path).ok()?;
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(hex(&hasher.finalize()))
+}
+
 /// Hashes the bytes read through it.
 struct Sha256Reader<R> {
     inner: R,
@@ -342,12 +357,7 @@ impl Manifest {
             .filter(|w| w[0] == w[1])
             .map(|w| w[0])
             .collect();
-        let sha256 = hashing
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = hex(&hashing.hasher.finalize());
         Ok(FirstPass {
             stats,
             repeated,
@@ -369,21 +379,16 @@ impl Manifest {
     pub fn read_slice(
         format: Format,
         bytes: &[u8],
-        mut sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
+        sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
     ) -> Result<ReadStats, ManifestError> {
-        let path = Path::new("(memory)");
-        let mut stats = ReadStats::default();
-        let mut counted = |row: CheckedRow| {
-            stats.rows += 1;
-            stats.invalid += u64::from(row.is_err());
-            sink(row)
-        };
-        match format {
-            Format::Csv => csv_format::read(path, bytes, DuplicateCheck::All, &mut counted)?,
-            Format::Yaml => yaml_format::read(path, bytes, DuplicateCheck::All, &mut counted)?,
-            Format::Plan => plan_format::read(path, bytes, &mut counted)?,
-        }
-        Ok(stats)
+        let (stats, read) = read_rows(
+            format,
+            Path::new("(memory)"),
+            bytes,
+            DuplicateCheck::All,
+            sink,
+        );
+        read.map(|()| stats)
     }
 
     fn io(&self, source: std::io::Error) -> ManifestError {
@@ -396,35 +401,49 @@ impl Manifest {
     fn read_from(
         &self,
         input: impl Read,
-        mut sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
+        sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
     ) -> Result<ReadStats, ManifestError> {
         let reader = std::io::BufReader::with_capacity(64 * 1024, input);
-        let mut stats = ReadStats::default();
-        let mut counted = |mut row: CheckedRow| {
-            match &mut row {
-                Ok(r) => r.seq = stats.rows,
-                Err(bad) => bad.seq = stats.rows,
-            }
-            stats.rows += 1;
-            stats.invalid += u64::from(row.is_err());
-            sink(row)
-        };
-        let read = match self.format {
-            Format::Csv => {
-                csv_format::read(&self.path, reader, self.duplicates.clone(), &mut counted)
-            }
-            Format::Yaml => {
-                yaml_format::read(&self.path, reader, self.duplicates.clone(), &mut counted)
-            }
-            Format::Plan => plan_format::read(&self.path, reader, &mut counted),
-        };
+        let (stats, read) = read_rows(
+            self.format,
+            &self.path,
+            reader,
+            self.duplicates.clone(),
+            sink,
+        );
         // Whatever the parser made of it, a file that changed under it is the error.
         if self.pinned.has_changed() {
             return Err(ManifestError::Changed(self.source.clone()));
         }
-        read?;
-        Ok(stats)
+        read.map(|()| stats)
     }
+}
+
+/// Reads rows of `format` from `input`, numbering each (`seq`) and counting them, into
+/// `sink`. The counts come back even when the read fails part way.
+fn read_rows(
+    format: Format,
+    path: &Path,
+    input: impl std::io::BufRead,
+    duplicates: DuplicateCheck,
+    mut sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
+) -> (ReadStats, Result<(), ManifestError>) {
+    let mut stats = ReadStats::default();
+    let mut counted = |mut row: CheckedRow| {
+        match &mut row {
+            Ok(r) => r.seq = stats.rows,
+            Err(bad) => bad.seq = stats.rows,
+        }
+        stats.rows += 1;
+        stats.invalid += u64::from(row.is_err());
+        sink(row)
+    };
+    let read = match format {
+        Format::Csv => csv_format::read(path, input, duplicates, &mut counted),
+        Format::Yaml => yaml_format::read(path, input, duplicates, &mut counted),
+        Format::Plan => plan_format::read(path, input, &mut counted),
+    };
+    (stats, read)
 }
 
 #[cfg(test)]
@@ -528,5 +547,16 @@ mod tests {
             read_all(".csv", "hello world\nfoo bar\n"),
             Err(ManifestError::NoIdColumn { .. })
         ));
+    }
+    #[test]
+    fn a_file_is_fingerprinted_by_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        std::fs::write(&path, "abc").unwrap();
+        assert_eq!(
+            file_sha256(&path).as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        assert_eq!(file_sha256(&dir.path().join("gone.csv")), None);
     }
 }
