@@ -225,4 +225,23 @@ mod tests {
         limiter.acquire(Budget::Read).await;
         assert_eq!(Instant::now() - start, Duration::from_secs(8));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_server_s_answers_to_writes_move_the_pace() {
+        let pace = Arc::new(AdaptiveRate::new(100));
+        let limiter = Limiter::new(None, None).with_pace(Arc::clone(&pace));
+        limiter.write_throttled();
+        assert_eq!(pace.current(), 50.0);
+        limiter.write_accepted();
+        assert!(pace.current() > 50.0);
+        // A paced write waits its slot: two writes at about 50/s are 20 ms apart.
+        let start = Instant::now();
+        limiter.acquire(Budget::Write).await;
+        limiter.acquire(Budget::Write).await;
+        let gap = Instant::now() - start;
+        assert!(
+            gap > Duration::from_millis(15) && gap < Duration::from_millis(25),
+            "{gap:?}"
+        );
+    }
 }
