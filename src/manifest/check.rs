@@ -388,6 +388,38 @@ mod tests {
     }
 
     #[test]
+    fn both_halves_of_an_id_reach_its_hash() {
+        for low in [0u128, u64::MAX as u128] {
+            let mut hashes: Vec<u64> = (1..=1000u128)
+                .map(|k| id_hash(&Uuid::from_u128((k << 64) | low)))
+                .collect();
+            hashes.sort_unstable();
+            hashes.dedup();
+            assert_eq!(hashes.len(), 1000, "ids differing only in the upper half");
+        }
+    }
+
+    #[test]
+    fn names_and_uris_are_accepted_up_to_the_limit_and_no_further() {
+        let row = |name: String| RawRow {
+            line: 2,
+            id: Some("0823a606-0aff-4c90-9eba-f88ba118fe05".into()),
+            name: Some(name),
+            ..RawRow::default()
+        };
+        let limit = crate::client::MAX_TEXT_FIELD;
+        assert!(
+            RowChecker::new(Desired::default())
+                .check(row("n".repeat(limit)))
+                .is_ok()
+        );
+        let err = RowChecker::new(Desired::default())
+            .check(row("n".repeat(limit + 1)))
+            .unwrap_err();
+        assert!(err.message.contains("at most 1024"), "{}", err.message);
+    }
+
+    #[test]
     fn a_uri_needs_a_sip_scheme_a_user_or_a_dotted_host_and_no_space() {
         for ok in [
             "sip:pbx",
