@@ -41,6 +41,7 @@ use crate::manifest::{Manifest, ManifestError, Row};
 use crate::model::GatewayFields;
 use crate::report::{ReportWriter, RowRecord, Status, WRITE_UNKNOWN};
 use crate::shard::Shard;
+use crate::snapshot::Snapshot;
 
 /// Sees each record after it reaches the report (plan display, progress, stats lines).
 pub trait Observer: Send {
@@ -84,6 +85,10 @@ pub struct Job {
     pub recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
     pub observer: Option<Box<dyn Observer>>,
     pub stats: Arc<RequestStats>,
+    /// `--read-mode list`: the space as paged before the rows start. A row it holds is
+    /// diffed against it (and read again by GET before a PATCH); any other row is read
+    /// by GET.
+    pub snapshot: Option<Arc<Snapshot>>,
 }
 
 /// Why a job stopped before the end.
@@ -158,6 +163,8 @@ pub struct Outcome {
     /// How the write pace adapted to the server's 429s (an apply's run; set by the caller
     /// that owns the limiter).
     pub write_pace: Option<crate::adaptive::RateReport>,
+    /// `--read-mode list`/`auto`: how the space was read in pages (set by the caller).
+    pub snapshot: Option<crate::snapshot::SnapshotStats>,
 }
 
 /// The slowest row of a run: where to look first.
@@ -196,6 +203,8 @@ pub enum JobError {
     Manifest(#[from] ManifestError),
     #[error("cannot write the report")]
     Report(#[source] std::io::Error),
+    #[error("cannot keep the snapshot of the space in a temporary file")]
+    Snapshot(#[source] std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -279,6 +288,7 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
         recovered,
         mut observer,
         stats,
+        snapshot,
     } = job;
     let concurrency = concurrency.max(1);
     let shared = Arc::new(Shared {
@@ -299,7 +309,8 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
         recovered,
         stats: Arc::clone(&stats),
     });
-    let (row_tx, row_rx) = mpsc::channel::<Row>((concurrency * 4).max(256));
+    let (row_tx, row_rx) =
+        mpsc::channel::<(Row, Option<GatewayFields>)>((concurrency * 4).max(256));
     let (record_tx, mut record_rx) = mpsc::channel::<Event>(1024);
 
     // The writer: the only owner of the report file. It writes whatever records are
@@ -395,8 +406,10 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
                             while row_tx.capacity() == 0 && !row_tx.is_closed() {
                                 std::thread::sleep(Duration::from_millis(1));
                             }
+                            // The snapshot is a file: looked up here, off the workers' threads.
+                            let listed = snapshot.as_ref().and_then(|s| s.get(&row.id));
                             // A send fails only when the workers are gone (the writer failed).
-                            return match row_tx.blocking_send(row) {
+                            return match row_tx.blocking_send((row, listed)) {
                                 Ok(()) => ControlFlow::Continue(()),
                                 Err(_) => ControlFlow::Break(()),
                             };
@@ -434,11 +447,11 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
         workers.push(tokio::spawn(async move {
             loop {
                 let next = row_rx.lock().await.recv().await;
-                let Some(row) = next else { break };
+                let Some((row, listed)) = next else { break };
                 // At debug level: a span costs an allocation per row even when nothing in
                 // it is logged; with -v, every retry and row log line carries it.
                 let span = tracing::debug_span!("row", line = row.line, id = %row.id);
-                let record = reconcile(&row, &shared).instrument(span).await;
+                let record = reconcile(&row, listed, &shared).instrument(span).await;
                 let record = keep_possible_write(record, &row, &shared);
                 if matches!(record.status, Status::Failed | Status::Mismatch)
                     && let Some(max) = shared.max_errors
@@ -501,6 +514,7 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
         throttled: stats.throttled.load(Ordering::Relaxed),
         throttled_wait: Duration::from_micros(stats.throttled_wait_us.load(Ordering::Relaxed)),
         write_pace: None,
+        snapshot: None,
     })
 }
 
@@ -568,8 +582,9 @@ fn possibly_written_earlier(mut record: RowRecord) -> RowRecord {
     record
 }
 
-/// One row: read, diff, and write when it differs (and a writer was given).
-async fn reconcile(row: &Row, shared: &Shared) -> RowRecord {
+/// One row: read (or take the snapshot's `listed` fields), diff, and write when it
+/// differs (and a writer was given).
+async fn reconcile(row: &Row, listed: Option<GatewayFields>, shared: &Shared) -> RowRecord {
     let id = row.id.hyphenated().to_string();
     if shared.stopper.reason().is_some() {
         return shared.stopper.skipped(row.seq, row.line, id);
@@ -582,16 +597,38 @@ async fn reconcile(row: &Row, shared: &Shared) -> RowRecord {
         record
     };
 
-    let current = match shared.reader.get_gateway(&row.id).await {
-        Ok(reply) => {
-            record.attempts = reply.attempts;
-            record.http_status = Some(reply.status);
-            reply.value.sip_gateway
+    let from_listing = listed.is_some();
+    let mut current = match listed {
+        // The list page's answer: no request of this row's own.
+        Some(fields) => {
+            record.http_status = Some(200);
+            fields
         }
-        Err(err) => return finish(failed(record, err, &shared.stopper)),
+        None => match shared.reader.get_gateway(&row.id).await {
+            Ok(reply) => {
+                record.attempts = reply.attempts;
+                record.http_status = Some(reply.status);
+                reply.value.sip_gateway
+            }
+            Err(err) => return finish(failed(record, err, &shared.stopper)),
+        },
     };
-    let desired = merge(&current, &row.desired);
+    let mut desired = merge(&current, &row.desired);
     record.changed_fields = differing(&current, &desired);
+    // A listed gateway that needs a change is read again before it is written: the write
+    // is always diffed against the gateway as it is now, not as the pages saw it.
+    if from_listing && !record.changed_fields.is_empty() && shared.writer.is_some() {
+        match shared.reader.get_gateway(&row.id).await {
+            Ok(reply) => {
+                record.attempts = reply.attempts;
+                record.http_status = Some(reply.status);
+                current = reply.value.sip_gateway;
+            }
+            Err(err) => return finish(failed(record, err, &shared.stopper)),
+        }
+        desired = merge(&current, &row.desired);
+        record.changed_fields = differing(&current, &desired);
+    }
     record.before = Some(current);
     if record.changed_fields.is_empty() {
         record.status = Status::Unchanged;

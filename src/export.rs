@@ -67,10 +67,22 @@ pub async fn export(
     client: &ReadClient,
     page_size: u32,
     limits: PagingLimits,
-    mut each: impl FnMut(&GatewayResource) -> std::io::Result<()>,
+    each: impl FnMut(&GatewayResource) -> std::io::Result<()>,
 ) -> Result<ExportStats, ExportError> {
-    let started = tokio::time::Instant::now();
     let mut stats = ExportStats::default();
+    pages(client, page_size, limits, &mut stats, each).await?;
+    Ok(stats)
+}
+
+/// [`export`], counting into `stats` as it goes: what was read is known when paging fails.
+pub async fn pages(
+    client: &ReadClient,
+    page_size: u32,
+    limits: PagingLimits,
+    stats: &mut ExportStats,
+    mut each: impl FnMut(&GatewayResource) -> std::io::Result<()>,
+) -> Result<(), ExportError> {
+    let started = tokio::time::Instant::now();
     let mut seen = HashSet::new();
     let mut url = client.first_page_url(page_size);
     loop {
@@ -105,7 +117,7 @@ pub async fn export(
         }
         tracing::debug!(pages = stats.pages, gateways = stats.gateways, "page read");
         match page.links.next.as_deref().map(str::trim) {
-            None | Some("") => return Ok(stats),
+            None | Some("") => return Ok(()),
             Some(next) => {
                 url = client
                     .resolve_link(next)

@@ -40,6 +40,8 @@
 //! - [`saved_plan`]: `plan --out` and `apply --plan`: apply exactly what was reviewed.
 //! - [`shard`]: `--shard K/N`, a stable split of the rows by id.
 //! - [`export`]: paging through every gateway, links checked.
+//! - [`snapshot`]: `--read-mode list`: the space read in pages, kept for the rows the run
+//!   needs (a temporary file, 16 bytes of memory a row); rows it lacks are read by GET.
 //! - [`secret`]: credentials that print as `(redacted)`.
 //! - [`sandbox`]: the simulated space (axum).
 //! - [`cli`]: clap definitions and exit codes; `main.rs` only calls [`cli::main`].
@@ -68,3 +70,4 @@ pub mod sandbox;
 pub mod saved_plan;
 pub mod secret;
 pub mod shard;
+pub mod snapshot;

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientBuildError, ClientConfig, ReadClient, RequestStats, WriteClient};
 use crate::engine::{self, Job, JobError, Observer, Outcome, StopReason};
+use crate::export::PagingLimits;
 use crate::ledger::{self, IdSet, Journal, Ledger, LedgerError, RunLock};
 use crate::limiter::{AdaptiveRate, Limiter};
 use crate::manifest::{DuplicateCheck, Format, Manifest, ManifestError};
@@ -35,6 +36,7 @@ use crate::progress::Tee;
 use crate::report::{ReportFormat, ReportWriter, Status};
 use crate::saved_plan::{self, PlanError, PlanHeader, PlanWriter};
 use crate::shard::Shard;
+use crate::snapshot::{ReadMode, SnapshotBuilder};
 
 /// Where a run's rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,10 @@ pub struct RunOptions {
     pub write_rate: NonZeroU32,
     /// `None`: reads are not limited.
     pub read_rate: Option<NonZeroU32>,
+    /// One GET a row, or the space read in pages first (see [`crate::snapshot`]).
+    pub read_mode: ReadMode,
+    /// How far listing the space may go (`list` and `auto` read modes).
+    pub paging: PagingLimits,
 }
 
 impl RunOptions {
@@ -119,6 +125,8 @@ impl RunOptions {
             write_rate: NonZeroU32::new(crate::config::defaults::WRITE_RATE)
                 .unwrap_or(NonZeroU32::MIN),
             read_rate: NonZeroU32::new(crate::config::defaults::READ_RATE),
+            read_mode: ReadMode::default(),
+            paging: PagingLimits::default(),
         }
     }
 }
@@ -248,7 +256,8 @@ pub async fn run(
     let mut ledger = tokio::task::spawn_blocking(move || Ledger::lock_within(&lock_at, wait))
         .await
         .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))??;
-    let (mut scan, scanned) = scan(&manifest, options.shard).await?;
+    let lists = options.read_mode != ReadMode::Get;
+    let (mut scan, scanned) = scan(&manifest, options.shard, lists).await?;
     manifest = scanned;
     ledger.preflight(&scan.sha256, options.resume)?;
     if let (Some(header), Source::Plan(path)) = (&plan_header, &options.source) {
@@ -289,7 +298,7 @@ pub async fn run(
                 })?,
             );
             let observers: Vec<Box<dyn Observer>> = vec![Box::new(plan_obs), preview(&plan_path)];
-            let mut pass = Pipeline::new(&options, &manifest);
+            let mut pass = Pipeline::new(&options, &manifest, &scan);
             pass.limit = options.limit;
             let outcome = pass
                 .run(
@@ -321,11 +330,11 @@ pub async fn run(
                 return Ok(Finished::Declined { preview: outcome });
             }
             let reviewed = Manifest::open(&saved, Some(Format::Plan))?;
-            (scan, manifest) = self::scan(&reviewed, None).await?;
+            (scan, manifest) = self::scan(&reviewed, None, lists).await?;
         }
         _ if mode == Mode::Apply && options.max_changes.is_some() => {
             // A guard to check before anything is written: count the changes first.
-            let mut pass = Pipeline::new(&options, &manifest);
+            let mut pass = Pipeline::new(&options, &manifest, &scan);
             pass.limit = options.limit;
             let preview = pass
                 .run(
@@ -387,7 +396,7 @@ pub async fn run(
         already_done: opened.done.len() as u64,
         pace: (mode == Mode::Apply).then(|| Arc::new(AdaptiveRate::new(options.write_rate.get()))),
     };
-    let mut pipeline = Pipeline::new(&options, &manifest);
+    let mut pipeline = Pipeline::new(&options, &manifest, &scan);
     pipeline.max_errors = options.max_errors.map(|b| b.threshold(scan.in_shard));
     pipeline.limit = options.limit;
     pipeline.done = Some(Arc::new(opened.done));
@@ -451,15 +460,23 @@ struct Scan {
     rows: u64,
     in_shard: u64,
     sha256: String,
+    /// The keys of this shard's ids, for a snapshot (`list` and `auto` read modes).
+    keys: Option<Vec<u64>>,
 }
 
 /// One pass over the whole manifest before any request: proves it readable, counts this
 /// shard's rows, fingerprints it, and finds the ids used twice, so the run can check
-/// duplicates exactly without remembering every id.
-async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<(Scan, Manifest), RunError> {
+/// duplicates exactly without remembering every id. With `keys`, it also collects the
+/// snapshot keys of this shard's ids.
+async fn scan(
+    manifest: &Manifest,
+    shard: Option<Shard>,
+    keys: bool,
+) -> Result<(Scan, Manifest), RunError> {
     let manifest = manifest.clone();
     tokio::task::spawn_blocking(move || {
         let mut in_shard = 0u64;
+        let mut wanted = Vec::new();
         let first = manifest.first_pass(|row| {
             let owned = match (shard, row) {
                 (None, _) => true,
@@ -467,11 +484,15 @@ async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<(Scan, Manife
                 (Some(s), Err(bad)) => s.owns(&bad.id),
             };
             in_shard += u64::from(owned);
+            if let (true, true, Ok(r)) = (keys, owned, row) {
+                wanted.push(SnapshotBuilder::key(&r.id));
+            }
         })?;
         let scan = Scan {
             rows: first.stats.rows,
             in_shard,
             sha256: first.sha256,
+            keys: keys.then_some(wanted),
         };
         Ok((
             scan,
@@ -487,6 +508,9 @@ async fn scan(manifest: &Manifest, shard: Option<Shard>) -> Result<(Scan, Manife
 struct Pipeline<'a> {
     options: &'a RunOptions,
     manifest: &'a Manifest,
+    /// Rows this pass runs, and the keys of their ids (for a snapshot).
+    rows: u64,
+    keys: Option<&'a [u64]>,
     max_errors: Option<u64>,
     limit: Option<u64>,
     done: Option<Arc<IdSet>>,
@@ -496,10 +520,12 @@ struct Pipeline<'a> {
 }
 
 impl<'a> Pipeline<'a> {
-    fn new(options: &'a RunOptions, manifest: &'a Manifest) -> Pipeline<'a> {
+    fn new(options: &'a RunOptions, manifest: &'a Manifest, scan: &'a Scan) -> Pipeline<'a> {
         Pipeline {
             options,
             manifest,
+            rows: scan.in_shard,
+            keys: scan.keys.as_deref(),
             max_errors: None,
             limit: None,
             done: None,
@@ -525,6 +551,26 @@ impl<'a> Pipeline<'a> {
         let stats = Arc::new(RequestStats::default());
         let abort = CancellationToken::new();
         let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
+        let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
+            (Some(budget), Some(keys)) => {
+                tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
+                let builder = SnapshotBuilder::wanting(keys.to_vec()).map_err(snapshot_error)?;
+                let snapshot = crate::snapshot::take(&reader, builder, budget, o.paging, &stop)
+                    .await
+                    .map_err(snapshot_error)?;
+                let s = &snapshot.stats;
+                tracing::info!(
+                    pages = s.pages,
+                    listed = s.listed,
+                    found = s.kept,
+                    complete = s.complete,
+                    secs = s.elapsed.as_secs(),
+                    "space read in pages; rows it lacks are read by GET"
+                );
+                Some(Arc::new(snapshot))
+            }
+            _ => None,
+        };
         let job = Job {
             manifest: self.manifest.clone(),
             writer: writes.then(|| WriteClient::new(reader.clone())),
@@ -546,11 +592,20 @@ impl<'a> Pipeline<'a> {
             recovered: self.recovered,
             observer,
             stats,
+            snapshot: snapshot.clone(),
         };
         let mut outcome = engine::run(job).await?;
         outcome.write_pace = self.pace.as_ref().map(|p| p.report());
+        if let Some(s) = snapshot {
+            outcome.elapsed += s.stats.elapsed;
+            outcome.snapshot = Some(s.stats.clone());
+        }
         Ok(outcome)
     }
+}
+
+fn snapshot_error(e: std::io::Error) -> RunError {
+    RunError::Job(JobError::Snapshot(e))
 }
 
 /// `STEM.report.csv` for apply, `STEM.plan.csv` for a plan: a plan never takes the name

@@ -221,6 +221,11 @@ pub struct JobArgs {
     /// How the plan prints on stdout: text for people, json (one object a line) for tools.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub output: PlanFormat,
+    /// How gateways are read: get (one GET a row), list (the whole space in pages first;
+    /// GET only before a PATCH and for rows the pages lacked), auto (list while pages cost
+    /// fewer round trips than the GETs would; 1,000 rows or more).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub read_mode: crate::snapshot::ReadMode,
 }
 
 #[derive(Debug, Args)]

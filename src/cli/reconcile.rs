@@ -62,6 +62,8 @@ pub async fn run(
     options.concurrency = ctx.settings.concurrency;
     options.write_rate = ctx.settings.write_rate;
     options.read_rate = ctx.settings.read_rate;
+    options.read_mode = job.read_mode;
+    options.paging = ctx.settings.paging;
 
     // The review on a terminal: the plan's diff (cut at SHOWN_BEFORE_ASKING rows), its
     // summary, then the question.
@@ -444,6 +446,18 @@ fn summary_text(title: &str, o: &Outcome, report: Option<&Path>, rate: u32) -> S
             human::count(o.already_done)
         ));
     }
+    if let Some(snap) = &o.snapshot {
+        text.push_str(&format!(
+            "\n  read in pages: {} pages, {} gateways listed, {} of the rows found there{}",
+            human::count(snap.pages),
+            human::count(snap.listed),
+            human::count(snap.kept),
+            match &snap.stopped_early {
+                Some(why) => format!(" (stopped early: {why}; the rest read by GET)"),
+                None => String::new(),
+            }
+        ));
+    }
     text.push_str(&format!(
         "\n  requests {}, retries {}",
         human::count(o.requests),
@@ -534,6 +548,10 @@ fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json::Value {
         },
         "write_pace": o.write_pace.map(|p| serde_json::json!({
             "current": p.current, "lowest": p.lowest, "cuts": p.cuts,
+        })),
+        "read_in_pages": o.snapshot.as_ref().map(|s| serde_json::json!({
+            "pages": s.pages, "listed": s.listed, "found": s.kept, "complete": s.complete,
+            "secs": s.elapsed.as_secs_f64(), "stopped_early": s.stopped_early,
         })),
         "stopped": o.stopped.map(|r| format!("{r:?}").to_lowercase()),
         "stop_detail": o.stop_detail,

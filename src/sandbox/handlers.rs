@@ -179,7 +179,10 @@ struct ListQuery {
 
 async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Response {
     state.lists.fetch_add(1, Ordering::Relaxed);
-    let size = q.page_size.unwrap_or(50).clamp(1, 1000);
+    let size = q
+        .page_size
+        .unwrap_or(50)
+        .clamp(1, state.config().max_page_size.max(1));
     let after = match q.page_token.as_deref().map(Uuid::try_parse) {
         None => None,
         Some(Ok(id)) => Some(id),
@@ -213,7 +216,12 @@ async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Respon
             "{origin}{GATEWAYS_PATH}?page_size={size}&page_token={last}"
         ));
     }
-    axum::Json(json!({ "data": data, "links": links })).into_response()
+    let body = json!({ "data": data, "links": links });
+    drop(map);
+    if !more {
+        state.listing_done();
+    }
+    axum::Json(body).into_response()
 }
 
 async fn fetch(State(state): State<Shared>, Path(id): Path<String>) -> Response {

@@ -61,6 +61,8 @@ pub struct SandboxConfig {
     pub mismatch_ids: Vec<Uuid>,
     /// If set, `links.next` points at this origin instead of a path (tests a foreign link).
     pub next_link_origin: Option<String>,
+    /// The largest page the list serves (the platform's: 1,000).
+    pub max_page_size: usize,
 }
 
 impl Default for SandboxConfig {
@@ -73,6 +75,7 @@ impl Default for SandboxConfig {
             failing_ids: Vec::new(),
             mismatch_ids: Vec::new(),
             next_link_origin: None,
+            max_page_size: 1000,
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct SandboxState {
     write_window: Mutex<(u64, u32)>,
     /// PATCHes applied per gateway.
     patch_counts: Mutex<HashMap<Uuid, u32>>,
+    /// Out-of-band edits made as soon as a list's last page has been served.
+    after_listing: Mutex<Vec<(Uuid, GatewayFields)>>,
 }
 
 impl SandboxState {
@@ -88,6 +90,7 @@ impl SandboxState {
             write_arrivals: Mutex::new(Vec::new()),
             write_window: Mutex::new((0, 0)),
             patch_counts: Mutex::new(HashMap::new()),
+            after_listing: Mutex::new(Vec::new()),
         }
     }
 
@@ -118,6 +121,20 @@ impl SandboxState {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Makes [`SandboxState::edit`] once the next list's last page has been served:
+    /// another client changing a gateway between a snapshot read in pages and its PATCH.
+    pub fn edit_after_listing(&self, id: Uuid, fields: GatewayFields) {
+        lock(&self.after_listing).push((id, fields));
+    }
+
+    /// Called when a last page went out: the edits waiting for it are made.
+    pub(super) fn listing_done(&self) {
+        let edits = std::mem::take(&mut *lock(&self.after_listing));
+        for (id, fields) in edits {
+            self.edit(&id, fields);
         }
     }
 

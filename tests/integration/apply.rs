@@ -19,6 +19,8 @@ fn csv_manifest_of_1000_rows_reaches_the_desired_state_and_a_rerun_writes_nothin
         "--yes",
         "--rate",
         "1200",
+        "--read-mode",
+        "get",
         "--report",
         "run1.csv",
         "--summary-json",
@@ -54,7 +56,8 @@ fn csv_manifest_of_1000_rows_reaches_the_desired_state_and_a_rerun_writes_nothin
         "a PATCH body lacked one of the five fields"
     );
 
-    // The same manifest again: every row unchanged, not one PATCH.
+    // The same manifest again (default read mode, auto: 1,000 rows are read in pages):
+    // every row unchanged, not one PATCH, and not one GET: the whole check is one page.
     let out = run(sb
         .cmd()
         .args(["apply", "gateways.csv", "--yes", "--report", "run2.csv"]));
@@ -64,7 +67,9 @@ fn csv_manifest_of_1000_rows_reaches_the_desired_state_and_a_rerun_writes_nothin
             .iter()
             .all(|s| *s == Status::Unchanged)
     );
-    assert_eq!(sb.state().stats().patches, 1000);
+    let stats = sb.state().stats();
+    assert_eq!(stats.patches, 1000);
+    assert_eq!((stats.lists, stats.gets), (1, 1000), "run 2 read one page");
 }
 
 fn report_statuses(path: &std::path::Path) -> Vec<Status> {

@@ -10,6 +10,7 @@ mod manifest_errors;
 mod operations;
 mod peer;
 mod plan_export;
+mod read_modes;
 mod resilience;
 mod reviewed;
 mod sandbox;

@@ -1,0 +1,232 @@
+//! `--read-mode list|get|auto`: the space read in pages gives the same report, row for
+//! row, as one GET a row, with about (pages + changed rows) requests.
+
+use std::collections::BTreeMap;
+
+use sipgw_bulk::report::{ReadRecord, Status};
+use sipgw_bulk::sandbox::{SandboxConfig, starting_fields};
+use uuid::Uuid;
+
+use crate::support::*;
+
+/// A space of 100 gateways (25 a page); a manifest of 40 changed rows, 20 rows already as
+/// asked, a row whose gateway is not there, an invalid row, and two rows whose gateways
+/// another client edits: one to what the row asks, one to something else.
+struct Scene {
+    sb: Sandbox,
+    ids: Vec<Uuid>,
+    missing: Uuid,
+}
+
+const CHANGED: usize = 40;
+const ALREADY: std::ops::Range<usize> = 40..60;
+const EDITED_TO_DESIRED: usize = 60;
+const EDITED_ELSEWHERE: usize = 61;
+const IN_MANIFEST: usize = 62;
+
+fn scene(seed: u64) -> Scene {
+    let ids = ids(100, seed);
+    let config = SandboxConfig {
+        max_page_size: 25,
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    let missing = crate::support::ids(1, seed + 1000)[0];
+    write_csv(&sb.path("m.csv"), &ids[..CHANGED], &[]);
+    let mut text = std::fs::read_to_string(sb.path("m.csv")).unwrap();
+    for i in ALREADY {
+        let s = starting_fields(i as u64 + 1);
+        text.push_str(&format!("{},{},{},,,\n", ids[i], s.name, s.uri));
+    }
+    for i in [EDITED_TO_DESIRED, EDITED_ELSEWHERE] {
+        text.push_str(&format!("{},asked-{i},,,,\n", ids[i]));
+    }
+    text.push_str(&format!("{missing},pbx-missing,,,,\n"));
+    text.push_str("not-a-uuid,pbx-bad,,,,\n");
+    std::fs::write(sb.path("m.csv"), text).unwrap();
+    Scene { sb, ids, missing }
+}
+
+/// The edits another client makes: the first to what the manifest asks, the second not.
+fn edits(ids: &[Uuid]) -> [(Uuid, sipgw_bulk::model::GatewayFields); 2] {
+    let mut to_desired = starting_fields(EDITED_TO_DESIRED as u64 + 1);
+    to_desired.name = format!("asked-{EDITED_TO_DESIRED}");
+    let mut elsewhere = starting_fields(EDITED_ELSEWHERE as u64 + 1);
+    elsewhere.uri = "sip:moved.example.com".into();
+    [
+        (ids[EDITED_TO_DESIRED], to_desired),
+        (ids[EDITED_ELSEWHERE], elsewhere),
+    ]
+}
+
+/// What must match between modes: everything but the request count and timing.
+fn comparable(report: BTreeMap<u64, ReadRecord>) -> Vec<String> {
+    report
+        .into_values()
+        .map(|r| {
+            format!(
+                "{} {} {} {:?} {:?} {:?} {:?} {} {}",
+                r.row,
+                r.id,
+                r.status,
+                r.changed_fields.to_string(),
+                r.before,
+                r.after,
+                r.http_status,
+                r.error_code,
+                r.error
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn list_and_get_modes_write_the_same_report_and_list_sends_pages_plus_changed_rows() {
+    // get mode: the other client's edits are there before the run.
+    let get = scene(120);
+    for (id, fields) in edits(&get.ids) {
+        assert!(get.sb.state().edit(&id, fields));
+    }
+    let out = run(get.sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--read-mode",
+        "get",
+        "--report",
+        "r.csv",
+    ]));
+    assert_eq!(
+        code(&out),
+        1,
+        "the invalid and missing rows: {}",
+        stderr(&out)
+    );
+    let get_stats = get.sb.state().stats();
+    assert_eq!(get_stats.lists, 0);
+    assert_eq!(get_stats.gets, IN_MANIFEST as u64 + 1);
+
+    // list mode: the edits land after the last page, before the PATCHes.
+    let list = scene(120);
+    for (id, fields) in edits(&list.ids) {
+        list.sb.state().edit_after_listing(id, fields);
+    }
+    let out = run(list.sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--read-mode",
+        "list",
+        "--report",
+        "r.csv",
+        "--summary-json",
+        "s.json",
+    ]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let list_stats = list.sb.state().stats();
+    assert_eq!(list_stats.lists, 4, "100 gateways, 25 a page");
+    // A GET for each row the pages showed differing (the 40, and the 2 edited after the
+    // snapshot: it still showed them as they were), and one for the missing id.
+    assert_eq!(list_stats.gets, CHANGED as u64 + 2 + 1);
+    assert_eq!(list_stats.patches, CHANGED as u64 + 1);
+    let summary = summary_json(&list.sb.path("s.json"));
+    assert_eq!(summary["read_in_pages"]["pages"], 4, "{summary}");
+    assert_eq!(summary["read_in_pages"]["found"], IN_MANIFEST, "{summary}");
+    assert_eq!(summary["requests"], 4 + 43 + 41, "{summary}");
+
+    let get_report = report(&get.sb.path("r.csv"));
+    let list_report = report(&list.sb.path("r.csv"));
+    let by_status =
+        |r: &BTreeMap<u64, ReadRecord>, s: Status| r.values().filter(|x| x.status == s).count();
+    assert_eq!(by_status(&list_report, Status::Updated), CHANGED + 1);
+    assert_eq!(
+        by_status(&list_report, Status::Unchanged),
+        ALREADY.len() + 1
+    );
+    assert_eq!(by_status(&list_report, Status::NotFound), 1);
+    assert_eq!(by_status(&list_report, Status::Invalid), 1);
+    let moved = list_report
+        .values()
+        .find(|r| r.id == list.ids[EDITED_ELSEWHERE].to_string())
+        .unwrap();
+    assert_eq!(
+        moved.before.as_ref().unwrap().uri,
+        "sip:moved.example.com",
+        "diffed against the gateway as it was when written, not as listed"
+    );
+    assert!(
+        list_report
+            .values()
+            .any(|r| r.id == list.missing.to_string())
+    );
+    assert_eq!(comparable(get_report), comparable(list_report));
+    assert_eq!(get.sb.state().snapshot(), list.sb.state().snapshot());
+}
+
+#[test]
+fn a_plan_read_in_pages_matches_one_read_by_get() {
+    let get = scene(121);
+    let list = scene(121);
+    let plan = |sb: &Sandbox, mode: &str| {
+        let out = run(sb
+            .cmd()
+            .args(["plan", "m.csv", "--read-mode", mode, "--report", "p.csv"]));
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        stdout(&out)
+    };
+    let shown_get = plan(&get.sb, "get");
+    let shown_list = plan(&list.sb, "list");
+    assert_eq!(shown_get, shown_list, "the same plan on the screen");
+    assert_eq!(
+        comparable(report(&get.sb.path("p.csv"))),
+        comparable(report(&list.sb.path("p.csv")))
+    );
+    let stats = list.sb.state().stats();
+    assert_eq!(
+        (stats.lists, stats.gets),
+        (4, 1),
+        "only the missing id is read by GET"
+    );
+}
+
+#[test]
+fn a_listing_that_fails_part_way_leaves_the_rest_to_get() {
+    // The second page's next link points at another host: paging stops there, and every
+    // row the first page did not hold is read by GET; nothing is lost.
+    let s = scene(122);
+    let config = SandboxConfig {
+        max_page_size: 25,
+        next_link_origin: Some("http://127.0.0.2:9".into()),
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &s.ids);
+    std::fs::copy(s.sb.path("m.csv"), sb.path("m.csv")).unwrap();
+    let out = run(sb.cmd().args([
+        "plan",
+        "m.csv",
+        "--read-mode",
+        "list",
+        "--report",
+        "p.csv",
+        "--summary-json",
+        "s.json",
+    ]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("stopped early"), "{}", stderr(&out));
+    let stats = sb.state().stats();
+    assert_eq!(stats.lists, 1);
+    let found = summary_json(&sb.path("s.json"))["read_in_pages"]["found"]
+        .as_u64()
+        .unwrap();
+    assert!(found > 0 && found < IN_MANIFEST as u64, "{found}");
+    assert_eq!(stats.gets, IN_MANIFEST as u64 + 1 - found);
+    let out = run(s
+        .sb
+        .cmd()
+        .args(["plan", "m.csv", "--read-mode", "get", "--report", "p.csv"]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(
+        comparable(report(&sb.path("p.csv"))),
+        comparable(report(&s.sb.path("p.csv")))
+    );
+}
