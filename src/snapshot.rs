@@ -193,7 +193,17 @@ pub async fn take(
     };
     let mut paged = ExportStats::default();
     let result = {
-        let paging = export::pages(client, PAGE_SIZE, capped, &mut paged, |g| builder.offer(g));
+        let paging = export::pages(client, PAGE_SIZE, capped, &mut paged, |g| {
+            builder.offer(g)?;
+            if builder.stats.listed % 50_000 == 0 {
+                tracing::info!(
+                    listed = builder.stats.listed,
+                    found = builder.stats.kept,
+                    "reading the space in pages"
+                );
+            }
+            Ok(())
+        });
         tokio::select! {
             r = paging => r.map_err(Some),
             () = stop.cancelled() => Err(None),
@@ -219,4 +229,89 @@ pub async fn take(
         Err(None) => builder.stats.stopped_early = Some("interrupted".into()),
     }
     builder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Encryption;
+
+    fn gateway(id: &Uuid, name: &str) -> GatewayResource {
+        serde_json::from_value(serde_json::json!({
+            "id": id.to_string(),
+            "sip_gateway": {"name": name, "uri": "sip:a.example.com", "encryption": "required",
+                            "ciphers": [], "codecs": ["PCMU"]},
+        }))
+        .unwrap()
+    }
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
+    }
+
+    #[test]
+    fn keeps_only_the_ids_asked_for_and_returns_them_exactly() {
+        let wanted: Vec<Uuid> = (1..=50).map(id).collect();
+        let mut keys: Vec<u64> = wanted.iter().map(SnapshotBuilder::key).collect();
+        keys.extend(keys.clone()); // repeats are fine
+        let mut b = SnapshotBuilder::wanting(keys).unwrap();
+        for n in 1..=200 {
+            b.offer(&gateway(&id(n), &format!("gw-{n}"))).unwrap();
+        }
+        b.offer(&gateway(&id(7), "listed-again")).unwrap();
+        let s = b.finish().unwrap();
+        assert_eq!((s.stats.listed, s.stats.kept), (201, 50));
+        for n in 1..=50 {
+            let got = s.get(&id(n)).unwrap();
+            let name = if n == 7 {
+                "listed-again".into()
+            } else {
+                format!("gw-{n}")
+            };
+            assert_eq!(got.name, name);
+            assert_eq!(got.encryption, Some(Encryption::Required));
+        }
+        assert_eq!(s.get(&id(51)), None, "listed, but not asked for");
+        assert_eq!(s.get(&id(999)), None, "never listed");
+    }
+
+    #[test]
+    fn an_id_sharing_a_key_with_a_listed_one_is_not_taken_for_it() {
+        let listed = id(1);
+        // Another id with the same key: the snapshot must not answer for it.
+        let twin = {
+            let v = listed.as_u128();
+            let (hi, lo) = ((v >> 64) as u64, v as u64);
+            let other_hi = hi ^ 0xffff;
+            Uuid::from_u128(((other_hi as u128) << 64) | u128::from(lo ^ 0xffff))
+        };
+        assert_ne!(twin, listed);
+        assert_eq!(SnapshotBuilder::key(&twin), SnapshotBuilder::key(&listed));
+        let mut b = SnapshotBuilder::wanting(vec![SnapshotBuilder::key(&twin)]).unwrap();
+        b.offer(&gateway(&listed, "someone-else")).unwrap();
+        let s = b.finish().unwrap();
+        assert_eq!(s.get(&twin), None);
+        assert!(s.get(&listed).is_some());
+    }
+
+    #[test]
+    fn a_listed_id_that_is_not_a_uuid_is_passed_over() {
+        let mut b = SnapshotBuilder::wanting(vec![SnapshotBuilder::key(&id(1))]).unwrap();
+        let mut g = gateway(&id(1), "x");
+        g.id = "not-a-uuid".into();
+        b.offer(&g).unwrap();
+        let s = b.finish().unwrap();
+        assert_eq!((s.stats.listed, s.stats.kept), (1, 0));
+    }
+
+    #[test]
+    fn auto_reads_pages_while_they_cost_less_than_the_gets() {
+        assert_eq!(ReadMode::Get.page_budget(1_000_000, 32), None);
+        assert_eq!(ReadMode::List.page_budget(1, 32), Some(u64::MAX));
+        assert_eq!(ReadMode::Auto.page_budget(AUTO_MIN_ROWS - 1, 32), None);
+        assert_eq!(ReadMode::Auto.page_budget(AUTO_MIN_ROWS, 32), Some(32));
+        assert_eq!(ReadMode::Auto.page_budget(100_000, 32), Some(3125));
+        assert_eq!(ReadMode::Auto.page_budget(100_001, 32), Some(3126));
+        assert_eq!(ReadMode::Auto.page_budget(5000, 0), Some(5000));
+    }
 }

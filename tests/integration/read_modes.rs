@@ -230,3 +230,53 @@ fn a_listing_that_fails_part_way_leaves_the_rest_to_get() {
         comparable(report(&s.sb.path("p.csv")))
     );
 }
+
+#[test]
+fn auto_reads_pages_only_while_they_cost_less_than_the_gets_would() {
+    // 1,000 rows at concurrency 32: one GET a row is 32 rounds of requests, so auto reads
+    // at most 32 pages. The space holds 2,000 gateways, 25 a page: 80 pages. Auto reads
+    // 32 of them and GETs the rows they did not hold.
+    let ids = ids(2000, 123);
+    let config = SandboxConfig {
+        max_page_size: 25,
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    write_csv(&sb.path("m.csv"), &ids[..1000], &[]);
+    let out = run(sb.cmd().args([
+        "plan",
+        "m.csv",
+        "--concurrency",
+        "32",
+        "--report",
+        "p.csv",
+        "--summary-json",
+        "s.json",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let summary = summary_json(&sb.path("s.json"));
+    let pages = &summary["read_in_pages"];
+    assert_eq!(pages["pages"], 32, "{summary}");
+    assert_eq!(pages["complete"], false, "{summary}");
+    assert!(
+        pages["stopped_early"].as_str().unwrap().contains("budget"),
+        "{summary}"
+    );
+    let found = pages["found"].as_u64().unwrap();
+    let stats = sb.state().stats();
+    assert_eq!(stats.lists, 32);
+    assert_eq!(stats.gets, 1000 - found);
+    assert!(
+        found > 200,
+        "about 400 of the 800 listed are the manifest's: {found}"
+    );
+    let report = report(&sb.path("p.csv"));
+    assert_eq!(report.len(), 1000);
+    assert!(report.values().all(|r| r.status == Status::WouldUpdate));
+
+    // With fewer than 1,000 rows auto reads by GET alone.
+    write_csv(&sb.path("small.csv"), &ids[..999], &[]);
+    let out = run(sb.cmd().args(["plan", "small.csv", "--report", "p2.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().stats().lists, 32, "no page read");
+}
