@@ -195,7 +195,7 @@ pub async fn take(
     let result = {
         let paging = export::pages(client, PAGE_SIZE, capped, &mut paged, |g| {
             builder.offer(g)?;
-            if builder.stats.listed % 50_000 == 0 {
+            if builder.stats.listed.is_multiple_of(50_000) {
                 tracing::info!(
                     listed = builder.stats.listed,
                     found = builder.stats.kept,
