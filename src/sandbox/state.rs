@@ -44,6 +44,10 @@ pub struct Stats {
     pub last_write_us: u64,
     pub writes_throttled: u64,
     pub faults_injected: u64,
+    /// Writes the limit let through, and writes it answered 429, in each second since
+    /// the sandbox started: how clients sharing the space converge.
+    pub accepted_per_second: Vec<u64>,
+    pub throttled_per_second: Vec<u64>,
 }
 
 pub struct SandboxState {
@@ -65,6 +69,8 @@ pub struct SandboxState {
     write_arrivals: Mutex<Vec<u64>>,
     /// (second since start, writes accepted in it) for the server-side write limit.
     write_window: Mutex<(u64, u32)>,
+    /// Per second since start: (writes admitted, writes answered 429) by the limit.
+    write_seconds: Mutex<Vec<(u64, u64)>>,
     /// PATCHes applied per gateway.
     patch_counts: Mutex<HashMap<Uuid, u32>>,
     /// Out-of-band edits made as soon as a list's last page has been served.
@@ -89,6 +95,7 @@ impl SandboxState {
             faults_injected: AtomicU64::new(0),
             write_arrivals: Mutex::new(Vec::new()),
             write_window: Mutex::new((0, 0)),
+            write_seconds: Mutex::new(Vec::new()),
             patch_counts: Mutex::new(HashMap::new()),
             after_listing: Mutex::new(Vec::new()),
         }
@@ -182,19 +189,34 @@ impl SandboxState {
         if window.0 != second {
             *window = (second, 0);
         }
-        if window.1 >= self.config.write_limit {
+        let admitted = window.1 < self.config.write_limit;
+        if admitted {
+            window.1 += 1;
+        } else {
             self.writes_throttled.fetch_add(1, Ordering::Relaxed);
-            return false;
         }
-        window.1 += 1;
-        true
+        drop(window);
+        let mut seconds = lock(&self.write_seconds);
+        let at = second as usize;
+        if seconds.len() <= at {
+            seconds.resize(at + 1, (0, 0));
+        }
+        if admitted {
+            seconds[at].0 += 1;
+        } else {
+            seconds[at].1 += 1;
+        }
+        admitted
     }
 
     pub fn stats(&self) -> Stats {
         let requests = self.requests.load(Ordering::Relaxed);
         let first_401 = self.first_unauthorized_at.load(Ordering::Relaxed);
         let arrivals = lock(&self.write_arrivals).clone();
+        let seconds = lock(&self.write_seconds).clone();
         Stats {
+            accepted_per_second: seconds.iter().map(|s| s.0).collect(),
+            throttled_per_second: seconds.iter().map(|s| s.1).collect(),
             requests,
             gets: self.gets.load(Ordering::Relaxed),
             lists: self.lists.load(Ordering::Relaxed),

@@ -14,4 +14,5 @@ mod read_modes;
 mod resilience;
 mod reviewed;
 mod sandbox;
+mod shared_budget;
 mod support;
