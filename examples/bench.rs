@@ -7,7 +7,7 @@
 //! cargo run --release --example bench -- --quick --out /tmp/bench.md   # CI smoke run
 //! ```
 //!
-//! Needs `oha` (`cargo install oha`) for the peer comparison, and GNU `time` for peak RSS
+//! Needs `oha` (`cargo install oha`) for the peer comparisons, and GNU `time` for peak RSS
 //! and CPU time; without them those cells say "n/a".
 
 use std::fmt::Write as _;
@@ -21,7 +21,8 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 struct Options {
     quick: bool,
     out: PathBuf,
-    /// Run only this section (fidelity, throughput, latency, memory), for profiling work.
+    /// Run only this section (fidelity, throughput, latency, memory, drift, crossover,
+    /// shared, end-to-end), for profiling work.
     only: Option<String>,
 }
 
@@ -63,6 +64,18 @@ fn main() -> Result<()> {
     }
     if wanted("memory") {
         memory(&bin, &work, &options, &mut md)?;
+    }
+    if wanted("drift") {
+        drift(&bin, &work, &options, &mut md)?;
+    }
+    if wanted("crossover") {
+        crossover(&bin, &work, &options, &mut md)?;
+    }
+    if wanted("shared") {
+        shared_budget(&bin, &work, &options, &mut md)?;
+    }
+    if wanted("end-to-end") {
+        end_to_end(&bin, &work, &options, &mut md)?;
     }
     if options.only.is_none() {
         write_results(&options.out, &md)?;
@@ -467,8 +480,9 @@ fn memory(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
     writeln!(
         md,
         "Peak RSS and CPU (user + system) of the client process, from GNU time. `apply` runs \
-         unthrottled (`--rate 1000000 --read-rate 0 --concurrency 64`) against a sandbox holding \
-         the manifest's gateways, every row needing a change.\n"
+         unthrottled (`--rate 1000000 --read-rate 0 --concurrency 64`, default read mode: auto, \
+         so the space is read in pages first) against a sandbox holding the manifest's \
+         gateways, every row needing a change.\n"
     )?;
     writeln!(
         md,
@@ -574,5 +588,264 @@ fn write_results(path: &Path, results: &str) -> Result<()> {
     let (head, rest) = old.split_once(START).ok_or("no start marker")?;
     let (_, tail) = rest.split_once(END).ok_or("no end marker")?;
     std::fs::write(path, format!("{head}{START}\n{results}{END}{tail}"))?;
+    Ok(())
+}
+
+/// A manifest over the sandbox's first `n` generated gateways where one row in `every`
+/// asks for a change and the others ask for what the gateway already holds (a drift check).
+fn drift_manifest(work: &Path, n: u64, every: u64) -> Result<PathBuf> {
+    let path = work.join(format!("drift{n}-{every}.csv"));
+    if path.exists() {
+        return Ok(path);
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    writeln!(out, "id,uri")?;
+    for (i, id) in sipgw_bulk::sandbox::generated_ids(n, 42).iter().enumerate() {
+        let i = i as u64;
+        if i % every == 0 {
+            writeln!(out, "{id},sip:moved{i}.example.com")?;
+        } else {
+            let uri = sipgw_bulk::sandbox::starting_fields(i + 1).uri;
+            writeln!(out, "{id},{uri}")?;
+        }
+    }
+    out.flush()?;
+    Ok(path)
+}
+
+/// One `plan` run as a user times it (process start to exit): wall seconds, peak RSS (KiB,
+/// when GNU time is there) and the run's summary.
+fn timed_plan(
+    bin: &Path,
+    sb: &Sandbox,
+    work: &Path,
+    manifest: &Path,
+    args: &[&str],
+    name: &str,
+) -> Result<(f64, Option<u64>, serde_json::Value)> {
+    let report = work.join(format!("{name}.csv"));
+    let sj = work.join(format!("{name}.json"));
+    fresh(&report);
+    let _ = std::fs::remove_file(&sj);
+    let started = std::time::Instant::now();
+    let m = measured(
+        sb.cmd(bin, work)
+            .arg("plan")
+            .arg(manifest)
+            .args(args)
+            .args(["-q", "--report"])
+            .arg(&report)
+            .arg("--summary-json")
+            .arg(&sj),
+    )?;
+    let wall = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&report);
+    Ok((wall, m.map(|m| m.0), summary(&sj)?))
+}
+
+fn p50(summary: &serde_json::Value, kind: &str) -> String {
+    summary["latency_ms"][kind]["p50_ms"]
+        .as_f64()
+        .map_or("-".into(), |ms| format!("{ms:.0} ms"))
+}
+
+/// A nightly drift check: 10^5 gateways, 1% changed, 50 ms a response; get vs list.
+fn drift(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
+    let n = if o.quick { 2_000 } else { 100_000 };
+    let sb = Sandbox::start(bin, n, &["--write-limit", "0", "--latency-ms", "50"])?;
+    let m = drift_manifest(work, n, 100)?;
+    writeln!(md, "## Drift check: one GET a row vs the space in pages\n")?;
+    writeln!(
+        md,
+        "Sandbox of {n} gateways, `--latency-ms 50`; a manifest of all {n}, 1% asking for a \
+         change. `sipgw-bulk plan M --concurrency 64 --read-mode MODE`, timed from process \
+         start to exit; peak RSS from GNU time.\n"
+    )?;
+    writeln!(
+        md,
+        "| read mode | requests | wall time | peak RSS | would_update | GET p50 | LIST p50 |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    for mode in ["get", "list"] {
+        let (wall, rss, s) = timed_plan(
+            bin,
+            &sb,
+            work,
+            &m,
+            &[
+                "--concurrency",
+                "64",
+                "--read-rate",
+                "0",
+                "--read-mode",
+                mode,
+            ],
+            &format!("drift-{mode}"),
+        )?;
+        writeln!(
+            md,
+            "| {mode} | {} | {wall:.1} s | {} | {} | {} | {} |",
+            s["requests"],
+            rss.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            s["counts"]["would_update"],
+            p50(&s, "get"),
+            p50(&s, "list"),
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// Where `auto` should switch: manifests of several sizes in a space of 10^5 gateways.
+fn crossover(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
+    let (space, sizes): (u64, &[u64]) = if o.quick {
+        (3_000, &[1_000, 3_000])
+    } else {
+        (100_000, &[2_000, 6_400, 20_000])
+    };
+    let sb = Sandbox::start(bin, space, &["--write-limit", "0", "--latency-ms", "50"])?;
+    let full = drift_manifest(work, space, 100)?;
+    writeln!(md, "## Read mode crossover\n")?;
+    writeln!(
+        md,
+        "Sandbox of {space} gateways, `--latency-ms 50`; manifests of the first R of them. \
+         `plan M --concurrency 64 --read-mode MODE`, wall time from process start to exit. \
+         `auto` reads pages while they cost fewer round trips than the GETs would (R / 64) \
+         and GETs the rows they did not reach.\n"
+    )?;
+    writeln!(md, "| rows R | get | list | auto | auto's pages |")?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    let text = std::fs::read_to_string(&full)?;
+    for &r in sizes {
+        let m = work.join(format!("cross{r}.csv"));
+        let lines: Vec<&str> = text.lines().take(r as usize + 1).collect();
+        std::fs::write(&m, lines.join("\n") + "\n")?;
+        let mut cells = Vec::new();
+        let mut auto_pages = serde_json::Value::Null;
+        for mode in ["get", "list", "auto"] {
+            let (wall, _, s) = timed_plan(
+                bin,
+                &sb,
+                work,
+                &m,
+                &[
+                    "--concurrency",
+                    "64",
+                    "--read-rate",
+                    "0",
+                    "--read-mode",
+                    mode,
+                ],
+                &format!("cross{r}-{mode}"),
+            )?;
+            if mode == "auto" {
+                auto_pages = s["read_in_pages"]["pages"].clone();
+            }
+            cells.push(format!("{wall:.1} s ({} req)", s["requests"]));
+        }
+        writeln!(
+            md,
+            "| {r} | {} | {} | {} | {auto_pages} |",
+            cells[0], cells[1], cells[2]
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// apply at --rate 1000 against a space that takes 100 writes a second.
+fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
+    let rows = if o.quick { 300 } else { 2_000 };
+    let sb = Sandbox::start(bin, rows, &["--write-limit", "100"])?;
+    let m = manifest(work, rows)?;
+    let report = work.join("shared.csv");
+    let sj = work.join("shared.json");
+    fresh(&report);
+    let _ = std::fs::remove_file(&sj);
+    run_quiet(
+        sb.cmd(bin, work)
+            .arg("apply")
+            .arg(&m)
+            .args(["--yes", "--rate", "1000", "-q", "--report"])
+            .arg(&report)
+            .arg("--summary-json")
+            .arg(&sj),
+    )?;
+    let s = summary(&sj)?;
+    let st = sb.stats()?;
+    let writes = st["writes"].as_u64().unwrap_or(0);
+    let throttled = st["writes_throttled"].as_u64().unwrap_or(0);
+    writeln!(md, "## Sharing the write budget\n")?;
+    writeln!(
+        md,
+        "Sandbox `--write-limit 100` (the space takes 100 writes a second); `sipgw-bulk apply M \
+         --yes --rate 1000` over {rows} rows, every one changing. Writes and 429s as the \
+         sandbox counted them.\n"
+    )?;
+    writeln!(
+        md,
+        "| rows | writes sent | answered 429 | share | achieved write rate | pace: lowest, end |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    writeln!(
+        md,
+        "| {rows} | {writes} | {throttled} | {:.1}% | {:.1}/s | {:.0}/s, {:.0}/s |\n",
+        throttled as f64 * 100.0 / writes.max(1) as f64,
+        s["write_rate"].as_f64().unwrap_or(0.0),
+        s["write_pace"]["lowest"].as_f64().unwrap_or(f64::NAN),
+        s["write_pace"]["current"].as_f64().unwrap_or(f64::NAN),
+    )?;
+    Ok(())
+}
+
+/// The unthrottled ratio as a user meets it: `plan` of 20,000 rows at concurrency 64,
+/// process start to exit, next to oha sending the same number of GETs.
+fn end_to_end(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
+    let n = if o.quick { 1_000 } else { 20_000 };
+    let sb = Sandbox::start(bin, n, &["--write-limit", "0"])?;
+    let m = manifest(work, n)?;
+    let oha = oha();
+    writeln!(md, "## Unthrottled, end to end\n")?;
+    writeln!(
+        md,
+        "`sipgw-bulk plan M --concurrency 64 --read-rate 0` over {n} rows, timed from process \
+         start to exit (manifest's first pass included), against `oha -c 64 -n {n}` on one \
+         gateway's GET URL. Rows per second.\n"
+    )?;
+    writeln!(
+        md,
+        "| read mode | requests | sipgw-bulk rows/s | oha req/s | ratio |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    let theirs = match &oha {
+        Some(oha) => Some(oha_rate(oha, &sb, 64, n)?),
+        None => None,
+    };
+    for mode in ["get", "auto"] {
+        let (wall, _, s) = timed_plan(
+            bin,
+            &sb,
+            work,
+            &m,
+            &[
+                "--concurrency",
+                "64",
+                "--read-rate",
+                "0",
+                "--read-mode",
+                mode,
+            ],
+            &format!("e2e-{mode}"),
+        )?;
+        let ours = n as f64 / wall;
+        writeln!(
+            md,
+            "| {mode} | {} | {ours:.0} | {} | {} |",
+            s["requests"],
+            theirs.map_or("n/a".into(), |t| format!("{t:.0}")),
+            theirs.map_or("n/a".into(), |t| format!("{:.2}", ours / t)),
+        )?;
+    }
+    writeln!(md)?;
     Ok(())
 }

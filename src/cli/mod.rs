@@ -92,7 +92,7 @@ pub struct GlobalArgs {
     /// Rows in flight at most [default: 32].
     #[arg(long, global = true, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Writes per second at most, retries included [default: 1000].
+    /// Writes per second at most, retries included [default: 250].
     #[arg(long, global = true, value_name = "N")]
     pub rate: Option<u32>,
     /// Reads per second at most; 0 = unlimited [default: 5000].
