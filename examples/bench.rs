@@ -602,7 +602,7 @@ fn drift_manifest(work: &Path, n: u64, every: u64) -> Result<PathBuf> {
     writeln!(out, "id,uri")?;
     for (i, id) in sipgw_bulk::sandbox::generated_ids(n, 42).iter().enumerate() {
         let i = i as u64;
-        if i % every == 0 {
+        if i.is_multiple_of(every) {
             writeln!(out, "{id},sip:moved{i}.example.com")?;
         } else {
             let uri = sipgw_bulk::sandbox::starting_fields(i + 1).uri;
