@@ -315,7 +315,7 @@ fn throughput(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<(
     )?;
     writeln!(
         md,
-        "`sipgw-bulk plan M --concurrency C --read-rate 0` (one GET per row; rate from the \
+        "`sipgw-bulk plan M --concurrency C --read-rate 0 --read-mode get` (one GET per row; rate from the \
          run's own elapsed time) against `oha -c C` on one gateway's GET URL, same sandbox \
          (`--write-limit 0`, default threads). {}\n",
         if oha.is_some() {
@@ -351,6 +351,8 @@ fn throughput(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<(
                     &c.to_string(),
                     "--read-rate",
                     "0",
+                    "--read-mode",
+                    "get",
                     "-q",
                     "--report",
                 ])
@@ -409,7 +411,16 @@ fn latency_hiding(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resu
         sb.cmd(bin, work)
             .arg("plan")
             .arg(&m)
-            .args(["--concurrency", "64", "--read-rate", "0", "-q", "--report"])
+            .args([
+                "--concurrency",
+                "64",
+                "--read-rate",
+                "0",
+                "--read-mode",
+                "get",
+                "-q",
+            ])
+            .arg("--report")
             .arg(&report)
             .arg("--summary-json")
             .arg(&sj),
@@ -421,8 +432,8 @@ fn latency_hiding(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resu
     writeln!(md, "## Latency hiding\n")?;
     writeln!(
         md,
-        "Sandbox `--latency-ms 50`; `sipgw-bulk plan M --concurrency 64 --read-rate 0` over {n} \
-         rows (one GET a row). Bound: 64 / 0.050 s = {bound:.0} rows/s.\n"
+        "Sandbox `--latency-ms 50`; `sipgw-bulk plan M --concurrency 64 --read-rate 0 --read-mode get` \
+         over {n} rows (one GET a row). Bound: 64 / 0.050 s = {bound:.0} rows/s.\n"
     )?;
     writeln!(md, "| rows | rows/s | bound | achieved / bound |")?;
     writeln!(md, "|---|---|---|---|")?;

@@ -376,8 +376,9 @@ impl ReadClient {
             })
             .notify(|err: &ApiError, wait: Duration| {
                 if err.status == Some(429) {
-                    // Throttled: everyone waits, not just this worker.
-                    inner.limiter.pause_for(wait);
+                    // Throttled: every worker's requests of this kind wait, not just
+                    // this one (a space out of write budget still serves reads).
+                    inner.limiter.pause_for(budget, wait);
                     inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
                     inner.stats.throttled_wait_us.fetch_add(
                         u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
@@ -413,7 +414,7 @@ impl ReadClient {
             return;
         }
         match inner.breaker.on_failure() {
-            Verdict::Pause(wait) => inner.limiter.pause_for(wait),
+            Verdict::Pause(wait) => inner.limiter.pause_all(wait),
             Verdict::GiveUp { failing_for } => {
                 let why = format!(
                     "every connection to {} failed for {}s (last: {})",

@@ -1,7 +1,8 @@
 //! One rate limiter for the whole process. Every HTTP attempt, first tries and retries
 //! alike, takes a permit from the write or the read budget before it is sent. A 429 pauses
-//! both budgets for everyone, so the whole job slows down, not one worker; and a 429 on a
-//! write also lowers the pace of writes ([`AdaptiveRate`]), under `--rate` as a hard
+//! its budget for everyone (a write's 429 every write, a read's every read), so the whole
+//! job slows down, not one worker, while a space out of write budget still serves the
+//! reads; an unreachable space pauses both. A 429 on a write also lowers the pace of writes ([`AdaptiveRate`]), under `--rate` as a hard
 //! ceiling (the governor quota, applied last).
 
 use std::num::NonZeroU32;
@@ -22,11 +23,23 @@ pub enum Budget {
     Read,
 }
 
+impl Budget {
+    fn index(self) -> usize {
+        match self {
+            Budget::Write => 0,
+            Budget::Read => 1,
+        }
+    }
+}
+
 /// Shared by every worker; see the module docs.
 pub struct Limiter {
     write: Option<DefaultDirectRateLimiter>,
     read: Option<DefaultDirectRateLimiter>,
-    paused_until: Mutex<Option<Instant>>,
+    /// Until when each budget is held back: [writes, reads]. A 429 holds the budget of
+    /// the request it answered (a space out of write budget still serves reads); an
+    /// unreachable space holds both.
+    paused_until: [Mutex<Option<Instant>>; 2],
     /// The pace of writes below the ceiling, after the server's 429s.
     pace: Option<Arc<AdaptiveRate>>,
 }
@@ -63,7 +76,7 @@ impl Limiter {
         Limiter {
             write: write_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
             read: read_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
-            paused_until: Mutex::new(None),
+            paused_until: [Mutex::new(None), Mutex::new(None)],
             pace: None,
         }
     }
@@ -91,7 +104,9 @@ impl Limiter {
     /// Waits out any pause, then for a permit from `budget`.
     pub async fn acquire(&self, budget: Budget) {
         loop {
-            let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            let until = *self.paused_until[budget.index()]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             match until {
                 Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
                 _ => break,
@@ -111,14 +126,22 @@ impl Limiter {
         }
     }
 
-    /// Holds every new request back for `wait` (a 429's `Retry-After`). Pauses only grow:
-    /// a shorter one never cuts a longer one short.
-    pub fn pause_for(&self, wait: Duration) {
+    /// Holds every new request of `budget` back for `wait` (a 429's `Retry-After`), in
+    /// every worker. Pauses only grow: a shorter one never cuts a longer one short.
+    pub fn pause_for(&self, budget: Budget, wait: Duration) {
         let until = Instant::now() + wait;
-        let mut guard = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.paused_until[budget.index()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if guard.is_none_or(|t| t < until) {
             *guard = Some(until);
         }
+    }
+
+    /// Holds every new request back for `wait` (the space cannot be reached).
+    pub fn pause_all(&self, wait: Duration) {
+        self.pause_for(Budget::Write, wait);
+        self.pause_for(Budget::Read, wait);
     }
 }
 
@@ -203,27 +226,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_pause_holds_every_budget_and_only_ever_grows() {
+    async fn a_pause_holds_its_budget_and_only_ever_grows() {
         let limiter = Limiter::new(None, None);
         let start = Instant::now();
         limiter.acquire(Budget::Read).await;
         assert_eq!(Instant::now(), start, "no pause: at once");
-        limiter.pause_for(Duration::from_secs(5));
+        limiter.pause_for(Budget::Write, Duration::from_secs(5));
         // A shorter pause asked later does not cut the longer one short.
-        limiter.pause_for(Duration::from_secs(1));
+        limiter.pause_for(Budget::Write, Duration::from_secs(1));
+        // Reads go on while writes are held back.
+        limiter.acquire(Budget::Read).await;
+        assert_eq!(Instant::now(), start, "a write pause holds no read");
         limiter.acquire(Budget::Write).await;
         assert_eq!(Instant::now() - start, Duration::from_secs(5));
-        limiter.acquire(Budget::Read).await;
+        limiter.acquire(Budget::Write).await;
         assert_eq!(
             Instant::now() - start,
             Duration::from_secs(5),
             "the pause is over"
         );
         // A longer one asked during a pause extends it.
-        limiter.pause_for(Duration::from_secs(2));
-        limiter.pause_for(Duration::from_secs(3));
+        limiter.pause_for(Budget::Read, Duration::from_secs(2));
+        limiter.pause_for(Budget::Read, Duration::from_secs(3));
+        limiter.acquire(Budget::Write).await;
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_secs(5),
+            "a read pause holds no write"
+        );
         limiter.acquire(Budget::Read).await;
         assert_eq!(Instant::now() - start, Duration::from_secs(8));
+        // An unreachable space holds both.
+        limiter.pause_all(Duration::from_secs(1));
+        limiter.acquire(Budget::Write).await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(9));
+        limiter.pause_all(Duration::from_secs(1));
+        limiter.acquire(Budget::Read).await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
