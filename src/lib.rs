@@ -21,7 +21,7 @@
 //! - [`config`]: flag > environment > file > default; credentials never from argv.
 //! - [`client`]: GET/PATCH/list with Basic auth; [`client::ReadClient`] cannot write.
 //! - [`limiter`]: the process-wide write and read budgets; a 429 pauses everyone.
-//! - [`adaptive`]: the write pace under `--rate`: halved by a 429, climbing back on success.
+//! - [`adaptive`]: the write pace under `--rate`: cut by a 429, climbing back on success.
 //! - [`retry`]: which failures to retry and how long to wait (pure functions).
 //! - [`breaker`]: one circuit breaker for the space: an unreachable space pauses the job,
 //!   then stops it, instead of every row retrying on its own.
