@@ -160,6 +160,8 @@ mod tests {
         let merged = merge(&cur, &desired);
         let changed = differing(&cur, &merged);
         assert_eq!(changed.to_string(), "uri;codecs");
+        assert!(!changed.is_empty(), "a change is never taken for none");
+        assert_eq!(changed.len(), 2);
         assert_eq!(merged.name, "gw");
         // Applying the diff gives the desired state, and diffing again gives nothing.
         assert!(differing(&merged, &merge(&merged, &desired)).is_empty());

@@ -280,3 +280,32 @@ fn auto_reads_pages_only_while_they_cost_less_than_the_gets_would() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().stats().lists, 32, "no page read");
 }
+
+#[test]
+fn a_paging_cap_stops_the_listing_and_says_so_and_the_rest_is_read_by_get() {
+    // max_pages 2 over a space of 4 pages: the cap is named (not taken for auto's page
+    // budget), and the rows the two pages did not hold are read by GET.
+    let s = scene(124);
+    std::fs::write(s.sb.path("c.yaml"), "max_pages: 2\n").unwrap();
+    let out = run(s.sb.cmd().args([
+        "plan",
+        "m.csv",
+        "--config",
+        "c.yaml",
+        "--read-mode",
+        "list",
+        "--report",
+        "p.csv",
+        "--summary-json",
+        "s.json",
+    ]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let summary = summary_json(&s.sb.path("s.json"));
+    let why = summary["read_in_pages"]["stopped_early"].as_str().unwrap();
+    assert!(why.contains("max_pages"), "{why}");
+    assert!(!why.contains("budget"), "{why}");
+    let found = summary["read_in_pages"]["found"].as_u64().unwrap();
+    let stats = s.sb.state().stats();
+    assert_eq!(stats.lists, 2);
+    assert_eq!(stats.gets, IN_MANIFEST as u64 + 1 - found);
+}
