@@ -286,3 +286,13 @@ fn a_patch_answer_that_differs_from_the_request_is_a_mismatch() {
         7
     );
 }
+
+#[test]
+fn an_export_that_cannot_be_written_fails_even_when_it_is_small() {
+    // Five gateways fit in the write buffer: only the final flush meets the full disk.
+    let ids = ids(5, 140);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let out = run(sb.cmd().args(["export", "-o", "/dev/full"]));
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+}
