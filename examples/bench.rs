@@ -654,6 +654,18 @@ fn timed_plan(
     Ok((wall, m.map(|m| m.0), summary(&sj)?))
 }
 
+/// `plan`'s arguments in the read-mode sections: concurrency 64, reads unlimited.
+fn unthrottled_at_64(mode: &str) -> [&str; 6] {
+    [
+        "--concurrency",
+        "64",
+        "--read-rate",
+        "0",
+        "--read-mode",
+        mode,
+    ]
+}
+
 fn p50(summary: &serde_json::Value, kind: &str) -> String {
     summary["latency_ms"][kind]["p50_ms"]
         .as_f64()
@@ -683,14 +695,7 @@ fn drift(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
             &sb,
             work,
             &m,
-            &[
-                "--concurrency",
-                "64",
-                "--read-rate",
-                "0",
-                "--read-mode",
-                mode,
-            ],
+            &unthrottled_at_64(mode),
             &format!("drift-{mode}"),
         )?;
         writeln!(
@@ -739,14 +744,7 @@ fn crossover(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()
                 &sb,
                 work,
                 &m,
-                &[
-                    "--concurrency",
-                    "64",
-                    "--read-rate",
-                    "0",
-                    "--read-mode",
-                    mode,
-                ],
+                &unthrottled_at_64(mode),
                 &format!("cross{r}-{mode}"),
             )?;
             if mode == "auto" {
@@ -838,14 +836,7 @@ fn end_to_end(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<(
             &sb,
             work,
             &m,
-            &[
-                "--concurrency",
-                "64",
-                "--read-rate",
-                "0",
-                "--read-mode",
-                mode,
-            ],
+            &unthrottled_at_64(mode),
             &format!("e2e-{mode}"),
         )?;
         let ours = n as f64 / wall;

@@ -461,7 +461,7 @@ struct Scan {
     in_shard: u64,
     sha256: String,
     /// The keys of this shard's ids, for a snapshot (`list` and `auto` read modes).
-    keys: Option<Vec<u64>>,
+    keys: Option<Arc<Vec<u64>>>,
 }
 
 /// One pass over the whole manifest before any request: proves it readable, counts this
@@ -492,7 +492,7 @@ async fn scan(
             rows: first.stats.rows,
             in_shard,
             sha256: first.sha256,
-            keys: keys.then_some(wanted),
+            keys: keys.then(|| SnapshotBuilder::keys(wanted)),
         };
         Ok((
             scan,
@@ -510,7 +510,7 @@ struct Pipeline<'a> {
     manifest: &'a Manifest,
     /// Rows this pass runs, and the keys of their ids (for a snapshot).
     rows: u64,
-    keys: Option<&'a [u64]>,
+    keys: Option<&'a Arc<Vec<u64>>>,
     max_errors: Option<u64>,
     limit: Option<u64>,
     done: Option<Arc<IdSet>>,
@@ -525,7 +525,7 @@ impl<'a> Pipeline<'a> {
             options,
             manifest,
             rows: scan.in_shard,
-            keys: scan.keys.as_deref(),
+            keys: scan.keys.as_ref(),
             max_errors: None,
             limit: None,
             done: None,
@@ -554,7 +554,7 @@ impl<'a> Pipeline<'a> {
         let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
             (Some(budget), Some(keys)) => {
                 tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
-                let builder = SnapshotBuilder::wanting(keys.to_vec()).map_err(snapshot_error)?;
+                let builder = SnapshotBuilder::wanting(Arc::clone(keys)).map_err(snapshot_error)?;
                 let snapshot = crate::snapshot::take(&reader, builder, budget, o.paging, &stop)
                     .await
                     .map_err(snapshot_error)?;

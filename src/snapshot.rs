@@ -20,6 +20,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -86,7 +87,7 @@ pub struct SnapshotStats {
 /// The ids a run needs, collected in the first pass; then filled from the pages.
 pub struct SnapshotBuilder {
     /// Sorted, unique keys ([`id_hash`]) of the ids the run needs.
-    keys: Vec<u64>,
+    keys: Arc<Vec<u64>>,
     /// Beside each key: where its gateway is in `spill`, plus one (0: not listed).
     at: Vec<u64>,
     spill: BufWriter<File>,
@@ -96,19 +97,25 @@ pub struct SnapshotBuilder {
 
 /// The fields of every listed gateway the run needs, looked up by id.
 pub struct Snapshot {
-    keys: Vec<u64>,
+    keys: Arc<Vec<u64>>,
     at: Vec<u64>,
     spill: File,
     pub stats: SnapshotStats,
 }
 
 impl SnapshotBuilder {
-    /// A snapshot of the ids with these keys ([`SnapshotBuilder::key`]; in any order,
-    /// repeats are fine). Creates the temporary file.
-    pub fn wanting(mut keys: Vec<u64>) -> std::io::Result<SnapshotBuilder> {
+    /// The keys of these ids ([`SnapshotBuilder::key`]), sorted and without repeats, as
+    /// [`SnapshotBuilder::wanting`] takes them.
+    pub fn keys(mut keys: Vec<u64>) -> Arc<Vec<u64>> {
         keys.sort_unstable();
         keys.dedup();
         keys.shrink_to_fit();
+        Arc::new(keys)
+    }
+
+    /// A snapshot of the ids with these keys (from [`SnapshotBuilder::keys`]: shared, not
+    /// copied, by every pass over the same manifest). Creates the temporary file.
+    pub fn wanting(keys: Arc<Vec<u64>>) -> std::io::Result<SnapshotBuilder> {
         Ok(SnapshotBuilder {
             at: vec![0; keys.len()],
             keys,
@@ -254,7 +261,7 @@ mod tests {
         let wanted: Vec<Uuid> = (1..=50).map(id).collect();
         let mut keys: Vec<u64> = wanted.iter().map(SnapshotBuilder::key).collect();
         keys.extend(keys.clone()); // repeats are fine
-        let mut b = SnapshotBuilder::wanting(keys).unwrap();
+        let mut b = SnapshotBuilder::wanting(SnapshotBuilder::keys(keys)).unwrap();
         for n in 1..=200 {
             b.offer(&gateway(&id(n), &format!("gw-{n}"))).unwrap();
         }
@@ -287,7 +294,9 @@ mod tests {
         };
         assert_ne!(twin, listed);
         assert_eq!(SnapshotBuilder::key(&twin), SnapshotBuilder::key(&listed));
-        let mut b = SnapshotBuilder::wanting(vec![SnapshotBuilder::key(&twin)]).unwrap();
+        let mut b =
+            SnapshotBuilder::wanting(SnapshotBuilder::keys(vec![SnapshotBuilder::key(&twin)]))
+                .unwrap();
         b.offer(&gateway(&listed, "someone-else")).unwrap();
         let s = b.finish().unwrap();
         assert_eq!(s.get(&twin), None);
@@ -296,7 +305,9 @@ mod tests {
 
     #[test]
     fn a_listed_id_that_is_not_a_uuid_is_passed_over() {
-        let mut b = SnapshotBuilder::wanting(vec![SnapshotBuilder::key(&id(1))]).unwrap();
+        let mut b =
+            SnapshotBuilder::wanting(SnapshotBuilder::keys(vec![SnapshotBuilder::key(&id(1))]))
+                .unwrap();
         let mut g = gateway(&id(1), "x");
         g.id = "not-a-uuid".into();
         b.offer(&g).unwrap();
