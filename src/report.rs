@@ -652,6 +652,49 @@ mod tests {
     }
 
     #[test]
+    fn the_complete_part_ends_after_the_last_newline_however_far_back_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        // The last newline 5,000 bytes before the end: the scan crosses a 4 KiB block.
+        let mut text = "x".repeat(4_999);
+        text.push('\n');
+        text.push_str(&"y".repeat(5_000));
+        for (body, want) in [
+            ("a\nb", 2),
+            ("a\n", 2),
+            ("ab", 0),
+            ("", 0),
+            (&text[..], 5_000),
+        ] {
+            std::fs::write(&path, body).unwrap();
+            let mut file = File::open(&path).unwrap();
+            assert_eq!(
+                complete_len(&mut file).unwrap(),
+                want,
+                "{:?}",
+                &body[..body.len().min(8)]
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_json_cell_reads_as_no_fields() {
+        // A hand-edited JSONL report may carry "" where the writer leaves the key out.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut w = ReportWriter::create(&path, ReportFormat::Jsonl).unwrap();
+        w.write(&record()).unwrap();
+        w.close().unwrap();
+        let line = std::fs::read_to_string(&path).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        value["before"] = serde_json::Value::String(String::new());
+        std::fs::write(&path, format!("{value}\n")).unwrap();
+        let back = read_report(&path).unwrap();
+        assert_eq!(back[0].before, None);
+        assert_eq!(back[0].after, record().after);
+    }
+
+    #[test]
     fn statuses_print_as_they_are_written() {
         for s in Status::ALL {
             assert_eq!(s.to_string(), s.as_str());

@@ -492,6 +492,43 @@ mod tests {
     }
 
     #[test]
+    fn csv_unknown_columns_past_ten_are_counted_not_listed() {
+        let header = |n: usize| (0..n).map(|i| format!("extra{i}")).collect::<Vec<_>>();
+        let ten = read_all(".csv", &format!("id,{}\n", header(10).join(","))).unwrap_err();
+        let msg = ten.to_string();
+        assert!(msg.contains("`extra9`") && !msg.contains("more"), "{msg}");
+        let twelve = read_all(".csv", &format!("id,{}\n", header(12).join(","))).unwrap_err();
+        let msg = twelve.to_string();
+        assert!(
+            msg.contains("`extra9`, and 2 more") && !msg.contains("`extra10`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn csv_row_that_is_not_utf8_is_one_bad_row_not_a_bad_file() {
+        let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+        file.write_all(format!("id,name\n{A},caf").as_bytes())
+            .unwrap();
+        file.write_all(b"\xe9\n").unwrap();
+        file.write_all(format!("{B},ok\n").as_bytes()).unwrap();
+        let manifest = Manifest::open(file.path(), None).unwrap();
+        let mut rows = Vec::new();
+        manifest
+            .read(|row| {
+                rows.push(row);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        let bad = rows[0].as_ref().unwrap_err();
+        assert_eq!(
+            (bad.line, bad.message.as_str()),
+            (2, "the row is not valid UTF-8")
+        );
+        assert_eq!(rows[1].as_ref().unwrap().line, 3);
+    }
+
+    #[test]
     fn yaml_defaults_apply_and_rows_have_lines() {
         let text = format!(
             "defaults:\n  codecs: [OPUS, PCMU]\ngateways:\n  - id: {A}\n    uri: sip:a.example.com\n  - id: {B}\n    codecs: PCMA\n    colour: red\n"
