@@ -629,6 +629,143 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_is_waited_for_until_it_is_released_or_the_wait_runs_out() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.csv");
+        let held = Ledger::lock(&report).unwrap();
+        let started = Instant::now();
+        assert!(matches!(
+            Ledger::lock_within(&report, Duration::from_millis(300)),
+            Err(LedgerError::Locked(_))
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(300), "it waited");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let waited = Ledger::lock_within(&report, Duration::from_secs(30));
+        release.join().unwrap();
+        assert!(waited.is_ok(), "taken once the other run let go");
+    }
+
+    #[test]
+    fn the_lock_file_stays_only_beside_an_apply_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id\n").unwrap();
+        // Refused before it wrote a report: the lock file it made goes.
+        let refused = dir.path().join("refused.csv");
+        drop(Ledger::lock(&refused).unwrap());
+        assert!(!lock_path(&refused).exists());
+        // An apply's report keeps its lock file (the fingerprint for --resume).
+        let applied = dir.path().join("applied.csv");
+        let mut ledger = Ledger::lock(&applied).unwrap();
+        drop(
+            ledger
+                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .unwrap(),
+        );
+        drop(ledger);
+        assert!(lock_path(&applied).exists());
+        // A lock file this run did not make is left alone, report or not.
+        std::fs::remove_file(&applied).unwrap();
+        drop(Ledger::lock(&applied).unwrap());
+        assert!(lock_path(&applied).exists());
+        // A plan's report: its lock file goes although the report stays.
+        let planned = dir.path().join("planned.csv");
+        let mut ledger = Ledger::lock(&planned).unwrap();
+        ledger.remove_lock_when_done();
+        drop(
+            ledger
+                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .unwrap(),
+        );
+        drop(ledger);
+        assert!(planned.exists() && !lock_path(&planned).exists());
+    }
+
+    #[test]
+    fn a_report_in_a_missing_directory_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("gone").join("r.csv");
+        let err = Ledger::lock(&report).err().unwrap().to_string();
+        assert!(err.contains("r.csv") && !err.contains(".lock"), "{err}");
+        let LedgerError::Io { source, .. } = Ledger::lock(&report).err().unwrap() else {
+            panic!("not an I/O error");
+        };
+        assert!(source.to_string().contains("does not exist"), "{source}");
+    }
+
+    #[test]
+    fn finished_ids_are_found_and_others_are_not() {
+        let ids = crate::sandbox::generated_ids(3, 7);
+        let set = IdSet::from(vec![ids[2].as_u128(), ids[0].as_u128(), ids[2].as_u128()]);
+        assert_eq!(set.len(), 2);
+        assert!(!set.is_empty() && IdSet::default().is_empty());
+        assert!(set.contains(&ids[0].as_u128()) && set.contains(&ids[2].as_u128()));
+        assert!(!set.contains(&ids[1].as_u128()));
+    }
+
+    #[test]
+    fn a_whole_journal_is_resumed_without_a_blank_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.csv");
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id\n").unwrap();
+        let ids = crate::sandbox::generated_ids(2, 4);
+        let before = crate::sandbox::starting_fields(2);
+        for (i, resume) in [false, true].into_iter().enumerate() {
+            let mut ledger = Ledger::lock(&report).unwrap();
+            let opened = ledger
+                .open(&manifest, "aaa", ReportFormat::Csv, resume)
+                .unwrap();
+            opened.journal.record(&ids[i], &before).unwrap();
+        }
+        let text = std::fs::read_to_string(journal_path(&report)).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.lines().all(|l| !l.is_empty()), "{text}");
+    }
+
+    #[test]
+    fn settling_a_journal_that_is_gone_is_fine_one_that_cannot_go_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.csv");
+        settle_journal(&report, &[]).unwrap();
+        // A directory where the journal should be cannot be removed as a file.
+        std::fs::create_dir(journal_path(&report)).unwrap();
+        assert!(settle_journal(&report, &[]).is_err());
+    }
+
+    #[test]
+    fn a_resume_that_fails_leaves_no_half_written_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.jsonl");
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id\n").unwrap();
+        {
+            let mut ledger = Ledger::lock(&report).unwrap();
+            drop(
+                ledger
+                    .open(&manifest, "aaa", ReportFormat::Jsonl, false)
+                    .unwrap(),
+            );
+        }
+        std::fs::write(&report, "{not a report line\n").unwrap();
+        let mut ledger = Ledger::lock(&report).unwrap();
+        assert!(matches!(
+            ledger.open(&manifest, "aaa", ReportFormat::Jsonl, true),
+            Err(LedgerError::Read(_))
+        ));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("tmp"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
     fn a_second_lock_on_the_same_report_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let report = dir.path().join("r.csv");
@@ -642,32 +779,45 @@ mod tests {
         let report = dir.path().join("r.csv");
         let manifest = dir.path().join("m.csv");
         std::fs::write(&manifest, "id\n").unwrap();
-        let ids = crate::sandbox::generated_ids(3, 5);
+        let ids = crate::sandbox::generated_ids(5, 5);
+        let before = crate::sandbox::starting_fields(3);
         {
             let mut ledger = Ledger::lock(&report).unwrap();
             let mut opened = ledger
                 .open(&manifest, "aaa", ReportFormat::Csv, false)
                 .unwrap();
-            for (i, status) in [Status::Updated, Status::Failed, Status::Unchanged]
-                .iter()
-                .enumerate()
-            {
-                let r = RowRecord::bare(
+            let rows = [
+                (Status::Updated, ""),
+                (Status::Failed, "http_500"),
+                (Status::Unchanged, ""),
+                (Status::Failed, report::WRITE_UNKNOWN),
+                (Status::Updated, ""),
+            ];
+            for (i, (status, code)) in rows.into_iter().enumerate() {
+                let mut r = RowRecord::bare(
                     0,
                     i as u64 + 2,
                     ids[i].to_string(),
-                    *status,
-                    "",
+                    status,
+                    code,
                     String::new(),
                 );
+                // Every row but the unchanged one read its gateway before the write.
+                if status != Status::Unchanged {
+                    r.before = Some(before.clone());
+                }
                 opened.writer.write(&r).unwrap();
             }
         }
         let mut ledger = Ledger::lock(&report).unwrap();
-        assert!(matches!(
-            ledger.open(&manifest, "bbb", ReportFormat::Csv, true),
-            Err(LedgerError::ManifestChanged { .. })
-        ));
+        let other = "b".repeat(64);
+        let Err(LedgerError::ManifestChanged { was, now, .. }) =
+            ledger.open(&manifest, &other, ReportFormat::Csv, true)
+        else {
+            panic!("another manifest was not refused");
+        };
+        // Both fingerprints shown, cut to 12 characters.
+        assert_eq!((was.as_str(), now.as_str()), ("aaa", "bbbbbbbbbbbb"));
         assert!(matches!(
             ledger.open(&manifest, "aaa", ReportFormat::Csv, false),
             Err(LedgerError::Exists(_))
@@ -676,10 +826,21 @@ mod tests {
             .open(&manifest, "aaa", ReportFormat::Csv, true)
             .unwrap();
         assert!(opened.resumed);
-        assert_eq!(opened.done.len(), 2);
+        assert_eq!(opened.done.len(), 3);
         assert!(!opened.done.contains(&ids[1].as_u128()));
+        assert_eq!(opened.kept.get(&Status::Updated), Some(&2));
+        assert_eq!(opened.kept.get(&Status::Unchanged), Some(&1));
+        // Only the write whose answer was lost may have landed: its before is recovered.
+        assert_eq!(
+            opened.recovered.keys().copied().collect::<Vec<_>>(),
+            vec![ids[3].as_u128()]
+        );
+        assert_eq!(opened.recovered.get(&ids[3].as_u128()), Some(&before));
         drop(opened);
         let kept = report::read_report(&report).unwrap();
-        assert_eq!(kept.iter().map(|r| r.row).collect::<Vec<_>>(), vec![2, 4]);
+        assert_eq!(
+            kept.iter().map(|r| r.row).collect::<Vec<_>>(),
+            vec![2, 4, 6]
+        );
     }
 }

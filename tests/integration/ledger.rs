@@ -288,3 +288,121 @@ fn with_a_lock_timeout_a_second_run_waits_for_the_first_then_finds_it_done() {
         );
     }
 }
+
+/// The run lock ("this manifest, applied to this space") lives in a private directory:
+/// `$XDG_RUNTIME_DIR/sipgw-bulk`, else `$TMPDIR/sipgw-bulk-$USER` (the user name cut to
+/// safe characters). A second run of the same manifest under another report is refused
+/// naming the first run's report; a directory that is not private turns the guard off
+/// with a warning instead of failing the run.
+#[test]
+fn a_second_run_of_one_manifest_is_refused_and_the_lock_lives_in_a_private_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let ids = ids(60, 46);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let runtime = tempfile::tempdir().unwrap();
+    let mut first = sb
+        .cmd()
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--rate",
+            "5",
+            "--report",
+            "first.csv",
+        ])
+        .stderr(Stdio::null())
+        .spawn_guarded();
+    wait_for(&sb.path("first.csv"), Duration::from_secs(10));
+    let second = run(sb.cmd().env("XDG_RUNTIME_DIR", runtime.path()).args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--report",
+        "second.csv",
+    ]));
+    let _ = first.kill();
+    let _ = first.wait();
+    let err = stderr(&second);
+    assert_eq!(code(&second), 5, "{err}");
+    assert!(
+        err.contains("another run on this machine") && err.contains("first.csv"),
+        "{err}"
+    );
+    let locks = std::fs::read_dir(runtime.path().join("sipgw-bulk"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("lock".as_ref()))
+        .count();
+    assert_eq!(locks, 1, "the lock is in $XDG_RUNTIME_DIR/sipgw-bulk");
+    assert!(!sb.path("sipgw-bulk").exists());
+
+    // No runtime directory: the temp directory, under a user name made safe.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(sb
+        .cmd()
+        .env("XDG_RUNTIME_DIR", "")
+        .env("TMPDIR", tmp.path())
+        .env("USER", "op-1/../x y")
+        .args(["plan", "m.csv", "--report", "p.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(sb
+        .cmd()
+        .env("XDG_RUNTIME_DIR", "")
+        .env("TMPDIR", tmp.path())
+        .env("USER", "op-1/../x y")
+        .args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--rate",
+            "1000",
+            "--report",
+            "third.csv",
+        ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let made: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("sipgw-bulk-"))
+        .collect();
+    assert_eq!(made, ["sipgw-bulk-op-1xy"]);
+    assert!(
+        !sb.path("sipgw-bulk").exists(),
+        "an empty XDG_RUNTIME_DIR is no directory"
+    );
+    assert!(
+        !stderr(&out).contains("not a private directory"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A lock directory others can write, or a file in its place: the guard is off, the
+    // run goes on and says so.
+    for shared in ["dir", "file"] {
+        let runtime = tempfile::tempdir().unwrap();
+        let place = runtime.path().join("sipgw-bulk");
+        if shared == "dir" {
+            std::fs::create_dir(&place).unwrap();
+            std::fs::set_permissions(&place, std::fs::Permissions::from_mode(0o770)).unwrap();
+        } else {
+            std::fs::write(&place, "").unwrap();
+            std::fs::set_permissions(&place, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let out = run(sb.cmd().env("XDG_RUNTIME_DIR", runtime.path()).args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--resume",
+            "--report",
+            "third.csv",
+        ]));
+        assert_eq!(code(&out), 0, "{shared}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not a private directory"),
+            "{shared}: {}",
+            stderr(&out)
+        );
+    }
+}
