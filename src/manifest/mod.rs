@@ -542,6 +542,123 @@ mod tests {
         assert!(b.message.contains("unknown key `colour`"), "{}", b.message);
     }
 
+    /// The message of a manifest YAML refuses as a whole.
+    fn yaml_refused(text: &str) -> String {
+        match read_all(".yaml", text) {
+            Err(ManifestError::Yaml { message, .. }) => message,
+            other => panic!("{text:?} was not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn yaml_of_the_wrong_shape_says_what_was_expected() {
+        let cases = [
+            (
+                "5\n",
+                "a list of gateways, or a mapping with `defaults` and `gateways`",
+            ),
+            ("- 5\n", "line 1 column 3"),
+            (
+                &format!("- id: {A}\n  codecs: {{a: 1}}\n"),
+                "a list of values, like [OPUS, PCMU]",
+            ),
+            ("defaults: {}\n", "no `gateways` list"),
+            ("gateway: []\n", "unknown top-level key `gateway`"),
+        ];
+        let mut wrong = Vec::new();
+        for (text, expected) in cases {
+            let message = yaml_refused(text);
+            if !message.contains(expected) {
+                wrong.push(format!("{text:?}: {message}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        let late = yaml_refused(&format!(
+            "gateways:\n  - id: {A}\ndefaults:\n  codecs: PCMU\n"
+        ));
+        assert!(late.contains("must come before"), "{late}");
+        // Defaults first are fine, and apply.
+        let rows = read_all(
+            ".yaml",
+            &format!("defaults: {{}}\ngateways:\n  - id: {A}\n"),
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+
+    #[test]
+    fn yaml_scalars_of_any_type_are_their_text_and_lists_may_be_one_string() {
+        let text = format!(
+            "- id: {A}\n  name: true\n  uri: ''\n  codecs: ' OPUS; PCMU '\n- id: {B}\n  name: 12\n  codecs: ''\n  ciphers: ~\n- id: {A}\n  name: 1.5\n- id: {B}\n  name: -7\n"
+        );
+        let rows = read_all(".yaml", &text).unwrap();
+        let names: Vec<_> = rows
+            .iter()
+            .map(|r| match r {
+                Ok(r) => r.desired.name.clone(),
+                Err(bad) => Some(format!("invalid: {}", bad.message)),
+            })
+            .collect();
+        assert_eq!(
+            names[..2],
+            [Some("true".to_owned()), Some("12".to_owned())],
+            "{names:?}"
+        );
+        let a = rows[0].as_ref().unwrap();
+        assert_eq!(a.desired.uri, None, "an empty value leaves the field alone");
+        assert_eq!(a.desired.codecs, Some(vec![Codec::Opus, Codec::Pcmu]));
+        let b = rows[1].as_ref().unwrap();
+        assert_eq!(
+            (b.desired.codecs.as_ref(), b.desired.ciphers.as_ref()),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn rows_are_counted_with_the_invalid_ones_and_shown_with_their_line() {
+        let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+        file.write_all(format!("id\n{A}\nnot-an-id\n{B}\nalso-bad\n").as_bytes())
+            .unwrap();
+        let manifest = Manifest::open(file.path(), None).unwrap();
+        let mut shown = Vec::new();
+        let stats = manifest
+            .read(|row| {
+                if let Err(bad) = &row {
+                    shown.push(bad.to_string());
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(
+            stats,
+            ReadStats {
+                rows: 4,
+                invalid: 2
+            }
+        );
+        assert!(shown[0].starts_with("line 3: "), "{shown:?}");
+        assert!(shown[1].starts_with("line 5: "), "{shown:?}");
+    }
+
+    #[test]
+    fn a_manifest_written_to_after_it_was_opened_is_refused() {
+        let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+        file.write_all(format!("id,name\n{A},x\n").as_bytes())
+            .unwrap();
+        let manifest = Manifest::open(file.path(), None).unwrap();
+        assert_eq!(manifest.format(), Format::Csv);
+        assert_eq!(manifest.source(), file.path());
+        // The mtime's granularity may be coarse: the size changes too.
+        file.write_all(format!("{B},y\n").as_bytes()).unwrap();
+        file.flush().unwrap();
+        let read = manifest.read(|_| ControlFlow::Continue(()));
+        assert!(matches!(read, Err(ManifestError::Changed(_))), "{read:?}");
+        assert!(matches!(
+            manifest.first_pass(|_| ()),
+            Err(ManifestError::Changed(_))
+        ));
+    }
+
     #[test]
     fn yaml_plain_list_and_strings_stay_strings() {
         let text = format!("- id: {A}\n  name: NO\n- id: {B}\n  name: 05060\n");
