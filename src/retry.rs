@@ -130,6 +130,48 @@ mod tests {
         );
     }
 
+    /// Property test (seeded, so a failure reproduces): every form a server may send.
+    #[test]
+    fn retry_after_properties_hold_for_many_values() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..5_000 {
+            // Whole seconds: taken as they are (the policy caps them later).
+            let n = rng.u64(..1_000_000_000_000);
+            assert_eq!(
+                parse_retry_after(&n.to_string(), now),
+                Some(Duration::from_secs(n))
+            );
+            // Fractions: non-negative ones read and capped at 10^6 s; negative ones refused.
+            let v = rng.f64() * 2e6;
+            let want = Duration::from_secs_f64(v.min(1e6));
+            assert_eq!(parse_retry_after(&format!(" {v} "), now), Some(want), "{v}");
+            assert_eq!(
+                parse_retry_after(&format!("-{}", v + 1e-3), now),
+                None,
+                "{v}"
+            );
+            // Dates: the time left until then, never negative.
+            let offset = rng.i64(-1_000_000..1_000_000);
+            let when = if offset >= 0 {
+                now + Duration::from_secs(offset as u64)
+            } else {
+                now - Duration::from_secs(offset.unsigned_abs())
+            };
+            let date = httpdate::fmt_http_date(when);
+            let left = Duration::from_secs(offset.max(0) as u64);
+            assert_eq!(parse_retry_after(&date, now), Some(left), "{date}");
+            // Noise: never a panic, and never a wait over the cap unless it was a count.
+            let noise: String = (0..rng.usize(..12))
+                .map(|_| b"0123456789.-+eEinfNa x"[rng.usize(..22)] as char)
+                .collect();
+            if let Some(d) = parse_retry_after(&noise, now) {
+                let whole = noise.trim().parse::<u64>().is_ok();
+                assert!(whole || d <= Duration::from_secs(1_000_000), "{noise:?}");
+            }
+        }
+    }
+
     #[test]
     fn retry_after_is_capped_floored_and_exhaustion_wins() {
         let p = RetryPolicy::default();
