@@ -641,6 +641,26 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_in_memory_is_read_like_a_file() {
+        let text = format!("id\n{A}\nnope\n{A}\n");
+        let mut rows = Vec::new();
+        let stats = Manifest::read_slice(Format::Csv, text.as_bytes(), |row| {
+            rows.push(row);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(
+            stats,
+            ReadStats {
+                rows: 3,
+                invalid: 2
+            }
+        );
+        // Duplicates are checked too: the second use of A is invalid.
+        assert!(rows[0].is_ok() && rows[2].is_err(), "{rows:?}");
+    }
+
+    #[test]
     fn a_manifest_written_to_after_it_was_opened_is_refused() {
         let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
         file.write_all(format!("id,name\n{A},x\n").as_bytes())
