@@ -557,7 +557,13 @@ mod tests {
                 "5\n",
                 "a list of gateways, or a mapping with `defaults` and `gateways`",
             ),
-            ("- 5\n", "line 1 column 3"),
+            // serde_saphyr names what it expected itself, with the place.
+            ("- 5\n", "line 1 column 3: expected mapping start"),
+            ("gateways: 5\n", "line 1 column 11: expected sequence start"),
+            (
+                &format!("- id: [{A}]\n"),
+                "line 1 column 7: expected string scalar",
+            ),
             (
                 &format!("- id: {A}\n  codecs: {{a: 1}}\n"),
                 "a list of values, like [OPUS, PCMU]",
