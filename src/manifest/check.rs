@@ -288,6 +288,21 @@ mod tests {
     }
 
     #[test]
+    fn only_a_list_item_with_a_comma_gets_the_separator_hint() {
+        let hint = "list cells separate values with `;`";
+        for (cell, hinted) in [("OPUS,PCMU", true), ("OPUZ", false), ("OPUS;PCMX", false)] {
+            let mut problems = Vec::new();
+            let raw = RawList::Joined(cell.into());
+            assert_eq!(
+                check_list("codecs", &raw, Codec::parse_strict, &mut problems),
+                None
+            );
+            assert_eq!(problems.len(), 1, "{cell}: {problems:?}");
+            assert_eq!(problems[0].contains(hint), hinted, "{cell}: {problems:?}");
+        }
+    }
+
+    #[test]
     fn a_good_row_gets_defaults_for_what_it_leaves_open() {
         let defaults = Desired {
             codecs: Some(vec![Codec::Opus]),
