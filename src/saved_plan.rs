@@ -292,6 +292,16 @@ mod tests {
 
         let other = dir.path().join("q.plan");
         let w = PlanWriter::create(&other, header()).unwrap();
+        // The unfinished plan is written beside --out (so the rename never crosses a
+        // filesystem), not in the working directory.
+        let beside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with(".sipgw-bulk-plan-")
+            })
+            .count();
+        assert_eq!(beside, 1);
         assert!(matches!(w.finish(false), Err(PlanError::Incomplete { .. })));
         assert!(!other.exists());
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
