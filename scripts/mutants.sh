@@ -39,8 +39,19 @@ unaccepted() {
     done <"$1"
 }
 
+# cargo-mutants exits 2 when a mutant survives and 3 on a timeout: both are results. Any
+# other failure (the unmutated tree fails its tests, a usage error) means there are none.
+mutants() {
+    local rc=0
+    cargo mutants --no-shuffle --profile mutants "$@" || rc=$?
+    case $rc in
+        0 | 2 | 3) ;;
+        *) echo "cargo mutants failed (exit $rc): no result" >&2; exit "$rc" ;;
+    esac
+}
+
 # The `mutants` profile builds without debug info: each mutant builds faster.
-cargo mutants --no-shuffle --profile mutants "${args[@]}" -o "$out" -- --lib || true
+mutants "${args[@]}" -o "$out" -- --lib
 unit="$out/mutants.out"
 echo "phase 1 (unit tests): caught $(count "$unit/caught.txt"), missed $(count "$unit/missed.txt"), timeouts $(count "$unit/timeout.txt"), unviable $(count "$unit/unviable.txt")"
 survivors=$(unaccepted "$unit/missed.txt")
@@ -53,7 +64,7 @@ if [ -n "$survivors" ] && [ -z "${UNIT_ONLY:-}" ]; then
         re+=(--re "^$(sed 's/[][\\.*^$+?(){}|]/\\&/g' <<<"$name")\$")
     done <<<"$survivors"
     echo "phase 2: $(wc -l <<<"$survivors") survivors against the whole test suite"
-    cargo mutants --no-shuffle --profile mutants "${args[@]}" "${re[@]}" -o "$out/full" || true
+    mutants "${args[@]}" "${re[@]}" -o "$out/full"
     echo "phase 2 (whole suite): caught $(count "$full/caught.txt"), missed $(count "$full/missed.txt"), timeouts $(count "$full/timeout.txt")"
     survivors=$(unaccepted "$full/missed.txt")
 fi
