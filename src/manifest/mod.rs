@@ -452,9 +452,15 @@ mod tests {
     use crate::model::Codec;
     use std::io::Write;
 
-    fn read_all(ext: &str, text: &str) -> Result<Vec<CheckedRow>, ManifestError> {
+    /// A manifest file named `*{ext}` holding `bytes`.
+    fn temp_manifest(ext: &str, bytes: &[u8]) -> tempfile::NamedTempFile {
         let mut file = tempfile::Builder::new().suffix(ext).tempfile().unwrap();
-        file.write_all(text.as_bytes()).unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    fn read_all(ext: &str, text: &str) -> Result<Vec<CheckedRow>, ManifestError> {
+        let file = temp_manifest(ext, text.as_bytes());
         let manifest = Manifest::open(file.path(), None)?;
         let mut rows = Vec::new();
         let stats = manifest.read(|row| {
@@ -507,9 +513,7 @@ mod tests {
 
     #[test]
     fn csv_row_that_is_not_utf8_is_one_bad_row_not_a_bad_file() {
-        let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
-        file.write_all(format!("id,name\n{A},caf").as_bytes())
-            .unwrap();
+        let mut file = temp_manifest(".csv", format!("id,name\n{A},caf").as_bytes());
         file.write_all(b"\xe9\n").unwrap();
         file.write_all(format!("{B},ok\n").as_bytes()).unwrap();
         let manifest = Manifest::open(file.path(), None).unwrap();
@@ -622,9 +626,10 @@ mod tests {
 
     #[test]
     fn rows_are_counted_with_the_invalid_ones_and_shown_with_their_line() {
-        let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
-        file.write_all(format!("id\n{A}\nnot-an-id\n{B}\nalso-bad\n").as_bytes())
-            .unwrap();
+        let file = temp_manifest(
+            ".csv",
+            format!("id\n{A}\nnot-an-id\n{B}\nalso-bad\n").as_bytes(),
+        );
         let manifest = Manifest::open(file.path(), None).unwrap();
         let mut shown = Vec::new();
         let stats = manifest
@@ -668,9 +673,7 @@ mod tests {
 
     #[test]
     fn a_manifest_written_to_after_it_was_opened_is_refused() {
-        let mut file = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
-        file.write_all(format!("id,name\n{A},x\n").as_bytes())
-            .unwrap();
+        let mut file = temp_manifest(".csv", format!("id,name\n{A},x\n").as_bytes());
         let manifest = Manifest::open(file.path(), None).unwrap();
         assert_eq!(manifest.format(), Format::Csv);
         assert_eq!(manifest.source(), file.path());
