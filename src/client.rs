@@ -132,7 +132,9 @@ impl ApiError {
         }
     }
 
-    fn retryable(&self) -> bool {
+    /// Worth another attempt: a transport failure or a transient status, and never a
+    /// write that may have landed (that one is read back first).
+    pub fn retryable(&self) -> bool {
         if self.maybe_applied {
             return false;
         }
@@ -321,10 +323,9 @@ impl ReadClient {
         body: Option<Vec<u8>>,
     ) -> Result<Reply<bytes_body::Body>, ApiError> {
         let inner = &self.inner;
-        let (method, budget, max_body) = match kind {
-            RequestKind::Get => (Method::GET, Budget::Read, MAX_GATEWAY_BODY),
-            RequestKind::List => (Method::GET, Budget::Read, MAX_PAGE_BODY),
-            RequestKind::Patch => (Method::PATCH, Budget::Write, MAX_GATEWAY_BODY),
+        let budget = match kind {
+            RequestKind::Get | RequestKind::List => Budget::Read,
+            RequestKind::Patch => Budget::Write,
         };
         let attempts = AtomicU32::new(0);
         let started = tokio::time::Instant::now();
@@ -343,27 +344,7 @@ impl ReadClient {
                 return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
-            inner.stats.requests.fetch_add(1, Ordering::Relaxed);
-            if n > 1 {
-                inner.stats.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            if budget == Budget::Write {
-                inner.stats.writes.fetch_add(1, Ordering::Relaxed);
-            }
-            let sent = tokio::time::Instant::now();
-            let result = self
-                .send_once(method.clone(), url.clone(), body.clone(), n, max_body)
-                .await;
-            inner.stats.latencies.of(kind).record(sent.elapsed());
-            if kind == RequestKind::Patch {
-                match &result {
-                    Ok(_) => inner.limiter.write_accepted(),
-                    Err(e) if e.status == Some(429) => inner.limiter.write_throttled(),
-                    Err(_) => {}
-                }
-            }
-            self.note_reachability(&result);
-            result
+            self.send_counted(kind, url.clone(), body.clone(), n).await
         };
         attempt
             .retry(inner.retry.backoff())
@@ -374,26 +355,66 @@ impl ReadClient {
                     .retry
                     .next_delay(err.retry_after, backoff, started.elapsed())
             })
-            .notify(|err: &ApiError, wait: Duration| {
-                if err.status == Some(429) {
-                    // Throttled: every worker's requests of this kind wait, not just
-                    // this one (a space out of write budget still serves reads).
-                    inner.limiter.pause_for(budget, wait);
-                    inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
-                    inner.stats.throttled_wait_us.fetch_add(
-                        u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
-                        Ordering::Relaxed,
-                    );
-                }
-                tracing::debug!(
-                    status = err.status,
-                    code = %err.code,
-                    wait_ms = wait.as_millis() as u64,
-                    "retrying: {}",
-                    err.message
-                );
-            })
+            .notify(|err: &ApiError, wait: Duration| self.before_retry(budget, err, wait))
             .await
+    }
+
+    /// One HTTP attempt whose permit is held: counted, timed, and fed to the write pace
+    /// and the breaker. `n` is the attempt's number for this request (1 for a first try).
+    async fn send_counted(
+        &self,
+        kind: RequestKind,
+        url: Url,
+        body: Option<Vec<u8>>,
+        n: u32,
+    ) -> Result<Reply<bytes_body::Body>, ApiError> {
+        let inner = &self.inner;
+        let (method, max_body) = match kind {
+            RequestKind::Get => (Method::GET, MAX_GATEWAY_BODY),
+            RequestKind::List => (Method::GET, MAX_PAGE_BODY),
+            RequestKind::Patch => (Method::PATCH, MAX_GATEWAY_BODY),
+        };
+        inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if n > 1 {
+            inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        if kind == RequestKind::Patch {
+            inner.stats.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        let sent = tokio::time::Instant::now();
+        let result = self.send_once(method, url, body, n, max_body).await;
+        inner.stats.latencies.of(kind).record(sent.elapsed());
+        if kind == RequestKind::Patch {
+            match &result {
+                Ok(_) => inner.limiter.write_accepted(),
+                Err(e) if e.status == Some(429) => inner.limiter.write_throttled(),
+                Err(_) => {}
+            }
+        }
+        self.note_reachability(&result);
+        result
+    }
+
+    /// Before a retry of `budget` that waits `wait`: a 429 holds every worker's requests
+    /// of that budget back, not just this one (a space out of write budget still serves
+    /// reads).
+    fn before_retry(&self, budget: Budget, err: &ApiError, wait: Duration) {
+        let inner = &self.inner;
+        if err.status == Some(429) {
+            inner.limiter.pause_for(budget, wait);
+            inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            inner.stats.throttled_wait_us.fetch_add(
+                u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+        tracing::debug!(
+            status = err.status,
+            code = %err.code,
+            wait_ms = wait.as_millis() as u64,
+            "retrying: {}",
+            err.message
+        );
     }
 
     /// Feeds the breaker: any answer closes it; a failed connection pauses everyone or,
@@ -529,18 +550,44 @@ impl WriteClient {
         WriteClient { read }
     }
 
-    /// Attempts one request may make: also how many PATCHes one row may send, each after
-    /// a read proved the one before did not land.
-    pub fn max_attempts(&self) -> u32 {
+    /// PATCHes one row may send in all (first tries, retries, and sends after a lost
+    /// answer), each after a fresh read.
+    pub fn max_patches(&self) -> u32 {
         self.read.inner.retry.max_attempts.max(1)
     }
 
-    /// PATCH a gateway with all five fields. Refuses (without sending) a body that lacks
-    /// one: live spaces validate PATCH as a full replacement.
-    pub async fn update_gateway(
+    /// A row's write schedule: the backoff between its attempts and the time they started.
+    pub fn schedule(&self) -> WriteSchedule {
+        WriteSchedule {
+            backoff: backon::BackoffBuilder::build(self.read.inner.retry.backoff()),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Waits for a write slot: any pause, the write pace, the `--rate` ceiling. The caller
+    /// then reads the gateway afresh and, if it still needs the change, sends
+    /// [`WriteClient::patch_once`] at once: what is written is built from a read taken
+    /// after the wait, never before it.
+    pub async fn slot(&self) -> Result<(), ApiError> {
+        let inner = &self.read.inner;
+        if inner.abort.is_cancelled() {
+            return Err(self.read.aborted(0));
+        }
+        inner.limiter.acquire(Budget::Write).await;
+        if inner.abort.is_cancelled() {
+            return Err(self.read.aborted(0));
+        }
+        Ok(())
+    }
+
+    /// Sends one PATCH with all five fields, the `n`th of its row, without retrying: the
+    /// caller reads the gateway again before any other attempt. Refuses (without sending)
+    /// a body that lacks a field: live spaces validate PATCH as a full replacement.
+    pub async fn patch_once(
         &self,
         id: &Uuid,
         fields: &GatewayFields,
+        n: u32,
     ) -> Result<Reply<GatewayResource>, ApiError> {
         let missing = fields.missing();
         if !missing.is_empty() {
@@ -557,8 +604,22 @@ impl WriteClient {
         }
         let body = serde_json::to_vec(fields)
             .map_err(|e| ApiError::new(ErrorKind::Rejected, None, "encode", e.to_string()))?;
+        let inner = &self.read.inner;
+        // While the space is failing, one request at a time probes it.
+        let _probe = if inner.breaker.is_open() {
+            Some(inner.breaker.probe().await)
+        } else {
+            None
+        };
+        inner.limiter.send_gate().await;
+        if inner.abort.is_cancelled() {
+            return Err(self.read.aborted(0));
+        }
         let url = self.read.gateway_url(id);
-        let reply = self.read.call(RequestKind::Patch, url, Some(body)).await?;
+        let reply = self
+            .read
+            .send_counted(RequestKind::Patch, url, Some(body), n)
+            .await?;
         // A 2xx was sent back: the write reached the server, whatever the body says.
         let applied = |mut e: ApiError| {
             e.maybe_applied = true;
@@ -569,6 +630,29 @@ impl WriteClient {
             .map_err(|e| applied(e.after(reply.attempts, reply.status)))?;
         Ok(reply)
     }
+
+    /// How long to wait before the row's next attempt after `err`, or `None` to give up
+    /// (the backoff's attempts or the policy's total time are spent). A 429 holds every
+    /// write back for its wait, as a read's 429 does for reads.
+    pub fn wait_before_retry(
+        &self,
+        schedule: &mut WriteSchedule,
+        err: &ApiError,
+    ) -> Option<Duration> {
+        let wait = self.read.inner.retry.next_delay(
+            err.retry_after,
+            schedule.backoff.next(),
+            schedule.started.elapsed(),
+        )?;
+        self.read.before_retry(Budget::Write, err, wait);
+        Some(wait)
+    }
+}
+
+/// One row's write attempts: see [`WriteClient::schedule`].
+pub struct WriteSchedule {
+    backoff: backon::ExponentialBackoff,
+    started: tokio::time::Instant,
 }
 
 /// One page of `GET /api/fabric/resources/sip_gateways`.

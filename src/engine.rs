@@ -598,7 +598,7 @@ async fn reconcile(row: &Row, listed: Option<GatewayFields>, shared: &Shared) ->
     };
 
     let from_listing = listed.is_some();
-    let mut current = match listed {
+    let current = match listed {
         // The list page's answer: no request of this row's own.
         Some(fields) => {
             record.http_status = Some(200);
@@ -613,56 +613,24 @@ async fn reconcile(row: &Row, listed: Option<GatewayFields>, shared: &Shared) ->
             Err(err) => return finish(failed(record, err, &shared.stopper)),
         },
     };
-    let mut desired = merge(&current, &row.desired);
+    let desired = merge(&current, &row.desired);
     record.changed_fields = differing(&current, &desired);
-    // A listed gateway that needs a change is read again before it is written: the write
-    // is always diffed against the gateway as it is now, not as the pages saw it.
-    if from_listing && !record.changed_fields.is_empty() && shared.writer.is_some() {
-        match shared.reader.get_gateway(&row.id).await {
-            Ok(reply) => {
-                record.attempts = reply.attempts;
-                record.http_status = Some(reply.status);
-                current = reply.value.sip_gateway;
-            }
-            Err(err) => return finish(failed(record, err, &shared.stopper)),
-        }
-        desired = merge(&current, &row.desired);
-        record.changed_fields = differing(&current, &desired);
-    }
     record.before = Some(current);
     if record.changed_fields.is_empty() {
-        record.status = Status::Unchanged;
-        record.after = record.before.clone();
-        // Written by an earlier run that crashed before its report line: report the write,
-        // with the journaled before-value, so the report stays a complete undo file.
-        if let Some(before) = shared
-            .recovered
-            .as_ref()
-            .and_then(|r| r.get(&row.id.as_u128()))
-            && let Some(after) = record.after.as_ref()
-            && !differing(before, after).is_empty()
-        {
-            record.status = Status::Updated;
-            record.changed_fields = differing(before, after);
-            record.before = Some(before.clone());
-        }
-        return finish(record);
+        return finish(settled_unchanged(record, row, shared));
     }
     // A saved plan's row: written only if the gateway still looks as the plan saw it (a
-    // gateway already as the plan would leave it was settled above, as unchanged).
+    // gateway already as the plan would leave it was settled above, as unchanged). A
+    // listing may be stale, so an apply leaves that judgement to the fresh read before the
+    // write.
     if let Some(expected) = &row.expected
         && let Some(current) = &record.before
+        && (!from_listing || shared.writer.is_none())
     {
         let moved = differing(expected, current);
         if !moved.is_empty() {
-            record.status = Status::Conflict;
-            record.error_code = "conflict".into();
-            record.error = format!(
-                "not written: the gateway changed since the plan was made ({} differ); \
-                 plan again to review it",
-                moved.to_string().replace(';', ", ")
-            );
-            return finish(record);
+            let current = current.clone();
+            return finish(conflict(record, current, &moved));
         }
     }
     // The canary applies to a plan too, so the plan shown before asking holds only the
@@ -681,19 +649,6 @@ async fn reconcile(row: &Row, listed: Option<GatewayFields>, shared: &Shared) ->
         record.after = Some(desired);
         return finish(record);
     };
-    if let (Some(journal), Some(before)) = (shared.journal.as_ref(), record.before.as_ref())
-        && let Err(e) = journal.record(&row.id, before)
-    {
-        shared.stopper.ledger_failed(format!(
-            "cannot write journal {}: {e}",
-            journal.path().display()
-        ));
-        return finish(
-            shared
-                .stopper
-                .skipped(row.seq, row.line, row.id.hyphenated().to_string()),
-        );
-    }
     // An earlier run's write of this row that may have landed: it did, at least in part,
     // when the gateway no longer looks as it did then. The undo value is then the gateway
     // as it was before any run touched it, and a failure now leaves it possibly written.
@@ -703,110 +658,251 @@ async fn reconcile(row: &Row, listed: Option<GatewayFields>, shared: &Shared) ->
         .and_then(|r| r.get(&row.id.as_u128()))
         .filter(|o| record.before.as_ref() != Some(*o))
         .cloned();
-    if let Some(original) = &original {
-        record.before = Some(original.clone());
-    }
-    let record = write_checked(record, row, shared, writer, desired).await;
-    finish(match original {
-        Some(_) if record.status == Status::Failed && record.error_code != WRITE_UNKNOWN => {
+    let earlier = original.is_some();
+    let record = write_fresh(record, row, shared, writer, original).await;
+    finish(match record.status {
+        Status::Failed if earlier && record.error_code != WRITE_UNKNOWN => {
             possibly_written_earlier(record)
         }
         _ => record,
     })
 }
 
-/// PATCHes a row's gateway, reading it back whenever a PATCH may have landed without an
-/// answer, so no PATCH is ever sent blind a second time. At most `max_attempts` PATCHes,
-/// each after a read that proved the one before did not land. The read-back and the PATCH
-/// sent again count as retries in the summary.
-async fn write_checked(
+/// A row that needs no change. Written by an earlier run that crashed before its report
+/// line (its before-value recovered from the journal or the report): reported as that
+/// write, so the report stays a complete undo file.
+fn settled_unchanged(mut record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
+    record.status = Status::Unchanged;
+    record.changed_fields = Default::default();
+    record.after = record.before.clone();
+    if let Some(before) = shared
+        .recovered
+        .as_ref()
+        .and_then(|r| r.get(&row.id.as_u128()))
+        && let Some(after) = record.after.as_ref()
+        && !differing(before, after).is_empty()
+    {
+        record.status = Status::Updated;
+        record.changed_fields = differing(before, after);
+        record.before = Some(before.clone());
+    }
+    record
+}
+
+/// Not written: the gateway no longer looks as the reviewed plan saw it.
+fn conflict(mut record: RowRecord, now: GatewayFields, moved: &crate::diff::FieldSet) -> RowRecord {
+    record.status = Status::Conflict;
+    record.error_code = "conflict".into();
+    record.error = format!(
+        "not written: the gateway changed since the plan was made ({} differ); plan again \
+         to review it",
+        moved.to_string().replace(';', ", ")
+    );
+    record.before = Some(now);
+    record
+}
+
+/// Writes a row that differs. Every attempt waits for its write slot, then reads the
+/// gateway afresh and builds the PATCH from that read, so an edit someone else made while
+/// the row waited survives (the window left is the read's round trip: the API has no
+/// conditional PATCH). The fresh read also settles an attempt whose answer was lost: as
+/// desired means it landed; otherwise it is sent again. At most the retry policy's
+/// attempts in PATCHes a row ([`WriteClient::max_patches`]), within its total time. Once
+/// a PATCH may have landed, the row's `before` is fixed to the read that preceded it; a
+/// row that then stops is read once more, and unless that read shows the gateway as it
+/// was (nothing landed) or as desired, it is `write_unknown`: it stays in the rollback.
+async fn write_fresh(
     mut record: RowRecord,
     row: &Row,
     shared: &Shared,
     writer: &WriteClient,
-    mut desired: GatewayFields,
+    original: Option<GatewayFields>,
 ) -> RowRecord {
-    let rounds_allowed = writer.max_attempts();
-    let mut rounds = 0;
+    // The undo value once something of ours (or an earlier run's) may have landed.
+    if let Some(original) = &original {
+        record.before = Some(original.clone());
+    }
+    let mut fixed_before = original;
+    let mut unanswered = 0u32;
+    let mut patches = 0u32;
+    let mut journaled = false;
+    let mut schedule = writer.schedule();
     loop {
-        rounds += 1;
-        if rounds > 1 {
+        if let Err(err) = writer.slot().await {
+            return gave_up(record, err, &fixed_before, unanswered, &shared.stopper);
+        }
+        if patches > 0 {
+            // The read of a second attempt is part of its retry.
             shared.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        let err = match writer.update_gateway(&row.id, &desired).await {
-            Ok(reply) => {
-                record.attempts += reply.attempts;
-                record.http_status = Some(reply.status);
-                let answered = reply.value.sip_gateway;
-                let differs = differing(&desired, &answered);
-                if differs.is_empty() {
-                    record.status = Status::Updated;
-                } else {
-                    record.status = Status::Mismatch;
-                    record.error_code = "mismatch".into();
-                    record.error = format!(
-                        "the server's answer differs from what was sent in: {}",
-                        differs.to_string().replace(';', ", ")
-                    );
-                }
-                record.after = Some(answered);
-                return record;
-            }
-            Err(err) if err.maybe_applied => err,
-            Err(err) => return failed(record, err, &shared.stopper),
-        };
-        record.attempts += err.attempts;
-        record.http_status = err.status;
-        tracing::debug!(
-            code = %err.code,
-            "the PATCH may have landed: reading the gateway before anything else"
-        );
-        shared.stats.retries.fetch_add(1, Ordering::Relaxed);
         let now = match shared.reader.get_gateway(&row.id).await {
             Ok(reply) => {
                 record.attempts += reply.attempts;
+                record.http_status = Some(reply.status);
                 reply.value.sip_gateway
             }
-            Err(read_err) => {
-                record.attempts += read_err.attempts;
-                record.status = Status::Failed;
-                record.error_code = WRITE_UNKNOWN.into();
-                record.error = format!(
-                    "the PATCH may have been applied: {} ({}); reading the gateway back \
-                     failed too: {}",
-                    err.message, err.code, read_err.message
-                );
-                return record;
-            }
+            Err(err) => return gave_up(record, err, &fixed_before, unanswered, &shared.stopper),
         };
-        if differing(&desired, &now).is_empty() {
-            // It landed; only the answer was lost.
-            record.status = Status::Updated;
-            record.after = Some(now);
+        let desired = merge(&now, &row.desired);
+        let changes = differing(&now, &desired);
+        let before = fixed_before.clone().unwrap_or_else(|| now.clone());
+        if changes.is_empty() {
+            // As desired: our lost answer's PATCH landed, or someone else got there first.
+            record.after = Some(now.clone());
+            record.changed_fields = differing(&before, &now);
+            record.status = if record.changed_fields.is_empty() {
+                Status::Unchanged
+            } else {
+                Status::Updated
+            };
+            record.before = Some(before);
             return record;
         }
-        if rounds >= rounds_allowed {
-            // The read proves the last PATCH did not land: a plain failure.
-            let mut err = err;
-            err.attempts = 0;
-            return failed(record, err, &shared.stopper);
+        if let Some(expected) = &row.expected {
+            let moved = differing(expected, &now);
+            if !moved.is_empty() && unanswered == 0 && fixed_before.is_none() {
+                return conflict(record, now, &moved);
+            }
+            if !moved.is_empty() {
+                record.before = Some(before);
+                return unknown(
+                    record,
+                    "not written again: an earlier PATCH's answer was lost and the gateway \
+                     now differs from both the plan's before and after"
+                        .into(),
+                );
+            }
         }
-        // A reviewed plan's row that someone else changed meanwhile: not ours to write.
-        if let Some(expected) = &row.expected
-            && !differing(expected, &now).is_empty()
-        {
-            record.status = Status::Conflict;
-            record.error_code = "conflict".into();
-            record.error = "not written again: the PATCH's answer was lost and the gateway now \
-                            differs from both the plan's before and after"
-                .into();
-            record.before = Some(now);
-            return record;
+        record.before = Some(before.clone());
+        record.changed_fields = changes;
+        if !journaled && let Some(journal) = shared.journal.as_ref() {
+            if let Err(e) = journal.record(&row.id, &before) {
+                shared.stopper.ledger_failed(format!(
+                    "cannot write journal {}: {e}",
+                    journal.path().display()
+                ));
+                return shared
+                    .stopper
+                    .skipped(row.seq, row.line, row.id.hyphenated().to_string());
+            }
+            journaled = true;
         }
-        // It did not land: send it again, merged with what is there now.
-        desired = merge(&now, &row.desired);
-        record.changed_fields = differing(&now, &desired);
+        patches += 1;
+        let mut err = match writer.patch_once(&row.id, &desired, patches).await {
+            Ok(reply) => return answered(record, &desired, reply.status, reply.value.sip_gateway),
+            Err(err) => err,
+        };
+        // Counted here, once: the failure paths below add only other requests' attempts.
+        record.attempts += u32::from(err.attempts > 0);
+        err.attempts = 0;
+        record.http_status = err.status;
+        if err.maybe_applied {
+            unanswered += 1;
+            fixed_before = Some(before);
+            tracing::debug!(code = %err.code, "the PATCH may have landed: reading it back next");
+        } else if !err.retryable() {
+            return gave_up(record, err, &fixed_before, unanswered, &shared.stopper);
+        }
+        match writer.wait_before_retry(&mut schedule, &err) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None if unanswered > 0 => return settle(record, row, err, shared).await,
+            None => return gave_up(record, err, &fixed_before, unanswered, &shared.stopper),
+        }
     }
+}
+
+/// The row's time or attempts ran out right after a PATCH whose answer was lost: one
+/// more read says what became of it. As desired: `updated`. Unmoved from `before`: a
+/// plain failure. Anything else: `write_unknown`, in the rollback.
+async fn settle(mut record: RowRecord, row: &Row, err: ApiError, shared: &Shared) -> RowRecord {
+    shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+    let now = match shared.reader.get_gateway(&row.id).await {
+        Ok(reply) => {
+            record.attempts += reply.attempts;
+            reply.value.sip_gateway
+        }
+        Err(read_err) => {
+            record.attempts += read_err.attempts;
+            let message = format!(
+                "the PATCH may have been applied: {} ({}); reading the gateway back failed \
+                 too: {}",
+                err.message, err.code, read_err.message
+            );
+            return unknown(record, message);
+        }
+    };
+    if differing(&now, &merge(&now, &row.desired)).is_empty() {
+        let before = record.before.clone().unwrap_or_else(|| now.clone());
+        record.changed_fields = differing(&before, &now);
+        record.status = Status::Updated;
+        record.after = Some(now);
+        return record;
+    }
+    if record.before.as_ref() == Some(&now) {
+        return failed(record, err, &shared.stopper);
+    }
+    let message = format!(
+        "the PATCH may have been applied in part: {} ({}), and the gateway is now neither \
+         as it was nor as desired",
+        err.message, err.code
+    );
+    unknown(record, message)
+}
+
+/// The server answered the PATCH: `updated` when the answer is what was sent, otherwise
+/// `mismatch`, reported rather than hidden.
+fn answered(
+    mut record: RowRecord,
+    desired: &GatewayFields,
+    status: u16,
+    answer: GatewayFields,
+) -> RowRecord {
+    record.attempts += 1;
+    record.http_status = Some(status);
+    let differs = differing(desired, &answer);
+    if differs.is_empty() {
+        record.status = Status::Updated;
+    } else {
+        record.status = Status::Mismatch;
+        record.error_code = "mismatch".into();
+        record.error = format!(
+            "the server's answer differs from what was sent in: {}",
+            differs.to_string().replace(';', ", ")
+        );
+    }
+    record.after = Some(answer);
+    record
+}
+
+/// A row that stops: a plain failure when nothing of this run may have landed; otherwise
+/// `write_unknown` with the before-value fixed when it might have.
+fn gave_up(
+    mut record: RowRecord,
+    err: ApiError,
+    fixed_before: &Option<GatewayFields>,
+    unanswered: u32,
+    stopper: &Stopper,
+) -> RowRecord {
+    if unanswered == 0 {
+        return failed(record, err, stopper);
+    }
+    record.attempts += err.attempts;
+    record.before = fixed_before.clone().or(record.before);
+    let message = format!(
+        "a PATCH may have been applied (its answer was lost) and the row could not be \
+         settled: {} ({})",
+        err.message, err.code
+    );
+    unknown(record, message)
+}
+
+/// Marks a row whose PATCH may have landed: `failed`, `write_unknown`, its `before` kept
+/// for the rollback and a later `--resume`.
+fn unknown(mut record: RowRecord, message: String) -> RowRecord {
+    record.status = Status::Failed;
+    record.error_code = WRITE_UNKNOWN.into();
+    record.error = message;
+    record
 }
 
 /// Fills a record from a failed request. The attempts of earlier requests are kept.

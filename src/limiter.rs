@@ -35,6 +35,10 @@ impl Budget {
 /// Shared by every worker; see the module docs.
 pub struct Limiter {
     write: Option<DefaultDirectRateLimiter>,
+    /// The same `--rate` ceiling again, taken when a write leaves: a write's slot is
+    /// granted before its fresh read, so the read's round trip (which varies) sits between
+    /// the slot and the send; this second gate keeps the ceiling true at the server.
+    write_gate: Option<DefaultDirectRateLimiter>,
     read: Option<DefaultDirectRateLimiter>,
     /// Until when each budget is held back: [writes, reads]. A 429 holds the budget of
     /// the request it answered (a space out of write budget still serves reads); an
@@ -75,6 +79,7 @@ impl Limiter {
     pub fn new(write_per_second: Option<NonZeroU32>, read_per_second: Option<NonZeroU32>) -> Self {
         Limiter {
             write: write_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
+            write_gate: write_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
             read: read_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
             paused_until: [Mutex::new(None), Mutex::new(None)],
             pace: None,
@@ -123,6 +128,15 @@ impl Limiter {
         };
         if let Some(limiter) = limiter {
             limiter.until_ready().await;
+        }
+    }
+
+    /// Waits until a write whose slot was granted may leave without breaking the `--rate`
+    /// ceiling in any one-second window. The slots are already spaced by the same
+    /// ceiling, so this waits only when read round trips bunched writes together.
+    pub async fn send_gate(&self) {
+        if let Some(gate) = &self.write_gate {
+            gate.until_ready().await;
         }
     }
 

@@ -132,6 +132,6 @@ fn a_missing_gateway_is_not_found_and_a_server_422_is_failed_with_its_message() 
     );
     assert_eq!(report[&4].status, Status::NotFound);
     assert_eq!(report[&4].http_status, Some(404));
-    // 4xx are never retried: one GET and one PATCH for the 422 row.
-    assert_eq!(report[&3].attempts, 2);
+    // 4xx are never retried: one GET, the fresh GET after the write slot, one PATCH.
+    assert_eq!(report[&3].attempts, 3);
 }
