@@ -278,7 +278,10 @@ impl Ledger {
         let mut kept: HashMap<Status, u64> = HashMap::new();
         let mut possibly_written = Vec::new();
         report::for_each_record(&self.report, |r| {
-            if r.error_code == report::WRITE_UNKNOWN
+            // A row this report may have written (`mismatch`: written, but not as asked;
+            // `write_unknown`: an answer lost) keeps the before-value it had then: the
+            // gateway as read now already carries that write.
+            if (r.status == Status::Mismatch || r.error_code == report::WRITE_UNKNOWN)
                 && let (Some(before), Ok(id)) = (&r.before, uuid::Uuid::try_parse(&r.id))
             {
                 possibly_written.push((id.as_u128(), before.clone()));
@@ -779,7 +782,7 @@ mod tests {
         let report = dir.path().join("r.csv");
         let manifest = dir.path().join("m.csv");
         std::fs::write(&manifest, "id\n").unwrap();
-        let ids = crate::sandbox::generated_ids(5, 5);
+        let ids = crate::sandbox::generated_ids(6, 5);
         let before = crate::sandbox::starting_fields(3);
         {
             let mut ledger = Ledger::lock(&report).unwrap();
@@ -792,6 +795,7 @@ mod tests {
                 (Status::Unchanged, ""),
                 (Status::Failed, report::WRITE_UNKNOWN),
                 (Status::Updated, ""),
+                (Status::Mismatch, "mismatch"),
             ];
             for (i, (status, code)) in rows.into_iter().enumerate() {
                 let mut r = RowRecord::bare(
@@ -830,12 +834,15 @@ mod tests {
         assert!(!opened.done.contains(&ids[1].as_u128()));
         assert_eq!(opened.kept.get(&Status::Updated), Some(&2));
         assert_eq!(opened.kept.get(&Status::Unchanged), Some(&1));
-        // Only the write whose answer was lost may have landed: its before is recovered.
-        assert_eq!(
-            opened.recovered.keys().copied().collect::<Vec<_>>(),
-            vec![ids[3].as_u128()]
-        );
+        // The write whose answer was lost may have landed, and the mismatched one did:
+        // their befores are kept for the rows that run again.
+        let mut recovered = opened.recovered.keys().copied().collect::<Vec<_>>();
+        recovered.sort_unstable();
+        let mut want = vec![ids[3].as_u128(), ids[5].as_u128()];
+        want.sort_unstable();
+        assert_eq!(recovered, want);
         assert_eq!(opened.recovered.get(&ids[3].as_u128()), Some(&before));
+        assert_eq!(opened.recovered.get(&ids[5].as_u128()), Some(&before));
         drop(opened);
         let kept = report::read_report(&report).unwrap();
         assert_eq!(

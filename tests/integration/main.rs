@@ -3,6 +3,7 @@
 
 mod apply;
 mod console;
+mod edges;
 mod faults;
 mod hostile;
 mod ledger;

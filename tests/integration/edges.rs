@@ -1,0 +1,258 @@
+//! Lose nothing at the edges: an edit someone else makes while a row waits for its write
+//! slot survives; a resumed row keeps the before-value of its first write; a row that may
+//! have been written stays in the rollback.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use futures_util::FutureExt;
+
+use sipgw_bulk::model::{Codec, GatewayFields};
+use sipgw_bulk::report::Status;
+use sipgw_bulk::sandbox::SandboxConfig;
+
+use crate::peer::{Peer, Seen, forward, json};
+use crate::support::*;
+
+/// A manifest that sets only `uri`: the other four fields are someone else's.
+fn uri_manifest(path: &std::path::Path, ids: &[uuid::Uuid]) {
+    let mut text = String::from("id,uri\n");
+    for (i, id) in ids.iter().enumerate() {
+        text.push_str(&format!("{id},sip:moved{i}.example.com\n"));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// Starts `args`, waits until the sandbox has answered `gets` GETs (every row read once,
+/// the rows now waiting for their write slots), renames every gateway out of band, and
+/// waits for the run to end.
+fn edit_names_while_rows_wait(sb: &Sandbox, ids: &[uuid::Uuid], args: &[&str]) -> i32 {
+    let child = sb.cmd().args(args).spawn_guarded();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sb.state().stats().gets < ids.len() as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for id in ids {
+        let mut fields = sb.state().snapshot()[id].clone();
+        fields.name = format!("renamed-{id}");
+        assert!(sb.state().edit(id, fields));
+    }
+    let out = child.wait_with_output();
+    code(&out)
+}
+
+#[test]
+fn an_edit_made_while_rows_wait_for_their_write_slot_survives_and_a_plan_s_row_is_a_conflict() {
+    // 12 rows at 4 writes a second: the last waits about 3 s for its slot.
+    let ids = ids(12, 120);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    uri_manifest(&sb.path("m.csv"), &ids);
+    let args = [
+        "apply",
+        "m.csv",
+        "--yes",
+        "--rate",
+        "4",
+        "--concurrency",
+        "12",
+        "--read-mode",
+        "get",
+        "--report",
+        "r.csv",
+    ];
+    assert_eq!(edit_names_while_rows_wait(&sb, &ids, &args), 0);
+    let now = sb.state().snapshot();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(now[id].name, format!("renamed-{id}"), "the edit survives");
+        assert_eq!(now[id].uri, format!("sip:moved{i}.example.com"));
+    }
+    // The report's before is the gateway as it was just before its write.
+    let renamed_before = report(&sb.path("r.csv"))
+        .values()
+        .filter(|r| {
+            r.before
+                .as_ref()
+                .is_some_and(|b| b.name.starts_with("renamed-"))
+        })
+        .count();
+    assert!(renamed_before >= 8, "{renamed_before} of 12");
+
+    // A saved plan: the rows that waited find the gateway moved since the review.
+    let ids2 = crate::support::ids(12, 121);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids2);
+    uri_manifest(&sb.path("m.csv"), &ids2);
+    let out = run(sb
+        .cmd()
+        .args(["plan", "m.csv", "--out", "p.plan", "--report", "p.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let gets_after_plan = sb.state().stats().gets;
+    let args = [
+        "apply",
+        "--plan",
+        "p.plan",
+        "--yes",
+        "--rate",
+        "4",
+        "--concurrency",
+        "12",
+        "--read-mode",
+        "get",
+        "--report",
+        "r.csv",
+    ];
+    let child = sb.cmd().args(args).spawn_guarded();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sb.state().stats().gets < gets_after_plan + 12 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for id in &ids2 {
+        let mut fields = sb.state().snapshot()[id].clone();
+        fields.name = format!("renamed-{id}");
+        assert!(sb.state().edit(id, fields));
+    }
+    assert_eq!(code(&child.wait_with_output()), 1);
+    let report = report(&sb.path("r.csv"));
+    let conflicts = report
+        .values()
+        .filter(|r| r.status == Status::Conflict)
+        .count();
+    assert!(conflicts >= 8, "{conflicts} of 12: {report:?}");
+    let now = sb.state().snapshot();
+    for id in &ids2 {
+        assert_eq!(now[id].name, format!("renamed-{id}"), "never reverted");
+    }
+}
+
+#[test]
+fn a_resumed_mismatch_row_keeps_the_before_of_its_first_write_and_rolls_back() {
+    let ids = ids(20, 122);
+    let mismatching: Vec<uuid::Uuid> = ids.iter().step_by(7).copied().collect();
+    let config = SandboxConfig {
+        mismatch_ids: mismatching.clone(),
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    let start = sb.state().snapshot();
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let args = ["apply", "m.csv", "--yes", "--resume", "--report", "r.csv"];
+    for _ in 0..2 {
+        let out = run(sb.cmd().args(args));
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+    }
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report.len(), 20);
+    for r in report.values() {
+        let id: uuid::Uuid = r.id.parse().unwrap();
+        assert_eq!(r.before.as_ref(), Some(&start[&id]), "{r:?}");
+        let want = if mismatching.contains(&id) {
+            Status::Mismatch
+        } else {
+            Status::Updated
+        };
+        assert_eq!(r.status, want);
+    }
+    let out = run(sb.cmd().args(["rollback", "r.csv", "-o", "undo.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(sb
+        .cmd()
+        .args(["apply", "undo.csv", "--yes", "--report", "undo.report.csv"]));
+    assert!([0, 1].contains(&code(&out)), "{}", stderr(&out));
+    let now = sb.state().snapshot();
+    for id in ids.iter().filter(|id| !mismatching.contains(id)) {
+        assert_eq!(now[id], start[id]);
+    }
+    // The normalising server answers the undo of codecs with its own list again, but every
+    // other field is back.
+    for id in &mismatching {
+        assert_eq!(now[id].uri, start[id].uri);
+        assert_eq!(now[id].name, start[id].name);
+    }
+}
+
+/// A proxy in front of the sandbox that lets each PATCH land in part (codecs replaced by
+/// G729) and answers 502: the write may have landed, and the read-back shows neither the
+/// old gateway nor the asked-for one.
+fn half_landing_proxy(upstream: String) -> Peer {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    Peer::start(Arc::new(move |mut seen: Seen| {
+        let client = client.clone();
+        let upstream = upstream.clone();
+        async move {
+            if seen.method != Method::PATCH {
+                return forward(&client, &upstream, seen).await;
+            }
+            let mut body: GatewayFields = serde_json::from_slice(&seen.body).unwrap();
+            body.codecs = vec![Codec::G729];
+            seen.body = serde_json::to_vec(&body).unwrap().into();
+            let _ = forward(&client, &upstream, seen).await;
+            json(StatusCode::BAD_GATEWAY, serde_json::json!({"errors": []}))
+        }
+        .boxed()
+    }))
+}
+
+#[test]
+fn a_row_that_may_have_been_written_stays_in_the_rollback_with_its_before() {
+    let ids = ids(4, 123);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let start = sb.state().snapshot();
+    let proxy = half_landing_proxy(sb.base_url());
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    std::fs::write(sb.path("c.yaml"), "max_attempts: 3\n").unwrap();
+    let through_proxy = |args: &[&str]| {
+        let mut cmd = sb.cmd();
+        cmd.env("SIGNALWIRE_BASE_URL", proxy.base_url()).args(args);
+        run(&mut cmd)
+    };
+    let out = through_proxy(&[
+        "apply", "m.csv", "--yes", "--config", "c.yaml", "--report", "r.csv",
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    for r in report(&sb.path("r.csv")).values() {
+        let id: uuid::Uuid = r.id.parse().unwrap();
+        assert_eq!(
+            (r.status, r.error_code.as_str()),
+            (Status::Failed, "write_unknown")
+        );
+        assert_eq!(r.before.as_ref(), Some(&start[&id]), "{r:?}");
+        // Bounded: the policy's three attempts, no more.
+        assert_eq!(sb.state().patch_count(&id), 3);
+    }
+    let out = run(sb.cmd().args(["rollback", "r.csv"]));
+    assert_eq!(
+        stdout(&out).lines().count(),
+        5,
+        "every row: {}",
+        stdout(&out)
+    );
+
+    // A saved plan's row whose first attempt may have landed is not a conflict: it keeps
+    // the plan's before and stays in the rollback.
+    let ids = crate::support::ids(3, 124);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let start = sb.state().snapshot();
+    let proxy = half_landing_proxy(sb.base_url());
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let mut cmd = sb.cmd();
+    cmd.env("SIGNALWIRE_BASE_URL", proxy.base_url())
+        .args(["plan", "m.csv", "--out", "p.plan", "--report", "p.csv"]);
+    let out = run(&mut cmd);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut cmd = sb.cmd();
+    cmd.env("SIGNALWIRE_BASE_URL", proxy.base_url())
+        .args(["apply", "--plan", "p.plan", "--yes", "--report", "r.csv"]);
+    let out = run(&mut cmd);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    for r in report(&sb.path("r.csv")).values() {
+        let id: uuid::Uuid = r.id.parse().unwrap();
+        assert_eq!(
+            (r.status, r.error_code.as_str()),
+            (Status::Failed, "write_unknown"),
+            "{r:?}"
+        );
+        assert_eq!(r.before.as_ref(), Some(&start[&id]), "{r:?}");
+        assert_eq!(sb.state().patch_count(&id), 1, "not written again");
+    }
+}
