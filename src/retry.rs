@@ -54,9 +54,11 @@ impl RetryPolicy {
     /// The server's `Retry-After` when it gave one, else the backoff's own delay; never
     /// shorter than `min_delay` (a past date or `0.000001` must not turn into a burst of
     /// retries) and never longer than `retry_after_cap`. `spent` is how long this request
-    /// has already taken: when the wait would carry it past `max_total`, give up, so one
-    /// request takes `max_total` at most whatever the server asks for. `None` (backoff
-    /// exhausted) stays `None`.
+    /// has already taken. The backoff's own wait must fit within `max_total`; a wait the
+    /// server asked for is honoured (up to the cap) whenever the request is still within
+    /// `max_total`, so a `Retry-After` at or beyond the cap is always followed by one more
+    /// attempt, and one request takes `max_total + retry_after_cap` at most. `None`
+    /// (backoff exhausted) stays `None`.
     pub fn next_delay(
         &self,
         retry_after: Option<Duration>,
@@ -68,7 +70,9 @@ impl RetryPolicy {
             .unwrap_or(base)
             .max(self.min_delay)
             .min(self.retry_after_cap.max(self.min_delay));
-        (spent + wait <= self.max_total).then_some(wait)
+        let fits = spent + wait <= self.max_total;
+        let asked = retry_after.is_some() && spent < self.max_total;
+        (fits || asked).then_some(wait)
     }
 }
 
@@ -94,6 +98,41 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_after_beyond_the_cap_waits_the_cap_then_tries_again() {
+        let policy = RetryPolicy::default();
+        let step = Some(Duration::from_millis(200));
+        let huge = Some(Duration::from_secs(999_999));
+        // The cap equals the total budget by default: the wait still happens.
+        let early = Duration::from_millis(3);
+        assert_eq!(
+            policy.next_delay(huge, step, early),
+            Some(policy.retry_after_cap)
+        );
+        // Any Retry-After within the budget is honoured, even when it runs past it.
+        let late = Duration::from_secs(59);
+        let asked = Some(Duration::from_secs(30));
+        assert_eq!(
+            policy.next_delay(asked, step, late),
+            Some(Duration::from_secs(30))
+        );
+        // Past the budget, nothing more; the backoff's own wait must fit.
+        assert_eq!(policy.next_delay(huge, step, policy.max_total), None);
+        assert_eq!(
+            policy.next_delay(None, Some(Duration::from_secs(2)), late),
+            None
+        );
+        assert_eq!(
+            policy.next_delay(None, Some(Duration::from_secs(1)), late),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            policy.next_delay(huge, None, early),
+            None,
+            "backoff exhausted"
+        );
+    }
 
     #[test]
     fn only_transient_statuses_are_retried() {
@@ -193,18 +232,16 @@ mod tests {
     }
 
     #[test]
-    fn a_request_never_waits_past_its_total_budget() {
+    fn a_request_never_starts_a_wait_past_its_total_budget() {
         let p = RetryPolicy::default();
         let ra = Some(p.retry_after_cap);
         let d = Some(Duration::from_millis(250));
         assert_eq!(p.next_delay(ra, d, Duration::ZERO), ra);
-        assert_eq!(p.next_delay(ra, d, Duration::from_millis(1)), None);
+        assert_eq!(p.next_delay(ra, d, Duration::from_millis(1)), ra);
+        assert_eq!(p.next_delay(ra, d, p.max_total), None);
         let left = p.max_total - Duration::from_secs(2);
-        assert_eq!(
-            p.next_delay(Some(Duration::from_secs(2)), d, left),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(p.next_delay(Some(Duration::from_secs(3)), d, left), None);
+        assert_eq!(p.next_delay(None, d, left), d);
+        assert_eq!(p.next_delay(None, Some(Duration::from_secs(3)), left), None);
         // Adding up every wait of a request that always hears the cap: one wait at most.
         let mut spent = Duration::ZERO;
         let mut waits = 0;
