@@ -242,7 +242,7 @@ pub async fn run(
                         .into(),
                 ));
             }
-            let header = saved_plan::read_header(path)?;
+            let header = saved_plan::verify(path)?;
             (Manifest::open(path, Some(Format::Plan))?, Some(header))
         }
     };
@@ -329,6 +329,8 @@ pub async fn run(
                 let _ = std::fs::remove_file(&saved);
                 return Ok(Finished::Declined { preview: outcome });
             }
+            // Whatever sat at the prompt with the file: apply it only as it was shown.
+            saved_plan::verify(&saved)?;
             let reviewed = Manifest::open(&saved, Some(Format::Plan))?;
             (scan, manifest) = self::scan(&reviewed, None, lists).await?;
         }
@@ -654,5 +656,7 @@ fn plan_header_for(options: &RunOptions, manifest: &Manifest, scan: &Scan) -> Pl
         manifest_sha256: scan.sha256.clone(),
         shard: options.shard.map(|s| s.to_string()),
         changes: 0,
+        rows: 0,
+        rows_sha256: String::new(),
     }
 }

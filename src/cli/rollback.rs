@@ -79,7 +79,8 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
 
 /// A saved plan or a manifest given where a report goes: say what to pass instead.
 fn refuse_what_is_not_an_apply_report(path: &std::path::Path) -> Result<(), Failure> {
-    if crate::saved_plan::read_header(path).is_ok() {
+    use crate::saved_plan::{PlanError, read_header};
+    if matches!(read_header(path), Ok(_) | Err(PlanError::Version { .. })) {
         return Err(usage(format!(
             "{} is a saved plan, not a report: rollback takes the report an apply wrote \
              (--report), after `apply --plan` ran",

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-pub use check::{DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker, id_hash};
+pub use check::{
+    DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker, check_defaults, id_hash,
+};
 pub use write::ManifestWriter;
 
 use crate::model::Desired;
@@ -151,7 +153,7 @@ pub struct FirstPass {
 
 /// The manifest's fingerprint as written in a report's lock note and a saved plan: the
 /// SHA-256 of its bytes, lowercase hex.
-fn hex(digest: &[u8]) -> String {
+pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -256,3 +256,38 @@ fn a_row_that_may_have_been_written_stays_in_the_rollback_with_its_before() {
         assert_eq!(sb.state().patch_count(&id), 1, "not written again");
     }
 }
+
+#[test]
+fn a_plan_cut_short_or_edited_is_refused_with_nothing_sent() {
+    let ids = ids(30, 125);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb
+        .cmd()
+        .args(["plan", "m.csv", "--out", "p.plan", "--report", "p.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = std::fs::read_to_string(sb.path("p.plan")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut: String = lines[..12].iter().map(|l| format!("{l}\n")).collect();
+    let edited = text.replacen("sip:pbx3.example.com", "sip:evil.example.com", 1);
+    let bell = text.replacen("pbx-3", "pbx-\\u0007", 1);
+    for (name, plan) in [("cut", cut), ("edited", edited), ("bell", bell)] {
+        std::fs::write(sb.path("p.plan"), &plan).unwrap();
+        let before = sb.state().stats().requests;
+        let out = run(sb.cmd().args([
+            "apply",
+            "--plan",
+            "p.plan",
+            "--yes",
+            "--report",
+            &format!("{name}.csv"),
+        ]));
+        assert_eq!(code(&out), 64, "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("plan again"),
+            "{name}: {}",
+            stderr(&out)
+        );
+        assert_eq!(sb.state().stats().requests, before, "{name}: nothing sent");
+    }
+}
