@@ -166,6 +166,8 @@ struct Inner {
     /// The space as a person knows it, for messages: `https://acme.signalwire.com`.
     space: String,
     rate_headers_logged: AtomicBool,
+    /// Finds the credential in what the server sends back.
+    redactor: crate::secret::Redactor,
 }
 
 /// Reads gateways. Cheap to clone; clones share the connection pool, limiter and counters.
@@ -232,6 +234,7 @@ impl ReadClient {
                 ),
                 space,
                 rate_headers_logged: AtomicBool::new(false),
+                redactor: config.credentials.redactor(),
             }),
         })
     }
@@ -500,6 +503,20 @@ impl ReadClient {
                 err
             })?;
         if status.is_success() {
+            if inner.redactor.found_in(&bytes) {
+                // Believed, it would reach the report and the terminal; altered, a full-body
+                // PATCH would write the alteration back.
+                return Err(ApiError {
+                    attempts: attempt,
+                    maybe_applied: write,
+                    ..ApiError::new(
+                        ErrorKind::BadResponse,
+                        Some(status.as_u16()),
+                        "credential_in_answer",
+                        "the server's answer quotes the credential: not believed".into(),
+                    )
+                });
+            }
             return Ok(Reply {
                 value: bytes_body::Body(bytes),
                 status: status.as_u16(),
@@ -515,7 +532,9 @@ impl ReadClient {
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => ErrorKind::Server,
             _ => ErrorKind::Rejected,
         };
-        let (code, message) = parse_error_body(status, &bytes);
+        // Error bodies are shown: the credential is cut out of them first (a server may
+        // quote the request back, header and all).
+        let (code, message) = parse_error_body(status, &inner.redactor.redact(&bytes));
         Err(ApiError {
             attempts: attempt,
             // A 5xx may come from a proxy after the server applied the write.
@@ -537,7 +556,13 @@ impl ReadClient {
                 let n = name.as_str();
                 n.starts_with("x-") && (n.contains("rate") || n.contains("limit"))
             })
-            .map(|(name, value)| format!("{}={}", name, value.to_str().unwrap_or("?")))
+            .map(|(name, value)| {
+                let value = self
+                    .inner
+                    .redactor
+                    .redact_text(value.to_str().unwrap_or("?"));
+                format!("{}={}", name, crate::inert::text(&value, 100))
+            })
             .collect();
         if !seen.is_empty() && !self.inner.rate_headers_logged.swap(true, Ordering::Relaxed) {
             tracing::debug!(headers = %seen.join(" "), "rate-limit headers from the platform");

@@ -1,6 +1,12 @@
 //! Credentials as a type that cannot leak: `Debug` and `Display` print `(redacted)`, so a
 //! settings struct can be logged whole. The token is only read when the auth header is built.
+//!
+//! A server (or a proxy) may quote the request back, `Authorization` header and all. The
+//! [`Redactor`] knows every form in which the token leaves this process and finds them in
+//! what comes back, so nothing the server says can carry the credential into a log, a
+//! report or a terminal. It lives here because this is the only module that sees the token.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A secret string (the API token).
@@ -51,6 +57,91 @@ impl Credentials {
     }
 }
 
+/// What stands in for the credential in a server's text.
+pub const REDACTED: &str = "(redacted)";
+
+/// Finds the token in what the server sends back, in each encoding the tool sends it in.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    /// Longest first, so a form that holds another is replaced whole.
+    needles: Vec<Vec<u8>>,
+}
+
+impl Credentials {
+    /// The forms of the token to look for: as is, percent-encoded, and the Basic auth
+    /// header's base64 of `project:token` (standard and URL-safe alphabets, with or without
+    /// padding, and with `/` escaped as JSON may write it).
+    pub fn redactor(&self) -> Redactor {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        let token = self.token.expose();
+        let pair = format!("{}:{}", self.project_id, token);
+        let standard = STANDARD_NO_PAD.encode(&pair);
+        let mut needles = vec![
+            token.to_owned(),
+            percent_encode(token),
+            standard.replace('/', "\\/"),
+            URL_SAFE_NO_PAD.encode(&pair),
+            standard,
+        ];
+        // A token of a few characters would match everywhere; real ones are long.
+        needles.retain(|n| n.len() >= 8);
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        needles.dedup();
+        Redactor {
+            needles: needles.into_iter().map(String::into_bytes).collect(),
+        }
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Redactor {
+    /// Whether `bytes` hold the credential in any form.
+    pub fn found_in(&self, bytes: &[u8]) -> bool {
+        self.needles
+            .iter()
+            .any(|n| memchr::memmem::find(bytes, n).is_some())
+    }
+
+    /// `bytes` with every form of the credential replaced by [`REDACTED`].
+    pub fn redact<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        if !self.found_in(bytes) {
+            return Cow::Borrowed(bytes);
+        }
+        let mut out = bytes.to_vec();
+        for needle in &self.needles {
+            let mut next = Vec::with_capacity(out.len());
+            let mut rest = &out[..];
+            while let Some(at) = memchr::memmem::find(rest, needle) {
+                next.extend_from_slice(&rest[..at]);
+                next.extend_from_slice(REDACTED.as_bytes());
+                rest = &rest[at + needle.len()..];
+            }
+            next.extend_from_slice(rest);
+            out = next;
+        }
+        Cow::Owned(out)
+    }
+
+    /// [`Redactor::redact`] for text.
+    pub fn redact_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.redact(text.as_bytes()) {
+            Cow::Borrowed(_) => Cow::Borrowed(text),
+            Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +155,47 @@ mod tests {
         assert!(!format!("{c:?}").contains("very-secret"));
         assert_eq!(format!("{}", c.token), "(redacted)");
         assert!(c.basic_auth_header().is_sensitive());
+    }
+
+    #[test]
+    fn every_form_of_the_token_the_tool_sends_is_found_and_replaced() {
+        let c = Credentials {
+            project_id: "p-1234".into(),
+            token: Secret::new("PT?secret/token+value"),
+        };
+        let r = c.redactor();
+        let header = c.basic_auth_header();
+        let header = header.to_str().unwrap();
+        let b64 = header.trim_start_matches("Basic ");
+        let quoted = [
+            format!("echo: {header}"),
+            format!("{{\"authorization\":\"{}\"}}", b64.replace('/', "\\/")),
+            "token=PT%3Fsecret%2Ftoken%2Bvalue".to_owned(),
+            "raw PT?secret/token+value twice PT?secret/token+value".to_owned(),
+            {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE.encode("p-1234:PT?secret/token+value")
+            },
+        ];
+        for text in &quoted {
+            assert!(r.found_in(text.as_bytes()), "{text}");
+            let clean = r.redact_text(text);
+            assert!(!r.found_in(clean.as_bytes()), "{clean}");
+            assert!(!clean.contains("secret/token"), "{clean}");
+            assert!(clean.contains(REDACTED), "{clean}");
+        }
+        assert_eq!(
+            r.redact_text("raw PT?secret/token+value."),
+            "raw (redacted)."
+        );
+        let plain = "nothing to see";
+        assert!(matches!(r.redact_text(plain), Cow::Borrowed(_)));
+        assert!(!r.found_in(plain.as_bytes()));
+        // A token too short to search for safely is not searched for.
+        let tiny = Credentials {
+            project_id: String::new(),
+            token: Secret::new("ab"),
+        };
+        assert!(!tiny.redactor().found_in(b"abab"));
     }
 }

@@ -550,3 +550,62 @@ fn a_token_file_others_can_read_gets_a_warning_and_its_token_never_shows() {
         assert!(!all.contains(&sb.state().config().api_token));
     }
 }
+
+#[test]
+fn a_server_that_quotes_the_request_back_never_gets_the_credential_into_any_output() {
+    // Every error quotes the Authorization header (base64 and JSON-escaped), the token,
+    // and a GET's answer names the gateway after the token.
+    let peer = Peer::start(handler(move |seen| {
+        let auth = seen.authorization.clone().unwrap_or_default();
+        if seen.method == Method::GET && seen.uri.contains("aaaaaaaa") {
+            let mut f = sandbox::starting_fields(1);
+            f.name = TOKEN.into();
+            let id = seen.uri.rsplit('/').next().unwrap_or_default().to_owned();
+            return json(StatusCode::OK, gateway_json(&id, &f));
+        }
+        let quoted = format!("{auth} {TOKEN}").replace('/', "\\/");
+        let status = if seen.method == Method::GET {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        json(
+            status,
+            serde_json::json!({"errors": [{"code": "echo", "message": quoted}]}),
+        )
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = manifest(dir.path(), 3, 126);
+    ids.push("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa".parse().unwrap());
+    write_csv(&dir.path().join("m.csv"), &ids, &[]);
+    let out = run(cmd_at(&peer.base_url(), dir.path()).args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "-v",
+        "--report",
+        "r.csv",
+        "--summary-json",
+        "s.json",
+    ]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let r = dir.path().join("r.csv");
+    assert_inert(&out, &[&r, &dir.path().join("s.json")]);
+    let text = format!(
+        "{}{}{}",
+        stdout(&out),
+        stderr(&out),
+        std::fs::read_to_string(&r).unwrap()
+    );
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(format!("p-hostile:{TOKEN}"));
+    assert!(!text.contains(&b64), "{text}");
+    assert!(text.contains("(redacted)"), "{text}");
+    let report = report(&r);
+    let quoting = report
+        .values()
+        .find(|r| r.id.starts_with("aaaaaaaa"))
+        .unwrap();
+    assert_eq!(quoting.error_code, "credential_in_answer", "{quoting:?}");
+    assert!(quoting.before.is_none());
+}
