@@ -99,7 +99,7 @@ pub struct ConfigError(pub String);
 impl FileConfig {
     /// Reads a config file; unknown keys and bad values are errors with their line.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::bounded::read_small_file(path, crate::bounded::MAX_CONFIG_FILE)
             .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
         if text.trim().is_empty() {
             return Ok(FileConfig::default());
@@ -217,7 +217,7 @@ pub fn space_url(space: &str) -> Result<Url, ConfigError> {
         ConfigError(format!(
             "space {} is not a SignalWire space name (like `acme`, `acme.signalwire.com` or \
              https://acme.signalwire.com); for any other host pass --base-url",
-            crate::inert::text(&format!("{space:?}"), 80)
+            crate::inert::text(&format!("{:?}", without_userinfo(space)), 80)
         ))
     };
     let s = space.strip_prefix("https://").unwrap_or(space);
@@ -247,10 +247,23 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// A URL or space name as it may be shown in a message: whatever comes before an `@` (a
+/// user name and password, or a token) is hidden.
+fn without_userinfo(text: &str) -> String {
+    match text.rfind('@') {
+        Some(at) => {
+            let scheme = text.find("://").map_or(0, |i| i + 3).min(at);
+            format!("{}(hidden)@{}", &text[..scheme], &text[at + 1..])
+        }
+        None => text.to_owned(),
+    }
+}
+
 /// An explicit base URL: https, or plain http to a loopback host (the sandbox).
 pub fn parse_base_url(text: &str) -> Result<Url, ConfigError> {
+    let shown = crate::inert::text(&without_userinfo(text), 200);
     let url = Url::parse(text.trim())
-        .map_err(|e| ConfigError(format!("base URL `{text}` is not a URL: {e}")))?;
+        .map_err(|e| ConfigError(format!("base URL `{shown}` is not a URL: {e}")))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ConfigError(
             "the base URL must not carry credentials; use SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN"
@@ -261,10 +274,10 @@ pub fn parse_base_url(text: &str) -> Result<Url, ConfigError> {
         "https" => Ok(url),
         "http" if is_loopback(&url) => Ok(url),
         "http" => Err(ConfigError(format!(
-            "base URL `{text}` is plain http: only https is allowed, except to a loopback host"
+            "base URL `{shown}` is plain http: only https is allowed, except to a loopback host"
         ))),
         other => Err(ConfigError(format!(
-            "base URL `{text}` has scheme `{other}`: use https"
+            "base URL `{shown}` has scheme `{other}`: use https"
         ))),
     }
 }
@@ -299,12 +312,16 @@ pub fn credentials(
         None => match &file.api_token_file {
             Some(path) => {
                 warn_if_others_can_read(path);
-                std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!(
-                        "cannot read api_token_file {}: {e}",
-                        crate::inert::text(&path.display().to_string(), 200)
-                    ))
-                })?
+                // The value is never echoed: a token put where its path belongs would show.
+                crate::bounded::read_small_file(path, crate::bounded::MAX_TOKEN_FILE).map_err(
+                    |e| {
+                        ConfigError(format!(
+                            "cannot read the file that api_token_file names (value hidden: it \
+                             may be the token itself; api_token_file names a file that holds \
+                             the token): {e}"
+                        ))
+                    },
+                )?
             }
             None => {
                 return Err(ConfigError(
@@ -476,6 +493,57 @@ mod tests {
         std::fs::write(&path, "api_token: PTsecret123\n").unwrap();
         let err = FileConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("api_token_file"), "{err}");
+    }
+
+    #[test]
+    fn a_token_where_a_path_or_a_space_belongs_is_never_echoed() {
+        // The token given as api_token_file's value: the file does not exist.
+        let file = FileConfig {
+            project_id: Some("p".into()),
+            api_token_file: Some(PathBuf::from("PTsecret123")),
+            ..FileConfig::default()
+        };
+        let err = credentials(&file, |_| None).unwrap_err().to_string();
+        assert!(!err.contains("PTsecret123"), "{err}");
+        assert!(err.contains("api_token_file"), "{err}");
+        for text in [
+            "https://p:PTsecret123@acme.signalwire.com",
+            "p:PTsecret123@acme",
+            "https://PTsecret123@evil.example.com/",
+        ] {
+            let err = space_url(text).unwrap_err().to_string();
+            assert!(!err.contains("PTsecret123"), "{err}");
+            assert!(err.contains("(hidden)@"), "{err}");
+        }
+        for text in [
+            "ftp://p:PTsecret123@acme.example.com",
+            "http://p:PTsecret123@example.com",
+            "https://p:PTsecret123@example.com",
+            "not a url PTsecret123@",
+        ] {
+            let err = parse_base_url(text).unwrap_err().to_string();
+            assert!(!err.contains("PTsecret123"), "{text}: {err}");
+        }
+        assert_eq!(
+            without_userinfo("https://acme.signalwire.com"),
+            "https://acme.signalwire.com"
+        );
+        assert_eq!(without_userinfo("a:b@c@host"), "(hidden)@host");
+    }
+
+    #[test]
+    fn a_config_or_token_file_that_never_ends_is_refused_at_its_cap() {
+        let err = FileConfig::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than"), "{err}");
+        let file = FileConfig {
+            project_id: Some("p".into()),
+            api_token_file: Some(PathBuf::from("/dev/zero")),
+            ..FileConfig::default()
+        };
+        let err = credentials(&file, |_| None).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
     }
 }
 

@@ -42,11 +42,14 @@
 //! - [`export`]: paging through every gateway, links checked.
 //! - [`snapshot`]: `--read-mode list`: the space read in pages, kept for the rows the run
 //!   needs (a temporary file, 16 bytes of memory a row); rows it lacks are read by GET.
-//! - [`secret`]: credentials that print as `(redacted)`.
+//! - [`secret`]: credentials that print as `(redacted)`, and the [`secret::Redactor`] that
+//!   cuts them out of anything the server sends back.
+//! - [`bounded`]: config, token and manifest inputs read against a stated cap.
 //! - [`sandbox`]: the simulated space (axum).
 //! - [`cli`]: clap definitions and exit codes; `main.rs` only calls [`cli::main`].
 
 pub mod adaptive;
+pub mod bounded;
 pub mod breaker;
 pub mod cli;
 pub mod client;

@@ -14,7 +14,10 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
+    /// Holds `value`; from now on the process leaves no core dump (see
+    /// [`forbid_core_dumps`]).
     pub fn new(value: impl Into<String>) -> Secret {
+        forbid_core_dumps();
         Secret(value.into())
     }
 
@@ -54,6 +57,26 @@ impl Credentials {
             .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Basic"));
         value.set_sensitive(true);
         value
+    }
+}
+
+/// Marks the process not dumpable (Linux): a crash leaves no core file holding the token,
+/// and no other process of the same user can attach to read it. Once is enough: the mark
+/// lasts as long as the process.
+pub fn forbid_core_dumps() {
+    #[cfg(target_os = "linux")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of
+            // ours; the unused arguments are zero as the man page asks.
+            let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+            if done != 0 {
+                tracing::warn!(
+                    "could not mark the process not dumpable: a core dump could hold the token"
+                );
+            }
+        });
     }
 }
 
@@ -155,6 +178,15 @@ mod tests {
         assert!(!format!("{c:?}").contains("very-secret"));
         assert_eq!(format!("{}", c.token), "(redacted)");
         assert!(c.basic_auth_header().is_sensitive());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn holding_a_secret_makes_the_process_not_dumpable() {
+        let _s = Secret::new("PT-x");
+        // SAFETY: PR_GET_DUMPABLE reads a flag and takes no pointer.
+        let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+        assert_eq!(dumpable, 0);
     }
 
     #[test]

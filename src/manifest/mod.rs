@@ -284,7 +284,18 @@ impl Manifest {
                 .prefix("sipgw-bulk-stdin-")
                 .tempfile()
                 .map_err(io)?;
-            std::io::copy(&mut std::io::stdin().lock(), &mut spool).map_err(io)?;
+            let cap = crate::bounded::MAX_STDIN_MANIFEST;
+            let copied = std::io::copy(
+                &mut Read::take(std::io::stdin().lock(), cap + 1),
+                &mut spool,
+            )
+            .map_err(io)?;
+            if copied > cap {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("stdin holds more than {cap} bytes, the most read from a pipe"),
+                )));
+            }
             let spool = spool.into_temp_path();
             return Ok(Manifest {
                 path: spool.to_path_buf(),
@@ -296,6 +307,13 @@ impl Manifest {
             });
         }
         let pinned = Pinned::open(path).map_err(io)?;
+        if !pinned.file.metadata().map_err(io)?.is_file() {
+            // A device, a directory or a pipe: not re-readable, maybe endless.
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it is not a regular file (to read from a pipe, pass `-` with --format)",
+            )));
+        }
         Ok(Manifest {
             path: path.to_owned(),
             source: path.to_owned(),
@@ -386,7 +404,10 @@ impl Manifest {
         let (stats, read) = read_rows(
             format,
             Path::new("(memory)"),
-            bytes,
+            std::io::BufReader::new(crate::bounded::LineCap::new(
+                bytes,
+                crate::bounded::MAX_MANIFEST_LINE,
+            )),
             DuplicateCheck::All,
             sink,
         );
@@ -405,7 +426,8 @@ impl Manifest {
         input: impl Read,
         sink: impl FnMut(CheckedRow) -> ControlFlow<()>,
     ) -> Result<ReadStats, ManifestError> {
-        let reader = std::io::BufReader::with_capacity(64 * 1024, input);
+        let capped = crate::bounded::LineCap::new(input, crate::bounded::MAX_MANIFEST_LINE);
+        let reader = std::io::BufReader::with_capacity(64 * 1024, capped);
         let (stats, read) = read_rows(
             self.format,
             &self.path,

@@ -291,3 +291,31 @@ fn a_plan_cut_short_or_edited_is_refused_with_nothing_sent() {
         assert_eq!(sb.state().stats().requests, before, "{name}: nothing sent");
     }
 }
+
+#[test]
+fn an_endless_or_device_input_is_refused_at_a_stated_cap() {
+    let ids = ids(2, 127);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    // A device named as the manifest: refused before a byte is read into a row.
+    let out = run(sb.cmd().args(["validate", "/dev/zero", "--format", "csv"]));
+    assert_eq!(code(&out), 65, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    // A regular file with a line far longer than any row: refused while reading.
+    let mut text = format!("id,name\n{},x\n{},", ids[0], ids[1]);
+    text.push_str(&"n".repeat(400 * 1024));
+    std::fs::write(sb.path("long.csv"), text).unwrap();
+    let out = run(sb.cmd().args(["plan", "long.csv", "--report", "r.csv"]));
+    assert_eq!(code(&out), 65, "{}", stderr(&out));
+    assert!(stderr(&out).contains("longer than"), "{}", stderr(&out));
+    assert_eq!(sb.state().stats().requests, 0, "nothing sent");
+    // An endless config: refused at its cap.
+    let out = run(sb
+        .cmd()
+        .args(["validate", "long.csv", "--config", "/dev/zero"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(stderr(&out).contains("larger than"), "{}", stderr(&out));
+}
