@@ -44,6 +44,7 @@
 //!   needs (a temporary file, 16 bytes of memory a row); rows it lacks are read by GET.
 //! - [`secret`]: credentials that print as `(redacted)`, and the [`secret::Redactor`] that
 //!   cuts them out of anything the server sends back.
+//! - [`output`]: files written whole or not at all, and never over an input.
 //! - [`bounded`]: config, token and manifest inputs read against a stated cap.
 //! - [`sandbox`]: the simulated space (axum).
 //! - [`cli`]: clap definitions and exit codes; `main.rs` only calls [`cli::main`].
@@ -64,6 +65,7 @@ pub mod ledger;
 pub mod limiter;
 pub mod manifest;
 pub mod model;
+pub mod output;
 pub mod plan_view;
 pub mod progress;
 pub mod report;

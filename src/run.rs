@@ -103,6 +103,11 @@ pub struct RunOptions {
     pub read_mode: ReadMode,
     /// How far listing the space may go (`list` and `auto` read modes).
     pub paging: PagingLimits,
+    /// Other files the caller writes for this run (the CLI's `--summary-json`) and reads
+    /// (`--config`), with the flag that named each: no output may name an input or another
+    /// output.
+    pub also_writes: Vec<(&'static str, PathBuf)>,
+    pub also_reads: Vec<(&'static str, PathBuf)>,
 }
 
 impl RunOptions {
@@ -127,6 +132,8 @@ impl RunOptions {
             read_rate: NonZeroU32::new(crate::config::defaults::READ_RATE),
             read_mode: ReadMode::default(),
             paging: PagingLimits::default(),
+            also_writes: Vec::new(),
+            also_reads: Vec::new(),
         }
     }
 }
@@ -250,6 +257,8 @@ pub async fn run(
         .report
         .clone()
         .unwrap_or_else(|| default_report_path(manifest.source(), options.report_format, mode));
+
+    refuse_clashing_paths(&options, &report_path)?;
 
     let wait = options.lock_timeout;
     let lock_at = report_path.clone();
@@ -627,6 +636,27 @@ pub fn default_report_path(manifest: &Path, format: ReportFormat, mode: Mode) ->
         Mode::Plan => "plan",
     };
     PathBuf::from(format!("{stem}.{kind}.{ext}"))
+}
+
+/// Refuses a run whose outputs (the report and its side files, a saved plan, the caller's
+/// own) name one of its inputs (the manifest or plan, the caller's) or each other.
+fn refuse_clashing_paths(options: &RunOptions, report: &Path) -> Result<(), RunError> {
+    let journal = ledger::journal_path(report);
+    let reviewed = reviewed_plan_path(report);
+    let mut outputs: Vec<(&str, &Path)> = vec![("--report", report), ("the journal", &journal)];
+    if options.mode == Mode::Apply && matches!(options.source, Source::Manifest { .. }) {
+        outputs.push(("the reviewed plan", &reviewed));
+    }
+    if let Some(plan) = &options.save_plan {
+        outputs.push(("--out", plan));
+    }
+    outputs.extend(options.also_writes.iter().map(|(f, p)| (*f, p.as_path())));
+    let mut inputs: Vec<(&str, &Path)> = match &options.source {
+        Source::Manifest { path, .. } => vec![("the manifest", path)],
+        Source::Plan(path) => vec![("--plan", path)],
+    };
+    inputs.extend(options.also_reads.iter().map(|(f, p)| (*f, p.as_path())));
+    crate::output::refuse_clash(&outputs, &inputs).map_err(RunError::Usage)
 }
 
 /// The plan an interactive apply shows and then applies: `REPORT.plan`.

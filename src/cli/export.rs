@@ -1,14 +1,22 @@
 //! `export`: every gateway's current state as a manifest that `apply` accepts as is.
 
-use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Exit, ExitContext, ExportArgs, Failure};
+use super::{Context, Exit, ExitContext, ExportArgs, Failure, usage};
 use crate::client::{ReadClient, RequestStats};
 use crate::limiter::Limiter;
 use crate::manifest::{Format, ManifestWriter};
+use crate::output::{Destination, refuse_clash};
+
+/// The output as named in messages.
+pub(super) fn shown(output: &Option<PathBuf>) -> String {
+    output
+        .as_deref()
+        .map_or_else(|| "stdout".into(), |p| p.display().to_string())
+}
 
 pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
     let format = args
@@ -16,14 +24,15 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
         .or_else(|| args.output.as_deref().and_then(Format::from_path))
         .unwrap_or(Format::Csv);
     let client = read_client(ctx)?;
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))
-                .exit_with(Exit::Usage)?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    if let Some(path) = &args.output {
+        let config = ctx.global.config.as_deref().map(|c| ("--config", c));
+        refuse_clash(&[("-o", path)], config.as_slice()).map_err(usage)?;
+    }
+    // A file named by -o takes its place only when the export is complete: a refused
+    // credential or a dropped connection leaves yesterday's export whole.
+    let out = Destination::open(args.output.as_deref())
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", shown(&args.output)))
+        .exit_with(Exit::Usage)?;
     let mut writer = ManifestWriter::new(out, format).exit_with(Exit::Usage)?;
     let page_size = args.page_size.clamp(1, 1000);
     let paging = ctx.settings.paging;
@@ -46,7 +55,11 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
             error: e.into(),
         }
     })?;
-    writer.finish().exit_with(Exit::Usage)?;
+    writer
+        .finish()
+        .and_then(Destination::commit)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", shown(&args.output)))
+        .exit_with(Exit::Usage)?;
     tracing::info!(gateways = stats.gateways, pages = stats.pages, "exported");
     Ok(Exit::Ok)
 }

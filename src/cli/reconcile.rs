@@ -64,6 +64,17 @@ pub async fn run(
     options.read_rate = ctx.settings.read_rate;
     options.read_mode = job.read_mode;
     options.paging = ctx.settings.paging;
+    options.also_writes = job
+        .summary_json
+        .iter()
+        .map(|p| ("--summary-json", p.clone()))
+        .collect();
+    options.also_reads = ctx
+        .global
+        .config
+        .iter()
+        .map(|p| ("--config", p.clone()))
+        .collect();
 
     // The review on a terminal: the plan's diff (cut at SHOWN_BEFORE_ASKING rows), its
     // summary, then the question.
@@ -563,7 +574,12 @@ fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json::Value {
 fn write_summary_json(path: &Path, o: &Outcome, report: &Path, rate: u32) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let summary = summary_json(o, report, rate);
-    std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
+    let text = serde_json::to_string_pretty(&summary)? + "\n";
+    crate::output::AtomicFile::create(path)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            f.commit()
+        })
         .with_context(|| format!("cannot write summary {}", path.display()))
 }
 

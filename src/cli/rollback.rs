@@ -6,10 +6,12 @@
 //! plan or a plan's report is refused with what to pass instead, and nothing is written,
 //! not even a header), then to write the manifest.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 
+use super::export::shown;
 use super::{Exit, ExitContext, Failure, RollbackArgs, usage};
 use crate::manifest::{Format, ManifestWriter};
+use crate::output::Destination;
 use crate::report::{self, ReadRecord, Status};
 
 /// A row whose gateway this run may have changed: its `before` undoes it.
@@ -40,14 +42,12 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
         .format
         .or_else(|| args.output.as_deref().and_then(Format::from_path))
         .unwrap_or(Format::Csv);
-    let out: Box<dyn Write> = match &args.output {
-        Some(out) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(out)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))
-                .exit_with(Exit::Usage)?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    if let Some(out) = &args.output {
+        crate::output::refuse_clash(&[("-o", out)], &[("the report", path)]).map_err(usage)?;
+    }
+    let out = Destination::open(args.output.as_deref())
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", shown(&args.output)))
+        .exit_with(Exit::Usage)?;
     let mut writer = ManifestWriter::new(out, format).exit_with(Exit::Usage)?;
     let mut without_before = 0u64;
     report::for_each_record(path, |r| {
@@ -66,7 +66,11 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
         }
     })
     .exit_with(Exit::Usage)?;
-    writer.finish().exit_with(Exit::Usage)?;
+    writer
+        .finish()
+        .and_then(Destination::commit)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", shown(&args.output)))
+        .exit_with(Exit::Usage)?;
     if without_before > 0 {
         tracing::warn!(
             rows = without_before,

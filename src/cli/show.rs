@@ -41,6 +41,9 @@ pub async fn run(ctx: &super::Context, args: &ShowArgs) -> Result<Exit, Failure>
     writer
         .write(&id.hyphenated().to_string(), &gateway.sip_gateway)
         .exit_with(Exit::Usage)?;
-    writer.finish().exit_with(Exit::Usage)?;
+    writer
+        .finish()
+        .and_then(|mut out| out.flush())
+        .exit_with(Exit::Usage)?;
     Ok(Exit::Ok)
 }

