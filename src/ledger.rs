@@ -271,6 +271,9 @@ impl Ledger {
         };
         let format = report::detect_format(&self.report).map_err(io_err(&self.report))?;
         let tmp = self.report.with_extension("rewrite.tmp");
+        // A copy a crash left (or anything planted there) goes; the new one is made with
+        // O_EXCL, so nothing at that path is ever followed or written through.
+        remove_if_there(&tmp).map_err(io_err(&tmp))?;
         // Whatever fails below (a full disk), the half-written copy does not stay behind.
         let _cleanup = RemoveOnDrop(&tmp);
         let mut writer = ReportWriter::create(&tmp, format).map_err(io_err(&tmp))?;
@@ -326,23 +329,22 @@ impl Ledger {
     /// glued onto the fragment.
     fn journal(&self, fresh: bool) -> Result<Journal, LedgerError> {
         let path = journal_path(&self.report);
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| {
-                if fresh {
-                    f.set_len(0)?;
-                } else if ends_torn(&mut f)? {
-                    f.write_all(b"\n")?;
-                }
-                Ok(f)
-            })
-            .map_err(|source| LedgerError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let file = open_side(
+            &path,
+            OpenOptions::new().create(true).read(true).append(true),
+        )
+        .and_then(|mut f| {
+            if fresh {
+                f.set_len(0)?;
+            } else if ends_torn(&mut f)? {
+                f.write_all(b"\n")?;
+            }
+            Ok(f)
+        })
+        .map_err(|source| LedgerError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Ok(Journal {
             path,
             file: Arc::new(Mutex::new(file)),
@@ -352,8 +354,10 @@ impl Ledger {
     /// Journaled before-values of rows the report does not hold as finished.
     fn recovered(&self, done: &IdSet) -> Result<HashMap<u128, GatewayFields>, LedgerError> {
         let path = journal_path(&self.report);
-        let Ok(file) = File::open(&path) else {
-            return Ok(HashMap::new());
+        let file = match open_side(&path, OpenOptions::new().read(true)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(source) => return Err(LedgerError::Io { path, source }),
         };
         let mut out = HashMap::new();
         for line in io::BufReader::new(file).lines() {
@@ -428,9 +432,10 @@ pub fn settle_journal(report: &Path, unsettled: &[u128]) -> io::Result<()> {
     let keep: std::collections::HashSet<u128> = unsettled.iter().copied().collect();
     let tmp = path.with_extension("journal.tmp");
     let _cleanup = RemoveOnDrop(&tmp);
-    let mut out = io::BufWriter::new(File::create(&tmp)?);
+    let mut out = io::BufWriter::new(create_side(&tmp)?);
     let mut kept = std::collections::HashSet::new();
-    for line in io::BufReader::new(File::open(&path)?).lines() {
+    let journal = open_side(&path, OpenOptions::new().read(true))?;
+    for line in io::BufReader::new(journal).lines() {
         let line = line?;
         if let Ok(entry) = serde_json::from_str::<JournalLine>(&line)
             && let Ok(id) = uuid::Uuid::try_parse(&entry.id)
@@ -557,12 +562,57 @@ fn run_lock_dir() -> Option<PathBuf> {
 
 /// A lock file, made if missing, never truncated (it may hold another run's note).
 fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+    open_side(
+        path,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )
+}
+
+/// Opens one of the files this tool keeps beside a report (journal, lock, temporary
+/// copies) or in its state directory, never through a symbolic link planted at its path
+/// (`O_NOFOLLOW`), and only when it is a regular file: a link to another file must not
+/// get that file truncated or written.
+fn open_side(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW);
+    let file = options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symbolic link: the files beside a report are never followed",
+                    path.display()
+                ),
+            );
+        }
+        e
+    })?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+/// A new side file: whatever was at `path` is removed (a link itself, never its target),
+/// then the file is made with `O_EXCL`.
+fn create_side(path: &Path) -> io::Result<File> {
+    remove_if_there(path)?;
+    open_side(path, OpenOptions::new().write(true).create_new(true))
+}
+
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// `REPORT` + `suffix`: the files that sit beside a report.
@@ -766,6 +816,46 @@ mod tests {
             .filter(|n| n.contains("tmp"))
             .collect();
         assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn a_symlink_planted_beside_the_report_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id\n").unwrap();
+        // At the lock's path: the lock is refused, the victim untouched.
+        let report = dir.path().join("r.csv");
+        std::os::unix::fs::symlink(&victim, lock_path(&report)).unwrap();
+        let Err(err) = Ledger::lock(&report) else {
+            panic!("a symlinked lock was followed");
+        };
+        assert!(format!("{:#}", anyhow::Error::new(err)).contains("symbolic link"));
+        // At the journal's path: the run is refused before anything is written there.
+        let report = dir.path().join("s.csv");
+        std::os::unix::fs::symlink(&victim, journal_path(&report)).unwrap();
+        let mut ledger = Ledger::lock(&report).unwrap();
+        assert!(
+            ledger
+                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .is_err()
+        );
+        // A directory where the journal goes is not a journal either.
+        let report = dir.path().join("t.csv");
+        std::fs::create_dir(journal_path(&report)).unwrap();
+        let mut ledger = Ledger::lock(&report).unwrap();
+        assert!(
+            ledger
+                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .is_err()
+        );
+        // A planted temporary file is removed, not written through.
+        let tmp = dir.path().join("u.csv.journal.tmp");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        std::fs::write(dir.path().join("u.csv.journal"), "").unwrap();
+        settle_journal(&dir.path().join("u.csv"), &[1]).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     }
 
     #[test]

@@ -209,13 +209,140 @@ pub struct ReportWriter {
     path: PathBuf,
     csv: Option<csv::Writer<Box<dyn Write + Send>>>,
     jsonl: Option<BufWriter<Box<dyn Write + Send>>>,
+    held: Option<Held>,
+}
+
+/// The report's file as this run holds it. The report is the undo file: one deleted,
+/// replaced or truncated by something else while the job runs is noticed at the next
+/// flush, and what the open file still holds is copied beside it before the job stops.
+struct Held {
+    file: File,
+    /// The length the file must have at least: its length when opened, plus every byte
+    /// this run wrote (the writes append, so nothing else can shrink it but a truncation).
+    expected: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Counts the bytes that reach the file.
+struct Counting {
+    file: File,
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Held {
+    /// Wraps `file` (opened for appending) so its writes are counted.
+    fn watch(file: File) -> io::Result<(Held, Counting)> {
+        let expected =
+            std::sync::Arc::new(std::sync::atomic::AtomicU64::new(file.metadata()?.len()));
+        let held = Held {
+            file: file.try_clone()?,
+            expected: std::sync::Arc::clone(&expected),
+        };
+        Ok((
+            held,
+            Counting {
+                file,
+                written: expected,
+            },
+        ))
+    }
+
+    /// Fails, after copying what the open file holds beside `path`, when `path` no longer
+    /// names this file or the file is shorter than this run made it.
+    fn check(&self, path: &Path) -> io::Result<()> {
+        let ours = self.file.metadata()?;
+        let expected = self.expected.load(std::sync::atomic::Ordering::Relaxed);
+        let what = if !std::fs::metadata(path).is_ok_and(|m| same_inode(&m, &ours)) {
+            "deleted or replaced"
+        } else if ours.len() < expected {
+            "truncated"
+        } else {
+            return Ok(());
+        };
+        let saved = match self.rescue(path) {
+            Ok(at) => format!(
+                "what this run's open file still held is saved in {}",
+                at.display()
+            ),
+            Err(e) => format!("its open file could not be saved anywhere: {e}"),
+        };
+        Err(io::Error::other(format!(
+            "the report was {what} by something else during the run; {saved}"
+        )))
+    }
+
+    /// Copies the open file to a new file beside `path`, else in the working directory,
+    /// else in the temporary directory: the first that can be made.
+    fn rescue(&self, path: &Path) -> io::Result<PathBuf> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let rescued = format!("{name}.rescued-{}", std::process::id());
+        let candidates = [
+            path.with_file_name(&rescued),
+            PathBuf::from(&rescued),
+            std::env::temp_dir().join(&rescued),
+        ];
+        let mut last = io::Error::other("nowhere to write");
+        for at in candidates {
+            let copied = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&at)
+                .and_then(|mut out| {
+                    let mut from = &self.file;
+                    io::Seek::seek(&mut from, io::SeekFrom::Start(0))?;
+                    io::copy(&mut from, &mut out)?;
+                    out.sync_all()
+                });
+            match copied {
+                Ok(()) => return Ok(at),
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::AlreadyExists {
+                        let _ = std::fs::remove_file(&at);
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(unix)]
+fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.len() == b.len()
 }
 
 impl ReportWriter {
-    /// Creates (truncates) the report at `path` and writes the CSV header.
+    /// Creates the report at `path` (it must not exist yet) and writes the CSV header.
+    /// Every write appends.
     pub fn create(path: &Path, format: ReportFormat) -> io::Result<ReportWriter> {
-        let file = File::create(path)?;
-        Self::from_writer(path, Box::new(file), format)
+        // Read too: a report damaged under the run is copied out of this open file.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(path)?;
+        let (held, counting) = Held::watch(file)?;
+        let mut writer = Self::from_writer(path, Box::new(counting), format)?;
+        writer.held = Some(held);
+        Ok(writer)
     }
 
     /// The file this writer writes, for messages.
@@ -225,7 +352,12 @@ impl ReportWriter {
 
     /// Opens an existing report to add lines after the ones it has (no second header).
     pub fn append(path: &Path, format: ReportFormat) -> io::Result<ReportWriter> {
-        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)?;
+        let (held, counting) = Held::watch(file)?;
+        let out: Box<dyn Write + Send> = Box::new(counting);
         let path = path.to_owned();
         Ok(match format {
             ReportFormat::Csv => ReportWriter {
@@ -233,14 +365,16 @@ impl ReportWriter {
                 csv: Some(
                     csv::WriterBuilder::new()
                         .has_headers(false)
-                        .from_writer(Box::new(file) as Box<dyn Write + Send>),
+                        .from_writer(out),
                 ),
                 jsonl: None,
+                held: Some(held),
             },
             ReportFormat::Jsonl => ReportWriter {
                 path,
                 csv: None,
-                jsonl: Some(BufWriter::new(Box::new(file))),
+                jsonl: Some(BufWriter::new(out)),
+                held: Some(held),
             },
         })
     }
@@ -262,6 +396,7 @@ impl ReportWriter {
             path: PathBuf::new(),
             csv: None,
             jsonl: None,
+            held: None,
         }
     }
 
@@ -281,11 +416,13 @@ impl ReportWriter {
                         .from_writer(file),
                 ),
                 jsonl: None,
+                held: None,
             },
             ReportFormat::Jsonl => ReportWriter {
                 path,
                 csv: None,
                 jsonl: Some(BufWriter::new(file)),
+                held: None,
             },
         };
         if let Some(csv) = writer.csv.as_mut() {
@@ -336,6 +473,8 @@ impl ReportWriter {
     }
 
     /// Hands everything written so far to the OS: a crash after this loses none of it.
+    /// Fails when the report was deleted, replaced or truncated by something else (a copy
+    /// of what this run holds is left beside it, and the error names it).
     pub fn flush(&mut self) -> io::Result<()> {
         if let Some(csv) = self.csv.as_mut() {
             csv.flush()?;
@@ -343,7 +482,10 @@ impl ReportWriter {
         if let Some(out) = self.jsonl.as_mut() {
             out.flush()?;
         }
-        Ok(())
+        match &self.held {
+            Some(held) => held.check(&self.path),
+            None => Ok(()),
+        }
     }
 }
 
@@ -675,6 +817,59 @@ mod tests {
                 &body[..body.len().min(8)]
             );
         }
+    }
+
+    #[test]
+    fn a_report_deleted_replaced_or_truncated_under_the_run_is_noticed_and_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let rescued = dir
+            .path()
+            .join(format!("r.csv.rescued-{}", std::process::id()));
+        let what = |damage: &dyn Fn(&Path)| {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&rescued);
+            let mut w = ReportWriter::create(&path, ReportFormat::Csv).unwrap();
+            w.write(&record()).unwrap();
+            w.flush().unwrap();
+            damage(&path);
+            w.write(&record()).unwrap();
+            let err = w.flush().unwrap_err().to_string();
+            assert!(err.contains(&rescued.display().to_string()), "{err}");
+            let saved = std::fs::read_to_string(&rescued).unwrap();
+            (err, saved)
+        };
+        let (err, saved) = what(&|p| std::fs::remove_file(p).unwrap());
+        assert!(err.contains("deleted or replaced"), "{err}");
+        assert_eq!(saved.lines().count(), 3, "header and both rows: {saved}");
+        let (err, _) = what(&|p| {
+            let other = p.with_extension("other");
+            std::fs::write(&other, "x").unwrap();
+            std::fs::rename(&other, p).unwrap();
+        });
+        assert!(err.contains("deleted or replaced"), "{err}");
+        let (err, saved) = what(&|p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(10)
+                .unwrap()
+        });
+        assert!(err.contains("truncated"), "{err}");
+        // Appending: the row written after the cut follows it, with no hole of NULs.
+        assert!(!saved.contains('\0'), "{saved:?}");
+        // An untouched report flushes, appended to or not.
+        let _ = std::fs::remove_file(&path);
+        let mut w = ReportWriter::create(&path, ReportFormat::Csv).unwrap();
+        w.write(&record()).unwrap();
+        w.flush().unwrap();
+        w.close().unwrap();
+        let mut w = ReportWriter::append(&path, ReportFormat::Csv).unwrap();
+        w.write(&record()).unwrap();
+        w.flush().unwrap();
+        // A report that exists already is never created over.
+        assert!(ReportWriter::create(&path, ReportFormat::Csv).is_err());
     }
 
     #[test]

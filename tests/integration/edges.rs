@@ -422,3 +422,59 @@ fn no_output_clobbers_an_input_and_a_failed_export_keeps_yesterday_s_file() {
         6
     );
 }
+
+#[test]
+fn a_report_deleted_under_a_running_job_stops_it_with_exit_3_and_a_copy_is_left() {
+    let ids = ids(40, 129);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    std::fs::create_dir(sb.path("out")).unwrap();
+    let child = sb
+        .cmd()
+        .args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--rate",
+            "10",
+            "--report",
+            "out/r.csv",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn_guarded();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sb.state().stats().patches_applied < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_dir_all(sb.path("out")).unwrap();
+    let out = child.wait_with_output();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(
+        err.contains("out/r.csv") && err.contains("deleted or replaced"),
+        "{err}"
+    );
+    // The directory is gone: the copy is in the working directory, and says so.
+    let rescued: Vec<_> = std::fs::read_dir(sb.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("r.csv.rescued-")
+        })
+        .collect();
+    assert_eq!(rescued.len(), 1, "{err}");
+    let name = rescued[0].file_name().to_string_lossy().into_owned();
+    assert!(err.contains(&name), "{err}");
+    let copy = report(&rescued[0].path());
+    let written = sb.state().stats().patches_applied;
+    assert!(copy.len() >= 5, "{copy:?}");
+    assert!(
+        copy.values()
+            .filter(|r| r.status == Status::Updated)
+            .count() as u64
+            <= written,
+        "{copy:?}"
+    );
+}
