@@ -1,12 +1,18 @@
 //! The report as a ledger: one run at a time, tied to one manifest, resumable.
 //!
-//! Beside `REPORT` sits `REPORT.lock`: an advisory lock (released by the OS if the process
-//! dies) that keeps a second run off the same report, holding the fingerprint (SHA-256) of
-//! the manifest the report was made from. `--resume` checks that fingerprint, keeps the
-//! rows an earlier run finished (`updated`, `unchanged`), and lets every other row run
-//! again, so the finished report holds exactly one line per manifest row. `REPORT.journal`
-//! is a write-ahead journal of before-values, so a row whose report line a crash lost
-//! after its PATCH still comes back as `updated` with its true `before`.
+//! Beside `REPORT` sit:
+//! - `REPORT.lock`: an advisory lock (released by the OS if the process dies) that keeps a
+//!   second run off the same report. It exists only while a run holds it.
+//! - `REPORT.run.json`: what the run was made from (space, project, shard, the manifest
+//!   and its SHA-256). `--resume` continues that run and nothing else: it keeps the rows
+//!   the run finished (`updated`, `unchanged`) and lets every other row run again, so the
+//!   finished report holds exactly one line per manifest row.
+//! - `REPORT.journal`: a write-ahead journal of before-values, so a row whose report line
+//!   a crash lost after its PATCH still comes back as `updated` with its true `before`.
+//!
+//! None of them is ever followed through a symbolic link. A [`RunLock`] in this user's
+//! state directory keeps two runs that would write the same gateways of one project apart,
+//! whatever their reports, spellings of the space, or environments.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -41,12 +47,35 @@ pub enum LedgerError {
     },
     /// Another run on this machine applies the same manifest to the same space: exit 5.
     #[error(
-        "another run on this machine is applying this manifest to {space} (its report: \
-         {other}); nothing was done. Wait for it, or resume that report"
+        "another run on this machine is writing these gateways of project {project} (its \
+         report: {other}); nothing was done. Wait for it, or resume that report"
     )]
-    SameRun { space: String, other: String },
-    #[error("cannot resume from report {0}: its lock file holds no manifest fingerprint")]
+    SameRun { project: String, other: String },
+    #[error(
+        "cannot resume from report {0}: it has no run file (REPORT.run.json) saying what it \
+         was made from; start a new report"
+    )]
     NoFingerprint(PathBuf),
+    #[error(
+        "report {report} was made against {was}, but this run points at {now}: --resume \
+         continues a run in the space it started in; start a new report for another space"
+    )]
+    OtherSpace {
+        report: PathBuf,
+        was: String,
+        now: String,
+    },
+    #[error(
+        "report {report} was made for shard {was}, but this run is for shard {now}: \
+         --resume continues the same shard; start a new report for another"
+    )]
+    OtherShard {
+        report: PathBuf,
+        was: String,
+        now: String,
+    },
+    #[error("the lock directory {dir} cannot be used: {why}")]
+    StateDir { dir: PathBuf, why: String },
     #[error("report {path}")]
     Io {
         path: PathBuf,
@@ -57,28 +86,105 @@ pub enum LedgerError {
     Read(#[from] report::ReadError),
 }
 
-/// What the lock file records.
-#[derive(Debug, Serialize, Deserialize)]
-struct LockNote {
-    manifest_sha256: String,
-    manifest: String,
-    pid: u32,
+/// What a report's run file (`REPORT.run.json`) records: what the run was made from.
+/// `--resume` refuses a run that differs in any of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunNote {
+    /// The run file's format version ([`RUN_NOTE_VERSION`]).
+    pub sipgw_bulk_run: u32,
+    /// The space's base URL, as `https://acme.signalwire.com` (no trailing slash).
+    pub space: String,
+    pub project_id: String,
+    /// `K/N`, or none for the whole manifest.
+    pub shard: Option<String>,
+    /// The manifest (or saved plan) as the user named it.
+    pub manifest: String,
+    pub manifest_sha256: String,
 }
 
-/// A report this process holds the lock on.
+/// The run file's format version.
+pub const RUN_NOTE_VERSION: u32 = 1;
+
+impl RunNote {
+    pub fn new(
+        space: &str,
+        project_id: &str,
+        shard: Option<crate::shard::Shard>,
+        manifest: &Path,
+        manifest_sha256: &str,
+    ) -> RunNote {
+        RunNote {
+            sipgw_bulk_run: RUN_NOTE_VERSION,
+            space: normalized_space(space),
+            project_id: project_id.to_owned(),
+            shard: shard.map(|s| s.to_string()),
+            manifest: manifest.display().to_string(),
+            manifest_sha256: manifest_sha256.to_owned(),
+        }
+    }
+
+    /// Why a run described by `now` does not continue this one, if it does not. An
+    /// empty space or project (a report made before run files) matches any.
+    fn refuses(&self, now: &RunNote, report: &Path) -> Option<LedgerError> {
+        if self.manifest_sha256 != now.manifest_sha256 {
+            return Some(LedgerError::ManifestChanged {
+                report: report.to_owned(),
+                was: short(&self.manifest_sha256),
+                now: short(&now.manifest_sha256),
+            });
+        }
+        let known = |s: &str| !s.is_empty();
+        if (known(&self.space) && self.space != now.space)
+            || (known(&self.project_id) && self.project_id != now.project_id)
+        {
+            return Some(LedgerError::OtherSpace {
+                report: report.to_owned(),
+                was: format!("{} (project {})", self.space, self.project_id),
+                now: format!("{} (project {})", now.space, now.project_id),
+            });
+        }
+        if known(&self.space) && self.shard != now.shard {
+            let shown = |s: &Option<String>| s.clone().unwrap_or_else(|| "(none)".into());
+            return Some(LedgerError::OtherShard {
+                report: report.to_owned(),
+                was: shown(&self.shard),
+                now: shown(&now.shard),
+            });
+        }
+        None
+    }
+}
+
+/// A space's base URL, compared and recorded one way: lower case, no trailing slash.
+fn normalized_space(space: &str) -> String {
+    space.trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// What the lock file of a report made by an earlier version held: the manifest's
+/// fingerprint, read once so such a report still resumes.
+#[derive(Debug, Deserialize)]
+struct LegacyLockNote {
+    manifest_sha256: String,
+    manifest: String,
+}
+
+/// A report this process holds the lock on. The lock file goes when the ledger is
+/// dropped.
 pub struct Ledger {
     report: PathBuf,
-    lock: File,
-    /// This run made the lock file: a run refused before it wrote a report leaves none.
-    created: bool,
-    /// Removed when the ledger is dropped (a plan's report is never resumed).
-    drop_lock: bool,
+    lock: Option<File>,
 }
 
 impl Drop for Ledger {
     fn drop(&mut self) {
-        if self.drop_lock || (self.created && !self.report.exists()) {
-            let _ = std::fs::remove_file(lock_path(&self.report));
+        // A report made before run files keeps its lock file (this version's are empty):
+        // it holds the fingerprint until a resume moves it to a run file.
+        let Some(lock) = self.lock.take() else { return };
+        let legacy = lock.metadata().is_ok_and(|m| m.len() > 0)
+            && self.report.exists()
+            && !run_path(&self.report).exists();
+        if !legacy {
+            release(&lock_path(&self.report), lock);
         }
     }
 }
@@ -180,73 +286,62 @@ impl Ledger {
             });
         }
         let lock_path = lock_path(report);
-        let io_err = |source| LedgerError::Io {
-            path: lock_path.clone(),
-            source,
-        };
-        let created = !lock_path.exists();
-        let lock = open_lock_file(&lock_path).map_err(io_err)?;
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(TryLockError::WouldBlock) => {
-                    return Err(LedgerError::Locked(report.to_owned()));
-                }
-                Err(TryLockError::Error(e)) => return Err(io_err(e)),
-            }
+        match lock_file_at(&lock_path, wait) {
+            Ok(Some(lock)) => Ok(Ledger {
+                report: report.to_owned(),
+                lock: Some(lock),
+            }),
+            Ok(None) => Err(LedgerError::Locked(report.to_owned())),
+            Err(source) => Err(LedgerError::Io {
+                path: lock_path,
+                source,
+            }),
         }
-        Ok(Ledger {
-            report: report.to_owned(),
-            lock,
-            created,
-            drop_lock: false,
-        })
-    }
-
-    /// The lock file goes when this run ends: for a plan, whose report is never resumed
-    /// (an apply's lock file keeps the manifest's fingerprint for `--resume`).
-    pub fn remove_lock_when_done(&mut self) {
-        self.drop_lock = true;
     }
 
     /// Checks, without touching anything, that `open` will accept this run: no report yet,
-    /// or `resume` with the manifest the report was made from.
-    pub fn preflight(&mut self, manifest_sha256: &str, resume: bool) -> Result<(), LedgerError> {
+    /// or `resume` of the run the report was made from (same manifest, space, project and
+    /// shard).
+    pub fn preflight(&mut self, run: &RunNote, resume: bool) -> Result<(), LedgerError> {
         if !self.report.exists() {
             return Ok(());
         }
         if !resume {
             return Err(LedgerError::Exists(self.report.clone()));
         }
-        let note = self.read_note()?;
-        if note.manifest_sha256 != manifest_sha256 {
-            return Err(LedgerError::ManifestChanged {
-                report: self.report.clone(),
-                was: short(&note.manifest_sha256),
-                now: short(manifest_sha256),
-            });
+        match self.read_note()?.refuses(run, &self.report) {
+            Some(refused) => Err(refused),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Opens the report for this run: a new one, or (with `resume`) the earlier run's,
     /// checked against the manifest's fingerprint and cleared of rows that must run again.
+    /// `run` is `None` for a plan's report, which is never resumed (no run file).
     pub fn open(
         &mut self,
-        manifest: &Path,
-        manifest_sha256: &str,
+        run: Option<&RunNote>,
         format: ReportFormat,
         resume: bool,
     ) -> Result<Opened, LedgerError> {
-        self.preflight(manifest_sha256, resume)?;
-        if self.report.exists() {
-            return self.reopen();
+        if let Some(run) = run {
+            self.preflight(run, resume)?;
+        } else if self.report.exists() {
+            return Err(LedgerError::Exists(self.report.clone()));
         }
-        self.write_note(manifest, manifest_sha256)?;
+        if self.report.exists() {
+            let opened = self.reopen()?;
+            // A report made before run files: its fingerprint moves to one now.
+            if let Some(run) = run
+                && !run_path(&self.report).exists()
+            {
+                self.write_note(run)?;
+            }
+            return Ok(opened);
+        }
+        if let Some(run) = run {
+            self.write_note(run)?;
+        }
         let writer =
             ReportWriter::create(&self.report, format).map_err(|source| LedgerError::Io {
                 path: self.report.clone(),
@@ -385,35 +480,54 @@ impl Ledger {
         Ok(out)
     }
 
-    fn read_note(&mut self) -> Result<LockNote, LedgerError> {
+    /// The run file, or for a report made before run files, the fingerprint its lock file
+    /// kept (space, project and shard unknown: any matches).
+    fn read_note(&mut self) -> Result<RunNote, LedgerError> {
+        let path = run_path(&self.report);
+        let io_err = |path: PathBuf| move |source| LedgerError::Io { path, source };
+        match open_side(&path, OpenOptions::new().read(true)) {
+            Ok(file) => {
+                let mut text = String::new();
+                io::Read::take(file, 64 * 1024)
+                    .read_to_string(&mut text)
+                    .map_err(io_err(path.clone()))?;
+                return serde_json::from_str(&text)
+                    .map_err(|_| LedgerError::NoFingerprint(self.report.clone()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(path)(e)),
+        }
         let mut text = String::new();
-        self.lock
-            .rewind()
-            .and_then(|()| self.lock.read_to_string(&mut text))
-            .map_err(|source| LedgerError::Io {
-                path: lock_path(&self.report),
-                source,
-            })?;
-        serde_json::from_str(&text).map_err(|_| LedgerError::NoFingerprint(self.report.clone()))
+        if let Some(lock) = self.lock.as_mut() {
+            lock.rewind()
+                .and_then(|()| io::Read::take(&*lock, 64 * 1024).read_to_string(&mut text))
+                .map_err(io_err(lock_path(&self.report)))?;
+        }
+        let legacy: LegacyLockNote = serde_json::from_str(&text)
+            .map_err(|_| LedgerError::NoFingerprint(self.report.clone()))?;
+        Ok(RunNote {
+            sipgw_bulk_run: 0,
+            space: String::new(),
+            project_id: String::new(),
+            shard: None,
+            manifest: legacy.manifest,
+            manifest_sha256: legacy.manifest_sha256,
+        })
     }
 
-    fn write_note(&mut self, manifest: &Path, sha: &str) -> Result<(), LedgerError> {
-        let note = LockNote {
-            manifest_sha256: sha.to_owned(),
-            manifest: manifest.display().to_string(),
-            pid: std::process::id(),
-        };
-        let text = serde_json::to_string(&note).unwrap_or_default();
-        self.lock
-            .set_len(0)
-            .and_then(|()| self.lock.rewind())
-            .and_then(|()| self.lock.write_all(text.as_bytes()))
-            .and_then(|()| self.lock.write_all(b"\n"))
-            .and_then(|()| self.lock.sync_all())
-            .map_err(|source| LedgerError::Io {
-                path: lock_path(&self.report),
-                source,
+    /// Writes the run file, whole or not at all (a temporary file, then a rename).
+    fn write_note(&mut self, run: &RunNote) -> Result<(), LedgerError> {
+        let path = run_path(&self.report);
+        let tmp = beside(&self.report, ".run.json.tmp");
+        let _cleanup = RemoveOnDrop(&tmp);
+        let text = serde_json::to_string_pretty(run).unwrap_or_default() + "\n";
+        create_side(&tmp)
+            .and_then(|mut f| {
+                f.write_all(text.as_bytes())?;
+                f.sync_all()
             })
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| LedgerError::Io { path, source })
     }
 }
 
@@ -473,91 +587,218 @@ impl Drop for RemoveOnDrop<'_> {
     }
 }
 
-/// A lock for "this manifest, applied to this space", whatever the report: two runs that
-/// would write the same gateways at once (each taking the other's writes for `unchanged`,
-/// so neither report could undo the run) are refused. It lives in a directory only this
-/// user can write (`$XDG_RUNTIME_DIR/sipgw-bulk`, else `TMPDIR/sipgw-bulk-$USER`), under a
-/// name hashed from the space, the manifest's fingerprint and the shard. It protects one
-/// machine; runs on different machines are kept apart by `--shard` or by their operators.
+/// A lock for "these gateways of this project", whatever the report: two runs that would
+/// write the same gateways at once (each taking the other's writes for `unchanged`, so
+/// neither report could undo the run) are refused. The key is what is written to, not how
+/// it is spelled: the project id and an order-independent digest of the ids the run may
+/// write (after `--shard`), so another spelling of the space, the manifest's rows in
+/// another order or format, or `--shard 0/1` against none, all find the same lock. It
+/// lives in this user's state directory ([`state_dir`]), the same for cron and a login
+/// shell, and goes when the run ends. It protects one machine; runs on different machines
+/// are kept apart by `--shard` or by their operators.
 pub struct RunLock {
-    _file: File,
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            release(&self.path, file);
+        }
+    }
 }
 
 impl RunLock {
-    /// Takes the lock, or says which report holds it. `None` when the lock directory is
-    /// unusable (not ours, open to others): the run goes on with a warning.
+    /// Takes the lock, or says which report holds it.
     pub fn acquire(
-        space: &str,
-        manifest_sha256: &str,
-        shard: Option<crate::shard::Shard>,
+        project_id: &str,
+        ids_digest: &str,
         report: &Path,
-    ) -> Result<Option<RunLock>, LedgerError> {
+    ) -> Result<RunLock, LedgerError> {
         use sha2::Digest;
-        let Some(dir) = run_lock_dir() else {
-            return Ok(None);
-        };
-        let shard = shard.map(|s| s.to_string()).unwrap_or_default();
-        let key = sha2::Sha256::digest(format!("{space}\n{manifest_sha256}\n{shard}"));
+        let dir = state_dir()?;
+        let key = sha2::Sha256::digest(format!("{project_id}\n{ids_digest}"));
         let name: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!("{name}.lock"));
         let io_err = |source| LedgerError::Io {
             path: path.clone(),
             source,
         };
-        let mut file = open_lock_file(&path).map_err(io_err)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut other = String::new();
-                let _ = file.read_to_string(&mut other);
-                return Err(LedgerError::SameRun {
-                    space: space.to_owned(),
-                    other: crate::inert::text(other.trim(), 300),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(io_err(e)),
-        }
+        let Some(mut file) = lock_file_at(&path, std::time::Duration::ZERO).map_err(io_err)? else {
+            let mut other = String::new();
+            let _ = open_side(&path, OpenOptions::new().read(true))
+                .and_then(|f| io::Read::take(f, 4096).read_to_string(&mut other));
+            return Err(LedgerError::SameRun {
+                project: project_id.to_owned(),
+                other: crate::inert::text(other.trim(), 300),
+            });
+        };
         let shown = std::path::absolute(report).unwrap_or_else(|_| report.to_owned());
         file.set_len(0)
             .and_then(|()| file.write_all(shown.display().to_string().as_bytes()))
             .map_err(io_err)?;
-        Ok(Some(RunLock { _file: file }))
+        Ok(RunLock {
+            path,
+            file: Some(file),
+        })
     }
 }
 
-/// This user's private directory for run locks, made if missing; `None` (with a warning)
-/// when it exists but is not a private directory.
-fn run_lock_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d).join("sipgw-bulk"),
-        None => {
-            let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
-            let user: String = user
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c))
-                .collect();
-            std::env::temp_dir().join(format!("sipgw-bulk-{user}"))
-        }
+/// An order-independent digest of a set of ids: the same ids in any order (or format)
+/// give the same digest. Feed it every id, then [`IdsDigest::finish`].
+#[derive(Debug, Clone, Default)]
+pub struct IdsDigest {
+    sum: u128,
+    count: u64,
+}
+
+impl IdsDigest {
+    pub fn add(&mut self, id: &uuid::Uuid) {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(id.as_bytes());
+        let mut top = [0u8; 16];
+        top.copy_from_slice(&h[..16]);
+        self.sum = self.sum.wrapping_add(u128::from_le_bytes(top));
+        self.count += 1;
+    }
+
+    pub fn finish(&self) -> String {
+        format!("{}:{:032x}", self.count, self.sum)
+    }
+}
+
+/// This user's state directory, for run locks: `~/.local/state/sipgw-bulk`, the home
+/// directory taken from the user database (not `$HOME`, which cron and a login shell may
+/// set differently), or `$SIPGW_BULK_STATE_DIR` when that is set. Made 0700 if missing;
+/// refused unless it is a directory this user owns that no one else can enter.
+pub fn state_dir() -> Result<PathBuf, LedgerError> {
+    let dir = match std::env::var_os("SIPGW_BULK_STATE_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => home_dir()
+            .ok_or_else(|| LedgerError::StateDir {
+                dir: PathBuf::from("~/.local/state/sipgw-bulk"),
+                why: "this user has no home directory in the user database; set \
+                      SIPGW_BULK_STATE_DIR"
+                    .into(),
+            })?
+            .join(".local/state/sipgw-bulk"),
     };
+    let refused = |why: String| LedgerError::StateDir {
+        dir: dir.clone(),
+        why,
+    };
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| refused(e.to_string()))?;
+    }
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    let _ = builder.create(&dir);
-    let private = std::fs::symlink_metadata(&dir).is_ok_and(|m| {
-        #[cfg(unix)]
-        let closed = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o077 == 0;
-        #[cfg(not(unix))]
-        let closed = true;
-        m.is_dir() && closed
-    });
-    if !private {
-        tracing::warn!(
-            dir = %dir.display(),
-            "not a private directory: the guard against two runs of one manifest is off"
-        );
+    match builder.create(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(refused(e.to_string())),
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| refused(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(refused(
+            "it is not a directory (a symbolic link or a file)".into(),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(refused(format!(
+                "it belongs to user id {}, not to this user ({me}): another user could hold \
+                 every lock in it",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(refused(format!(
+                "its mode is {:o}; it must be 700 (chmod 700 {})",
+                meta.mode() & 0o777,
+                dir.display()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// The home directory of the effective user, from the user database.
+#[cfg(unix)]
+fn home_dir() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: `passwd` is plain data; zeroed is a valid value for getpwuid_r to fill.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to memory we own, `buf.len()` is its true size, and
+    // getpwuid_r writes only within it and `entry`.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::geteuid(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || entry.pw_dir.is_null() {
         return None;
     }
-    Some(dir)
+    // SAFETY: on success pw_dir points at a NUL-terminated string inside `buf`.
+    let dir = unsafe { std::ffi::CStr::from_ptr(entry.pw_dir) };
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
+}
+
+#[cfg(not(unix))]
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("USERPROFILE").map(PathBuf::from)
+}
+
+/// Opens and locks the lock file at `path`, waiting up to `wait` (`None` once the wait
+/// runs out). Once locked, checks that `path` still names the file it locked: a run that
+/// ends removes its lock file, so a run that waited on it may hold a file no one else can
+/// see any more; it then locks the file that is there now.
+fn lock_file_at(path: &Path, wait: std::time::Duration) -> io::Result<Option<File>> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let file = open_lock_file(path)?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => return Err(e),
+            }
+        }
+        if names(path, &file)? {
+            return Ok(Some(file));
+        }
+    }
+}
+
+/// Whether `path` names this open file.
+fn names(path: &Path, file: &File) -> io::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(at_path) => Ok(crate::report::same_inode(&at_path, &file.metadata()?)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a held lock file, then lets go of the lock: a run waiting on it finds the path
+/// gone (or another file there) and locks afresh.
+fn release(path: &Path, file: File) {
+    if names(path, &file).unwrap_or(false) {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(file);
 }
 
 /// A lock file, made if missing, never truncated (it may hold another run's note).
@@ -632,6 +873,11 @@ pub fn lock_path(report: &Path) -> PathBuf {
     beside(report, ".lock")
 }
 
+/// `REPORT.run.json`.
+pub fn run_path(report: &Path) -> PathBuf {
+    beside(report, ".run.json")
+}
+
 fn short(sha: &str) -> String {
     sha.chars().take(12).collect()
 }
@@ -640,6 +886,11 @@ fn short(sha: &str) -> String {
 mod tests {
     use super::*;
     use crate::report::RowRecord;
+    use std::time::Duration;
+
+    fn note(manifest: &Path, sha: &str) -> RunNote {
+        RunNote::new("https://acme.signalwire.com/", "p-1", None, manifest, sha)
+    }
 
     #[test]
     fn a_torn_journal_entry_is_skipped_and_never_swallows_the_next() {
@@ -652,7 +903,7 @@ mod tests {
         {
             let mut ledger = Ledger::lock(&report).unwrap();
             let opened = ledger
-                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, false)
                 .unwrap();
             opened.journal.record(&ids[0], &before).unwrap();
         }
@@ -664,7 +915,7 @@ mod tests {
         drop(f);
         let mut ledger = Ledger::lock(&report).unwrap();
         let opened = ledger
-            .open(&manifest, "aaa", ReportFormat::Csv, true)
+            .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, true)
             .unwrap();
         opened.journal.record(&ids[1], &before).unwrap();
         let again = ledger.recovered(&IdSet::default()).unwrap();
@@ -703,39 +954,118 @@ mod tests {
     }
 
     #[test]
-    fn the_lock_file_stays_only_beside_an_apply_report() {
+    fn no_lock_file_outlives_its_run_and_the_run_file_stays() {
         let dir = tempfile::tempdir().unwrap();
         let manifest = dir.path().join("m.csv");
         std::fs::write(&manifest, "id\n").unwrap();
-        // Refused before it wrote a report: the lock file it made goes.
+        // Refused before it wrote a report: nothing stays.
         let refused = dir.path().join("refused.csv");
         drop(Ledger::lock(&refused).unwrap());
         assert!(!lock_path(&refused).exists());
-        // An apply's report keeps its lock file (the fingerprint for --resume).
+        // An apply's report: the run file stays, the lock goes.
         let applied = dir.path().join("applied.csv");
         let mut ledger = Ledger::lock(&applied).unwrap();
         drop(
             ledger
-                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, false)
                 .unwrap(),
         );
         drop(ledger);
-        assert!(lock_path(&applied).exists());
-        // A lock file this run did not make is left alone, report or not.
-        std::fs::remove_file(&applied).unwrap();
-        drop(Ledger::lock(&applied).unwrap());
-        assert!(lock_path(&applied).exists());
-        // A plan's report: its lock file goes although the report stays.
+        assert!(!lock_path(&applied).exists());
+        let run: RunNote =
+            serde_json::from_str(&std::fs::read_to_string(run_path(&applied)).unwrap()).unwrap();
+        assert_eq!(run, note(&manifest, "aaa"));
+        assert_eq!(run.space, "https://acme.signalwire.com", "recorded one way");
+        // A plan's report: no run file, no lock.
         let planned = dir.path().join("planned.csv");
         let mut ledger = Ledger::lock(&planned).unwrap();
-        ledger.remove_lock_when_done();
-        drop(
-            ledger
-                .open(&manifest, "aaa", ReportFormat::Csv, false)
-                .unwrap(),
-        );
+        drop(ledger.open(None, ReportFormat::Csv, false).unwrap());
         drop(ledger);
         assert!(planned.exists() && !lock_path(&planned).exists());
+        assert!(!run_path(&planned).exists());
+        // A plan on an existing report is refused.
+        let mut ledger = Ledger::lock(&planned).unwrap();
+        assert!(matches!(
+            ledger.open(None, ReportFormat::Csv, false),
+            Err(LedgerError::Exists(_))
+        ));
+    }
+
+    #[test]
+    fn a_run_that_waited_for_a_removed_lock_locks_the_file_that_is_there_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.csv");
+        let first = Ledger::lock(&report).unwrap();
+        let waiter = {
+            let report = report.clone();
+            std::thread::spawn(move || Ledger::lock_within(&report, Duration::from_secs(30)))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        // The first run ends: its lock file goes, and its lock with it.
+        drop(first);
+        let second = waiter.join().unwrap().unwrap();
+        // The waiter holds the file at the path, so a third run is refused, not let in
+        // beside it on a new file.
+        assert!(matches!(Ledger::lock(&report), Err(LedgerError::Locked(_))));
+        assert!(lock_path(&report).exists());
+        drop(second);
+        assert!(!lock_path(&report).exists());
+        assert!(Ledger::lock(&report).is_ok());
+    }
+
+    #[test]
+    fn a_resume_continues_only_the_same_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id\n").unwrap();
+        let report = dir.path().join("r.csv");
+        let run = note(&manifest, "aaa");
+        drop(
+            Ledger::lock(&report)
+                .unwrap()
+                .open(Some(&run), ReportFormat::Csv, false)
+                .unwrap(),
+        );
+        let other_space = RunNote {
+            space: "https://other.signalwire.com".into(),
+            ..run.clone()
+        };
+        let other_project = RunNote {
+            project_id: "p-2".into(),
+            ..run.clone()
+        };
+        let other_shard = RunNote {
+            shard: Some("0/1".into()),
+            ..run.clone()
+        };
+        let other_manifest = note(&manifest, "bbb");
+        let mut ledger = Ledger::lock(&report).unwrap();
+        for (now, want) in [
+            (&other_space, "OtherSpace"),
+            (&other_project, "OtherSpace"),
+            (&other_shard, "OtherShard"),
+            (&other_manifest, "ManifestChanged"),
+        ] {
+            let err = ledger.preflight(now, true).unwrap_err();
+            assert!(format!("{err:?}").starts_with(want), "{err:?}");
+        }
+        // Spelled differently, the same space.
+        let same = RunNote::new("HTTPS://ACME.signalwire.com", "p-1", None, &manifest, "aaa");
+        assert!(ledger.preflight(&same, true).is_ok());
+        // A report made before run files: its lock file's fingerprint is read once.
+        let old = dir.path().join("old.csv");
+        std::fs::write(&old, "row,id,status\n").unwrap();
+        std::fs::write(
+            lock_path(&old),
+            r#"{"manifest_sha256":"aaa","manifest":"m.csv","pid":1}"#,
+        )
+        .unwrap();
+        let mut ledger = Ledger::lock(&old).unwrap();
+        assert!(ledger.preflight(&other_shard, true).is_ok(), "unknown then");
+        assert!(ledger.preflight(&other_manifest, true).is_err());
+        drop(ledger.open(Some(&run), ReportFormat::Csv, true).unwrap());
+        drop(ledger);
+        assert!(run_path(&old).exists() && !lock_path(&old).exists());
     }
 
     #[test]
@@ -771,7 +1101,7 @@ mod tests {
         for (i, resume) in [false, true].into_iter().enumerate() {
             let mut ledger = Ledger::lock(&report).unwrap();
             let opened = ledger
-                .open(&manifest, "aaa", ReportFormat::Csv, resume)
+                .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, resume)
                 .unwrap();
             opened.journal.record(&ids[i], &before).unwrap();
         }
@@ -800,14 +1130,14 @@ mod tests {
             let mut ledger = Ledger::lock(&report).unwrap();
             drop(
                 ledger
-                    .open(&manifest, "aaa", ReportFormat::Jsonl, false)
+                    .open(Some(&note(&manifest, "aaa")), ReportFormat::Jsonl, false)
                     .unwrap(),
             );
         }
         std::fs::write(&report, "{not a report line\n").unwrap();
         let mut ledger = Ledger::lock(&report).unwrap();
         assert!(matches!(
-            ledger.open(&manifest, "aaa", ReportFormat::Jsonl, true),
+            ledger.open(Some(&note(&manifest, "aaa")), ReportFormat::Jsonl, true),
             Err(LedgerError::Read(_))
         ));
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -838,7 +1168,7 @@ mod tests {
         let mut ledger = Ledger::lock(&report).unwrap();
         assert!(
             ledger
-                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, false)
                 .is_err()
         );
         // A directory where the journal goes is not a journal either.
@@ -847,7 +1177,7 @@ mod tests {
         let mut ledger = Ledger::lock(&report).unwrap();
         assert!(
             ledger
-                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, false)
                 .is_err()
         );
         // A planted temporary file is removed, not written through.
@@ -877,7 +1207,7 @@ mod tests {
         {
             let mut ledger = Ledger::lock(&report).unwrap();
             let mut opened = ledger
-                .open(&manifest, "aaa", ReportFormat::Csv, false)
+                .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, false)
                 .unwrap();
             let rows = [
                 (Status::Updated, ""),
@@ -906,18 +1236,18 @@ mod tests {
         let mut ledger = Ledger::lock(&report).unwrap();
         let other = "b".repeat(64);
         let Err(LedgerError::ManifestChanged { was, now, .. }) =
-            ledger.open(&manifest, &other, ReportFormat::Csv, true)
+            ledger.open(Some(&note(&manifest, &other)), ReportFormat::Csv, true)
         else {
             panic!("another manifest was not refused");
         };
         // Both fingerprints shown, cut to 12 characters.
         assert_eq!((was.as_str(), now.as_str()), ("aaa", "bbbbbbbbbbbb"));
         assert!(matches!(
-            ledger.open(&manifest, "aaa", ReportFormat::Csv, false),
+            ledger.open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, false),
             Err(LedgerError::Exists(_))
         ));
         let opened = ledger
-            .open(&manifest, "aaa", ReportFormat::Csv, true)
+            .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, true)
             .unwrap();
         assert!(opened.resumed);
         assert_eq!(opened.done.len(), 3);

@@ -318,14 +318,15 @@ impl Held {
     }
 }
 
+/// Whether two metadata describe one file.
 #[cfg(unix)]
-fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+pub(crate) fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
     (a.dev(), a.ino()) == (b.dev(), b.ino())
 }
 
 #[cfg(not(unix))]
-fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+pub(crate) fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
     a.len() == b.len()
 }
 

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{ClientBuildError, ClientConfig, ReadClient, RequestStats, WriteClient};
 use crate::engine::{self, Job, JobError, Observer, Outcome, StopReason};
 use crate::export::PagingLimits;
-use crate::ledger::{self, IdSet, Journal, Ledger, LedgerError, RunLock};
+use crate::ledger::{self, IdSet, IdsDigest, Journal, Ledger, LedgerError, RunLock, RunNote};
 use crate::limiter::{AdaptiveRate, Limiter};
 use crate::manifest::{DuplicateCheck, Format, Manifest, ManifestError};
 use crate::model::GatewayFields;
@@ -268,7 +268,16 @@ pub async fn run(
     let lists = options.read_mode != ReadMode::Get;
     let (mut scan, scanned) = scan(&manifest, options.shard, lists).await?;
     manifest = scanned;
-    ledger.preflight(&scan.sha256, options.resume)?;
+    // What this run is made from, fixed before an interactive apply swaps the manifest for
+    // the plan it shows: a resume continues the manifest's run, not the plan's.
+    let run_note = RunNote::new(
+        options.client.base_url.as_str(),
+        &options.client.credentials.project_id,
+        options.shard,
+        manifest.source(),
+        &scan.sha256,
+    );
+    ledger.preflight(&run_note, options.resume)?;
     if let (Some(header), Source::Plan(path)) = (&plan_header, &options.source) {
         let manifest_now = crate::manifest::file_sha256(Path::new(&header.manifest));
         header.check(
@@ -280,12 +289,11 @@ pub async fn run(
     // One apply of this manifest to this space at a time on this machine, whatever the
     // report. Held until the run ends.
     let _run_lock = if mode == Mode::Apply {
-        RunLock::acquire(
-            options.client.base_url.as_str(),
-            &scan.sha256,
-            options.shard,
+        Some(RunLock::acquire(
+            &options.client.credentials.project_id,
+            &scan.ids_digest,
             &report_path,
-        )?
+        )?)
     } else {
         None
     };
@@ -369,16 +377,10 @@ pub async fn run(
     }
 
     let opened = ledger.open(
-        manifest.source(),
-        &scan.sha256,
+        (mode == Mode::Apply).then_some(&run_note),
         options.report_format,
         options.resume,
     )?;
-    // Only once the plan's own report is made: a plan refused on another run's report
-    // must not take that report's lock file (and its fingerprint) with it.
-    if mode == Mode::Plan {
-        ledger.remove_lock_when_done();
-    }
     if opened.resumed {
         tracing::info!(already_done = opened.done.len(), "resuming");
     }
@@ -471,6 +473,9 @@ struct Scan {
     rows: u64,
     in_shard: u64,
     sha256: String,
+    /// The ids this run may write (valid rows of this shard), in any order: the run lock's
+    /// key.
+    ids_digest: String,
     /// The keys of this shard's ids, for a snapshot (`list` and `auto` read modes).
     keys: Option<Arc<Vec<u64>>>,
 }
@@ -488,6 +493,7 @@ async fn scan(
     tokio::task::spawn_blocking(move || {
         let mut in_shard = 0u64;
         let mut wanted = Vec::new();
+        let mut ids = IdsDigest::default();
         let first = manifest.first_pass(|row| {
             let owned = match (shard, row) {
                 (None, _) => true,
@@ -495,14 +501,18 @@ async fn scan(
                 (Some(s), Err(bad)) => s.owns(&bad.id),
             };
             in_shard += u64::from(owned);
-            if let (true, true, Ok(r)) = (keys, owned, row) {
-                wanted.push(SnapshotBuilder::key(&r.id));
+            if let (true, Ok(r)) = (owned, row) {
+                ids.add(&r.id);
+                if keys {
+                    wanted.push(SnapshotBuilder::key(&r.id));
+                }
             }
         })?;
         let scan = Scan {
             rows: first.stats.rows,
             in_shard,
             sha256: first.sha256,
+            ids_digest: ids.finish(),
             keys: keys.then(|| SnapshotBuilder::keys(wanted)),
         };
         Ok((

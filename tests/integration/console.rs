@@ -179,13 +179,16 @@ fn a_plan_refused_on_an_apply_report_leaves_that_report_resumable() {
         .cmd()
         .args(["apply", "m.csv", "--yes", "--report", "a.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(sb.path("a.csv.lock").exists());
+    let run_file = std::fs::read(sb.path("a.csv.run.json")).unwrap();
+    assert!(!sb.path("a.csv.lock").exists(), "no lock outlives its run");
     let out = run(sb.cmd().args(["plan", "m.csv", "--report", "a.csv"]));
     assert_eq!(code(&out), 64, "{}", stderr(&out));
-    assert!(
-        sb.path("a.csv.lock").exists(),
-        "the apply's fingerprint is kept"
+    assert_eq!(
+        std::fs::read(sb.path("a.csv.run.json")).unwrap(),
+        run_file,
+        "the apply's run file is kept"
     );
+    assert!(!sb.path("a.csv.lock").exists());
     let out = run(sb
         .cmd()
         .args(["apply", "m.csv", "--yes", "--resume", "--report", "a.csv"]));

@@ -478,3 +478,52 @@ fn a_report_deleted_under_a_running_job_stops_it_with_exit_3_and_a_copy_is_left(
         "{copy:?}"
     );
 }
+
+#[test]
+fn a_resume_against_another_space_or_shard_is_refused_with_nothing_sent() {
+    let ids = ids(10, 130);
+    let config = SandboxConfig {
+        failing_ids: vec![ids[3]],
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    let other = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    std::fs::write(sb.path("c.yaml"), "max_attempts: 1\n").unwrap();
+    let args = [
+        "apply", "m.csv", "--yes", "--resume", "--config", "c.yaml", "--report", "r.csv",
+    ];
+    let out = run(sb.cmd().args(args));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let run_file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.path("r.csv.run.json")).unwrap()).unwrap();
+    assert_eq!(run_file["manifest_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(run_file["space"], sb.base_url().trim_end_matches('/'));
+    // The other space, with this space's credentials and the same report.
+    let out = run(sb
+        .cmd()
+        .env("SIGNALWIRE_BASE_URL", other.base_url())
+        .args(args));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("was made against"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(other.state().stats().requests, 0);
+    // Another shard.
+    let before = sb.state().stats().requests;
+    let out = run(sb.cmd().args(args).args(["--shard", "0/1"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(stderr(&out).contains("shard"), "{}", stderr(&out));
+    assert_eq!(sb.state().stats().requests, before);
+    // The same run resumes, however the space is spelled.
+    let out = run(sb
+        .cmd()
+        .env(
+            "SIGNALWIRE_BASE_URL",
+            sb.base_url().to_uppercase().replace("HTTP", "http"),
+        )
+        .args(args));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+}

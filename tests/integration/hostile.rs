@@ -25,6 +25,7 @@ fn cmd_at(base_url: &str, dir: &std::path::Path) -> std::process::Command {
         .env_remove("SIGNALWIRE_SPACE")
         .env_remove("RUST_LOG")
         .env_remove("XDG_RUNTIME_DIR")
+        .env("SIPGW_BULK_STATE_DIR", dir.join("state"))
         .env("SIGNALWIRE_BASE_URL", base_url)
         .env("SIGNALWIRE_PROJECT_ID", "p-hostile")
         .env("SIGNALWIRE_API_TOKEN", TOKEN);

@@ -289,21 +289,25 @@ fn with_a_lock_timeout_a_second_run_waits_for_the_first_then_finds_it_done() {
     }
 }
 
-/// The run lock ("this manifest, applied to this space") lives in a private directory:
-/// `$XDG_RUNTIME_DIR/sipgw-bulk`, else `$TMPDIR/sipgw-bulk-$USER` (the user name cut to
-/// safe characters). A second run of the same manifest under another report is refused
-/// naming the first run's report; a directory that is not private turns the guard off
-/// with a warning instead of failing the run.
+/// The run lock keys on what is written to (the project and the set of ids), not on how
+/// the space, the manifest or the shard is spelled: a second run of the same gateways
+/// under another report is refused naming the first run's report. It lives in this user's
+/// state directory (here `$SIPGW_BULK_STATE_DIR`), which must be a 0700 directory of this
+/// user's, and no lock file outlives its run.
 #[test]
-fn a_second_run_of_one_manifest_is_refused_and_the_lock_lives_in_a_private_directory() {
+fn a_second_run_of_the_same_gateways_is_refused_however_it_is_spelled() {
     use std::os::unix::fs::PermissionsExt;
     let ids = ids(60, 46);
     let sb = Sandbox::start(SandboxConfig::default(), &ids);
     write_csv(&sb.path("m.csv"), &ids, &[]);
-    let runtime = tempfile::tempdir().unwrap();
+    // The same rows, in another order, as YAML.
+    let mut yaml = String::from("gateways:\n");
+    for id in ids.iter().rev() {
+        yaml.push_str(&format!("  - id: {id}\n    name: other\n"));
+    }
+    std::fs::write(sb.path("m.yaml"), yaml).unwrap();
     let mut first = sb
         .cmd()
-        .env("XDG_RUNTIME_DIR", runtime.path())
         .args([
             "apply",
             "m.csv",
@@ -316,93 +320,98 @@ fn a_second_run_of_one_manifest_is_refused_and_the_lock_lives_in_a_private_direc
         .stderr(Stdio::null())
         .spawn_guarded();
     wait_for(&sb.path("first.csv"), Duration::from_secs(10));
-    let second = run(sb.cmd().env("XDG_RUNTIME_DIR", runtime.path()).args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--report",
-        "second.csv",
-    ]));
-    let _ = first.kill();
-    let _ = first.wait();
-    let err = stderr(&second);
-    assert_eq!(code(&second), 5, "{err}");
-    assert!(
-        err.contains("another run on this machine") && err.contains("first.csv"),
-        "{err}"
-    );
-    let locks = std::fs::read_dir(runtime.path().join("sipgw-bulk"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension() == Some("lock".as_ref()))
-        .count();
-    assert_eq!(locks, 1, "the lock is in $XDG_RUNTIME_DIR/sipgw-bulk");
-    assert!(!sb.path("sipgw-bulk").exists());
-
-    // No runtime directory: the temp directory, under a user name made safe.
-    let tmp = tempfile::tempdir().unwrap();
-    let out = run(sb
-        .cmd()
-        .env("XDG_RUNTIME_DIR", "")
-        .env("TMPDIR", tmp.path())
-        .env("USER", "op-1/../x y")
-        .args(["plan", "m.csv", "--report", "p.csv"]));
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = run(sb
-        .cmd()
-        .env("XDG_RUNTIME_DIR", "")
-        .env("TMPDIR", tmp.path())
-        .env("USER", "op-1/../x y")
-        .args([
+    let localhost = sb.base_url().replace("127.0.0.1", "localhost") + "/";
+    let spellings: [&[&str]; 3] = [
+        &["apply", "m.yaml", "--yes", "--report", "second.csv"],
+        &[
             "apply",
             "m.csv",
             "--yes",
-            "--rate",
-            "1000",
+            "--shard",
+            "0/1",
             "--report",
             "third.csv",
-        ]));
+        ],
+        &["apply", "m.csv", "--yes", "--report", "fourth.csv"],
+    ];
+    for (i, args) in spellings.iter().enumerate() {
+        let mut cmd = sb.cmd();
+        if i == 2 {
+            cmd.env("SIGNALWIRE_BASE_URL", &localhost);
+        }
+        let second = run(cmd.args(*args));
+        let err = stderr(&second);
+        assert_eq!(code(&second), 5, "{args:?}: {err}");
+        assert!(
+            err.contains("another run on this machine") && err.contains("first.csv"),
+            "{err}"
+        );
+    }
+    let state = sb.path("state");
+    let locks = || {
+        std::fs::read_dir(&state)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("lock".as_ref()))
+            .count()
+    };
+    assert_eq!(locks(), 1, "the lock is in the state directory");
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let _ = first.kill();
+    let _ = first.wait();
+    // A run that ends takes its lock file with it.
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--rate",
+        "1000",
+        "--report",
+        "fifth.csv",
+    ]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let made: Vec<_> = std::fs::read_dir(tmp.path())
+    assert_eq!(locks(), 0, "no lock file outlives its run");
+    let leftovers: Vec<_> = std::fs::read_dir(sb.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("sipgw-bulk-"))
+        .filter(|n| n.ends_with(".lock"))
         .collect();
-    assert_eq!(made, ["sipgw-bulk-op-1xy"]);
-    assert!(
-        !sb.path("sipgw-bulk").exists(),
-        "an empty XDG_RUNTIME_DIR is no directory"
-    );
-    assert!(
-        !stderr(&out).contains("not a private directory"),
-        "{}",
-        stderr(&out)
-    );
+    // Only the run killed with SIGKILL left one (the next run on that report removes it).
+    assert_eq!(leftovers, ["first.csv.lock"]);
 
-    // A lock directory others can write, or a file in its place: the guard is off, the
-    // run goes on and says so.
+    // A lock directory others can enter, or a file in its place: refused, nothing sent.
     for shared in ["dir", "file"] {
-        let runtime = tempfile::tempdir().unwrap();
-        let place = runtime.path().join("sipgw-bulk");
+        let place = sb.path(&format!("shared-{shared}"));
         if shared == "dir" {
             std::fs::create_dir(&place).unwrap();
             std::fs::set_permissions(&place, std::fs::Permissions::from_mode(0o770)).unwrap();
         } else {
             std::fs::write(&place, "").unwrap();
-            std::fs::set_permissions(&place, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let out = run(sb.cmd().env("XDG_RUNTIME_DIR", runtime.path()).args([
+        let before = sb.state().stats().patches;
+        let out = run(sb.cmd().env("SIPGW_BULK_STATE_DIR", &place).args([
             "apply",
             "m.csv",
             "--yes",
-            "--resume",
             "--report",
-            "third.csv",
+            &format!("{shared}.csv"),
         ]));
-        assert_eq!(code(&out), 0, "{shared}: {}", stderr(&out));
+        assert_eq!(code(&out), 64, "{shared}: {}", stderr(&out));
         assert!(
-            stderr(&out).contains("not a private directory"),
+            stderr(&out).contains("lock directory"),
             "{shared}: {}",
             stderr(&out)
         );
+        assert_eq!(sb.state().stats().patches, before);
     }
+
+    // By default: the home directory of the user database, not $HOME.
+    let home = tempfile::tempdir().unwrap();
+    let out = run(sb
+        .cmd()
+        .env_remove("SIPGW_BULK_STATE_DIR")
+        .env("HOME", home.path())
+        .args(["apply", "m.csv", "--yes", "--report", "sixth.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!home.path().join(".local").exists(), "$HOME was not used");
 }

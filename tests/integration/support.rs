@@ -58,6 +58,9 @@ impl Sandbox {
         cmd.current_dir(self.dir.path())
             .env_remove("SIGNALWIRE_SPACE")
             .env_remove("RUST_LOG")
+            // Each test's run locks in its own state directory (the default is the user's
+            // ~/.local/state/sipgw-bulk, shared by every test).
+            .env("SIPGW_BULK_STATE_DIR", self.dir.path().join("state"))
             .env("SIGNALWIRE_BASE_URL", self.base_url())
             .env("SIGNALWIRE_PROJECT_ID", &self.state().config().project_id)
             .env("SIGNALWIRE_API_TOKEN", &self.state().config().api_token);
