@@ -237,14 +237,16 @@ fn show(f: &GatewayFields, field: Field) -> String {
         Field::Encryption => f
             .encryption
             .as_ref()
-            .map_or_else(|| "(none)".into(), |e| e.to_string()),
+            .map_or_else(|| "(none)".into(), |e| crate::inert::text(e.as_str(), 100)),
         Field::Ciphers => list(f.ciphers.iter().map(|c| c.as_str())),
         Field::Codecs => list(f.codecs.iter().map(|c| c.as_str())),
     }
 }
 
+/// A list as shown; values the server made up (unknown to this tool) are inert too.
 fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    format!("[{}]", items.collect::<Vec<_>>().join(", "))
+    let shown: Vec<String> = items.map(|i| crate::inert::text(i, 100)).collect();
+    format!("[{}]", shown.join(", "))
 }
 
 fn value(f: &GatewayFields, field: Field) -> serde_json::Value {
@@ -254,5 +256,41 @@ fn value(f: &GatewayFields, field: Field) -> serde_json::Value {
         Field::Encryption => json!(f.encryption),
         Field::Ciphers => json!(f.ciphers),
         Field::Codecs => json!(f.codecs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Cipher, Codec, Encryption};
+
+    #[test]
+    fn values_the_server_made_up_are_shown_inert() {
+        let f = GatewayFields {
+            name: "a\u{1b}[2J".into(),
+            uri: "sip:\u{7}x".into(),
+            encryption: Some(Encryption::Other("e\u{1b}]0;t\u{7}".into())),
+            ciphers: vec![Cipher::Other("c\u{9b}".into())],
+            codecs: vec![Codec::Opus, Codec::Other("\u{202e}d".into())],
+        };
+        for field in [
+            Field::Name,
+            Field::Uri,
+            Field::Encryption,
+            Field::Ciphers,
+            Field::Codecs,
+        ] {
+            let shown = show(&f, field);
+            assert!(
+                !shown.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{shown:?}"
+            );
+        }
+        assert_eq!(show(&f, Field::Codecs), "[OPUS, \\u{202e}d]");
+        let none = GatewayFields {
+            encryption: None,
+            ..f
+        };
+        assert_eq!(show(&none, Field::Encryption), "(none)");
     }
 }

@@ -33,7 +33,11 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
     let out = Destination::open(args.output.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", shown(&args.output)))
         .exit_with(Exit::Usage)?;
-    let mut writer = ManifestWriter::new(out, format).exit_with(Exit::Usage)?;
+    // To a terminal, the server's values are shown inert; to a file or a pipe, exactly.
+    let on_terminal = args.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut writer = ManifestWriter::new(out, format)
+        .exit_with(Exit::Usage)?
+        .for_terminal(on_terminal);
     let page_size = args.page_size.clamp(1, 1000);
     let paging = ctx.settings.paging;
     let stats = crate::export::export(&client, page_size, paging, |g| {

@@ -48,7 +48,10 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
     let out = Destination::open(args.output.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", shown(&args.output)))
         .exit_with(Exit::Usage)?;
-    let mut writer = ManifestWriter::new(out, format).exit_with(Exit::Usage)?;
+    let on_terminal = args.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut writer = ManifestWriter::new(out, format)
+        .exit_with(Exit::Usage)?
+        .for_terminal(on_terminal);
     let mut without_before = 0u64;
     report::for_each_record(path, |r| {
         if !written(&r) {

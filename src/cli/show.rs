@@ -36,8 +36,10 @@ pub async fn run(ctx: &super::Context, args: &ShowArgs) -> Result<Exit, Failure>
         writeln!(out, "{value}").exit_with(Exit::Usage)?;
         return Ok(Exit::Ok);
     }
-    let mut writer =
-        ManifestWriter::new(out, args.format.unwrap_or(Format::Csv)).exit_with(Exit::Usage)?;
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut writer = ManifestWriter::new(out, args.format.unwrap_or(Format::Csv))
+        .exit_with(Exit::Usage)?
+        .for_terminal(on_terminal);
     writer
         .write(&id.hyphenated().to_string(), &gateway.sip_gateway)
         .exit_with(Exit::Usage)?;

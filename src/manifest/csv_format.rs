@@ -1,9 +1,16 @@
 //! CSV manifests: a header naming the columns, one gateway per record, `;` inside list
 //! cells. Read record by record into one reused buffer.
+//!
+//! Spaces around an unquoted cell are dropped (`a, b` is `a` and `b`); a quoted cell is
+//! kept exactly as written, so a name with a leading space that `export` or `rollback`
+//! wrote quoted comes back as it was. The csv crate trims quoted and unquoted cells alike,
+//! so the raw bytes of each record are kept ([`Tap`]) to tell the two apart.
 
+use std::cell::RefCell;
 use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::rc::Rc;
 
 use super::check::{DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker};
 use super::{CheckedRow, InvalidRow, ManifestError};
@@ -26,17 +33,28 @@ pub(super) fn read(
     duplicates: DuplicateCheck,
     sink: &mut dyn FnMut(CheckedRow) -> ControlFlow<()>,
 ) -> Result<(), ManifestError> {
+    let tap = Tap::new(input);
+    let raw = Rc::clone(&tap.seen);
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .trim(::csv::Trim::All)
-        .from_reader(input);
+        .trim(::csv::Trim::Headers)
+        .from_reader(tap);
     let columns = read_header(path, &mut reader)?;
     let mut checker = RowChecker::new(Desired::default()).with_duplicates(duplicates);
     let mut record = ::csv::StringRecord::new();
     loop {
         let line;
-        let row = match reader.read_record(&mut record) {
+        let read = reader.read_record(&mut record);
+        if let Ok(true) = read {
+            let start = record.position().map_or(0, |p| p.byte());
+            trim_unquoted(
+                &mut record,
+                &raw.borrow().record(start, reader.position().byte()),
+            );
+        }
+        raw.borrow_mut().forget_before(reader.position().byte());
+        let row = match read {
             Ok(false) => return Ok(()),
             Ok(true) => {
                 line = record_line(&record, reader.position());
@@ -74,6 +92,120 @@ pub(super) fn read(
             return Ok(());
         }
     }
+}
+
+/// What the csv reader has read of the input and not yet passed: the bytes of the record
+/// it just returned, and of the ones it has buffered past it.
+struct Seen {
+    /// Input offset of `bytes[0]`.
+    base: u64,
+    bytes: Vec<u8>,
+}
+
+impl Seen {
+    /// The raw bytes from input offset `start` to `end` (empty if not held).
+    fn record(&self, start: u64, end: u64) -> Vec<u8> {
+        let from = start.saturating_sub(self.base) as usize;
+        let to = (end.saturating_sub(self.base) as usize).min(self.bytes.len());
+        self.bytes
+            .get(from..to)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Drops the bytes before input offset `at`: memory stays at the reader's buffer.
+    fn forget_before(&mut self, at: u64) {
+        let n = (at.saturating_sub(self.base) as usize).min(self.bytes.len());
+        self.bytes.drain(..n);
+        self.base += n as u64;
+    }
+}
+
+/// Passes the input through, keeping a copy of what went by (see [`Seen`]).
+struct Tap<R> {
+    inner: R,
+    seen: Rc<RefCell<Seen>>,
+}
+
+impl<R> Tap<R> {
+    fn new(inner: R) -> Tap<R> {
+        Tap {
+            inner,
+            seen: Rc::new(RefCell::new(Seen {
+                base: 0,
+                bytes: Vec::new(),
+            })),
+        }
+    }
+}
+
+impl<R: Read> Read for Tap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen.borrow_mut().bytes.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Which fields of one raw CSV record begin with a quote (the csv crate's rule: a quote
+/// opens a quoted field only as its first byte; `""` inside one is a quote).
+fn quoted_fields(raw: &[u8]) -> Vec<bool> {
+    let mut quoted = Vec::new();
+    let mut i = raw
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    loop {
+        let opens = raw.get(i) == Some(&b'"');
+        quoted.push(opens);
+        if opens {
+            i += 1;
+            loop {
+                match raw.get(i) {
+                    None => return quoted,
+                    Some(b'"') if raw.get(i + 1) == Some(&b'"') => i += 2,
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+        }
+        loop {
+            match raw.get(i) {
+                None | Some(b'\r' | b'\n') => return quoted,
+                Some(b',') => {
+                    i += 1;
+                    break;
+                }
+                Some(_) => i += 1,
+            }
+        }
+    }
+}
+
+/// Trims the spaces around every cell that was not quoted.
+fn trim_unquoted(record: &mut ::csv::StringRecord, raw: &[u8]) {
+    let quoted = quoted_fields(raw);
+    if record
+        .iter()
+        .enumerate()
+        .all(|(i, c)| quoted.get(i).copied().unwrap_or(false) || c.trim().len() == c.len())
+    {
+        return;
+    }
+    let cells: Vec<String> = record
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match quoted.get(i) {
+            Some(true) => c.to_owned(),
+            _ => c.trim().to_owned(),
+        })
+        .collect();
+    let position = record.position().cloned();
+    *record = ::csv::StringRecord::from(cells);
+    record.set_position(position);
 }
 
 fn read_header<R: Read>(
@@ -167,5 +299,20 @@ fn raw_row(line: u64, record: &::csv::StringRecord, columns: &Columns) -> RawRow
         ciphers: cell(record, columns.ciphers).map(RawList::Joined),
         codecs: cell(record, columns.codecs).map(RawList::Joined),
         shape_errors: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_fields_are_told_from_unquoted_ones() {
+        assert_eq!(quoted_fields(b"a,\"b\",c\n"), [false, true, false]);
+        assert_eq!(quoted_fields(b"\n\r\n\"a\"\"x\",  \"b\""), [true, false]);
+        assert_eq!(quoted_fields(b"\"a,b\nc\",d\r\n"), [true, false]);
+        assert_eq!(quoted_fields(b",,"), [false, false, false]);
+        assert_eq!(quoted_fields(b"\"open"), [true]);
+        assert_eq!(quoted_fields(b""), [false]);
     }
 }

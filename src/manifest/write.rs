@@ -9,8 +9,65 @@ use crate::model::GatewayFields;
 /// Writes manifest rows to any `Write`.
 pub struct ManifestWriter<W: Write> {
     format: Format,
-    csv: Option<csv::Writer<W>>,
+    csv: Option<CsvRows<W>>,
     yaml: Option<W>,
+    /// Values escaped for a terminal ([`ManifestWriter::for_terminal`]).
+    inert: bool,
+}
+
+/// CSV rows quoted where needed, or every cell of a row quoted when one of its values has
+/// spaces around it (a reader drops those around an unquoted cell). Each row is formatted
+/// into `line`, then copied to `out`.
+struct CsvRows<W> {
+    necessary: csv::Writer<Line>,
+    always: csv::Writer<Line>,
+    line: Line,
+    out: W,
+}
+
+/// The row being formatted, shared by both CSV writers.
+#[derive(Clone, Default)]
+struct Line(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write> CsvRows<W> {
+    fn new(out: W) -> CsvRows<W> {
+        let line = Line::default();
+        let writer = |style| {
+            csv::WriterBuilder::new()
+                .has_headers(false)
+                .quote_style(style)
+                .from_writer(line.clone())
+        };
+        CsvRows {
+            necessary: writer(csv::QuoteStyle::Necessary),
+            always: writer(csv::QuoteStyle::Always),
+            line,
+            out,
+        }
+    }
+
+    fn write<'a>(&mut self, cells: &[std::borrow::Cow<'a, str>]) -> io::Result<()> {
+        let spaced = cells.iter().any(|c| c.trim().len() != c.len());
+        let writer = if spaced {
+            &mut self.always
+        } else {
+            &mut self.necessary
+        };
+        writer.write_record(cells.iter().map(|c| c.as_bytes()))?;
+        writer.flush()?;
+        let bytes = std::mem::take(&mut *self.line.0.borrow_mut());
+        self.out.write_all(&bytes)
+    }
 }
 
 impl<W: Write> ManifestWriter<W> {
@@ -18,20 +75,21 @@ impl<W: Write> ManifestWriter<W> {
     pub fn new(out: W, format: Format) -> io::Result<ManifestWriter<W>> {
         Ok(match format {
             Format::Csv => {
-                let mut csv = csv::WriterBuilder::new()
-                    .has_headers(false)
-                    .from_writer(out);
-                csv.write_record(["id", "name", "uri", "encryption", "ciphers", "codecs"])?;
+                let mut csv = CsvRows::new(out);
+                let header = ["id", "name", "uri", "encryption", "ciphers", "codecs"];
+                csv.write(&header.map(std::borrow::Cow::Borrowed))?;
                 ManifestWriter {
                     format,
                     csv: Some(csv),
                     yaml: None,
+                    inert: false,
                 }
             }
             Format::Yaml => ManifestWriter {
                 format,
                 csv: None,
                 yaml: Some(out),
+                inert: false,
             },
             Format::Plan => {
                 return Err(io::Error::new(
@@ -46,8 +104,41 @@ impl<W: Write> ManifestWriter<W> {
         self.format
     }
 
+    /// For a terminal: the server's values are escaped ([`crate::inert::text`]), so a name
+    /// cannot drive the terminal it is shown on. Not for files: those keep values exactly.
+    pub fn for_terminal(mut self, on: bool) -> Self {
+        self.inert = on;
+        self
+    }
+
     /// One row. An empty field (a gateway read without one) is written empty: "leave it".
     pub fn write(&mut self, id: &str, f: &GatewayFields) -> io::Result<()> {
+        if self.inert {
+            let shown = |v: &str| crate::inert::text(v, 1024);
+            let escaped = GatewayFields {
+                name: shown(&f.name),
+                uri: shown(&f.uri),
+                encryption: f
+                    .encryption
+                    .as_ref()
+                    .map(|e| crate::model::Encryption::from_wire(&shown(e.as_str()))),
+                ciphers: f
+                    .ciphers
+                    .iter()
+                    .map(|c| crate::model::Cipher::from_wire(&shown(c.as_str())))
+                    .collect(),
+                codecs: f
+                    .codecs
+                    .iter()
+                    .map(|c| crate::model::Codec::from_wire(&shown(c.as_str())))
+                    .collect(),
+            };
+            return self.write_row(&shown(id), &escaped);
+        }
+        self.write_row(id, f)
+    }
+
+    fn write_row(&mut self, id: &str, f: &GatewayFields) -> io::Result<()> {
         let encryption = f.encryption.as_ref().map_or("", |e| e.as_str());
         if let Some(csv) = self.csv.as_mut() {
             // No cell may start a spreadsheet formula; `apply` reads each one back exactly.
@@ -55,7 +146,7 @@ impl<W: Write> ManifestWriter<W> {
             let ciphers = join(f.ciphers.iter().map(|c| c.as_str()));
             let codecs = join(f.codecs.iter().map(|c| c.as_str()));
             let cells = [id, &f.name, &f.uri, encryption, &ciphers, &codecs].map(csv_cell);
-            csv.write_record(cells.iter().map(|c| c.as_bytes()))?;
+            csv.write(&cells)?;
         }
         if let Some(out) = self.yaml.as_mut() {
             // JSON strings are valid YAML scalars and quote everything that needs it.
@@ -84,8 +175,9 @@ impl<W: Write> ManifestWriter<W> {
 
     /// Flushes and hands back the output.
     pub fn finish(self) -> io::Result<W> {
-        if let Some(csv) = self.csv {
-            return csv.into_inner().map_err(|e| e.into_error());
+        if let Some(mut csv) = self.csv {
+            csv.out.flush()?;
+            return Ok(csv.out);
         }
         match self.yaml {
             Some(mut out) => {
@@ -109,6 +201,80 @@ mod tests {
     use std::ops::ControlFlow;
 
     /// A manifest written and read back asks for exactly what was written.
+    #[test]
+    fn for_a_terminal_every_server_value_is_inert_and_for_a_file_exact() {
+        let fields = GatewayFields {
+            name: "\u{1b}]0;owned\u{7}".into(),
+            uri: "sip:pbx\u{1b}[2J.example.com".into(),
+            encryption: Some(Encryption::Other("x\u{1b}".into())),
+            ciphers: vec![Cipher::Other("\u{9b}c".into())],
+            codecs: vec![Codec::Other("\u{202e}d".into())],
+        };
+        for format in [Format::Csv, Format::Yaml] {
+            let mut w = ManifestWriter::new(Vec::new(), format)
+                .unwrap()
+                .for_terminal(true);
+            w.write("id\u{1b}", &fields).unwrap();
+            let text = String::from_utf8(w.finish().unwrap()).unwrap();
+            for raw in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+                assert!(!text.contains(raw), "{format:?}: {text:?}");
+            }
+            assert!(text.contains("\\u{1b}"), "{text}");
+            let mut w = ManifestWriter::new(Vec::new(), format).unwrap();
+            w.write("id", &fields).unwrap();
+            let exact = String::from_utf8(w.finish().unwrap()).unwrap();
+            assert!(
+                exact.contains('\u{1b}') || exact.contains("\\u001b"),
+                "{exact:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_with_spaces_around_it_comes_back_exactly() {
+        for name in ["  lobby", "lobby ", " \"q\", x "] {
+            let fields = GatewayFields {
+                name: name.into(),
+                uri: "sip:pbx.example.com".into(),
+                encryption: None,
+                ciphers: vec![],
+                codecs: vec![Codec::Pcmu],
+            };
+            let id = "0823a606-0aff-4c90-9eba-f88ba118fe05";
+            for format in [Format::Csv, Format::Yaml] {
+                let mut w = ManifestWriter::new(Vec::new(), format).unwrap();
+                w.write(id, &fields).unwrap();
+                let other = "1823a606-0aff-4c90-9eba-f88ba118fe05";
+                w.write(
+                    other,
+                    &GatewayFields {
+                        name: "plain".into(),
+                        ..fields.clone()
+                    },
+                )
+                .unwrap();
+                let bytes = w.finish().unwrap();
+                let mut names = Vec::new();
+                Manifest::read_slice(format, &bytes, |r| {
+                    names.push(r.map(|r| r.desired.name).map_err(|e| e.message));
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+                assert_eq!(names[0], Ok(Some(name.to_owned())), "{format:?}");
+                assert_eq!(names[1], Ok(Some("plain".to_owned())), "{format:?}");
+            }
+        }
+        // Unquoted cells are still trimmed: `a, b` is `a` and `b`.
+        let text = "id , name\n0823a606-0aff-4c90-9eba-f88ba118fe05 ,  lobby  \n";
+        let mut got = Vec::new();
+        Manifest::read_slice(Format::Csv, text.as_bytes(), |r| {
+            got.push(r.unwrap().desired.name);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(got, [Some("lobby".to_owned())]);
+    }
+
     #[test]
     fn written_manifests_read_back_unchanged() {
         let fields = GatewayFields {

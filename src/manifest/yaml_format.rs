@@ -112,7 +112,8 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
                 }
                 other => {
                     return Err(de::Error::custom(format!(
-                        "unknown top-level key `{other}` (expected `defaults` and `gateways`)"
+                        "unknown top-level key `{}` (expected `defaults` and `gateways`)",
+                        crate::inert::text(other, 100)
                     )));
                 }
             }
@@ -188,7 +189,10 @@ impl<'de> Visitor<'de> for YamlRowVisitor {
         let mut raw = RawRow::default();
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
-                "id" => raw.id = non_empty(map.next_value::<Option<Scalar>>()?),
+                "id" => {
+                    raw.id = non_empty(map.next_value::<Option<Scalar>>()?)
+                        .map(|id| id.trim().to_owned())
+                }
                 "name" => raw.name = non_empty(map.next_value::<Option<Scalar>>()?),
                 "uri" => raw.uri = non_empty(map.next_value::<Option<Scalar>>()?),
                 "encryption" => raw.encryption = non_empty(map.next_value::<Option<Scalar>>()?),
@@ -200,7 +204,8 @@ impl<'de> Visitor<'de> for YamlRowVisitor {
                         .map(|s| format!(" (did you mean `{s}`?)"))
                         .unwrap_or_default();
                     raw.shape_errors.push(format!(
-                        "unknown key `{other}`{hint}; known keys: {}",
+                        "unknown key `{}`{hint}; known keys: {}",
+                        crate::inert::text(other, 100),
                         KNOWN_COLUMNS.join(", ")
                     ));
                 }
@@ -210,8 +215,10 @@ impl<'de> Visitor<'de> for YamlRowVisitor {
     }
 }
 
+/// A value as written: YAML itself drops the spaces around a plain scalar, and a quoted
+/// one keeps them (a name restored by `rollback` must come back exactly).
 fn non_empty(s: Option<Scalar>) -> Option<String> {
-    s.map(|s| s.0.trim().to_owned()).filter(|s| !s.is_empty())
+    s.map(|s| s.0).filter(|s| !s.trim().is_empty())
 }
 
 /// A scalar read as its text, whatever type YAML would give it.
