@@ -21,8 +21,8 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 struct Options {
     quick: bool,
     out: PathBuf,
-    /// Run only this section (fidelity, throughput, latency, memory, drift, crossover,
-    /// shared, end-to-end), for profiling work.
+    /// Run only this section (fidelity, window, throughput, latency, memory, drift,
+    /// crossover, shared, end-to-end), for profiling work.
     only: Option<String>,
 }
 
@@ -55,6 +55,9 @@ fn main() -> Result<()> {
     let wanted = |name: &str| options.only.as_deref().is_none_or(|o| o == name);
     if wanted("fidelity") {
         fidelity(&bin, &work, &options, &mut md)?;
+    }
+    if wanted("window") {
+        window(&bin, &work, &options, &mut md)?;
     }
     if wanted("throughput") {
         throughput(&bin, &work, &options, &mut md)?;
@@ -264,6 +267,64 @@ fn fidelity(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()>
             "| {rate} | {rows} | {} | {mean:.1}/s | {:.3} |",
             s["max_writes_in_any_second"],
             mean / rate as f64
+        )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// How long a gateway's write waits after the read it is built from: the window in which
+/// another client's edit is overwritten. The read is taken after the write slot, so the
+/// window is one round trip whatever the pace.
+fn window(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
+    let runs: &[(u64, u64)] = if o.quick {
+        &[(20, 40)]
+    } else {
+        &[(20, 400), (250, 5000), (1000, 10000)]
+    };
+    writeln!(
+        md,
+        "## Read-to-write window
+"
+    )?;
+    writeln!(
+        md,
+        "`sipgw-bulk apply M --yes --rate R --concurrency 64 --read-mode get`; the sandbox \
+         records, for each PATCH it applies, the time since it last served a GET of that \
+         gateway. Before the write was built from a read taken after its slot, that gap was \
+         the wait for the slot: up to 12 s at `--rate 20`.\n"
+    )?;
+    writeln!(md, "| --rate R | rows | window p50 | window max |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    for &(rate, rows) in runs {
+        let sb = Sandbox::start(bin, rows, &["--write-limit", "0"])?;
+        let m = manifest(work, rows)?;
+        let report = work.join(format!("window{rate}.csv"));
+        fresh(&report);
+        run_quiet(
+            sb.cmd(bin, work)
+                .arg("apply")
+                .arg(&m)
+                .args([
+                    "--yes",
+                    "--rate",
+                    &rate.to_string(),
+                    "--concurrency",
+                    "64",
+                    "--read-mode",
+                    "get",
+                    "-q",
+                    "--report",
+                ])
+                .arg(&report),
+        )?;
+        let s = sb.stats()?;
+        let ms = |key: &str| s[key].as_u64().unwrap_or(0) as f64 / 1000.0;
+        writeln!(
+            md,
+            "| {rate} | {rows} | {:.2} ms | {:.2} ms |",
+            ms("read_to_write_p50_us"),
+            ms("read_to_write_max_us")
         )?;
     }
     writeln!(md)?;

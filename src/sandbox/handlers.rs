@@ -229,6 +229,7 @@ async fn fetch(State(state): State<Shared>, Path(id): Path<String>) -> Response 
     let Ok(id) = Uuid::try_parse(&id) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
+    state.record_read(id);
     match read_lock(&state.gateways).get(&id) {
         Some(g) => axum::Json(resource(&state, &id, g)).into_response(),
         None => error(StatusCode::NOT_FOUND, "Not Found"),

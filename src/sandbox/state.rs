@@ -48,6 +48,10 @@ pub struct Stats {
     /// the sandbox started: how clients sharing the space converge.
     pub accepted_per_second: Vec<u64>,
     pub throttled_per_second: Vec<u64>,
+    /// For each PATCH applied, the time since that gateway was last read (microseconds):
+    /// the window in which another client's edit would be overwritten. Median and most.
+    pub read_to_write_p50_us: u64,
+    pub read_to_write_max_us: u64,
 }
 
 pub struct SandboxState {
@@ -73,6 +77,10 @@ pub struct SandboxState {
     write_seconds: Mutex<Vec<(u64, u64)>>,
     /// PATCHes applied per gateway.
     patch_counts: Mutex<HashMap<Uuid, u32>>,
+    /// When each gateway was last read (microseconds since start).
+    last_read: Mutex<HashMap<Uuid, u64>>,
+    /// For each applied PATCH of a gateway read before: microseconds since that read.
+    read_to_write: Mutex<Vec<u64>>,
     /// Out-of-band edits made as soon as a list's last page has been served.
     after_listing: Mutex<Vec<(Uuid, GatewayFields)>>,
 }
@@ -97,6 +105,8 @@ impl SandboxState {
             write_window: Mutex::new((0, 0)),
             write_seconds: Mutex::new(Vec::new()),
             patch_counts: Mutex::new(HashMap::new()),
+            last_read: Mutex::new(HashMap::new()),
+            read_to_write: Mutex::new(Vec::new()),
             after_listing: Mutex::new(Vec::new()),
         }
     }
@@ -170,6 +180,15 @@ impl SandboxState {
     pub(super) fn record_patch_applied(&self, id: Uuid) {
         self.patches_applied.fetch_add(1, Ordering::Relaxed);
         *lock(&self.patch_counts).entry(id).or_default() += 1;
+        if let Some(read) = lock(&self.last_read).get(&id).copied() {
+            let now = self.started.elapsed().as_micros() as u64;
+            lock(&self.read_to_write).push(now.saturating_sub(read));
+        }
+    }
+
+    pub(super) fn record_read(&self, id: Uuid) {
+        let now = self.started.elapsed().as_micros() as u64;
+        lock(&self.last_read).insert(id, now);
     }
 
     /// Notes a write request's arrival (before auth and faults: every attempt counts).
@@ -214,7 +233,11 @@ impl SandboxState {
         let first_401 = self.first_unauthorized_at.load(Ordering::Relaxed);
         let arrivals = lock(&self.write_arrivals).clone();
         let seconds = lock(&self.write_seconds).clone();
+        let mut gaps = lock(&self.read_to_write).clone();
+        gaps.sort_unstable();
         Stats {
+            read_to_write_p50_us: gaps.get(gaps.len() / 2).copied().unwrap_or(0),
+            read_to_write_max_us: gaps.last().copied().unwrap_or(0),
             accepted_per_second: seconds.iter().map(|s| s.0).collect(),
             throttled_per_second: seconds.iter().map(|s| s.1).collect(),
             requests,
