@@ -13,6 +13,8 @@
 #   scripts/mutants.sh                        # the default module list
 #   scripts/mutants.sh src/limiter.rs         # chosen files
 #   UNIT_ONLY=1 scripts/mutants.sh ...        # phase 1 only
+#   RE='verify|Held' scripts/mutants.sh ...   # only mutants whose name matches (the
+#                                             # functions a change touched)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=("$@")
@@ -51,7 +53,9 @@ mutants() {
 }
 
 # The `mutants` profile builds without debug info: each mutant builds faster.
-mutants "${args[@]}" -o "$out" -- --lib
+filter=()
+[ -z "${RE:-}" ] || filter=(--re "$RE")
+mutants "${args[@]}" "${filter[@]}" -o "$out" -- --lib
 unit="$out/mutants.out"
 echo "phase 1 (unit tests): caught $(count "$unit/caught.txt"), missed $(count "$unit/missed.txt"), timeouts $(count "$unit/timeout.txt"), unviable $(count "$unit/unviable.txt")"
 survivors=$(unaccepted "$unit/missed.txt")

@@ -135,6 +135,15 @@ mod tests {
         assert!(err.to_string().contains("near line 3"), "{err}");
     }
 
+    /// The caps are part of the contract (the README states them).
+    #[test]
+    fn the_caps_are_the_ones_the_readme_states() {
+        assert_eq!(MAX_CONFIG_FILE, 1 << 20, "1 MiB");
+        assert_eq!(MAX_TOKEN_FILE, 64 << 10, "64 KiB");
+        assert_eq!(MAX_MANIFEST_LINE, 256 << 10, "256 KiB");
+        assert_eq!(MAX_STDIN_MANIFEST, 4 << 30, "4 GiB");
+    }
+
     #[test]
     fn an_endless_file_is_refused_at_its_cap() {
         let err = read_small_file(Path::new("/dev/zero"), 1000).unwrap_err();
