@@ -684,6 +684,12 @@ pub fn state_dir() -> Result<PathBuf, LedgerError> {
             })?
             .join(".local/state/sipgw-bulk"),
     };
+    private_dir(dir)
+}
+
+/// `dir`, made 0700 if missing; refused unless it is a directory of this user's that no
+/// one else can enter.
+fn private_dir(dir: PathBuf) -> Result<PathBuf, LedgerError> {
     let refused = |why: String| LedgerError::StateDir {
         dir: dir.clone(),
         why,
@@ -1060,6 +1066,9 @@ mod tests {
             r#"{"manifest_sha256":"aaa","manifest":"m.csv","pid":1}"#,
         )
         .unwrap();
+        // A run that only looks (a refused plan) leaves that fingerprint where it is.
+        drop(Ledger::lock(&old).unwrap());
+        assert!(lock_path(&old).exists(), "the old fingerprint is kept");
         let mut ledger = Ledger::lock(&old).unwrap();
         assert!(ledger.preflight(&other_shard, true).is_ok(), "unknown then");
         assert!(ledger.preflight(&other_manifest, true).is_err());
@@ -1186,6 +1195,80 @@ mod tests {
         std::fs::write(dir.path().join("u.csv.journal"), "").unwrap();
         settle_journal(&dir.path().join("u.csv"), &[1]).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    }
+
+    #[test]
+    fn the_ids_digest_is_the_set_whatever_its_order() {
+        let ids = crate::sandbox::generated_ids(50, 3);
+        let digest = |ids: &mut dyn Iterator<Item = &uuid::Uuid>| {
+            let mut d = IdsDigest::default();
+            ids.for_each(|id| d.add(id));
+            d.finish()
+        };
+        let forward = digest(&mut ids.iter());
+        assert_eq!(forward, digest(&mut ids.iter().rev()));
+        assert_ne!(forward, digest(&mut ids[1..].iter()), "one id fewer");
+        assert_ne!(
+            forward,
+            digest(&mut ids.iter().chain(&ids[..1])),
+            "one twice"
+        );
+        let other = crate::sandbox::generated_ids(50, 4);
+        assert_ne!(forward, digest(&mut other.iter()));
+        assert!(forward.starts_with("50:"), "{forward}");
+        assert_ne!(digest(&mut ids[..1].iter()), digest(&mut ids[1..2].iter()));
+    }
+
+    #[test]
+    fn the_state_directory_must_be_private_and_this_user_s() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Made when missing, with its parents, 0700.
+        let made = private_dir(dir.path().join("a/b/state")).unwrap();
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(private_dir(made.clone()).is_ok(), "again, as it is");
+        // Others can enter: refused, with the fix named.
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let err = private_dir(made.clone()).unwrap_err().to_string();
+        assert!(err.contains("chmod 700"), "{err}");
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o701)).unwrap();
+        assert!(private_dir(made.clone()).is_err());
+        // A file, or a link to a good directory, in its place.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(
+            private_dir(file)
+                .unwrap_err()
+                .to_string()
+                .contains("not a directory")
+        );
+        let good = private_dir(dir.path().join("good")).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(private_dir(link).is_err());
+        // Another user's (root can make one).
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            let theirs = private_dir(dir.path().join("theirs")).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(12345), None).unwrap();
+            let err = private_dir(theirs).unwrap_err().to_string();
+            assert!(err.contains("belongs to user id 12345"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_run_file_that_is_not_a_file_is_an_error_not_a_missing_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.csv");
+        std::fs::write(&report, "row,id,status\n").unwrap();
+        let victim = dir.path().join("victim.json");
+        std::fs::write(&victim, "{}").unwrap();
+        std::os::unix::fs::symlink(&victim, run_path(&report)).unwrap();
+        let manifest = dir.path().join("m.csv");
+        let mut ledger = Ledger::lock(&report).unwrap();
+        let err = ledger.preflight(&note(&manifest, "aaa"), true).unwrap_err();
+        assert!(matches!(err, LedgerError::Io { .. }), "{err:?}");
     }
 
     #[test]

@@ -216,6 +216,27 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_is_stdout_for_none_or_a_dash_and_a_whole_file_otherwise() {
+        assert!(matches!(
+            Destination::open(None),
+            Ok(Destination::Stdout(_))
+        ));
+        assert!(matches!(
+            Destination::open(Some(Path::new("-"))),
+            Ok(Destination::Stdout(_))
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        let mut d = Destination::open(Some(&path)).unwrap();
+        assert!(matches!(d, Destination::File(_)));
+        d.write_all(b"a,b\n").unwrap();
+        d.flush().unwrap();
+        assert!(!path.exists(), "not before the commit");
+        d.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a,b\n");
+    }
+
+    #[test]
     fn an_atomic_file_replaces_its_path_only_when_committed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("export.csv");
