@@ -307,6 +307,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_tap_keeps_only_what_the_reader_has_not_passed() {
+        let mut seen = Seen {
+            base: 0,
+            bytes: b"id,name\na,b\nc,\"d\"\n".to_vec(),
+        };
+        assert_eq!(seen.record(8, 12), b"a,b\n");
+        seen.forget_before(12);
+        assert_eq!((seen.base, seen.bytes.len()), (12, 6), "memory stays flat");
+        assert_eq!(seen.record(12, 18), b"c,\"d\"\n");
+        assert_eq!(seen.record(0, 12), b"", "forgotten");
+        seen.forget_before(100);
+        assert_eq!((seen.base, seen.bytes.len()), (18, 0));
+        // Through the reader, record after record: quoted cells kept, unquoted trimmed.
+        let mut text = String::from("id,name\n");
+        for i in 0..5000 {
+            text.push_str(&format!("0823a606-0aff-4c90-9eba-{i:012},\" n{i} \"\n"));
+        }
+        text.push_str("1823a606-0aff-4c90-9eba-000000000000,  plain  \n");
+        let mut names = Vec::new();
+        read(
+            Path::new("m.csv"),
+            text.as_bytes(),
+            DuplicateCheck::Off,
+            &mut |row| {
+                names.push(row.map(|r| r.desired.name).ok().flatten());
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+        assert_eq!(names.len(), 5001);
+        assert_eq!(
+            names[4999].as_deref(),
+            Some(" n4999 "),
+            "quoted: kept as written"
+        );
+        assert_eq!(names[5000].as_deref(), Some("plain"));
+    }
+
+    #[test]
     fn quoted_fields_are_told_from_unquoted_ones() {
         assert_eq!(quoted_fields(b"a,\"b\",c\n"), [false, true, false]);
         assert_eq!(quoted_fields(b"\n\r\n\"a\"\"x\",  \"b\""), [true, false]);
