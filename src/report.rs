@@ -860,6 +860,20 @@ mod tests {
         assert!(err.contains("truncated"), "{err}");
         // Appending: the row written after the cut follows it, with no hole of NULs.
         assert!(!saved.contains('\0'), "{saved:?}");
+        // A file already at the first place a copy would go is someone else's: left as it
+        // is, and the copy goes to the next place (the working directory).
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&rescued, "theirs").unwrap();
+        let mut w = ReportWriter::create(&path, ReportFormat::Csv).unwrap();
+        w.write(&record()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let err = w.flush().unwrap_err().to_string();
+        assert_eq!(std::fs::read_to_string(&rescued).unwrap(), "theirs");
+        let here = PathBuf::from(rescued.file_name().unwrap());
+        assert!(err.contains(&here.display().to_string()), "{err}");
+        assert!(std::fs::read_to_string(&here).unwrap().contains("row,id"));
+        std::fs::remove_file(&here).unwrap();
+        std::fs::remove_file(&rescued).unwrap();
         // An untouched report flushes, appended to or not.
         let _ = std::fs::remove_file(&path);
         let mut w = ReportWriter::create(&path, ReportFormat::Csv).unwrap();

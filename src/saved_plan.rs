@@ -574,10 +574,26 @@ mod tests {
         after.name = "bell\u{7}".into();
         r.after = Some(after);
         w.record(&r);
+        // More rows after it: every row is checked, not only the last.
+        for n in 0..3 {
+            let mut ok = r.clone();
+            ok.row = 3 + n;
+            ok.after.as_mut().unwrap().name = format!("pbx-{n}");
+            w.record(&ok);
+        }
         w.finish(true).unwrap();
         let err = verify(&path).unwrap_err();
         assert!(matches!(err, PlanError::BadValue { line: 2, .. }), "{err}");
         assert!(err.to_string().contains("control character"), "{err}");
+        // A header with a long manifest path (it is read up to 64 KiB) verifies.
+        let long = dir.path().join("long.plan");
+        let mut far = header();
+        far.manifest = "m".repeat(20_000);
+        PlanWriter::create(&long, far)
+            .unwrap()
+            .finish(true)
+            .unwrap();
+        assert!(verify(&long).is_ok());
         let v1 = dir.path().join("v1.plan");
         std::fs::write(&v1, "{\"sipgw_bulk_plan\":1,\"space\":\"x\"}\n").unwrap();
         let err = verify(&v1).unwrap_err();

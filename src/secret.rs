@@ -177,6 +177,7 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("very-secret"));
         assert_eq!(format!("{}", c.token), "(redacted)");
+        assert_eq!(format!("{:?}", c.token), "(redacted)");
         assert!(c.basic_auth_header().is_sensitive());
     }
 

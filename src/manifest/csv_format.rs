@@ -325,6 +325,8 @@ mod tests {
             text.push_str(&format!("0823a606-0aff-4c90-9eba-{i:012},\" n{i} \"\n"));
         }
         text.push_str("1823a606-0aff-4c90-9eba-000000000000,  plain  \n");
+        // Both in one record: the unquoted cell trimmed, the quoted one kept.
+        text.push_str("2823a606-0aff-4c90-9eba-000000000000 ,\"  both \"\n");
         let mut names = Vec::new();
         read(
             Path::new("m.csv"),
@@ -336,18 +338,22 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(names.len(), 5001);
+        assert_eq!(names.len(), 5002);
         assert_eq!(
             names[4999].as_deref(),
             Some(" n4999 "),
             "quoted: kept as written"
         );
         assert_eq!(names[5000].as_deref(), Some("plain"));
+        assert_eq!(names[5001].as_deref(), Some("  both "), "and its id read");
     }
 
     #[test]
     fn quoted_fields_are_told_from_unquoted_ones() {
         assert_eq!(quoted_fields(b"a,\"b\",c\n"), [false, true, false]);
+        // A doubled quote inside a quoted field does not end it, even before a comma.
+        assert_eq!(quoted_fields(b"\"a\"\",b\",c"), [true, false]);
+        assert_eq!(quoted_fields(b"x,\"\"\"\",y"), [false, true, false]);
         assert_eq!(quoted_fields(b"\n\r\n\"a\"\"x\",  \"b\""), [true, false]);
         assert_eq!(quoted_fields(b"\"a,b\nc\",d\r\n"), [true, false]);
         assert_eq!(quoted_fields(b",,"), [false, false, false]);

@@ -254,6 +254,15 @@ mod tests {
                 )
                 .unwrap();
                 let bytes = w.finish().unwrap();
+                if format == Format::Csv {
+                    // Only the row that needs it is quoted: the rest stays as people write it.
+                    let text = String::from_utf8(bytes.clone()).unwrap();
+                    let plain = text.lines().find(|l| l.contains("plain")).unwrap();
+                    assert!(!plain.contains('"'), "{plain}");
+                    assert!(
+                        text.lines().next().unwrap() == "id,name,uri,encryption,ciphers,codecs"
+                    );
+                }
                 let mut names = Vec::new();
                 Manifest::read_slice(format, &bytes, |r| {
                     names.push(r.map(|r| r.desired.name).map_err(|e| e.message));
