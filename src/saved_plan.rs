@@ -594,6 +594,21 @@ mod tests {
             .finish(true)
             .unwrap();
         assert!(verify(&long).is_ok());
+        // The refused value in the last row, after good ones.
+        let last = dir.path().join("last.plan");
+        let mut w = PlanWriter::create(&last, header()).unwrap();
+        for n in 0..3 {
+            let mut ok = r.clone();
+            ok.row = 2 + n;
+            ok.after.as_mut().unwrap().name = format!("pbx-{n}");
+            w.record(&ok);
+        }
+        let mut bad = r.clone();
+        bad.row = 5;
+        w.record(&bad);
+        w.finish(true).unwrap();
+        let err = verify(&last).unwrap_err();
+        assert!(matches!(err, PlanError::BadValue { line: 5, .. }), "{err}");
         let v1 = dir.path().join("v1.plan");
         std::fs::write(&v1, "{\"sipgw_bulk_plan\":1,\"space\":\"x\"}\n").unwrap();
         let err = verify(&v1).unwrap_err();

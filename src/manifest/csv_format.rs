@@ -164,10 +164,8 @@ fn quoted_fields(raw: &[u8]) -> Vec<bool> {
                 match raw.get(i) {
                     None => return quoted,
                     Some(b'"') if raw.get(i + 1) == Some(&b'"') => i += 2,
-                    Some(b'"') => {
-                        i += 1;
-                        break;
-                    }
+                    // The closing quote: the scan below steps over it.
+                    Some(b'"') => break,
                     Some(_) => i += 1,
                 }
             }
@@ -357,6 +355,8 @@ mod tests {
         assert_eq!(quoted_fields(b"\n\r\n\"a\"\"x\",  \"b\""), [true, false]);
         assert_eq!(quoted_fields(b"\"a,b\nc\",d\r\n"), [true, false]);
         assert_eq!(quoted_fields(b",,"), [false, false, false]);
+        // A comma just before the closing quote is the field's, not a delimiter.
+        assert_eq!(quoted_fields(b"\"a,\",b"), [true, false]);
         assert_eq!(quoted_fields(b"\"open"), [true]);
         assert_eq!(quoted_fields(b""), [false]);
     }
