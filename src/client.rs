@@ -575,13 +575,10 @@ impl WriteClient {
         WriteClient { read }
     }
 
-    /// PATCHes one row may send in all (first tries, retries, and sends after a lost
-    /// answer), each after a fresh read.
-    pub fn max_patches(&self) -> u32 {
-        self.read.inner.retry.max_attempts.max(1)
-    }
-
     /// A row's write schedule: the backoff between its attempts and the time they started.
+    /// Its backoff allows `max_attempts - 1` waits, so a row sends at most `max_attempts`
+    /// PATCHes (first tries, retries and sends after a lost answer), each after a fresh
+    /// read.
     pub fn schedule(&self) -> WriteSchedule {
         WriteSchedule {
             backoff: backon::BackoffBuilder::build(self.read.inner.retry.backoff()),

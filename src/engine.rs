@@ -707,7 +707,7 @@ fn conflict(mut record: RowRecord, now: GatewayFields, moved: &crate::diff::Fiel
 /// the row waited survives (the window left is the read's round trip: the API has no
 /// conditional PATCH). The fresh read also settles an attempt whose answer was lost: as
 /// desired means it landed; otherwise it is sent again. At most the retry policy's
-/// attempts in PATCHes a row ([`WriteClient::max_patches`]), within its total time. Once
+/// attempts in PATCHes a row ([`WriteClient::schedule`]), within its total time. Once
 /// a PATCH may have landed, the row's `before` is fixed to the read that preceded it; a
 /// row that then stops is read once more, and unless that read shows the gateway as it
 /// was (nothing landed) or as desired, it is `write_unknown`: it stays in the rollback.
