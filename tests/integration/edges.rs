@@ -527,3 +527,69 @@ fn a_resume_against_another_space_or_shard_is_refused_with_nothing_sent() {
         .args(args));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
 }
+
+/// A space that refuses every PATCH with 429 (Retry-After 0), and holds one gateway with
+/// no `uri` (a PATCH to it cannot be built whole).
+#[test]
+fn a_row_counts_exactly_the_requests_it_made_when_its_writes_run_out() {
+    use crate::peer::gateway_json;
+    let ids = ids(2, 131);
+    let refused = ids[0].to_string();
+    let incomplete = ids[1].to_string();
+    let peer = Peer::start(Arc::new(move |seen: Seen| {
+        let refused = refused.clone();
+        let incomplete = incomplete.clone();
+        async move {
+            if seen.method == Method::PATCH {
+                let mut answer = json(StatusCode::TOO_MANY_REQUESTS, serde_json::json!({}));
+                answer
+                    .headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static("0"));
+                return answer;
+            }
+            let mut fields = sipgw_bulk::sandbox::starting_fields(1);
+            let id = if seen.uri.ends_with(&refused) {
+                refused
+            } else {
+                fields.uri = String::new();
+                incomplete
+            };
+            json(StatusCode::OK, gateway_json(&id, &fields))
+        }
+        .boxed()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("id,name\n");
+    for id in &ids {
+        text.push_str(&format!("{id},renamed\n"));
+    }
+    std::fs::write(dir.path().join("m.csv"), text).unwrap();
+    std::fs::write(dir.path().join("c.yaml"), "max_attempts: 2\n").unwrap();
+    let out = run(std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("SIGNALWIRE_SPACE")
+        .env("SIPGW_BULK_STATE_DIR", dir.path().join("state"))
+        .env("SIGNALWIRE_BASE_URL", peer.base_url())
+        .env("SIGNALWIRE_PROJECT_ID", "p-edges")
+        .env("SIGNALWIRE_API_TOKEN", "PT-edges-token")
+        .args([
+            "apply", "m.csv", "--yes", "--config", "c.yaml", "--report", "r.csv",
+        ]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let report = report(&dir.path().join("r.csv"));
+    let by_id = |id: &uuid::Uuid| report.values().find(|r| r.id == id.to_string()).unwrap();
+    // The first read, then two attempts of a fresh read and a PATCH; no read after the
+    // last refusal (nothing may have landed: a 429 is not applied).
+    let r = by_id(&ids[0]);
+    assert_eq!(
+        (r.status, r.error_code.as_str()),
+        (Status::Failed, "http_429"),
+        "{r:?}"
+    );
+    assert_eq!(r.attempts, 5, "{r:?}");
+    // Nothing sent for a body that cannot be whole: the two reads only.
+    let r = by_id(&ids[1]);
+    assert_eq!(r.error_code, "incomplete_body", "{r:?}");
+    assert_eq!(r.attempts, 2, "{r:?}");
+    assert_eq!(peer.requests(), 7);
+}
