@@ -242,6 +242,8 @@ fn a_row_that_may_have_been_written_stays_in_the_rollback_with_its_before() {
         assert_eq!(r.before.as_ref(), Some(&start[&id]), "{r:?}");
         // Bounded: the policy's three attempts, no more.
         assert_eq!(sb.state().patch_count(&id), 3);
+        // The first read, three of (fresh read, PATCH), and the read that settles it.
+        assert_eq!(r.attempts, 8, "{r:?}");
     }
     let out = run(sb.cmd().args(["rollback", "r.csv"]));
     assert_eq!(
