@@ -145,6 +145,9 @@ fn a_write_of_unknown_outcome_keeps_its_before_through_resume_and_rollback() {
                 (Status::Failed, "write_unknown")
             );
             assert_eq!(r.before.as_ref(), starting.get(&id));
+            // The first read, a fresh read and the lost PATCH, then the next fresh read's
+            // two attempts, both dropped.
+            assert_eq!(r.attempts, 5, "{r:?}");
         } else {
             assert_eq!(r.status, Status::Updated);
         }
