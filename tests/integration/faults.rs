@@ -372,3 +372,31 @@ fn kill_9_at_a_dozen_moments_in_a_chain_keeps_the_undo_file_exact() {
     assert!(!sb.path("r.csv.journal").exists(), "every write settled");
     roll_back_and_check(&sb, "r.csv", &start);
 }
+
+#[test]
+fn a_lost_answer_on_the_last_attempt_is_read_once_more_and_counted() {
+    // One attempt a request: the PATCH lands but its answer is lost, and the read that
+    // would settle it fails too. The row is `write_unknown`, and counts every request.
+    let ids = ids(3, 72);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let (proxy, _) = lossy_proxy(&sb, &ids[..1], true);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    std::fs::write(sb.path("c.yaml"), "max_attempts: 1\n").unwrap();
+    let out = run(via(&proxy, &sb).args([
+        "apply", "m.csv", "--yes", "--config", "c.yaml", "--report", "r.csv",
+    ]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let report = report(&sb.path("r.csv"));
+    let lost = report
+        .values()
+        .find(|r| r.id == ids[0].to_string())
+        .unwrap();
+    assert_eq!(lost.error_code, "write_unknown", "{lost:?}");
+    assert!(
+        lost.error.contains("reading the gateway back failed too"),
+        "{lost:?}"
+    );
+    // The first read, the fresh read, the PATCH, the settling read.
+    assert_eq!(lost.attempts, 4, "{lost:?}");
+    assert_eq!(sb.state().patch_count(&ids[0]), 1);
+}
