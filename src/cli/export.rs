@@ -11,6 +11,23 @@ use crate::limiter::Limiter;
 use crate::manifest::{Format, ManifestWriter};
 use crate::output::{Destination, refuse_clash};
 
+/// The manifest writer of `export` and `rollback`: a file named by `-o` takes its place
+/// only when complete (a refused credential or a dropped connection leaves yesterday's
+/// file whole); to a terminal, the server's values are shown inert; to a file or a pipe,
+/// exactly.
+pub(super) fn manifest_out(
+    output: &Option<PathBuf>,
+    format: Format,
+) -> Result<ManifestWriter<Destination>, Failure> {
+    let out = Destination::open(output.as_deref())
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", shown(output)))
+        .exit_with(Exit::Usage)?;
+    let on_terminal = output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    Ok(ManifestWriter::new(out, format)
+        .exit_with(Exit::Usage)?
+        .for_terminal(on_terminal))
+}
+
 /// The output as named in messages.
 pub(super) fn shown(output: &Option<PathBuf>) -> String {
     output
@@ -28,16 +45,7 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
         let config = ctx.global.config.as_deref().map(|c| ("--config", c));
         refuse_clash(&[("-o", path)], config.as_slice()).map_err(usage)?;
     }
-    // A file named by -o takes its place only when the export is complete: a refused
-    // credential or a dropped connection leaves yesterday's export whole.
-    let out = Destination::open(args.output.as_deref())
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", shown(&args.output)))
-        .exit_with(Exit::Usage)?;
-    // To a terminal, the server's values are shown inert; to a file or a pipe, exactly.
-    let on_terminal = args.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let mut writer = ManifestWriter::new(out, format)
-        .exit_with(Exit::Usage)?
-        .for_terminal(on_terminal);
+    let mut writer = manifest_out(&args.output, format)?;
     let page_size = args.page_size.clamp(1, 1000);
     let paging = ctx.settings.paging;
     let stats = crate::export::export(&client, page_size, paging, |g| {

@@ -8,9 +8,9 @@
 
 use std::io::BufRead;
 
-use super::export::shown;
+use super::export::{manifest_out, shown};
 use super::{Exit, ExitContext, Failure, RollbackArgs, usage};
-use crate::manifest::{Format, ManifestWriter};
+use crate::manifest::Format;
 use crate::output::Destination;
 use crate::report::{self, ReadRecord, Status};
 
@@ -45,13 +45,7 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
     if let Some(out) = &args.output {
         crate::output::refuse_clash(&[("-o", out)], &[("the report", path)]).map_err(usage)?;
     }
-    let out = Destination::open(args.output.as_deref())
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", shown(&args.output)))
-        .exit_with(Exit::Usage)?;
-    let on_terminal = args.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let mut writer = ManifestWriter::new(out, format)
-        .exit_with(Exit::Usage)?
-        .for_terminal(on_terminal);
+    let mut writer = manifest_out(&args.output, format)?;
     let mut without_before = 0u64;
     report::for_each_record(path, |r| {
         if !written(&r) {
