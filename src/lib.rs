@@ -32,7 +32,8 @@
 //! - [`run`]: one plan or apply as a program calls it: lock, ledger, review, saved plans,
 //!   resume, journal; the CLI maps flags to it and its outcome to an exit code.
 //! - [`report`]: the per-row record, CSV or JSONL, and reading it back.
-//! - [`ledger`]: the report's lock, the manifest fingerprint, and `--resume`.
+//! - [`ledger`]: the report's lock, its run file (what `--resume` must match), the journal, and the
+//!   run lock that keeps two runs off the same gateways.
 //! - [`latency`]: request latencies per kind, in a fixed log-scale histogram (p50/p95/p99).
 //! - [`human`]: counts, rates and durations as a person reads them.
 //! - [`plan_view`]: the plan as people (text) and tools (JSON lines) read it.
