@@ -288,6 +288,14 @@ pub struct PlanWriter {
 
 impl PlanWriter {
     pub fn create(path: &Path, header: PlanHeader) -> io::Result<PlanWriter> {
+        // A plan takes its place by a rename: over a device (`/dev/null`) that would put a
+        // file where the device was.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file: a plan is saved whole, by a rename over its path",
+            ));
+        }
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
@@ -495,6 +503,19 @@ mod tests {
             lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_plan_is_never_saved_over_a_device_or_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [Path::new("/dev/null"), dir.path()] {
+            assert!(
+                PlanWriter::create(path, header()).is_err(),
+                "{}",
+                path.display()
+            );
+        }
+        assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
     }
 
     #[test]
