@@ -231,28 +231,7 @@ fn fidelity(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()>
     writeln!(md, "|---|---|---|---|---|")?;
     for &rate in rates {
         let rows = rate * secs;
-        let sb = Sandbox::start(bin, rows, &["--write-limit", "0"])?;
-        let m = manifest(work, rows)?;
-        let report = work.join(format!("fid{rate}.csv"));
-        fresh(&report);
-        run_quiet(
-            sb.cmd(bin, work)
-                .arg("apply")
-                .arg(&m)
-                .args([
-                    "--yes",
-                    "--rate",
-                    &rate.to_string(),
-                    "--concurrency",
-                    "64",
-                    "--read-rate",
-                    "0",
-                    "-q",
-                    "--report",
-                ])
-                .arg(&report),
-        )?;
-        let s = sb.stats()?;
+        let s = apply_at(bin, work, rate, rows, &["--read-rate", "0"], "fid")?;
         let writes = s["writes"].as_u64().unwrap_or(0);
         let span = (s["last_write_us"].as_u64().unwrap_or(0)
             - s["first_write_us"].as_u64().unwrap_or(0)) as f64
@@ -297,28 +276,7 @@ fn window(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
     writeln!(md, "| --rate R | rows | window p50 | window max |")?;
     writeln!(md, "|---|---|---|---|")?;
     for &(rate, rows) in runs {
-        let sb = Sandbox::start(bin, rows, &["--write-limit", "0"])?;
-        let m = manifest(work, rows)?;
-        let report = work.join(format!("window{rate}.csv"));
-        fresh(&report);
-        run_quiet(
-            sb.cmd(bin, work)
-                .arg("apply")
-                .arg(&m)
-                .args([
-                    "--yes",
-                    "--rate",
-                    &rate.to_string(),
-                    "--concurrency",
-                    "64",
-                    "--read-mode",
-                    "get",
-                    "-q",
-                    "--report",
-                ])
-                .arg(&report),
-        )?;
-        let s = sb.stats()?;
+        let s = apply_at(bin, work, rate, rows, &["--read-mode", "get"], "window")?;
         let ms = |key: &str| s[key].as_u64().unwrap_or(0) as f64 / 1000.0;
         writeln!(
             md,
@@ -329,6 +287,39 @@ fn window(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
     }
     writeln!(md)?;
     Ok(())
+}
+
+/// `apply` of `rows` changed rows at `--rate rate`, concurrency 64, plus `extra`, against a
+/// fresh sandbox with no write limit; returns the sandbox's stats.
+fn apply_at(
+    bin: &Path,
+    work: &Path,
+    rate: u64,
+    rows: u64,
+    extra: &[&str],
+    name: &str,
+) -> Result<serde_json::Value> {
+    let sb = Sandbox::start(bin, rows, &["--write-limit", "0"])?;
+    let m = manifest(work, rows)?;
+    let report = work.join(format!("{name}{rate}.csv"));
+    fresh(&report);
+    run_quiet(
+        sb.cmd(bin, work)
+            .arg("apply")
+            .arg(&m)
+            .args([
+                "--yes",
+                "--rate",
+                &rate.to_string(),
+                "--concurrency",
+                "64",
+                "-q",
+            ])
+            .args(extra)
+            .arg("--report")
+            .arg(&report),
+    )?;
+    sb.stats()
 }
 
 /// Removes an earlier run's report and its lock file, so the next run starts afresh.

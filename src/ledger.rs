@@ -792,7 +792,7 @@ fn lock_file_at(path: &Path, wait: std::time::Duration) -> io::Result<Option<Fil
 /// Whether `path` names this open file.
 fn names(path: &Path, file: &File) -> io::Result<bool> {
     match std::fs::symlink_metadata(path) {
-        Ok(at_path) => Ok(crate::report::same_inode(&at_path, &file.metadata()?)),
+        Ok(at_path) => Ok(crate::output::same_inode(&at_path, &file.metadata()?)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }

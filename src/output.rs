@@ -14,13 +14,23 @@ pub type Named<'a> = (&'a str, &'a Path);
 /// (through links, `./`, `..` and symlinks), else the same absolute path.
 pub fn same_file(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-            return (x.dev(), x.ino()) == (y.dev(), y.ino());
-        }
+    if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        return same_inode(&x, &y);
     }
     resolved(a) == resolved(b)
+}
+
+/// Whether two metadata describe one file (the same device and inode).
+#[cfg(unix)]
+pub fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+/// Without inodes: the same length, the nearest stand-in.
+#[cfg(not(unix))]
+pub fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.len() == b.len()
 }
 
 /// `path` made absolute, its directory resolved (symlinks, `..`) when it exists.

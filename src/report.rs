@@ -263,7 +263,7 @@ impl Held {
     fn check(&self, path: &Path) -> io::Result<()> {
         let ours = self.file.metadata()?;
         let expected = self.expected.load(std::sync::atomic::Ordering::Relaxed);
-        let what = if !std::fs::metadata(path).is_ok_and(|m| same_inode(&m, &ours)) {
+        let what = if !std::fs::metadata(path).is_ok_and(|m| crate::output::same_inode(&m, &ours)) {
             "deleted or replaced"
         } else if ours.len() < expected {
             "truncated"
@@ -316,18 +316,6 @@ impl Held {
         }
         Err(last)
     }
-}
-
-/// Whether two metadata describe one file.
-#[cfg(unix)]
-pub(crate) fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    (a.dev(), a.ino()) == (b.dev(), b.ino())
-}
-
-#[cfg(not(unix))]
-pub(crate) fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
-    a.len() == b.len()
 }
 
 impl ReportWriter {

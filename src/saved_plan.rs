@@ -235,9 +235,13 @@ fn changed_values(before: &GatewayFields, after: &GatewayFields) -> crate::manif
     RawRow {
         name: (after.name != before.name).then(|| after.name.clone()),
         uri: (after.uri != before.uri).then(|| after.uri.clone()),
-        encryption: (after.encryption != before.encryption)
-            .then(|| after.encryption.as_ref().map(|e| e.as_str().to_owned()))
-            .map(Option::unwrap_or_default),
+        encryption: (after.encryption != before.encryption).then(|| {
+            after
+                .encryption
+                .as_ref()
+                .map_or("", |e| e.as_str())
+                .to_owned()
+        }),
         ciphers: (after.ciphers != before.ciphers)
             .then(|| list(after.ciphers.iter().map(|c| c.as_str()).collect())),
         codecs: (after.codecs != before.codecs)
