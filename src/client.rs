@@ -25,6 +25,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::breaker::{Breaker, Verdict};
+use crate::budget::{Answer, Held, Ticket, WriteBudget};
 use crate::latency::{Latencies, RequestKind};
 use crate::limiter::{Budget, Limiter};
 use crate::model::{Encryption, GatewayFields, GatewayResource};
@@ -342,7 +343,9 @@ impl ReadClient {
             } else {
                 None
             };
-            inner.limiter.acquire(budget).await;
+            if let Err(held) = inner.limiter.acquire(budget).await {
+                self.stop_held(&held);
+            }
             if inner.abort.is_cancelled() {
                 return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }
@@ -385,26 +388,42 @@ impl ReadClient {
             inner.stats.writes.fetch_add(1, Ordering::Relaxed);
         }
         let sent = tokio::time::Instant::now();
-        let result = self.send_once(method, url, body, n, max_body).await;
+        // A write's answer, headers and all, tells the write budget what the space has left.
+        let write = match (kind, inner.limiter.budget()) {
+            (RequestKind::Patch, Some(budget)) => Some((budget, budget.sent())),
+            _ => None,
+        };
+        let result = self.send_once(method, url, body, n, max_body, write).await;
         inner.stats.latencies.of(kind).record(sent.elapsed());
-        if kind == RequestKind::Patch {
-            match &result {
-                Ok(_) => inner.limiter.write_accepted(),
-                Err(e) if e.status == Some(429) => inner.limiter.write_throttled(),
-                Err(_) => {}
-            }
+        if let Some((budget, ticket)) = write {
+            let answer = match &result {
+                Ok(_) => Answer::Accepted,
+                Err(e) if e.status == Some(429) => Answer::Refused(e.retry_after),
+                Err(_) => Answer::Other,
+            };
+            budget.answered(&ticket, answer);
         }
         self.note_reachability(&result);
         result
     }
 
-    /// Before a retry of `budget` that waits `wait`: a 429 holds every worker's requests
-    /// of that budget back, not just this one (a space out of write budget still serves
-    /// reads).
+    /// The space's count held the job at the reserve past the outage budget: the job stops
+    /// as it does when the space cannot be reached (exit 3, rows left `skipped`).
+    fn stop_held(&self, held: &Held) {
+        if self.abort_with(AbortCause::Unreachable(held.to_string())) {
+            tracing::error!("stopping: {held}");
+        }
+    }
+
+    /// Before a retry of `budget` that waits `wait`. A read's 429 holds every read back,
+    /// not just this one; a write's 429 delays its own row only (the write budget decides
+    /// when every write waits).
     fn before_retry(&self, budget: Budget, err: &ApiError, wait: Duration) {
         let inner = &self.inner;
         if err.status == Some(429) {
-            inner.limiter.pause_for(budget, wait);
+            if budget == Budget::Read {
+                inner.limiter.pause_for(budget, wait);
+            }
             inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
             inner.stats.throttled_wait_us.fetch_add(
                 u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
@@ -473,6 +492,7 @@ impl ReadClient {
         body: Option<Vec<u8>>,
         attempt: u32,
         max_body: usize,
+        budget: Option<(&WriteBudget, Ticket)>,
     ) -> Result<Reply<bytes_body::Body>, ApiError> {
         let inner = &self.inner;
         let write = method != Method::GET;
@@ -490,6 +510,9 @@ impl ReadClient {
         })?;
         let status = response.status();
         self.log_rate_headers(response.headers());
+        if let Some((budget, ticket)) = &budget {
+            budget.headers(ticket, response.headers());
+        }
         let retry_after = response
             .headers()
             .get(header::RETRY_AFTER)
@@ -552,10 +575,7 @@ impl ReadClient {
         }
         let seen: Vec<String> = headers
             .iter()
-            .filter(|(name, _)| {
-                let n = name.as_str();
-                n.starts_with("x-") && (n.contains("rate") || n.contains("limit"))
-            })
+            .filter(|(name, _)| crate::budget::headers::is_rate_header(name.as_str()))
             .map(|(name, value)| {
                 let value = self
                     .inner
@@ -595,7 +615,9 @@ impl WriteClient {
         if inner.abort.is_cancelled() {
             return Err(self.read.aborted(0));
         }
-        inner.limiter.acquire(Budget::Write).await;
+        if let Err(held) = inner.limiter.acquire(Budget::Write).await {
+            self.read.stop_held(&held);
+        }
         if inner.abort.is_cancelled() {
             return Err(self.read.aborted(0));
         }
@@ -654,8 +676,8 @@ impl WriteClient {
     }
 
     /// How long to wait before the row's next attempt after `err`, or `None` to give up
-    /// (the backoff's attempts or the policy's total time are spent). A 429 holds every
-    /// write back for its wait, as a read's 429 does for reads.
+    /// (the backoff's attempts or the policy's total time are spent). A 429's wait is this
+    /// row's alone.
     pub fn wait_before_retry(
         &self,
         schedule: &mut WriteSchedule,

@@ -157,12 +157,12 @@ pub struct Outcome {
     pub latency: Vec<(RequestKind, Percentiles)>,
     /// The row that took longest, end to end.
     pub slowest: Option<SlowRow>,
-    /// 429 answers that paused the job, and how long those pauses added up to.
+    /// 429 answers, and how long the retries after them waited in all.
     pub throttled: u64,
     pub throttled_wait: Duration,
-    /// How the write pace adapted to the server's 429s (an apply's run; set by the caller
-    /// that owns the limiter).
-    pub write_pace: Option<crate::adaptive::RateReport>,
+    /// The space's write budget as the job saw it (an apply's run; set by the caller that
+    /// owns the limiter).
+    pub write_budget: Option<crate::budget::BudgetReport>,
     /// `--read-mode list`/`auto`: how the space was read in pages (set by the caller).
     pub snapshot: Option<crate::snapshot::SnapshotStats>,
 }
@@ -513,7 +513,7 @@ pub async fn run(job: Job) -> Result<Outcome, JobError> {
         slowest: tally.slowest,
         throttled: stats.throttled.load(Ordering::Relaxed),
         throttled_wait: Duration::from_micros(stats.throttled_wait_us.load(Ordering::Relaxed)),
-        write_pace: None,
+        write_budget: None,
         snapshot: None,
     })
 }

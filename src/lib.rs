@@ -20,8 +20,9 @@
 //! - [`manifest`]: CSV and YAML readers, row checks with line numbers and suggestions.
 //! - [`config`]: flag > environment > file > default; credentials never from argv.
 //! - [`client`]: GET/PATCH/list with Basic auth; [`client::ReadClient`] cannot write.
-//! - [`limiter`]: the process-wide write and read budgets; a 429 pauses everyone.
-//! - [`adaptive`]: the write pace under `--rate`: cut by a 429, climbing back on success.
+//! - [`limiter`]: the process-wide write and read budgets, `--rate` the hard ceiling.
+//! - [`budget`]: the space's write budget: its announced count kept above `--reserve`,
+//!   else an estimate of what it accepts, cut only when the share of 429s rises.
 //! - [`retry`]: which failures to retry and how long to wait (pure functions).
 //! - [`breaker`]: one circuit breaker for the space: an unreachable space pauses the job,
 //!   then stops it, instead of every row retrying on its own.
@@ -50,9 +51,9 @@
 //! - [`sandbox`]: the simulated space (axum).
 //! - [`cli`]: clap definitions and exit codes; `main.rs` only calls [`cli::main`].
 
-pub mod adaptive;
 pub mod bounded;
 pub mod breaker;
+pub mod budget;
 pub mod cli;
 pub mod client;
 pub mod config;

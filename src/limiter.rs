@@ -1,9 +1,10 @@
 //! One rate limiter for the whole process. Every HTTP attempt, first tries and retries
-//! alike, takes a permit from the write or the read budget before it is sent. A 429 pauses
-//! its budget for everyone (a write's 429 every write, a read's every read), so the whole
-//! job slows down, not one worker, while a space out of write budget still serves the
-//! reads; an unreachable space pauses both. A 429 on a write also lowers the pace of writes ([`AdaptiveRate`]), under `--rate` as a hard
-//! ceiling (the governor quota, applied last).
+//! alike, takes a permit from the write or the read budget before it is sent. Writes are
+//! paced first by the space's write budget ([`WriteBudget`]: what it announces and
+//! accepts), then by `--rate` as a hard ceiling (the governor quota, applied last). A read's
+//! 429 pauses every read (the platform does not limit reads, so one means something in
+//! the way is saturated); a write's 429 delays only its own row, and the write budget
+//! decides when the whole job waits. An unreachable space pauses both.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
-pub use crate::adaptive::{AdaptiveRate, RateReport};
+pub use crate::budget::{Held, WriteBudget};
 
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,12 +41,11 @@ pub struct Limiter {
     /// the slot and the send; this second gate keeps the ceiling true at the server.
     write_gate: Option<DefaultDirectRateLimiter>,
     read: Option<DefaultDirectRateLimiter>,
-    /// Until when each budget is held back: [writes, reads]. A 429 holds the budget of
-    /// the request it answered (a space out of write budget still serves reads); an
-    /// unreachable space holds both.
+    /// Until when each budget is held back: [writes, reads]. A read's 429 holds the reads;
+    /// an unreachable space holds both.
     paused_until: [Mutex<Option<Instant>>; 2],
-    /// The pace of writes below the ceiling, after the server's 429s.
-    pace: Option<Arc<AdaptiveRate>>,
+    /// The pace of writes below the ceiling: the space's write budget.
+    budget: Option<Arc<WriteBudget>>,
 }
 
 /// How late, at most, a request may reach the server compared with its neighbours (two
@@ -82,32 +82,24 @@ impl Limiter {
             write_gate: write_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
             read: read_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
             paused_until: [Mutex::new(None), Mutex::new(None)],
-            pace: None,
+            budget: None,
         }
     }
 
-    /// Paces writes by `pace` too (it adapts to 429s; the quota stays the ceiling).
-    pub fn with_pace(mut self, pace: Arc<AdaptiveRate>) -> Self {
-        self.pace = Some(pace);
+    /// Paces writes by the space's write budget too (the quota stays the ceiling).
+    pub fn with_budget(mut self, budget: Arc<WriteBudget>) -> Self {
+        self.budget = Some(budget);
         self
     }
 
-    /// A write was accepted by the server.
-    pub fn write_accepted(&self) {
-        if let Some(p) = &self.pace {
-            p.on_accepted();
-        }
+    /// The write budget, for the client to feed each write's answer to.
+    pub fn budget(&self) -> Option<&WriteBudget> {
+        self.budget.as_deref()
     }
 
-    /// A write was refused with 429.
-    pub fn write_throttled(&self) {
-        if let Some(p) = &self.pace {
-            p.on_throttled();
-        }
-    }
-
-    /// Waits out any pause, then for a permit from `budget`.
-    pub async fn acquire(&self, budget: Budget) {
+    /// Waits out any pause, then for a permit from `budget`. `Err` only for a write, when
+    /// the space's count has held the job at the reserve past the outage budget.
+    pub async fn acquire(&self, budget: Budget) -> Result<(), Held> {
         loop {
             let until = *self.paused_until[budget.index()]
                 .lock()
@@ -118,9 +110,9 @@ impl Limiter {
             }
         }
         if budget == Budget::Write
-            && let Some(slot) = self.pace.as_ref().and_then(|p| p.slot())
+            && let Some(b) = &self.budget
         {
-            tokio::time::sleep_until(slot).await;
+            b.slot().await?;
         }
         let limiter = match budget {
             Budget::Write => &self.write,
@@ -129,6 +121,7 @@ impl Limiter {
         if let Some(limiter) = limiter {
             limiter.until_ready().await;
         }
+        Ok(())
     }
 
     /// Waits until a write whose slot was granted may leave without breaking the `--rate`
@@ -140,8 +133,8 @@ impl Limiter {
         }
     }
 
-    /// Holds every new request of `budget` back for `wait` (a 429's `Retry-After`), in
-    /// every worker. Pauses only grow: a shorter one never cuts a longer one short.
+    /// Holds every new request of `budget` back for `wait` (a read's 429, an unreachable
+    /// space), in every worker. Pauses only grow: a shorter one never cuts a longer one short.
     pub fn pause_for(&self, budget: Budget, wait: Duration) {
         let until = Instant::now() + wait;
         let mut guard = self.paused_until[budget.index()]
@@ -243,17 +236,17 @@ mod tests {
     async fn a_pause_holds_its_budget_and_only_ever_grows() {
         let limiter = Limiter::new(None, None);
         let start = Instant::now();
-        limiter.acquire(Budget::Read).await;
+        limiter.acquire(Budget::Read).await.unwrap();
         assert_eq!(Instant::now(), start, "no pause: at once");
         limiter.pause_for(Budget::Write, Duration::from_secs(5));
         // A shorter pause asked later does not cut the longer one short.
         limiter.pause_for(Budget::Write, Duration::from_secs(1));
         // Reads go on while writes are held back.
-        limiter.acquire(Budget::Read).await;
+        limiter.acquire(Budget::Read).await.unwrap();
         assert_eq!(Instant::now(), start, "a write pause holds no read");
-        limiter.acquire(Budget::Write).await;
+        limiter.acquire(Budget::Write).await.unwrap();
         assert_eq!(Instant::now() - start, Duration::from_secs(5));
-        limiter.acquire(Budget::Write).await;
+        limiter.acquire(Budget::Write).await.unwrap();
         assert_eq!(
             Instant::now() - start,
             Duration::from_secs(5),
@@ -262,39 +255,20 @@ mod tests {
         // A longer one asked during a pause extends it.
         limiter.pause_for(Budget::Read, Duration::from_secs(2));
         limiter.pause_for(Budget::Read, Duration::from_secs(3));
-        limiter.acquire(Budget::Write).await;
+        limiter.acquire(Budget::Write).await.unwrap();
         assert_eq!(
             Instant::now() - start,
             Duration::from_secs(5),
             "a read pause holds no write"
         );
-        limiter.acquire(Budget::Read).await;
+        limiter.acquire(Budget::Read).await.unwrap();
         assert_eq!(Instant::now() - start, Duration::from_secs(8));
         // An unreachable space holds both.
         limiter.pause_all(Duration::from_secs(1));
-        limiter.acquire(Budget::Write).await;
+        limiter.acquire(Budget::Write).await.unwrap();
         assert_eq!(Instant::now() - start, Duration::from_secs(9));
         limiter.pause_all(Duration::from_secs(1));
-        limiter.acquire(Budget::Read).await;
+        limiter.acquire(Budget::Read).await.unwrap();
         assert_eq!(Instant::now() - start, Duration::from_secs(10));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_server_s_answers_to_writes_move_the_pace() {
-        let pace = Arc::new(AdaptiveRate::new(100));
-        let limiter = Limiter::new(None, None).with_pace(Arc::clone(&pace));
-        limiter.write_throttled();
-        assert_eq!(pace.current(), 50.0);
-        limiter.write_accepted();
-        assert!(pace.current() > 50.0);
-        // A paced write waits its slot: two writes at about 50/s are 20 ms apart.
-        let start = Instant::now();
-        limiter.acquire(Budget::Write).await;
-        limiter.acquire(Budget::Write).await;
-        let gap = Instant::now() - start;
-        assert!(
-            gap > Duration::from_millis(15) && gap < Duration::from_millis(25),
-            "{gap:?}"
-        );
     }
 }

@@ -75,8 +75,8 @@ pub struct Progress {
     last_line: Instant,
     counts: Counts,
     bar: Option<ProgressBar>,
-    /// The write pace (apply), shown while it is below `--rate`.
-    pace: Option<Arc<crate::adaptive::AdaptiveRate>>,
+    /// The space's write budget as the job sees it (apply).
+    budget: Option<Arc<crate::budget::WriteBudget>>,
 }
 
 impl Progress {
@@ -103,20 +103,14 @@ impl Progress {
             last_line: now,
             counts: Counts::default(),
             bar,
-            pace: None,
+            budget: None,
         }
     }
 
-    /// Shows the write pace too, as it adapts to the server's 429s.
-    pub fn with_pace(mut self, pace: Option<Arc<crate::adaptive::AdaptiveRate>>) -> Self {
-        self.pace = pace;
+    /// Shows the write budget too: what the job believes, its pace, the refusals.
+    pub fn with_budget(mut self, budget: Option<Arc<crate::budget::WriteBudget>>) -> Self {
+        self.budget = budget;
         self
-    }
-
-    fn write_pace(&self) -> f64 {
-        self.pace
-            .as_ref()
-            .map_or(0.0, |p| (p.current() * 10.0).round() / 10.0)
     }
 
     fn rows_per_sec(&self) -> f64 {
@@ -140,6 +134,8 @@ impl Progress {
                 "plan progress"
             );
         } else {
+            let b = self.budget.as_ref().map(|b| b.report()).unwrap_or_default();
+            let round = |x: f64| (x * 10.0).round() / 10.0;
             tracing::info!(
                 done = c.done,
                 total = self.total,
@@ -148,7 +144,10 @@ impl Progress {
                 failed = c.failed,
                 other = c.other,
                 rows_per_sec,
-                write_pace = self.write_pace(),
+                write_pace = round(b.pace),
+                write_budget = %b.believed(),
+                refused_pct = round(b.refused_share() * 100.0),
+                waited_secs = round(b.waited_secs),
                 "progress"
             );
         }
@@ -189,9 +188,14 @@ impl Observer for Progress {
                     } else {
                         "?".into()
                     };
-                    let pace = match &self.pace {
-                        Some(p) if p.report().cuts > 0 => {
-                            format!("  writes at {}", crate::human::rate(p.current()))
+                    let pace = match self.budget.as_ref().map(|b| b.report()) {
+                        Some(b) if b.source.is_some() && (b.pace < b.ceiling || b.refused > 0) => {
+                            format!(
+                                "  writes at {} ({}, {:.1}% refused)",
+                                crate::human::rate(b.pace),
+                                b.believed(),
+                                b.refused_share() * 100.0
+                            )
                         }
                         _ => String::new(),
                     };

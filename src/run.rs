@@ -25,11 +25,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::WriteBudget;
 use crate::client::{ClientBuildError, ClientConfig, ReadClient, RequestStats, WriteClient};
 use crate::engine::{self, Job, JobError, Observer, Outcome, StopReason};
 use crate::export::PagingLimits;
 use crate::ledger::{self, IdSet, IdsDigest, Journal, Ledger, LedgerError, RunLock, RunNote};
-use crate::limiter::{AdaptiveRate, Limiter};
+use crate::limiter::Limiter;
 use crate::manifest::{DuplicateCheck, Format, Manifest, ManifestError};
 use crate::model::GatewayFields;
 use crate::progress::Tee;
@@ -97,6 +98,8 @@ pub struct RunOptions {
     pub client: ClientConfig,
     pub concurrency: usize,
     pub write_rate: NonZeroU32,
+    /// Share of the space's announced write budget left to its other clients (`--reserve`).
+    pub reserve: f64,
     /// `None`: reads are not limited.
     pub read_rate: Option<NonZeroU32>,
     /// One GET a row, or the space read in pages first (see [`crate::snapshot`]).
@@ -129,6 +132,7 @@ impl RunOptions {
             concurrency: crate::config::defaults::CONCURRENCY,
             write_rate: NonZeroU32::new(crate::config::defaults::WRITE_RATE)
                 .unwrap_or(NonZeroU32::MIN),
+            reserve: crate::budget::DEFAULT_RESERVE,
             read_rate: NonZeroU32::new(crate::config::defaults::READ_RATE),
             read_mode: ReadMode::default(),
             paging: PagingLimits::default(),
@@ -169,8 +173,8 @@ pub struct RunStart {
     pub in_shard: u64,
     /// Rows an earlier run finished (`--resume`): passed over.
     pub already_done: u64,
-    /// The write pace, adapting to 429s (apply): progress shows where it is.
-    pub pace: Option<Arc<AdaptiveRate>>,
+    /// The space's write budget as the job sees it (apply): progress shows it.
+    pub budget: Option<Arc<WriteBudget>>,
 }
 
 /// The caller's side of a run.
@@ -407,7 +411,13 @@ pub async fn run(
         rows: scan.rows,
         in_shard: scan.in_shard,
         already_done: opened.done.len() as u64,
-        pace: (mode == Mode::Apply).then(|| Arc::new(AdaptiveRate::new(options.write_rate.get()))),
+        budget: (mode == Mode::Apply).then(|| {
+            Arc::new(WriteBudget::new(
+                options.write_rate.get(),
+                options.reserve,
+                options.client.retry.outage_budget,
+            ))
+        }),
     };
     let mut pipeline = Pipeline::new(&options, &manifest, &scan);
     pipeline.max_errors = options.max_errors.map(|b| b.threshold(scan.in_shard));
@@ -415,7 +425,7 @@ pub async fn run(
     pipeline.done = Some(Arc::new(opened.done));
     pipeline.journal = Some(opened.journal);
     pipeline.recovered = Some(Arc::new(opened.recovered));
-    pipeline.pace = start.pace.clone();
+    pipeline.budget = start.budget.clone();
     let mut observers: Vec<Box<dyn Observer>> = Vec::new();
     if let Some(observe) = hooks.observe {
         observers.push(observe(&start));
@@ -537,7 +547,7 @@ struct Pipeline<'a> {
     done: Option<Arc<IdSet>>,
     journal: Option<Journal>,
     recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
-    pace: Option<Arc<AdaptiveRate>>,
+    budget: Option<Arc<WriteBudget>>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -552,7 +562,7 @@ impl<'a> Pipeline<'a> {
             done: None,
             journal: None,
             recovered: None,
-            pace: None,
+            budget: None,
         }
     }
 
@@ -565,8 +575,8 @@ impl<'a> Pipeline<'a> {
     ) -> Result<Outcome, RunError> {
         let o = self.options;
         let mut limiter = Limiter::new(Some(o.write_rate), o.read_rate);
-        if let Some(pace) = &self.pace {
-            limiter = limiter.with_pace(Arc::clone(pace));
+        if let Some(budget) = &self.budget {
+            limiter = limiter.with_budget(Arc::clone(budget));
         }
         let limiter = Arc::new(limiter);
         let stats = Arc::new(RequestStats::default());
@@ -616,7 +626,7 @@ impl<'a> Pipeline<'a> {
             snapshot: snapshot.clone(),
         };
         let mut outcome = engine::run(job).await?;
-        outcome.write_pace = self.pace.as_ref().map(|p| p.report());
+        outcome.write_budget = self.budget.as_ref().map(|b| b.report());
         if let Some(s) = snapshot {
             outcome.elapsed += s.stats.elapsed;
             outcome.snapshot = Some(s.stats.clone());

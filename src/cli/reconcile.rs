@@ -122,7 +122,7 @@ pub async fn run(
             let remaining = start.in_shard.saturating_sub(start.already_done);
             let (obs, handle) = progress::Shared::new(
                 Progress::new(progress_mode(ctx), remaining, mode == Mode::Plan)
-                    .with_pace(start.pace.clone()),
+                    .with_budget(start.budget.clone()),
             );
             s.progress = Some(handle);
             let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(obs)];
@@ -505,18 +505,27 @@ fn summary_text(title: &str, o: &Outcome, report: Option<&Path>, rate: u32) -> S
     }
     if o.throttled > 0 {
         text.push_str(&format!(
-            "\n  throttled: {} answers 429, paused {} in all",
+            "\n  throttled: {} answers 429, their retries waited {} in all",
             human::count(o.throttled),
             human::duration(o.throttled_wait)
         ));
     }
-    if let Some(p) = o.write_pace.filter(|p| p.cuts > 0) {
+    if let Some(b) = o.write_budget.filter(|b| b.source.is_some()) {
         text.push_str(&format!(
-            "\n  write pace: cut {} time(s) after 429s, lowest {}, ending at {} (--rate {})",
-            human::count(p.cuts),
-            human::rate(p.lowest),
-            human::rate(p.current),
-            human::count(u64::from(rate))
+            "\n  write budget: {}\n    refused {} of {} writes ({:.1}%), writes held back {}, \
+             pace {} at the end (--rate {}){}",
+            b.believed(),
+            human::count(b.refused),
+            human::count(b.refused + b.accepted),
+            b.refused_share() * 100.0,
+            human::duration(Duration::from_secs_f64(b.waited_secs)),
+            human::rate(b.pace),
+            human::count(u64::from(rate)),
+            if b.cuts > 0 {
+                format!(", lowest after a cut {}", human::rate(b.lowest_pace))
+            } else {
+                String::new()
+            }
         ));
     }
     text
@@ -555,11 +564,16 @@ fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json::Value {
         })),
         "throttled": {
             "answers_429": o.throttled,
-            "paused_secs": o.throttled_wait.as_secs_f64(),
+            "retry_wait_secs": o.throttled_wait.as_secs_f64(),
         },
-        "write_pace": o.write_pace.map(|p| serde_json::json!({
-            "current": p.current, "lowest": p.lowest, "cuts": p.cuts,
-        })),
+        "write_budget": o.write_budget.map(|b| {
+            let mut v = serde_json::to_value(b).unwrap_or_default();
+            if let Some(map) = v.as_object_mut() {
+                map.insert("refused_share".into(), b.refused_share().into());
+                map.insert("believed".into(), b.believed().into());
+            }
+            v
+        }),
         "read_in_pages": o.snapshot.as_ref().map(|s| serde_json::json!({
             "pages": s.pages, "listed": s.listed, "found": s.kept, "complete": s.complete,
             "secs": s.elapsed.as_secs_f64(), "stopped_early": s.stopped_early,

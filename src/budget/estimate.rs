@@ -1,0 +1,536 @@
+//! What the space accepts, estimated from its answers when it announces nothing.
+//!
+//! A refusal (429) is evidence about the budget only in proportion: a limit makes the
+//! share of refused writes grow with the rate, while a proxy or a flaky edge refuses a
+//! steady share whatever the rate. So the pace is cut only when the share of refusals
+//! rises clearly above its own baseline (a CUSUM test, which finds a small lasting rise
+//! as surely as a large sudden one), or when most of the latest writes are refused at
+//! once; never on each 429. The baseline is learnt while the pace is at or under what the
+//! space was last seen to accept, never while probing above it. A cut sets the pace
+//! under what the space was seen to accept while it refused (the delivered rate, as BBR
+//! measures a link); the pace climbs back to just below that knee, holds there, and then
+//! probes above it, slowly, so that a limit that has gone is found again.
+//!
+//! Every function takes the time as an argument: the tests drive it on a paused clock.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The latest answers judged for a sudden limit (most refused) or a spent budget.
+const WINDOW: usize = 32;
+/// Refusals that, being two thirds of the window or more, mean a limit whatever the
+/// baseline (even 30% refused at random rarely looks like that).
+const MOST_REFUSED: usize = 12;
+/// The CUSUM's allowance above the baseline (a share of it, and at least this) and its
+/// alarm level (so many refusals beyond the allowance, more on a noisier baseline).
+const ALLOWANCE_SHARE: f64 = 0.5;
+const ALLOWANCE_MIN: f64 = 0.02;
+const ALARM_BASE: f64 = 4.0;
+const ALARM_PER_SHARE: f64 = 80.0;
+/// Answers the baseline needs before the CUSUM uses it, and the share assumed until then.
+const BASELINE_MIN: u64 = 16;
+const PRIOR_SHARE: f64 = 0.1;
+
+/// The baseline's memory, in answers (an exponential average past this many).
+const BASELINE_MEMORY: u64 = 512;
+/// After a cut: the pace as a share of the knee, then where it climbs back to.
+const CUT_TO: f64 = 0.85;
+const HOLD_AT: f64 = 0.95;
+/// A cut takes the pace down by this share at least.
+const CUT_AT_LEAST: f64 = 0.15;
+/// Seconds to climb from the cut back to the hold, and until probing above it starts.
+const CLIMB_SECS: f64 = 5.0;
+const PROBE_AFTER_SECS: f64 = 10.0;
+/// While probing, the pace grows by this factor a second.
+const PROBE_GROWTH: f64 = 1.05;
+/// The lowest pace as a share of the ceiling: a storm of refusals never stops the job.
+const FLOOR_SHARE: f64 = 0.02;
+/// The delivered rate is measured over the last second, in buckets of this length.
+const BUCKET: Duration = Duration::from_millis(100);
+const BUCKETS: usize = 10;
+/// The shortest span a delivered rate is measured over.
+const MIN_SPAN: Duration = Duration::from_millis(10);
+
+/// The share of refused writes in normal times: a running mean, then an exponential one.
+#[derive(Debug, Default, Clone, Copy)]
+struct Baseline {
+    share: f64,
+    answers: u64,
+}
+
+impl Baseline {
+    fn add(&mut self, refused: bool) {
+        self.answers += 1;
+        let weight = 1.0 / self.memory();
+        self.share += weight * (f64::from(u8::from(refused)) - self.share);
+    }
+
+    /// The answers the share stands on (its memory once it is full).
+    fn memory(&self) -> f64 {
+        self.answers.clamp(1, BASELINE_MEMORY) as f64
+    }
+
+    /// The share the CUSUM tests against: smoothed (one refusal in two more answers), so
+    /// that a baseline standing on few answers is not taken for no refusals at all.
+    fn share_to_test(&self) -> f64 {
+        let m = self.memory();
+        (self.share * m + 1.0) / (m + 2.0)
+    }
+}
+
+/// A one-sided CUSUM over answers: refusals beyond the baseline plus an allowance add up,
+/// accepted answers drain it; past the alarm level the share has risen.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cusum {
+    sum: f64,
+}
+
+impl Cusum {
+    /// Adds one answer; true when the share of refusals has clearly risen above `p`.
+    fn add(&mut self, refused: bool, p: f64) -> bool {
+        let allowance = (p * ALLOWANCE_SHARE).max(ALLOWANCE_MIN);
+        let x = f64::from(u8::from(refused));
+        self.sum = (self.sum + x - p - allowance).max(0.0);
+        self.sum > ALARM_BASE + ALARM_PER_SHARE * p
+    }
+}
+
+/// The last cut, from which the pace climbs back.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    at: Instant,
+    /// What the space accepted while it refused: where the limit is believed to be.
+    knee: f64,
+    /// The pace just after the cut.
+    after: f64,
+}
+
+/// What an answer changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Steady,
+    /// The share of refusals rose: the pace was cut. `spent`: nearly every write was
+    /// refused, so the budget itself is spent and writes should wait for it.
+    Cut {
+        spent: bool,
+    },
+}
+
+/// The estimate. See the module docs.
+#[derive(Debug)]
+pub struct Estimate {
+    ceiling: f64,
+    floor: f64,
+    /// The latest answers to writes sent since the last cut: true = refused.
+    recent: VecDeque<bool>,
+    refused_recent: usize,
+    /// Accepted answers to writes sent since the last cut (or the start).
+    accepted_since_cut: u64,
+    baseline: Baseline,
+    cusum: Cusum,
+    /// Accepted writes per bucket: (bucket number since `origin`, count).
+    delivered: [(u64, u32); BUCKETS],
+    origin: Option<Instant>,
+    cut: Option<Cut>,
+    cuts: u64,
+    lowest: f64,
+}
+
+impl Estimate {
+    pub fn new(ceiling_per_second: f64) -> Estimate {
+        let ceiling = ceiling_per_second.max(1.0);
+        Estimate {
+            ceiling,
+            floor: (ceiling * FLOOR_SHARE).clamp(1.0, ceiling),
+            recent: VecDeque::with_capacity(WINDOW + 1),
+            refused_recent: 0,
+            accepted_since_cut: 0,
+            baseline: Baseline::default(),
+            cusum: Cusum::default(),
+            delivered: [(u64::MAX, 0); BUCKETS],
+            origin: None,
+            cut: None,
+            cuts: 0,
+            lowest: ceiling,
+        }
+    }
+
+    /// Writes per second to pace at now: the ceiling until the first cut; after one, a
+    /// climb back to just under the knee, a hold, then a slow probe above it.
+    pub fn pace(&self, now: Instant) -> f64 {
+        let Some(cut) = self.cut else {
+            return self.ceiling;
+        };
+        let s = now.saturating_duration_since(cut.at).as_secs_f64();
+        let hold = (cut.knee * HOLD_AT).max(cut.after);
+        let pace = if s < CLIMB_SECS {
+            cut.after + (hold - cut.after) * s / CLIMB_SECS
+        } else if s < PROBE_AFTER_SECS {
+            hold
+        } else {
+            hold * PROBE_GROWTH.powf(s - PROBE_AFTER_SECS)
+        };
+        pace.clamp(self.floor, self.ceiling)
+    }
+
+    /// The estimate of what the space accepts, once a cut has found a limit.
+    pub fn knee(&self) -> Option<f64> {
+        self.cut.map(|c| c.knee)
+    }
+
+    pub fn cuts(&self) -> u64 {
+        self.cuts
+    }
+
+    /// The lowest pace a cut set.
+    pub fn lowest(&self) -> f64 {
+        self.lowest
+    }
+
+    /// The answer to a write sent at `sent`: accepted, or refused with 429.
+    pub fn on_answer(&mut self, sent: Instant, refused: bool, now: Instant) -> Verdict {
+        let origin = *self.origin.get_or_insert(sent);
+        if !refused {
+            self.count_delivered(origin, now);
+        }
+        // A write paced before the last cut says nothing about the pace after it.
+        if self.cut.is_some_and(|c| sent <= c.at) {
+            return Verdict::Steady;
+        }
+        self.recent.push_back(refused);
+        self.refused_recent += usize::from(refused);
+        self.accepted_since_cut += u64::from(!refused);
+        if self.recent.len() > WINDOW
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.refused_recent -= usize::from(old);
+        }
+        let n = self.recent.len();
+        let k = self.refused_recent;
+        // Nearly every write refused: the budget itself is spent (a window used up).
+        let spent = k >= MOST_REFUSED && 10 * k >= 9 * n;
+        let most_refused = k >= MOST_REFUSED && 3 * k >= 2 * n;
+        // The CUSUM runs on every answer (against a prior share until the baseline has
+        // learnt one); it may cut once the pace since the last cut has had a few answers
+        // to show itself.
+        let p = if self.baseline.answers >= BASELINE_MIN {
+            self.baseline.share_to_test()
+        } else {
+            PRIOR_SHARE
+        };
+        let risen = self.cusum.add(refused, p) && n >= WINDOW / 2;
+        // A third or more refused is never normal: it does not teach the baseline.
+        if self.learning(now) && 3 * k < n {
+            self.baseline.add(refused);
+        }
+        if !(spent || most_refused || risen) {
+            return Verdict::Steady;
+        }
+        self.cut_at(now, origin, spent);
+        self.recent.clear();
+        self.refused_recent = 0;
+        self.accepted_since_cut = 0;
+        self.cusum = Cusum::default();
+        Verdict::Cut { spent }
+    }
+
+    /// Whether answers now teach the baseline: only while the pace is at or under what the
+    /// space was seen to accept, never above it (the share there is the one being tested).
+    fn learning(&self, now: Instant) -> bool {
+        self.cut
+            .is_none_or(|c| self.pace(now) <= (c.knee * HOLD_AT).max(c.after) + 1e-9)
+    }
+
+    /// Cuts the pace under what the space was seen to accept: since the last cut if that
+    /// was within a second, else over the last second (and always so when the budget is
+    /// spent: what it took before it ran out is what it takes, not the nothing since).
+    fn cut_at(&mut self, now: Instant, origin: Instant, spent: bool) {
+        let pace = self.pace(now);
+        let knee = self.delivered_rate(now, origin, spent).min(pace);
+        let after = (knee * CUT_TO)
+            .min(pace * (1.0 - CUT_AT_LEAST))
+            .max(self.floor);
+        self.cut = Some(Cut {
+            at: now,
+            knee,
+            after,
+        });
+        self.cuts += 1;
+        self.lowest = self.lowest.min(after);
+        tracing::debug!(
+            pace = after,
+            knee,
+            baseline = self.baseline.share,
+            "write pace cut: the share of refused writes rose"
+        );
+    }
+
+    fn bucket(origin: Instant, now: Instant) -> u64 {
+        (now.saturating_duration_since(origin).as_micros() / BUCKET.as_micros()) as u64
+    }
+
+    fn count_delivered(&mut self, origin: Instant, now: Instant) {
+        let b = Self::bucket(origin, now);
+        let slot = &mut self.delivered[(b % BUCKETS as u64) as usize];
+        if slot.0 != b {
+            *slot = (b, 0);
+        }
+        slot.1 += 1;
+    }
+
+    /// Writes accepted a second: over the last second, or, within a second of the last cut
+    /// (or of the start), over the writes sent since then (what the space takes at the new
+    /// pace, not what it took before). Over a short span that may be a burst the space let
+    /// through, an overestimate the next cut corrects; an underestimate would collapse the
+    /// pace, so the span is never taken shorter than a few milliseconds.
+    fn delivered_rate(&self, now: Instant, origin: Instant, last_second: bool) -> f64 {
+        let since = self.cut.map_or(origin, |c| c.at);
+        let span = now.saturating_duration_since(since);
+        if span < BUCKET * BUCKETS as u32 && !last_second {
+            return self.accepted_since_cut as f64 / span.max(MIN_SPAN).as_secs_f64();
+        }
+        let b = Self::bucket(origin, now);
+        let accepted: u32 = self
+            .delivered
+            .iter()
+            .filter(|(n, _)| *n <= b && b - *n < BUCKETS as u64)
+            .map(|(_, c)| *c)
+            .sum();
+        let covered = now
+            .saturating_duration_since(origin)
+            .clamp(MIN_SPAN, BUCKET * BUCKETS as u32);
+        f64::from(accepted) / covered.as_secs_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives an estimate on a paused clock: writes at the pace it sets, each answered
+    /// after `rtt`, refused by `refuse(rate the space sees, rng)`. Returns the paces seen.
+    async fn drive(
+        e: &mut Estimate,
+        secs: f64,
+        rtt: Duration,
+        mut refuse: impl FnMut(f64, &mut fastrand::Rng) -> bool,
+        seed: u64,
+    ) -> Vec<f64> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let start = Instant::now();
+        let mut in_flight: VecDeque<(Instant, Instant, bool)> = VecDeque::new();
+        let mut paces = Vec::new();
+        let mut next = start;
+        while Instant::now()
+            .saturating_duration_since(start)
+            .as_secs_f64()
+            < secs
+        {
+            let now = Instant::now();
+            while in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
+                let (at, sent, refused) = in_flight.pop_front().unwrap();
+                e.on_answer(sent, refused, at);
+            }
+            let pace = e.pace(now);
+            paces.push(pace);
+            if next <= now {
+                let refused = refuse(pace, &mut rng);
+                in_flight.push_back((now + rtt, now, refused));
+                next = now + Duration::from_secs_f64(1.0 / pace);
+            }
+            tokio::time::advance(Duration::from_micros(250)).await;
+        }
+        paces
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn random_refusals_at_a_steady_share_never_cut() {
+        // 10% to 20% of writes refused at random, at 200 and 1000 a second. (A third or
+        // more is taken for a limit: no noise is that loud.)
+        for (share, ceiling, seed) in [
+            (0.1, 200.0, 1),
+            (0.2, 200.0, 2),
+            (0.1, 1000.0, 3),
+            (0.15, 1000.0, 4),
+        ] {
+            let mut e = Estimate::new(ceiling);
+            let paces = drive(
+                &mut e,
+                20.0,
+                Duration::from_millis(2),
+                |_, r| r.f64() < share,
+                seed,
+            )
+            .await;
+            assert_eq!(e.cuts(), 0, "share {share} at {ceiling}");
+            assert!(paces.iter().all(|p| *p == ceiling));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_is_found_and_the_pace_settles_under_it() {
+        // The space takes 100 a second; refusals grow with the rate beyond it.
+        for (ceiling, seed) in [(1000.0, 5), (200.0, 6)] {
+            let mut e = Estimate::new(ceiling);
+            let limit =
+                |rate: f64, r: &mut fastrand::Rng| rate > 100.0 && r.f64() < 1.0 - 100.0 / rate;
+            let paces = drive(&mut e, 30.0, Duration::from_millis(2), limit, seed).await;
+            assert!(e.cuts() >= 1, "{ceiling}");
+            let knee = e.knee().unwrap();
+            assert!((60.0..=130.0).contains(&knee), "{ceiling}: knee {knee}");
+            // After the first seconds the pace stays near the limit: under it mostly,
+            // never far above it, never collapsed.
+            let late = &paces[paces.len() / 4..];
+            let mean = late.iter().sum::<f64>() / late.len() as f64;
+            assert!(
+                (75.0..=110.0).contains(&mean),
+                "{ceiling}: mean pace {mean}"
+            );
+            assert!(late.iter().all(|p| *p >= 40.0), "{ceiling}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_under_noise_is_still_found() {
+        // 10% refused at random, plus a limit at 300 a second.
+        let mut e = Estimate::new(1000.0);
+        let both = |rate: f64, r: &mut fastrand::Rng| {
+            r.f64() < 0.1 || (rate > 300.0 && r.f64() < 1.0 - 300.0 / rate)
+        };
+        let paces = drive(&mut e, 20.0, Duration::from_millis(2), both, 7).await;
+        assert!(e.cuts() >= 1);
+        let late = &paces[paces.len() / 2..];
+        let mean = late.iter().sum::<f64>() / late.len() as f64;
+        assert!((150.0..=330.0).contains(&mean), "mean pace {mean}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rising_share_cuts_once_and_answers_sent_before_the_cut_are_not_counted() {
+        let mut e = Estimate::new(100.0);
+        let t0 = Instant::now();
+        // A thousand accepted answers: a baseline of no refusals.
+        for i in 0..1000u64 {
+            let at = t0 + Duration::from_millis(i);
+            e.on_answer(at, false, at);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        assert_eq!(e.pace(now), 100.0);
+        // Refusals over that baseline add up: five are not yet clear, the sixth is.
+        let verdicts: Vec<Verdict> = (0..6)
+            .map(|_| {
+                e.on_answer(now, false, now);
+                e.on_answer(now, true, now)
+            })
+            .collect();
+        assert_eq!(verdicts[..5], [Verdict::Steady; 5]);
+        assert_eq!(verdicts[5], Verdict::Cut { spent: false });
+        let after = e.pace(now);
+        assert!((50.0..100.0).contains(&after), "{after}");
+        assert_eq!(e.cuts(), 1);
+        // Answers to writes sent before the cut change nothing, however many.
+        for _ in 0..100 {
+            let sent = now - Duration::from_millis(1);
+            assert_eq!(e.on_answer(sent, true, now), Verdict::Steady);
+        }
+        assert_eq!(e.cuts(), 1);
+        // Nearly every write after it refused: the budget is spent.
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let later = Instant::now();
+        let verdicts: Vec<Verdict> = (0..12).map(|_| e.on_answer(later, true, later)).collect();
+        assert_eq!(verdicts[..11], [Verdict::Steady; 11]);
+        assert_eq!(verdicts[11], Verdict::Cut { spent: true });
+        // Two thirds refused, but not nearly all: a limit, the budget not spent.
+        let t = later + Duration::from_millis(1);
+        let mut verdicts = Vec::new();
+        for _ in 0..6 {
+            verdicts.push(e.on_answer(t, false, t));
+            verdicts.push(e.on_answer(t, true, t));
+            verdicts.push(e.on_answer(t, true, t));
+        }
+        // The CUSUM finds it (two in three refused, over a baseline of almost none) before
+        // the window is most refused.
+        assert_eq!(verdicts[..15], [Verdict::Steady; 15]);
+        assert_eq!(verdicts[15], Verdict::Cut { spent: false });
+        assert_eq!(e.cuts(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_cut_the_pace_climbs_holds_then_probes_and_never_leaves_its_bounds() {
+        let mut e = Estimate::new(500.0);
+        let t0 = Instant::now();
+        // A second of writes accepted at 500/s, then refusals.
+        for i in 0..500u64 {
+            let at = t0 + Duration::from_millis(2 * i);
+            e.on_answer(at, false, at);
+        }
+        let at = t0 + Duration::from_secs(1);
+        let verdicts: Vec<Verdict> = (0..5).map(|_| e.on_answer(at, true, at)).collect();
+        assert_eq!(verdicts[..4], [Verdict::Steady; 4]);
+        assert_eq!(verdicts[4], Verdict::Cut { spent: false });
+        // Delivered over the last second (its first bucket has slid out): 450/s; the cut
+        // goes to 85% of that, and the pace climbs back to 95% of it.
+        assert!((e.knee().unwrap() - 450.0).abs() < 1e-6, "{:?}", e.knee());
+        let pace = |s: f64| e.pace(at + Duration::from_secs_f64(s));
+        assert!((pace(0.0) - 382.5).abs() < 1e-6, "{}", pace(0.0));
+        assert!((pace(2.5) - 405.0).abs() < 1e-6, "halfway up");
+        assert!((pace(5.0) - 427.5).abs() < 1e-6);
+        assert!((pace(9.9) - 427.5).abs() < 1e-6, "holds");
+        assert!((pace(11.0) - 427.5 * 1.05).abs() < 1e-6, "probes");
+        assert_eq!(pace(1000.0), 500.0, "never above the ceiling");
+        assert_eq!(e.lowest(), 382.5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_takes_15_percent_at_least_and_the_floor_holds() {
+        let t0 = Instant::now();
+        // Nothing delivered: the knee is 0, the pace goes to the floor.
+        let mut e = Estimate::new(1000.0);
+        for _ in 0..MOST_REFUSED {
+            e.on_answer(t0, true, t0);
+        }
+        assert_eq!(e.pace(t0), 20.0);
+        // Delivered above the pace: the cut is 15%.
+        let mut e = Estimate::new(100.0);
+        for i in 0..200u64 {
+            let at = t0 + Duration::from_micros(500 * i);
+            e.on_answer(at, false, at);
+        }
+        let at = t0 + Duration::from_millis(100);
+        for _ in 0..MOST_REFUSED * 3 {
+            e.on_answer(at, true, at);
+        }
+        assert_eq!(e.cuts(), 1);
+        assert!((e.pace(at) - 85.0).abs() < 1e-6, "{}", e.pace(at));
+        // However many cuts, never under 2% of the ceiling (and never under 1/s).
+        let mut e = Estimate::new(1000.0);
+        for i in 0..40u64 {
+            let at = t0 + Duration::from_secs(i);
+            for _ in 0..MOST_REFUSED {
+                e.on_answer(at, true, at);
+            }
+        }
+        assert_eq!(e.pace(t0 + Duration::from_secs(40)), 20.0);
+        assert_eq!(Estimate::new(1.0).floor, 1.0);
+    }
+
+    #[test]
+    fn the_baseline_is_a_running_mean_then_forgets() {
+        let mut b = Baseline::default();
+        for i in 0..10 {
+            b.add(i < 3);
+        }
+        assert!((b.share - 0.3).abs() < 1e-9);
+        let mut b = Baseline::default();
+        for _ in 0..2000 {
+            b.add(true);
+        }
+        for _ in 0..512 {
+            b.add(false);
+        }
+        // After one memory of accepted answers, about e^-1 of the old share is left.
+        assert!((0.3..0.4).contains(&b.share), "{}", b.share);
+    }
+}
