@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub api_token_file: Option<PathBuf>,
     pub concurrency: Option<usize>,
     pub rate: Option<u32>,
+    /// `--reserve` as a percentage of the space's announced write budget.
+    pub reserve_percent: Option<f64>,
     pub read_rate: Option<u32>,
     pub report_format: Option<ReportFormat>,
     pub log_format: Option<LogFormat>,
@@ -70,6 +72,8 @@ pub struct Overrides {
     pub base_url: Option<String>,
     pub concurrency: Option<usize>,
     pub rate: Option<u32>,
+    /// `--reserve`, as a percentage.
+    pub reserve_percent: Option<f64>,
     pub read_rate: Option<u32>,
     pub report_format: Option<ReportFormat>,
     pub log_format: Option<LogFormat>,
@@ -81,6 +85,8 @@ pub struct Settings {
     pub base_url: Option<Url>,
     pub concurrency: usize,
     pub write_rate: NonZeroU32,
+    /// Share (0 to 1) of the space's announced write budget left to its other clients.
+    pub reserve: f64,
     /// `None`: reads are not limited.
     pub read_rate: Option<NonZeroU32>,
     pub report_format: ReportFormat,
@@ -154,6 +160,16 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Settings, ConfigE
     let rate = flags.rate.or(file.rate).unwrap_or(defaults::WRITE_RATE);
     let write_rate = NonZeroU32::new(rate)
         .ok_or_else(|| ConfigError("rate must be at least 1 write per second".into()))?;
+    let reserve = flags
+        .reserve_percent
+        .or(file.reserve_percent)
+        .unwrap_or(crate::budget::DEFAULT_RESERVE * 100.0);
+    if !(0.0..100.0).contains(&reserve) {
+        return Err(ConfigError(format!(
+            "reserve {reserve}% is out of range (0% to under 100%: the job must be allowed some \
+             of the budget)"
+        )));
+    }
     let read_rate = NonZeroU32::new(
         flags
             .read_rate
@@ -190,6 +206,7 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Settings, ConfigE
         base_url,
         concurrency,
         write_rate,
+        reserve: reserve / 100.0,
         read_rate,
         report_format: flags
             .report_format

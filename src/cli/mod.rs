@@ -95,6 +95,10 @@ pub struct GlobalArgs {
     /// Writes per second at most, retries included [default: 250].
     #[arg(long, global = true, value_name = "N")]
     pub rate: Option<u32>,
+    /// Share of the space's announced write budget left to its other clients: the job
+    /// never takes the remaining count below it [default: 50%].
+    #[arg(long, global = true, value_name = "P%", value_parser = parse_percent)]
+    pub reserve: Option<f64>,
     /// Reads per second at most; 0 = unlimited [default: 5000].
     #[arg(long, global = true, value_name = "N")]
     pub read_rate: Option<u32>,
@@ -354,9 +358,22 @@ pub struct SandboxArgs {
     /// Hold N generated gateways.
     #[arg(long, value_name = "N")]
     pub gateways: Option<u64>,
-    /// Writes accepted per second before answering 429; 0 = no limit.
+    /// Writes accepted per second before answering 429; 0 = no limit. Smooth (a token
+    /// bucket holding a tenth of a second's writes) unless --limit-window is given.
     #[arg(long, default_value_t = 1380, value_name = "N")]
     pub write_limit: u32,
+    /// Count the write limit in fixed windows of SECS seconds (N x SECS writes each), as
+    /// the platform does (13,800 per 10 s: --write-limit 1380 --limit-window 10).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub limit_window: Option<u64>,
+    /// Announce the write window on every answer: X-RateLimit-Limit, -Remaining, -Reset
+    /// (implies --limit-window 10 unless given).
+    #[arg(long)]
+    pub announce_limit: bool,
+    /// "Production" writes a second the sandbox spends itself against the same limit (the
+    /// customer's own traffic); its refusals are counted in /__sandbox/stats.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub background_writes: u32,
     /// Inject an error status at a rate, e.g. `--fault 500=0.1 --fault 503=0.05`.
     #[arg(long, value_name = "STATUS=RATE", value_parser = parse_fault)]
     pub fault: Vec<(u16, f64)>,
@@ -378,6 +395,15 @@ pub struct SandboxArgs {
     /// Worker threads serving requests [default: the number of cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+}
+
+/// `--reserve`: `50%` or `50`, a percentage.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let number = s.trim().trim_end_matches('%').trim();
+    match number.parse::<f64>() {
+        Ok(p) if (0.0..100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}` is not a percentage from 0% to under 100%")),
+    }
 }
 
 fn parse_fault(s: &str) -> Result<(u16, f64), String> {
@@ -439,6 +465,7 @@ pub fn main() -> i32 {
 const ROW_RUN: &[&str] = &[
     "concurrency",
     "rate",
+    "reserve",
     "report",
     "report_format",
     "no_progress",
@@ -668,6 +695,7 @@ fn configure(cli: &Cli) -> Result<(Settings, FileConfig), Failure> {
         base_url: cli.global.base_url.clone(),
         concurrency: cli.global.concurrency,
         rate: cli.global.rate,
+        reserve_percent: cli.global.reserve,
         read_rate: cli.global.read_rate,
         report_format: cli.global.report_format,
         log_format: cli.global.log_format,

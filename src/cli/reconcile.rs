@@ -61,6 +61,7 @@ pub async fn run(
     options.lock_timeout = Duration::from_secs(job.lock_timeout);
     options.concurrency = ctx.settings.concurrency;
     options.write_rate = ctx.settings.write_rate;
+    options.reserve = ctx.settings.reserve;
     options.read_rate = ctx.settings.read_rate;
     options.read_mode = job.read_mode;
     options.paging = ctx.settings.paging;

@@ -15,6 +15,12 @@ use crate::sandbox::{self, Faults, SandboxConfig, SandboxState};
 pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
     let config = SandboxConfig {
         write_limit: args.write_limit,
+        limit_window: args
+            .limit_window
+            .or(args.announce_limit.then_some(10))
+            .map(std::time::Duration::from_secs),
+        announce_limit: args.announce_limit,
+        background_writes: args.background_writes,
         faults: Faults {
             status_rates: args.fault,
             retry_after_secs: args.fault_retry_after,

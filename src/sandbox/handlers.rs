@@ -115,13 +115,25 @@ async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Resp
             };
         }
     }
-    if write && !state.admit_write() {
-        return with_retry_after(error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"), 1);
-    }
-    let mut response = next.run(request).await;
-    if config.write_limit > 0 {
+    let admission = write.then(|| state.admit_write());
+    let announced = match admission {
+        Some(a) => a.limit.zip(a.remaining).map(|(l, r)| (l, r, a.reset_secs)),
+        None => state.announce_now(),
+    };
+    let mut response = match admission {
+        Some(a) if !a.admitted => with_retry_after(
+            error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
+            a.reset_secs.max(1),
+        ),
+        _ => next.run(request).await,
+    };
+    if config.announce_limit
+        && let Some((limit, remaining, reset)) = announced
+    {
         let headers = response.headers_mut();
-        headers.insert("x-ratelimit-limit", HeaderValue::from(config.write_limit));
+        headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
     }
     response
 }

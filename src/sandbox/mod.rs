@@ -1,7 +1,8 @@
 //! A simulated SignalWire space on loopback: the five gateway endpoints with the live
 //! platform's behaviour (Basic auth, full-body PATCH validation, 404s, 422s in SignalWire's
-//! shape, paging by `links.next`, a server-side write limit answering 429 + `Retry-After`)
-//! plus injected faults for rehearsals (error rates per status, latency, dropped
+//! shape, paging by `links.next`, a server-side write limit answering 429 + `Retry-After`,
+//! optionally announced in rate-limit headers over fixed windows and partly spent by
+//! simulated production writes) plus injected faults for rehearsals (error rates per status, latency, dropped
 //! connections). Tests, examples, benchmarks and users rehearsing a migration all run
 //! against it.
 //!
@@ -54,6 +55,15 @@ pub struct SandboxConfig {
     pub api_token: String,
     /// Writes accepted per second before 429; 0 = no limit. The platform's is 13,800/10 s.
     pub write_limit: u32,
+    /// `None`: the limit is smooth (a token bucket holding a tenth of a second's writes),
+    /// as a proxy or a per-token limit refuses. `Some(w)`: it counts fixed windows of `w`
+    /// (`write_limit * w` writes each), as the platform does.
+    pub limit_window: Option<Duration>,
+    /// Answers carry `X-RateLimit-Limit` / `-Remaining` / `-Reset` for the write window.
+    pub announce_limit: bool,
+    /// "Production" writes a second the sandbox spends itself against the same limit, as
+    /// the customer's calls and messages would.
+    pub background_writes: u32,
     pub faults: Faults,
     /// Ids whose every PATCH is answered 500 (rehearsing a stubborn subset).
     pub failing_ids: Vec<Uuid>,
@@ -71,6 +81,9 @@ impl Default for SandboxConfig {
             project_id: random_uuid().hyphenated().to_string(),
             api_token: format!("PT{}", random_uuid().simple()),
             write_limit: 1380,
+            limit_window: None,
+            announce_limit: false,
+            background_writes: 0,
             faults: Faults::default(),
             failing_ids: Vec::new(),
             mismatch_ids: Vec::new(),
@@ -141,6 +154,22 @@ pub async fn start(
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let app = handlers::router(Arc::clone(&state));
+    let production = state.config().background_writes;
+    if production > 0 {
+        let state = Arc::clone(&state);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(production)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => state.production_write(),
+                }
+            }
+        });
+    }
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -48,6 +48,15 @@ pub struct Stats {
     /// the sandbox started: how clients sharing the space converge.
     pub accepted_per_second: Vec<u64>,
     pub throttled_per_second: Vec<u64>,
+    /// The sandbox's own "production" writes (`background_writes`): sent, refused, and
+    /// per second accepted and refused.
+    pub production_writes: u64,
+    pub production_refused: u64,
+    pub production_accepted_per_second: Vec<u64>,
+    pub production_refused_per_second: Vec<u64>,
+    /// With fixed windows: the lowest count left in a window just after a client's write
+    /// was admitted (`None` before any).
+    pub lowest_remaining_after_client_write: Option<u64>,
     /// For each PATCH applied, the time since that gateway was last read (microseconds):
     /// the window in which another client's edit would be overwritten. Median and most.
     pub read_to_write_p50_us: u64,
@@ -71,10 +80,13 @@ pub struct SandboxState {
     pub(super) faults_injected: AtomicU64,
     /// Arrival of every write, in microseconds since start (for the window count).
     write_arrivals: Mutex<Vec<u64>>,
-    /// (second since start, writes accepted in it) for the server-side write limit.
-    write_window: Mutex<(u64, u32)>,
-    /// Per second since start: (writes admitted, writes answered 429) by the limit.
+    /// The server-side write limit's state.
+    limit: Mutex<LimitState>,
+    /// Per second since start: (writes admitted, writes answered 429) by the limit, for
+    /// the clients' writes and for production's.
     write_seconds: Mutex<Vec<(u64, u64)>>,
+    production_seconds: Mutex<Vec<(u64, u64)>>,
+    lowest_remaining: Mutex<Option<u64>>,
     /// PATCHes applied per gateway.
     patch_counts: Mutex<HashMap<Uuid, u32>>,
     /// When each gateway was last read (microseconds since start).
@@ -102,8 +114,10 @@ impl SandboxState {
             writes_throttled: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
             write_arrivals: Mutex::new(Vec::new()),
-            write_window: Mutex::new((0, 0)),
+            limit: Mutex::new(LimitState::default()),
             write_seconds: Mutex::new(Vec::new()),
+            production_seconds: Mutex::new(Vec::new()),
+            lowest_remaining: Mutex::new(None),
             patch_counts: Mutex::new(HashMap::new()),
             last_read: Mutex::new(HashMap::new()),
             read_to_write: Mutex::new(Vec::new()),
@@ -197,35 +211,97 @@ impl SandboxState {
         lock(&self.write_arrivals).push(micros);
     }
 
-    /// Whether the server-side write limit lets one more write through this second.
-    pub(super) fn admit_write(&self) -> bool {
-        let micros = self.started.elapsed().as_micros() as u64;
-        if self.config.write_limit == 0 {
-            return true;
-        }
-        let second = micros / 1_000_000;
-        let mut window = lock(&self.write_window);
-        if window.0 != second {
-            *window = (second, 0);
-        }
-        let admitted = window.1 < self.config.write_limit;
-        if admitted {
-            window.1 += 1;
+    /// Whether the server-side write limit lets one more client write through.
+    pub(super) fn admit_write(&self) -> Admission {
+        let admission = self.admit(self.started.elapsed());
+        let second = self.started.elapsed().as_secs() as usize;
+        if admission.admitted {
+            if let Some(left) = admission.remaining {
+                let mut lowest = lock(&self.lowest_remaining);
+                *lowest = Some(lowest.map_or(left, |l| l.min(left)));
+            }
         } else {
             self.writes_throttled.fetch_add(1, Ordering::Relaxed);
         }
-        drop(window);
-        let mut seconds = lock(&self.write_seconds);
-        let at = second as usize;
-        if seconds.len() <= at {
-            seconds.resize(at + 1, (0, 0));
+        count_second(&self.write_seconds, second, admission.admitted);
+        admission
+    }
+
+    /// One "production" write, spent against the same limit as the clients'.
+    pub(super) fn production_write(&self) {
+        let admission = self.admit(self.started.elapsed());
+        let second = self.started.elapsed().as_secs() as usize;
+        count_second(&self.production_seconds, second, admission.admitted);
+    }
+
+    /// The write limit's answer for one write arriving `at` after start (and the count it
+    /// announces), spending a write when it is let through.
+    fn admit(&self, at: Duration) -> Admission {
+        let limit = self.config.write_limit;
+        if limit == 0 {
+            return Admission::free();
         }
-        if admitted {
-            seconds[at].0 += 1;
-        } else {
-            seconds[at].1 += 1;
+        let mut state = lock(&self.limit);
+        match self.config.limit_window {
+            Some(window) => {
+                let size = u64::from(limit) * window.as_secs().max(1);
+                let index = at.as_micros() / window.as_micros().max(1);
+                if state.window != index as u64 {
+                    state.window = index as u64;
+                    state.used = 0;
+                }
+                let admitted = state.used < size;
+                state.used += u64::from(admitted);
+                let ends = window * (index as u32 + 1);
+                let reset = ends.saturating_sub(at);
+                Admission {
+                    admitted,
+                    remaining: Some(size - state.used),
+                    limit: Some(size),
+                    reset_secs: reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
+                }
+            }
+            None => {
+                // A token bucket: `limit` tokens a second, holding a tenth of a second's.
+                let capacity = (f64::from(limit) / 10.0).max(1.0);
+                let now = at.as_secs_f64();
+                let elapsed = now - state.last_refill.unwrap_or(now);
+                state.tokens = Some(
+                    (state.tokens.unwrap_or(capacity) + elapsed * f64::from(limit)).min(capacity),
+                );
+                state.last_refill = Some(now);
+                let admitted = state.tokens.unwrap_or(0.0) >= 1.0;
+                if admitted {
+                    state.tokens = state.tokens.map(|t| t - 1.0);
+                }
+                Admission {
+                    admitted,
+                    remaining: None,
+                    limit: None,
+                    reset_secs: 1,
+                }
+            }
         }
-        admitted
+    }
+
+    /// What the limit would announce now, without spending anything (for reads).
+    pub(super) fn announce_now(&self) -> Option<(u64, u64, u64)> {
+        let window = self.config.limit_window?;
+        let limit = self.config.write_limit;
+        if limit == 0 {
+            return None;
+        }
+        let at = self.started.elapsed();
+        let size = u64::from(limit) * window.as_secs().max(1);
+        let index = (at.as_micros() / window.as_micros().max(1)) as u64;
+        let state = lock(&self.limit);
+        let used = if state.window == index { state.used } else { 0 };
+        let reset = (window * (index as u32 + 1)).saturating_sub(at);
+        Some((
+            size,
+            size.saturating_sub(used),
+            reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
+        ))
     }
 
     pub fn stats(&self) -> Stats {
@@ -233,6 +309,7 @@ impl SandboxState {
         let first_401 = self.first_unauthorized_at.load(Ordering::Relaxed);
         let arrivals = lock(&self.write_arrivals).clone();
         let seconds = lock(&self.write_seconds).clone();
+        let production = lock(&self.production_seconds).clone();
         let mut gaps = lock(&self.read_to_write).clone();
         gaps.sort_unstable();
         Stats {
@@ -240,6 +317,11 @@ impl SandboxState {
             read_to_write_max_us: gaps.last().copied().unwrap_or(0),
             accepted_per_second: seconds.iter().map(|s| s.0).collect(),
             throttled_per_second: seconds.iter().map(|s| s.1).collect(),
+            production_writes: production.iter().map(|s| s.0 + s.1).sum(),
+            production_refused: production.iter().map(|s| s.1).sum(),
+            production_accepted_per_second: production.iter().map(|s| s.0).collect(),
+            production_refused_per_second: production.iter().map(|s| s.1).collect(),
+            lowest_remaining_after_client_write: *lock(&self.lowest_remaining),
             requests,
             gets: self.gets.load(Ordering::Relaxed),
             lists: self.lists.load(Ordering::Relaxed),
@@ -255,6 +337,50 @@ impl SandboxState {
             writes_throttled: self.writes_throttled.load(Ordering::Relaxed),
             faults_injected: self.faults_injected.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The write limit's state: a fixed window's number and its writes, or a token bucket.
+#[derive(Debug, Default)]
+struct LimitState {
+    window: u64,
+    used: u64,
+    tokens: Option<f64>,
+    last_refill: Option<f64>,
+}
+
+/// The write limit's answer to one write.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Admission {
+    pub admitted: bool,
+    /// With fixed windows: the window's size, what is left of it, and the seconds until
+    /// it resets (rounded up), for the headers.
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    pub reset_secs: u64,
+}
+
+impl Admission {
+    fn free() -> Admission {
+        Admission {
+            admitted: true,
+            limit: None,
+            remaining: None,
+            reset_secs: 0,
+        }
+    }
+}
+
+/// Counts one write, admitted or refused, in its second.
+fn count_second(seconds: &Mutex<Vec<(u64, u64)>>, second: usize, admitted: bool) {
+    let mut seconds = lock(seconds);
+    if seconds.len() <= second {
+        seconds.resize(second + 1, (0, 0));
+    }
+    if admitted {
+        seconds[second].0 += 1;
+    } else {
+        seconds[second].1 += 1;
     }
 }
 
