@@ -126,8 +126,10 @@ pub struct Estimate {
     /// The latest answers to writes sent since the last cut: true = refused.
     recent: VecDeque<bool>,
     refused_recent: usize,
-    /// Accepted answers to writes sent since the last cut (or the start).
+    /// Accepted answers to writes sent since the last cut (or the start), and when the
+    /// first of those writes left.
     accepted_since_cut: u64,
+    first_sent_since_cut: Option<Instant>,
     baseline: Baseline,
     cusum: Cusum,
     /// Accepted writes per bucket: (bucket number since `origin`, count).
@@ -147,6 +149,7 @@ impl Estimate {
             recent: VecDeque::with_capacity(WINDOW + 1),
             refused_recent: 0,
             accepted_since_cut: 0,
+            first_sent_since_cut: None,
             baseline: Baseline::default(),
             cusum: Cusum::default(),
             delivered: [(u64::MAX, 0); BUCKETS],
@@ -202,6 +205,8 @@ impl Estimate {
         self.recent.push_back(refused);
         self.refused_recent += usize::from(refused);
         self.accepted_since_cut += u64::from(!refused);
+        let first_sent = *self.first_sent_since_cut.get_or_insert(sent);
+        self.first_sent_since_cut = Some(first_sent.min(sent));
         if self.recent.len() > WINDOW
             && let Some(old) = self.recent.pop_front()
         {
@@ -232,6 +237,7 @@ impl Estimate {
         self.recent.clear();
         self.refused_recent = 0;
         self.accepted_since_cut = 0;
+        self.first_sent_since_cut = None;
         self.cusum = Cusum::default();
         Verdict::Cut { spent }
     }
@@ -280,13 +286,15 @@ impl Estimate {
         slot.1 += 1;
     }
 
-    /// Writes accepted a second: over the last second, or, within a second of the last cut
-    /// (or of the start), over the writes sent since then (what the space takes at the new
-    /// pace, not what it took before). Over a short span that may be a burst the space let
-    /// through, an overestimate the next cut corrects; an underestimate would collapse the
-    /// pace, so the span is never taken shorter than a few milliseconds.
+    /// Writes accepted a second: over the last second, or, when the writes sent since the
+    /// last cut (or the start) began less than a second ago, over those (what the space
+    /// takes at the new pace, not what it took before; measured from the first of them,
+    /// so a pause after the cut is not counted as a slow space). Over a short span that
+    /// may be a burst the space let through, an overestimate the next cut corrects; an
+    /// underestimate would collapse the pace, so the span is never taken shorter than a
+    /// few milliseconds.
     fn delivered_rate(&self, now: Instant, origin: Instant, last_second: bool) -> f64 {
-        let since = self.cut.map_or(origin, |c| c.at);
+        let since = self.first_sent_since_cut.unwrap_or(now);
         let span = now.saturating_duration_since(since);
         if span < BUCKET * BUCKETS as u32 && !last_second {
             return self.accepted_since_cut as f64 / span.max(MIN_SPAN).as_secs_f64();

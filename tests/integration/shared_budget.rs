@@ -72,3 +72,125 @@ fn three_shards_each_at_the_whole_limit_converge_under_it_and_finish_every_row()
         assert!(accepted + throttled <= LIMIT * 13 / 10, "{seconds:?}");
     }
 }
+
+/// Runs `apply` over `rows` rows against a sandbox set up by `config`, with `args` added;
+/// checks every row ends right and returns the sandbox's stats and the summary JSON.
+fn apply_under(
+    config: SandboxConfig,
+    rows: u64,
+    seed: u64,
+    args: &[&str],
+) -> (sipgw_bulk::sandbox::Stats, serde_json::Value) {
+    let ids = ids(rows, seed);
+    let sb = Sandbox::start(config, &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "-q", "--read-mode", "get"])
+        .args(["--report", "r.csv", "--summary-json", "s.json"])
+        .args(args));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids), "every row right");
+    let report = report(&sb.path("r.csv"));
+    assert!(report.values().all(|r| r.status == Status::Updated));
+    (sb.state().stats(), summary_json(&sb.path("s.json")))
+}
+
+#[test]
+fn ten_percent_random_429s_never_cut_the_pace() {
+    // A flaky edge refuses one write in ten whatever the rate: noise, not a limit.
+    let config = SandboxConfig {
+        write_limit: 0,
+        faults: sipgw_bulk::sandbox::Faults {
+            status_rates: vec![(429, 0.1)],
+            retry_after_secs: 1,
+            ..Default::default()
+        },
+        ..SandboxConfig::default()
+    };
+    let (stats, s) = apply_under(config, 1000, 140, &["--rate", "200", "--concurrency", "64"]);
+    let b = &s["write_budget"];
+    assert_eq!(b["source"], "estimated", "{b}");
+    // 429s answered (the faults also hit reads: only the writes' count here).
+    assert!(b["refused"].as_u64().unwrap() >= 40, "{b}");
+    assert!(stats.faults_injected >= 100, "{stats:?}");
+    // The pace never dropped below 0.8 x 200: no cut at all.
+    assert_eq!(b["cuts"], 0, "{b}");
+    assert!(b["pace"].as_f64().unwrap() >= 160.0, "{b}");
+    assert!(b["lowest_pace"].as_f64().unwrap() >= 160.0, "{b}");
+}
+
+#[test]
+fn a_limit_of_100_a_second_under_rate_1000_refuses_at_most_5_percent() {
+    let config = SandboxConfig {
+        write_limit: 100,
+        ..SandboxConfig::default()
+    };
+    let (stats, s) = apply_under(config, 1500, 141, &["--rate", "1000"]);
+    let b = &s["write_budget"];
+    eprintln!("{b}\nper second: {:?} / {:?}", stats.accepted_per_second, stats.throttled_per_second);
+    assert!(
+        stats.writes_throttled * 100 <= stats.writes * 5,
+        "{} of {} writes refused",
+        stats.writes_throttled,
+        stats.writes
+    );
+    assert!(b["cuts"].as_u64().unwrap() >= 1, "{b}");
+    let knee = b["accepts_per_sec"].as_f64().unwrap();
+    assert!((50.0..=130.0).contains(&knee), "{b}");
+}
+
+#[test]
+fn production_sharing_the_limit_sees_at_most_2_percent_refused() {
+    // The space takes 100 writes a second; its own traffic spends 40 of them.
+    let config = SandboxConfig {
+        write_limit: 100,
+        background_writes: 40,
+        ..SandboxConfig::default()
+    };
+    let (stats, s) = apply_under(config, 900, 142, &["--rate", "1000"]);
+    eprintln!(
+        "{}\nproduction: {} of {}; per second {:?} / {:?}",
+        s["write_budget"],
+        stats.production_refused,
+        stats.production_writes,
+        stats.production_accepted_per_second,
+        stats.production_refused_per_second
+    );
+    assert!(stats.production_writes >= 200, "{stats:?}");
+    assert!(
+        stats.production_refused * 100 <= stats.production_writes * 2,
+        "production: {} of {} writes refused",
+        stats.production_refused,
+        stats.production_writes
+    );
+}
+
+#[test]
+fn an_announced_budget_is_never_taken_below_the_reserve_and_nothing_is_refused() {
+    // Like the platform: a fixed 10 s window (1,000 writes), announced on every answer.
+    const CONCURRENCY: u64 = 16;
+    let config = SandboxConfig {
+        write_limit: 100,
+        limit_window: Some(std::time::Duration::from_secs(10)),
+        announce_limit: true,
+        ..SandboxConfig::default()
+    };
+    let (stats, s) = apply_under(
+        config,
+        700,
+        143,
+        &["--rate", "1000", "--concurrency", &CONCURRENCY.to_string()],
+    );
+    let b = &s["write_budget"];
+    assert_eq!(b["source"], "announced", "{b}");
+    assert_eq!(b["limit"], 1000, "{b}");
+    assert_eq!(b["reserve"], 500, "{b}");
+    assert_eq!(stats.writes_throttled, 0, "{stats:?}");
+    assert_eq!(b["refused"], 0, "{b}");
+    // Half the window kept for everyone else, give or take the writes in flight.
+    let lowest = stats.lowest_remaining_after_client_write.unwrap();
+    assert!(lowest + CONCURRENCY >= 500, "{lowest} left at the lowest: {b}");
+    // The pace spreads what is left above the reserve until the window resets.
+    assert!(b["pace"].as_f64().unwrap() < 1000.0, "{b}");
+}
