@@ -123,7 +123,10 @@ fn a_limit_of_100_a_second_under_rate_1000_refuses_at_most_5_percent() {
     };
     let (stats, s) = apply_under(config, 1500, 141, &["--rate", "1000"]);
     let b = &s["write_budget"];
-    eprintln!("{b}\nper second: {:?} / {:?}", stats.accepted_per_second, stats.throttled_per_second);
+    eprintln!(
+        "{b}\nper second: {:?} / {:?}",
+        stats.accepted_per_second, stats.throttled_per_second
+    );
     assert!(
         stats.writes_throttled * 100 <= stats.writes * 5,
         "{} of {} writes refused",
@@ -185,7 +188,10 @@ fn an_announced_budget_is_never_taken_below_the_reserve_and_nothing_is_refused()
     assert_eq!(b["refused"], 0, "{b}");
     // Half the window kept for everyone else, give or take the writes in flight.
     let lowest = stats.lowest_remaining_after_client_write.unwrap();
-    assert!(lowest + CONCURRENCY >= 500, "{lowest} left at the lowest: {b}");
+    assert!(
+        lowest + CONCURRENCY >= 500,
+        "{lowest} left at the lowest: {b}"
+    );
     // The pace spreads what is left above the reserve until the window resets.
     assert!(b["pace"].as_f64().unwrap() < 1000.0, "{b}");
 }
