@@ -677,22 +677,17 @@ impl WriteClient {
 
     /// How long to wait before the row's next attempt after `err`, or `None` to give up
     /// (the backoff's attempts or the policy's total time are spent). A 429's wait is this
-    /// row's alone, and a 429 spends only the row's time (`max_retry_secs`), not its
-    /// attempts.
+    /// row's alone.
     pub fn wait_before_retry(
         &self,
         schedule: &mut WriteSchedule,
         err: &ApiError,
     ) -> Option<Duration> {
-        let retry = &self.read.inner.retry;
-        // A 429 is the space's budget, not this write failing: it spends the row's time,
-        // not its attempts (the write was refused, so it cannot have landed).
-        let backoff = if err.status == Some(429) {
-            Some(retry.min_delay)
-        } else {
-            schedule.backoff.next()
-        };
-        let wait = retry.next_delay(err.retry_after, backoff, schedule.started.elapsed())?;
+        let wait = self.read.inner.retry.next_delay(
+            err.retry_after,
+            schedule.backoff.next(),
+            schedule.started.elapsed(),
+        )?;
         self.read.before_retry(Budget::Write, err, wait);
         Some(wait)
     }

@@ -43,13 +43,22 @@ const CUT_AT_LEAST: f64 = 0.15;
 /// Seconds to climb from the cut back to the hold, and until probing above it starts.
 const CLIMB_SECS: f64 = 5.0;
 const PROBE_AFTER_SECS: f64 = 10.0;
-/// While probing, the pace grows by this factor a second.
+/// While probing, the pace grows by this factor a second at first, faster as the probe
+/// goes on without meeting a limit (the exponent gains a second every so many seconds).
 const PROBE_GROWTH: f64 = 1.05;
+const PROBE_ACCELERATION_SECS: f64 = 30.0;
 /// The lowest pace as a share of the ceiling: a storm of refusals never stops the job.
 const FLOOR_SHARE: f64 = 0.02;
 /// The delivered rate is measured over the last second, in buckets of this length.
 const BUCKET: Duration = Duration::from_millis(100);
 const BUCKETS: usize = 10;
+/// The ramp at the start: from the ceiling over this, doubling every step; only for a
+/// ceiling of at least `RAMP_FROM_CEILING` (below it the first writes are few anyway).
+const RAMP_DIVISOR: f64 = 16.0;
+const RAMP_STEP_SECS: f64 = 0.1;
+const RAMP_FROM_CEILING: f64 = 64.0;
+/// A budget found spent again within this of the last time is one signal, not two.
+const SPENT_AGAIN: Duration = Duration::from_secs(2);
 /// The shortest span a delivered rate is measured over.
 const MIN_SPAN: Duration = Duration::from_millis(10);
 
@@ -93,7 +102,11 @@ impl Cusum {
         let allowance = (p * ALLOWANCE_SHARE).max(ALLOWANCE_MIN);
         let x = f64::from(u8::from(refused));
         self.sum = (self.sum + x - p - allowance).max(0.0);
-        self.sum > ALARM_BASE + ALARM_PER_SHARE * p
+        self.sum > Self::alarm(p)
+    }
+
+    fn alarm(p: f64) -> f64 {
+        ALARM_BASE + ALARM_PER_SHARE * p
     }
 }
 
@@ -111,8 +124,9 @@ struct Cut {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Steady,
-    /// The share of refusals rose: the pace was cut. `spent`: nearly every write was
-    /// refused, so the budget itself is spent and writes should wait for it.
+    /// The share of refusals rose: the pace was cut (unless the budget was found spent a
+    /// moment ago too). `spent`: nearly every write was refused, so the budget itself is
+    /// spent and writes should wait for it.
     Cut {
         spent: bool,
     },
@@ -138,6 +152,13 @@ pub struct Estimate {
     cut: Option<Cut>,
     cuts: u64,
     lowest: f64,
+    /// When the budget was last found spent.
+    last_spent: Option<Instant>,
+    /// When the first write was paced: the ramp's start.
+    started: Option<Instant>,
+    /// The end of the job's last wait for a spent budget: what came before it (and the
+    /// wait itself) is no sample of what the space accepts at the job's pace.
+    measure_from: Option<Instant>,
 }
 
 impl Estimate {
@@ -157,14 +178,25 @@ impl Estimate {
             cut: None,
             cuts: 0,
             lowest: ceiling,
+            last_spent: None,
+            started: None,
+            measure_from: None,
         }
     }
 
-    /// Writes per second to pace at now: the ceiling until the first cut; after one, a
-    /// climb back to just under the knee, a hold, then a slow probe above it.
+    /// The first write is about to leave: the start-up ramp begins.
+    pub fn start(&mut self, now: Instant) {
+        self.started.get_or_insert(now);
+    }
+
+    /// Writes per second to pace at now. Before the first cut, a ramp from a sixteenth of
+    /// the ceiling, doubling every tenth of a second (the ceiling within 0.4 s), so that
+    /// the share of refusals is first seen at a low rate: a limit then shows as a rise,
+    /// not as the normal. After a cut, a climb back to just under the knee, a hold, then a
+    /// slow probe above it.
     pub fn pace(&self, now: Instant) -> f64 {
         let Some(cut) = self.cut else {
-            return self.ceiling;
+            return self.ramp(now);
         };
         let s = now.saturating_duration_since(cut.at).as_secs_f64();
         let hold = (cut.knee * HOLD_AT).max(cut.after);
@@ -173,9 +205,32 @@ impl Estimate {
         } else if s < PROBE_AFTER_SECS {
             hold
         } else {
-            hold * PROBE_GROWTH.powf(s - PROBE_AFTER_SECS)
+            // Convex: slow while the limit may be near, faster the longer none is met.
+            let t = s - PROBE_AFTER_SECS;
+            hold * PROBE_GROWTH.powf(t + t * t / PROBE_ACCELERATION_SECS)
         };
         pace.clamp(self.floor, self.ceiling)
+    }
+
+    /// The job holds every write back until `until` (the budget is spent): the samples start
+    /// again after it.
+    pub fn paused_until(&mut self, until: Instant) {
+        self.measure_from = Some(self.measure_from.map_or(until, |t| t.max(until)));
+        self.recent.clear();
+        self.refused_recent = 0;
+        self.accepted_since_cut = 0;
+        self.first_sent_since_cut = None;
+    }
+
+    fn ramp(&self, now: Instant) -> f64 {
+        let Some(started) = self.started else {
+            return self.ceiling;
+        };
+        if self.ceiling < RAMP_FROM_CEILING {
+            return self.ceiling;
+        }
+        let steps = now.saturating_duration_since(started).as_secs_f64() / RAMP_STEP_SECS;
+        (self.ceiling / RAMP_DIVISOR * 2f64.powf(steps.floor())).min(self.ceiling)
     }
 
     /// The estimate of what the space accepts, once a cut has found a limit.
@@ -198,8 +253,9 @@ impl Estimate {
         if !refused {
             self.count_delivered(origin, now);
         }
-        // A write paced before the last cut says nothing about the pace after it.
-        if self.cut.is_some_and(|c| sent <= c.at) {
+        // A write paced before the last cut, or sent before the job's last wait ended,
+        // says nothing about the pace after it.
+        if self.cut.is_some_and(|c| sent <= c.at) || self.measure_from.is_some_and(|t| sent < t) {
             return Verdict::Steady;
         }
         self.recent.push_back(refused);
@@ -225,15 +281,28 @@ impl Estimate {
         } else {
             PRIOR_SHARE
         };
+        // What the baseline learns is what is normal: not answers while the CUSUM is half
+        // way to a rise, nor a window a third or more refused (no noise is that loud).
+        let quiet = self.cusum.sum < Cusum::alarm(p) / 2.0;
         let risen = self.cusum.add(refused, p) && n >= WINDOW / 2;
-        // A third or more refused is never normal: it does not teach the baseline.
-        if self.learning(now) && 3 * k < n {
+        if self.learning(now) && quiet && 3 * k < n {
             self.baseline.add(refused);
         }
         if !(spent || most_refused || risen) {
             return Verdict::Steady;
         }
-        self.cut_at(now, origin, spent);
+        // A budget spent again within a moment of the last time is the same signal: the
+        // second sample covers the job's own wait, which says nothing about the space.
+        let again = spent
+            && self
+                .last_spent
+                .is_some_and(|t| now.saturating_duration_since(t) < SPENT_AGAIN);
+        if spent {
+            self.last_spent = Some(now);
+        }
+        if !again {
+            self.cut_at(now, origin, spent);
+        }
         self.recent.clear();
         self.refused_recent = 0;
         self.accepted_since_cut = 0;
@@ -286,28 +355,38 @@ impl Estimate {
         slot.1 += 1;
     }
 
-    /// Writes accepted a second: over the last second, or, when the writes sent since the
-    /// last cut (or the start) began less than a second ago, over those (what the space
-    /// takes at the new pace, not what it took before; measured from the first of them,
-    /// so a pause after the cut is not counted as a slow space). Over a short span that
-    /// may be a burst the space let through, an overestimate the next cut corrects; an
-    /// underestimate would collapse the pace, so the span is never taken shorter than a
-    /// few milliseconds.
-    fn delivered_rate(&self, now: Instant, origin: Instant, last_second: bool) -> f64 {
+    /// Writes accepted a second: the higher of two measures, as BBR keeps the highest
+    /// delivery rate it saw, because a sample can only read low when the job offered
+    /// little (rows waiting out their own Retry-After), never high for long:
+    /// - over the writes sent since the last cut (or the start), from the first of them
+    ///   (what the space takes at the new pace, and a pause after the cut is not counted
+    ///   as a slow space), while those began less than a second ago;
+    /// - over the last second (or since the start, within its first second).
+    ///
+    /// When the budget is spent only the last second counts: what the space took before
+    /// it ran out is what it takes, not the nothing since.
+    fn delivered_rate(&self, now: Instant, origin: Instant, spent: bool) -> f64 {
+        let last_second = self.delivered_last_second(now, origin);
         let since = self.first_sent_since_cut.unwrap_or(now);
         let span = now.saturating_duration_since(since);
-        if span < BUCKET * BUCKETS as u32 && !last_second {
-            return self.accepted_since_cut as f64 / span.max(MIN_SPAN).as_secs_f64();
+        if spent || span >= BUCKET * BUCKETS as u32 {
+            return last_second;
         }
-        let b = Self::bucket(origin, now);
+        let since_cut = self.accepted_since_cut as f64 / span.max(MIN_SPAN).as_secs_f64();
+        since_cut.max(last_second)
+    }
+
+    fn delivered_last_second(&self, now: Instant, origin: Instant) -> f64 {
+        let start = self.measure_from.map_or(origin, |t| t.max(origin));
+        let (first, b) = (Self::bucket(origin, start), Self::bucket(origin, now));
         let accepted: u32 = self
             .delivered
             .iter()
-            .filter(|(n, _)| *n <= b && b - *n < BUCKETS as u64)
+            .filter(|(n, _)| *n >= first && *n <= b && b - *n < BUCKETS as u64)
             .map(|(_, c)| *c)
             .sum();
         let covered = now
-            .saturating_duration_since(origin)
+            .saturating_duration_since(start)
             .clamp(MIN_SPAN, BUCKET * BUCKETS as u32);
         f64::from(accepted) / covered.as_secs_f64()
     }
@@ -331,6 +410,7 @@ mod tests {
         let mut in_flight: VecDeque<(Instant, Instant, bool)> = VecDeque::new();
         let mut paces = Vec::new();
         let mut next = start;
+        e.start(start);
         while Instant::now()
             .saturating_duration_since(start)
             .as_secs_f64()
@@ -373,7 +453,12 @@ mod tests {
             )
             .await;
             assert_eq!(e.cuts(), 0, "share {share} at {ceiling}");
-            assert!(paces.iter().all(|p| *p == ceiling));
+            // After the start-up ramp (0.4 s), always the ceiling.
+            assert!(
+                paces[..8].iter().all(|p| *p < ceiling),
+                "the ramp starts low"
+            );
+            assert!(paces[2000..].iter().all(|p| *p == ceiling));
         }
     }
 
@@ -426,15 +511,16 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let now = Instant::now();
         assert_eq!(e.pace(now), 100.0);
-        // Refusals over that baseline add up: five are not yet clear, the sixth is.
-        let verdicts: Vec<Verdict> = (0..6)
+        // Refusals over that baseline add up (and, adding up, no longer teach it): four
+        // are not yet clear, the fifth is.
+        let verdicts: Vec<Verdict> = (0..5)
             .map(|_| {
                 e.on_answer(now, false, now);
                 e.on_answer(now, true, now)
             })
             .collect();
-        assert_eq!(verdicts[..5], [Verdict::Steady; 5]);
-        assert_eq!(verdicts[5], Verdict::Cut { spent: false });
+        assert_eq!(verdicts[..4], [Verdict::Steady; 4]);
+        assert_eq!(verdicts[4], Verdict::Cut { spent: false });
         let after = e.pace(now);
         assert!((50.0..100.0).contains(&after), "{after}");
         assert_eq!(e.cuts(), 1);
@@ -450,6 +536,12 @@ mod tests {
         let verdicts: Vec<Verdict> = (0..12).map(|_| e.on_answer(later, true, later)).collect();
         assert_eq!(verdicts[..11], [Verdict::Steady; 11]);
         assert_eq!(verdicts[11], Verdict::Cut { spent: true });
+        // Spent again at once: the writes wait again, the pace is not cut again.
+        let pace = e.pace(later);
+        let soon = later + Duration::from_micros(500);
+        let again: Vec<Verdict> = (0..12).map(|_| e.on_answer(soon, true, soon)).collect();
+        assert_eq!(again[11], Verdict::Cut { spent: true });
+        assert_eq!((e.cuts(), e.pace(later)), (2, pace));
         // Two thirds refused, but not nearly all: a limit, the budget not spent.
         let t = later + Duration::from_millis(1);
         let mut verdicts = Vec::new();
@@ -486,7 +578,14 @@ mod tests {
         assert!((pace(2.5) - 405.0).abs() < 1e-6, "halfway up");
         assert!((pace(5.0) - 427.5).abs() < 1e-6);
         assert!((pace(9.9) - 427.5).abs() < 1e-6, "holds");
-        assert!((pace(11.0) - 427.5 * 1.05).abs() < 1e-6, "probes");
+        assert!(
+            (pace(11.0) - 427.5 * 1.05f64.powf(1.0 + 1.0 / 30.0)).abs() < 1e-6,
+            "probes"
+        );
+        assert!(
+            (pace(12.0) - 427.5 * 1.05f64.powf(2.0 + 4.0 / 30.0)).abs() < 1e-6,
+            "faster"
+        );
         assert_eq!(pace(1000.0), 500.0, "never above the ceiling");
         assert_eq!(e.lowest(), 382.5);
     }
@@ -515,12 +614,12 @@ mod tests {
         // However many cuts, never under 2% of the ceiling (and never under 1/s).
         let mut e = Estimate::new(1000.0);
         for i in 0..40u64 {
-            let at = t0 + Duration::from_secs(i);
+            let at = t0 + Duration::from_secs(3 * i);
             for _ in 0..MOST_REFUSED {
                 e.on_answer(at, true, at);
             }
         }
-        assert_eq!(e.pace(t0 + Duration::from_secs(40)), 20.0);
+        assert_eq!(e.pace(t0 + Duration::from_secs(117)), 20.0);
         assert_eq!(Estimate::new(1.0).floor, 1.0);
     }
 

@@ -150,6 +150,8 @@ struct State {
     /// Since when the count has kept the job at the reserve.
     held_since: Option<Instant>,
     waited: Duration,
+    /// The end of the last wait the log told of: each wait is told once, not per worker.
+    told_until: Option<Instant>,
 }
 
 /// The write budget of one job, shared by every worker.
@@ -193,6 +195,7 @@ impl WriteBudget {
                 spent_until: None,
                 held_since: None,
                 waited: Duration::ZERO,
+                told_until: None,
             }),
             granted: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
@@ -208,7 +211,6 @@ impl WriteBudget {
     /// Waits for this write's slot under the budget. `Err` when the space's count has held
     /// the job at the reserve for longer than the outage budget.
     pub async fn slot(&self) -> Result<(), Held> {
-        let mut said = false;
         loop {
             let now = Instant::now();
             let step = self.step(now);
@@ -220,8 +222,15 @@ impl WriteBudget {
                 }
                 Step::Stop(held) => return Err(held),
                 Step::Wait(until, why) => {
-                    if !said {
-                        said = true;
+                    let tell = {
+                        let mut s = self.state();
+                        let new = s.told_until.is_none_or(|t| t < now);
+                        if new {
+                            s.told_until = Some(until);
+                        }
+                        new
+                    };
+                    if tell {
                         Self::say_wait(why, until.saturating_duration_since(now));
                     }
                     tokio::time::sleep_until(until).await;
@@ -279,7 +288,10 @@ impl WriteBudget {
                 s.held_since = None;
                 rate
             }
-            None => s.estimate.pace(now),
+            None => {
+                s.estimate.start(now);
+                s.estimate.pace(now)
+            }
         };
         self.granted.fetch_add(1, Ordering::Relaxed);
         if rate >= self.ceiling {
@@ -345,6 +357,7 @@ impl WriteBudget {
             let until = now + wait.unwrap_or(Duration::from_secs(1)).min(MAX_SPENT_PAUSE);
             if s.spent_until.is_none_or(|t| t < until) {
                 s.spent_until = Some(until);
+                s.estimate.paused_until(until);
             }
         }
     }

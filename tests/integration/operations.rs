@@ -162,8 +162,8 @@ fn the_summary_tells_latencies_the_slowest_row_throttling_and_the_rate_against_i
     let throttled = s["throttled"]["answers_429"].as_u64().unwrap();
     assert_eq!(throttled, sb.state().stats().faults_injected);
     assert!(throttled > 0);
-    // Every pause waits at least the first backoff step (200 ms): Retry-After 0 is raised.
-    assert!(s["throttled"]["paused_secs"].as_f64().unwrap() >= 0.2 * throttled as f64 - 1e-6);
+    // Every retry waits at least the first backoff step (200 ms): Retry-After 0 is raised.
+    assert!(s["throttled"]["retry_wait_secs"].as_f64().unwrap() >= 0.2 * throttled as f64 - 1e-6);
     let err = stderr(&out);
     assert!(
         err.contains("GET    p50") && err.contains("PATCH  p50"),

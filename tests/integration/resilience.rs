@@ -75,8 +75,8 @@ fn the_servers_429_with_retry_after_slows_the_job_and_every_row_still_lands() {
     assert_eq!(sb.state().snapshot(), expected(&ids));
     let stats = sb.state().stats();
     assert!(stats.writes_throttled > 0, "the limit was hit: {stats:?}");
-    // Each 429 pauses every worker for the Retry-After second, so far fewer writes are
-    // refused than a per-worker retry would cause (60 rows at 200/s against 20/s).
+    // The pace comes down to what the space takes once the refusals rise, so far fewer
+    // writes are refused than rows (60 rows at 200/s against 20/s).
     assert!(stats.writes_throttled < 60, "{stats:?}");
 }
 
@@ -148,44 +148,4 @@ fn at_rate_50_no_one_second_window_holds_more_than_50_writes() {
         "{} writes in one second",
         stats.max_writes_in_any_second
     );
-}
-
-#[test]
-fn under_a_server_limit_below_rate_the_write_pace_adapts_and_every_row_lands() {
-    // The space takes 100 writes a second; --rate allows 1000. The pace comes down to
-    // what the space takes, so 429s stay a small share of the writes (the rest of the
-    // limit belongs to the space's other clients) and every row ends right.
-    let ids = ids(600, 24);
-    let config = SandboxConfig {
-        write_limit: 100,
-        ..SandboxConfig::default()
-    };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--rate",
-        "1000",
-        "--report",
-        "r.csv",
-        "--summary-json",
-        "s.json",
-    ]));
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(sb.state().snapshot(), expected(&ids));
-    let stats = sb.state().stats();
-    let share = stats.writes_throttled as f64 / stats.writes as f64;
-    assert!(
-        share < 0.15,
-        "{} of {} writes answered 429",
-        stats.writes_throttled,
-        stats.writes
-    );
-    let s = summary_json(&sb.path("s.json"));
-    let pace = &s["write_pace"];
-    assert!(pace["cuts"].as_u64().unwrap() >= 1, "{pace}");
-    assert!(pace["lowest"].as_f64().unwrap() < 150.0, "{pace}");
-    assert!(stderr(&out).contains("write pace: cut"), "{}", stderr(&out));
 }
