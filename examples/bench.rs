@@ -856,6 +856,7 @@ fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resul
         "| case | --rate | writes sent | refused | job's write rate | production refused | pace: lowest, end | target |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    let mut series = Vec::new();
     for (i, (name, args, rate, target)) in cases.iter().enumerate() {
         let sb = Sandbox::start(bin, rows, args)?;
         let m = manifest(work, rows)?;
@@ -904,8 +905,97 @@ fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resul
             b["lowest_pace"].as_f64().unwrap_or(f64::NAN),
             b["pace"].as_f64().unwrap_or(f64::NAN),
         )?;
+        if i == 1 || i == 2 {
+            let per_second = |key: &str| -> Vec<u64> {
+                st[key]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+                    .unwrap_or_default()
+            };
+            series.push(Seconds {
+                title: name.to_string(),
+                accepted: per_second("accepted_per_second"),
+                refused: per_second("throttled_per_second"),
+                production: per_second("production_accepted_per_second"),
+                production_refused: per_second("production_refused_per_second"),
+            });
+        }
     }
-    writeln!(md)?;
+    let svg = o.out.with_file_name("budget.svg");
+    draw_seconds(&svg, &series)?;
+    writeln!(
+        md,
+        "![writes a second, accepted and refused, the job's and production's, cases 2 and 3]\
+         (budget.svg)\n"
+    )?;
+    Ok(())
+}
+
+/// One case's writes per second as the sandbox counted them.
+struct Seconds {
+    title: String,
+    accepted: Vec<u64>,
+    refused: Vec<u64>,
+    production: Vec<u64>,
+    production_refused: Vec<u64>,
+}
+
+/// Writes a second over time, one chart per case: the job's accepted and refused writes,
+/// production's accepted and refused.
+fn draw_seconds(path: &Path, cases: &[Seconds]) -> Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (900, 330 * cases.len().max(1) as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let areas = root.split_evenly((cases.len().max(1), 1));
+    for (case, area) in cases.iter().zip(areas) {
+        let len = case.accepted.len().max(case.production.len()).max(1);
+        let top = [
+            &case.accepted,
+            &case.refused,
+            &case.production,
+            &case.production_refused,
+        ]
+        .iter()
+        .flat_map(|v| v.iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+        let mut chart = ChartBuilder::on(&area)
+            .caption(&case.title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0u64..len as u64, 0u64..top + top / 10 + 1)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the sandbox started")
+            .y_desc("writes a second")
+            .draw()?;
+        let lines: [(&str, &Vec<u64>, RGBColor); 4] = [
+            ("job, accepted", &case.accepted, BLUE),
+            ("job, refused (429)", &case.refused, RED),
+            ("production, accepted", &case.production, GREEN),
+            ("production, refused", &case.production_refused, MAGENTA),
+        ];
+        for (label, values, colour) in lines {
+            if values.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(
+                    values.iter().enumerate().map(|(x, y)| (x as u64, *y)),
+                    colour.stroke_width(2),
+                ))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
     Ok(())
 }
 

@@ -20,7 +20,8 @@ cd "$(dirname "$0")/.."
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(
     src/inert.rs src/human.rs src/breaker.rs src/latency.rs src/retry.rs src/saved_plan.rs
-    src/adaptive.rs src/limiter.rs src/diff.rs src/snapshot.rs src/shard.rs src/model.rs
+    src/budget/mod.rs src/budget/estimate.rs src/budget/announced.rs src/budget/headers.rs
+    src/limiter.rs src/diff.rs src/snapshot.rs src/shard.rs src/model.rs
     src/report.rs src/ledger.rs
     src/manifest/mod.rs src/manifest/check.rs src/manifest/csv_format.rs
     src/manifest/yaml_format.rs src/manifest/plan_format.rs src/manifest/write.rs

@@ -267,3 +267,77 @@ fn a_stopped_plan_suggests_the_plan_again_never_an_apply() {
     assert!(err.contains("sipgw-bulk plan m.csv"), "{err}");
     assert!(!err.contains("sipgw-bulk apply"), "{err}");
 }
+
+#[test]
+fn the_sandbox_binary_announces_its_budget_and_spends_some_as_production() {
+    use std::io::{BufRead, Read, Write};
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateways.csv");
+    let mut server = std::process::Command::new(BIN)
+        .args(["sandbox", "--port", "0", "--seed-from", example])
+        .args([
+            "--write-limit",
+            "20",
+            "--announce-limit",
+            "--background-writes",
+            "5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn_guarded();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let env: Vec<(String, String)> = (0..3)
+        .map(|_| {
+            let line = lines.next().unwrap().unwrap();
+            let (k, v) = line.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let base = env[0].1.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .envs(env)
+        .env("SIPGW_BULK_STATE_DIR", dir.path().join("state"))
+        .args([
+            "apply",
+            example,
+            "--yes",
+            "--report",
+            "r.csv",
+            "--summary-json",
+            "s.json",
+        ]));
+    let stats = {
+        let addr = base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET /__sandbox/stats HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let s = summary_json(&dir.path().join("s.json"));
+    let b = &s["write_budget"];
+    // --announce-limit: a 10 s window of 20 x 10 writes, half kept for others.
+    assert_eq!(b["source"], "announced", "{b}");
+    assert_eq!(
+        (b["limit"].as_u64(), b["reserve"].as_u64()),
+        (Some(200), Some(100)),
+        "{b}"
+    );
+    assert_eq!(b["window_secs"], 10.0, "{b}");
+    assert!(stats["production_writes"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["writes_throttled"], 0, "{stats}");
+    assert!(
+        stderr(&out).contains("write budget: the space announces 200 per"),
+        "{}",
+        stderr(&out)
+    );
+}
