@@ -361,7 +361,7 @@ impl ReadClient {
                     .retry
                     .next_delay(err.retry_after, backoff, started.elapsed())
             })
-            .notify(|err: &ApiError, wait: Duration| self.before_retry(budget, err, wait))
+            .notify(|err: &ApiError, wait: Duration| self.before_retry(err, wait))
             .await
     }
 
@@ -415,15 +415,12 @@ impl ReadClient {
         }
     }
 
-    /// Before a retry of `budget` that waits `wait`. A read's 429 holds every read back,
-    /// not just this one; a write's 429 delays its own row only (the write budget decides
-    /// when every write waits).
-    fn before_retry(&self, budget: Budget, err: &ApiError, wait: Duration) {
+    /// Before a retry that waits `wait`. A 429 delays only its own request: a proxy or a
+    /// flaky edge refusing a share of everything must not hold every worker back (the
+    /// write budget decides when every write waits).
+    fn before_retry(&self, err: &ApiError, wait: Duration) {
         let inner = &self.inner;
         if err.status == Some(429) {
-            if budget == Budget::Read {
-                inner.limiter.pause_for(budget, wait);
-            }
             inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
             inner.stats.throttled_wait_us.fetch_add(
                 u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
@@ -688,7 +685,7 @@ impl WriteClient {
             schedule.backoff.next(),
             schedule.started.elapsed(),
         )?;
-        self.read.before_retry(Budget::Write, err, wait);
+        self.read.before_retry(err, wait);
         Some(wait)
     }
 }

@@ -1,10 +1,9 @@
 //! One rate limiter for the whole process. Every HTTP attempt, first tries and retries
 //! alike, takes a permit from the write or the read budget before it is sent. Writes are
 //! paced first by the space's write budget ([`WriteBudget`]: what it announces and
-//! accepts), then by `--rate` as a hard ceiling (the governor quota, applied last). A read's
-//! 429 pauses every read (the platform does not limit reads, so one means something in
-//! the way is saturated); a write's 429 delays only its own row, and the write budget
-//! decides when the whole job waits. An unreachable space pauses both.
+//! accepts), then by `--rate` as a hard ceiling (the governor quota, applied last). A 429
+//! delays only its own request; the write budget decides when every write waits. An
+//! unreachable space pauses both budgets.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -41,8 +40,8 @@ pub struct Limiter {
     /// the slot and the send; this second gate keeps the ceiling true at the server.
     write_gate: Option<DefaultDirectRateLimiter>,
     read: Option<DefaultDirectRateLimiter>,
-    /// Until when each budget is held back: [writes, reads]. A read's 429 holds the reads;
-    /// an unreachable space holds both.
+    /// Until when each budget is held back: [writes, reads]. An unreachable space holds
+    /// both.
     paused_until: [Mutex<Option<Instant>>; 2],
     /// The pace of writes below the ceiling: the space's write budget.
     budget: Option<Arc<WriteBudget>>,
@@ -133,9 +132,8 @@ impl Limiter {
         }
     }
 
-    /// Holds every new request of `budget` back for `wait` (a read's 429, an unreachable
-    /// space), in every worker. Pauses only grow: a shorter one never cuts a longer one short.
-    pub fn pause_for(&self, budget: Budget, wait: Duration) {
+    /// Holds every new request of `budget` back for `wait`, in every worker. Pauses only grow: a shorter one never cuts a longer one short.
+    fn pause_for(&self, budget: Budget, wait: Duration) {
         let until = Instant::now() + wait;
         let mut guard = self.paused_until[budget.index()]
             .lock()
