@@ -818,46 +818,53 @@ fn crossover(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()
 /// shared with production writes, and the budget announced in headers.
 fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
     let rows = if o.quick { 300 } else { 1_500 };
-    let cases: [(&str, &[&str], &str, &str); 4] = [
+    // (case, sandbox options, --rate, --concurrency, target). Case 1 runs more rows in
+    // flight: each refused request holds its row for its one-second Retry-After, so 200
+    // writes a second with 10% refused (reads too) need about 100 rows in flight.
+    let cases: [(&str, &[&str], &str, &str, &str); 4] = [
         (
             "1: 10% random 429s, no limit",
             &["--write-limit", "0", "--fault", "429=0.1"],
             "200",
+            "128",
             ">= 160/s",
         ),
         (
             "2: a limit of 100/s",
             &["--write-limit", "100"],
             "1000",
+            "32",
             ">= 80/s, <= 5% refused",
         ),
         (
             "3: that limit, 40/s of it production",
             &["--write-limit", "100", "--background-writes", "40"],
             "1000",
+            "32",
             "job >= 40/s, production <= 2% refused",
         ),
         (
             "4: 100/s announced over 10 s windows",
             &["--write-limit", "100", "--announce-limit"],
             "1000",
+            "32",
             ">= 40/s (80% of the 50/s above the reserve), 0 refused",
         ),
     ];
     writeln!(md, "## Sharing the write budget\n")?;
     writeln!(
         md,
-        "`sipgw-bulk apply M --yes --concurrency 64 --rate R` over {rows} rows, every one \
+        "`sipgw-bulk apply M --yes --concurrency C --rate R` over {rows} rows, every one \
          changing, against the sandbox options shown. Writes and 429s as the sandbox counted \
          them; the job's rate is its accepted writes over the run.\n"
     )?;
     writeln!(
         md,
-        "| case | --rate | writes sent | refused | job's write rate | production refused | pace: lowest, end | target |"
+        "| case | --rate | --concurrency | writes sent | refused | job's write rate | production refused | pace: lowest, end | target |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
     let mut series = Vec::new();
-    for (i, (name, args, rate, target)) in cases.iter().enumerate() {
+    for (i, (name, args, rate, concurrency, target)) in cases.iter().enumerate() {
         let sb = Sandbox::start(bin, rows, args)?;
         let m = manifest(work, rows)?;
         let report = work.join(format!("shared{i}.csv"));
@@ -891,7 +898,7 @@ fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resul
         let b = &s["write_budget"];
         writeln!(
             md,
-            "| {name} | {rate} | {writes} | {refused} ({:.1}%) | {:.1}/s | {} | {:.0}/s, {:.0}/s | {target} |",
+            "| {name} | {rate} | {concurrency} | {writes} | {refused} ({:.1}%) | {:.1}/s | {} | {:.0}/s, {:.0}/s | {target} |",
             refused as f64 * 100.0 / writes.max(1) as f64,
             s["write_rate"].as_f64().unwrap_or(0.0),
             if production > 0 {
@@ -923,6 +930,7 @@ fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resul
     }
     let svg = o.out.with_file_name("budget.svg");
     draw_seconds(&svg, &series)?;
+    writeln!(md)?;
     writeln!(
         md,
         "![writes a second, accepted and refused, the job's and production's, cases 2 and 3]\

@@ -143,8 +143,9 @@ impl BudgetReport {
 struct State {
     announced: Announced,
     estimate: Estimate,
-    /// The next write's slot under the pace.
-    next: Option<Instant>,
+    /// The last write's slot under the pace: the next is `1/pace` after it, at the pace in
+    /// force when it is asked for (a rising pace takes effect at once).
+    last: Option<Instant>,
     /// Nearly every write refused: none leaves before this.
     spent_until: Option<Instant>,
     /// Since when the count has kept the job at the reserve.
@@ -191,7 +192,7 @@ impl WriteBudget {
             state: Mutex::new(State {
                 announced: Announced::new(reserve_share),
                 estimate: Estimate::new(ceiling),
-                next: None,
+                last: None,
                 spent_until: None,
                 held_since: None,
                 waited: Duration::ZERO,
@@ -296,11 +297,12 @@ impl WriteBudget {
         self.granted.fetch_add(1, Ordering::Relaxed);
         if rate >= self.ceiling {
             // The governor alone paces at the ceiling: an unthrottled run pays nothing here.
-            s.next = None;
+            s.last = None;
             return Step::Go;
         }
-        let slot = s.next.map_or(now, |n| n.max(now));
-        s.next = Some(slot + Duration::from_secs_f64(1.0 / rate.max(1e-3)));
+        let gap = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+        let slot = s.last.map_or(now, |last| (last + gap).max(now));
+        s.last = Some(slot);
         if slot <= now {
             Step::Go
         } else {
