@@ -54,7 +54,7 @@ const BUCKETS: usize = 10;
 /// The ramp at the start: from the ceiling over this, doubling every step; only for a
 /// ceiling of at least `RAMP_FROM_CEILING` (below it the first writes are few anyway).
 const RAMP_DIVISOR: f64 = 16.0;
-const RAMP_STEP_SECS: f64 = 0.05;
+const RAMP_STEP_SECS: f64 = 0.1;
 const RAMP_FROM_CEILING: f64 = 64.0;
 /// A budget found spent again within this of the last time is one signal, not two.
 const SPENT_AGAIN: Duration = Duration::from_secs(2);
@@ -192,7 +192,7 @@ impl Estimate {
     }
 
     /// Writes per second to pace at now. Before the first cut, a ramp from a sixteenth of
-    /// the ceiling, doubling every 50 ms (the ceiling within 0.2 s), so that
+    /// the ceiling, doubling every 100 ms (the ceiling within 0.4 s), so that
     /// the share of refusals is first seen at a low rate: a limit then shows as a rise,
     /// not as the normal. After a cut, a climb back to just under the knee, a hold, then a
     /// slow probe above it.
@@ -459,7 +459,7 @@ mod tests {
             )
             .await;
             assert_eq!(e.cuts(), 0, "share {share} at {ceiling}");
-            // After the start-up ramp (0.2 s), always the ceiling.
+            // After the start-up ramp (0.4 s), always the ceiling.
             assert!(
                 paces[..8].iter().all(|p| *p < ceiling),
                 "the ramp starts low"
