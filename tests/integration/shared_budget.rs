@@ -55,9 +55,7 @@ fn three_shards_each_at_the_whole_limit_converge_under_it_and_finish_every_row()
         .collect();
     eprintln!("per second (accepted, 429): {seconds:?}");
     // Three shards offering three times the limit: without any pacing two writes in three
-    // would be refused. Each refused row waits out its own Retry-After, so the shards
-    // settle at a steady share of refusals, which the rule reads as noise rather than
-    // cutting further (see the README: shards starting together above a limit).
+    // would be refused.
     assert!(
         stats.writes_throttled * 100 <= stats.writes * 30,
         "{} of {} writes answered 429",
