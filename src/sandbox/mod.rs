@@ -59,7 +59,9 @@ pub struct SandboxConfig {
     /// as a proxy or a per-token limit refuses. `Some(w)`: it counts fixed windows of `w`
     /// (`write_limit * w` writes each), as the platform does.
     pub limit_window: Option<Duration>,
-    /// Answers carry `X-RateLimit-Limit` / `-Remaining` / `-Reset` for the write window.
+    /// Answers carry `X-RateLimit-Limit` / `-Remaining` / `-Reset` for the write window
+    /// (only with `limit_window`: a smooth limit has no window to announce; the CLI's
+    /// `--announce-limit` sets a 10 s one).
     pub announce_limit: bool,
     /// "Production" writes a second the sandbox spends itself against the same limit, as
     /// the customer's calls and messages would.
