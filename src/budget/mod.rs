@@ -400,3 +400,62 @@ impl WriteBudget {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn announce(b: &WriteBudget, limit: u64, remaining: u64, reset: u64) {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-limit", HeaderValue::from(limit));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+        h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+        b.headers(&b.sent(), &h);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_reserve_writes_wait_for_the_reset_and_stop_past_the_outage_budget() {
+        let b = WriteBudget::new(1000, 0.5, Duration::from_secs(5));
+        // 10 left of 100, 50 kept: nothing to spend until the reset in 3 s.
+        announce(&b, 100, 10, 3);
+        let start = Instant::now();
+        b.slot().await.unwrap();
+        assert_eq!(Instant::now() - start, Duration::from_secs(3));
+        let r = b.report();
+        assert_eq!(r.source, Some(Source::Announced));
+        assert_eq!(
+            (r.limit, r.reserve, r.lowest_remaining),
+            (Some(100), Some(50), Some(10))
+        );
+        assert!((r.waited_secs - 3.0).abs() < 1e-6, "{r:?}");
+        // Others keep it there for longer than the outage budget: the job stops.
+        announce(&b, 100, 40, 60);
+        let held = b.slot().await.unwrap_err();
+        assert_eq!((held.remaining, held.limit, held.reserve), (40, 100, 50));
+        assert!(held.held_for > Duration::from_secs(5), "{held:?}");
+        assert!(held.to_string().contains("40 of 100 left"), "{held}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_holds_every_write_for_the_wait_asked() {
+        let b = WriteBudget::new(100, 0.5, Duration::from_secs(60));
+        b.slot().await.unwrap();
+        let ticket = b.sent();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        for _ in 0..12 {
+            b.answered(&ticket, Answer::Refused(Some(Duration::from_secs(2))));
+        }
+        // Twelve refusals, the whole window: a cut, and the budget is spent, so the next
+        // write waits the 2 s asked.
+        let r = b.report();
+        assert_eq!((r.refused, r.accepted, r.cuts), (12, 0, 1), "{r:?}");
+        let start = Instant::now();
+        b.slot().await.unwrap();
+        assert!(Instant::now() - start >= Duration::from_secs(2) - Duration::from_millis(2));
+        // Other answers are no evidence either way.
+        b.answered(&ticket, Answer::Other);
+        assert_eq!(b.report().refused + b.report().accepted, 12);
+        assert!((b.report().refused_share() - 1.0).abs() < 1e-9);
+    }
+}
