@@ -459,6 +459,29 @@ mod tests {
         let s = resolve(&Overrides::default(), &FileConfig::default()).unwrap();
         assert_eq!(s.concurrency, defaults::CONCURRENCY);
         assert!(s.base_url.is_none());
+        assert_eq!(s.reserve, 0.5);
+    }
+
+    #[test]
+    fn the_reserve_is_a_percentage_under_100() {
+        let with = |flag: Option<f64>, file: Option<f64>| {
+            let flags = Overrides {
+                reserve_percent: flag,
+                ..Overrides::default()
+            };
+            let file = FileConfig {
+                reserve_percent: file,
+                ..FileConfig::default()
+            };
+            resolve(&flags, &file).map(|s| s.reserve)
+        };
+        assert_eq!(with(Some(20.0), Some(70.0)).unwrap(), 0.2, "the flag wins");
+        assert_eq!(with(None, Some(70.0)).unwrap(), 0.7);
+        assert_eq!(with(Some(0.0), None).unwrap(), 0.0);
+        for bad in [100.0, -1.0, f64::NAN] {
+            let err = with(None, Some(bad)).unwrap_err();
+            assert!(err.to_string().contains("reserve"), "{err}");
+        }
     }
 
     #[test]
@@ -574,6 +597,7 @@ mod example_file {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
         let file = FileConfig::load(&path).unwrap();
         assert_eq!(file.space.as_deref(), Some("acme"));
+        assert_eq!(file.reserve_percent, Some(50.0));
         let text = std::fs::read_to_string(&path).unwrap();
         for key in [
             "space",
@@ -582,6 +606,7 @@ mod example_file {
             "api_token_file",
             "concurrency",
             "rate",
+            "reserve_percent",
             "read_rate",
             "report_format",
             "log_format",
