@@ -2,7 +2,7 @@
 //! every row would retry on its own and the job would hammer a space that is not there; the
 //! breaker turns those failures into one decision for the whole job instead:
 //!
-//! - a failed connection pauses every worker (through the limiter, as a 429 does) for an
+//! - a failed connection pauses every worker (through the limiter) for an
 //!   exponentially growing wait, and while the space is failing only one request at a time
 //!   goes out (a probe), so a dead space sees about one connection a backoff step;
 //! - any answer from the server (even a 500) closes the breaker;
