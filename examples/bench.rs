@@ -878,7 +878,7 @@ fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resul
                 .args([
                     "--yes",
                     "--concurrency",
-                    "64",
+                    concurrency,
                     "--rate",
                     rate,
                     "-q",

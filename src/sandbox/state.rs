@@ -244,21 +244,18 @@ impl SandboxState {
         let mut state = lock(&self.limit);
         match self.config.limit_window {
             Some(window) => {
-                let size = u64::from(limit) * window.as_secs().max(1);
-                let index = at.as_micros() / window.as_micros().max(1);
-                if state.window != index as u64 {
-                    state.window = index as u64;
+                let (size, index, reset_secs) = fixed_window(limit, window, at);
+                if state.window != index {
+                    state.window = index;
                     state.used = 0;
                 }
                 let admitted = state.used < size;
                 state.used += u64::from(admitted);
-                let ends = window * (index as u32 + 1);
-                let reset = ends.saturating_sub(at);
                 Admission {
                     admitted,
                     remaining: Some(size - state.used),
                     limit: Some(size),
-                    reset_secs: reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
+                    reset_secs,
                 }
             }
             None => {
@@ -291,17 +288,10 @@ impl SandboxState {
         if limit == 0 {
             return None;
         }
-        let at = self.started.elapsed();
-        let size = u64::from(limit) * window.as_secs().max(1);
-        let index = (at.as_micros() / window.as_micros().max(1)) as u64;
+        let (size, index, reset_secs) = fixed_window(limit, window, self.started.elapsed());
         let state = lock(&self.limit);
         let used = if state.window == index { state.used } else { 0 };
-        let reset = (window * (index as u32 + 1)).saturating_sub(at);
-        Some((
-            size,
-            size.saturating_sub(used),
-            reset.as_secs() + u64::from(reset.subsec_nanos() > 0),
-        ))
+        Some((size, size.saturating_sub(used), reset_secs))
     }
 
     pub fn stats(&self) -> Stats {
@@ -369,6 +359,16 @@ impl Admission {
             reset_secs: 0,
         }
     }
+}
+
+/// For a limit of `limit` writes a second counted in fixed windows of `window`, at `at`
+/// after start: the window's size, its number, and the whole seconds until it resets.
+fn fixed_window(limit: u32, window: Duration, at: Duration) -> (u64, u64, u64) {
+    let size = u64::from(limit) * window.as_secs().max(1);
+    let index = at.as_micros() / window.as_micros().max(1);
+    let reset = (window * (index as u32 + 1)).saturating_sub(at);
+    let reset_secs = reset.as_secs() + u64::from(reset.subsec_nanos() > 0);
+    (size, index as u64, reset_secs)
 }
 
 /// Counts one write, admitted or refused, in its second.
