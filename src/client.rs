@@ -28,12 +28,11 @@ use crate::breaker::{Breaker, Verdict};
 use crate::budget::{Answer, Held, Ticket, WriteBudget};
 use crate::latency::{Latencies, RequestKind};
 use crate::limiter::{Budget, Limiter};
-use crate::model::{Encryption, GatewayFields, GatewayResource};
+use crate::model::{
+    Encryption, GATEWAYS_PATH, GatewayFields, GatewayResource, MAX_LIST_FIELD, MAX_TEXT_FIELD,
+};
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use crate::secret::Credentials;
-
-/// The collection path under the space's base URL.
-pub const GATEWAYS_PATH: &str = "/api/fabric/resources/sip_gateways";
 
 /// The largest answer read for one gateway (GET, PATCH, and any error body): a real one is
 /// under 1 KiB.
@@ -746,11 +745,6 @@ impl ApiError {
         self
     }
 }
-
-/// Longest `name` and `uri` believed from the server, in bytes.
-pub const MAX_TEXT_FIELD: usize = 1024;
-/// Most entries believed in `ciphers` or `codecs`, and the longest entry.
-pub const MAX_LIST_FIELD: usize = 64;
 
 /// A gateway answer is believed only when it is the one asked for and its fields are of a
 /// sane size (a hostile server must not fill plans, reports and memory).

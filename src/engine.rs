@@ -39,9 +39,10 @@ use crate::latency::{Percentiles, RequestKind};
 use crate::ledger::{IdSet, Journal};
 use crate::manifest::{Manifest, ManifestError, Row};
 use crate::model::GatewayFields;
-use crate::report::{ReportWriter, RowRecord, Status, WRITE_UNKNOWN};
+use crate::report::{ReportWriter, RowRecord, WRITE_UNKNOWN};
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
+use crate::status::Status;
 
 /// Sees each record after it reaches the report (plan display, progress, stats lines).
 pub trait Observer: Send {

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::model::GatewayFields;
-use crate::report::{self, ReportFormat, ReportWriter, Status};
+use crate::report::{self, ReportFormat, ReportWriter};
+use crate::status::Status;
 
 /// Why the ledger refuses to go on.
 #[derive(Debug, thiserror::Error)]

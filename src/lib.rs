@@ -78,3 +78,4 @@ pub mod saved_plan;
 pub mod secret;
 pub mod shard;
 pub mod snapshot;
+pub mod status;

@@ -9,6 +9,14 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The collection path under the space's base URL.
+pub const GATEWAYS_PATH: &str = "/api/fabric/resources/sip_gateways";
+
+/// Longest `name` and `uri` believed from the server, in bytes.
+pub const MAX_TEXT_FIELD: usize = 1024;
+/// Most entries believed in `ciphers` or `codecs`, and the longest entry.
+pub const MAX_LIST_FIELD: usize = 64;
+
 /// A value a user typed that is not one of the known ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownValue {

@@ -13,7 +13,8 @@ use serde_json::json;
 use crate::diff::Field;
 use crate::engine::Observer;
 use crate::model::GatewayFields;
-use crate::report::{RowRecord, Status};
+use crate::report::RowRecord;
+use crate::status::Status;
 
 /// Text for people, or one JSON object per line for machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

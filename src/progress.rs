@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::engine::Observer;
-use crate::report::{RowRecord, Status};
+use crate::report::RowRecord;
+use crate::status::Status;
 
 /// The bar on screen, if any; the log writer checks it.
 static ACTIVE_BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();

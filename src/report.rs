@@ -5,7 +5,6 @@
 //! and JSONL carry the same fields; `before` and `after` hold the five fields as compact
 //! JSON (a JSON string in CSV, an object in JSONL).
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -14,80 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::diff::FieldSet;
 use crate::model::GatewayFields;
+// The report's vocabulary lives below every module that uses it; kept here for callers
+// that name it as `report::Status`.
+pub use crate::status::Status;
 
 /// `error_code` of a row whose PATCH may have landed although no answer said so: its
 /// `before` is kept, `rollback` restores it, `--resume` settles it.
 pub const WRITE_UNKNOWN: &str = "write_unknown";
-
-/// How a row ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Written, and the server's answer matches what was sent.
-    Updated,
-    /// Already as the manifest says: nothing written.
-    Unchanged,
-    /// Plan only: would be written.
-    WouldUpdate,
-    /// The row failed its checks; nothing sent.
-    Invalid,
-    /// The gateway does not exist (404).
-    NotFound,
-    /// A request failed (after retries, or not retryable).
-    Failed,
-    /// Not attempted: the job stopped (abort, guard, interrupt, limit).
-    Skipped,
-    /// Written, but the server's answer differs from what was sent.
-    Mismatch,
-    /// Not written: the gateway no longer looks as it did in the plan that was reviewed.
-    Conflict,
-}
-
-impl Status {
-    pub const ALL: [Status; 9] = [
-        Status::Updated,
-        Status::Unchanged,
-        Status::WouldUpdate,
-        Status::Invalid,
-        Status::NotFound,
-        Status::Failed,
-        Status::Skipped,
-        Status::Mismatch,
-        Status::Conflict,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Updated => "updated",
-            Status::Unchanged => "unchanged",
-            Status::WouldUpdate => "would_update",
-            Status::Invalid => "invalid",
-            Status::NotFound => "not_found",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-            Status::Mismatch => "mismatch",
-            Status::Conflict => "conflict",
-        }
-    }
-
-    /// A row that ended this way needs someone's attention (exit code 1).
-    pub fn is_error(self) -> bool {
-        matches!(
-            self,
-            Status::Invalid
-                | Status::NotFound
-                | Status::Failed
-                | Status::Mismatch
-                | Status::Conflict
-        )
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One finished row.
 #[derive(Debug, Clone, PartialEq)]

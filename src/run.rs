@@ -34,10 +34,11 @@ use crate::limiter::Limiter;
 use crate::manifest::{DuplicateCheck, Format, Manifest, ManifestError};
 use crate::model::GatewayFields;
 use crate::progress::Tee;
-use crate::report::{ReportFormat, ReportWriter, Status};
+use crate::report::{ReportFormat, ReportWriter};
 use crate::saved_plan::{self, PlanError, PlanHeader, PlanWriter};
 use crate::shard::Shard;
 use crate::snapshot::{ReadMode, SnapshotBuilder};
+use crate::status::Status;
 
 /// Where a run's rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,8 +22,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::engine::Observer;
+use crate::manifest::PlanLine;
 use crate::model::GatewayFields;
-use crate::report::{RowRecord, Status};
+use crate::report::RowRecord;
+use crate::status::Status;
 
 /// The plan file's format version, in its header. Version 2 added `rows` and
 /// `rows_sha256`; a version 1 plan is refused (plan again).
@@ -54,17 +56,6 @@ pub struct PlanHeader {
 #[derive(Deserialize)]
 struct VersionOnly {
     sipgw_bulk_plan: u32,
-}
-
-/// One row of a saved plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlanLine {
-    /// The row's line in the manifest.
-    pub row: u64,
-    pub id: String,
-    pub status: Status,
-    pub before: Option<GatewayFields>,
-    pub after: Option<GatewayFields>,
 }
 
 /// A saved plan that cannot be used.

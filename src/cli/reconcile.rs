@@ -17,9 +17,10 @@ use crate::engine::{Observer, Outcome, StopReason};
 use crate::ledger::{self, LedgerError};
 use crate::plan_view::{PlanFormat, PlanView};
 use crate::progress::{self, Progress, ProgressMode, Tee};
-use crate::report::{ReportFormat, Status};
+use crate::report::ReportFormat;
 use crate::run::{self as library, Approval, Finished, RunError, RunHooks, RunOptions, RunStart};
 use crate::shard::Shard;
+use crate::status::Status;
 
 pub use crate::run::{Mode, Source};
 

@@ -12,7 +12,8 @@ use super::export::{manifest_out, shown};
 use super::{Exit, ExitContext, Failure, RollbackArgs, usage};
 use crate::manifest::Format;
 use crate::output::Destination;
-use crate::report::{self, ReadRecord, Status};
+use crate::report::{self, ReadRecord};
+use crate::status::Status;
 
 /// A row whose gateway this run may have changed: its `before` undoes it.
 fn written(r: &ReadRecord) -> bool {

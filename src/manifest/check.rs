@@ -182,12 +182,12 @@ fn check_fields(raw: &RawRow, problems: &mut Vec<String>) -> Desired {
     }
     for (field, value) in [("name", &raw.name), ("uri", &raw.uri)] {
         if let Some(v) = value
-            && v.len() > crate::client::MAX_TEXT_FIELD
+            && v.len() > crate::model::MAX_TEXT_FIELD
         {
             problems.push(format!(
                 "{field} is {} bytes long; at most {} are accepted",
                 v.len(),
-                crate::client::MAX_TEXT_FIELD
+                crate::model::MAX_TEXT_FIELD
             ));
         }
     }
@@ -422,7 +422,7 @@ mod tests {
             name: Some(name),
             ..RawRow::default()
         };
-        let limit = crate::client::MAX_TEXT_FIELD;
+        let limit = crate::model::MAX_TEXT_FIELD;
         assert!(
             RowChecker::new(Desired::default())
                 .check(row("n".repeat(limit)))

@@ -10,6 +10,7 @@
 mod check;
 mod csv_format;
 mod plan_format;
+pub use plan_format::PlanLine;
 mod write;
 mod yaml_format;
 

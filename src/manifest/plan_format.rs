@@ -3,15 +3,31 @@
 //! of its `after`, with its `before` as the state the gateway must still be in. Other lines
 //! (unchanged, invalid, ...) are the plan's record, not changes: they yield no row. A plan
 //! is written by this tool, so a line that does not read is a whole-file error.
+//!
+//! [`PlanLine`] is the line's shape, shared with `saved_plan`, which writes and verifies
+//! plans: the format lives here, below the machinery that makes them.
 
 use std::io::BufRead;
 use std::ops::ControlFlow;
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
 use super::{CheckedRow, ManifestError, Row};
 use crate::model::Desired;
-use crate::report::Status;
-use crate::saved_plan::PlanLine;
+use crate::model::GatewayFields;
+use crate::status::Status;
+
+/// One row of a saved plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanLine {
+    /// The row's line in the manifest.
+    pub row: u64,
+    pub id: String,
+    pub status: Status,
+    pub before: Option<GatewayFields>,
+    pub after: Option<GatewayFields>,
+}
 
 pub(super) fn read(
     path: &Path,

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::state::{SandboxState, StoredGateway, read_lock, write_lock};
-use crate::client::GATEWAYS_PATH;
+use crate::model::GATEWAYS_PATH;
 use crate::model::{Cipher, Codec, Encryption, GatewayFields};
 
 type Shared = Arc<SandboxState>;
