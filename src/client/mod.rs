@@ -1,0 +1,235 @@
+//! The SignalWire SIP gateway API over HTTP: GET, PATCH and list, with Basic auth, timeouts,
+//! the shared rate limiter and retries.
+//!
+//! Two types make "plan never writes" a fact of construction: [`ReadClient`] can only read;
+//! [`WriteClient`] wraps one and adds PATCH. The plan path is never handed a `WriteClient`.
+//!
+//! A 401 or 403 trips the client's abort token: every request after it fails at once
+//! without touching the network, so bad credentials are not hammered. A space that cannot
+//! be reached trips it too, through the [`Breaker`], once the outage budget is spent.
+//!
+//! Nothing the server says is believed unchecked: bodies are read against a size cap, a
+//! gateway answer must carry the id that was asked for and fields of sane size, and a
+//! write whose answer was lost is reported as such ([`ApiError::maybe_applied`]) instead of
+//! being sent again blind.
+//!
+//! The parts: `send` (one request: permits, retries, the breaker, the write budget's
+//! answers), `body` (bodies read against a cap and checked before they are believed),
+//! `error` (what failed, as a type, and the server's error bodies read loosely), `paging`
+//! (list pages and the links between them) and `write` (the PATCH, one attempt at a time,
+//! for the engine's read-before-write loop).
+
+mod body;
+mod error;
+mod paging;
+mod send;
+mod write;
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+use uuid::Uuid;
+
+use crate::breaker::Breaker;
+use crate::latency::{Latencies, RequestKind};
+use crate::limiter::Limiter;
+use crate::model::{GATEWAYS_PATH, GatewayResource};
+use crate::retry::RetryPolicy;
+use crate::secret::Credentials;
+
+use body::{check_gateway, decode};
+use error::error_chain;
+pub use error::{AbortCause, ApiError, ErrorKind, is_tls_failure, parse_error_body};
+pub use paging::{Links, Page};
+pub use write::WriteSchedule;
+
+/// The largest answer read for one gateway (GET, PATCH, and any error body): a real one is
+/// under 1 KiB.
+pub const MAX_GATEWAY_BODY: usize = 256 * 1024;
+/// The largest list page read: 1,000 gateways of about 600 bytes each, with room to spare.
+pub const MAX_PAGE_BODY: usize = 16 * 1024 * 1024;
+
+/// What the client needs to know.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `https://{space}.signalwire.com`, or a loopback `http://` URL (the sandbox).
+    pub base_url: Url,
+    pub credentials: Credentials,
+    /// Whole-request timeout, body included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Idle keep-alive connections kept per host; set to the job's concurrency.
+    pub pool_size: usize,
+}
+
+/// Counters for the summary, shared by every request.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    /// HTTP attempts sent (first tries and retries).
+    pub requests: AtomicU64,
+    /// Attempts that were retries.
+    pub retries: AtomicU64,
+    /// Write attempts (PATCH) sent.
+    pub writes: AtomicU64,
+    /// How long each attempt took, answer read, per kind of request.
+    pub latencies: Latencies,
+    /// 429 answers that paused the job, and the pauses' total length.
+    pub throttled: AtomicU64,
+    pub throttled_wait_us: AtomicU64,
+}
+
+/// A successful reply and how many attempts it took.
+#[derive(Debug, Clone)]
+pub struct Reply<T> {
+    pub value: T,
+    pub status: u16,
+    pub attempts: u32,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    collection: Url,
+    limiter: Arc<Limiter>,
+    retry: RetryPolicy,
+    stats: Arc<RequestStats>,
+    abort: CancellationToken,
+    abort_cause: OnceLock<AbortCause>,
+    breaker: Breaker,
+    /// The space as a person knows it, for messages: `https://acme.signalwire.com`.
+    space: String,
+    rate_headers_logged: AtomicBool,
+    /// Finds the credential in what the server sends back.
+    redactor: crate::secret::Redactor,
+}
+
+/// Reads gateways. Cheap to clone; clones share the connection pool, limiter and counters.
+#[derive(Clone)]
+pub struct ReadClient {
+    inner: Arc<Inner>,
+}
+
+/// Reads and writes gateways. Only `apply` builds one.
+#[derive(Clone)]
+pub struct WriteClient {
+    read: ReadClient,
+}
+
+/// A client that cannot be built (TLS setup, bad base URL).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the HTTP client: {0}")]
+pub struct ClientBuildError(String);
+
+impl ReadClient {
+    pub fn new(
+        config: &ClientConfig,
+        limiter: Arc<Limiter>,
+        stats: Arc<RequestStats>,
+        abort: CancellationToken,
+    ) -> Result<ReadClient, ClientBuildError> {
+        // Ring is our rustls crypto provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            config.credentials.basic_auth_header(),
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("sipgw-bulk/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(config.pool_size.max(1))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            // Never follow a redirect: the auth header must not go to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            // reqwest 0.13 retries some refusals by itself, outside our limiter.
+            .retry(reqwest::retry::never())
+            .build()
+            .map_err(|e| ClientBuildError(error_chain(&e)))?;
+        let collection = join_path(&config.base_url, GATEWAYS_PATH)?;
+        let space = config.base_url.as_str().trim_end_matches('/').to_owned();
+        Ok(ReadClient {
+            inner: Arc::new(Inner {
+                http,
+                collection,
+                limiter,
+                retry: config.retry,
+                stats,
+                abort,
+                abort_cause: OnceLock::new(),
+                breaker: Breaker::new(
+                    config.retry.min_delay,
+                    config.retry.max_delay,
+                    config.retry.outage_budget,
+                ),
+                space,
+                rate_headers_logged: AtomicBool::new(false),
+                redactor: config.credentials.redactor(),
+            }),
+        })
+    }
+
+    /// Why the client stopped sending, once it has.
+    pub fn abort_cause(&self) -> Option<AbortCause> {
+        self.inner.abort_cause.get().cloned()
+    }
+
+    /// Stops every request; true for the call that gave the cause (the first one).
+    fn abort_with(&self, cause: AbortCause) -> bool {
+        let first = self.inner.abort_cause.set(cause).is_ok();
+        self.inner.abort.cancel();
+        first
+    }
+
+    /// GET one gateway by its resource id. The answer must be that gateway.
+    pub async fn get_gateway(&self, id: &Uuid) -> Result<Reply<GatewayResource>, ApiError> {
+        let url = self.gateway_url(id);
+        let reply = self.call(RequestKind::Get, url, None).await?;
+        let reply: Reply<GatewayResource> = decode(reply)?;
+        check_gateway(&reply.value, Some(id)).map_err(|e| e.after(reply.attempts, reply.status))?;
+        Ok(reply)
+    }
+
+    fn gateway_url(&self, id: &Uuid) -> Url {
+        let mut url = self.inner.collection.clone();
+        url.set_path(&format!(
+            "{}/{}",
+            self.inner.collection.path(),
+            id.hyphenated()
+        ));
+        url
+    }
+}
+
+/// `base` + `path`, keeping any path prefix the base URL has.
+fn join_path(base: &Url, path: &str) -> Result<Url, ClientBuildError> {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}{path}"));
+    url.set_query(None);
+    if url.cannot_be_a_base() {
+        return Err(ClientBuildError(format!("`{base}` is not a base URL")));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_url_keeps_a_prefix() {
+        let base = Url::parse("http://127.0.0.1:9/prefix/").unwrap();
+        assert_eq!(
+            join_path(&base, GATEWAYS_PATH).unwrap().as_str(),
+            "http://127.0.0.1:9/prefix/api/fabric/resources/sip_gateways"
+        );
+    }
+}

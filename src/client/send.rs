@@ -1,0 +1,306 @@
+//! One request, from permit to answer: the limiter's slot, the breaker's probe, retries
+//! with backoff (and the server's Retry-After), the write budget fed every write's answer,
+//! and the answer mapped to a reply or an [`ApiError`].
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
+
+use backon::Retryable;
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use super::body::{bytes_body, read_capped};
+use super::error::transport_error;
+use super::{
+    AbortCause, ApiError, ErrorKind, MAX_GATEWAY_BODY, MAX_PAGE_BODY, ReadClient, Reply,
+    parse_error_body,
+};
+use crate::breaker::Verdict;
+use crate::budget::{Answer, Held, Ticket, WriteBudget};
+use crate::latency::RequestKind;
+use crate::limiter::Budget;
+use crate::retry::parse_retry_after;
+
+impl ReadClient {
+    /// One HTTP request with permits, retries and error mapping.
+    pub(super) async fn call(
+        &self,
+        kind: RequestKind,
+        url: Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply<bytes_body::Body>, ApiError> {
+        let inner = &self.inner;
+        let budget = match kind {
+            RequestKind::Get | RequestKind::List => Budget::Read,
+            RequestKind::Patch => Budget::Write,
+        };
+        let attempts = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let attempt = || async {
+            if inner.abort.is_cancelled() {
+                return Err(self.aborted(attempts.load(Ordering::Relaxed)));
+            }
+            // While the space is failing, one request at a time probes it.
+            let _probe = if inner.breaker.is_open() {
+                Some(inner.breaker.probe().await)
+            } else {
+                None
+            };
+            if let Err(held) = inner.limiter.acquire(budget).await {
+                self.stop_held(&held);
+            }
+            if inner.abort.is_cancelled() {
+                return Err(self.aborted(attempts.load(Ordering::Relaxed)));
+            }
+            let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            self.send_counted(kind, url.clone(), body.clone(), n).await
+        };
+        attempt
+            .retry(inner.retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(ApiError::retryable)
+            .adjust(|err: &ApiError, backoff| {
+                inner
+                    .retry
+                    .next_delay(err.retry_after, backoff, started.elapsed())
+            })
+            .notify(|err: &ApiError, wait: Duration| self.before_retry(err, wait))
+            .await
+    }
+
+    /// One HTTP attempt whose permit is held: counted, timed, and fed to the write pace
+    /// and the breaker. `n` is the attempt's number for this request (1 for a first try).
+    pub(super) async fn send_counted(
+        &self,
+        kind: RequestKind,
+        url: Url,
+        body: Option<Vec<u8>>,
+        n: u32,
+    ) -> Result<Reply<bytes_body::Body>, ApiError> {
+        let inner = &self.inner;
+        let (method, max_body) = match kind {
+            RequestKind::Get => (Method::GET, MAX_GATEWAY_BODY),
+            RequestKind::List => (Method::GET, MAX_PAGE_BODY),
+            RequestKind::Patch => (Method::PATCH, MAX_GATEWAY_BODY),
+        };
+        inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if n > 1 {
+            inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        if kind == RequestKind::Patch {
+            inner.stats.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        let sent = tokio::time::Instant::now();
+        // A write's answer, headers and all, tells the write budget what the space has left.
+        let write = match (kind, inner.limiter.budget()) {
+            (RequestKind::Patch, Some(budget)) => Some((budget, budget.sent())),
+            _ => None,
+        };
+        let result = self.send_once(method, url, body, n, max_body, write).await;
+        inner.stats.latencies.of(kind).record(sent.elapsed());
+        if let Some((budget, ticket)) = write {
+            let answer = match &result {
+                Ok(_) => Answer::Accepted,
+                Err(e) if e.status == Some(429) => Answer::Refused(e.retry_after),
+                Err(_) => Answer::Other,
+            };
+            budget.answered(&ticket, answer);
+        }
+        self.note_reachability(&result);
+        result
+    }
+
+    /// The space's count held the job at the reserve past the outage budget: the job stops
+    /// as it does when the space cannot be reached (exit 3, rows left `skipped`).
+    pub(super) fn stop_held(&self, held: &Held) {
+        if self.abort_with(AbortCause::Unreachable(held.to_string())) {
+            tracing::error!("stopping: {held}");
+        }
+    }
+
+    /// Before a retry that waits `wait`. A 429 delays only its own request: a proxy or a
+    /// flaky edge refusing a share of everything must not hold every worker back (the
+    /// write budget decides when every write waits).
+    pub(super) fn before_retry(&self, err: &ApiError, wait: Duration) {
+        let inner = &self.inner;
+        if err.status == Some(429) {
+            inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            inner.stats.throttled_wait_us.fetch_add(
+                u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+        tracing::debug!(
+            status = err.status,
+            code = %err.code,
+            wait_ms = wait.as_millis() as u64,
+            "retrying: {}",
+            err.message
+        );
+    }
+
+    /// Feeds the breaker: any answer closes it; a failed connection pauses everyone or,
+    /// past the outage budget (or on a TLS failure, which no retry fixes), stops the job.
+    fn note_reachability(&self, result: &Result<Reply<bytes_body::Body>, ApiError>) {
+        let inner = &self.inner;
+        let err = match result {
+            Ok(_) => return inner.breaker.on_answer(),
+            Err(e) if e.kind == ErrorKind::Transport => e,
+            Err(e) if e.kind == ErrorKind::Aborted => return,
+            Err(_) => return inner.breaker.on_answer(),
+        };
+        if err.code == "tls" {
+            // Said once, by whoever stops the job: the rows in flight fail the same way.
+            if self.abort_with(AbortCause::Unreachable(err.message.clone())) {
+                tracing::error!(space = %inner.space, "cannot reach the space: {}", err.message);
+            }
+            return;
+        }
+        match inner.breaker.on_failure() {
+            Verdict::Pause(wait) => inner.limiter.pause_all(wait),
+            Verdict::GiveUp { failing_for } => {
+                let why = format!(
+                    "every connection to {} failed for {}s (last: {})",
+                    inner.space,
+                    failing_for.as_secs(),
+                    err.message
+                );
+                if self.abort_with(AbortCause::Unreachable(why.clone())) {
+                    tracing::error!("cannot reach the space: {why}");
+                }
+            }
+        }
+    }
+
+    pub(super) fn aborted(&self, attempts: u32) -> ApiError {
+        let message = match self.inner.abort_cause.get() {
+            Some(AbortCause::Unreachable(_)) => {
+                "not sent: the job stopped because the space could not be reached"
+            }
+            _ => "not sent: the job stopped after the server refused the credentials",
+        };
+        ApiError {
+            attempts,
+            ..ApiError::new(ErrorKind::Aborted, None, "aborted", message.into())
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        attempt: u32,
+        max_body: usize,
+        budget: Option<(&WriteBudget, Ticket)>,
+    ) -> Result<Reply<bytes_body::Body>, ApiError> {
+        let inner = &self.inner;
+        let write = method != Method::GET;
+        let mut request = inner.http.request(method, url);
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            let mut err = transport_error(&e, attempt);
+            // A request that never connected was never sent; anything later may have been.
+            err.maybe_applied = write && !e.is_connect();
+            err
+        })?;
+        let status = response.status();
+        self.log_rate_headers(response.headers());
+        if let Some((budget, ticket)) = &budget {
+            budget.headers(ticket, response.headers());
+        }
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let bytes = read_capped(response, max_body, attempt)
+            .await
+            .map_err(|mut err| {
+                err.status = Some(status.as_u16());
+                err.maybe_applied = write && status != StatusCode::TOO_MANY_REQUESTS;
+                err
+            })?;
+        self.answer(status, bytes, retry_after, attempt, write)
+    }
+
+    /// An answer read whole, as a reply or an error. A 2xx that quotes the credential is
+    /// not believed; an error body has it cut out before it is shown.
+    fn answer(
+        &self,
+        status: StatusCode,
+        bytes: bytes::Bytes,
+        retry_after: Option<Duration>,
+        attempt: u32,
+        write: bool,
+    ) -> Result<Reply<bytes_body::Body>, ApiError> {
+        let inner = &self.inner;
+        if status.is_success() {
+            if inner.redactor.found_in(&bytes) {
+                // Believed, it would reach the report and the terminal; altered, a full-body
+                // PATCH would write the alteration back.
+                return Err(ApiError {
+                    attempts: attempt,
+                    maybe_applied: write,
+                    ..ApiError::new(
+                        ErrorKind::BadResponse,
+                        Some(status.as_u16()),
+                        "credential_in_answer",
+                        "the server's answer quotes the credential: not believed".into(),
+                    )
+                });
+            }
+            return Ok(Reply {
+                value: bytes_body::Body(bytes),
+                status: status.as_u16(),
+                attempts: attempt,
+            });
+        }
+        let kind = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                self.abort_with(AbortCause::Unauthorized);
+                ErrorKind::Unauthorized
+            }
+            StatusCode::NOT_FOUND => ErrorKind::NotFound,
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => ErrorKind::Server,
+            _ => ErrorKind::Rejected,
+        };
+        // Error bodies are shown: the credential is cut out of them first (a server may
+        // quote the request back, header and all).
+        let (code, message) = parse_error_body(status, &inner.redactor.redact(&bytes));
+        Err(ApiError {
+            attempts: attempt,
+            // A 5xx may come from a proxy after the server applied the write.
+            maybe_applied: write && status.is_server_error(),
+            retry_after,
+            ..ApiError::new(kind, Some(status.as_u16()), &code, message)
+        })
+    }
+
+    /// The platform's rate-limit headers have no documented names: log the `x-` headers
+    /// that look like them, once, at debug.
+    fn log_rate_headers(&self, headers: &HeaderMap) {
+        if self.inner.rate_headers_logged.load(Ordering::Relaxed) {
+            return;
+        }
+        let seen: Vec<String> = headers
+            .iter()
+            .filter(|(name, _)| crate::budget::headers::is_rate_header(name.as_str()))
+            .map(|(name, value)| {
+                let value = self
+                    .inner
+                    .redactor
+                    .redact_text(value.to_str().unwrap_or("?"));
+                format!("{}={}", name, crate::inert::text(&value, 100))
+            })
+            .collect();
+        if !seen.is_empty() && !self.inner.rate_headers_logged.swap(true, Ordering::Relaxed) {
+            tracing::debug!(headers = %seen.join(" "), "rate-limit headers from the platform");
+        }
+    }
+}

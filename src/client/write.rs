@@ -1,0 +1,121 @@
+//! The PATCH: a write slot first, then one attempt at a time. The engine reads the
+//! gateway afresh between the slot and the PATCH, and before any other attempt.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::body::{check_gateway, decode};
+use super::{ApiError, ErrorKind, ReadClient, Reply, WriteClient};
+use crate::latency::RequestKind;
+use crate::limiter::Budget;
+use crate::model::{GatewayFields, GatewayResource};
+
+impl WriteClient {
+    pub fn new(read: ReadClient) -> WriteClient {
+        WriteClient { read }
+    }
+
+    /// A row's write schedule: the backoff between its attempts and the time they started.
+    /// Its backoff allows `max_attempts - 1` waits, so a row sends at most `max_attempts`
+    /// PATCHes (first tries, retries and sends after a lost answer), each after a fresh
+    /// read.
+    pub fn schedule(&self) -> WriteSchedule {
+        WriteSchedule {
+            backoff: backon::BackoffBuilder::build(self.read.inner.retry.backoff()),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Waits for a write slot: any pause, the write pace, the `--rate` ceiling. The caller
+    /// then reads the gateway afresh and, if it still needs the change, sends
+    /// [`WriteClient::patch_once`] at once: what is written is built from a read taken
+    /// after the wait, never before it.
+    pub async fn slot(&self) -> Result<(), ApiError> {
+        let inner = &self.read.inner;
+        if inner.abort.is_cancelled() {
+            return Err(self.read.aborted(0));
+        }
+        if let Err(held) = inner.limiter.acquire(Budget::Write).await {
+            self.read.stop_held(&held);
+        }
+        if inner.abort.is_cancelled() {
+            return Err(self.read.aborted(0));
+        }
+        Ok(())
+    }
+
+    /// Sends one PATCH with all five fields, the `n`th of its row, without retrying: the
+    /// caller reads the gateway again before any other attempt. Refuses (without sending)
+    /// a body that lacks a field: live spaces validate PATCH as a full replacement.
+    pub async fn patch_once(
+        &self,
+        id: &Uuid,
+        fields: &GatewayFields,
+        n: u32,
+    ) -> Result<Reply<GatewayResource>, ApiError> {
+        let missing = fields.missing();
+        if !missing.is_empty() {
+            return Err(ApiError::new(
+                ErrorKind::Rejected,
+                None,
+                "incomplete_body",
+                format!(
+                    "not sent: the gateway has no {} and the manifest does not set it \
+                     (a PATCH must carry all five fields)",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        let body = serde_json::to_vec(fields)
+            .map_err(|e| ApiError::new(ErrorKind::Rejected, None, "encode", e.to_string()))?;
+        let inner = &self.read.inner;
+        // While the space is failing, one request at a time probes it.
+        let _probe = if inner.breaker.is_open() {
+            Some(inner.breaker.probe().await)
+        } else {
+            None
+        };
+        inner.limiter.send_gate().await;
+        if inner.abort.is_cancelled() {
+            return Err(self.read.aborted(0));
+        }
+        let url = self.read.gateway_url(id);
+        let reply = self
+            .read
+            .send_counted(RequestKind::Patch, url, Some(body), n)
+            .await?;
+        // A 2xx was sent back: the write reached the server, whatever the body says.
+        let applied = |mut e: ApiError| {
+            e.maybe_applied = true;
+            e
+        };
+        let reply: Reply<GatewayResource> = decode(reply).map_err(applied)?;
+        check_gateway(&reply.value, Some(id))
+            .map_err(|e| applied(e.after(reply.attempts, reply.status)))?;
+        Ok(reply)
+    }
+
+    /// How long to wait before the row's next attempt after `err`, or `None` to give up
+    /// (the backoff's attempts or the policy's total time are spent). A 429's wait is this
+    /// row's alone.
+    pub fn wait_before_retry(
+        &self,
+        schedule: &mut WriteSchedule,
+        err: &ApiError,
+    ) -> Option<Duration> {
+        let wait = self.read.inner.retry.next_delay(
+            err.retry_after,
+            schedule.backoff.next(),
+            schedule.started.elapsed(),
+        )?;
+        self.read.before_retry(err, wait);
+        Some(wait)
+    }
+}
+
+/// One row's write attempts: see [`WriteClient::schedule`].
+pub struct WriteSchedule {
+    backoff: backon::ExponentialBackoff,
+    started: tokio::time::Instant,
+}
