@@ -1,0 +1,309 @@
+//! The pipeline: manifest stream -> bounded channel -> a fixed pool of `concurrency`
+//! workers -> one report writer.
+//!
+//! ```text
+//!  reader thread ──rows──▶ worker 1..N ──records──▶ writer thread ──▶ report file
+//!        └─────── invalid / skipped rows ─────────────▲          └──▶ observer (plan, progress)
+//! ```
+//!
+//! Memory is set by the channel sizes, not by the manifest. Every row the reader yields
+//! ends as exactly one record: a worker's result, or `invalid`/`skipped` straight from the
+//! reader. Plan, apply, canary (`limit`) and resume are parameters of this one loop: apply
+//! has a [`WriteClient`], plan does not.
+//!
+//! Stopping: the client trips `abort` on 401/403 or an unreachable space (no request after
+//! it); `stop` is tripped by an interrupt, the error budget or a report/journal that cannot
+//! be written (no new row starts; rows in flight finish). Either way the rows not started
+//! are reported `skipped` with the reason. A dead report writer never leaves the others
+//! waiting: it stops the job and keeps draining the channel.
+//!
+//! Writes are never retried blind: when a PATCH may have reached the server but no good
+//! answer came back, the gateway is read first; already as desired means `updated` (with
+//! the original `before`), otherwise the PATCH goes again. A row whose outcome stays
+//! unknown ends `failed` with `error_code` `write_unknown` and its `before`, and its
+//! journal entry is kept until a later run settles it.
+//!
+//! The parts: `reader` (the manifest thread: routes each row to the workers, or straight
+//! to the report), `workers` (the pool), `row` (one row: read, diff, decide), `write` (a
+//! row that differs: slot, fresh read, PATCH, settle a lost answer), `recorder` (the
+//! report's only writer, and the counts) and `stop` (which token fired, and why).
+
+mod reader;
+mod recorder;
+mod row;
+mod stop;
+mod workers;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ReadClient, RequestStats, WriteClient};
+use crate::latency::{Percentiles, RequestKind};
+use crate::ledger::{IdSet, Journal};
+use crate::manifest::{Manifest, ManifestError};
+use crate::model::GatewayFields;
+use crate::report::{ReportWriter, RowRecord};
+use crate::shard::Shard;
+use crate::snapshot::Snapshot;
+use crate::status::Status;
+
+use reader::{ReadTotals, RowReader};
+use recorder::{Recorder, Tally};
+use stop::Stopper;
+
+/// Sees each record after it reaches the report (plan display, progress, stats lines).
+pub trait Observer: Send {
+    fn record(&mut self, record: &RowRecord);
+    /// A row passed over without a record (done in an earlier run, or another shard's).
+    fn passed(&mut self, _seq: u64) {}
+}
+
+/// How a job runs.
+pub struct Job {
+    pub manifest: Manifest,
+    pub reader: ReadClient,
+    /// `Some` for apply; `None` makes a plan that cannot write.
+    pub writer: Option<WriteClient>,
+    pub report: ReportWriter,
+    /// Rows in flight at most.
+    pub concurrency: usize,
+    /// Tripped by the client on 401/403.
+    pub abort: CancellationToken,
+    /// Tripped from outside (an interrupt): no new row starts.
+    pub stop: CancellationToken,
+    /// Stop once this many rows have ended `failed` or `mismatch`.
+    pub max_errors: Option<u64>,
+    /// Write only the first N rows that need a change (a canary); the rest are `skipped`.
+    pub limit: Option<u64>,
+    /// Ids (as u128) already done in an earlier run: neither read nor reported again.
+    pub done: Option<Arc<IdSet>>,
+    /// Only this shard's rows are read and reported.
+    pub shard: Option<Shard>,
+    /// Apply: each row's `before` is journaled here before its PATCH is sent.
+    pub journal: Option<Journal>,
+    /// Before-values journaled by an earlier run whose report lost the row (`--resume`).
+    pub recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
+    pub observer: Option<Box<dyn Observer>>,
+    pub stats: Arc<RequestStats>,
+    /// `--read-mode list`: the space as paged before the rows start. A row it holds is
+    /// diffed against it (and read again by GET before a PATCH); any other row is read
+    /// by GET.
+    pub snapshot: Option<Arc<Snapshot>>,
+}
+
+/// Why a job stopped before the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The server refused the credentials (401/403).
+    Unauthorized,
+    /// The space could not be reached for longer than the outage budget (or TLS failed).
+    Unreachable,
+    /// `--max-errors` was reached.
+    ErrorBudget,
+    /// SIGINT or SIGTERM.
+    Interrupted,
+    /// The report or the journal could not be written (disk full, I/O error).
+    LedgerFailed,
+}
+
+/// What a finished job tells the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub counts: HashMap<Status, u64>,
+    /// Rows in the manifest (including ones skipped as already done).
+    pub rows: u64,
+    /// Rows passed over because an earlier run finished them (`--resume`).
+    pub already_done: u64,
+    /// Rows passed over because they belong to another shard.
+    pub other_shards: u64,
+    pub elapsed: Duration,
+    pub requests: u64,
+    pub retries: u64,
+    pub writes: u64,
+    pub stopped: Option<StopReason>,
+    /// Rows that may have been written although no answer said so (`write_unknown`).
+    pub possibly_written: u64,
+    /// Ids whose before-value only the journal holds safely (possibly written, not
+    /// settled): the journal keeps them when the run ends.
+    pub unsettled: Vec<u128>,
+    /// Why the space was unreachable, or why the report could not be written.
+    pub stop_detail: Option<String>,
+    /// Latency percentiles per kind of request (kinds that were sent).
+    pub latency: Vec<(RequestKind, Percentiles)>,
+    /// The row that took longest, end to end.
+    pub slowest: Option<SlowRow>,
+    /// 429 answers, and how long the retries after them waited in all.
+    pub throttled: u64,
+    pub throttled_wait: Duration,
+    /// The space's write budget as the job saw it (an apply's run; set by the caller that
+    /// owns the limiter).
+    pub write_budget: Option<crate::budget::BudgetReport>,
+    /// `--read-mode list`/`auto`: how the space was read in pages (set by the caller).
+    pub snapshot: Option<crate::snapshot::SnapshotStats>,
+}
+
+/// The slowest row of a run: where to look first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlowRow {
+    pub line: u64,
+    pub id: String,
+    pub duration_ms: u64,
+}
+
+impl Outcome {
+    pub fn count(&self, status: Status) -> u64 {
+        self.counts.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Writes per second over the run.
+    pub fn write_rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.writes as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Any row that needs someone's attention.
+    pub fn has_errors(&self) -> bool {
+        self.counts.iter().any(|(s, n)| s.is_error() && *n > 0)
+    }
+}
+
+/// A job that could not run to the end.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("cannot write the report")]
+    Report(#[source] std::io::Error),
+    #[error("cannot keep the snapshot of the space in a temporary file")]
+    Snapshot(#[source] std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What every worker shares.
+struct Shared {
+    reader: ReadClient,
+    writer: Option<WriteClient>,
+    stopper: Stopper,
+    max_errors: Option<u64>,
+    errors: AtomicU64,
+    limit: Option<u64>,
+    writes_started: AtomicU64,
+    journal: Option<Journal>,
+    recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
+    stats: Arc<RequestStats>,
+}
+
+/// Runs the job to the end and returns its counts: the report's writer, the manifest's
+/// reader and the workers start, the reader's end closes the rows' channel, the workers'
+/// end closes the records', and the recorder's end is the job's.
+pub async fn run(job: Job) -> Result<Outcome, JobError> {
+    let started = Instant::now();
+    let concurrency = job.concurrency.max(1);
+    let (shared, rows, recorder) = split_job(job);
+    let (row_tx, row_rx) = mpsc::channel((concurrency * 4).max(256));
+    let (record_tx, record_rx) = mpsc::channel(1024);
+
+    let recording = recorder.spawn(record_rx, Arc::clone(&shared));
+    let reading = rows.spawn(row_tx, record_tx.clone(), Arc::clone(&shared));
+    let working = workers::spawn(concurrency, row_rx, record_tx, &shared);
+
+    let read = reading.await.map_err(internal)?;
+    for worker in working {
+        worker.await.map_err(internal)?;
+    }
+    let tally = recording.await.map_err(internal)?;
+    let stopped = shared.stopper.reason();
+    // A dead report can leave the reader's last send unread: that is not the manifest's
+    // fault, so the ledger's error is the one to report.
+    let read = match read {
+        Ok(totals) => totals,
+        Err(_) if stopped == Some(StopReason::LedgerFailed) => ReadTotals::default(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(outcome(started, &shared, read, tally))
+}
+
+/// The job's parts: what every worker shares, the manifest thread's, the report thread's.
+fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
+    let Job {
+        manifest,
+        reader,
+        writer,
+        report,
+        concurrency: _,
+        abort,
+        stop,
+        max_errors,
+        limit,
+        done,
+        shard,
+        journal,
+        recovered,
+        observer,
+        stats,
+        snapshot,
+    } = job;
+    let shared = Arc::new(Shared {
+        stopper: Stopper::new(abort, stop, reader.clone()),
+        reader,
+        writer,
+        max_errors,
+        errors: AtomicU64::new(0),
+        limit,
+        writes_started: AtomicU64::new(0),
+        journal,
+        recovered,
+        stats,
+    });
+    let rows = RowReader {
+        manifest,
+        shard,
+        done,
+        snapshot,
+    };
+    (shared, rows, Recorder::new(report, observer))
+}
+
+/// The counts of a job that ran: the recorder's, the reader's and the client's.
+fn outcome(started: Instant, shared: &Shared, read: ReadTotals, tally: Tally) -> Outcome {
+    let stats = &shared.stats;
+    let stopped = shared.stopper.reason();
+    Outcome {
+        rows: read.rows,
+        already_done: read.already_done,
+        other_shards: read.other_shards,
+        counts: tally.counts,
+        elapsed: started.elapsed(),
+        requests: stats.requests.load(Ordering::Relaxed),
+        retries: stats.retries.load(Ordering::Relaxed),
+        writes: stats.writes.load(Ordering::Relaxed),
+        stopped,
+        possibly_written: tally.unsettled.len() as u64,
+        unsettled: tally.unsettled,
+        stop_detail: shared.stopper.detail(),
+        latency: RequestKind::ALL
+            .iter()
+            .filter_map(|k| Some((*k, stats.latencies.of(*k).percentiles()?)))
+            .collect(),
+        slowest: tally.slowest,
+        throttled: stats.throttled.load(Ordering::Relaxed),
+        throttled_wait: Duration::from_micros(stats.throttled_wait_us.load(Ordering::Relaxed)),
+        write_budget: None,
+        snapshot: None,
+    }
+}
+
+fn internal(e: tokio::task::JoinError) -> JobError {
+    JobError::Internal(e.to_string())
+}

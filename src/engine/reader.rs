@@ -1,0 +1,132 @@
+//! The manifest's thread: checks each row and routes it. A row of this shard that is not
+//! done yet goes to the workers (with the snapshot's fields when the space was read in
+//! pages); an invalid row, and every row once the job stops, goes straight to the report;
+//! a row done earlier or another shard's is passed over.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Shared;
+use super::recorder::Event;
+use crate::ledger::IdSet;
+use crate::manifest::{CheckedRow, Manifest, ManifestError, Row};
+use crate::model::GatewayFields;
+use crate::report::RowRecord;
+use crate::shard::Shard;
+use crate::snapshot::Snapshot;
+use crate::status::Status;
+
+/// A row for the workers, with its fields from the snapshot when it holds them.
+pub(super) type Work = (Row, Option<GatewayFields>);
+
+/// What the reader needs.
+pub(super) struct RowReader {
+    pub(super) manifest: Manifest,
+    pub(super) shard: Option<Shard>,
+    /// Ids (as u128) done in an earlier run.
+    pub(super) done: Option<Arc<IdSet>>,
+    pub(super) snapshot: Option<Arc<Snapshot>>,
+}
+
+/// What the reader counted.
+#[derive(Debug, Default)]
+pub(super) struct ReadTotals {
+    /// Rows in the manifest.
+    pub(super) rows: u64,
+    pub(super) already_done: u64,
+    pub(super) other_shards: u64,
+}
+
+/// Where a row goes.
+enum Route {
+    Workers(Row),
+    Report(Event),
+}
+
+impl RowReader {
+    pub(super) fn spawn(
+        self,
+        rows: mpsc::Sender<Work>,
+        records: mpsc::Sender<Event>,
+        shared: Arc<Shared>,
+    ) -> JoinHandle<Result<ReadTotals, ManifestError>> {
+        tokio::task::spawn_blocking(move || {
+            let mut totals = ReadTotals::default();
+            let stats = self.manifest.read(|checked| {
+                let sent = match self.route(checked, &shared, &mut totals) {
+                    Route::Workers(row) => self.to_workers(row, &rows),
+                    Route::Report(event) => records.blocking_send(event).is_ok(),
+                };
+                // A send fails only when the receivers are gone (the report failed).
+                if sent {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            })?;
+            totals.rows = stats.rows;
+            Ok(totals)
+        })
+    }
+
+    fn route(&self, checked: CheckedRow, shared: &Shared, totals: &mut ReadTotals) -> Route {
+        let seq = match &checked {
+            Ok(row) => row.seq,
+            Err(bad) => bad.seq,
+        };
+        if self.is_foreign(&checked) {
+            totals.other_shards += 1;
+            return Route::Report(Event::Passed(seq));
+        }
+        match checked {
+            Ok(row) if self.is_done(&row) => {
+                totals.already_done += 1;
+                Route::Report(Event::Passed(seq))
+            }
+            Ok(row) if shared.stopper.reason().is_none() => Route::Workers(row),
+            Ok(row) => {
+                let id = row.id.hyphenated().to_string();
+                Route::Report(Event::Record(shared.stopper.skipped(row.seq, row.line, id)))
+            }
+            Err(bad) => Route::Report(Event::Record(RowRecord::bare(
+                bad.seq,
+                bad.line,
+                bad.id,
+                Status::Invalid,
+                "invalid",
+                bad.message,
+            ))),
+        }
+    }
+
+    /// Another shard's row (an invalid one too: its shard is its id's, as written).
+    fn is_foreign(&self, checked: &CheckedRow) -> bool {
+        match (checked, self.shard) {
+            (_, None) => false,
+            (Ok(row), Some(s)) => !s.owns(&row.id.hyphenated().to_string()),
+            (Err(bad), Some(s)) => !s.owns(&bad.id),
+        }
+    }
+
+    fn is_done(&self, row: &Row) -> bool {
+        self.done
+            .as_ref()
+            .is_some_and(|d| d.contains(&row.id.as_u128()))
+    }
+
+    fn to_workers(&self, row: Row, rows: &mpsc::Sender<Work>) -> bool {
+        // When the queue is full, nap instead of blocking on it: a blocked sender is woken
+        // for every row a worker takes, a thread switch per row; a 1 ms nap refills it in
+        // one go.
+        while rows.capacity() == 0 && !rows.is_closed() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The snapshot is a file: looked up here, off the workers' threads.
+        let listed = self.snapshot.as_ref().and_then(|s| s.get(&row.id));
+        rows.blocking_send((row, listed)).is_ok()
+    }
+}

@@ -1,0 +1,151 @@
+//! The report's only writer, on a thread of its own: each record goes to the report, the
+//! counts and the observers, in that order. It writes whatever records are waiting, then
+//! flushes before it waits again: every finished row reaches the file within one batch
+//! (never more than 256 rows, and at once when the job is quiet), without a write system
+//! call per row when rows finish by the thousand.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Observer, Shared, SlowRow};
+use crate::report::{ReportWriter, RowRecord, WRITE_UNKNOWN};
+use crate::status::Status;
+
+/// What the recorder receives.
+// Records are nearly every event; boxing them would allocate per row to shrink a rare one.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Event {
+    Record(RowRecord),
+    /// A row passed over without a record (done in an earlier run, or another shard's).
+    Passed(u64),
+}
+
+/// Records at most this many rows between two flushes.
+const BATCH: usize = 256;
+/// Fewer than this many waiting: rows are trickling in, let a few gather.
+const TRICKLE: usize = 16;
+
+pub(super) struct Recorder {
+    report: ReportWriter,
+    observer: Option<Box<dyn Observer>>,
+    tally: Tally,
+}
+
+impl Recorder {
+    pub(super) fn new(report: ReportWriter, observer: Option<Box<dyn Observer>>) -> Recorder {
+        Recorder {
+            report,
+            observer,
+            tally: Tally::default(),
+        }
+    }
+
+    /// Records until every sender is gone. A report that cannot be written stops the job
+    /// and the recorder keeps draining, so no worker waits on it forever.
+    pub(super) fn spawn(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        shared: Arc<Shared>,
+    ) -> JoinHandle<Tally> {
+        tokio::task::spawn_blocking(move || {
+            let mut alive = true;
+            while let Some(event) = events.blocking_recv() {
+                if !alive {
+                    continue;
+                }
+                let (written, batch) = self.batch(event, &mut events);
+                if let Err(e) = written.and_then(|()| self.report.flush()) {
+                    alive = false;
+                    shared.stopper.ledger_failed(self.cannot_write(e));
+                    continue;
+                }
+                if batch < TRICKLE {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            let Recorder { report, tally, .. } = self;
+            let path = report.path().to_owned();
+            if alive && let Err(e) = report.close() {
+                shared
+                    .stopper
+                    .ledger_failed(format!("cannot write report {}: {e}", path.display()));
+            }
+            tally
+        })
+    }
+
+    /// `first` and whatever else is waiting, up to a batch: the first error, and how many.
+    fn batch(
+        &mut self,
+        first: Event,
+        events: &mut mpsc::Receiver<Event>,
+    ) -> (std::io::Result<()>, usize) {
+        let mut written = self.record(first);
+        let mut batch = 1;
+        while batch < BATCH && written.is_ok() {
+            match events.try_recv() {
+                Ok(event) => written = self.record(event),
+                Err(_) => break,
+            }
+            batch += 1;
+        }
+        (written, batch)
+    }
+
+    fn record(&mut self, event: Event) -> std::io::Result<()> {
+        match event {
+            Event::Record(record) => {
+                self.report.write(&record)?;
+                self.tally.count(&record);
+                if let Some(o) = self.observer.as_mut() {
+                    o.record(&record);
+                }
+            }
+            Event::Passed(seq) => {
+                if let Some(o) = self.observer.as_mut() {
+                    o.passed(seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cannot_write(&self, e: std::io::Error) -> String {
+        format!("cannot write report {}: {e}", self.report.path().display())
+    }
+}
+
+/// What the writer counts as records reach the report.
+#[derive(Default)]
+pub(super) struct Tally {
+    pub(super) counts: HashMap<Status, u64>,
+    pub(super) unsettled: Vec<u128>,
+    pub(super) slowest: Option<SlowRow>,
+}
+
+impl Tally {
+    fn count(&mut self, record: &RowRecord) {
+        *self.counts.entry(record.status).or_default() += 1;
+        if record.attempts > 0
+            && self
+                .slowest
+                .as_ref()
+                .is_none_or(|s| record.duration_ms > s.duration_ms)
+        {
+            self.slowest = Some(SlowRow {
+                line: record.row,
+                id: record.id.clone(),
+                duration_ms: record.duration_ms,
+            });
+        }
+        if record.error_code == WRITE_UNKNOWN
+            && let Ok(id) = uuid::Uuid::try_parse(&record.id)
+        {
+            self.unsettled.push(id.as_u128());
+        }
+    }
+}

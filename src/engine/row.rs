@@ -1,0 +1,164 @@
+//! One row: read the gateway (or take the snapshot's fields), diff it against the row,
+//! and decide: unchanged, a conflict with the reviewed plan, held by the canary, a change
+//! a plan shows, or a write ([`super::write`]).
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::Shared;
+use super::write::{failed, possibly_written_earlier, write};
+use crate::client::ApiError;
+use crate::diff::{differing, merge};
+use crate::manifest::Row;
+use crate::model::GatewayFields;
+use crate::report::{RowRecord, WRITE_UNKNOWN};
+use crate::status::Status;
+
+/// A row an earlier run may have written (its before-value recovered from the journal)
+/// that this run could not even read (skipped, or its GET failed) stays marked
+/// `write_unknown` with that before-value: the report alone still undoes it. (A row this
+/// run did read is judged in [`reconcile`]: by whether the gateway moved since.)
+pub(super) fn keep_possible_write(record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
+    let unread = matches!(record.status, Status::Skipped | Status::Failed)
+        && record.before.is_none()
+        && record.error_code != WRITE_UNKNOWN;
+    match shared
+        .recovered
+        .as_ref()
+        .and_then(|r| r.get(&row.id.as_u128()))
+    {
+        Some(before) if unread => {
+            let mut record = possibly_written_earlier(record);
+            record.before = Some(before.clone());
+            record
+        }
+        _ => record,
+    }
+}
+
+/// One row to its record, timed. A row that starts after the job stopped is `skipped`.
+pub(super) async fn reconcile(
+    row: &Row,
+    listed: Option<GatewayFields>,
+    shared: &Shared,
+) -> RowRecord {
+    let id = row.id.hyphenated().to_string();
+    if shared.stopper.reason().is_some() {
+        return shared.stopper.skipped(row.seq, row.line, id);
+    }
+    let started = Instant::now();
+    let record = RowRecord::bare(row.seq, row.line, id, Status::Failed, "", String::new());
+    let mut record = decide(record, row, listed, shared).await;
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    tracing::debug!(status = %record.status, attempts = record.attempts, "row done");
+    record
+}
+
+/// Reads (or takes `listed`), diffs, and writes when the row differs and a writer was
+/// given.
+async fn decide(
+    mut record: RowRecord,
+    row: &Row,
+    listed: Option<GatewayFields>,
+    shared: &Shared,
+) -> RowRecord {
+    let from_listing = listed.is_some();
+    let current = match read_current(&mut record, row, listed, shared).await {
+        Ok(current) => current,
+        Err(err) => return failed(record, err, &shared.stopper),
+    };
+    let desired = merge(&current, &row.desired);
+    record.changed_fields = differing(&current, &desired);
+    record.before = Some(current);
+    if record.changed_fields.is_empty() {
+        return settled_unchanged(record, row, shared);
+    }
+    // A saved plan's row: written only if the gateway still looks as the plan saw it (a
+    // gateway already as the plan would leave it was settled above, as unchanged). A
+    // listing may be stale, so an apply leaves that judgement to the fresh read before the
+    // write.
+    if let Some(expected) = &row.expected
+        && let Some(current) = &record.before
+        && (!from_listing || shared.writer.is_none())
+    {
+        let moved = differing(expected, current);
+        if !moved.is_empty() {
+            let current = current.clone();
+            return conflict(record, current, &moved);
+        }
+    }
+    // The canary applies to a plan too, so the plan shown before asking holds only the
+    // rows that will be written.
+    if let Some(limit) = shared.limit
+        && shared.writes_started.fetch_add(1, Ordering::Relaxed) >= limit
+    {
+        record.status = Status::Skipped;
+        record.error_code = "limit".into();
+        record.error = format!("not written: --limit {limit} reached (a change is pending)");
+        record.after = Some(desired);
+        return record;
+    }
+    match shared.writer.as_ref() {
+        Some(writer) => write(record, row, shared, writer).await,
+        None => {
+            record.status = Status::WouldUpdate;
+            record.after = Some(desired);
+            record
+        }
+    }
+}
+
+/// The gateway as it is: the list page's answer (no request of this row's own), else a GET.
+async fn read_current(
+    record: &mut RowRecord,
+    row: &Row,
+    listed: Option<GatewayFields>,
+    shared: &Shared,
+) -> Result<GatewayFields, ApiError> {
+    if let Some(fields) = listed {
+        record.http_status = Some(200);
+        return Ok(fields);
+    }
+    let reply = shared.reader.get_gateway(&row.id).await?;
+    record.attempts = reply.attempts;
+    record.http_status = Some(reply.status);
+    Ok(reply.value.sip_gateway)
+}
+
+/// A row that needs no change. Written by an earlier run that crashed before its report
+/// line (its before-value recovered from the journal or the report): reported as that
+/// write, so the report stays a complete undo file.
+fn settled_unchanged(mut record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
+    record.status = Status::Unchanged;
+    record.changed_fields = Default::default();
+    record.after = record.before.clone();
+    if let Some(before) = shared
+        .recovered
+        .as_ref()
+        .and_then(|r| r.get(&row.id.as_u128()))
+        && let Some(after) = record.after.as_ref()
+        && !differing(before, after).is_empty()
+    {
+        record.status = Status::Updated;
+        record.changed_fields = differing(before, after);
+        record.before = Some(before.clone());
+    }
+    record
+}
+
+/// Not written: the gateway no longer looks as the reviewed plan saw it.
+pub(super) fn conflict(
+    mut record: RowRecord,
+    now: GatewayFields,
+    moved: &crate::diff::FieldSet,
+) -> RowRecord {
+    record.status = Status::Conflict;
+    record.error_code = "conflict".into();
+    record.error = format!(
+        "not written: the gateway changed since the plan was made ({} differ); plan again \
+         to review it",
+        moved.to_string().replace(';', ", ")
+    );
+    record.before = Some(now);
+    record
+}

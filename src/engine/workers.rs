@@ -1,0 +1,59 @@
+//! The pool: `concurrency` workers take rows from one queue, each row reconciled to its
+//! record, and the records sent to the recorder. A failed or mismatched row counts
+//! toward `--max-errors`, which stops the job when reached.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::reader::Work;
+use super::recorder::Event;
+use super::{Shared, StopReason, row};
+use crate::report::RowRecord;
+use crate::status::Status;
+
+pub(super) fn spawn(
+    concurrency: usize,
+    rows: mpsc::Receiver<Work>,
+    records: mpsc::Sender<Event>,
+    shared: &Arc<Shared>,
+) -> Vec<JoinHandle<()>> {
+    let rows = Arc::new(Mutex::new(rows));
+    (0..concurrency)
+        .map(|_| {
+            let rows = Arc::clone(&rows);
+            let records = records.clone();
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move { work(&rows, &records, &shared).await })
+        })
+        .collect()
+}
+
+async fn work(rows: &Mutex<mpsc::Receiver<Work>>, records: &mpsc::Sender<Event>, shared: &Shared) {
+    loop {
+        let next = rows.lock().await.recv().await;
+        let Some((row, listed)) = next else { break };
+        // At debug level: a span costs an allocation per row even when nothing in it is
+        // logged; with -v, every retry and row log line carries it.
+        let span = tracing::debug_span!("row", line = row.line, id = %row.id);
+        let record = row::reconcile(&row, listed, shared).instrument(span).await;
+        let record = row::keep_possible_write(record, &row, shared);
+        count_error(&record, shared);
+        if records.send(Event::Record(record)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Stops the job once `--max-errors` rows have failed.
+fn count_error(record: &RowRecord, shared: &Shared) {
+    if matches!(record.status, Status::Failed | Status::Mismatch)
+        && let Some(max) = shared.max_errors
+        && shared.errors.fetch_add(1, Ordering::Relaxed) + 1 >= max
+    {
+        shared.stopper.stop(StopReason::ErrorBudget);
+    }
+}

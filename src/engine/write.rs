@@ -1,0 +1,325 @@
+//! A row that differs, written. Every attempt waits for its write slot, reads the
+//! gateway afresh and builds the PATCH from that read; a lost answer is settled by
+//! reading, never by sending again blind.
+
+use std::sync::atomic::Ordering;
+
+use super::Shared;
+use super::StopReason;
+use super::row::conflict;
+use super::stop::Stopper;
+use crate::client::{ApiError, ErrorKind, WriteClient, WriteSchedule};
+use crate::diff::{FieldSet, differing, merge};
+use crate::manifest::Row;
+use crate::model::GatewayFields;
+use crate::report::{RowRecord, WRITE_UNKNOWN};
+use crate::status::Status;
+
+/// A row that differs, written. An earlier run's write of this row that may have landed
+/// did, at least in part, when the gateway no longer looks as it did then: the undo value
+/// is then the gateway as it was before any run touched it, and a failure now leaves it
+/// possibly written.
+pub(super) async fn write(
+    record: RowRecord,
+    row: &Row,
+    shared: &Shared,
+    writer: &WriteClient,
+) -> RowRecord {
+    let original = shared
+        .recovered
+        .as_ref()
+        .and_then(|r| r.get(&row.id.as_u128()))
+        .filter(|o| record.before.as_ref() != Some(*o))
+        .cloned();
+    let earlier = original.is_some();
+    let record = write_fresh(record, row, shared, writer, original).await;
+    match record.status {
+        Status::Failed if earlier && record.error_code != WRITE_UNKNOWN => {
+            possibly_written_earlier(record)
+        }
+        _ => record,
+    }
+}
+
+/// Marks a row an earlier run may have written, and this run did not settle.
+pub(super) fn possibly_written_earlier(mut record: RowRecord) -> RowRecord {
+    record.error = format!(
+        "possibly written by an earlier run whose answer was lost, and not settled now: {}",
+        record.error
+    );
+    record.status = Status::Failed;
+    record.error_code = WRITE_UNKNOWN.into();
+    record
+}
+
+/// Writes a row that differs. Every attempt waits for its write slot, then reads the
+/// gateway afresh and builds the PATCH from that read, so an edit someone else made while
+/// the row waited survives (the window left is the read's round trip: the API has no
+/// conditional PATCH). The fresh read also settles an attempt whose answer was lost: as
+/// desired means it landed; otherwise it is sent again. At most the retry policy's
+/// attempts in PATCHes a row ([`WriteClient::schedule`]), within its total time. Once
+/// a PATCH may have landed, the row's `before` is fixed to the read that preceded it; a
+/// row that then stops is read once more, and unless that read shows the gateway as it
+/// was (nothing landed) or as desired, it is `write_unknown`: it stays in the rollback.
+async fn write_fresh(
+    mut record: RowRecord,
+    row: &Row,
+    shared: &Shared,
+    writer: &WriteClient,
+    original: Option<GatewayFields>,
+) -> RowRecord {
+    // The undo value once something of ours (or an earlier run's) may have landed.
+    if let Some(original) = &original {
+        record.before = Some(original.clone());
+    }
+    let mut tries = Attempts::new(original, writer.schedule());
+    loop {
+        if let Err(err) = writer.slot().await {
+            return tries.gave_up(record, err, &shared.stopper);
+        }
+        if tries.patches > 0 {
+            // The read of a second attempt is part of its retry.
+            shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = match read_fresh(&mut record, row, shared).await {
+            Ok(now) => now,
+            Err(err) => return tries.gave_up(record, err, &shared.stopper),
+        };
+        let desired = merge(&now, &row.desired);
+        let changes = differing(&now, &desired);
+        let before = tries.fixed_before.clone().unwrap_or_else(|| now.clone());
+        if changes.is_empty() {
+            return as_desired(record, before, now);
+        }
+        if let Some(expected) = &row.expected {
+            let moved = differing(expected, &now);
+            if !moved.is_empty() {
+                return tries.moved_since_plan(record, before, now, &moved);
+            }
+        }
+        record.before = Some(before.clone());
+        record.changed_fields = changes;
+        if !tries.journal(row, &before, shared) {
+            let id = row.id.hyphenated().to_string();
+            return shared.stopper.skipped(row.seq, row.line, id);
+        }
+        tries.patches += 1;
+        let mut err = match writer.patch_once(&row.id, &desired, tries.patches).await {
+            Ok(reply) => return answered(record, &desired, reply.status, reply.value.sip_gateway),
+            Err(err) => err,
+        };
+        // Counted here, once: the failure paths below add only other requests' attempts.
+        record.attempts += u32::from(err.attempts > 0);
+        err.attempts = 0;
+        record.http_status = err.status;
+        if err.maybe_applied {
+            tries.unanswered += 1;
+            tries.fixed_before = Some(before);
+            tracing::debug!(code = %err.code, "the PATCH may have landed: reading it back next");
+        } else if !err.retryable() {
+            return tries.gave_up(record, err, &shared.stopper);
+        }
+        match writer.wait_before_retry(&mut tries.schedule, &err) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None if tries.unanswered > 0 => return settle(record, row, err, shared).await,
+            None => return tries.gave_up(record, err, &shared.stopper),
+        }
+    }
+}
+
+/// One row's write attempts so far.
+struct Attempts {
+    /// The row's undo value once a PATCH (this run's or an earlier one's) may have landed.
+    fixed_before: Option<GatewayFields>,
+    /// PATCHes whose answer was lost.
+    unanswered: u32,
+    patches: u32,
+    journaled: bool,
+    schedule: WriteSchedule,
+}
+
+impl Attempts {
+    fn new(original: Option<GatewayFields>, schedule: WriteSchedule) -> Attempts {
+        Attempts {
+            fixed_before: original,
+            unanswered: 0,
+            patches: 0,
+            journaled: false,
+            schedule,
+        }
+    }
+
+    /// Journals the row's before-value ahead of its first PATCH. False when the journal
+    /// cannot be written: the job stops, and this row is not written (`skipped`).
+    fn journal(&mut self, row: &Row, before: &GatewayFields, shared: &Shared) -> bool {
+        let Some(journal) = shared.journal.as_ref().filter(|_| !self.journaled) else {
+            return true;
+        };
+        if let Err(e) = journal.record(&row.id, before) {
+            shared.stopper.ledger_failed(format!(
+                "cannot write journal {}: {e}",
+                journal.path().display()
+            ));
+            return false;
+        }
+        self.journaled = true;
+        true
+    }
+
+    /// The gateway no longer looks as the reviewed plan saw it: a conflict, unless a PATCH
+    /// of ours may have landed, which makes it `write_unknown`.
+    fn moved_since_plan(
+        &self,
+        mut record: RowRecord,
+        before: GatewayFields,
+        now: GatewayFields,
+        moved: &FieldSet,
+    ) -> RowRecord {
+        if self.unanswered == 0 && self.fixed_before.is_none() {
+            return conflict(record, now, moved);
+        }
+        record.before = Some(before);
+        unknown(
+            record,
+            "not written again: an earlier PATCH's answer was lost and the gateway now \
+             differs from both the plan's before and after"
+                .into(),
+        )
+    }
+
+    /// A row that stops: a plain failure when nothing of this run may have landed;
+    /// otherwise `write_unknown` with the before-value fixed when it might have.
+    fn gave_up(&self, mut record: RowRecord, err: ApiError, stopper: &Stopper) -> RowRecord {
+        if self.unanswered == 0 {
+            return failed(record, err, stopper);
+        }
+        record.attempts += err.attempts;
+        record.before = self.fixed_before.clone().or(record.before);
+        let message = format!(
+            "a PATCH may have been applied (its answer was lost) and the row could not be \
+             settled: {} ({})",
+            err.message, err.code
+        );
+        unknown(record, message)
+    }
+}
+
+/// The gateway as it is now, read after the write slot was granted.
+async fn read_fresh(
+    record: &mut RowRecord,
+    row: &Row,
+    shared: &Shared,
+) -> Result<GatewayFields, ApiError> {
+    let reply = shared.reader.get_gateway(&row.id).await?;
+    record.attempts += reply.attempts;
+    record.http_status = Some(reply.status);
+    Ok(reply.value.sip_gateway)
+}
+
+/// Already as desired: our lost answer's PATCH landed, or someone else got there first.
+fn as_desired(mut record: RowRecord, before: GatewayFields, now: GatewayFields) -> RowRecord {
+    record.changed_fields = differing(&before, &now);
+    record.after = Some(now);
+    record.status = if record.changed_fields.is_empty() {
+        Status::Unchanged
+    } else {
+        Status::Updated
+    };
+    record.before = Some(before);
+    record
+}
+
+/// The row's time or attempts ran out right after a PATCH whose answer was lost: one
+/// more read says what became of it. As desired: `updated`. Unmoved from `before`: a
+/// plain failure. Anything else: `write_unknown`, in the rollback.
+async fn settle(mut record: RowRecord, row: &Row, err: ApiError, shared: &Shared) -> RowRecord {
+    shared.stats.retries.fetch_add(1, Ordering::Relaxed);
+    let now = match shared.reader.get_gateway(&row.id).await {
+        Ok(reply) => {
+            record.attempts += reply.attempts;
+            reply.value.sip_gateway
+        }
+        Err(read_err) => {
+            record.attempts += read_err.attempts;
+            let message = format!(
+                "the PATCH may have been applied: {} ({}); reading the gateway back failed \
+                 too: {}",
+                err.message, err.code, read_err.message
+            );
+            return unknown(record, message);
+        }
+    };
+    if differing(&now, &merge(&now, &row.desired)).is_empty() {
+        let before = record.before.clone().unwrap_or_else(|| now.clone());
+        record.changed_fields = differing(&before, &now);
+        record.status = Status::Updated;
+        record.after = Some(now);
+        return record;
+    }
+    if record.before.as_ref() == Some(&now) {
+        return failed(record, err, &shared.stopper);
+    }
+    let message = format!(
+        "the PATCH may have been applied in part: {} ({}), and the gateway is now neither \
+         as it was nor as desired",
+        err.message, err.code
+    );
+    unknown(record, message)
+}
+
+/// The server answered the PATCH: `updated` when the answer is what was sent, otherwise
+/// `mismatch`, reported rather than hidden.
+fn answered(
+    mut record: RowRecord,
+    desired: &GatewayFields,
+    status: u16,
+    answer: GatewayFields,
+) -> RowRecord {
+    record.attempts += 1;
+    record.http_status = Some(status);
+    let differs = differing(desired, &answer);
+    if differs.is_empty() {
+        record.status = Status::Updated;
+    } else {
+        record.status = Status::Mismatch;
+        record.error_code = "mismatch".into();
+        record.error = format!(
+            "the server's answer differs from what was sent in: {}",
+            differs.to_string().replace(';', ", ")
+        );
+    }
+    record.after = Some(answer);
+    record
+}
+
+/// Marks a row whose PATCH may have landed: `failed`, `write_unknown`, its `before` kept
+/// for the rollback and a later `--resume`.
+fn unknown(mut record: RowRecord, message: String) -> RowRecord {
+    record.status = Status::Failed;
+    record.error_code = WRITE_UNKNOWN.into();
+    record.error = message;
+    record
+}
+
+/// Fills a record from a failed request. The attempts of earlier requests are kept.
+pub(super) fn failed(mut record: RowRecord, err: ApiError, stopper: &Stopper) -> RowRecord {
+    record.attempts += err.attempts;
+    record.http_status = err.status;
+    record.status = match err.kind {
+        ErrorKind::NotFound => Status::NotFound,
+        ErrorKind::Aborted => {
+            let (code, note) = stopper
+                .reason()
+                .unwrap_or(StopReason::Unauthorized)
+                .skip_note();
+            record.error_code = code.into();
+            record.error = note.into();
+            record.status = Status::Skipped;
+            return record;
+        }
+        _ => Status::Failed,
+    };
+    record.error_code = err.code;
+    record.error = err.message;
+    record
+}
