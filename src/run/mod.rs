@@ -16,9 +16,15 @@
 //! [`RunOptions`] and a [`Finished`] or [`RunError`] to an exit code; `examples/library.rs`
 //! drives the same API against the sandbox.
 //!
+//! The parts: `review` (the interactive apply's plan-show-ask, and the `--max-changes`
+//! count) and `pipeline` (the one pass over the manifest before any request, and one
+//! pass of the engine with fresh clients and limiter).
+//!
 //! [`engine`]: crate::engine
 
-use std::collections::HashMap;
+mod pipeline;
+mod review;
+
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,19 +32,19 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::WriteBudget;
-use crate::client::{ClientBuildError, ClientConfig, ReadClient, RequestStats, WriteClient};
-use crate::engine::{self, Job, JobError, Observer, Outcome, StopReason};
+use crate::client::{ClientBuildError, ClientConfig};
+use crate::engine::{JobError, Observer, Outcome, StopReason};
 use crate::export::PagingLimits;
-use crate::ledger::{self, IdSet, IdsDigest, Journal, Ledger, LedgerError, RunLock, RunNote};
-use crate::limiter::Limiter;
-use crate::manifest::{DuplicateCheck, Format, Manifest, ManifestError};
-use crate::model::GatewayFields;
+use crate::ledger::{self, Ledger, LedgerError, Opened, RunLock, RunNote};
+use crate::manifest::{Format, Manifest, ManifestError};
 use crate::progress::Tee;
-use crate::report::{ReportFormat, ReportWriter};
+use crate::report::ReportFormat;
 use crate::saved_plan::{self, PlanError, PlanHeader, PlanWriter};
 use crate::shard::Shard;
-use crate::snapshot::{ReadMode, SnapshotBuilder};
-use crate::status::Status;
+use crate::snapshot::ReadMode;
+
+use pipeline::{Pipeline, Scan, plan_header_for, scan};
+use review::Reviewed;
 
 /// Where a run's rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,44 +241,14 @@ pub async fn run(
     approval: Approval<'_>,
     hooks: RunHooks<'_>,
 ) -> Result<Finished, RunError> {
-    let mode = options.mode;
-    let (mut manifest, plan_header) = match &options.source {
-        Source::Manifest { path, format } => {
-            if path.extension().is_some_and(|e| e == "plan") && format.is_none() {
-                return Err(RunError::Usage(format!(
-                    "{p} looks like a saved plan: apply it with --plan {p}",
-                    p = path.display()
-                )));
-            }
-            (Manifest::open(path, *format)?, None)
-        }
-        Source::Plan(path) => {
-            if options.shard.is_some() {
-                return Err(RunError::Usage(
-                    "--shard does not go with --plan: a saved plan already holds only its rows \
-                     (plan with --shard instead)"
-                        .into(),
-                ));
-            }
-            let header = saved_plan::verify(path)?;
-            (Manifest::open(path, Some(Format::Plan))?, Some(header))
-        }
-    };
-    let report_path = options
-        .report
-        .clone()
-        .unwrap_or_else(|| default_report_path(manifest.source(), options.report_format, mode));
-
-    refuse_clashing_paths(&options, &report_path)?;
-
-    let wait = options.lock_timeout;
-    let lock_at = report_path.clone();
-    let mut ledger = tokio::task::spawn_blocking(move || Ledger::lock_within(&lock_at, wait))
-        .await
-        .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))??;
+    let (manifest, plan_header) = open_source(&options)?;
+    let report = options.report.clone().unwrap_or_else(|| {
+        default_report_path(manifest.source(), options.report_format, options.mode)
+    });
+    refuse_clashing_paths(&options, &report)?;
+    let mut ledger = lock_report(&report, options.lock_timeout).await?;
     let lists = options.read_mode != ReadMode::Get;
-    let (mut scan, scanned) = scan(&manifest, options.shard, lists).await?;
-    manifest = scanned;
+    let (scan, manifest) = scan(&manifest, options.shard, lists).await?;
     // What this run is made from, fixed before an interactive apply swaps the manifest for
     // the plan it shows: a resume continues the manifest's run, not the plan's.
     let run_note = RunNote::new(
@@ -283,109 +259,110 @@ pub async fn run(
         &scan.sha256,
     );
     ledger.preflight(&run_note, options.resume)?;
-    if let (Some(header), Source::Plan(path)) = (&plan_header, &options.source) {
-        let manifest_now = crate::manifest::file_sha256(Path::new(&header.manifest));
-        header.check(
-            path,
-            options.client.base_url.as_str(),
-            manifest_now.as_deref(),
-        )?;
+    if let Some(header) = &plan_header {
+        check_saved_plan(&options, header)?;
     }
-    // One apply of this manifest to this space at a time on this machine, whatever the
-    // report. Held until the run ends.
-    let _run_lock = if mode == Mode::Apply {
-        Some(RunLock::acquire(
-            &options.client.credentials.project_id,
-            &scan.ids_digest,
-            &report_path,
-        )?)
-    } else {
-        None
+    let _run_lock = lock_gateways(&options, &scan, &report)?;
+    let reviewing = review::Review {
+        options: &options,
+        report: &report,
+        saved_plan: plan_header.is_some(),
+        lists,
     };
-
-    let continuing = options.resume && report_path.exists();
-    match approval {
-        Approval::Ask { preview, ask }
-            if mode == Mode::Apply && plan_header.is_none() && !continuing =>
-        {
-            // Plan into REPORT.plan, show it, ask, then apply exactly that file. Every
-            // planned gateway is read again just before its PATCH, and one that moved since
-            // is a `conflict`, not written.
-            let plan_path = reviewed_plan_path(&report_path);
-            let header = plan_header_for(&options, &manifest, &scan);
-            let (plan_obs, plan_handle) = crate::progress::Shared::new(
-                PlanWriter::create(&plan_path, header).map_err(|source| PlanError::Io {
-                    path: plan_path.clone(),
-                    source,
-                })?,
-            );
-            let observers: Vec<Box<dyn Observer>> = vec![Box::new(plan_obs), preview(&plan_path)];
-            let mut pass = Pipeline::new(&options, &manifest, &scan);
-            pass.limit = options.limit;
-            let outcome = pass
-                .run(
-                    ReportWriter::discard(),
-                    false,
-                    CancellationToken::new(),
-                    Some(Box::new(Tee(observers))),
-                )
-                .await?;
-            let writer = crate::progress::reclaim(plan_handle);
-            let changes = outcome.count(Status::WouldUpdate);
-            if outcome.stopped.is_some() {
-                return Ok(Finished::StoppedWhilePlanning { preview: outcome });
-            }
-            if let Some(max) = options.max_changes
-                && changes > max
-            {
-                return Ok(Finished::TooManyChanges { changes, max });
-            }
-            if changes == 0 {
-                return Ok(Finished::NothingToDo { preview: outcome });
-            }
-            let Some(writer) = writer else {
-                return Err(RunError::Usage("the plan writer is still in use".into()));
-            };
-            let saved = writer.finish(true)?;
-            if !ask(&outcome) {
-                let _ = std::fs::remove_file(&saved);
-                return Ok(Finished::Declined { preview: outcome });
-            }
-            // Whatever sat at the prompt with the file: apply it only as it was shown.
-            saved_plan::verify(&saved)?;
-            let reviewed = Manifest::open(&saved, Some(Format::Plan))?;
-            (scan, manifest) = self::scan(&reviewed, None, lists).await?;
-        }
-        _ if mode == Mode::Apply && options.max_changes.is_some() => {
-            // A guard to check before anything is written: count the changes first.
-            let mut pass = Pipeline::new(&options, &manifest, &scan);
-            pass.limit = options.limit;
-            let preview = pass
-                .run(
-                    ReportWriter::discard(),
-                    false,
-                    CancellationToken::new(),
-                    None,
-                )
-                .await?;
-            if preview.stopped.is_some() {
-                return Ok(Finished::StoppedWhilePlanning { preview });
-            }
-            let changes = preview.count(Status::WouldUpdate);
-            if let Some(max) = options.max_changes
-                && changes > max
-            {
-                return Ok(Finished::TooManyChanges { changes, max });
-            }
-        }
-        _ => {}
-    }
-
+    let (scan, manifest) = match reviewing.run(approval, manifest, scan).await? {
+        Reviewed::Go { scan, manifest } => (scan, manifest),
+        Reviewed::Stop(finished) => return Ok(finished),
+    };
     let opened = ledger.open(
-        (mode == Mode::Apply).then_some(&run_note),
+        (options.mode == Mode::Apply).then_some(&run_note),
         options.report_format,
         options.resume,
     )?;
+    let start = starting(&options, &manifest, &scan, &report, &opened);
+    let (outcome, plan_saved) = run_rows(&options, &manifest, &scan, opened, &start, hooks).await?;
+    settle_journal(&options, &report, &outcome);
+    Ok(Finished::Ran {
+        outcome,
+        start,
+        plan_saved,
+    })
+}
+
+/// The rows' source, opened: a manifest, or a saved plan verified whole (with its header).
+fn open_source(options: &RunOptions) -> Result<(Manifest, Option<PlanHeader>), RunError> {
+    match &options.source {
+        Source::Manifest { path, format } => {
+            if path.extension().is_some_and(|e| e == "plan") && format.is_none() {
+                return Err(RunError::Usage(format!(
+                    "{p} looks like a saved plan: apply it with --plan {p}",
+                    p = path.display()
+                )));
+            }
+            Ok((Manifest::open(path, *format)?, None))
+        }
+        Source::Plan(path) => {
+            if options.shard.is_some() {
+                return Err(RunError::Usage(
+                    "--shard does not go with --plan: a saved plan already holds only its rows \
+                     (plan with --shard instead)"
+                        .into(),
+                ));
+            }
+            let header = saved_plan::verify(path)?;
+            Ok((Manifest::open(path, Some(Format::Plan))?, Some(header)))
+        }
+    }
+}
+
+/// The report's lock, waiting up to `wait` for another run that holds it.
+async fn lock_report(report: &Path, wait: std::time::Duration) -> Result<Ledger, RunError> {
+    let report = report.to_owned();
+    let locked = tokio::task::spawn_blocking(move || Ledger::lock_within(&report, wait))
+        .await
+        .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))?;
+    Ok(locked?)
+}
+
+/// A saved plan applies only to the space it was made for, with its manifest unchanged.
+fn check_saved_plan(options: &RunOptions, header: &PlanHeader) -> Result<(), RunError> {
+    let Source::Plan(path) = &options.source else {
+        return Ok(());
+    };
+    let manifest_now = crate::manifest::file_sha256(Path::new(&header.manifest));
+    header.check(
+        path,
+        options.client.base_url.as_str(),
+        manifest_now.as_deref(),
+    )?;
+    Ok(())
+}
+
+/// One apply of this manifest to this space at a time on this machine, whatever the
+/// report. Held until the run ends.
+fn lock_gateways(
+    options: &RunOptions,
+    scan: &Scan,
+    report: &Path,
+) -> Result<Option<RunLock>, RunError> {
+    if options.mode != Mode::Apply {
+        return Ok(None);
+    }
+    let lock = RunLock::acquire(
+        &options.client.credentials.project_id,
+        &scan.ids_digest,
+        report,
+    )?;
+    Ok(Some(lock))
+}
+
+/// What the rows start with, said in the log and handed to the caller's observers.
+fn starting(
+    options: &RunOptions,
+    manifest: &Manifest,
+    scan: &Scan,
+    report: &Path,
+    opened: &Opened,
+) -> RunStart {
     if opened.resumed {
         tracing::info!(already_done = opened.done.len(), "resuming");
     }
@@ -400,27 +377,39 @@ pub async fn run(
         manifest = %manifest.source().display(),
         rows = scan.rows,
         in_shard = scan.in_shard,
-        report = %report_path.display(),
-        mode = ?mode,
+        report = %report.display(),
+        mode = ?options.mode,
         "starting"
     );
-
-    let start = RunStart {
-        report: report_path.clone(),
+    RunStart {
+        report: report.to_owned(),
         source: manifest.source().to_owned(),
         format: manifest.format(),
         rows: scan.rows,
         in_shard: scan.in_shard,
         already_done: opened.done.len() as u64,
-        budget: (mode == Mode::Apply).then(|| {
+        budget: (options.mode == Mode::Apply).then(|| {
             Arc::new(WriteBudget::new(
                 options.write_rate.get(),
                 options.reserve,
                 options.client.retry.outage_budget,
             ))
         }),
-    };
-    let mut pipeline = Pipeline::new(&options, &manifest, &scan);
+    }
+}
+
+/// The rows, run into the opened report: the caller's observers and a saved plan's writer
+/// see every record. The counts include the rows an earlier run finished.
+async fn run_rows(
+    options: &RunOptions,
+    manifest: &Manifest,
+    scan: &Scan,
+    opened: Opened,
+    start: &RunStart,
+    hooks: RunHooks<'_>,
+) -> Result<(Outcome, Option<Result<PathBuf, PlanError>>), RunError> {
+    let mode = options.mode;
+    let mut pipeline = Pipeline::new(options, manifest, scan);
     pipeline.max_errors = options.max_errors.map(|b| b.threshold(scan.in_shard));
     pipeline.limit = options.limit;
     pipeline.done = Some(Arc::new(opened.done));
@@ -429,11 +418,11 @@ pub async fn run(
     pipeline.budget = start.budget.clone();
     let mut observers: Vec<Box<dyn Observer>> = Vec::new();
     if let Some(observe) = hooks.observe {
-        observers.push(observe(&start));
+        observers.push(observe(start));
     }
     let plan_file = match &options.save_plan {
         Some(path) if mode == Mode::Plan => {
-            let header = plan_header_for(&options, &manifest, &scan);
+            let header = plan_header_for(options, manifest, scan);
             let writer = PlanWriter::create(path, header).map_err(|source| PlanError::Io {
                 path: path.clone(),
                 source,
@@ -444,7 +433,6 @@ pub async fn run(
         }
         _ => None,
     };
-
     let mut outcome = pipeline
         .run(
             opened.writer,
@@ -456,188 +444,25 @@ pub async fn run(
     let plan_saved = plan_file
         .and_then(crate::progress::reclaim)
         .map(|writer| writer.finish(outcome.stopped.is_none()));
-    // The summary counts the rows an earlier run finished, too.
     for (status, n) in &opened.kept {
         *outcome.counts.entry(*status).or_default() += n;
     }
-    // Every finished row is in the report now; the journal keeps only the before-values
-    // of writes that may have landed unseen (a later --resume settles them). A report
-    // that failed keeps its whole journal: it may be the only record left.
-    if mode == Mode::Apply
+    Ok((outcome, plan_saved))
+}
+
+/// Every finished row is in the report now; the journal keeps only the before-values of
+/// writes that may have landed unseen (a later --resume settles them). A report that
+/// failed keeps its whole journal: it may be the only record left.
+fn settle_journal(options: &RunOptions, report: &Path, outcome: &Outcome) {
+    if options.mode == Mode::Apply
         && outcome.stopped != Some(StopReason::LedgerFailed)
-        && let Err(e) = ledger::settle_journal(&report_path, &outcome.unsettled)
+        && let Err(e) = ledger::settle_journal(report, &outcome.unsettled)
     {
         tracing::warn!(
-            journal = %ledger::journal_path(&report_path).display(),
+            journal = %ledger::journal_path(report).display(),
             "cannot tidy the journal ({e}); it is kept, and --resume still reads it"
         );
     }
-    Ok(Finished::Ran {
-        outcome,
-        start,
-        plan_saved,
-    })
-}
-
-/// What one pass over the manifest found.
-struct Scan {
-    rows: u64,
-    in_shard: u64,
-    sha256: String,
-    /// The ids this run may write (valid rows of this shard), in any order: the run lock's
-    /// key.
-    ids_digest: String,
-    /// The keys of this shard's ids, for a snapshot (`list` and `auto` read modes).
-    keys: Option<Arc<Vec<u64>>>,
-}
-
-/// One pass over the whole manifest before any request: proves it readable, counts this
-/// shard's rows, fingerprints it, and finds the ids used twice, so the run can check
-/// duplicates exactly without remembering every id. With `keys`, it also collects the
-/// snapshot keys of this shard's ids.
-async fn scan(
-    manifest: &Manifest,
-    shard: Option<Shard>,
-    keys: bool,
-) -> Result<(Scan, Manifest), RunError> {
-    let manifest = manifest.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut in_shard = 0u64;
-        let mut wanted = Vec::new();
-        let mut ids = IdsDigest::default();
-        let first = manifest.first_pass(|row| {
-            let owned = match (shard, row) {
-                (None, _) => true,
-                (Some(s), Ok(r)) => s.owns(&r.id.hyphenated().to_string()),
-                (Some(s), Err(bad)) => s.owns(&bad.id),
-            };
-            in_shard += u64::from(owned);
-            if let (true, Ok(r)) = (owned, row) {
-                ids.add(&r.id);
-                if keys {
-                    wanted.push(SnapshotBuilder::key(&r.id));
-                }
-            }
-        })?;
-        let scan = Scan {
-            rows: first.stats.rows,
-            in_shard,
-            sha256: first.sha256,
-            ids_digest: ids.finish(),
-            keys: keys.then(|| SnapshotBuilder::keys(wanted)),
-        };
-        Ok((
-            scan,
-            manifest.with_duplicates(DuplicateCheck::Only(Arc::new(first.repeated))),
-        ))
-    })
-    .await
-    .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))?
-}
-
-/// A pass's parts before it runs; `run` builds fresh clients and a fresh limiter each
-/// time, so a preview pass leaves no state behind.
-struct Pipeline<'a> {
-    options: &'a RunOptions,
-    manifest: &'a Manifest,
-    /// Rows this pass runs, and the keys of their ids (for a snapshot).
-    rows: u64,
-    keys: Option<&'a Arc<Vec<u64>>>,
-    max_errors: Option<u64>,
-    limit: Option<u64>,
-    done: Option<Arc<IdSet>>,
-    journal: Option<Journal>,
-    recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
-    budget: Option<Arc<WriteBudget>>,
-}
-
-impl<'a> Pipeline<'a> {
-    fn new(options: &'a RunOptions, manifest: &'a Manifest, scan: &'a Scan) -> Pipeline<'a> {
-        Pipeline {
-            options,
-            manifest,
-            rows: scan.in_shard,
-            keys: scan.keys.as_ref(),
-            max_errors: None,
-            limit: None,
-            done: None,
-            journal: None,
-            recovered: None,
-            budget: None,
-        }
-    }
-
-    async fn run(
-        self,
-        report: ReportWriter,
-        writes: bool,
-        stop: CancellationToken,
-        observer: Option<Box<dyn Observer>>,
-    ) -> Result<Outcome, RunError> {
-        let o = self.options;
-        let mut limiter = Limiter::new(Some(o.write_rate), o.read_rate);
-        if let Some(budget) = &self.budget {
-            limiter = limiter.with_budget(Arc::clone(budget));
-        }
-        let limiter = Arc::new(limiter);
-        let stats = Arc::new(RequestStats::default());
-        let abort = CancellationToken::new();
-        let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
-        let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
-            (Some(budget), Some(keys)) => {
-                tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
-                let builder = SnapshotBuilder::wanting(Arc::clone(keys)).map_err(snapshot_error)?;
-                let snapshot = crate::snapshot::take(&reader, builder, budget, o.paging, &stop)
-                    .await
-                    .map_err(snapshot_error)?;
-                let s = &snapshot.stats;
-                tracing::info!(
-                    pages = s.pages,
-                    listed = s.listed,
-                    found = s.kept,
-                    complete = s.complete,
-                    secs = s.elapsed.as_secs(),
-                    "space read in pages; rows it lacks are read by GET"
-                );
-                Some(Arc::new(snapshot))
-            }
-            _ => None,
-        };
-        let job = Job {
-            manifest: self.manifest.clone(),
-            writer: writes.then(|| WriteClient::new(reader.clone())),
-            reader,
-            report,
-            concurrency: o.concurrency,
-            abort,
-            stop,
-            max_errors: self.max_errors,
-            limit: self.limit,
-            done: self.done,
-            // A saved plan's rows were shard-filtered when it was made.
-            shard: if self.manifest.format() == Format::Plan {
-                None
-            } else {
-                o.shard
-            },
-            journal: if writes { self.journal } else { None },
-            recovered: self.recovered,
-            observer,
-            stats,
-            snapshot: snapshot.clone(),
-        };
-        let mut outcome = engine::run(job).await?;
-        outcome.write_budget = self.budget.as_ref().map(|b| b.report());
-        if let Some(s) = snapshot {
-            outcome.elapsed += s.stats.elapsed;
-            outcome.snapshot = Some(s.stats.clone());
-        }
-        Ok(outcome)
-    }
-}
-
-fn snapshot_error(e: std::io::Error) -> RunError {
-    RunError::Job(JobError::Snapshot(e))
 }
 
 /// `STEM.report.csv` for apply, `STEM.plan.csv` for a plan: a plan never takes the name
@@ -683,31 +508,4 @@ fn refuse_clashing_paths(options: &RunOptions, report: &Path) -> Result<(), RunE
 /// The plan an interactive apply shows and then applies: `REPORT.plan`.
 pub fn reviewed_plan_path(report: &Path) -> PathBuf {
     ledger::beside(report, ".plan")
-}
-
-fn plan_header_for(options: &RunOptions, manifest: &Manifest, scan: &Scan) -> PlanHeader {
-    let source = manifest.source();
-    let named = if source == Path::new("-") {
-        "-".to_owned()
-    } else {
-        std::path::absolute(source)
-            .unwrap_or_else(|_| source.to_owned())
-            .display()
-            .to_string()
-    };
-    PlanHeader {
-        sipgw_bulk_plan: saved_plan::VERSION,
-        space: options
-            .client
-            .base_url
-            .as_str()
-            .trim_end_matches('/')
-            .to_owned(),
-        manifest: named,
-        manifest_sha256: scan.sha256.clone(),
-        shard: options.shard.map(|s| s.to_string()),
-        changes: 0,
-        rows: 0,
-        rows_sha256: String::new(),
-    }
 }

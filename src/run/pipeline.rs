@@ -1,0 +1,217 @@
+//! The passes: one over the whole manifest before any request ([`scan`]), and one of the
+//! engine over its rows ([`Pipeline`]), each with fresh clients and a fresh limiter.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{RunError, RunOptions};
+use crate::budget::WriteBudget;
+use crate::client::{ReadClient, RequestStats, WriteClient};
+use crate::engine::{self, Job, JobError, Observer, Outcome};
+use crate::ledger::{IdSet, IdsDigest, Journal};
+use crate::limiter::Limiter;
+use crate::manifest::{DuplicateCheck, Format, Manifest};
+use crate::model::GatewayFields;
+use crate::report::ReportWriter;
+use crate::saved_plan::{self, PlanHeader};
+use crate::shard::Shard;
+use crate::snapshot::SnapshotBuilder;
+
+/// What one pass over the manifest found.
+pub(super) struct Scan {
+    pub(super) rows: u64,
+    pub(super) in_shard: u64,
+    pub(super) sha256: String,
+    /// The ids this run may write (valid rows of this shard), in any order: the run lock's
+    /// key.
+    pub(super) ids_digest: String,
+    /// The keys of this shard's ids, for a snapshot (`list` and `auto` read modes).
+    pub(super) keys: Option<Arc<Vec<u64>>>,
+}
+
+/// One pass over the whole manifest before any request: proves it readable, counts this
+/// shard's rows, fingerprints it, and finds the ids used twice, so the run can check
+/// duplicates exactly without remembering every id. With `keys`, it also collects the
+/// snapshot keys of this shard's ids.
+pub(super) async fn scan(
+    manifest: &Manifest,
+    shard: Option<Shard>,
+    keys: bool,
+) -> Result<(Scan, Manifest), RunError> {
+    let manifest = manifest.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut in_shard = 0u64;
+        let mut wanted = Vec::new();
+        let mut ids = IdsDigest::default();
+        let first = manifest.first_pass(|row| {
+            let owned = match (shard, row) {
+                (None, _) => true,
+                (Some(s), Ok(r)) => s.owns(&r.id.hyphenated().to_string()),
+                (Some(s), Err(bad)) => s.owns(&bad.id),
+            };
+            in_shard += u64::from(owned);
+            if let (true, Ok(r)) = (owned, row) {
+                ids.add(&r.id);
+                if keys {
+                    wanted.push(SnapshotBuilder::key(&r.id));
+                }
+            }
+        })?;
+        let scan = Scan {
+            rows: first.stats.rows,
+            in_shard,
+            sha256: first.sha256,
+            ids_digest: ids.finish(),
+            keys: keys.then(|| SnapshotBuilder::keys(wanted)),
+        };
+        Ok((
+            scan,
+            manifest.with_duplicates(DuplicateCheck::Only(Arc::new(first.repeated))),
+        ))
+    })
+    .await
+    .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))?
+}
+
+/// A pass's parts before it runs; `run` builds fresh clients and a fresh limiter each
+/// time, so a preview pass leaves no state behind.
+pub(super) struct Pipeline<'a> {
+    options: &'a RunOptions,
+    manifest: &'a Manifest,
+    /// Rows this pass runs, and the keys of their ids (for a snapshot).
+    rows: u64,
+    keys: Option<&'a Arc<Vec<u64>>>,
+    pub(super) max_errors: Option<u64>,
+    pub(super) limit: Option<u64>,
+    pub(super) done: Option<Arc<IdSet>>,
+    pub(super) journal: Option<Journal>,
+    pub(super) recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
+    pub(super) budget: Option<Arc<WriteBudget>>,
+}
+
+impl<'a> Pipeline<'a> {
+    pub(super) fn new(
+        options: &'a RunOptions,
+        manifest: &'a Manifest,
+        scan: &'a Scan,
+    ) -> Pipeline<'a> {
+        Pipeline {
+            options,
+            manifest,
+            rows: scan.in_shard,
+            keys: scan.keys.as_ref(),
+            max_errors: None,
+            limit: None,
+            done: None,
+            journal: None,
+            recovered: None,
+            budget: None,
+        }
+    }
+
+    pub(super) async fn run(
+        self,
+        report: ReportWriter,
+        writes: bool,
+        stop: CancellationToken,
+        observer: Option<Box<dyn Observer>>,
+    ) -> Result<Outcome, RunError> {
+        let o = self.options;
+        let mut limiter = Limiter::new(Some(o.write_rate), o.read_rate);
+        if let Some(budget) = &self.budget {
+            limiter = limiter.with_budget(Arc::clone(budget));
+        }
+        let limiter = Arc::new(limiter);
+        let stats = Arc::new(RequestStats::default());
+        let abort = CancellationToken::new();
+        let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
+        let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
+            (Some(budget), Some(keys)) => {
+                tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
+                let builder = SnapshotBuilder::wanting(Arc::clone(keys)).map_err(snapshot_error)?;
+                let snapshot = crate::snapshot::take(&reader, builder, budget, o.paging, &stop)
+                    .await
+                    .map_err(snapshot_error)?;
+                let s = &snapshot.stats;
+                tracing::info!(
+                    pages = s.pages,
+                    listed = s.listed,
+                    found = s.kept,
+                    complete = s.complete,
+                    secs = s.elapsed.as_secs(),
+                    "space read in pages; rows it lacks are read by GET"
+                );
+                Some(Arc::new(snapshot))
+            }
+            _ => None,
+        };
+        let job = Job {
+            manifest: self.manifest.clone(),
+            writer: writes.then(|| WriteClient::new(reader.clone())),
+            reader,
+            report,
+            concurrency: o.concurrency,
+            abort,
+            stop,
+            max_errors: self.max_errors,
+            limit: self.limit,
+            done: self.done,
+            // A saved plan's rows were shard-filtered when it was made.
+            shard: if self.manifest.format() == Format::Plan {
+                None
+            } else {
+                o.shard
+            },
+            journal: if writes { self.journal } else { None },
+            recovered: self.recovered,
+            observer,
+            stats,
+            snapshot: snapshot.clone(),
+        };
+        let mut outcome = engine::run(job).await?;
+        outcome.write_budget = self.budget.as_ref().map(|b| b.report());
+        if let Some(s) = snapshot {
+            outcome.elapsed += s.stats.elapsed;
+            outcome.snapshot = Some(s.stats.clone());
+        }
+        Ok(outcome)
+    }
+}
+
+fn snapshot_error(e: std::io::Error) -> RunError {
+    RunError::Job(JobError::Snapshot(e))
+}
+
+pub(super) fn plan_header_for(
+    options: &RunOptions,
+    manifest: &Manifest,
+    scan: &Scan,
+) -> PlanHeader {
+    let source = manifest.source();
+    let named = if source == Path::new("-") {
+        "-".to_owned()
+    } else {
+        std::path::absolute(source)
+            .unwrap_or_else(|_| source.to_owned())
+            .display()
+            .to_string()
+    };
+    PlanHeader {
+        sipgw_bulk_plan: saved_plan::VERSION,
+        space: options
+            .client
+            .base_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned(),
+        manifest: named,
+        manifest_sha256: scan.sha256.clone(),
+        shard: options.shard.map(|s| s.to_string()),
+        changes: 0,
+        rows: 0,
+        rows_sha256: String::new(),
+    }
+}
