@@ -271,7 +271,7 @@ pub async fn run(
     };
     let (scan, manifest) = match reviewing.run(approval, manifest, scan).await? {
         Reviewed::Go { scan, manifest } => (scan, manifest),
-        Reviewed::Stop(finished) => return Ok(finished),
+        Reviewed::Stop(finished) => return Ok(*finished),
     };
     let opened = ledger.open(
         (options.mode == Mode::Apply).then_some(&run_note),

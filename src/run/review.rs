@@ -28,7 +28,7 @@ pub(super) struct Review<'a> {
 /// Go on with these rows, or stop with nothing written.
 pub(super) enum Reviewed {
     Go { scan: Scan, manifest: Manifest },
-    Stop(Finished),
+    Stop(Box<Finished>),
 }
 
 impl Review<'_> {
@@ -74,10 +74,12 @@ impl Review<'_> {
             .await?;
         let writer = crate::progress::reclaim(plan_handle);
         if let Some(stop) = self.refused(&outcome) {
-            return Ok(Reviewed::Stop(stop));
+            return Ok(Reviewed::Stop(Box::new(stop)));
         }
         if outcome.count(Status::WouldUpdate) == 0 {
-            return Ok(Reviewed::Stop(Finished::NothingToDo { preview: outcome }));
+            return Ok(Reviewed::Stop(Box::new(Finished::NothingToDo {
+                preview: outcome,
+            })));
         }
         let Some(writer) = writer else {
             return Err(RunError::Usage("the plan writer is still in use".into()));
@@ -85,7 +87,9 @@ impl Review<'_> {
         let saved = writer.finish(true)?;
         if !ask(&outcome) {
             let _ = std::fs::remove_file(&saved);
-            return Ok(Reviewed::Stop(Finished::Declined { preview: outcome }));
+            return Ok(Reviewed::Stop(Box::new(Finished::Declined {
+                preview: outcome,
+            })));
         }
         // Whatever sat at the prompt with the file: apply it only as it was shown.
         saved_plan::verify(&saved)?;
@@ -99,7 +103,7 @@ impl Review<'_> {
     async fn count_changes(&self, manifest: Manifest, scan: Scan) -> Result<Reviewed, RunError> {
         let outcome = self.plan(&manifest, &scan, None).await?;
         match self.refused(&outcome) {
-            Some(stop) => Ok(Reviewed::Stop(stop)),
+            Some(stop) => Ok(Reviewed::Stop(Box::new(stop))),
             None => Ok(Reviewed::Go { scan, manifest }),
         }
     }
