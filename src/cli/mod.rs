@@ -11,6 +11,7 @@ mod rollback;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod show;
+mod summary;
 mod validate;
 
 use std::io::IsTerminal;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::summary::{summary_json, summary_text, write_summary_json};
 use super::{ApplyArgs, Context, Exit, ExitContext, Failure, JobArgs, manifest_failure, usage};
 use crate::config::LogFormat;
 use crate::engine::{Observer, Outcome, StopReason};
@@ -19,6 +20,7 @@ use crate::plan_view::{PlanFormat, PlanView};
 use crate::progress::{self, Progress, ProgressMode, Tee};
 use crate::report::ReportFormat;
 use crate::run::{self as library, Approval, Finished, RunError, RunHooks, RunOptions, RunStart};
+use crate::saved_plan::PlanError;
 use crate::shard::Shard;
 use crate::status::Status;
 
@@ -32,6 +34,8 @@ struct Screens {
     errors: Option<Arc<Mutex<progress::ErrorLines>>>,
 }
 
+/// `plan` or `apply`: the flags to options, the review and the screens, the run under
+/// the signal watch, then what a person (or a script) is told.
 pub async fn run(
     ctx: &Context,
     source: Source,
@@ -41,15 +45,72 @@ pub async fn run(
     save_plan: Option<&Path>,
 ) -> Result<Exit, Failure> {
     let yes = apply.is_some_and(|a| a.yes);
+    refuse_unconfirmed(mode, yes, &source)?;
+    let options = run_options(ctx, source, job, mode, apply, save_plan)?;
+    let approval = if mode == Mode::Apply && !yes {
+        review_on_terminal(ctx)
+    } else {
+        Approval::Given
+    };
+    let screens = Arc::new(Mutex::new(Screens::default()));
+    let stop = CancellationToken::new();
+    let grace = Duration::from_secs(apply.map_or(30, |a| a.grace));
+    let signals = tokio::spawn(watch_signals(stop.clone(), grace));
+    let hooks = RunHooks {
+        stop,
+        observe: Some(Box::new(observers(ctx, job, mode, Arc::clone(&screens)))),
+    };
+    let finished = library::run(options, approval, hooks).await;
+    signals.abort();
+    let mut screens = std::mem::take(&mut *screens.lock().unwrap_or_else(|p| p.into_inner()));
+    screens.finish_progress();
+    let (outcome, start, plan_saved) = match finished.map_err(run_failure)? {
+        Finished::Ran {
+            outcome,
+            start,
+            plan_saved,
+        } => (outcome, start, plan_saved),
+        before_writing => return Ok(nothing_written(ctx, before_writing)),
+    };
+    let report = start.report.clone();
+    if let Some(errors) = screens.errors.and_then(progress::reclaim) {
+        errors.finish(&report);
+    }
+    say_plan_saved(ctx, plan_saved);
+    say_summary(ctx, mode, &outcome, &report);
+    if let Some(reason) = outcome.stopped {
+        say_stopped(ctx, mode, reason, &outcome, &start, job.shard);
+    }
+    if let Some(path) = &job.summary_json {
+        let rate = ctx.settings.write_rate.get();
+        write_summary_json(path, &outcome, &report, rate).exit_with(Exit::Usage)?;
+    }
+    Ok(exit_code(&outcome, mode))
+}
+
+/// Apply writes: off a terminal it needs `--yes`, unless it applies a saved plan (that was
+/// the review).
+fn refuse_unconfirmed(mode: Mode, yes: bool, source: &Source) -> Result<(), Failure> {
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let saved = matches!(source, Source::Plan(_));
-    // A saved plan was reviewed already: applying it needs no second confirmation.
     if mode == Mode::Apply && !yes && !interactive && !saved {
         return Err(usage(
             "apply writes to the API: pass --yes to confirm when not on a terminal \
              (or use `plan` / --dry-run to see the changes first)",
         ));
     }
+    Ok(())
+}
+
+/// The flags and settings as the library's options.
+fn run_options(
+    ctx: &Context,
+    source: Source,
+    job: &JobArgs,
+    mode: Mode,
+    apply: Option<&ApplyArgs>,
+    save_plan: Option<&Path>,
+) -> Result<RunOptions, Failure> {
     let mut options = RunOptions::new(source, mode, ctx.client_config()?);
     options.report = ctx.global.report.clone();
     options.report_format = report_format_for(ctx)?;
@@ -77,106 +138,102 @@ pub async fn run(
         .iter()
         .map(|p| ("--config", p.clone()))
         .collect();
+    Ok(options)
+}
 
-    // The review on a terminal: the plan's diff (cut at SHOWN_BEFORE_ASKING rows), its
-    // summary, then the question.
-    let preview_view: Arc<Mutex<Option<Arc<Mutex<PlanView<_>>>>>> = Arc::default();
-    let approval = if mode == Mode::Apply && !yes {
-        let colour = ctx.global.color.on_stdout();
-        let slot = Arc::clone(&preview_view);
-        let slot_for_ask = Arc::clone(&preview_view);
-        Approval::Ask {
-            preview: Box::new(move |plan_path: &Path| {
-                let view = PlanView::new(
-                    std::io::BufWriter::new(std::io::stdout()),
-                    PlanFormat::Text,
-                    colour,
-                    false,
-                )
-                .with_cap(SHOWN_BEFORE_ASKING, plan_path.display().to_string());
-                let (obs, handle) = progress::Shared::new(view);
-                if let Ok(mut s) = slot.lock() {
-                    *s = Some(handle);
-                }
-                Box::new(obs) as Box<dyn Observer>
-            }),
-            ask: Box::new(move |outcome: &Outcome| {
-                let handle = slot_for_ask.lock().ok().and_then(|mut s| s.take());
-                if let Some(view) = handle.and_then(progress::reclaim) {
-                    view.finish();
-                }
-                say(
-                    ctx,
-                    &summary_text("Plan", outcome, None, ctx.settings.write_rate.get()),
-                );
-                confirm(outcome.count(Status::WouldUpdate)).unwrap_or(false)
-            }),
-        }
-    } else {
-        Approval::Given
-    };
-
-    let screens = Arc::new(Mutex::new(Screens::default()));
-    let observe = {
-        let screens = Arc::clone(&screens);
-        move |start: &RunStart| -> Box<dyn Observer> {
-            let mut s = screens.lock().unwrap_or_else(|p| p.into_inner());
-            let remaining = start.in_shard.saturating_sub(start.already_done);
-            let (obs, handle) = progress::Shared::new(
-                Progress::new(progress_mode(ctx), remaining, mode == Mode::Plan)
-                    .with_budget(start.budget.clone()),
-            );
-            s.progress = Some(handle);
-            let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(obs)];
-            if mode == Mode::Apply {
-                let (obs, handle) = progress::Shared::new(progress::ErrorLines::default());
-                s.errors = Some(handle);
-                observers.push(Box::new(obs));
-            } else {
-                let colour = ctx.global.color.on_stdout() && job.output == PlanFormat::Text;
-                // Buffered: a line-buffered stdout costs a system call per line of the plan.
-                let (obs, handle) = progress::Shared::new(PlanView::new(
-                    std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
-                    job.output,
-                    colour,
-                    job.show_unchanged,
-                ));
-                s.plan = Some(handle);
-                observers.push(Box::new(obs));
+/// The review on a terminal: the plan's diff (cut at SHOWN_BEFORE_ASKING rows), its
+/// summary, then the question.
+fn review_on_terminal<'a>(ctx: &'a Context) -> Approval<'a> {
+    type View = Arc<Mutex<PlanView<std::io::BufWriter<std::io::Stdout>>>>;
+    let shown: Arc<Mutex<Option<View>>> = Arc::default();
+    let colour = ctx.global.color.on_stdout();
+    let slot = Arc::clone(&shown);
+    Approval::Ask {
+        preview: Box::new(move |plan_path: &Path| {
+            let view = PlanView::new(
+                std::io::BufWriter::new(std::io::stdout()),
+                PlanFormat::Text,
+                colour,
+                false,
+            )
+            .with_cap(SHOWN_BEFORE_ASKING, plan_path.display().to_string());
+            let (obs, handle) = progress::Shared::new(view);
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(handle);
             }
-            Box::new(Tee(observers))
-        }
-    };
+            Box::new(obs) as Box<dyn Observer>
+        }),
+        ask: Box::new(move |outcome: &Outcome| {
+            let handle = shown.lock().ok().and_then(|mut s| s.take());
+            if let Some(view) = handle.and_then(progress::reclaim) {
+                view.finish();
+            }
+            let rate = ctx.settings.write_rate.get();
+            say(ctx, &summary_text("Plan", outcome, None, rate));
+            confirm(outcome.count(Status::WouldUpdate)).unwrap_or(false)
+        }),
+    }
+}
 
-    let stop = CancellationToken::new();
-    let grace = Duration::from_secs(apply.map_or(30, |a| a.grace));
-    let signals = tokio::spawn(watch_signals(stop.clone(), grace));
-    let hooks = RunHooks {
-        stop,
-        observe: Some(Box::new(observe)),
-    };
-    let finished = library::run(options, approval, hooks).await;
-    signals.abort();
-    let screens = std::mem::take(&mut *screens.lock().unwrap_or_else(|p| p.into_inner()));
-    if let Some(p) = screens.progress.and_then(progress::reclaim) {
-        p.finish();
+/// What watches the rows once they start: progress, and the plan on stdout (plan) or the
+/// failed rows' lines (apply). Kept in `screens` to be finished after the run.
+fn observers<'a>(
+    ctx: &'a Context,
+    job: &'a JobArgs,
+    mode: Mode,
+    screens: Arc<Mutex<Screens>>,
+) -> impl FnOnce(&RunStart) -> Box<dyn Observer> + 'a {
+    move |start: &RunStart| -> Box<dyn Observer> {
+        let mut s = screens.lock().unwrap_or_else(|p| p.into_inner());
+        let remaining = start.in_shard.saturating_sub(start.already_done);
+        let (obs, handle) = progress::Shared::new(
+            Progress::new(progress_mode(ctx), remaining, mode == Mode::Plan)
+                .with_budget(start.budget.clone()),
+        );
+        s.progress = Some(handle);
+        let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(obs)];
+        if mode == Mode::Apply {
+            let (obs, handle) = progress::Shared::new(progress::ErrorLines::default());
+            s.errors = Some(handle);
+            observers.push(Box::new(obs));
+        } else {
+            let colour = ctx.global.color.on_stdout() && job.output == PlanFormat::Text;
+            // Buffered: a line-buffered stdout costs a system call per line of the plan.
+            let (obs, handle) = progress::Shared::new(PlanView::new(
+                std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+                job.output,
+                colour,
+                job.show_unchanged,
+            ));
+            s.plan = Some(handle);
+            observers.push(Box::new(obs));
+        }
+        Box::new(Tee(observers))
     }
-    if let Some(view) = screens.plan.and_then(progress::reclaim) {
-        view.finish();
+}
+
+impl Screens {
+    /// The bar and the plan, finished before anything else is said.
+    fn finish_progress(&mut self) {
+        if let Some(p) = self.progress.take().and_then(progress::reclaim) {
+            p.finish();
+        }
+        if let Some(view) = self.plan.take().and_then(progress::reclaim) {
+            view.finish();
+        }
     }
-    let (outcome, start, plan_saved) = match finished.map_err(run_failure)? {
-        Finished::Ran {
-            outcome,
-            start,
-            plan_saved,
-        } => (outcome, start, plan_saved),
+}
+
+/// A run that ended at its review: why nothing was written, and the exit code.
+fn nothing_written(ctx: &Context, finished: Finished) -> Exit {
+    match finished {
         Finished::NothingToDo { preview } => {
             say(ctx, "nothing to change; nothing written.");
-            return Ok(exit_code(&preview, Mode::Plan));
+            exit_code(&preview, Mode::Plan)
         }
         Finished::Declined { .. } => {
             say(ctx, "declined; nothing written.");
-            return Ok(Exit::Aborted);
+            Exit::Aborted
         }
         Finished::TooManyChanges { changes, max } => {
             say(
@@ -186,7 +243,7 @@ pub async fn run(
                      nothing written"
                 ),
             );
-            return Ok(Exit::Aborted);
+            Exit::Aborted
         }
         Finished::StoppedWhilePlanning { preview } => {
             let why = preview
@@ -197,13 +254,14 @@ pub async fn run(
                 ctx,
                 &format!("stopped while planning ({why}); nothing written"),
             );
-            return Ok(Exit::Aborted);
+            Exit::Aborted
         }
-    };
-    let report_path = start.report.clone();
-    if let Some(errors) = screens.errors.and_then(progress::reclaim) {
-        errors.finish(&report_path);
+        // Not a review's end; the caller handles it.
+        Finished::Ran { outcome, .. } => exit_code(&outcome, Mode::Apply),
     }
+}
+
+fn say_plan_saved(ctx: &Context, plan_saved: Option<Result<std::path::PathBuf, PlanError>>) {
     match plan_saved {
         Some(Ok(path)) => say(
             ctx,
@@ -216,60 +274,63 @@ pub async fn run(
         Some(Err(e)) => tracing::warn!("{e}"),
         None => {}
     }
+}
 
+fn say_summary(ctx: &Context, mode: Mode, outcome: &Outcome, report: &Path) {
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
     let rate = ctx.settings.write_rate.get();
     match ctx.settings.log_format {
         // JSON logs: the summary is one event with fields, not a multi-line string.
         LogFormat::Json if !ctx.global.quiet => tracing::info!(
-            summary = %summary_json(&outcome, &report_path, rate),
+            summary = %summary_json(outcome, report, rate),
             "{title} finished"
         ),
-        LogFormat::Text if !ctx.global.quiet => say(
-            ctx,
-            &summary_text(title, &outcome, Some(&report_path), rate),
-        ),
+        LogFormat::Text if !ctx.global.quiet => {
+            say(ctx, &summary_text(title, outcome, Some(report), rate))
+        }
         // -q: errors only.
         _ => {}
     }
-    if let Some(reason) = outcome.stopped {
-        let detail = outcome.stop_detail.as_deref().unwrap_or("");
-        let why = match reason {
-            StopReason::Unauthorized => "the server refused the credentials (401/403)".to_owned(),
-            StopReason::Unreachable => format!("the space cannot be reached: {detail}"),
-            StopReason::ErrorBudget => "--max-errors was reached".to_owned(),
-            StopReason::Interrupted => "interrupted".to_owned(),
-            StopReason::LedgerFailed => format!(
-                "{detail}. Rows finished after that are missing from the report; the \
-                 journal {} keeps the before-value of every write sent. Free the space, \
-                 then resume",
-                ledger::journal_path(&report_path).display()
-            ),
-        };
-        // A stopped plan is never continued by an apply: nobody reviewed those rows.
-        let next = match mode {
-            Mode::Apply => format!(
-                "To continue: {}",
-                resume_command(&start, &report_path, job.shard)
-            ),
-            Mode::Plan => format!(
-                "To see every row, run the plan again with another --report (this one is \
-                 kept): {}",
-                plan_command(&start.source, job.shard)
-            ),
-        };
-        say(
-            ctx,
-            &format!(
-                "stopped: {why}; rows not attempted are `skipped` in {}. {next}",
-                report_path.display(),
-            ),
-        );
-    }
-    if let Some(path) = &job.summary_json {
-        write_summary_json(path, &outcome, &report_path, rate).exit_with(Exit::Usage)?;
-    }
-    Ok(exit_code(&outcome, mode))
+}
+
+/// Why the job stopped, and the command that continues it.
+fn say_stopped(
+    ctx: &Context,
+    mode: Mode,
+    reason: StopReason,
+    outcome: &Outcome,
+    start: &RunStart,
+    shard: Option<Shard>,
+) {
+    let report = &start.report;
+    let detail = outcome.stop_detail.as_deref().unwrap_or("");
+    let why = match reason {
+        StopReason::Unauthorized => "the server refused the credentials (401/403)".to_owned(),
+        StopReason::Unreachable => format!("the space cannot be reached: {detail}"),
+        StopReason::ErrorBudget => "--max-errors was reached".to_owned(),
+        StopReason::Interrupted => "interrupted".to_owned(),
+        StopReason::LedgerFailed => format!(
+            "{detail}. Rows finished after that are missing from the report; the journal {} \
+             keeps the before-value of every write sent. Free the space, then resume",
+            ledger::journal_path(report).display()
+        ),
+    };
+    // A stopped plan is never continued by an apply: nobody reviewed those rows.
+    let next = match mode {
+        Mode::Apply => format!("To continue: {}", resume_command(start, report, shard)),
+        Mode::Plan => format!(
+            "To see every row, run the plan again with another --report (this one is kept): \
+             {}",
+            plan_command(&start.source, shard)
+        ),
+    };
+    say(
+        ctx,
+        &format!(
+            "stopped: {why}; rows not attempted are `skipped` in {}. {next}",
+            report.display(),
+        ),
+    );
 }
 
 /// A run's error as an exit code, by its type.
@@ -424,179 +485,6 @@ fn confirm(changes: u64) -> Result<bool, Failure> {
         .read_line(&mut answer)
         .exit_with(Exit::Usage)?;
     Ok(matches!(answer.trim(), "yes" | "y"))
-}
-
-/// The end-of-run summary: a small table a person reads at a glance, then what an
-/// operator asks next: how long requests took, the slowest row, how often the server
-/// throttled, and the write rate against `--rate`.
-fn summary_text(title: &str, o: &Outcome, report: Option<&Path>, rate: u32) -> String {
-    use crate::human;
-    let mut text = format!("{title} finished in {}", human::duration(o.elapsed));
-    if let Some(r) = report {
-        text.push_str(&format!(" (report: {})", r.display()));
-    }
-    for s in Status::ALL {
-        if o.count(s) > 0 {
-            text.push_str(&format!(
-                "\n  {:<13}{:>9}",
-                s.as_str(),
-                human::count(o.count(s))
-            ));
-        }
-    }
-    if o.possibly_written > 0 {
-        text.push_str(&format!(
-            "\n  {:<13}{:>9}  (failed as `write_unknown`: the PATCH may have landed; rollback \
-             includes them, --resume settles them)",
-            "maybe written",
-            human::count(o.possibly_written)
-        ));
-    }
-    if o.already_done > 0 {
-        text.push_str(&format!(
-            "\n  {:<13}{:>9}  (kept from the earlier run)",
-            "resumed",
-            human::count(o.already_done)
-        ));
-    }
-    if let Some(snap) = &o.snapshot {
-        text.push_str(&format!(
-            "\n  read in pages: {} pages, {} gateways listed, {} of the rows found there{}",
-            human::count(snap.pages),
-            human::count(snap.listed),
-            human::count(snap.kept),
-            match &snap.stopped_early {
-                Some(why) => format!(" (stopped early: {why}; the rest read by GET)"),
-                None => String::new(),
-            }
-        ));
-    }
-    text.push_str(&format!(
-        "\n  requests {}, retries {}",
-        human::count(o.requests),
-        human::count(o.retries)
-    ));
-    // A plan writes nothing: no write rate to show.
-    if o.writes > 0 || title != "Plan" {
-        text.push_str(&format!(
-            ", writes {} at {} (--rate {})",
-            human::count(o.writes),
-            human::rate(o.write_rate()),
-            human::count(u64::from(rate))
-        ));
-    }
-    for (kind, p) in &o.latency {
-        let ms = |x: f64| human::duration(Duration::from_secs_f64(x / 1000.0));
-        text.push_str(&format!(
-            "\n  {:<6} p50 {}  p95 {}  p99 {}  max {}  ({} requests)",
-            kind.as_str().to_uppercase(),
-            ms(p.p50_ms),
-            ms(p.p95_ms),
-            ms(p.p99_ms),
-            ms(p.max_ms),
-            human::count(p.count)
-        ));
-    }
-    if let Some(slow) = &o.slowest {
-        text.push_str(&format!(
-            "\n  slowest row: line {} ({}), {}",
-            slow.line,
-            slow.id,
-            human::duration(Duration::from_millis(slow.duration_ms))
-        ));
-    }
-    if o.throttled > 0 {
-        text.push_str(&format!(
-            "\n  throttled: {} answers 429, their retries waited {} in all",
-            human::count(o.throttled),
-            human::duration(o.throttled_wait)
-        ));
-    }
-    if let Some(b) = o.write_budget.filter(|b| b.source.is_some()) {
-        text.push_str(&format!(
-            "\n  write budget: {}\n    refused {} of {} writes ({:.1}%), writes held back {}, \
-             pace {} at the end (--rate {}){}",
-            b.believed(),
-            human::count(b.refused),
-            human::count(b.refused + b.accepted),
-            b.refused_share() * 100.0,
-            human::duration(Duration::from_secs_f64(b.waited_secs)),
-            human::rate(b.pace),
-            human::count(u64::from(rate)),
-            if b.cuts > 0 {
-                format!(", lowest after a cut {}", human::rate(b.lowest_pace))
-            } else {
-                String::new()
-            }
-        ));
-    }
-    text
-}
-
-/// The summary as JSON, field for field with the text.
-fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json::Value {
-    let counts: serde_json::Map<String, serde_json::Value> = Status::ALL
-        .iter()
-        .map(|s| (s.as_str().to_owned(), o.count(*s).into()))
-        .collect();
-    let latency: serde_json::Map<String, serde_json::Value> = o
-        .latency
-        .iter()
-        .map(|(k, p)| {
-            (
-                k.as_str().to_owned(),
-                serde_json::to_value(p).unwrap_or_default(),
-            )
-        })
-        .collect();
-    serde_json::json!({
-        "rows": o.rows,
-        "counts": counts,
-        "already_done": o.already_done,
-        "other_shards": o.other_shards,
-        "requests": o.requests,
-        "retries": o.retries,
-        "writes": o.writes,
-        "elapsed_secs": o.elapsed.as_secs_f64(),
-        "write_rate": o.write_rate(),
-        "rate_limit": rate,
-        "latency_ms": latency,
-        "slowest_row": o.slowest.as_ref().map(|s| serde_json::json!({
-            "line": s.line, "id": s.id, "duration_ms": s.duration_ms,
-        })),
-        "throttled": {
-            "answers_429": o.throttled,
-            "retry_wait_secs": o.throttled_wait.as_secs_f64(),
-        },
-        "write_budget": o.write_budget.map(|b| {
-            let mut v = serde_json::to_value(b).unwrap_or_default();
-            if let Some(map) = v.as_object_mut() {
-                map.insert("refused_share".into(), b.refused_share().into());
-                map.insert("believed".into(), b.believed().into());
-            }
-            v
-        }),
-        "read_in_pages": o.snapshot.as_ref().map(|s| serde_json::json!({
-            "pages": s.pages, "listed": s.listed, "found": s.kept, "complete": s.complete,
-            "secs": s.elapsed.as_secs_f64(), "stopped_early": s.stopped_early,
-        })),
-        "stopped": o.stopped.map(|r| format!("{r:?}").to_lowercase()),
-        "stop_detail": o.stop_detail,
-        "possibly_written": o.possibly_written,
-        "report": report.display().to_string(),
-    })
-}
-
-fn write_summary_json(path: &Path, o: &Outcome, report: &Path, rate: u32) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let summary = summary_json(o, report, rate);
-    let text = serde_json::to_string_pretty(&summary)? + "\n";
-    crate::output::AtomicFile::create(path)
-        .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, text.as_bytes())?;
-            f.commit()
-        })
-        .with_context(|| format!("cannot write summary {}", path.display()))
 }
 
 /// First SIGINT/SIGTERM: stop taking rows; rows in flight get `grace` to finish. A second
