@@ -176,32 +176,6 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Settings, ConfigE
             .or(file.read_rate)
             .unwrap_or(defaults::READ_RATE),
     );
-    let mut retry = RetryPolicy::default();
-    if let Some(n) = file.max_attempts {
-        if n == 0 {
-            return Err(ConfigError("max_attempts must be at least 1".into()));
-        }
-        retry.max_attempts = n;
-    }
-    if let Some(s) = file.max_retry_secs {
-        retry.max_total = Duration::from_secs(s);
-    }
-    if let Some(s) = file.retry_after_cap_secs {
-        retry.retry_after_cap = Duration::from_secs(s);
-    }
-    if let Some(s) = file.outage_budget_secs {
-        retry.outage_budget = Duration::from_secs(s);
-    }
-    let mut paging = PagingLimits::default();
-    if let Some(n) = file.max_pages {
-        paging.max_pages = n;
-    }
-    if let Some(n) = file.max_list_gateways {
-        paging.max_gateways = n;
-    }
-    if let Some(s) = file.max_list_secs {
-        paging.max_time = Duration::from_secs(s);
-    }
     Ok(Settings {
         base_url,
         concurrency,
@@ -218,9 +192,45 @@ pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Settings, ConfigE
             file.connect_timeout_secs
                 .unwrap_or(defaults::CONNECT_TIMEOUT_SECS),
         ),
-        retry,
-        paging,
+        retry: retry_policy(file)?,
+        paging: paging_limits(file),
     })
+}
+
+/// The retry policy: the defaults, with the config file's keys over them.
+fn retry_policy(file: &FileConfig) -> Result<RetryPolicy, ConfigError> {
+    let mut retry = RetryPolicy::default();
+    if let Some(n) = file.max_attempts {
+        if n == 0 {
+            return Err(ConfigError("max_attempts must be at least 1".into()));
+        }
+        retry.max_attempts = n;
+    }
+    if let Some(s) = file.max_retry_secs {
+        retry.max_total = Duration::from_secs(s);
+    }
+    if let Some(s) = file.retry_after_cap_secs {
+        retry.retry_after_cap = Duration::from_secs(s);
+    }
+    if let Some(s) = file.outage_budget_secs {
+        retry.outage_budget = Duration::from_secs(s);
+    }
+    Ok(retry)
+}
+
+/// How far listing the space may go: the defaults, with the config file's keys over them.
+fn paging_limits(file: &FileConfig) -> PagingLimits {
+    let mut paging = PagingLimits::default();
+    if let Some(n) = file.max_pages {
+        paging.max_pages = n;
+    }
+    if let Some(n) = file.max_list_gateways {
+        paging.max_gateways = n;
+    }
+    if let Some(s) = file.max_list_secs {
+        paging.max_time = Duration::from_secs(s);
+    }
+    paging
 }
 
 /// `acme`, `acme.signalwire.com` or `https://acme.signalwire.com/` -> `https://acme.signalwire.com`.
