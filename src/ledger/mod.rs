@@ -13,18 +13,30 @@
 //! None of them is ever followed through a symbolic link. A [`RunLock`] in this user's
 //! state directory keeps two runs that would write the same gateways of one project apart,
 //! whatever their reports, spellings of the space, or environments.
+//!
+//! The parts: `run_note` (the run file), `journal` (the write-ahead journal), `run_lock`
+//! (the lock on the gateways, in the state directory) and `side_file` (how every one of
+//! those files is opened, and how lock files are locked and let go).
+
+mod journal;
+mod run_lock;
+mod run_note;
+mod side_file;
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, BufRead, Read, Seek, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use serde::{Deserialize, Serialize};
 
 use crate::model::GatewayFields;
 use crate::report::{self, ReportFormat, ReportWriter};
 use crate::status::Status;
+
+pub use journal::{Journal, settle_journal};
+pub use run_lock::{IdsDigest, RunLock, state_dir};
+use run_note::LegacyLockNote;
+pub use run_note::{RUN_NOTE_VERSION, RunNote};
+use side_file::{RemoveOnDrop, create_side, lock_file_at, open_side, release, remove_if_there};
 
 /// Why the ledger refuses to go on.
 #[derive(Debug, thiserror::Error)]
@@ -87,88 +99,6 @@ pub enum LedgerError {
     Read(#[from] report::ReadError),
 }
 
-/// What a report's run file (`REPORT.run.json`) records: what the run was made from.
-/// `--resume` refuses a run that differs in any of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunNote {
-    /// The run file's format version ([`RUN_NOTE_VERSION`]).
-    pub sipgw_bulk_run: u32,
-    /// The space's base URL, as `https://acme.signalwire.com` (no trailing slash).
-    pub space: String,
-    pub project_id: String,
-    /// `K/N`, or none for the whole manifest.
-    pub shard: Option<String>,
-    /// The manifest (or saved plan) as the user named it.
-    pub manifest: String,
-    pub manifest_sha256: String,
-}
-
-/// The run file's format version.
-pub const RUN_NOTE_VERSION: u32 = 1;
-
-impl RunNote {
-    pub fn new(
-        space: &str,
-        project_id: &str,
-        shard: Option<crate::shard::Shard>,
-        manifest: &Path,
-        manifest_sha256: &str,
-    ) -> RunNote {
-        RunNote {
-            sipgw_bulk_run: RUN_NOTE_VERSION,
-            space: normalized_space(space),
-            project_id: project_id.to_owned(),
-            shard: shard.map(|s| s.to_string()),
-            manifest: manifest.display().to_string(),
-            manifest_sha256: manifest_sha256.to_owned(),
-        }
-    }
-
-    /// Why a run described by `now` does not continue this one, if it does not. An
-    /// empty space or project (a report made before run files) matches any.
-    fn refuses(&self, now: &RunNote, report: &Path) -> Option<LedgerError> {
-        if self.manifest_sha256 != now.manifest_sha256 {
-            return Some(LedgerError::ManifestChanged {
-                report: report.to_owned(),
-                was: short(&self.manifest_sha256),
-                now: short(&now.manifest_sha256),
-            });
-        }
-        let known = |s: &str| !s.is_empty();
-        if (known(&self.space) && self.space != now.space)
-            || (known(&self.project_id) && self.project_id != now.project_id)
-        {
-            return Some(LedgerError::OtherSpace {
-                report: report.to_owned(),
-                was: format!("{} (project {})", self.space, self.project_id),
-                now: format!("{} (project {})", now.space, now.project_id),
-            });
-        }
-        if known(&self.space) && self.shard != now.shard {
-            let shown = |s: &Option<String>| s.clone().unwrap_or_else(|| "(none)".into());
-            return Some(LedgerError::OtherShard {
-                report: report.to_owned(),
-                was: shown(&self.shard),
-                now: shown(&now.shard),
-            });
-        }
-        None
-    }
-}
-
-/// A space's base URL, compared and recorded one way: lower case, no trailing slash.
-fn normalized_space(space: &str) -> String {
-    space.trim_end_matches('/').to_ascii_lowercase()
-}
-
-/// What the lock file of a report made by an earlier version held: the manifest's
-/// fingerprint, read once so such a report still resumes.
-#[derive(Debug, Deserialize)]
-struct LegacyLockNote {
-    manifest_sha256: String,
-    manifest: String,
-}
-
 /// A report this process holds the lock on. The lock file goes when the ledger is
 /// dropped.
 pub struct Ledger {
@@ -228,39 +158,6 @@ impl IdSet {
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-}
-
-/// The write-ahead journal beside the report (`REPORT.journal`): the `before` of every
-/// gateway, on disk before its PATCH leaves. A crash can lose a report line, never the
-/// before-value that `rollback` needs.
-#[derive(Clone)]
-pub struct Journal {
-    path: PathBuf,
-    file: Arc<Mutex<File>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct JournalLine {
-    id: String,
-    before: GatewayFields,
-}
-
-impl Journal {
-    /// The journal's file, for messages.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends one before-value and hands it to the OS before returning.
-    pub fn record(&self, id: &uuid::Uuid, before: &GatewayFields) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&JournalLine {
-            id: id.hyphenated().to_string(),
-            before: before.clone(),
-        })?;
-        line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.write_all(&line)
     }
 }
 
@@ -350,7 +247,7 @@ impl Ledger {
             })?;
         Ok(Opened {
             writer,
-            journal: self.journal(true)?,
+            journal: journal::Journal::open(&self.report, true)?,
             done: IdSet::default(),
             recovered: HashMap::new(),
             kept: HashMap::new(),
@@ -406,79 +303,18 @@ impl Ledger {
             .map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &self.report).map_err(io_err(&self.report))?;
         let writer = ReportWriter::append(&self.report, format).map_err(io_err(&self.report))?;
-        let mut recovered = self.recovered(&done)?;
+        let mut recovered = journal::recovered(&self.report, &done)?;
         for (id, before) in possibly_written {
             recovered.entry(id).or_insert(before);
         }
         Ok(Opened {
             writer,
-            journal: self.journal(false)?,
+            journal: journal::Journal::open(&self.report, false)?,
             recovered,
             done,
             kept,
             resumed: true,
         })
-    }
-
-    /// The journal, emptied for a new run or kept for a resumed one. A kept journal whose
-    /// last entry was torn by a crash gets a newline first, so the next entry is never
-    /// glued onto the fragment.
-    fn journal(&self, fresh: bool) -> Result<Journal, LedgerError> {
-        let path = journal_path(&self.report);
-        let file = open_side(
-            &path,
-            OpenOptions::new().create(true).read(true).append(true),
-        )
-        .and_then(|mut f| {
-            if fresh {
-                f.set_len(0)?;
-            } else if ends_torn(&mut f)? {
-                f.write_all(b"\n")?;
-            }
-            Ok(f)
-        })
-        .map_err(|source| LedgerError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Journal {
-            path,
-            file: Arc::new(Mutex::new(file)),
-        })
-    }
-
-    /// Journaled before-values of rows the report does not hold as finished.
-    fn recovered(&self, done: &IdSet) -> Result<HashMap<u128, GatewayFields>, LedgerError> {
-        let path = journal_path(&self.report);
-        let file = match open_side(&path, OpenOptions::new().read(true)) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
-            Err(source) => return Err(LedgerError::Io { path, source }),
-        };
-        let mut out = HashMap::new();
-        for line in io::BufReader::new(file).lines() {
-            let line = line.map_err(|source| LedgerError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            // A torn entry (a crash mid-write) is skipped, never merged with the next one.
-            let Ok(entry) = serde_json::from_str::<JournalLine>(&line) else {
-                if !line.trim().is_empty() {
-                    tracing::warn!(
-                        journal = %path.display(),
-                        "skipped a torn journal entry (a crash mid-write)"
-                    );
-                }
-                continue;
-            };
-            if let Ok(id) = uuid::Uuid::try_parse(&entry.id)
-                && !done.contains(&id.as_u128())
-            {
-                // The first before-value is the one from before any write of this run.
-                out.entry(id.as_u128()).or_insert(entry.before);
-            }
-        }
-        Ok(out)
     }
 
     /// The run file, or for a report made before run files, the fingerprint its lock file
@@ -529,337 +365,6 @@ impl Ledger {
             })
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|source| LedgerError::Io { path, source })
-    }
-}
-
-/// Ends a run's journal: removed when every before-value it holds is settled in the
-/// report, else rewritten (through a temporary file and a rename) to hold only the entries
-/// of `unsettled` rows, whose writes may have landed without an answer: a later
-/// `--resume` needs them.
-pub fn settle_journal(report: &Path, unsettled: &[u128]) -> io::Result<()> {
-    let path = journal_path(report);
-    if unsettled.is_empty() {
-        return match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
-    }
-    let keep: std::collections::HashSet<u128> = unsettled.iter().copied().collect();
-    let tmp = path.with_extension("journal.tmp");
-    let _cleanup = RemoveOnDrop(&tmp);
-    let mut out = io::BufWriter::new(create_side(&tmp)?);
-    let mut kept = std::collections::HashSet::new();
-    let journal = open_side(&path, OpenOptions::new().read(true))?;
-    for line in io::BufReader::new(journal).lines() {
-        let line = line?;
-        if let Ok(entry) = serde_json::from_str::<JournalLine>(&line)
-            && let Ok(id) = uuid::Uuid::try_parse(&entry.id)
-            && keep.contains(&id.as_u128())
-            && kept.insert(id.as_u128())
-        {
-            out.write_all(line.as_bytes())?;
-            out.write_all(b"\n")?;
-        }
-    }
-    out.into_inner()
-        .map_err(io::IntoInnerError::into_error)?
-        .sync_all()?;
-    std::fs::rename(&tmp, &path)
-}
-
-/// True when `file` is not empty and does not end with a newline.
-fn ends_torn(file: &mut File) -> io::Result<bool> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(false);
-    }
-    let mut last = [0u8; 1];
-    file.seek(io::SeekFrom::Start(len - 1))?;
-    file.read_exact(&mut last)?;
-    Ok(last[0] != b'\n')
-}
-
-/// Removes a temporary file when dropped, unless it was renamed away.
-struct RemoveOnDrop<'a>(&'a Path);
-
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.0);
-    }
-}
-
-/// A lock for "these gateways of this project", whatever the report: two runs that would
-/// write the same gateways at once (each taking the other's writes for `unchanged`, so
-/// neither report could undo the run) are refused. The key is what is written to, not how
-/// it is spelled: the project id and an order-independent digest of the ids the run may
-/// write (after `--shard`), so another spelling of the space, the manifest's rows in
-/// another order or format, or `--shard 0/1` against none, all find the same lock. It
-/// lives in this user's state directory ([`state_dir`]), the same for cron and a login
-/// shell, and goes when the run ends. It protects one machine; runs on different machines
-/// are kept apart by `--shard` or by their operators.
-pub struct RunLock {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        if let Some(file) = self.file.take() {
-            release(&self.path, file);
-        }
-    }
-}
-
-impl RunLock {
-    /// Takes the lock, or says which report holds it.
-    pub fn acquire(
-        project_id: &str,
-        ids_digest: &str,
-        report: &Path,
-    ) -> Result<RunLock, LedgerError> {
-        use sha2::Digest;
-        let dir = state_dir()?;
-        let key = sha2::Sha256::digest(format!("{project_id}\n{ids_digest}"));
-        let name: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!("{name}.lock"));
-        let io_err = |source| LedgerError::Io {
-            path: path.clone(),
-            source,
-        };
-        let Some(mut file) = lock_file_at(&path, std::time::Duration::ZERO).map_err(io_err)? else {
-            let mut other = String::new();
-            let _ = open_side(&path, OpenOptions::new().read(true))
-                .and_then(|f| io::Read::take(f, 4096).read_to_string(&mut other));
-            return Err(LedgerError::SameRun {
-                project: project_id.to_owned(),
-                other: crate::inert::text(other.trim(), 300),
-            });
-        };
-        let shown = std::path::absolute(report).unwrap_or_else(|_| report.to_owned());
-        file.set_len(0)
-            .and_then(|()| file.write_all(shown.display().to_string().as_bytes()))
-            .map_err(io_err)?;
-        Ok(RunLock {
-            path,
-            file: Some(file),
-        })
-    }
-}
-
-/// An order-independent digest of a set of ids: the same ids in any order (or format)
-/// give the same digest. Feed it every id, then [`IdsDigest::finish`].
-#[derive(Debug, Clone, Default)]
-pub struct IdsDigest {
-    sum: u128,
-    count: u64,
-}
-
-impl IdsDigest {
-    pub fn add(&mut self, id: &uuid::Uuid) {
-        use sha2::Digest;
-        let h = sha2::Sha256::digest(id.as_bytes());
-        let mut top = [0u8; 16];
-        top.copy_from_slice(&h[..16]);
-        self.sum = self.sum.wrapping_add(u128::from_le_bytes(top));
-        self.count += 1;
-    }
-
-    pub fn finish(&self) -> String {
-        format!("{}:{:032x}", self.count, self.sum)
-    }
-}
-
-/// This user's state directory, for run locks: `~/.local/state/sipgw-bulk`, the home
-/// directory taken from the user database (not `$HOME`, which cron and a login shell may
-/// set differently), or `$SIPGW_BULK_STATE_DIR` when that is set. Made 0700 if missing;
-/// refused unless it is a directory this user owns that no one else can enter.
-pub fn state_dir() -> Result<PathBuf, LedgerError> {
-    let dir = match std::env::var_os("SIPGW_BULK_STATE_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => home_dir()
-            .ok_or_else(|| LedgerError::StateDir {
-                dir: PathBuf::from("~/.local/state/sipgw-bulk"),
-                why: "this user has no home directory in the user database; set \
-                      SIPGW_BULK_STATE_DIR"
-                    .into(),
-            })?
-            .join(".local/state/sipgw-bulk"),
-    };
-    private_dir(dir)
-}
-
-/// `dir`, made 0700 if missing; refused unless it is a directory of this user's that no
-/// one else can enter.
-fn private_dir(dir: PathBuf) -> Result<PathBuf, LedgerError> {
-    let refused = |why: String| LedgerError::StateDir {
-        dir: dir.clone(),
-        why,
-    };
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| refused(e.to_string()))?;
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    match builder.create(&dir) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(refused(e.to_string())),
-        _ => {}
-    }
-    let meta = std::fs::symlink_metadata(&dir).map_err(|e| refused(e.to_string()))?;
-    if !meta.is_dir() {
-        return Err(refused(
-            "it is not a directory (a symbolic link or a file)".into(),
-        ));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        // SAFETY: geteuid cannot fail and touches no memory.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me {
-            return Err(refused(format!(
-                "it belongs to user id {}, not to this user ({me}): another user could hold \
-                 every lock in it",
-                meta.uid()
-            )));
-        }
-        if meta.mode() & 0o077 != 0 {
-            return Err(refused(format!(
-                "its mode is {:o}; it must be 700 (chmod 700 {})",
-                meta.mode() & 0o777,
-                dir.display()
-            )));
-        }
-    }
-    Ok(dir)
-}
-
-/// The home directory of the effective user, from the user database.
-#[cfg(unix)]
-fn home_dir() -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: `passwd` is plain data; zeroed is a valid value for getpwuid_r to fill.
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is to memory we own, `buf.len()` is its true size, and
-    // getpwuid_r writes only within it and `entry`.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            libc::geteuid(),
-            &mut entry,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc != 0 || found.is_null() || entry.pw_dir.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_dir points at a NUL-terminated string inside `buf`.
-    let dir = unsafe { std::ffi::CStr::from_ptr(entry.pw_dir) };
-    Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
-}
-
-#[cfg(not(unix))]
-fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("USERPROFILE").map(PathBuf::from)
-}
-
-/// Opens and locks the lock file at `path`, waiting up to `wait` (`None` once the wait
-/// runs out). Once locked, checks that `path` still names the file it locked: a run that
-/// ends removes its lock file, so a run that waited on it may hold a file no one else can
-/// see any more; it then locks the file that is there now.
-fn lock_file_at(path: &Path, wait: std::time::Duration) -> io::Result<Option<File>> {
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        let file = open_lock_file(path)?;
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(TryLockError::WouldBlock) => return Ok(None),
-                Err(TryLockError::Error(e)) => return Err(e),
-            }
-        }
-        if names(path, &file)? {
-            return Ok(Some(file));
-        }
-    }
-}
-
-/// Whether `path` names this open file.
-fn names(path: &Path, file: &File) -> io::Result<bool> {
-    match std::fs::symlink_metadata(path) {
-        Ok(at_path) => Ok(crate::output::same_inode(&at_path, &file.metadata()?)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Removes a held lock file, then lets go of the lock: a run waiting on it finds the path
-/// gone (or another file there) and locks afresh.
-fn release(path: &Path, file: File) {
-    if names(path, &file).unwrap_or(false) {
-        let _ = std::fs::remove_file(path);
-    }
-    drop(file);
-}
-
-/// A lock file, made if missing, never truncated (it may hold another run's note).
-fn open_lock_file(path: &Path) -> io::Result<File> {
-    open_side(
-        path,
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false),
-    )
-}
-
-/// Opens one of the files this tool keeps beside a report (journal, lock, temporary
-/// copies) or in its state directory, never through a symbolic link planted at its path
-/// (`O_NOFOLLOW`), and only when it is a regular file: a link to another file must not
-/// get that file truncated or written.
-fn open_side(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW);
-    let file = options.open(path).map_err(|e| {
-        #[cfg(unix)]
-        if e.raw_os_error() == Some(libc::ELOOP) {
-            return io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{} is a symbolic link: the files beside a report are never followed",
-                    path.display()
-                ),
-            );
-        }
-        e
-    })?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} is not a regular file", path.display()),
-        ));
-    }
-    Ok(file)
-}
-
-/// A new side file: whatever was at `path` is removed (a link itself, never its target),
-/// then the file is made with `O_EXCL`.
-fn create_side(path: &Path) -> io::Result<File> {
-    remove_if_there(path)?;
-    open_side(path, OpenOptions::new().write(true).create_new(true))
-}
-
-fn remove_if_there(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }
 
@@ -925,12 +430,12 @@ mod tests {
             .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, true)
             .unwrap();
         opened.journal.record(&ids[1], &before).unwrap();
-        let again = ledger.recovered(&IdSet::default()).unwrap();
+        let again = journal::recovered(&ledger.report, &IdSet::default()).unwrap();
         assert_eq!(again.len(), 2, "both whole entries are read back");
         assert_eq!(again.get(&ids[1].as_u128()), Some(&before));
         // Settling keeps only what is still unsettled.
         settle_journal(&report, &[ids[1].as_u128()]).unwrap();
-        let kept = ledger.recovered(&IdSet::default()).unwrap();
+        let kept = journal::recovered(&ledger.report, &IdSet::default()).unwrap();
         assert_eq!(
             kept.keys().copied().collect::<Vec<_>>(),
             vec![ids[1].as_u128()]
@@ -1196,66 +701,6 @@ mod tests {
         std::fs::write(dir.path().join("u.csv.journal"), "").unwrap();
         settle_journal(&dir.path().join("u.csv"), &[1]).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
-    }
-
-    #[test]
-    fn the_ids_digest_is_the_set_whatever_its_order() {
-        let ids = crate::sandbox::generated_ids(50, 3);
-        let digest = |ids: &mut dyn Iterator<Item = &uuid::Uuid>| {
-            let mut d = IdsDigest::default();
-            ids.for_each(|id| d.add(id));
-            d.finish()
-        };
-        let forward = digest(&mut ids.iter());
-        assert_eq!(forward, digest(&mut ids.iter().rev()));
-        assert_ne!(forward, digest(&mut ids[1..].iter()), "one id fewer");
-        assert_ne!(
-            forward,
-            digest(&mut ids.iter().chain(&ids[..1])),
-            "one twice"
-        );
-        let other = crate::sandbox::generated_ids(50, 4);
-        assert_ne!(forward, digest(&mut other.iter()));
-        assert!(forward.starts_with("50:"), "{forward}");
-        assert_ne!(digest(&mut ids[..1].iter()), digest(&mut ids[1..2].iter()));
-    }
-
-    #[test]
-    fn the_state_directory_must_be_private_and_this_user_s() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        // Made when missing, with its parents, 0700.
-        let made = private_dir(dir.path().join("a/b/state")).unwrap();
-        let mode = std::fs::metadata(&made).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
-        assert!(private_dir(made.clone()).is_ok(), "again, as it is");
-        // Others can enter: refused, with the fix named.
-        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o750)).unwrap();
-        let err = private_dir(made.clone()).unwrap_err().to_string();
-        assert!(err.contains("chmod 700"), "{err}");
-        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o701)).unwrap();
-        assert!(private_dir(made.clone()).is_err());
-        // A file, or a link to a good directory, in its place.
-        let file = dir.path().join("file");
-        std::fs::write(&file, "").unwrap();
-        assert!(
-            private_dir(file)
-                .unwrap_err()
-                .to_string()
-                .contains("not a directory")
-        );
-        let good = private_dir(dir.path().join("good")).unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&good, &link).unwrap();
-        assert!(private_dir(link).is_err());
-        // Another user's (root can make one).
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
-            let theirs = private_dir(dir.path().join("theirs")).unwrap();
-            std::os::unix::fs::chown(&theirs, Some(12345), None).unwrap();
-            let err = private_dir(theirs).unwrap_err().to_string();
-            assert!(err.contains("belongs to user id 12345"), "{err}");
-        }
     }
 
     #[test]

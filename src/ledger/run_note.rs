@@ -1,0 +1,90 @@
+//! The run file (`REPORT.run.json`): what a run was made from, so `--resume` continues
+//! that run and nothing else.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{LedgerError, short};
+
+/// What a report's run file (`REPORT.run.json`) records: what the run was made from.
+/// `--resume` refuses a run that differs in any of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunNote {
+    /// The run file's format version ([`RUN_NOTE_VERSION`]).
+    pub sipgw_bulk_run: u32,
+    /// The space's base URL, as `https://acme.signalwire.com` (no trailing slash).
+    pub space: String,
+    pub project_id: String,
+    /// `K/N`, or none for the whole manifest.
+    pub shard: Option<String>,
+    /// The manifest (or saved plan) as the user named it.
+    pub manifest: String,
+    pub manifest_sha256: String,
+}
+
+/// The run file's format version.
+pub const RUN_NOTE_VERSION: u32 = 1;
+
+impl RunNote {
+    pub fn new(
+        space: &str,
+        project_id: &str,
+        shard: Option<crate::shard::Shard>,
+        manifest: &Path,
+        manifest_sha256: &str,
+    ) -> RunNote {
+        RunNote {
+            sipgw_bulk_run: RUN_NOTE_VERSION,
+            space: normalized_space(space),
+            project_id: project_id.to_owned(),
+            shard: shard.map(|s| s.to_string()),
+            manifest: manifest.display().to_string(),
+            manifest_sha256: manifest_sha256.to_owned(),
+        }
+    }
+
+    /// Why a run described by `now` does not continue this one, if it does not. An
+    /// empty space or project (a report made before run files) matches any.
+    pub(super) fn refuses(&self, now: &RunNote, report: &Path) -> Option<LedgerError> {
+        if self.manifest_sha256 != now.manifest_sha256 {
+            return Some(LedgerError::ManifestChanged {
+                report: report.to_owned(),
+                was: short(&self.manifest_sha256),
+                now: short(&now.manifest_sha256),
+            });
+        }
+        let known = |s: &str| !s.is_empty();
+        if (known(&self.space) && self.space != now.space)
+            || (known(&self.project_id) && self.project_id != now.project_id)
+        {
+            return Some(LedgerError::OtherSpace {
+                report: report.to_owned(),
+                was: format!("{} (project {})", self.space, self.project_id),
+                now: format!("{} (project {})", now.space, now.project_id),
+            });
+        }
+        if known(&self.space) && self.shard != now.shard {
+            let shown = |s: &Option<String>| s.clone().unwrap_or_else(|| "(none)".into());
+            return Some(LedgerError::OtherShard {
+                report: report.to_owned(),
+                was: shown(&self.shard),
+                now: shown(&now.shard),
+            });
+        }
+        None
+    }
+}
+
+/// A space's base URL, compared and recorded one way: lower case, no trailing slash.
+fn normalized_space(space: &str) -> String {
+    space.trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// What the lock file of a report made by an earlier version held: the manifest's
+/// fingerprint, read once so such a report still resumes.
+#[derive(Debug, Deserialize)]
+pub(super) struct LegacyLockNote {
+    pub(super) manifest_sha256: String,
+    pub(super) manifest: String,
+}
