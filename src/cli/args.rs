@@ -1,0 +1,394 @@
+//! The clap definitions: every command, flag and value parser. The types are public to
+//! the rest of `cli` only; no clap type goes past it.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::config::LogFormat;
+use crate::manifest::Format;
+use crate::plan_view::PlanFormat;
+use crate::report::ReportFormat;
+use crate::shard::Shard;
+
+/// Reconcile SignalWire SIP gateways with a CSV or YAML manifest.
+///
+/// Reads each gateway, shows the field-level diff, PATCHes only what differs (all five
+/// fields, as the live API requires), concurrently under one rate limit, and writes a
+/// per-row report that doubles as checkpoint and undo file.
+///
+/// Credentials come from SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN (or project_id /
+/// api_token_file in --config), never from a flag.
+#[derive(Debug, Parser)]
+#[command(name = "sipgw-bulk", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes. Precedence: flag > environment > config file > default.
+/// In each command's help they come after the command's own, under their own heading.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// YAML config file (see config.example.yaml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// SignalWire space: `acme`, `acme.signalwire.com` or its https URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNALWIRE_SPACE",
+        hide_env_values = true,
+        value_name = "SPACE"
+    )]
+    pub space: Option<String>,
+    /// API base URL (wins over --space); https only, except a loopback host.
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNALWIRE_BASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub base_url: Option<String>,
+    /// Rows in flight at most [default: 32].
+    #[arg(long, global = true, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Writes per second at most, retries included [default: 250].
+    #[arg(long, global = true, value_name = "N")]
+    pub rate: Option<u32>,
+    /// Share of the space's announced write budget left to its other clients: the job
+    /// never takes the remaining count below it [default: 50%].
+    #[arg(long, global = true, value_name = "P%", value_parser = parse_percent)]
+    pub reserve: Option<f64>,
+    /// Reads per second at most; 0 = unlimited [default: 5000].
+    #[arg(long, global = true, value_name = "N")]
+    pub read_rate: Option<u32>,
+    /// Report file [default: STEM.report.csv for apply, STEM.plan.csv for plan (or .jsonl)].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Report format [default: csv].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub report_format: Option<ReportFormat>,
+    /// Log format on stderr [default: text].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// More log detail (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr; no progress.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Colour in the plan: auto (a terminal, and NO_COLOR unset), always or never.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: ColorChoice,
+    /// No progress bar (stats lines still go to the log off a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// Seconds between stats lines when there is no progress bar.
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECS")]
+    pub stats_interval: u64,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to paint what goes to stdout.
+    pub fn on_stdout(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every row offline; print each bad row with its line. Sends nothing.
+    ///
+    /// Example: sipgw-bulk validate gateways.csv
+    Validate(ManifestArgs),
+    /// Read each gateway and print what would change; write the report. Never writes to
+    /// the API.
+    ///
+    /// Example: sipgw-bulk plan gateways.csv --report plan.csv --detailed-exitcode
+    Plan(PlanArgs),
+    /// Plan, then PATCH the rows that differ.
+    ///
+    /// Example: sipgw-bulk apply gateways.csv --rate 100 --max-errors 1% --yes --report run1.csv
+    Apply(ApplyArgs),
+    /// Write a manifest of every gateway's current state (stdout without -o).
+    ///
+    /// Example: sipgw-bulk export -o before.csv
+    Export(ExportArgs),
+    /// Print one gateway's current state as a manifest row (or JSON).
+    ///
+    /// Example: sipgw-bulk show 0823a606-0aff-4c90-9eba-f88ba118fe05
+    Show(ShowArgs),
+    /// Turn an apply report into a manifest that restores the before-values.
+    ///
+    /// Example: sipgw-bulk rollback run1.csv -o undo.csv && sipgw-bulk apply undo.csv --yes
+    Rollback(RollbackArgs),
+    /// Serve a simulated SignalWire space on 127.0.0.1 until interrupted.
+    ///
+    /// Prints SIGNALWIRE_BASE_URL, SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN lines.
+    ///
+    /// Example: sipgw-bulk sandbox --seed-from gateways.csv --port 8080 > sandbox.env
+    #[cfg(feature = "sandbox")]
+    Sandbox(SandboxArgs),
+    /// Print a shell completion script.
+    ///
+    /// Example: sipgw-bulk completions bash > /etc/bash_completion.d/sipgw-bulk
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    ///
+    /// Example: sipgw-bulk man > sipgw-bulk.1 && man ./sipgw-bulk.1
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// The manifest: .csv, .yaml or .yml.
+    pub manifest: PathBuf,
+    /// Manifest format, when the extension does not tell.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+}
+
+/// What plan and apply share.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Also write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Only rows whose id hashes to shard K of N (0 <= K < N), e.g. 0/4.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// Wait up to SECS for another run to release the report's lock (default: refuse at
+    /// once, exit 5).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub lock_timeout: u64,
+    /// In the plan, list unchanged rows too.
+    #[arg(long)]
+    pub show_unchanged: bool,
+    /// How the plan prints on stdout: text for people, json (one object a line) for tools.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub output: PlanFormat,
+    /// How gateways are read: get (one GET a row), list (the whole space in pages first;
+    /// GET only before a PATCH and for rows the pages lacked), auto (list while pages cost
+    /// fewer round trips than the GETs would; 1,000 rows or more).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub read_mode: crate::snapshot::ReadMode,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// Save the plan to PLAN: `apply --plan PLAN` then writes exactly these changes.
+    #[arg(long, value_name = "PLAN")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Exit 2 when changes are pending (0: nothing to do, 1: errors).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The manifest: .csv, .yaml or .yml (not with --plan).
+    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    pub manifest: Option<PathBuf>,
+    /// Manifest format, when the extension does not tell.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+    /// Write exactly the changes of this saved plan (`plan --out`); a gateway that changed
+    /// since is `conflict`, not written. Needs no --yes: the plan was the review.
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Do not ask before writing (required without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Only plan: read and diff, write nothing (same as `plan`).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Refuse to write anything when the plan changes more than N rows (exit 3).
+    #[arg(long, value_name = "N")]
+    pub max_changes: Option<u64>,
+    /// Stop taking new rows once N rows (or P% of the rows) failed (exit 3).
+    #[arg(long, value_name = "N|P%")]
+    pub max_errors: Option<ErrorBudget>,
+    /// Write only the first N rows that need a change (a canary); the rest are `skipped`.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Continue the run recorded in --report: rows already updated or unchanged are not
+    /// touched again. Refused if the manifest changed. Starts afresh if there is no report.
+    #[arg(long)]
+    pub resume: bool,
+    /// Seconds rows in flight may take to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub grace: u64,
+}
+
+pub use crate::run::ErrorBudget;
+
+impl std::str::FromStr for ErrorBudget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.trim().strip_suffix('%') {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}`: expected N or P%, like 10 or 2.5%"))?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(format!("`{s}`: a percentage is between 0% and 100%"));
+            }
+            return Ok(ErrorBudget::Percent(p));
+        }
+        let n: u64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: expected N or P%, like 10 or 2.5%"))?;
+        if n == 0 {
+            return Err("--max-errors 0 would stop before the first row; use 1 or more".into());
+        }
+        Ok(ErrorBudget::Count(n))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Manifest format to write [default: from -o's extension, else csv].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+    /// Gateways asked for per page.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub page_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The gateway's resource id.
+    pub id: String,
+    /// Print JSON (the five fields and the id) instead of a CSV manifest row.
+    #[arg(long)]
+    pub json: bool,
+    /// Manifest format of the row [default: csv].
+    #[arg(long, value_name = "FORMAT", conflicts_with = "json")]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// An apply report (CSV or JSONL).
+    pub report: PathBuf,
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Manifest format to write [default: from -o's extension, else csv].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Hold one gateway per id in this manifest (with the sandbox's own starting values).
+    #[arg(long, value_name = "MANIFEST")]
+    pub seed_from: Option<PathBuf>,
+    /// Hold N generated gateways.
+    #[arg(long, value_name = "N")]
+    pub gateways: Option<u64>,
+    /// Writes accepted per second before answering 429; 0 = no limit. Smooth (a token
+    /// bucket holding a tenth of a second's writes) unless --limit-window is given.
+    #[arg(long, default_value_t = 1380, value_name = "N")]
+    pub write_limit: u32,
+    /// Count the write limit in fixed windows of SECS seconds (N x SECS writes each), as
+    /// the platform does (13,800 per 10 s: --write-limit 1380 --limit-window 10).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub limit_window: Option<u64>,
+    /// Announce the write window on every answer: X-RateLimit-Limit, -Remaining, -Reset
+    /// (implies --limit-window 10 unless given).
+    #[arg(long)]
+    pub announce_limit: bool,
+    /// "Production" writes a second the sandbox spends itself against the same limit (the
+    /// customer's own traffic); its refusals are counted in /__sandbox/stats.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub background_writes: u32,
+    /// Inject an error status at a rate, e.g. `--fault 500=0.1 --fault 503=0.05`.
+    #[arg(long, value_name = "STATUS=RATE", value_parser = parse_fault)]
+    pub fault: Vec<(u16, f64)>,
+    /// Retry-After seconds on injected 429/503.
+    #[arg(long, default_value_t = 1, value_name = "SECS")]
+    pub fault_retry_after: u64,
+    /// Latency added to every API response, in milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub latency_ms: u64,
+    /// Rate of requests whose connection is dropped without an answer.
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    pub drop_rate: f64,
+    /// Answer every PATCH of this gateway with 500 (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub fail_patch: Vec<Uuid>,
+    /// Answer PATCHes of this gateway with other codecs than were sent (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub mismatch_patch: Vec<Uuid>,
+    /// Worker threads serving requests [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `--reserve`: `50%` or `50`, a percentage.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let number = s.trim().trim_end_matches('%').trim();
+    match number.parse::<f64>() {
+        Ok(p) if (0.0..100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}` is not a percentage from 0% to under 100%")),
+    }
+}
+
+fn parse_fault(s: &str) -> Result<(u16, f64), String> {
+    let (status, rate) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected STATUS=RATE, like 500=0.1"))?;
+    let status: u16 = status
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{status}` is not an HTTP status"))?;
+    let rate: f64 = rate
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{rate}` is not a rate between 0 and 1"))?;
+    if !(400..=599).contains(&status) || !(0.0..=1.0).contains(&rate) {
+        return Err(format!(
+            "`{s}`: status must be 400-599 and rate between 0 and 1"
+        ));
+    }
+    Ok((status, rate))
+}
