@@ -26,12 +26,14 @@
 //! The parts: `reader` (the manifest thread: routes each row to the workers, or straight
 //! to the report), `workers` (the pool), `row` (one row: read, diff, decide), `write` (a
 //! row that differs: slot, fresh read, PATCH, settle a lost answer), `recorder` (the
-//! report's only writer, and the counts) and `stop` (which token fired, and why).
+//! report's only writer, and the counts), `verdict` (how a record ends when it does not
+//! end well, shared by `row` and `write`) and `stop` (which token fired, and why).
 
 mod reader;
 mod recorder;
 mod row;
 mod stop;
+mod verdict;
 mod workers;
 mod write;
 

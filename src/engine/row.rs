@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Shared;
-use super::write::{failed, possibly_written_earlier, write};
+use super::verdict::{conflict, failed, possibly_written_earlier};
+use super::write::write;
 use crate::client::ApiError;
 use crate::diff::{differing, merge};
 use crate::manifest::Row;
@@ -143,22 +144,5 @@ fn settled_unchanged(mut record: RowRecord, row: &Row, shared: &Shared) -> RowRe
         record.changed_fields = differing(before, after);
         record.before = Some(before.clone());
     }
-    record
-}
-
-/// Not written: the gateway no longer looks as the reviewed plan saw it.
-pub(super) fn conflict(
-    mut record: RowRecord,
-    now: GatewayFields,
-    moved: &crate::diff::FieldSet,
-) -> RowRecord {
-    record.status = Status::Conflict;
-    record.error_code = "conflict".into();
-    record.error = format!(
-        "not written: the gateway changed since the plan was made ({} differ); plan again \
-         to review it",
-        moved.to_string().replace(';', ", ")
-    );
-    record.before = Some(now);
     record
 }

@@ -5,10 +5,9 @@
 use std::sync::atomic::Ordering;
 
 use super::Shared;
-use super::StopReason;
-use super::row::conflict;
 use super::stop::Stopper;
-use crate::client::{ApiError, ErrorKind, WriteClient, WriteSchedule};
+use super::verdict::{conflict, failed, possibly_written_earlier, unknown};
+use crate::client::{ApiError, WriteClient, WriteSchedule};
 use crate::diff::{FieldSet, differing, merge};
 use crate::manifest::Row;
 use crate::model::GatewayFields;
@@ -39,17 +38,6 @@ pub(super) async fn write(
         }
         _ => record,
     }
-}
-
-/// Marks a row an earlier run may have written, and this run did not settle.
-pub(super) fn possibly_written_earlier(mut record: RowRecord) -> RowRecord {
-    record.error = format!(
-        "possibly written by an earlier run whose answer was lost, and not settled now: {}",
-        record.error
-    );
-    record.status = Status::Failed;
-    record.error_code = WRITE_UNKNOWN.into();
-    record
 }
 
 /// Writes a row that differs. Every attempt waits for its write slot, then reads the
@@ -289,37 +277,5 @@ fn answered(
         );
     }
     record.after = Some(answer);
-    record
-}
-
-/// Marks a row whose PATCH may have landed: `failed`, `write_unknown`, its `before` kept
-/// for the rollback and a later `--resume`.
-fn unknown(mut record: RowRecord, message: String) -> RowRecord {
-    record.status = Status::Failed;
-    record.error_code = WRITE_UNKNOWN.into();
-    record.error = message;
-    record
-}
-
-/// Fills a record from a failed request. The attempts of earlier requests are kept.
-pub(super) fn failed(mut record: RowRecord, err: ApiError, stopper: &Stopper) -> RowRecord {
-    record.attempts += err.attempts;
-    record.http_status = err.status;
-    record.status = match err.kind {
-        ErrorKind::NotFound => Status::NotFound,
-        ErrorKind::Aborted => {
-            let (code, note) = stopper
-                .reason()
-                .unwrap_or(StopReason::Unauthorized)
-                .skip_note();
-            record.error_code = code.into();
-            record.error = note.into();
-            record.status = Status::Skipped;
-            return record;
-        }
-        _ => Status::Failed,
-    };
-    record.error_code = err.code;
-    record.error = err.message;
     record
 }
