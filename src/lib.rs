@@ -11,6 +11,10 @@
 //!  export: client pages ──▶ manifest writer        sandbox: a simulated space on loopback
 //! ```
 //!
+//! `ARCHITECTURE.md` (at the repository's root) has the code map: what each module owns,
+//! what it must never import (a test holds the code to it), one apply from row to report
+//! line, the invariants, and where to start for common changes.
+//!
 //! Data flows one way: the [`manifest`] reader streams checked rows into a bounded channel;
 //! a fixed pool of [`engine`] workers takes each row, GETs the gateway through the
 //! [`client`], lets [`diff`] decide what changes, PATCHes the full five-field body when
@@ -33,6 +37,8 @@
 //! - [`run`]: one plan or apply as a program calls it: lock, ledger, review, saved plans,
 //!   resume, journal; the CLI maps flags to it and its outcome to an exit code.
 //! - [`report`]: the per-row record, CSV or JSONL, and reading it back.
+//! - [`status`]: what became of a row (`updated`, `would_update`, `conflict`, ...): the
+//!   report's vocabulary, at the bottom so everything above can speak it.
 //! - [`ledger`]: the report's lock, its run file (what `--resume` must match), the journal, and the
 //!   run lock that keeps two runs off the same gateways.
 //! - [`latency`]: request latencies per kind, in a fixed log-scale histogram (p50/p95/p99).

@@ -2,6 +2,7 @@
 //! against a real sandbox on a loopback port.
 
 mod apply;
+mod architecture;
 mod console;
 mod edges;
 mod faults;
