@@ -3,11 +3,12 @@
 //! # Map
 //!
 //! ```text
-//!  cli ──▶ config ──▶ ledger (lock, fingerprint, resume) ──▶ engine ──┬──▶ manifest (stream, checks, shard)
-//!                                                                     ├──▶ client ──▶ limiter + retry
-//!                                                                     ├──▶ diff (merge, changed fields)
-//!                                                                     ├──▶ report (one line per row)
-//!                                                                     └──▶ observers: plan_view, progress
+//!  cli ──▶ run (lock, scan, review, ledger, journal) ──▶ engine ──┬──▶ manifest (stream, checks)
+//!                                                                  ├──▶ client ──▶ limiter ──▶ budget
+//!                                                                  ├──▶ diff (merge, changed fields)
+//!                                                                  ├──▶ ledger ──▶ report (a line a row)
+//!                                                                  └── observed by plan_view, progress,
+//!                                                                      saved_plan
 //!  export: client pages ──▶ manifest writer        sandbox: a simulated space on loopback
 //! ```
 //!
