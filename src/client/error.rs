@@ -57,12 +57,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(super) fn new(
-        kind: ErrorKind,
-        status: Option<u16>,
-        code: &str,
-        message: String,
-    ) -> ApiError {
+    pub fn new(kind: ErrorKind, status: Option<u16>, code: &str, message: String) -> ApiError {
         ApiError {
             kind,
             status,

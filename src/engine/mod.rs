@@ -309,3 +309,67 @@ fn outcome(started: Instant, shared: &Shared, read: ReadTotals, tally: Tally) ->
 fn internal(e: tokio::task::JoinError) -> JobError {
     JobError::Internal(e.to_string())
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::client::ClientConfig;
+    use crate::secret::{Credentials, Secret};
+
+    /// A client for a space nobody listens on: the engine's parts are tested without a
+    /// request leaving.
+    pub(in crate::engine) fn client() -> ReadClient {
+        let config = ClientConfig {
+            base_url: url::Url::parse("http://127.0.0.1:9").unwrap(),
+            credentials: Credentials {
+                project_id: "p".into(),
+                token: Secret::new("t"),
+            },
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            retry: crate::retry::RetryPolicy::default(),
+            pool_size: 1,
+        };
+        let limiter = Arc::new(crate::limiter::Limiter::new(None, None));
+        let stats = Arc::new(RequestStats::default());
+        ReadClient::new(&config, limiter, stats, CancellationToken::new()).unwrap()
+    }
+
+    /// What every worker shares, with a writer (an apply) and nothing recovered.
+    pub(in crate::engine) fn shared() -> Shared {
+        let reader = client();
+        Shared {
+            stopper: Stopper::new(
+                CancellationToken::new(),
+                CancellationToken::new(),
+                reader.clone(),
+            ),
+            writer: Some(WriteClient::new(reader.clone())),
+            reader,
+            max_errors: None,
+            errors: AtomicU64::new(0),
+            limit: None,
+            writes_started: AtomicU64::new(0),
+            journal: None,
+            recovered: None,
+            stats: Arc::new(RequestStats::default()),
+        }
+    }
+
+    #[test]
+    fn an_outcome_counts_rates_and_errors() {
+        let mut o = Outcome::default();
+        assert_eq!(o.count(Status::Updated), 0);
+        assert_eq!(o.write_rate(), 0.0, "no time: no rate, not infinity");
+        assert!(!o.has_errors());
+        o.writes = 30;
+        o.elapsed = Duration::from_secs(2);
+        assert_eq!(o.write_rate(), 15.0);
+        o.counts.insert(Status::Updated, 4);
+        o.counts.insert(Status::Failed, 0);
+        assert_eq!(o.count(Status::Updated), 4);
+        assert!(!o.has_errors(), "a status with no rows is no error");
+        o.counts.insert(Status::Conflict, 1);
+        assert!(o.has_errors());
+    }
+}

@@ -130,3 +130,92 @@ impl RowReader {
         rows.blocking_send((row, listed)).is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::StopReason;
+    use super::*;
+    use crate::manifest::InvalidRow;
+    use crate::model::Desired;
+
+    fn row(seq: u64, id: uuid::Uuid) -> CheckedRow {
+        Ok(Row {
+            seq,
+            line: seq + 2,
+            id,
+            desired: Desired::default(),
+            expected: None,
+        })
+    }
+
+    fn reader(shard: Option<Shard>, done: Vec<u128>) -> (RowReader, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        std::fs::write(&path, "id\n").unwrap();
+        let reader = RowReader {
+            manifest: Manifest::open(&path, None).unwrap(),
+            shard,
+            done: Some(Arc::new(IdSet::from(done))),
+            snapshot: None,
+        };
+        (reader, dir)
+    }
+
+    fn kind(route: Route) -> String {
+        match route {
+            Route::Workers(row) => format!("work {}", row.seq),
+            Route::Report(Event::Passed(seq)) => format!("pass {seq}"),
+            Route::Report(Event::Record(r)) => format!("{} {} {}", r.status, r.seq, r.error_code),
+        }
+    }
+
+    #[test]
+    fn each_row_goes_to_the_workers_the_report_or_past_it() {
+        let shared = super::super::tests::shared();
+        let ids = crate::sandbox::generated_ids(40, 3);
+        let shard: Shard = "0/2".parse().unwrap();
+        let mine: Vec<_> = ids.iter().filter(|i| shard.owns(&i.to_string())).collect();
+        let theirs: Vec<_> = ids.iter().filter(|i| !shard.owns(&i.to_string())).collect();
+        let (reader, _dir) = reader(Some(shard), vec![mine[1].as_u128()]);
+        let mut totals = ReadTotals::default();
+        let mut route = |c: CheckedRow| kind(reader.route(c, &shared, &mut totals));
+        assert_eq!(route(row(0, *mine[0])), "work 0");
+        assert_eq!(route(row(1, *mine[1])), "pass 1", "done in an earlier run");
+        assert_eq!(route(row(2, *theirs[0])), "pass 2", "another shard's");
+        let bad = |seq, id: String| {
+            Err(InvalidRow {
+                seq,
+                line: seq + 2,
+                id,
+                message: "bad".into(),
+            })
+        };
+        assert_eq!(route(bad(3, mine[2].to_string())), "invalid 3 invalid");
+        assert_eq!(
+            route(bad(4, theirs[1].to_string())),
+            "pass 4",
+            "its shard is its id's"
+        );
+        shared.stopper.stop(StopReason::ErrorBudget);
+        assert_eq!(route(row(5, *mine[3])), "skipped 5 max_errors");
+        assert_eq!(
+            route(row(6, *mine[1])),
+            "pass 6",
+            "done rows pass even when stopped"
+        );
+        assert_eq!((totals.already_done, totals.other_shards), (2, 2));
+    }
+
+    #[test]
+    fn without_a_shard_every_row_is_this_run_s() {
+        let shared = super::super::tests::shared();
+        let (reader, _dir) = reader(None, Vec::new());
+        let mut totals = ReadTotals::default();
+        for (seq, id) in crate::sandbox::generated_ids(20, 4).into_iter().enumerate() {
+            assert!(!reader.is_foreign(&row(seq as u64, id)));
+            let route = reader.route(row(seq as u64, id), &shared, &mut totals);
+            assert_eq!(kind(route), format!("work {seq}"));
+        }
+        assert_eq!((totals.already_done, totals.other_shards), (0, 0));
+    }
+}

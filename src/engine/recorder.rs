@@ -149,3 +149,85 @@ impl Tally {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ReportFormat, read_report};
+    use std::sync::Mutex;
+
+    fn record(seq: u64, status: Status, attempts: u32, ms: u64) -> RowRecord {
+        let id = crate::sandbox::generated_ids(seq + 1, 5)[seq as usize].to_string();
+        let mut r = RowRecord::bare(seq, seq + 2, id, status, "", String::new());
+        r.attempts = attempts;
+        r.duration_ms = ms;
+        r
+    }
+
+    #[test]
+    fn the_tally_counts_statuses_the_slowest_read_row_and_unsettled_writes() {
+        let mut t = Tally::default();
+        t.count(&record(0, Status::Updated, 1, 30));
+        // Slower, but never sent: no request of its own, not the slowest row.
+        t.count(&record(1, Status::Invalid, 0, 90));
+        t.count(&record(2, Status::Updated, 2, 30));
+        let mut unknown = record(3, Status::Failed, 3, 50);
+        unknown.error_code = WRITE_UNKNOWN.into();
+        t.count(&unknown);
+        let mut bad_id = record(4, Status::Failed, 1, 10);
+        bad_id.error_code = WRITE_UNKNOWN.into();
+        bad_id.id = "not-a-uuid".into();
+        t.count(&bad_id);
+        assert_eq!(t.counts[&Status::Updated], 2);
+        assert_eq!(t.counts[&Status::Failed], 2);
+        assert_eq!(t.counts[&Status::Invalid], 1);
+        let slowest = t.slowest.unwrap();
+        assert_eq!((slowest.line, slowest.duration_ms), (5, 50));
+        let id = uuid::Uuid::try_parse(&unknown.id).unwrap().as_u128();
+        assert_eq!(t.unsettled, [id]);
+    }
+
+    /// Sees what reaches it, in order.
+    struct Seen(Arc<Mutex<Vec<String>>>);
+    impl Observer for Seen {
+        fn record(&mut self, record: &RowRecord) {
+            self.0.lock().unwrap().push(format!("r{}", record.seq));
+        }
+        fn passed(&mut self, seq: u64) {
+            self.0.lock().unwrap().push(format!("p{seq}"));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_record_reaches_the_report_the_counts_and_the_observer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let report = ReportWriter::create(&path, ReportFormat::Csv).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Recorder::new(report, Some(Box::new(Seen(Arc::clone(&seen)))));
+        let shared = Arc::new(super::super::tests::shared());
+        let (tx, rx) = mpsc::channel(1024);
+        let done = recorder.spawn(rx, Arc::clone(&shared));
+        // More than a batch at once, then a trickle.
+        for seq in 0..600 {
+            tx.send(Event::Record(record(seq, Status::Unchanged, 1, 1)))
+                .await
+                .unwrap();
+        }
+        tx.send(Event::Passed(600)).await.unwrap();
+        tx.send(Event::Record(record(601, Status::Updated, 1, 1)))
+            .await
+            .unwrap();
+        drop(tx);
+        let tally = done.await.unwrap();
+        assert_eq!(tally.counts[&Status::Unchanged], 600);
+        assert_eq!(tally.counts[&Status::Updated], 1);
+        let rows = read_report(&path).unwrap();
+        assert_eq!(rows.len(), 601);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 602);
+        assert_eq!(seen[600], "p600");
+        assert_eq!(seen[601], "r601");
+        assert_eq!(shared.stopper.reason(), None);
+    }
+}

@@ -107,3 +107,70 @@ impl StopReason {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopper() -> (Stopper, CancellationToken, CancellationToken) {
+        let (abort, stop) = (CancellationToken::new(), CancellationToken::new());
+        let client = super::super::tests::client();
+        (
+            Stopper::new(abort.clone(), stop.clone(), client),
+            abort,
+            stop,
+        )
+    }
+
+    #[test]
+    fn the_reason_is_the_one_given_then_the_abort_then_an_interrupt() {
+        let (s, abort, stop) = stopper();
+        assert_eq!(s.reason(), None);
+        stop.cancel();
+        assert_eq!(s.reason(), Some(StopReason::Interrupted));
+        abort.cancel();
+        // The client aborts without a cause only on refused credentials.
+        assert_eq!(s.reason(), Some(StopReason::Unauthorized));
+        s.ledger_failed("cannot write report r.csv: disk full".into());
+        assert_eq!(s.reason(), Some(StopReason::LedgerFailed));
+        assert_eq!(
+            s.detail().as_deref(),
+            Some("cannot write report r.csv: disk full")
+        );
+        // The first reason given stays.
+        s.stop(StopReason::ErrorBudget);
+        assert_eq!(s.reason(), Some(StopReason::LedgerFailed));
+    }
+
+    #[test]
+    fn a_stop_skips_rows_with_its_own_code_and_note() {
+        let (s, _, _) = stopper();
+        s.stop(StopReason::ErrorBudget);
+        assert!(s.stop.is_cancelled());
+        let r = s.skipped(7, 9, "id".into());
+        assert_eq!((r.seq, r.row, r.status), (7, 9, Status::Skipped));
+        assert_eq!(
+            (r.error_code.as_str(), r.error.as_str()),
+            StopReason::ErrorBudget.skip_note()
+        );
+        assert_eq!(
+            s.detail(),
+            None,
+            "only a ledger or an unreachable space has details"
+        );
+        let reasons = [
+            StopReason::Unauthorized,
+            StopReason::Unreachable,
+            StopReason::ErrorBudget,
+            StopReason::Interrupted,
+            StopReason::LedgerFailed,
+        ];
+        let codes: std::collections::HashSet<_> = reasons.iter().map(|r| r.skip_note().0).collect();
+        assert_eq!(codes.len(), reasons.len(), "each reason has its own code");
+        assert!(
+            reasons
+                .iter()
+                .all(|r| r.skip_note().1.starts_with("not attempted"))
+        );
+    }
+}

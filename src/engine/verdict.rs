@@ -65,3 +65,93 @@ pub(super) fn failed(mut record: RowRecord, err: ApiError, stopper: &Stopper) ->
     record.error = err.message;
     record
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::differing;
+    use crate::sandbox::starting_fields;
+    use tokio_util::sync::CancellationToken;
+
+    fn record() -> RowRecord {
+        let mut r = RowRecord::bare(3, 4, "id".into(), Status::Failed, "", String::new());
+        r.attempts = 2;
+        r
+    }
+
+    fn stopper() -> Stopper {
+        let client = super::super::tests::client();
+        Stopper::new(CancellationToken::new(), CancellationToken::new(), client)
+    }
+
+    #[test]
+    fn a_failed_request_maps_by_its_kind_and_keeps_earlier_attempts() {
+        let stopper = stopper();
+        let mut err = ApiError::new(ErrorKind::NotFound, Some(404), "http_404", "gone".into());
+        err.attempts = 1;
+        let r = failed(record(), err.clone(), &stopper);
+        assert_eq!(
+            (r.status, r.attempts, r.http_status),
+            (Status::NotFound, 3, Some(404))
+        );
+        assert_eq!(
+            (r.error_code.as_str(), r.error.as_str()),
+            ("http_404", "gone")
+        );
+        err.kind = ErrorKind::Server;
+        assert_eq!(
+            failed(record(), err.clone(), &stopper).status,
+            Status::Failed
+        );
+        // Not sent because the job stopped: skipped, with the stop's reason.
+        err.kind = ErrorKind::Aborted;
+        let r = failed(record(), err.clone(), &stopper);
+        assert_eq!(
+            (r.status, r.error_code.as_str()),
+            (Status::Skipped, "aborted")
+        );
+        stopper.stop(StopReason::Interrupted);
+        let r = failed(record(), err, &stopper);
+        assert_eq!(r.error_code, "interrupted");
+        assert_eq!(r.error, StopReason::Interrupted.skip_note().1);
+    }
+
+    #[test]
+    fn a_conflict_names_what_moved_and_keeps_the_gateway_as_it_is_now() {
+        let (plan, now) = (starting_fields(1), starting_fields(2));
+        let moved = differing(&plan, &now);
+        let r = conflict(record(), now.clone(), &moved);
+        assert_eq!(
+            (r.status, r.error_code.as_str()),
+            (Status::Conflict, "conflict")
+        );
+        assert_eq!(r.before, Some(now));
+        assert!(r.error.contains("changed since the plan"), "{}", r.error);
+        let named = moved.to_string().replace(';', ", ");
+        assert!(named.contains(", "), "two fields moved: {named}");
+        assert!(
+            r.error.contains(&format!("({named} differ)")),
+            "{}",
+            r.error
+        );
+    }
+
+    #[test]
+    fn an_unknown_write_is_a_failure_that_stays_in_the_rollback() {
+        let r = unknown(record(), "lost".into());
+        assert_eq!(
+            (r.status, r.error_code.as_str(), r.error.as_str()),
+            (Status::Failed, WRITE_UNKNOWN, "lost")
+        );
+        let mut earlier = record();
+        earlier.status = Status::Skipped;
+        earlier.error = "why".into();
+        let r = possibly_written_earlier(earlier);
+        assert_eq!(
+            (r.status, r.error_code.as_str()),
+            (Status::Failed, WRITE_UNKNOWN)
+        );
+        assert!(r.error.starts_with("possibly written by an earlier run"));
+        assert!(r.error.ends_with(": why"), "{}", r.error);
+    }
+}

@@ -279,3 +279,89 @@ fn answered(
     record.after = Some(answer);
     record
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ErrorKind;
+    use crate::sandbox::starting_fields;
+
+    fn record() -> RowRecord {
+        RowRecord::bare(0, 2, "id".into(), Status::Failed, "", String::new())
+    }
+
+    #[test]
+    fn already_as_desired_is_unchanged_or_updated_by_the_before() {
+        let (a, b) = (starting_fields(1), starting_fields(2));
+        let r = as_desired(record(), a.clone(), a.clone());
+        assert_eq!(r.status, Status::Unchanged);
+        assert!(r.changed_fields.is_empty());
+        let r = as_desired(record(), a.clone(), b.clone());
+        assert_eq!(r.status, Status::Updated);
+        assert_eq!(r.changed_fields, differing(&a, &b));
+        assert_eq!((r.before, r.after), (Some(a), Some(b)));
+    }
+
+    #[test]
+    fn an_answer_that_differs_from_what_was_sent_is_a_mismatch() {
+        let (sent, other) = (starting_fields(1), starting_fields(2));
+        let r = answered(record(), &sent, 200, sent.clone());
+        assert_eq!(
+            (r.status, r.attempts, r.http_status),
+            (Status::Updated, 1, Some(200))
+        );
+        assert_eq!(r.after, Some(sent.clone()));
+        let r = answered(record(), &sent, 201, other.clone());
+        assert_eq!(
+            (r.status, r.error_code.as_str()),
+            (Status::Mismatch, "mismatch")
+        );
+        assert_eq!(r.after, Some(other));
+        assert!(
+            r.error.contains("differs from what was sent"),
+            "{}",
+            r.error
+        );
+    }
+
+    #[test]
+    fn a_row_that_stops_is_unknown_only_once_a_patch_may_have_landed() {
+        let shared = super::super::tests::shared();
+        let writer = shared.writer.clone().unwrap();
+        let (original, now) = (starting_fields(1), starting_fields(2));
+        let mut err = ApiError::new(ErrorKind::Transport, None, "timeout", "slow".into());
+        err.attempts = 2;
+        let tries = Attempts::new(None, writer.schedule());
+        let r = tries.gave_up(record(), err.clone(), &shared.stopper);
+        assert_eq!(
+            (r.status, r.error_code.as_str()),
+            (Status::Failed, "timeout")
+        );
+        assert_eq!(r.before, None);
+
+        let mut tries = Attempts::new(None, writer.schedule());
+        tries.unanswered = 1;
+        tries.fixed_before = Some(original.clone());
+        let r = tries.gave_up(record(), err.clone(), &shared.stopper);
+        assert_eq!(
+            (r.status, r.error_code.as_str()),
+            (Status::Failed, WRITE_UNKNOWN)
+        );
+        assert_eq!((r.before, r.attempts), (Some(original.clone()), 2));
+        assert!(r.error.contains("slow (timeout)"), "{}", r.error);
+
+        // The plan's gateway moved: a conflict, unless a PATCH of ours may have landed.
+        let moved = differing(&original, &now);
+        let fresh = Attempts::new(None, writer.schedule());
+        let r = fresh.moved_since_plan(record(), original.clone(), now.clone(), &moved);
+        assert_eq!(r.status, Status::Conflict);
+        let earlier = Attempts::new(Some(original.clone()), writer.schedule());
+        let r = earlier.moved_since_plan(record(), original.clone(), now.clone(), &moved);
+        assert_eq!(
+            (r.error_code.as_str(), r.before),
+            (WRITE_UNKNOWN, Some(original))
+        );
+        let r = tries.moved_since_plan(record(), now.clone(), now, &moved);
+        assert_eq!(r.error_code, WRITE_UNKNOWN);
+    }
+}

@@ -88,7 +88,12 @@ fn production(file: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let end = lines
         .windows(2)
-        .position(|w| w[0].trim() == "#[cfg(test)]" && w[1].starts_with("mod "))
+        .position(|w| {
+            let item = w[1]
+                .trim_start_matches("pub(super) ")
+                .trim_start_matches("pub ");
+            w[0].trim() == "#[cfg(test)]" && item.starts_with("mod ")
+        })
         .unwrap_or(lines.len());
     lines[..end]
         .iter()
