@@ -22,7 +22,10 @@ files=("$@")
     src/inert.rs src/human.rs src/breaker.rs src/latency.rs src/retry.rs src/saved_plan.rs
     src/budget/mod.rs src/budget/estimate.rs src/budget/announced.rs src/budget/headers.rs
     src/limiter.rs src/diff.rs src/snapshot.rs src/shard.rs src/model.rs
-    src/report.rs src/ledger.rs
+    src/report.rs src/ledger/mod.rs src/ledger/journal.rs src/ledger/run_lock.rs
+    src/ledger/run_note.rs src/ledger/side_file.rs
+    src/engine/reader.rs src/engine/recorder.rs src/engine/stop.rs src/engine/verdict.rs
+    src/client/body.rs src/client/error.rs
     src/manifest/mod.rs src/manifest/check.rs src/manifest/csv_format.rs
     src/manifest/yaml_format.rs src/manifest/plan_format.rs src/manifest/write.rs
 )
