@@ -73,6 +73,7 @@ pub mod latency;
 pub mod ledger;
 pub mod limiter;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod plan_view;

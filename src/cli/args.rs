@@ -197,6 +197,21 @@ pub struct JobArgs {
     /// fewer round trips than the GETs would; 1,000 rows or more).
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub read_mode: crate::snapshot::ReadMode,
+    /// Write the run's metrics to FILE at its end (Prometheus text format, for
+    /// node_exporter's textfile collector: name it *.prom in the collector's directory).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Push the run's metrics to this Pushgateway (at the end, and every --push-interval
+    /// during the run); one that cannot be reached is a warning.
+    #[arg(long, value_name = "URL")]
+    pub push_gateway: Option<url::Url>,
+    /// Seconds between pushes during a run.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub push_interval: u64,
+    /// Serve the run's metrics at http://ADDR/metrics while it lasts (ADDR or PORT; a port
+    /// alone listens on 127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ use super::{ApplyArgs, Context, Exit, ExitContext, Failure, JobArgs, manifest_fa
 use crate::config::LogFormat;
 use crate::engine::{Observer, Outcome, StopReason};
 use crate::ledger::{self, LedgerError};
+use crate::metrics::{Ending, RunLabels, RunMetrics, Sinks, SinksConfig};
 use crate::plan_view::{PlanFormat, PlanView};
 use crate::progress::{self, Progress, ProgressMode, Tee};
 use crate::report::ReportFormat;
@@ -34,8 +35,8 @@ struct Screens {
     errors: Option<Arc<Mutex<progress::ErrorLines>>>,
 }
 
-/// `plan` or `apply`: the flags to options, the review and the screens, the run under
-/// the signal watch, then what a person (or a script) is told.
+/// `plan` or `apply`, watched by the metrics' sinks when any is asked for: they see the
+/// run's exit code whatever it is, a refusal before the first row included.
 pub async fn run(
     ctx: &Context,
     source: Source,
@@ -43,6 +44,35 @@ pub async fn run(
     mode: Mode,
     apply: Option<&ApplyArgs>,
     save_plan: Option<&Path>,
+) -> Result<Exit, Failure> {
+    let sinks = sinks_config(job)?;
+    if !sinks.any() {
+        return reconcile(ctx, source, job, mode, apply, save_plan, None).await;
+    }
+    let metrics = RunMetrics::new(run_labels(ctx, job, mode), read_mode_name(job.read_mode));
+    let sinks = Sinks::start(Arc::clone(&metrics), sinks).await;
+    let result = reconcile(ctx, source, job, mode, apply, save_plan, Some(&metrics)).await;
+    let exit_code = match &result {
+        Ok(exit) => *exit as i32,
+        Err(failure) => failure.exit as i32,
+    };
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    sinks.finish(Ending { exit_code, at }).await;
+    result
+}
+
+/// `plan` or `apply`: the flags to options, the review and the screens, the run under
+/// the signal watch, then what a person (or a script) is told.
+async fn reconcile(
+    ctx: &Context,
+    source: Source,
+    job: &JobArgs,
+    mode: Mode,
+    apply: Option<&ApplyArgs>,
+    save_plan: Option<&Path>,
+    metrics: Option<&Arc<RunMetrics>>,
 ) -> Result<Exit, Failure> {
     let yes = apply.is_some_and(|a| a.yes);
     refuse_unconfirmed(mode, yes, &source)?;
@@ -58,7 +88,13 @@ pub async fn run(
     let signals = tokio::spawn(watch_signals(stop.clone(), grace));
     let hooks = RunHooks {
         stop,
-        observe: Some(Box::new(observers(ctx, job, mode, Arc::clone(&screens)))),
+        observe: Some(Box::new(observers(
+            ctx,
+            job,
+            mode,
+            Arc::clone(&screens),
+            metrics.cloned(),
+        ))),
     };
     let finished = library::run(options, approval, hooks).await;
     signals.abort();
@@ -73,6 +109,9 @@ pub async fn run(
         before_writing => return Ok(nothing_written(ctx, before_writing)),
     };
     let report = start.report.clone();
+    if let Some(metrics) = metrics {
+        metrics.set_rows(outcome.counts.iter().map(|(s, n)| (*s, *n)));
+    }
     if let Some(errors) = screens.errors.and_then(progress::reclaim) {
         errors.finish(&report);
     }
@@ -127,11 +166,13 @@ fn run_options(
     options.read_rate = ctx.settings.read_rate;
     options.read_mode = job.read_mode;
     options.paging = ctx.settings.paging;
-    options.also_writes = job
-        .summary_json
-        .iter()
-        .map(|p| ("--summary-json", p.clone()))
-        .collect();
+    options.also_writes = [
+        ("--summary-json", &job.summary_json),
+        ("--metrics-file", &job.metrics_file),
+    ]
+    .into_iter()
+    .filter_map(|(flag, path)| Some((flag, path.clone()?)))
+    .collect();
     options.also_reads = ctx
         .global
         .config
@@ -182,16 +223,22 @@ fn observers<'a>(
     job: &'a JobArgs,
     mode: Mode,
     screens: Arc<Mutex<Screens>>,
+    metrics: Option<Arc<RunMetrics>>,
 ) -> impl FnOnce(&RunStart) -> Box<dyn Observer> + 'a {
     move |start: &RunStart| -> Box<dyn Observer> {
         let mut s = screens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut observers: Vec<Box<dyn Observer>> = Vec::new();
+        if let Some(metrics) = metrics {
+            metrics.attach(Arc::clone(&start.stats), start.budget.clone());
+            observers.push(metrics.observer());
+        }
         let remaining = start.in_shard.saturating_sub(start.already_done);
         let (obs, handle) = progress::Shared::new(
             Progress::new(progress_mode(ctx), remaining, mode == Mode::Plan)
                 .with_budget(start.budget.clone()),
         );
         s.progress = Some(handle);
-        let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(obs)];
+        observers.push(Box::new(obs));
         if mode == Mode::Apply {
             let (obs, handle) = progress::Shared::new(progress::ErrorLines::default());
             s.errors = Some(handle);
@@ -331,6 +378,66 @@ fn say_stopped(
             report.display(),
         ),
     );
+}
+
+/// The metrics' sinks the flags ask for.
+fn sinks_config(job: &JobArgs) -> Result<SinksConfig, Failure> {
+    let listen = match job.metrics_listen.as_deref() {
+        None => None,
+        Some(addr) => Some(listen_address(addr).ok_or_else(|| {
+            usage(format!(
+                "--metrics-listen {}: give ADDR:PORT or a PORT (127.0.0.1 then)",
+                crate::inert::text(addr, 100)
+            ))
+        })?),
+    };
+    Ok(SinksConfig {
+        file: job.metrics_file.clone(),
+        push: job.push_gateway.clone(),
+        push_every: Duration::from_secs(job.push_interval.max(1)),
+        listen,
+    })
+}
+
+/// `ADDR:PORT`, or a bare port on loopback.
+fn listen_address(text: &str) -> Option<std::net::SocketAddr> {
+    match text.trim().parse::<u16>() {
+        Ok(port) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => text.trim().parse().ok(),
+    }
+}
+
+/// The labels of this run's metrics: the space's host (never a path, user or token), the
+/// command, the shard.
+fn run_labels(ctx: &Context, job: &JobArgs, mode: Mode) -> RunLabels {
+    let space = ctx
+        .settings
+        .base_url
+        .as_ref()
+        .map(|url| match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => String::new(),
+        })
+        .unwrap_or_default();
+    RunLabels {
+        space,
+        command: match mode {
+            Mode::Plan => "plan",
+            Mode::Apply => "apply",
+        },
+        shard: job
+            .shard
+            .map_or_else(|| "all".to_owned(), |s| s.to_string()),
+    }
+}
+
+fn read_mode_name(mode: crate::snapshot::ReadMode) -> &'static str {
+    match mode {
+        crate::snapshot::ReadMode::Get => "get",
+        crate::snapshot::ReadMode::List => "list",
+        crate::snapshot::ReadMode::Auto => "auto",
+    }
 }
 
 /// A run's error as an exit code, by its type.

@@ -19,6 +19,7 @@
 //! (list pages and the links between them) and `write` (the PATCH, one attempt at a time,
 //! for the engine's read-before-write loop).
 
+mod answers;
 mod body;
 mod error;
 mod paging;
@@ -41,6 +42,7 @@ use crate::model::{GATEWAYS_PATH, GatewayResource};
 use crate::retry::RetryPolicy;
 use crate::secret::Credentials;
 
+pub use answers::AnswerCounts;
 use body::{check_gateway, decode};
 use error::error_chain;
 pub use error::{AbortCause, ApiError, ErrorKind, is_tls_failure, parse_error_body};
@@ -81,6 +83,8 @@ pub struct RequestStats {
     /// 429 answers that paused the job, and the pauses' total length.
     pub throttled: AtomicU64,
     pub throttled_wait_us: AtomicU64,
+    /// Answers by kind of request and status code (the run's metrics).
+    pub answers: AnswerCounts,
 }
 
 /// A successful reply and how many attempts it took.

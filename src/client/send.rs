@@ -99,6 +99,11 @@ impl ReadClient {
         };
         let result = self.send_once(method, url, body, n, max_body, write).await;
         inner.stats.latencies.of(kind).record(sent.elapsed());
+        let status = match &result {
+            Ok(reply) => Some(reply.status),
+            Err(e) => e.status,
+        };
+        inner.stats.answers.record(kind, status);
         if let Some((budget, ticket)) = write {
             let answer = match &result {
                 Ok(_) => Answer::Accepted,

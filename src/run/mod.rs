@@ -32,7 +32,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::WriteBudget;
-use crate::client::{ClientBuildError, ClientConfig};
+use crate::client::{ClientBuildError, ClientConfig, RequestStats};
 use crate::engine::{JobError, Observer, Outcome, StopReason};
 use crate::export::PagingLimits;
 use crate::ledger::{self, Ledger, LedgerError, Opened, RunLock, RunNote};
@@ -182,6 +182,8 @@ pub struct RunStart {
     pub already_done: u64,
     /// The space's write budget as the job sees it (apply): progress shows it.
     pub budget: Option<Arc<WriteBudget>>,
+    /// The run's request counters, live (metrics read them while the rows run).
+    pub stats: Arc<RequestStats>,
 }
 
 /// The caller's side of a run.
@@ -395,6 +397,7 @@ fn starting(
                 options.client.retry.outage_budget,
             ))
         }),
+        stats: Arc::default(),
     }
 }
 
@@ -416,6 +419,7 @@ async fn run_rows(
     pipeline.journal = Some(opened.journal);
     pipeline.recovered = Some(Arc::new(opened.recovered));
     pipeline.budget = start.budget.clone();
+    pipeline.stats = Some(Arc::clone(&start.stats));
     let mut observers: Vec<Box<dyn Observer>> = Vec::new();
     if let Some(observe) = hooks.observe {
         observers.push(observe(start));

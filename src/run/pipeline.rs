@@ -90,6 +90,8 @@ pub(super) struct Pipeline<'a> {
     pub(super) journal: Option<Journal>,
     pub(super) recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
     pub(super) budget: Option<Arc<WriteBudget>>,
+    /// The pass's request counters: the caller's, to watch them live (metrics).
+    pub(super) stats: Option<Arc<RequestStats>>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -109,6 +111,7 @@ impl<'a> Pipeline<'a> {
             journal: None,
             recovered: None,
             budget: None,
+            stats: None,
         }
     }
 
@@ -125,7 +128,7 @@ impl<'a> Pipeline<'a> {
             limiter = limiter.with_budget(Arc::clone(budget));
         }
         let limiter = Arc::new(limiter);
-        let stats = Arc::new(RequestStats::default());
+        let stats = self.stats.clone().unwrap_or_default();
         let abort = CancellationToken::new();
         let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
         let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
