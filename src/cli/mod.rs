@@ -336,16 +336,15 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
                 path: args.manifest.manifest.clone(),
                 format: args.manifest.format,
             };
-            let exit = reconcile::run(
-                &ctx,
+            let run = reconcile::RunArgs {
                 source,
-                &args.job,
-                reconcile::Mode::Plan,
-                None,
-                args.out.as_deref(),
-            )
-            .await?;
-            Ok(plan_exit(exit, args.detailed_exitcode))
+                job: &args.job,
+                mode: reconcile::Mode::Plan,
+                apply: None,
+                save_plan: args.out.as_deref(),
+                detailed_exitcode: args.detailed_exitcode,
+            };
+            reconcile::run(&ctx, run).await
         }
         Command::Apply(args) => {
             let mode = if args.dry_run {
@@ -361,8 +360,15 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
                 },
                 (None, None) => return Err(usage("apply needs a MANIFEST or --plan PLAN")),
             };
-            let exit = reconcile::run(&ctx, source, &args.job, mode, Some(&args), None).await?;
-            Ok(plan_exit(exit, false))
+            let run = reconcile::RunArgs {
+                source,
+                job: &args.job,
+                mode,
+                apply: Some(&args),
+                save_plan: None,
+                detailed_exitcode: false,
+            };
+            reconcile::run(&ctx, run).await
         }
         Command::Export(args) => export::run(&ctx, &args).await,
         Command::Show(args) => show::run(&ctx, &args).await,
@@ -384,14 +390,6 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
                 .exit_with(Exit::Usage)?;
             Ok(Exit::Ok)
         }
-    }
-}
-
-/// Without `--detailed-exitcode`, pending changes are success.
-fn plan_exit(exit: Exit, detailed: bool) -> Exit {
-    match exit {
-        Exit::ChangesPending if !detailed => Exit::Ok,
-        other => other,
     }
 }
 

@@ -35,23 +35,36 @@ struct Screens {
     errors: Option<Arc<Mutex<progress::ErrorLines>>>,
 }
 
+/// One `plan` or `apply` as the command line asked for it.
+pub struct RunArgs<'a> {
+    pub source: Source,
+    pub job: &'a JobArgs,
+    pub mode: Mode,
+    /// The apply's own flags (`None` for a plan).
+    pub apply: Option<&'a ApplyArgs>,
+    /// `plan --out`.
+    pub save_plan: Option<&'a Path>,
+    /// Exit 2 when changes are pending; without it, pending changes are a success.
+    pub detailed_exitcode: bool,
+}
+
 /// `plan` or `apply`, watched by the metrics' sinks when any is asked for: they see the
-/// run's exit code whatever it is, a refusal before the first row included.
-pub async fn run(
-    ctx: &Context,
-    source: Source,
-    job: &JobArgs,
-    mode: Mode,
-    apply: Option<&ApplyArgs>,
-    save_plan: Option<&Path>,
-) -> Result<Exit, Failure> {
-    let sinks = sinks_config(job)?;
+/// exit code the process ends with, whatever it is, a refusal before the first row too.
+pub async fn run(ctx: &Context, args: RunArgs<'_>) -> Result<Exit, Failure> {
+    let sinks = sinks_config(args.job)?;
+    let labels = run_labels(ctx, args.job, args.mode);
+    let read_mode = read_mode_name(args.job.read_mode);
+    let detailed = args.detailed_exitcode;
+    let exit = |result: Result<Exit, Failure>| match result {
+        Ok(Exit::ChangesPending) if !detailed => Ok(Exit::Ok),
+        other => other,
+    };
     if !sinks.any() {
-        return reconcile(ctx, source, job, mode, apply, save_plan, None).await;
+        return exit(reconcile(ctx, args, None).await);
     }
-    let metrics = RunMetrics::new(run_labels(ctx, job, mode), read_mode_name(job.read_mode));
+    let metrics = RunMetrics::new(labels, read_mode);
     let sinks = Sinks::start(Arc::clone(&metrics), sinks).await;
-    let result = reconcile(ctx, source, job, mode, apply, save_plan, Some(&metrics)).await;
+    let result = exit(reconcile(ctx, args, Some(&metrics)).await);
     let exit_code = match &result {
         Ok(exit) => *exit as i32,
         Err(failure) => failure.exit as i32,
@@ -67,13 +80,17 @@ pub async fn run(
 /// the signal watch, then what a person (or a script) is told.
 async fn reconcile(
     ctx: &Context,
-    source: Source,
-    job: &JobArgs,
-    mode: Mode,
-    apply: Option<&ApplyArgs>,
-    save_plan: Option<&Path>,
+    args: RunArgs<'_>,
     metrics: Option<&Arc<RunMetrics>>,
 ) -> Result<Exit, Failure> {
+    let RunArgs {
+        source,
+        job,
+        mode,
+        apply,
+        save_plan,
+        ..
+    } = args;
     let yes = apply.is_some_and(|a| a.yes);
     refuse_unconfirmed(mode, yes, &source)?;
     let options = run_options(ctx, source, job, mode, apply, save_plan)?;

@@ -120,6 +120,9 @@ struct Pusher {
 
 impl Pusher {
     fn new(base: &Url, metrics: &RunMetrics) -> Option<Pusher> {
+        // Ring is our rustls crypto provider (an https Pushgateway); installing it twice is
+        // harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(PUSH_TIMEOUT)
             .connect_timeout(PUSH_TIMEOUT)

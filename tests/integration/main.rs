@@ -9,6 +9,7 @@ mod faults;
 mod hostile;
 mod ledger;
 mod manifest_errors;
+mod monitoring;
 mod operations;
 mod peer;
 mod plan_export;
