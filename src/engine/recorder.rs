@@ -230,4 +230,14 @@ mod tests {
         assert_eq!(seen[601], "r601");
         assert_eq!(shared.stopper.reason(), None);
     }
+
+    #[test]
+    fn a_report_that_cannot_be_written_is_named_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let report = ReportWriter::create(&path, ReportFormat::Csv).unwrap();
+        let recorder = Recorder::new(report, None);
+        let said = recorder.cannot_write(std::io::Error::other("disk full"));
+        assert_eq!(said, format!("cannot write report {}: disk full", path.display()));
+    }
 }

@@ -57,3 +57,30 @@ fn count_error(record: &RowRecord, shared: &Shared) {
         shared.stopper.stop(StopReason::ErrorBudget);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: Status) -> RowRecord {
+        RowRecord::bare(0, 2, "id".into(), status, "", String::new())
+    }
+
+    #[test]
+    fn the_error_budget_stops_the_job_at_its_count_of_failed_or_mismatched_rows() {
+        let mut shared = super::super::tests::shared();
+        shared.max_errors = Some(2);
+        for status in [Status::Updated, Status::NotFound, Status::Conflict, Status::Failed] {
+            count_error(&record(status), &shared);
+        }
+        assert_eq!(shared.stopper.reason(), None, "one failure of the two allowed");
+        count_error(&record(Status::Mismatch), &shared);
+        assert_eq!(shared.stopper.reason(), Some(StopReason::ErrorBudget));
+
+        let unlimited = super::super::tests::shared();
+        for _ in 0..10 {
+            count_error(&record(Status::Failed), &unlimited);
+        }
+        assert_eq!(unlimited.stopper.reason(), None);
+    }
+}
