@@ -238,6 +238,9 @@ mod tests {
         let report = ReportWriter::create(&path, ReportFormat::Csv).unwrap();
         let recorder = Recorder::new(report, None);
         let said = recorder.cannot_write(std::io::Error::other("disk full"));
-        assert_eq!(said, format!("cannot write report {}: disk full", path.display()));
+        assert_eq!(
+            said,
+            format!("cannot write report {}: disk full", path.display())
+        );
     }
 }

@@ -70,10 +70,19 @@ mod tests {
     fn the_error_budget_stops_the_job_at_its_count_of_failed_or_mismatched_rows() {
         let mut shared = super::super::tests::shared();
         shared.max_errors = Some(2);
-        for status in [Status::Updated, Status::NotFound, Status::Conflict, Status::Failed] {
+        for status in [
+            Status::Updated,
+            Status::NotFound,
+            Status::Conflict,
+            Status::Failed,
+        ] {
             count_error(&record(status), &shared);
         }
-        assert_eq!(shared.stopper.reason(), None, "one failure of the two allowed");
+        assert_eq!(
+            shared.stopper.reason(),
+            None,
+            "one failure of the two allowed"
+        );
         count_error(&record(Status::Mismatch), &shared);
         assert_eq!(shared.stopper.reason(), Some(StopReason::ErrorBudget));
 

@@ -354,3 +354,76 @@ pub fn last_success_in(text: &str, labels: &RunLabels) -> Option<f64> {
             (matches && value.is_finite()).then_some(value)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(shard: &str) -> RunLabels {
+        RunLabels {
+            space: "acme.signalwire.com".into(),
+            command: "apply",
+            shard: shard.into(),
+        }
+    }
+
+    #[test]
+    fn a_run_in_progress_leaves_out_what_it_does_not_know_yet() {
+        let snap = Snapshot {
+            rows: [("updated", 3)].into_iter().collect(),
+            read_mode: "get",
+            ..Snapshot::default()
+        };
+        let live = render(&labels("all"), &snap, None, None);
+        assert!(live.contains("sipgw_bulk_run_in_progress{"), "{live}");
+        assert!(live.contains("status=\"updated\""), "{live}");
+        for absent in [
+            LAST_SUCCESS,
+            "sipgw_bulk_last_completion_timestamp_seconds",
+            "sipgw_bulk_last_exit_code",
+            "sipgw_bulk_write_pace_per_second",
+        ] {
+            assert!(!live.contains(absent), "{absent} in:\n{live}");
+        }
+        let end = Ending {
+            exit_code: 1,
+            at: 1_800_000_000.0,
+        };
+        let done = render(&labels("all"), &snap, Some(&end), Some(1_700_000_000.0));
+        assert!(done.contains(" 1800000000\n"), "{done}");
+        assert!(done.contains(" 1700000000\n"), "{done}");
+        assert_eq!(
+            last_success_in(&done, &labels("all")),
+            Some(1_700_000_000.0)
+        );
+        assert_eq!(
+            last_success_in(&done, &labels("0/2")),
+            None,
+            "another shard's"
+        );
+        assert_eq!(last_success_in("garbage\n", &labels("all")), None);
+    }
+
+    #[test]
+    fn success_is_every_row_ending_well() {
+        let ok = |exit_code| Ending { exit_code, at: 0.0 }.success();
+        assert!(ok(0) && ok(2));
+        assert!(!ok(1) && !ok(3) && !ok(4) && !ok(5) && !ok(64) && !ok(65));
+    }
+
+    #[test]
+    fn the_budget_believed_is_the_announced_window_else_the_estimate() {
+        let mut b = BudgetReport {
+            source: Some(Source::Announced),
+            limit: Some(13_800),
+            window_secs: Some(10.0),
+            accepts_per_sec: Some(50.0),
+            ..BudgetReport::default()
+        };
+        assert_eq!(believed(&b), Some(("announced", 1380.0)));
+        b.source = Some(Source::Estimated);
+        assert_eq!(believed(&b), Some(("estimated", 50.0)));
+        b.accepts_per_sec = None;
+        assert_eq!(believed(&b), None);
+    }
+}

@@ -223,3 +223,30 @@ async fn serve(_addr: SocketAddr, _metrics: Arc<RunMetrics>) -> std::io::Result<
         "this build has no metrics server (the `metrics-listen` feature)",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_group_is_job_space_command_shard_each_base64url() {
+        let labels = super::super::RunLabels {
+            space: "127.0.0.1:9".into(),
+            command: "plan",
+            shard: "0/2".into(),
+        };
+        let base = Url::parse("http://gw:9091/prefix/").unwrap();
+        let url = group_url(&base, &labels).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://gw:9091/prefix/metrics/job@base64/c2lwZ3dfYnVsaw==/command@base64/cGxhbg==\
+             /shard@base64/MC8y/space@base64/MTI3LjAuMC4xOjk="
+        );
+        let empty = super::super::RunLabels {
+            space: String::new(),
+            ..labels
+        };
+        let url = group_url(&base, &empty).unwrap();
+        assert!(url.as_str().ends_with("/space@base64/="), "{url}");
+    }
+}

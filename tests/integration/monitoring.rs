@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use sipgw_bulk::sandbox::SandboxConfig;
 
 use crate::support::*;
@@ -305,13 +306,15 @@ fn metrics_are_pushed_grouped_by_job_space_command_and_shard_and_a_gateway_down_
 }
 
 #[test]
-fn metrics_are_served_while_the_run_lasts() {
+fn metrics_are_served_and_pushed_while_the_run_lasts() {
     let (sb, _) = space(60);
     let port = free_port();
+    let gateway = pushgateway();
     let mut child = sb
         .cmd()
         .args(["apply", "m.csv", "--yes", "--rate", "20", "-q"])
         .args(["--metrics-listen", &port.to_string()])
+        .args(["--push-gateway", &gateway.url, "--push-interval", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn_guarded();
@@ -329,6 +332,13 @@ fn metrics_are_served_while_the_run_lasts() {
     }
     let (text, updated) = seen.expect("served /metrics with rows while the run lasted");
     assert!(updated < 60.0, "seen mid-run: {updated} rows");
+    let mut pushed = None;
+    while started.elapsed() < Duration::from_secs(20) && pushed.is_none() {
+        let text = gateway.metrics();
+        pushed = sample(&text, "sipgw_bulk_run_in_progress", &["command=\"apply\""]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(pushed, Some(1.0), "pushed during the run (every second)");
     assert_eq!(sample(&text, "sipgw_bulk_run_in_progress", &[]), Some(1.0));
     assert!(
         sample(&text, "sipgw_bulk_write_pace_per_second", &[]).is_some(),
@@ -491,4 +501,63 @@ fn the_kubernetes_examples_fail_fast_where_no_retry_helps_and_use_real_flags() {
     let cron = std::fs::read_to_string(dir.join("cronjob.yaml")).unwrap();
     let cron: serde_json::Value = serde_saphyr::from_str(&cron).unwrap();
     assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+}
+
+/// A push goes to the URL given, as a POST to the group, with no credential of the space;
+/// and a Pushgateway that never answers holds the run no longer than the push's bound.
+#[test]
+fn a_push_carries_no_credential_and_a_silent_pushgateway_holds_the_run_only_its_bound() {
+    use crate::peer::{Handler, Peer, Seen};
+    use futures_util::FutureExt;
+    use std::sync::{Arc, Mutex};
+
+    let (sb, _) = space(5);
+    let seen: Arc<Mutex<Vec<(String, String, Option<String>)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let recording: Handler = Arc::new(move |s: Seen| {
+        log.lock()
+            .unwrap()
+            .push((s.method.to_string(), s.uri, s.authorization));
+        async { axum::http::StatusCode::OK.into_response() }.boxed()
+    });
+    let gateway = Peer::start(recording);
+    let out = run(sb
+        .cmd()
+        .args(["plan", "m.csv", "--push-gateway", &gateway.base_url()]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.len(),
+        1,
+        "one push at the end of a short run: {seen:?}"
+    );
+    let (method, uri, authorization) = &seen[0];
+    assert_eq!(method, "POST");
+    assert!(
+        uri.starts_with("/metrics/job@base64/c2lwZ3dfYnVsaw==/"),
+        "the group's path: {uri}"
+    );
+    assert_eq!(
+        authorization, &None,
+        "no credential of the space goes there"
+    );
+
+    let silent: Handler = Arc::new(|_: Seen| futures_util::future::pending().boxed());
+    let silent = Peer::start(silent);
+    let started = Instant::now();
+    let out = run(sb
+        .cmd()
+        .args(["plan", "m.csv", "--report", "again.csv"])
+        .args(["--push-gateway", &silent.base_url()]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot push metrics"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a push is bounded (10 s): the run took {:?}",
+        started.elapsed()
+    );
 }
