@@ -512,7 +512,9 @@ fn a_push_carries_no_credential_and_a_silent_pushgateway_holds_the_run_only_its_
     use std::sync::{Arc, Mutex};
 
     let (sb, _) = space(5);
-    let seen: Arc<Mutex<Vec<(String, String, Option<String>)>>> = Arc::default();
+    /// Each push's method, path and `Authorization` header.
+    type Pushes = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+    let seen: Pushes = Arc::default();
     let log = Arc::clone(&seen);
     let recording: Handler = Arc::new(move |s: Seen| {
         log.lock()
