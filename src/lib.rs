@@ -42,6 +42,8 @@
 //!   report's vocabulary, at the bottom so everything above can speak it.
 //! - [`ledger`]: the report's lock, its run file (what `--resume` must match), the journal, and the
 //!   run lock that keeps two runs off the same gateways.
+//! - [`metrics`]: the run's metrics in Prometheus' text format: a file for node_exporter,
+//!   a Pushgateway, `/metrics` while the run lasts.
 //! - [`latency`]: request latencies per kind, in a fixed log-scale histogram (p50/p95/p99).
 //! - [`human`]: counts, rates and durations as a person reads them.
 //! - [`plan_view`]: the plan as people (text) and tools (JSON lines) read it.
