@@ -248,6 +248,10 @@ pub struct ApplyArgs {
     /// Only plan: read and diff, write nothing (same as `plan`).
     #[arg(long)]
     pub dry_run: bool,
+    /// Exit 2 when changes were made (0: nothing to change, 1: errors): a scheduled apply
+    /// that fixed drift tells its wrapper so. With --dry-run: 2 when changes are pending.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
     /// Refuse to write anything when the plan changes more than N rows (exit 3).
     #[arg(long, value_name = "N")]
     pub max_changes: Option<u64>,

@@ -36,7 +36,8 @@ pub enum Exit {
     Ok = 0,
     /// Finished, but some rows are `invalid`, `not_found`, `failed` or `mismatch`.
     RowErrors = 1,
-    /// `plan --detailed-exitcode`: no errors, changes pending.
+    /// `--detailed-exitcode` only, no errors and: `plan`, changes pending; `apply`, changes
+    /// made.
     ChangesPending = 2,
     /// Aborted: credentials refused, `--max-errors` reached, `--max-changes` exceeded.
     Aborted = 3,
@@ -366,7 +367,7 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
                 mode,
                 apply: Some(&args),
                 save_plan: None,
-                detailed_exitcode: false,
+                detailed_exitcode: args.detailed_exitcode,
             };
             reconcile::run(&ctx, run).await
         }

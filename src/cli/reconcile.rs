@@ -514,6 +514,8 @@ fn exit_code(outcome: &Outcome, mode: Mode) -> Exit {
         None if mode == Mode::Plan && outcome.count(Status::WouldUpdate) > 0 => {
             Exit::ChangesPending
         }
+        // Changes made: the same code, 2, under --detailed-exitcode.
+        None if mode == Mode::Apply && outcome.count(Status::Updated) > 0 => Exit::ChangesPending,
         None => Exit::Ok,
     }
 }

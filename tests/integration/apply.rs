@@ -341,3 +341,34 @@ fn the_sandbox_binary_announces_its_budget_and_spends_some_as_production() {
         stderr(&out)
     );
 }
+
+/// A scheduled apply that fixed drift says so to its wrapper with --detailed-exitcode:
+/// 2 when it made changes, 0 when there was nothing to do; without the flag both are 0.
+#[test]
+fn apply_detailed_exitcode_is_2_when_changes_were_made_and_0_when_none() {
+    let ids = ids(6, 41);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let apply = |report: &str, detailed: bool| {
+        let mut cmd = sb.cmd();
+        cmd.args(["apply", "m.csv", "--yes", "--report", report]);
+        if detailed {
+            cmd.arg("--detailed-exitcode");
+        }
+        let out = run(&mut cmd);
+        (code(&out), stderr(&out))
+    };
+    let (first, err) = apply("r1.csv", true);
+    assert_eq!(first, 2, "changes made: {err}");
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    let (again, err) = apply("r2.csv", true);
+    assert_eq!(again, 0, "nothing left to change: {err}");
+    // Drift, fixed by a run without the flag: 0.
+    assert!(
+        sb.state()
+            .edit(&ids[0], sipgw_bulk::sandbox::starting_fields(1))
+    );
+    let (plain, err) = apply("r3.csv", false);
+    assert_eq!(plain, 0, "{err}");
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+}
