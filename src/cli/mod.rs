@@ -14,6 +14,7 @@ mod sandbox;
 mod show;
 mod summary;
 mod validate;
+mod watch;
 
 use std::io::IsTerminal;
 

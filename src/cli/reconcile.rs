@@ -12,11 +12,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::summary::{summary_json, summary_text, write_summary_json};
+use super::watch::{read_mode_name, run_labels, sinks_config};
 use super::{ApplyArgs, Context, Exit, ExitContext, Failure, JobArgs, manifest_failure, usage};
 use crate::config::LogFormat;
 use crate::engine::{Observer, Outcome, StopReason};
 use crate::ledger::{self, LedgerError};
-use crate::metrics::{Ending, RunLabels, RunMetrics, Sinks, SinksConfig};
+use crate::metrics::{Ending, RunMetrics, Sinks};
 use crate::plan_view::{PlanFormat, PlanView};
 use crate::progress::{self, Progress, ProgressMode, Tee};
 use crate::report::ReportFormat;
@@ -395,66 +396,6 @@ fn say_stopped(
             report.display(),
         ),
     );
-}
-
-/// The metrics' sinks the flags ask for.
-fn sinks_config(job: &JobArgs) -> Result<SinksConfig, Failure> {
-    let listen = match job.metrics_listen.as_deref() {
-        None => None,
-        Some(addr) => Some(listen_address(addr).ok_or_else(|| {
-            usage(format!(
-                "--metrics-listen {}: give ADDR:PORT or a PORT (127.0.0.1 then)",
-                crate::inert::text(addr, 100)
-            ))
-        })?),
-    };
-    Ok(SinksConfig {
-        file: job.metrics_file.clone(),
-        push: job.push_gateway.clone(),
-        push_every: Duration::from_secs(job.push_interval.max(1)),
-        listen,
-    })
-}
-
-/// `ADDR:PORT`, or a bare port on loopback.
-fn listen_address(text: &str) -> Option<std::net::SocketAddr> {
-    match text.trim().parse::<u16>() {
-        Ok(port) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
-        Err(_) => text.trim().parse().ok(),
-    }
-}
-
-/// The labels of this run's metrics: the space's host (never a path, user or token), the
-/// command, the shard.
-fn run_labels(ctx: &Context, job: &JobArgs, mode: Mode) -> RunLabels {
-    let space = ctx
-        .settings
-        .base_url
-        .as_ref()
-        .map(|url| match (url.host_str(), url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            _ => String::new(),
-        })
-        .unwrap_or_default();
-    RunLabels {
-        space,
-        command: match mode {
-            Mode::Plan => "plan",
-            Mode::Apply => "apply",
-        },
-        shard: job
-            .shard
-            .map_or_else(|| "all".to_owned(), |s| s.to_string()),
-    }
-}
-
-fn read_mode_name(mode: crate::snapshot::ReadMode) -> &'static str {
-    match mode {
-        crate::snapshot::ReadMode::Get => "get",
-        crate::snapshot::ReadMode::List => "list",
-        crate::snapshot::ReadMode::Auto => "auto",
-    }
 }
 
 /// A run's error as an exit code, by its type.
