@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::reconcile::Mode;
 use super::{Context, Failure, JobArgs, usage};
 use crate::metrics::{RunLabels, SinksConfig};
+use crate::run::Mode;
 
 /// The metrics' sinks the flags ask for.
 pub(super) fn sinks_config(job: &JobArgs) -> Result<SinksConfig, Failure> {
