@@ -419,6 +419,11 @@ fn an_unreachable_space_pauses_probes_and_stops_with_bounded_requests() {
     let err = stderr(&out);
     assert!(err.contains(&base), "names the space: {err}");
     assert_eq!(err.matches("cannot reach the space").count(), 1, "{err}");
+    // The last word says why, with the detail the client gave.
+    assert!(
+        err.contains("stopped: the space cannot be reached: every connection to"),
+        "{err}"
+    );
     let report = report(&dir.path().join("r.csv"));
     assert_eq!(report.len(), 300);
     assert!(report.values().any(|r| r.error_code == "unreachable"));
