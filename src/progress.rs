@@ -291,9 +291,8 @@ impl ErrorLines {
             report.display()
         );
         for (line, id, status, code, message) in &self.shown {
-            text.push_str(&format!(
-                "\n  line {line}  {id}  {status} {code}: {message}"
-            ));
+            let said = status_and_code(*status, code);
+            text.push_str(&format!("\n  line {line}  {id}  {said}: {message}"));
         }
         if self.more > 0 {
             text.push_str(&format!(
@@ -302,6 +301,16 @@ impl ErrorLines {
             ));
         }
         tracing::warn!("{text}");
+    }
+}
+
+/// `failed http_500`, but `conflict` (not `conflict conflict`) where the code only
+/// repeats the status.
+fn status_and_code(status: Status, code: &str) -> String {
+    if code.is_empty() || code == status.as_str() {
+        status.to_string()
+    } else {
+        format!("{status} {code}")
     }
 }
 
@@ -323,11 +332,26 @@ impl Observer for ErrorLines {
             id = %r.id,
             status = %r.status,
             code = %r.error_code,
-            "row {} {}: {message}",
-            r.status,
-            r.error_code
+            "row {}: {message}",
+            status_and_code(r.status, &r.error_code)
         );
         self.shown
             .push((r.row, r.id.clone(), r.status, r.error_code.clone(), message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_that_repeats_the_status_is_said_once() {
+        assert_eq!(status_and_code(Status::Conflict, "conflict"), "conflict");
+        assert_eq!(status_and_code(Status::Mismatch, "mismatch"), "mismatch");
+        assert_eq!(status_and_code(Status::Failed, ""), "failed");
+        assert_eq!(
+            status_and_code(Status::Failed, "http_500"),
+            "failed http_500"
+        );
     }
 }

@@ -50,6 +50,10 @@ fn apply_of_a_saved_plan_writes_exactly_its_changes_and_reports_a_moved_gateway_
     let conflict_id = ids[5].to_string();
     assert_eq!(err.matches(&conflict_id).count(), 2, "{err}");
     assert!(err.contains("1 row(s) need attention"), "{err}");
+    assert!(
+        !err.contains("conflict conflict"),
+        "the code repeats the status: {err}"
+    );
     let report = report(&sb.path("r.csv"));
     assert_eq!(report.len(), 20, "one line per planned change");
     let want = expected(&ids[..20]);
