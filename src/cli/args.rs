@@ -323,7 +323,11 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// An apply report (CSV or JSONL).
+    /// The report of the apply to undo (CSV or JSONL): each written row's before-values
+    /// become a manifest row.
+    // Its own id: the global `--report` flag has the id `report`, and clap then left this
+    // argument out of the help.
+    #[arg(id = "undo_report", value_name = "REPORT")]
     pub report: PathBuf,
     /// Write to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
