@@ -72,10 +72,14 @@ fn requests(text: &mut String, o: &Outcome, writes: bool, rate: u32) {
     ));
     // A plan writes nothing: no write rate to show.
     if o.writes > 0 || writes {
+        // A rate over less than a second reads as a broken limit: the count alone then.
+        let pace = match o.write_rate() {
+            Some(r) => format!(" at {}", human::rate(r)),
+            None => format!(" in {}", human::duration(o.elapsed)),
+        };
         text.push_str(&format!(
-            ", writes {} at {} (--rate {})",
+            ", writes {}{pace} (--rate {})",
             human::count(o.writes),
-            human::rate(o.write_rate()),
             human::count(u64::from(rate))
         ));
     }

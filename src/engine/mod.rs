@@ -163,14 +163,11 @@ impl Outcome {
         self.counts.get(&status).copied().unwrap_or(0)
     }
 
-    /// Writes per second over the run.
-    pub fn write_rate(&self) -> f64 {
+    /// Writes per second over the run; none for a run shorter than a second, where a rate
+    /// reads as a broken limit (2 writes in 7 ms is not 290 a second).
+    pub fn write_rate(&self) -> Option<f64> {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.writes as f64 / secs
-        } else {
-            0.0
-        }
+        (secs >= 1.0).then(|| self.writes as f64 / secs)
     }
 
     /// Any row that needs someone's attention.
@@ -360,11 +357,15 @@ pub(super) mod tests {
     fn an_outcome_counts_rates_and_errors() {
         let mut o = Outcome::default();
         assert_eq!(o.count(Status::Updated), 0);
-        assert_eq!(o.write_rate(), 0.0, "no time: no rate, not infinity");
+        assert_eq!(o.write_rate(), None, "no time: no rate, not infinity");
         assert!(!o.has_errors());
         o.writes = 30;
+        o.elapsed = Duration::from_millis(999);
+        assert_eq!(o.write_rate(), None, "under a second: no rate");
+        o.elapsed = Duration::from_secs(1);
+        assert_eq!(o.write_rate(), Some(30.0));
         o.elapsed = Duration::from_secs(2);
-        assert_eq!(o.write_rate(), 15.0);
+        assert_eq!(o.write_rate(), Some(15.0));
         o.counts.insert(Status::Updated, 4);
         o.counts.insert(Status::Failed, 0);
         assert_eq!(o.count(Status::Updated), 4);

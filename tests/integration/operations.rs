@@ -420,7 +420,9 @@ fn the_readme_usage_block_is_the_real_help() {
 #[test]
 fn every_positional_argument_is_described_in_its_command_s_help() {
     for command in ["validate", "plan", "apply", "show", "rollback"] {
-        let help = stdout(&run(std::process::Command::new(BIN).args([command, "--help"])));
+        let help = stdout(&run(
+            std::process::Command::new(BIN).args([command, "--help"])
+        ));
         let usage = help
             .lines()
             .find(|l| l.starts_with("Usage:"))
@@ -434,4 +436,27 @@ fn every_positional_argument_is_described_in_its_command_s_help() {
             );
         }
     }
+}
+
+/// A rate over less than a second reads as a broken limit (2 writes in 7 ms "at 290/s"
+/// with --rate 250): a short run shows its writes and their time, and no rate.
+#[test]
+fn a_run_shorter_than_a_second_shows_no_write_rate() {
+    let ids = ids(2, 77);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--summary-json", "s.json"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let s = summary_json(&sb.path("s.json"));
+    assert!(
+        s["elapsed_secs"].as_f64().unwrap() < 1.0,
+        "a short run: {s}"
+    );
+    assert_eq!(s["writes"], 2);
+    assert!(s["write_rate"].is_null(), "{s}");
+    let err = stderr(&out);
+    assert!(err.contains("writes 2 in "), "{err}");
+    assert!(!err.contains("writes 2 at "), "{err}");
 }
