@@ -49,6 +49,12 @@ pub enum LedgerError {
          continue that run, or choose another --report"
     )]
     Exists(PathBuf),
+    /// A plan's report is never continued: it names another or is removed first.
+    #[error(
+        "report {0} already exists (an earlier plan's record): choose another --report, or \
+         remove it first; a plan is never continued"
+    )]
+    PlanExists(PathBuf),
     #[error(
         "report {report} was made from another manifest (fingerprint {was}, now {now}): \
          --resume needs the same manifest; start a new report for an edited one"
@@ -123,8 +129,8 @@ impl Drop for Ledger {
 /// A report ready for rows, and what an earlier run already finished.
 pub struct Opened {
     pub writer: ReportWriter,
-    /// Where each `before` goes just before its PATCH is sent.
-    pub journal: Journal,
+    /// Where each `before` goes just before its PATCH is sent (an apply's).
+    pub journal: Option<Journal>,
     /// Ids an earlier run finished: not to be read or written again.
     pub done: IdSet,
     /// Before-values an earlier run journaled for rows its report lost (a crash between
@@ -213,6 +219,14 @@ impl Ledger {
         }
     }
 
+    /// A plan writes a new report, never over an earlier one.
+    pub fn refuse_an_existing_plan(&self) -> Result<(), LedgerError> {
+        match self.report.exists() {
+            true => Err(LedgerError::PlanExists(self.report.clone())),
+            false => Ok(()),
+        }
+    }
+
     /// Opens the report for this run: a new one, or (with `resume`) the earlier run's,
     /// checked against the manifest's fingerprint and cleared of rows that must run again.
     /// `run` is `None` for a plan's report, which is never resumed (no run file).
@@ -222,10 +236,9 @@ impl Ledger {
         format: ReportFormat,
         resume: bool,
     ) -> Result<Opened, LedgerError> {
-        if let Some(run) = run {
-            self.preflight(run, resume)?;
-        } else if self.report.exists() {
-            return Err(LedgerError::Exists(self.report.clone()));
+        match run {
+            Some(run) => self.preflight(run, resume)?,
+            None => self.refuse_an_existing_plan()?,
         }
         if self.report.exists() {
             let opened = self.reopen()?;
@@ -245,9 +258,14 @@ impl Ledger {
                 path: self.report.clone(),
                 source,
             })?;
+        // A plan writes nothing: it has no journal (and leaves none behind).
+        let journal = match run {
+            Some(_) => Some(journal::Journal::open(&self.report, true)?),
+            None => None,
+        };
         Ok(Opened {
             writer,
-            journal: journal::Journal::open(&self.report, true)?,
+            journal,
             done: IdSet::default(),
             recovered: HashMap::new(),
             kept: HashMap::new(),
@@ -309,7 +327,7 @@ impl Ledger {
         }
         Ok(Opened {
             writer,
-            journal: journal::Journal::open(&self.report, false)?,
+            journal: Some(journal::Journal::open(&self.report, false)?),
             recovered,
             done,
             kept,
@@ -417,7 +435,12 @@ mod tests {
             let opened = ledger
                 .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, false)
                 .unwrap();
-            opened.journal.record(&ids[0], &before).unwrap();
+            opened
+                .journal
+                .as_ref()
+                .unwrap()
+                .record(&ids[0], &before)
+                .unwrap();
         }
         // A crash mid-append leaves half an entry with no newline.
         let path = journal_path(&report);
@@ -429,7 +452,12 @@ mod tests {
         let opened = ledger
             .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, true)
             .unwrap();
-        opened.journal.record(&ids[1], &before).unwrap();
+        opened
+            .journal
+            .as_ref()
+            .unwrap()
+            .record(&ids[1], &before)
+            .unwrap();
         let again = journal::recovered(&ledger.report, &IdSet::default()).unwrap();
         assert_eq!(again.len(), 2, "both whole entries are read back");
         assert_eq!(again.get(&ids[1].as_u128()), Some(&before));
@@ -495,11 +523,12 @@ mod tests {
         drop(ledger);
         assert!(planned.exists() && !lock_path(&planned).exists());
         assert!(!run_path(&planned).exists());
-        // A plan on an existing report is refused.
+        assert!(!journal_path(&planned).exists(), "a plan has no journal");
+        // A plan on an existing report is refused, and not told to resume.
         let mut ledger = Ledger::lock(&planned).unwrap();
         assert!(matches!(
             ledger.open(None, ReportFormat::Csv, false),
-            Err(LedgerError::Exists(_))
+            Err(LedgerError::PlanExists(_))
         ));
     }
 
@@ -618,7 +647,12 @@ mod tests {
             let opened = ledger
                 .open(Some(&note(&manifest, "aaa")), ReportFormat::Csv, resume)
                 .unwrap();
-            opened.journal.record(&ids[i], &before).unwrap();
+            opened
+                .journal
+                .as_ref()
+                .unwrap()
+                .record(&ids[i], &before)
+                .unwrap();
         }
         let text = std::fs::read_to_string(journal_path(&report)).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");

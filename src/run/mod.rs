@@ -260,7 +260,10 @@ pub async fn run(
         manifest.source(),
         &scan.sha256,
     );
-    ledger.preflight(&run_note, options.resume)?;
+    match options.mode {
+        Mode::Apply => ledger.preflight(&run_note, options.resume)?,
+        Mode::Plan => ledger.refuse_an_existing_plan()?,
+    }
     if let Some(header) = &plan_header {
         check_saved_plan(&options, header)?;
     }
@@ -416,7 +419,7 @@ async fn run_rows(
     pipeline.max_errors = options.max_errors.map(|b| b.threshold(scan.in_shard));
     pipeline.limit = options.limit;
     pipeline.done = Some(Arc::new(opened.done));
-    pipeline.journal = Some(opened.journal);
+    pipeline.journal = opened.journal;
     pipeline.recovered = Some(Arc::new(opened.recovered));
     pipeline.budget = start.budget.clone();
     pipeline.stats = Some(Arc::clone(&start.stats));

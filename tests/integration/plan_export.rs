@@ -296,3 +296,35 @@ fn an_export_that_cannot_be_written_fails_even_when_it_is_small() {
     assert_ne!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
 }
+
+/// A plan leaves only its report beside it (no journal: it writes nothing; no lock), and
+/// a second plan on the same report is refused with advice a plan can take.
+#[test]
+fn a_plan_leaves_no_side_file_and_a_second_plan_is_told_to_name_another_report() {
+    let ids = ids(4, 61);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb.cmd().args(["plan", "m.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut beside: Vec<String> = std::fs::read_dir(sb.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("m.plan.csv"))
+        .collect();
+    beside.sort();
+    assert_eq!(beside, ["m.plan.csv"]);
+
+    let again = run(sb.cmd().args(["plan", "m.csv"]));
+    assert_eq!(code(&again), 64, "{}", stderr(&again));
+    let err = stderr(&again);
+    assert!(err.contains("choose another --report"), "{err}");
+    assert!(!err.contains("--resume"), "plan has no --resume: {err}");
+    let beside = std::fs::read_dir(sb.dir.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("m.plan.csv.")
+        })
+        .count();
+    assert_eq!(beside, 0, "a refused plan leaves nothing beside the report");
+}
