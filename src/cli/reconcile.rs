@@ -296,8 +296,15 @@ fn nothing_written(ctx: &Context, finished: Finished) -> Exit {
             say(ctx, "nothing to change; nothing written.");
             exit_code(&preview, Mode::Plan)
         }
-        Finished::Declined { .. } => {
-            say(ctx, "declined; nothing written.");
+        Finished::Declined { plan, .. } => {
+            say(
+                ctx,
+                &format!(
+                    "declined; nothing written. The plan shown is kept in {p}: apply exactly \
+                     it later with: sipgw-bulk apply --plan {p}",
+                    p = shell_quote(&plan)
+                ),
+            );
             Exit::Aborted
         }
         Finished::TooManyChanges { changes, max } => {

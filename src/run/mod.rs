@@ -207,7 +207,11 @@ pub enum Finished {
     /// The review found nothing to change: nothing written.
     NothingToDo { preview: Outcome },
     /// Asked, and declined: nothing written.
-    Declined { preview: Outcome },
+    Declined {
+        preview: Outcome,
+        /// The plan that was shown, kept: `apply --plan` of it applies exactly it.
+        plan: PathBuf,
+    },
     /// The plan changes more rows than `max_changes`: nothing written.
     TooManyChanges { changes: u64, max: u64 },
     /// The review stopped before it saw every row (credentials, the space, an interrupt):

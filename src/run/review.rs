@@ -86,9 +86,11 @@ impl Review<'_> {
         };
         let saved = writer.finish(true)?;
         if !ask(&outcome) {
-            let _ = std::fs::remove_file(&saved);
+            // Kept: the message may have pointed to it, and `apply --plan` of it later
+            // writes exactly what was shown (or reports what moved since).
             return Ok(Reviewed::Stop(Box::new(Finished::Declined {
                 preview: outcome,
+                plan: saved,
             })));
         }
         // Whatever sat at the prompt with the file: apply it only as it was shown.

@@ -314,6 +314,9 @@ fn on_a_terminal_apply_shows_the_diff_asks_and_writes_only_what_it_showed() {
                 );
                 assert_eq!(written, 0);
                 assert_eq!(status.code(), Some(3), "declining is not success");
+                // The plan shown is kept, and named.
+                assert!(sb.path("r-no.csv.plan").exists(), "{screen}");
+                assert!(screen.contains("kept in r-no.csv.plan"), "{screen}");
             }
             "r-yes.csv" => {
                 assert_eq!(written, 19, "{screen}");
