@@ -463,3 +463,48 @@ fn a_run_shorter_than_a_second_shows_no_write_rate() {
     assert!(err.contains("writes 2 in "), "{err}");
     assert!(!err.contains("writes 2 at "), "{err}");
 }
+
+/// The README's rehearsal snippet, run as a user would paste it into bash: the sandbox's
+/// lines are read only once it has written them.
+#[test]
+fn the_readme_rehearsal_snippet_runs_as_written() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let after = readme
+        .split("Rehearse first against the sandbox")
+        .nth(1)
+        .expect("the README's rehearsal section");
+    let snippet = after
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("its code block");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root.join("examples/gateways.csv"),
+        dir.path().join("gateways.csv"),
+    )
+    .unwrap();
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // The sandbox was started in the background: stopped when the script ends.
+    let script = format!("set -e\n{snippet}\nkill %1\n");
+    let out = run(std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("SIPGW_BULK_STATE_DIR", dir.path().join("state"))
+        .env_remove("SIGNALWIRE_SPACE")
+        .env_remove("SIGNALWIRE_BASE_URL"));
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let report = report(&dir.path().join("rehearsal.csv"));
+    assert!(!report.is_empty());
+    assert!(
+        report.values().all(|r| r.status == Status::Updated),
+        "{report:?}"
+    );
+}
