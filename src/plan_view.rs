@@ -186,7 +186,7 @@ impl<W: Write + Send> PlanView<W> {
         let n = |k: &str| self.counts.get(k).copied().unwrap_or(0);
         let closing = match self.format {
             PlanFormat::Json => json!({ "plan": {
-                "to_update": n("to update"), "unchanged": n("unchanged"), "invalid": n("invalid"),
+                "would_update": n("to update"), "unchanged": n("unchanged"), "invalid": n("invalid"),
                 "not_found": n("not found"), "failed": n("failed"), "skipped": n("skipped"),
                 "conflict": n("conflict"),
             }})

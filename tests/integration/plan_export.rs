@@ -78,7 +78,7 @@ fn plan_prints_a_reviewable_diff_in_manifest_order_and_matches_the_snapshot() {
         lines[2]["changes"]["codecs"]["old"],
         serde_json::json!(["PCMU", "PCMA"])
     );
-    assert_eq!(lines[5]["plan"]["to_update"], 2);
+    assert_eq!(lines[5]["plan"]["would_update"], 2);
     assert_eq!(lines[5]["plan"]["not_found"], 1);
 }
 
