@@ -198,6 +198,20 @@ fn json_error_line(message: &str, exit: Exit) -> String {
     .to_string()
 }
 
+/// One event as a JSON log line, in the shape the tracing subscriber writes, with one
+/// field that holds a JSON value (an object stays an object).
+fn json_log_line(level: &str, message: &str, field: &str, value: serde_json::Value) -> String {
+    let mut line = serde_json::json!({
+        "timestamp": rfc3339_now(),
+        "level": level,
+        "message": message,
+    });
+    if let Some(map) = line.as_object_mut() {
+        map.insert(field.to_owned(), value);
+    }
+    line.to_string()
+}
+
 /// Now as `2026-11-28T04:01:42.520840Z`, the tracing subscriber's timestamp format.
 fn rfc3339_now() -> String {
     let since = std::time::SystemTime::now()

@@ -352,10 +352,16 @@ fn say_summary(ctx: &Context, mode: Mode, outcome: &Outcome, report: &Path) {
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
     let rate = ctx.settings.write_rate.get();
     match ctx.settings.log_format {
-        // JSON logs: the summary is one event with fields, not a multi-line string.
-        LogFormat::Json if !ctx.global.quiet => tracing::info!(
-            summary = %summary_json(outcome, report, rate),
-            "{title} finished"
+        // JSON logs: the summary is one event whose `summary` is an object (a tracing field
+        // would hold it as a string of JSON), in the subscriber's own line shape.
+        LogFormat::Json if !ctx.global.quiet => eprintln!(
+            "{}",
+            super::json_log_line(
+                "INFO",
+                &format!("{title} finished"),
+                "summary",
+                summary_json(outcome, report, rate)
+            )
         ),
         LogFormat::Text if !ctx.global.quiet => {
             say(ctx, &summary_text(title, outcome, Some(report), rate))

@@ -139,6 +139,9 @@ fn budget(text: &mut String, o: &Outcome, rate: u32) {
     ));
 }
 
+/// The summary JSON's format version (its `version` field).
+pub(super) const SUMMARY_VERSION: u32 = 1;
+
 /// The summary as JSON, field for field with the text.
 pub(super) fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json::Value {
     let counts: serde_json::Map<String, serde_json::Value> = Status::ALL
@@ -156,6 +159,9 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json:
         })
         .collect();
     serde_json::json!({
+        // The summary's own format: raised when a field changes meaning or goes away.
+        "version": SUMMARY_VERSION,
+        "sipgw_bulk": env!("CARGO_PKG_VERSION"),
         "rows": o.rows,
         "counts": counts,
         "already_done": o.already_done,

@@ -97,11 +97,25 @@ fn with_json_logs_every_stderr_line_is_one_json_object() {
         if args.contains(&"bad.csv") {
             assert_eq!(code(&out), 65, "{args:?}: {err}");
         }
+        let mut summaries = 0;
         for line in err.lines() {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {line}"));
             assert!(v.get("level").is_some(), "{line}");
+            if let Some(summary) = v.get("summary") {
+                summaries += 1;
+                // An object a JSON parser reads as one, not a string holding JSON.
+                assert!(summary.is_object(), "{line}");
+                assert_eq!(summary["version"], 1, "{line}");
+                assert!(summary["counts"]["unchanged"].is_u64(), "{line}");
+                assert!(
+                    v["timestamp"].is_string() && v["message"].is_string(),
+                    "{line}"
+                );
+            }
         }
+        let ran = code(&out) < 3 && args[0] != "plna";
+        assert_eq!(summaries, usize::from(ran), "{args:?}: {err}");
     }
     // The refusal to overwrite a report is a JSON line too (the third run above).
 }
@@ -459,6 +473,8 @@ fn a_run_shorter_than_a_second_shows_no_write_rate() {
     );
     assert_eq!(s["writes"], 2);
     assert!(s["write_rate"].is_null(), "{s}");
+    assert_eq!(s["version"], 1, "the summary's format version");
+    assert_eq!(s["sipgw_bulk"], env!("CARGO_PKG_VERSION"));
     let err = stderr(&out);
     assert!(err.contains("writes 2 in "), "{err}");
     assert!(!err.contains("writes 2 at "), "{err}");
