@@ -337,14 +337,34 @@ pub struct RollbackArgs {
     pub format: Option<Format>,
 }
 
+/// Whose values `sandbox --seed-from` gives its gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SeedValues {
+    /// The sandbox's own starting values: applying the manifest changes every row.
+    Sandbox,
+    /// The manifest's values (over the sandbox's for fields a row leaves out): applying it
+    /// changes nothing.
+    Manifest,
+}
+
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Port on 127.0.0.1; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     pub port: u16,
-    /// Hold one gateway per id in this manifest (with the sandbox's own starting values).
+    /// Hold one gateway per id in this manifest.
     #[arg(long, value_name = "MANIFEST")]
     pub seed_from: Option<PathBuf>,
+    /// The seeded gateways' values: the sandbox's own (an apply of the manifest has work
+    /// to do), or the manifest's (already as it says: rehearse a run with nothing to do,
+    /// then drift).
+    #[arg(
+        long,
+        value_name = "VALUES",
+        default_value = "sandbox",
+        requires = "seed_from"
+    )]
+    pub seed_values: SeedValues,
     /// Hold N generated gateways.
     #[arg(long, value_name = "N")]
     pub gateways: Option<u64>,

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::args::SeedValues;
 use super::{Exit, ExitContext, Failure, SandboxArgs, manifest_failure};
 use crate::manifest::Manifest;
 use crate::sandbox::{self, Faults, SandboxConfig, SandboxState};
@@ -37,18 +38,30 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
             .map_err(manifest_failure)?
             .with_duplicates(crate::manifest::DuplicateCheck::Off);
         let mut ids = Vec::new();
+        let mut wanted = Vec::new();
         manifest
             .read(|row| {
                 // Seed every id that is a UUID, even on a row that is otherwise invalid.
-                let id = match row {
-                    Ok(r) => Some(r.id),
-                    Err(bad) => Uuid::try_parse(&bad.id).ok(),
-                };
-                ids.extend(id);
+                match row {
+                    Ok(r) => {
+                        ids.push(r.id);
+                        wanted.push((r.id, r.desired));
+                    }
+                    Err(bad) => ids.extend(Uuid::try_parse(&bad.id).ok()),
+                }
                 ControlFlow::Continue(())
             })
             .map_err(manifest_failure)?;
         state.seed(ids);
+        if args.seed_values == SeedValues::Manifest {
+            // The manifest's values over the sandbox's: a valid row is then as it asks.
+            let now = state.snapshot();
+            for (id, desired) in wanted {
+                if let Some(fields) = now.get(&id) {
+                    state.edit(&id, crate::diff::merge(fields, &desired));
+                }
+            }
+        }
     }
     if let Some(n) = args.gateways {
         state.seed(sandbox::generated_ids(n, 42));

@@ -80,3 +80,56 @@ fn a_partial_patch_is_refused_like_the_live_api_and_counted() {
     assert_eq!((status, body.as_str()), (404, r#"{"error":"Not Found"}"#));
     assert_eq!(sb.state().stats().patches_applied, 0);
 }
+
+/// `--seed-values manifest` rehearses a run with nothing to do; an edit made out of band
+/// (here, as the README shows: another one-row manifest applied under another report) is
+/// then the drift the next plan finds.
+#[test]
+fn a_sandbox_seeded_with_the_manifest_s_values_has_nothing_to_do_until_someone_edits_it() {
+    use std::io::BufRead;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateways.csv");
+    let mut server = std::process::Command::new(BIN)
+        .args(["sandbox", "--port", "0", "--seed-from", example])
+        .args(["--seed-values", "manifest"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn_guarded();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let env: Vec<(String, String)> = (0..3)
+        .map(|_| {
+            let line = lines.next().unwrap().unwrap();
+            let (k, v) = line.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let tool = |args: &[&str]| {
+        run(std::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .envs(env.clone())
+            .env("SIPGW_BULK_STATE_DIR", dir.path().join("state"))
+            .args(args))
+    };
+    let plan = tool(&["plan", example, "--detailed-exitcode", "--report", "p1.csv"]);
+    assert_eq!(code(&plan), 0, "nothing to do: {}", stderr(&plan));
+
+    let first = std::fs::read_to_string(example).unwrap();
+    let id = first.lines().nth(1).unwrap().split(',').next().unwrap();
+    std::fs::write(
+        dir.path().join("edit.csv"),
+        format!("id,name\n{id},renamed-out-of-band\n"),
+    )
+    .unwrap();
+    let edit = tool(&["apply", "edit.csv", "--yes", "--report", "edit.report.csv"]);
+    assert_eq!(code(&edit), 0, "{}", stderr(&edit));
+
+    let plan = tool(&["plan", example, "--detailed-exitcode", "--report", "p2.csv"]);
+    assert_eq!(code(&plan), 2, "the edit is drift: {}", stderr(&plan));
+    let report = report(&dir.path().join("p2.csv"));
+    let drifted: Vec<_> = report
+        .values()
+        .filter(|r| r.status == sipgw_bulk::report::Status::WouldUpdate)
+        .collect();
+    assert_eq!(drifted.len(), 1, "{report:?}");
+    assert_eq!(drifted[0].id, id);
+}
