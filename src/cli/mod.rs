@@ -392,12 +392,18 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "sipgw-bulk",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sipgw-bulk", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            let script = match shell {
+                // clap_complete names the command `sipgw__bulk` where it reads the words and
+                // `sipgw__subcmd__bulk` where it completes them (the hyphen), so nothing
+                // after the subcommand completed: one name for both.
+                clap_complete::Shell::Bash => script.replace("sipgw__subcmd__bulk", "sipgw__bulk"),
+                _ => script.into_owned(),
+            };
+            std::io::Write::write_all(&mut std::io::stdout(), script.as_bytes())
+                .exit_with(Exit::Usage)?;
             Ok(Exit::Ok)
         }
         Command::Man => {

@@ -524,3 +524,36 @@ fn the_readme_rehearsal_snippet_runs_as_written() {
         "{report:?}"
     );
 }
+
+/// Bash completion in a real bash: the function `complete -p` names completes the
+/// subcommand and then its flags (the hyphen in the name once broke everything after the
+/// subcommand).
+#[test]
+fn bash_completion_completes_subcommands_and_their_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("sipgw-bulk.bash");
+    let out = run(std::process::Command::new(BIN).args(["completions", "bash"]));
+    assert_eq!(code(&out), 0);
+    std::fs::write(&script, &out.stdout).unwrap();
+    let probe = format!(
+        r#"source {script}
+fn=$(complete -p sipgw-bulk | sed -E 's/.*-F ([^ ]+) .*/\1/')
+complete_words() {{
+    COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMPREPLY=()
+    "$fn" sipgw-bulk "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"
+    echo "${{COMPREPLY[*]}}"
+}}
+complete_words sipgw-bulk pl
+complete_words sipgw-bulk apply --detailed
+complete_words sipgw-bulk plan m.csv --rep
+"#,
+        script = script.display()
+    );
+    let out = run(std::process::Command::new("bash").args(["-c", &probe]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], "plan");
+    assert_eq!(lines[1], "--detailed-exitcode");
+    assert!(lines[2].split(' ').any(|w| w == "--report"), "{lines:?}");
+}
