@@ -161,7 +161,13 @@ pub enum Command {
     /// Print the man page (roff).
     ///
     /// Example: sipgw-bulk man > sipgw-bulk.1 && man ./sipgw-bulk.1
-    Man,
+    /// Every page: sipgw-bulk man --out-dir /usr/local/share/man/man1
+    Man {
+        /// Write every page into DIR instead: sipgw-bulk.1 and one per command
+        /// (sipgw-bulk-plan.1, ...).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -198,6 +198,29 @@ fn json_error_line(message: &str, exit: Exit) -> String {
     .to_string()
 }
 
+/// `sipgw-bulk.1` and one page per command (`sipgw-bulk-plan.1`, ...), each with the
+/// global options the command takes, into `dir`.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut cli = Cli::command();
+    // Built, so each command carries the global options it accepts.
+    cli.build();
+    let mut pages = vec![("sipgw-bulk".to_owned(), cli.clone())];
+    for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+        // clap takes a command's name as a `&'static str`: this one-shot command leaks a
+        // dozen short names to give it one.
+        let name: &'static str = Box::leak(format!("sipgw-bulk-{}", sub.get_name()).into());
+        pages.push((name.to_owned(), sub.clone().name(name)));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut text = Vec::new();
+        clap_mangen::Man::new(page).render(&mut text)?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// One event as a JSON log line, in the shape the tracing subscriber writes, with one
 /// field that holds a JSON value (an object stays an object).
 fn json_log_line(level: &str, message: &str, field: &str, value: serde_json::Value) -> String {
@@ -406,10 +429,13 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
                 .exit_with(Exit::Usage)?;
             Ok(Exit::Ok)
         }
-        Command::Man => {
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .exit_with(Exit::Usage)?;
+        Command::Man { out_dir } => {
+            match out_dir {
+                Some(dir) => write_man_pages(&dir).exit_with(Exit::Usage)?,
+                None => clap_mangen::Man::new(Cli::command())
+                    .render(&mut std::io::stdout())
+                    .exit_with(Exit::Usage)?,
+            }
             Ok(Exit::Ok)
         }
     }

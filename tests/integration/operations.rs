@@ -557,3 +557,29 @@ complete_words sipgw-bulk plan m.csv --rep
     assert_eq!(lines[1], "--detailed-exitcode");
     assert!(lines[2].split(' ').any(|w| w == "--report"), "{lines:?}");
 }
+
+/// `man --out-dir` writes a page per command, each with that command's own flags, not
+/// only the top level's.
+#[test]
+fn every_command_has_its_own_man_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(std::process::Command::new(BIN)
+        .args(["man", "--out-dir"])
+        .arg(dir.path()));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for (command, flag) in [
+        ("", "\\-\\-concurrency"),
+        ("-validate", "MANIFEST"),
+        ("-plan", "\\-\\-out"),
+        ("-apply", "\\-\\-detailed\\-exitcode"),
+        ("-export", "\\-\\-output"),
+        ("-show", "\\-\\-json"),
+        ("-rollback", "REPORT"),
+        ("-sandbox", "\\-\\-seed\\-values"),
+    ] {
+        let page = std::fs::read_to_string(dir.path().join(format!("sipgw-bulk{command}.1")))
+            .unwrap_or_else(|e| panic!("sipgw-bulk{command}.1: {e}"));
+        assert!(page.starts_with(".ie"), "sipgw-bulk{command}.1 is roff");
+        assert!(page.contains(flag), "sipgw-bulk{command}.1 lacks {flag}");
+    }
+}
