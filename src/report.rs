@@ -1,6 +1,6 @@
 //! The report: one line per finished row, the run's result, checkpoint and undo file.
 //!
-//! Lines are flushed to the OS in batches as rows finish (see the engine's writer): a crash
+//! Lines are flushed to the OS in batches as rows finish (see the engine's recorder): a crash
 //! loses at most the batch being written, and `--resume` re-reads those rows. CSV (default)
 //! and JSONL carry the same fields; `before` and `after` hold the five fields as compact
 //! JSON (a JSON string in CSV, an object in JSONL).

@@ -1,9 +1,9 @@
 //! The pipeline: manifest stream -> bounded channel -> a fixed pool of `concurrency`
-//! workers -> one report writer.
+//! workers -> one recorder, the report's writer.
 //!
 //! ```text
-//!  reader thread ──rows──▶ worker 1..N ──records──▶ writer thread ──▶ report file
-//!        └─────── invalid / skipped rows ─────────────▲          └──▶ observer (plan, progress)
+//!  reader (thread) ──rows──▶ worker 1..N ──records──▶ recorder (thread) ──▶ report file
+//!        └─────── invalid / skipped rows ───────────────▲            └──▶ observer (plan, progress)
 //! ```
 //!
 //! Memory is set by the channel sizes, not by the manifest. Every row the reader yields
