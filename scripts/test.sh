@@ -4,7 +4,8 @@
 # with). Installs those components first when they are missing (Debian packages:
 # prometheus for promtool, prometheus-pushgateway, prometheus-node-exporter), then runs
 # the suite in release mode (the write-budget tests pace real writes against the
-# sandbox's limit, which a debug build cannot stand for). Extra arguments go to cargo test.
+# sandbox's limit, which a debug build cannot stand for). With arguments, one cargo test
+# with them instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -20,4 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
 fi
-exec cargo test --release --locked "$@"
+if [ $# -gt 0 ]; then
+    exec cargo test --release --locked "$@"
+fi
+# The write-budget tests measure shares of refused writes against a paced sandbox: run
+# alone, one at a time, so the rest of the suite's load on 2 cores does not skew them.
+cargo test --release --locked -- --skip shared_budget::
+cargo test --release --locked --test integration shared_budget:: -- --test-threads=1
