@@ -86,22 +86,8 @@ fn a_partial_patch_is_refused_like_the_live_api_and_counted() {
 /// then the drift the next plan finds.
 #[test]
 fn a_sandbox_seeded_with_the_manifest_s_values_has_nothing_to_do_until_someone_edits_it() {
-    use std::io::BufRead;
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gateways.csv");
-    let mut server = std::process::Command::new(BIN)
-        .args(["sandbox", "--port", "0", "--seed-from", example])
-        .args(["--seed-values", "manifest"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn_guarded();
-    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    let env: Vec<(String, String)> = (0..3)
-        .map(|_| {
-            let line = lines.next().unwrap().unwrap();
-            let (k, v) = line.split_once('=').unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .collect();
+    let (_server, env) = sandbox_binary(&["--seed-from", example, "--seed-values", "manifest"]);
     let dir = tempfile::tempdir().unwrap();
     let tool = |args: &[&str]| {
         run(std::process::Command::new(BIN)

@@ -275,3 +275,24 @@ pub fn starting_state(ids: &[Uuid]) -> BTreeMap<Uuid, GatewayFields> {
         .map(|(i, id)| (*id, sandbox::starting_fields(i as u64 + 1)))
         .collect()
 }
+
+/// The `sipgw-bulk sandbox` binary with `args` (port 0), and the three
+/// `SIGNALWIRE_...=value` lines it prints once it serves.
+pub fn sandbox_binary(args: &[&str]) -> (Guarded, Vec<(String, String)>) {
+    use std::io::BufRead;
+    let mut server = Command::new(BIN)
+        .args(["sandbox", "--port", "0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn_guarded();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let env = (0..3)
+        .map(|_| {
+            let line = lines.next().unwrap().unwrap();
+            let (k, v) = line.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    (server, env)
+}
