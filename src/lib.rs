@@ -50,6 +50,7 @@
 //! - [`progress`]: the progress bar or periodic stats lines, and the log writer around it.
 //! - [`saved_plan`]: `plan --out` and `apply --plan`: apply exactly what was reviewed.
 //! - [`shard`]: `--shard K/N`, a stable split of the rows by id.
+//! - [`selection`]: `--only`/`--skip`: the rows a run is given, by id.
 //! - [`export`]: paging through every gateway, links checked.
 //! - [`snapshot`]: `--read-mode list`: the space read in pages, kept for the rows the run
 //!   needs (a temporary file, 16 bytes of memory a row); rows it lacks are read by GET.
@@ -86,6 +87,7 @@ pub mod run;
 pub mod sandbox;
 pub mod saved_plan;
 pub mod secret;
+pub mod selection;
 pub mod shard;
 pub mod snapshot;
 pub mod status;

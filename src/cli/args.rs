@@ -195,9 +195,22 @@ pub struct JobArgs {
     /// In the plan, list unchanged rows too.
     #[arg(long)]
     pub show_unchanged: bool,
-    /// How the plan prints on stdout: text for people, json (one object a line) for tools.
+    /// How the plan's diff prints on stdout: text for people, json (one object a line) for
+    /// tools.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
-    pub output: PlanFormat,
+    pub diff_format: PlanFormat,
+    /// The old spelling of --diff-format, refused with a hint: -o/--output names a file
+    /// in every command that has it.
+    #[arg(long = "output", hide = true, value_name = "FORMAT")]
+    pub old_output: Option<String>,
+    /// Run only this row (a gateway id), or the rows whose ids FILE lists (@FILE: one id
+    /// a line); may be given again. The other rows are reported skipped (not_selected).
+    #[arg(long, value_name = "ID|@FILE")]
+    pub only: Vec<String>,
+    /// Leave out this row (a gateway id), or the rows whose ids FILE lists (@FILE); may be
+    /// given again. Those rows are reported skipped (not_selected).
+    #[arg(long, value_name = "ID|@FILE")]
+    pub skip: Vec<String>,
     /// How gateways are read: get (one GET a row), list (the whole space in pages first;
     /// GET only before a PATCH and for rows the pages lacked), auto (list while pages cost
     /// fewer round trips than the GETs would; 1,000 rows or more).
@@ -225,7 +238,7 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub manifest: ManifestArgs,
     /// Save the plan to PLAN: `apply --plan PLAN` then writes exactly these changes.
-    #[arg(long, value_name = "PLAN")]
+    #[arg(short = 'o', long, value_name = "PLAN")]
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub job: JobArgs,

@@ -5,7 +5,7 @@
 //! exits at once), the summary, the hint to continue, and the exit code.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use crate::progress::{self, Progress, ProgressMode, Tee};
 use crate::report::ReportFormat;
 use crate::run::{self as library, Approval, Finished, RunError, RunHooks, RunOptions, RunStart};
 use crate::saved_plan::PlanError;
+use crate::selection::Selection;
 use crate::shard::Shard;
 use crate::status::Status;
 
@@ -173,6 +174,7 @@ fn run_options(
     options.report_format = report_format_for(ctx)?;
     options.resume = apply.is_some_and(|a| a.resume);
     options.shard = job.shard;
+    options.selection = selection(job)?;
     options.max_errors = apply.and_then(|a| a.max_errors);
     options.limit = apply.and_then(|a| a.limit);
     options.max_changes = apply.and_then(|a| a.max_changes);
@@ -196,8 +198,33 @@ fn run_options(
         .config
         .iter()
         .map(|p| ("--config", p.clone()))
+        .chain(id_files("--only", &job.only))
+        .chain(id_files("--skip", &job.skip))
         .collect();
     Ok(options)
+}
+
+/// `--only`/`--skip`, read (their @FILEs too); and the old `--output FORMAT` refused.
+fn selection(job: &JobArgs) -> Result<Option<Arc<Selection>>, Failure> {
+    if let Some(format) = &job.old_output {
+        return Err(usage(format!(
+            "--output no longer sets how the plan prints: use --diff-format {format}. \
+             (-o/--output names a file in every command that has it: export, rollback, and \
+             plan -o PLAN to save the plan)"
+        )));
+    }
+    let chosen = Selection::from_flags(&job.only, &job.skip).map_err(usage)?;
+    Ok(chosen.map(Arc::new))
+}
+
+/// The files `--only @FILE` and `--skip @FILE` read: no output of the run may name one.
+fn id_files(
+    flag: &'static str,
+    values: &[String],
+) -> impl Iterator<Item = (&'static str, PathBuf)> {
+    values
+        .iter()
+        .filter_map(move |v| Some((flag, PathBuf::from(v.strip_prefix('@')?))))
 }
 
 /// The review on a terminal: the plan's diff (cut at SHOWN_BEFORE_ASKING rows), its
@@ -262,11 +289,11 @@ fn observers<'a>(
             s.errors = Some(handle);
             observers.push(Box::new(obs));
         } else {
-            let colour = ctx.global.color.on_stdout() && job.output == PlanFormat::Text;
+            let colour = ctx.global.color.on_stdout() && job.diff_format == PlanFormat::Text;
             // Buffered: a line-buffered stdout costs a system call per line of the plan.
             let (obs, handle) = progress::Shared::new(PlanView::new(
                 std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
-                job.output,
+                job.diff_format,
                 colour,
                 job.show_unchanged,
             ));

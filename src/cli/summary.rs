@@ -42,6 +42,13 @@ fn counts(text: &mut String, o: &Outcome) {
             human::count(o.possibly_written)
         ));
     }
+    if o.not_selected > 0 {
+        text.push_str(&format!(
+            "\n  {:<13}{:>9}  (skipped: not chosen by --only/--skip)",
+            "not selected",
+            human::count(o.not_selected)
+        ));
+    }
     if o.already_done > 0 {
         text.push_str(&format!(
             "\n  {:<13}{:>9}  (kept from the earlier run)",
@@ -166,6 +173,7 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json:
         "counts": counts,
         "already_done": o.already_done,
         "other_shards": o.other_shards,
+        "not_selected": o.not_selected,
         "requests": o.requests,
         "retries": o.retries,
         "writes": o.writes,

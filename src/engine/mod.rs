@@ -51,6 +51,7 @@ use crate::ledger::{IdSet, Journal};
 use crate::manifest::{Manifest, ManifestError};
 use crate::model::GatewayFields;
 use crate::report::{ReportWriter, RowRecord};
+use crate::selection::Selection;
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use crate::status::Status;
@@ -87,6 +88,8 @@ pub struct Job {
     pub done: Option<Arc<IdSet>>,
     /// Only this shard's rows are read and reported.
     pub shard: Option<Shard>,
+    /// `--only`/`--skip`: rows not chosen are reported `skipped`, never read.
+    pub selection: Option<Arc<Selection>>,
     /// Apply: each row's `before` is journaled here before its PATCH is sent.
     pub journal: Option<Journal>,
     /// Before-values journaled by an earlier run whose report lost the row (`--resume`).
@@ -124,6 +127,8 @@ pub struct Outcome {
     pub already_done: u64,
     /// Rows passed over because they belong to another shard.
     pub other_shards: u64,
+    /// Rows reported `skipped` because `--only`/`--skip` did not choose them.
+    pub not_selected: u64,
     pub elapsed: Duration,
     pub requests: u64,
     pub retries: u64,
@@ -247,6 +252,7 @@ fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
         limit,
         done,
         shard,
+        selection,
         journal,
         recovered,
         observer,
@@ -268,6 +274,7 @@ fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
     let rows = RowReader {
         manifest,
         shard,
+        selection,
         done,
         snapshot,
     };
@@ -282,6 +289,7 @@ fn outcome(started: Instant, shared: &Shared, read: ReadTotals, tally: Tally) ->
         rows: read.rows,
         already_done: read.already_done,
         other_shards: read.other_shards,
+        not_selected: read.not_selected,
         counts: tally.counts,
         elapsed: started.elapsed(),
         requests: stats.requests.load(Ordering::Relaxed),

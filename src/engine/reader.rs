@@ -1,7 +1,8 @@
 //! The manifest's thread: checks each row and routes it. A row of this shard that is not
 //! done yet goes to the workers (with the snapshot's fields when the space was read in
-//! pages); an invalid row, and every row once the job stops, goes straight to the report;
-//! a row done earlier or another shard's is passed over.
+//! pages); an invalid row, a row `--only`/`--skip` did not choose, and every row once the
+//! job stops, go straight to the report; a row done earlier or another shard's is passed
+//! over.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::ledger::IdSet;
 use crate::manifest::{CheckedRow, Manifest, ManifestError, Row};
 use crate::model::GatewayFields;
 use crate::report::RowRecord;
+use crate::selection::{NOT_SELECTED, Selection};
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use crate::status::Status;
@@ -27,6 +29,7 @@ pub(super) type Work = (Row, Option<GatewayFields>);
 pub(super) struct RowReader {
     pub(super) manifest: Manifest,
     pub(super) shard: Option<Shard>,
+    pub(super) selection: Option<Arc<Selection>>,
     /// Ids (as u128) done in an earlier run.
     pub(super) done: Option<Arc<IdSet>>,
     pub(super) snapshot: Option<Arc<Snapshot>>,
@@ -39,6 +42,7 @@ pub(super) struct ReadTotals {
     pub(super) rows: u64,
     pub(super) already_done: u64,
     pub(super) other_shards: u64,
+    pub(super) not_selected: u64,
 }
 
 /// Where a row goes.
@@ -82,6 +86,15 @@ impl RowReader {
             totals.other_shards += 1;
             return Route::Report(Event::Passed(seq));
         }
+        if let Some(why) = self.not_chosen(&checked) {
+            totals.not_selected += 1;
+            let (line, id) = match checked {
+                Ok(row) => (row.line, row.id.hyphenated().to_string()),
+                Err(bad) => (bad.line, bad.id),
+            };
+            let record = RowRecord::bare(seq, line, id, Status::Skipped, NOT_SELECTED, why.into());
+            return Route::Report(Event::Record(record));
+        }
         match checked {
             Ok(row) if self.is_done(&row) => {
                 totals.already_done += 1;
@@ -109,6 +122,15 @@ impl RowReader {
             (_, None) => false,
             (Ok(row), Some(s)) => !s.owns(&row.id.hyphenated().to_string()),
             (Err(bad), Some(s)) => !s.owns(&bad.id),
+        }
+    }
+
+    /// Why `--only`/`--skip` did not choose this row, if they did not.
+    fn not_chosen(&self, checked: &CheckedRow) -> Option<&'static str> {
+        let selection = self.selection.as_ref()?;
+        match checked {
+            Ok(row) => selection.passes_over(&row.id.hyphenated().to_string()),
+            Err(bad) => selection.passes_over(&bad.id),
         }
     }
 
@@ -155,6 +177,7 @@ mod tests {
         let reader = RowReader {
             manifest: Manifest::open(&path, None).unwrap(),
             shard,
+            selection: None,
             done: Some(Arc::new(IdSet::from(done))),
             snapshot: None,
         };
@@ -204,6 +227,33 @@ mod tests {
             "done rows pass even when stopped"
         );
         assert_eq!((totals.already_done, totals.other_shards), (2, 2));
+    }
+
+    #[test]
+    fn rows_not_chosen_go_to_the_report_as_skipped_even_invalid_ones() {
+        let shared = super::super::tests::shared();
+        let ids = crate::sandbox::generated_ids(4, 5);
+        let (mut reader, _dir) = reader(None, vec![ids[3].as_u128()]);
+        let chosen = [ids[0].to_string(), ids[3].to_string()];
+        let selection = Selection::from_flags(&chosen, &[]).unwrap();
+        reader.selection = selection.map(Arc::new);
+        let mut totals = ReadTotals::default();
+        let mut route = |c: CheckedRow| kind(reader.route(c, &shared, &mut totals));
+        assert_eq!(route(row(0, ids[0])), "work 0");
+        assert_eq!(route(row(1, ids[1])), "skipped 1 not_selected");
+        let bad = Err(InvalidRow {
+            seq: 2,
+            line: 4,
+            id: ids[2].to_string(),
+            message: "bad".into(),
+        });
+        assert_eq!(
+            route(bad),
+            "skipped 2 not_selected",
+            "not chosen: not invalid"
+        );
+        assert_eq!(route(row(3, ids[3])), "pass 3", "chosen and done earlier");
+        assert_eq!((totals.not_selected, totals.already_done), (2, 1));
     }
 
     #[test]

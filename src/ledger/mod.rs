@@ -93,6 +93,15 @@ pub enum LedgerError {
         was: String,
         now: String,
     },
+    #[error(
+        "report {report} was made for {was}, but this run is for {now}: --resume continues \
+         the same selection (--only/--skip); start a new report for another"
+    )]
+    OtherSelection {
+        report: PathBuf,
+        was: String,
+        now: String,
+    },
     #[error("the lock directory {dir} cannot be used: {why}")]
     StateDir { dir: PathBuf, why: String },
     #[error("report {path}")]
@@ -110,6 +119,9 @@ pub enum LedgerError {
 pub struct Ledger {
     report: PathBuf,
     lock: Option<File>,
+    /// The finished report this run's report follows ([`report_to_resume`]): the rows it
+    /// may have written keep their before-values in this one.
+    follows: Option<PathBuf>,
 }
 
 impl Drop for Ledger {
@@ -194,6 +206,7 @@ impl Ledger {
             Ok(Some(lock)) => Ok(Ledger {
                 report: report.to_owned(),
                 lock: Some(lock),
+                follows: None,
             }),
             Ok(None) => Err(LedgerError::Locked(report.to_owned())),
             Err(source) => Err(LedgerError::Io {
@@ -227,6 +240,13 @@ impl Ledger {
         }
     }
 
+    /// This run's report follows `finished` (a report whose run finished): a row that run
+    /// may have written (`mismatch`, `write_unknown`) keeps the before-value it had there,
+    /// so each report of the chain undoes what was written before it.
+    pub fn follow(&mut self, finished: &Path) {
+        self.follows = Some(finished.to_owned());
+    }
+
     /// Opens the report for this run: a new one, or (with `resume`) the earlier run's,
     /// checked against the manifest's fingerprint and cleared of rows that must run again.
     /// `run` is `None` for a plan's report, which is never resumed (no run file).
@@ -241,7 +261,8 @@ impl Ledger {
             None => self.refuse_an_existing_plan()?,
         }
         if self.report.exists() {
-            let opened = self.reopen()?;
+            let mut opened = self.reopen()?;
+            self.carry_over(&mut opened.recovered, &opened.done)?;
             // A report made before run files: its fingerprint moves to one now.
             if let Some(run) = run
                 && !run_path(&self.report).exists()
@@ -263,14 +284,39 @@ impl Ledger {
             Some(_) => Some(journal::Journal::open(&self.report, true)?),
             None => None,
         };
+        let mut recovered = HashMap::new();
+        self.carry_over(&mut recovered, &IdSet::default())?;
         Ok(Opened {
             writer,
             journal,
             done: IdSet::default(),
-            recovered: HashMap::new(),
+            recovered,
             kept: HashMap::new(),
             resumed: false,
         })
+    }
+
+    /// Adds the before-values of the rows the finished report before this one may have
+    /// written, unless this report knows better (its own, or a row it finished).
+    fn carry_over(
+        &self,
+        recovered: &mut HashMap<u128, GatewayFields>,
+        done: &IdSet,
+    ) -> Result<(), LedgerError> {
+        let Some(finished) = &self.follows else {
+            return Ok(());
+        };
+        // That run went through every row: its report has a line for each, so its lines
+        // (not its journal) hold every before-value it may have written over.
+        report::for_each_record(finished, |r| {
+            if let Some((id, before)) = possibly_written(&r)
+                && !done.contains(&id)
+            {
+                recovered.entry(id).or_insert(before);
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Rewrites the report with only its finished rows (through a temporary file and a
@@ -290,15 +336,12 @@ impl Ledger {
         let mut writer = ReportWriter::create(&tmp, format).map_err(io_err(&tmp))?;
         let mut done = Vec::new();
         let mut kept: HashMap<Status, u64> = HashMap::new();
-        let mut possibly_written = Vec::new();
+        let mut possibly_written_rows = Vec::new();
         report::for_each_record(&self.report, |r| {
-            // A row this report may have written (`mismatch`: written, but not as asked;
-            // `write_unknown`: an answer lost) keeps the before-value it had then: the
+            // A row this report may have written keeps the before-value it had then: the
             // gateway as read now already carries that write.
-            if (r.status == Status::Mismatch || r.error_code == report::WRITE_UNKNOWN)
-                && let (Some(before), Ok(id)) = (&r.before, uuid::Uuid::try_parse(&r.id))
-            {
-                possibly_written.push((id.as_u128(), before.clone()));
+            if let Some(written) = possibly_written(&r) {
+                possibly_written_rows.push(written);
             }
             let finished = matches!(r.status, Status::Updated | Status::Unchanged);
             // One line per id by construction: a manifest's duplicate ids are invalid rows.
@@ -322,7 +365,7 @@ impl Ledger {
         std::fs::rename(&tmp, &self.report).map_err(io_err(&self.report))?;
         let writer = ReportWriter::append(&self.report, format).map_err(io_err(&self.report))?;
         let mut recovered = journal::recovered(&self.report, &done)?;
-        for (id, before) in possibly_written {
+        for (id, before) in possibly_written_rows {
             recovered.entry(id).or_insert(before);
         }
         Ok(Opened {
@@ -338,20 +381,10 @@ impl Ledger {
     /// The run file, or for a report made before run files, the fingerprint its lock file
     /// kept (space, project and shard unknown: any matches).
     fn read_note(&mut self) -> Result<RunNote, LedgerError> {
-        let path = run_path(&self.report);
-        let io_err = |path: PathBuf| move |source| LedgerError::Io { path, source };
-        match open_side(&path, OpenOptions::new().read(true)) {
-            Ok(file) => {
-                let mut text = String::new();
-                io::Read::take(file, 64 * 1024)
-                    .read_to_string(&mut text)
-                    .map_err(io_err(path.clone()))?;
-                return serde_json::from_str(&text)
-                    .map_err(|_| LedgerError::NoFingerprint(self.report.clone()));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(path)(e)),
+        if let Some(note) = read_run_file(&self.report)? {
+            return Ok(note);
         }
+        let io_err = |path: PathBuf| move |source| LedgerError::Io { path, source };
         let mut text = String::new();
         if let Some(lock) = self.lock.as_mut() {
             lock.rewind()
@@ -367,7 +400,19 @@ impl Ledger {
             shard: None,
             manifest: legacy.manifest,
             manifest_sha256: legacy.manifest_sha256,
+            selection: None,
+            finished: None,
         })
+    }
+
+    /// Records in the run file that the run went through every row: a later `--resume`
+    /// of this report starts a new one ([`report_to_resume`]).
+    pub fn record_finished(&mut self, run: &RunNote) -> Result<(), LedgerError> {
+        let finished = RunNote {
+            finished: Some(httpdate::fmt_http_date(std::time::SystemTime::now())),
+            ..run.clone()
+        };
+        self.write_note(&finished)
     }
 
     /// Writes the run file, whole or not at all (a temporary file, then a rename).
@@ -384,6 +429,75 @@ impl Ledger {
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|source| LedgerError::Io { path, source })
     }
+}
+
+/// A row a report's run may have written (`mismatch`: written, but not as asked;
+/// `write_unknown`: an answer lost), with its before-value.
+fn possibly_written(r: &report::ReadRecord) -> Option<(u128, GatewayFields)> {
+    if r.status != Status::Mismatch && r.error_code != report::WRITE_UNKNOWN {
+        return None;
+    }
+    let id = uuid::Uuid::try_parse(&r.id).ok()?;
+    Some((id.as_u128(), r.before.clone()?))
+}
+
+/// The run file beside `report`, if there is one.
+fn read_run_file(report: &Path) -> Result<Option<RunNote>, LedgerError> {
+    let path = run_path(report);
+    let file = match open_side(&path, OpenOptions::new().read(true)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(LedgerError::Io { path, source }),
+    };
+    let mut text = String::new();
+    io::Read::take(file, 64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|source| LedgerError::Io { path, source })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|_| LedgerError::NoFingerprint(report.to_owned()))
+}
+
+/// The report a `--resume` naming `report` writes, and the finished report it follows:
+/// `report` itself unless its run finished; then the first of `STEM.2.EXT`, `STEM.3.EXT`,
+/// ... that is not there yet or whose run did not finish (it was cut off: that run is
+/// continued). A finished run is never continued, so every scheduled run reads every
+/// gateway. Call it holding the lock on `report`, so that two runs given one name never
+/// pick the same new one.
+pub fn report_to_resume(report: &Path) -> Result<(PathBuf, Option<PathBuf>), LedgerError> {
+    let mut path = report.to_owned();
+    let mut follows = None;
+    let mut n = 1u32;
+    while run_finished(&path)? {
+        n += 1;
+        follows = Some(std::mem::replace(&mut path, numbered(report, n)));
+    }
+    Ok((path, follows))
+}
+
+/// Whether the run that wrote `report` went through every row.
+fn run_finished(report: &Path) -> Result<bool, LedgerError> {
+    if !report.exists() {
+        return Ok(false);
+    }
+    match read_run_file(report) {
+        Ok(note) => Ok(note.is_some_and(|n| n.finished.is_some())),
+        // An unreadable run file is for the resume to refuse, with its reason.
+        Err(LedgerError::NoFingerprint(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `dir/STEM.N.EXT` for `dir/STEM.EXT` (`dir/NAME.N` without an extension): the report
+/// of the run after a finished one.
+pub fn numbered(report: &Path, n: u32) -> PathBuf {
+    let mut name = report.file_stem().unwrap_or_default().to_owned();
+    name.push(format!(".{n}"));
+    if let Some(ext) = report.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    report.with_file_name(name)
 }
 
 /// `REPORT` + `suffix`: the files that sit beside a report.

@@ -21,6 +21,15 @@ pub struct RunNote {
     /// The manifest (or saved plan) as the user named it.
     pub manifest: String,
     pub manifest_sha256: String,
+    /// `--only`/`--skip`: a digest of the rows chosen; none when every row runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
+    /// When the run went through every row (it ended with exit 0 or 1), as an HTTP date.
+    /// A `--resume` then starts a new report: a finished run is never continued, so a
+    /// second scheduled run on one day still reads every gateway. None while the run
+    /// lasts, and for a run that was cut off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
 }
 
 /// The run file's format version.
@@ -41,6 +50,8 @@ impl RunNote {
             shard: shard.map(|s| s.to_string()),
             manifest: manifest.display().to_string(),
             manifest_sha256: manifest_sha256.to_owned(),
+            selection: None,
+            finished: None,
         }
     }
 
@@ -70,6 +81,17 @@ impl RunNote {
                 report: report.to_owned(),
                 was: shown(&self.shard),
                 now: shown(&now.shard),
+            });
+        }
+        if self.selection != now.selection {
+            let shown = |s: &Option<String>| match s {
+                Some(digest) => format!("rows chosen by --only/--skip (digest {})", short(digest)),
+                None => "every row".to_owned(),
+            };
+            return Some(LedgerError::OtherSelection {
+                report: report.to_owned(),
+                was: shown(&self.selection),
+                now: shown(&now.selection),
             });
         }
         None

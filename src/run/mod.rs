@@ -40,6 +40,7 @@ use crate::manifest::{Format, Manifest, ManifestError};
 use crate::progress::Tee;
 use crate::report::ReportFormat;
 use crate::saved_plan::{self, PlanError, PlanHeader, PlanWriter};
+use crate::selection::Selection;
 use crate::shard::Shard;
 use crate::snapshot::ReadMode;
 
@@ -93,6 +94,8 @@ pub struct RunOptions {
     /// Continue the report's run (apply).
     pub resume: bool,
     pub shard: Option<Shard>,
+    /// `--only`/`--skip`: the rows this run is given; the others are reported `skipped`.
+    pub selection: Option<Arc<Selection>>,
     pub max_errors: Option<ErrorBudget>,
     /// Write only the first N changes (a canary).
     pub limit: Option<u64>,
@@ -130,6 +133,7 @@ impl RunOptions {
             report_format: ReportFormat::Csv,
             resume: false,
             shard: None,
+            selection: None,
             max_errors: None,
             limit: None,
             max_changes: None,
@@ -252,18 +256,22 @@ pub async fn run(
         default_report_path(manifest.source(), options.report_format, options.mode)
     });
     refuse_clashing_paths(&options, &report)?;
-    let mut ledger = lock_report(&report, options.lock_timeout).await?;
+    let ledger = lock_report(&report, options.lock_timeout).await?;
+    let (report, mut ledger, _named) = past_finished_runs(&options, report, ledger).await?;
     let lists = options.read_mode != ReadMode::Get;
-    let (scan, manifest) = scan(&manifest, options.shard, lists).await?;
+    let (scan, manifest) = scan(&manifest, options.shard, options.selection.clone(), lists).await?;
     // What this run is made from, fixed before an interactive apply swaps the manifest for
     // the plan it shows: a resume continues the manifest's run, not the plan's.
-    let run_note = RunNote::new(
-        options.client.base_url.as_str(),
-        &options.client.credentials.project_id,
-        options.shard,
-        manifest.source(),
-        &scan.sha256,
-    );
+    let run_note = RunNote {
+        selection: options.selection.as_ref().map(|s| s.digest()),
+        ..RunNote::new(
+            options.client.base_url.as_str(),
+            &options.client.credentials.project_id,
+            options.shard,
+            manifest.source(),
+            &scan.sha256,
+        )
+    };
     match options.mode {
         Mode::Apply => ledger.preflight(&run_note, options.resume)?,
         Mode::Plan => ledger.refuse_an_existing_plan()?,
@@ -290,6 +298,9 @@ pub async fn run(
     let start = starting(&options, &manifest, &scan, &report, &opened);
     let (outcome, plan_saved) = run_rows(&options, &manifest, &scan, opened, &start, hooks).await?;
     settle_journal(&options, &report, &outcome);
+    if options.mode == Mode::Apply && outcome.stopped.is_none() {
+        record_finished(&mut ledger, &run_note, &report);
+    }
     Ok(Finished::Ran {
         outcome,
         start,
@@ -330,6 +341,47 @@ async fn lock_report(report: &Path, wait: std::time::Duration) -> Result<Ledger,
         .await
         .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))?;
     Ok(locked?)
+}
+
+/// `--resume` of a report whose run finished starts a new run in a new report
+/// ([`ledger::report_to_resume`]), named in the log. The named report's lock stays held
+/// (the third value) while the run lasts, so two runs given one name never pick the same
+/// new report, and an overlapping run is refused on the name it was given.
+async fn past_finished_runs(
+    options: &RunOptions,
+    report: PathBuf,
+    named: Ledger,
+) -> Result<(PathBuf, Ledger, Option<Ledger>), RunError> {
+    if options.mode != Mode::Apply || !options.resume {
+        return Ok((report, named, None));
+    }
+    let (next, follows) = ledger::report_to_resume(&report)?;
+    let Some(finished) = follows else {
+        return Ok((report, named, None));
+    };
+    tracing::info!(
+        finished = %finished.display(),
+        report = %next.display(),
+        "the run of that report finished; this run reads every gateway again into its own \
+         report (a finished report is never continued)"
+    );
+    refuse_clashing_paths(options, &next)?;
+    let mut ledger = lock_report(&next, options.lock_timeout).await?;
+    ledger.follow(&finished);
+    Ok((next, ledger, Some(named)))
+}
+
+/// Marks the report's run finished: the next `--resume` of it starts a new report. A
+/// run file that cannot be written is said loudly: that next resume would continue this
+/// finished run and read nothing.
+fn record_finished(ledger: &mut Ledger, run: &RunNote, report: &Path) {
+    if let Err(e) = ledger.record_finished(run) {
+        tracing::warn!(
+            run_file = %ledger::run_path(report).display(),
+            "cannot record that this run finished ({e}): a later --resume of this report \
+             would continue it, reading nothing; give the next run another --report"
+        );
+    }
 }
 
 /// A saved plan applies only to the space it was made for, with its manifest unchanged.
@@ -420,7 +472,7 @@ async fn run_rows(
 ) -> Result<(Outcome, Option<Result<PathBuf, PlanError>>), RunError> {
     let mode = options.mode;
     let mut pipeline = Pipeline::new(options, manifest, scan);
-    pipeline.max_errors = options.max_errors.map(|b| b.threshold(scan.in_shard));
+    pipeline.max_errors = options.max_errors.map(|b| b.threshold(scan.chosen));
     pipeline.limit = options.limit;
     pipeline.done = Some(Arc::new(opened.done));
     pipeline.journal = opened.journal;

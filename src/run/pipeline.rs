@@ -1,7 +1,7 @@
 //! The passes: one over the whole manifest before any request ([`scan`]), and one of the
 //! engine over its rows ([`Pipeline`]), each with fresh clients and a fresh limiter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use crate::manifest::{DuplicateCheck, Format, Manifest};
 use crate::model::GatewayFields;
 use crate::report::ReportWriter;
 use crate::saved_plan::{self, PlanHeader};
+use crate::selection::Selection;
 use crate::shard::Shard;
 use crate::snapshot::SnapshotBuilder;
 
@@ -24,9 +25,11 @@ use crate::snapshot::SnapshotBuilder;
 pub(super) struct Scan {
     pub(super) rows: u64,
     pub(super) in_shard: u64,
+    /// Rows of this shard that `--only`/`--skip` chose (all of them without either).
+    pub(super) chosen: u64,
     pub(super) sha256: String,
-    /// The ids this run may write (valid rows of this shard), in any order: the run lock's
-    /// key.
+    /// The ids this run may write (valid, chosen rows of this shard), in any order: the
+    /// run lock's key.
     pub(super) ids_digest: String,
     /// The keys of this shard's ids, for a snapshot (`list` and `auto` read modes).
     pub(super) keys: Option<Arc<Vec<u64>>>,
@@ -35,34 +38,54 @@ pub(super) struct Scan {
 /// One pass over the whole manifest before any request: proves it readable, counts this
 /// shard's rows, fingerprints it, and finds the ids used twice, so the run can check
 /// duplicates exactly without remembering every id. With `keys`, it also collects the
-/// snapshot keys of this shard's ids.
+/// snapshot keys of this shard's chosen ids. An id `--only` names that no row has is
+/// refused here, before any request: a typo runs nothing rather than nothing it meant.
 pub(super) async fn scan(
     manifest: &Manifest,
     shard: Option<Shard>,
+    selection: Option<Arc<Selection>>,
     keys: bool,
 ) -> Result<(Scan, Manifest), RunError> {
     let manifest = manifest.clone();
     tokio::task::spawn_blocking(move || {
-        let mut in_shard = 0u64;
+        let (mut in_shard, mut chosen) = (0u64, 0u64);
         let mut wanted = Vec::new();
         let mut ids = IdsDigest::default();
+        let mut named: HashSet<u128> = selection
+            .as_ref()
+            .and_then(|s| s.only().cloned())
+            .unwrap_or_default();
         let first = manifest.first_pass(|row| {
-            let owned = match (shard, row) {
-                (None, _) => true,
-                (Some(s), Ok(r)) => s.owns(&r.id.hyphenated().to_string()),
-                (Some(s), Err(bad)) => s.owns(&bad.id),
+            let id = match row {
+                Ok(r) => r.id.hyphenated().to_string(),
+                Err(bad) => bad.id.clone(),
             };
-            in_shard += u64::from(owned);
-            if let (true, Ok(r)) = (owned, row) {
+            if let Ok(r) = row {
+                named.remove(&r.id.as_u128());
+            }
+            if shard.is_some_and(|s| !s.owns(&id)) {
+                return;
+            }
+            in_shard += 1;
+            if selection
+                .as_ref()
+                .is_some_and(|s| s.passes_over(&id).is_some())
+            {
+                return;
+            }
+            chosen += 1;
+            if let Ok(r) = row {
                 ids.add(&r.id);
                 if keys {
                     wanted.push(SnapshotBuilder::key(&r.id));
                 }
             }
         })?;
+        refuse_unknown_ids(&named, &manifest)?;
         let scan = Scan {
             rows: first.stats.rows,
             in_shard,
+            chosen,
             sha256: first.sha256,
             ids_digest: ids.finish(),
             keys: keys.then(|| SnapshotBuilder::keys(wanted)),
@@ -74,6 +97,29 @@ pub(super) async fn scan(
     })
     .await
     .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))?
+}
+
+/// `--only` ids that no row of the manifest has: a typo, or the wrong manifest.
+fn refuse_unknown_ids(named: &HashSet<u128>, manifest: &Manifest) -> Result<(), RunError> {
+    if named.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<String> = named
+        .iter()
+        .map(|id| uuid::Uuid::from_u128(*id).hyphenated().to_string())
+        .collect();
+    ids.sort();
+    let more = match ids.len() {
+        n if n > 5 => format!(" and {} more", n - 5),
+        _ => String::new(),
+    };
+    ids.truncate(5);
+    Err(RunError::Usage(format!(
+        "--only names {} id(s) that no row of {} has: {}{more}; nothing was done",
+        named.len(),
+        manifest.source().display(),
+        ids.join(", ")
+    )))
 }
 
 /// A pass's parts before it runs; `run` builds fresh clients and a fresh limiter each
@@ -103,7 +149,7 @@ impl<'a> Pipeline<'a> {
         Pipeline {
             options,
             manifest,
-            rows: scan.in_shard,
+            rows: scan.chosen,
             keys: scan.keys.as_ref(),
             max_errors: None,
             limit: None,
@@ -168,6 +214,7 @@ impl<'a> Pipeline<'a> {
             } else {
                 o.shard
             },
+            selection: o.selection.clone(),
             journal: if writes { self.journal } else { None },
             recovered: self.recovered,
             observer,

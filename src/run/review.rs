@@ -96,8 +96,8 @@ impl Review<'_> {
         // Whatever sat at the prompt with the file: apply it only as it was shown.
         saved_plan::verify(&saved)?;
         let reviewed = Manifest::open(&saved, Some(Format::Plan))?;
-        // A plan holds only its shard's rows.
-        let (scan, manifest) = pipeline::scan(&reviewed, None, self.lists).await?;
+        // A plan holds only its shard's rows, and only the chosen ones.
+        let (scan, manifest) = pipeline::scan(&reviewed, None, None, self.lists).await?;
         Ok(Reviewed::Go { scan, manifest })
     }
 

@@ -149,9 +149,9 @@ fn a_resumed_mismatch_row_keeps_the_before_of_its_first_write_and_rolls_back() {
         let out = run(sb.cmd().args(args));
         assert_eq!(code(&out), 1, "{}", stderr(&out));
     }
-    let report = report(&sb.path("r.csv"));
-    assert_eq!(report.len(), 20);
-    for r in report.values() {
+    let report1 = report(&sb.path("r.csv"));
+    assert_eq!(report1.len(), 20);
+    for r in report1.values() {
         let id: uuid::Uuid = r.id.parse().unwrap();
         assert_eq!(r.before.as_ref(), Some(&start[&id]), "{r:?}");
         let want = if mismatching.contains(&id) {
@@ -160,6 +160,19 @@ fn a_resumed_mismatch_row_keeps_the_before_of_its_first_write_and_rolls_back() {
             Status::Updated
         };
         assert_eq!(r.status, want);
+    }
+    // The first run finished (exit 1): the second read every row into a report of its
+    // own, and its mismatch rows (written again) keep the first run's before-values.
+    let report2 = report(&sb.path("r.2.csv"));
+    assert_eq!(report2.len(), 20);
+    for r in report2.values() {
+        let id: uuid::Uuid = r.id.parse().unwrap();
+        if mismatching.contains(&id) {
+            assert_eq!(r.status, Status::Mismatch, "{r:?}");
+            assert_eq!(r.before.as_ref(), Some(&start[&id]), "{r:?}");
+        } else {
+            assert_eq!(r.status, Status::Unchanged, "{r:?}");
+        }
     }
     let out = run(sb.cmd().args(["rollback", "r.csv", "-o", "undo.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -478,11 +491,21 @@ fn a_resume_against_another_space_or_shard_is_refused_with_nothing_sent() {
     let other = Sandbox::start(SandboxConfig::default(), &ids);
     write_csv(&sb.path("m.csv"), &ids, &[]);
     std::fs::write(sb.path("c.yaml"), "max_attempts: 1\n").unwrap();
+    // Cut off by its error budget (exit 3): a run that finished would not be continued.
     let args = [
-        "apply", "m.csv", "--yes", "--resume", "--config", "c.yaml", "--report", "r.csv",
+        "apply",
+        "m.csv",
+        "--yes",
+        "--resume",
+        "--config",
+        "c.yaml",
+        "--report",
+        "r.csv",
+        "--max-errors",
+        "1",
     ];
     let out = run(sb.cmd().args(args));
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
     let run_file: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sb.path("r.csv.run.json")).unwrap()).unwrap();
     assert_eq!(run_file["manifest_sha256"].as_str().unwrap().len(), 64);
@@ -513,7 +536,8 @@ fn a_resume_against_another_space_or_shard_is_refused_with_nothing_sent() {
             sb.base_url().to_uppercase().replace("HTTP", "http"),
         )
         .args(args));
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(!sb.path("r.2.csv").exists(), "continued, not started anew");
 }
 
 /// A space that refuses every PATCH with 429 (Retry-After 0), and holds one gateway with

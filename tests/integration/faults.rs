@@ -158,26 +158,37 @@ fn a_write_of_unknown_outcome_keeps_its_before_through_resume_and_rollback() {
     let out = run(sb.cmd().args(["rollback", "r.csv"]));
     assert_eq!(stdout(&out).lines().count(), 31, "{}", stdout(&out));
 
-    // Resume with nothing lost any more (through the same address: a resume continues a
-    // run in the space it started in): the three are found as desired and become
-    // `updated` with their original before-values, not `unchanged`.
+    // Run again with nothing lost any more. That run finished (exit 1), so `--resume`
+    // starts a new report, r.2.csv, reading every row: the three are found as desired
+    // and become `updated` with their original before-values (carried over from r.csv),
+    // not `unchanged`; the rest are `unchanged`.
+    let first = std::fs::read(sb.path("r.csv")).unwrap();
     heal.store(true, std::sync::atomic::Ordering::Relaxed);
     let out =
         run(via(&proxy, &sb).args(["apply", "m.csv", "--yes", "--resume", "--report", "r.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let report2 = report(&sb.path("r.csv"));
+    assert_eq!(
+        std::fs::read(sb.path("r.csv")).unwrap(),
+        first,
+        "r.csv is left as it was"
+    );
+    let report2 = report(&sb.path("r.2.csv"));
     assert_eq!(report2.len(), 30);
     for r in report2.values() {
         let id: uuid::Uuid = r.id.parse().unwrap();
-        assert_eq!(r.status, Status::Updated, "{r:?}");
-        assert_eq!(r.before.as_ref(), starting.get(&id));
+        if unknown.contains(&id) {
+            assert_eq!(r.status, Status::Updated, "{r:?}");
+            assert_eq!(r.before.as_ref(), starting.get(&id));
+        } else {
+            assert_eq!(r.status, Status::Unchanged, "{r:?}");
+        }
     }
     for id in &ids {
         assert_eq!(sb.state().patch_count(id), 1, "one effective PATCH: {id}");
     }
     assert!(
-        !sb.path("r.csv.journal").exists(),
-        "settled, so the journal is gone"
+        !sb.path("r.2.csv.journal").exists(),
+        "settled, so the new report's journal is gone"
     );
     roll_back_and_check(&sb, "r.csv", &start);
 }

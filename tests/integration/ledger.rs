@@ -227,12 +227,26 @@ fn max_errors_stops_the_job_with_exit_3_and_skips_the_rest() {
 #[test]
 fn resume_with_an_edited_manifest_is_refused() {
     let ids = ids(20, 44);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let config = SandboxConfig {
+        failing_ids: vec![ids[0]],
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
     write_csv(&sb.path("m.csv"), &ids[..10], &[]);
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::fs::write(sb.path("c.yaml"), "max_attempts: 1\n").unwrap();
+    // Cut off by its error budget (exit 3): a run that finished is never continued.
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--config",
+        "c.yaml",
+        "--max-errors",
+        "1",
+        "--report",
+        "r.csv",
+    ]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
     let requests = sb.state().stats().requests;
 
     write_csv(&sb.path("m.csv"), &ids, &[]);
@@ -252,6 +266,7 @@ fn resume_with_an_edited_manifest_is_refused() {
         .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert_eq!(report(&sb.path("r.csv")).len(), 10);
+    assert!(!sb.path("r.2.csv").exists());
 }
 
 #[test]
@@ -280,6 +295,10 @@ fn with_a_lock_timeout_a_second_run_waits_for_the_first_then_finds_it_done() {
     assert!(first.wait().unwrap().success());
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(report(&sb.path("r.csv")).len(), 30);
+    // The first run finished: the second read every gateway into a report of its own.
+    let second = report(&sb.path("r.2.csv"));
+    assert_eq!(second.len(), 30);
+    assert!(second.values().all(|r| r.status == Status::Unchanged));
     for id in &ids {
         assert_eq!(
             sb.state().patch_count(id),

@@ -17,5 +17,6 @@ mod read_modes;
 mod resilience;
 mod reviewed;
 mod sandbox;
+mod schedules;
 mod shared_budget;
 mod support;

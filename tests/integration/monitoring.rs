@@ -410,7 +410,7 @@ fn metrics_add_nothing_that_grows_with_the_manifest() {
             "--read-mode",
             "list",
             "-q",
-            "--output",
+            "--diff-format",
             "json",
         ]);
         cmd.arg("--detailed-exitcode");

@@ -63,7 +63,7 @@ fn plan_prints_a_reviewable_diff_in_manifest_order_and_matches_the_snapshot() {
         "m.csv",
         "--report",
         "p2.csv",
-        "--output",
+        "--diff-format",
         "json",
         "--show-unchanged",
     ]));
