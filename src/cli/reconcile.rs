@@ -24,7 +24,6 @@ use crate::report::ReportFormat;
 use crate::run::{self as library, Approval, Finished, RunError, RunHooks, RunOptions, RunStart};
 use crate::saved_plan::PlanError;
 use crate::selection::Selection;
-use crate::shard::Shard;
 use crate::status::Status;
 
 pub use crate::run::{Mode, Source};
@@ -137,7 +136,7 @@ async fn reconcile(
     say_plan_saved(ctx, plan_saved);
     say_summary(ctx, mode, &outcome, &report);
     if let Some(reason) = outcome.stopped {
-        say_stopped(ctx, mode, reason, &outcome, &start, job.shard);
+        say_stopped(ctx, mode, reason, &outcome, &start, &rows_flags(job));
     }
     if let Some(path) = &job.summary_json {
         let rate = ctx.settings.write_rate.get();
@@ -405,7 +404,7 @@ fn say_stopped(
     reason: StopReason,
     outcome: &Outcome,
     start: &RunStart,
-    shard: Option<Shard>,
+    rows: &str,
 ) {
     let report = &start.report;
     let detail = outcome.stop_detail.as_deref().unwrap_or("");
@@ -422,11 +421,11 @@ fn say_stopped(
     };
     // A stopped plan is never continued by an apply: nobody reviewed those rows.
     let next = match mode {
-        Mode::Apply => format!("To continue: {}", resume_command(start, report, shard)),
+        Mode::Apply => format!("To continue: {}", resume_command(start, report, rows)),
         Mode::Plan => format!(
             "To see every row, run the plan again with another --report (this one is kept): \
              {}",
-            plan_command(&start.source, shard)
+            plan_command(&start.source, rows)
         ),
     };
     say(
@@ -535,7 +534,7 @@ const SHOWN_BEFORE_ASKING: u64 = 50;
 fn shell_quote(p: &Path) -> String {
     let s = p.display().to_string();
     if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+        .all(|c| c.is_ascii_alphanumeric() || "/._-@".contains(c))
     {
         s
     } else {
@@ -543,18 +542,29 @@ fn shell_quote(p: &Path) -> String {
     }
 }
 
-fn plan_command(manifest: &Path, shard: Option<Shard>) -> String {
-    let mut cmd = format!(
-        "sipgw-bulk plan {} --report NEW-REPORT",
-        shell_quote(manifest)
-    );
-    if let Some(s) = shard {
-        cmd.push_str(&format!(" --shard {s}"));
+/// The flags that chose this run's rows (`--shard`, `--only`, `--skip`), as they would be
+/// typed again: a resume must choose the same rows.
+fn rows_flags(job: &JobArgs) -> String {
+    let mut flags = String::new();
+    if let Some(s) = job.shard {
+        flags.push_str(&format!(" --shard {s}"));
     }
-    cmd
+    for (flag, values) in [("--only", &job.only), ("--skip", &job.skip)] {
+        for value in values {
+            flags.push_str(&format!(" {flag} {}", shell_quote(Path::new(value))));
+        }
+    }
+    flags
 }
 
-fn resume_command(start: &RunStart, report: &Path, shard: Option<Shard>) -> String {
+fn plan_command(manifest: &Path, rows: &str) -> String {
+    format!(
+        "sipgw-bulk plan {} --report NEW-REPORT{rows}",
+        shell_quote(manifest)
+    )
+}
+
+fn resume_command(start: &RunStart, report: &Path, rows: &str) -> String {
     let quote = shell_quote;
     let mut cmd = if start.format == crate::manifest::Format::Plan {
         format!(
@@ -577,9 +587,7 @@ fn resume_command(start: &RunStart, report: &Path, shard: Option<Shard>) -> Stri
         };
         cmd = format!("(the same manifest on stdin) | {cmd} --format {format}");
     }
-    if let Some(s) = shard {
-        cmd.push_str(&format!(" --shard {s}"));
-    }
+    cmd.push_str(rows);
     cmd
 }
 

@@ -694,12 +694,17 @@ mod tests {
             ..run.clone()
         };
         let other_manifest = note(&manifest, "bbb");
+        let other_selection = RunNote {
+            selection: Some("digest".into()),
+            ..run.clone()
+        };
         let mut ledger = Ledger::lock(&report).unwrap();
         for (now, want) in [
             (&other_space, "OtherSpace"),
             (&other_project, "OtherSpace"),
             (&other_shard, "OtherShard"),
             (&other_manifest, "ManifestChanged"),
+            (&other_selection, "OtherSelection"),
         ] {
             let err = ledger.preflight(now, true).unwrap_err();
             assert!(format!("{err:?}").starts_with(want), "{err:?}");
@@ -724,6 +729,53 @@ mod tests {
         drop(ledger.open(Some(&run), ReportFormat::Csv, true).unwrap());
         drop(ledger);
         assert!(run_path(&old).exists() && !lock_path(&old).exists());
+    }
+
+    #[test]
+    fn a_finished_run_is_followed_by_the_next_report_of_its_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id\n").unwrap();
+        let report = dir.path().join("r.csv");
+        let run = note(&manifest, "aaa");
+        assert_eq!(report_to_resume(&report).unwrap(), (report.clone(), None));
+        let mut ledger = Ledger::lock(&report).unwrap();
+        drop(ledger.open(Some(&run), ReportFormat::Csv, false).unwrap());
+        assert_eq!(
+            report_to_resume(&report).unwrap(),
+            (report.clone(), None),
+            "a run not (yet) finished is continued"
+        );
+        ledger.record_finished(&run).unwrap();
+        drop(ledger);
+        let text = std::fs::read_to_string(run_path(&report)).unwrap();
+        assert!(text.contains("\"finished\": \""), "{text}");
+        let second = dir.path().join("r.2.csv");
+        assert_eq!(
+            report_to_resume(&report).unwrap(),
+            (second.clone(), Some(report.clone()))
+        );
+        let mut ledger = Ledger::lock(&second).unwrap();
+        ledger.follow(&report);
+        drop(ledger.open(Some(&run), ReportFormat::Csv, true).unwrap());
+        assert_eq!(
+            report_to_resume(&report).unwrap(),
+            (second.clone(), Some(report.clone())),
+            "the second, cut off, is continued"
+        );
+        ledger.record_finished(&run).unwrap();
+        assert_eq!(
+            report_to_resume(&report).unwrap(),
+            (dir.path().join("r.3.csv"), Some(second))
+        );
+        // A run file that cannot be read is not a finished run: the resume refuses it.
+        std::fs::write(run_path(&report), "{").unwrap();
+        assert_eq!(report_to_resume(&report).unwrap(), (report.clone(), None));
+        assert_eq!(
+            numbered(Path::new("a/b.report.csv"), 2),
+            Path::new("a/b.report.2.csv")
+        );
+        assert_eq!(numbered(Path::new("r"), 3), Path::new("r.3"));
     }
 
     #[test]

@@ -18,5 +18,6 @@ mod resilience;
 mod reviewed;
 mod sandbox;
 mod schedules;
+mod selection;
 mod shared_budget;
 mod support;

@@ -1,0 +1,227 @@
+//! `--only` and `--skip`: a few rows of a manifest run, the others are reported `skipped`
+//! (`not_selected`) and cost nothing: no request, no exit code, no `--max-changes` count.
+
+use sipgw_bulk::sandbox::SandboxConfig;
+use sipgw_bulk::status::Status;
+
+use crate::support::*;
+
+#[test]
+fn only_and_skip_run_the_chosen_rows_and_report_the_rest_skipped() {
+    let ids = ids(20, 950);
+    let config = SandboxConfig {
+        failing_ids: vec![ids[5]],
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    let start = sb.state().snapshot();
+    // An invalid row too: not chosen, so not `invalid` (and no exit 1).
+    write_csv(&sb.path("m.csv"), &ids, &["not-a-uuid,x,,,,".to_owned()]);
+    std::fs::write(
+        sb.path("ids.txt"),
+        format!(
+            "id\n# the ones to redo\n{}\n\n{}\n{}\n",
+            ids[0], ids[1], ids[2]
+        ),
+    )
+    .unwrap();
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--only",
+        "@ids.txt",
+        "--only",
+        &ids[3].to_string().to_uppercase(),
+        "--skip",
+        &ids[1].to_string(),
+        // Counts the chosen rows only: 3 changes, not 19.
+        "--max-changes",
+        "3",
+        "--report",
+        "r.csv",
+        "--summary-json",
+        "s.json",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let chosen = [ids[0], ids[2], ids[3]];
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report.len(), 21, "one line a row, chosen or not");
+    for r in report.values() {
+        match r.id.parse::<uuid::Uuid>() {
+            Ok(id) if chosen.contains(&id) => assert_eq!(r.status, Status::Updated, "{r:?}"),
+            _ => {
+                assert_eq!(r.status, Status::Skipped, "{r:?}");
+                assert_eq!(r.error_code, "not_selected", "{r:?}");
+                let why = if r.id == ids[1].to_string() {
+                    "--skip"
+                } else {
+                    "--only"
+                };
+                assert!(r.error.contains(why), "{r:?}");
+            }
+        }
+    }
+    let now = sb.state().snapshot();
+    let wanted = expected(&ids);
+    for id in &ids {
+        let want = if chosen.contains(id) {
+            &wanted[id]
+        } else {
+            &start[id]
+        };
+        assert_eq!(&now[id], want, "{id}");
+    }
+    for id in ids.iter().filter(|id| !chosen.contains(id)) {
+        assert_eq!(sb.state().patch_count(id), 0);
+    }
+    // Per chosen row: the review's GET (--max-changes), the GET, the fresh GET before the
+    // PATCH, the PATCH. Nothing for the 17 others (one GET each would make 29).
+    assert!(
+        sb.state().stats().requests <= 12,
+        "{:?}",
+        sb.state().stats()
+    );
+    let summary = summary_json(&sb.path("s.json"));
+    assert_eq!(summary["not_selected"], 18);
+    assert_eq!(summary["counts"]["updated"], 3);
+    assert!(stderr(&out).contains("not selected"), "{}", stderr(&out));
+
+    // The same choice, one more row than --max-changes allows: refused, nothing written.
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--skip",
+        &ids[0].to_string(),
+        "--max-changes",
+        "15",
+        "--report",
+        "r2.csv",
+    ]));
+    assert_eq!(code(&out), 3, "16 rows still differ: {}", stderr(&out));
+}
+
+#[test]
+fn a_saved_plan_holds_only_the_chosen_rows_and_resume_keeps_the_selection() {
+    let ids = ids(12, 951);
+    let config = SandboxConfig {
+        failing_ids: vec![ids[2]],
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    let start = sb.state().snapshot();
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let (a, b) = (ids[0].to_string(), ids[1].to_string());
+    let out = run(sb.cmd().args([
+        "plan", "m.csv", "--only", &a, "--only", &b, "-o", "p.plan", "--report", "p.csv",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(sb
+        .cmd()
+        .args(["apply", "--plan", "p.plan", "--report", "applied.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let now = sb.state().snapshot();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(now[id] != start[id], i < 2, "row {i}");
+    }
+
+    // A run cut off by its error budget, then resumed: with the same selection (spelled
+    // otherwise) it continues; with another it is refused, nothing sent.
+    std::fs::write(sb.path("c.yaml"), "max_attempts: 1\n").unwrap();
+    let (c, d) = (ids[2].to_string(), ids[3].to_string());
+    let apply = |only: &[&str]| {
+        let mut cmd = sb.cmd();
+        cmd.args(["apply", "m.csv", "--yes", "--resume", "--config", "c.yaml"])
+            .args(["--max-errors", "1", "--report", "r.csv"]);
+        for id in only {
+            cmd.args(["--only", id]);
+        }
+        run(&mut cmd)
+    };
+    let out = apply(&[&c, &d]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let continued = format!("--resume --yes --only {c} --only {d}");
+    assert!(
+        stderr(&out).contains(&continued),
+        "the resume command keeps the selection: {}",
+        stderr(&out)
+    );
+    let before = sb.state().stats().requests;
+    let out = apply(&[&d]);
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--only/--skip"), "{}", stderr(&out));
+    assert_eq!(sb.state().stats().requests, before, "nothing sent");
+    let out = apply(&[&d.to_uppercase(), &c]);
+    assert_eq!(code(&out), 3, "the same run, continued: {}", stderr(&out));
+    assert!(!sb.path("r.2.csv").exists());
+}
+
+#[test]
+fn a_selection_that_names_nothing_real_is_refused_before_any_request() {
+    let ids = ids(4, 952);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids[..3], &[]);
+    let absent = ids[3].to_string();
+    let out = run(sb.cmd().args([
+        "plan",
+        "m.csv",
+        "--only",
+        &ids[0].to_string(),
+        "--only",
+        &absent,
+    ]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&absent) && stderr(&out).contains("m.csv"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(sb.cmd().args(["plan", "m.csv", "--skip", "gw-7"]));
+    assert_eq!(code(&out), 64);
+    assert!(stderr(&out).contains("\"gw-7\""), "{}", stderr(&out));
+    std::fs::write(sb.path("ids.txt"), format!("{}\nnope\n", ids[0])).unwrap();
+    let out = run(sb.cmd().args(["plan", "m.csv", "--only", "@ids.txt"]));
+    assert_eq!(code(&out), 64);
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+    // An output may not overwrite the list it was given.
+    let out = run(sb.cmd().args([
+        "plan",
+        "m.csv",
+        "--only",
+        "@ids.txt",
+        "--summary-json",
+        "ids.txt",
+    ]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert_eq!(sb.state().stats().requests, 0);
+}
+
+/// `-o/--output` names a file wherever it is taken; the plan's display is
+/// `--diff-format`, and the old spelling is refused with the new one.
+#[test]
+fn the_old_output_flag_of_plan_and_apply_is_refused_with_the_new_name() {
+    let ids = ids(2, 953);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    for command in [&["plan"][..], &["apply", "--yes"]] {
+        let out = run(sb.cmd().args(command).args(["m.csv", "--output", "json"]));
+        assert_eq!(code(&out), 64, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--diff-format json"),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(sb.state().stats().requests, 0);
+    let out = run(sb.cmd().args(["plan", "m.csv", "--diff-format", "json"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let last = stdout(&out).lines().last().unwrap().to_owned();
+    let closing: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(closing["plan"]["would_update"], 2, "{last}");
+    let help = stdout(&run(
+        std::process::Command::new(BIN).args(["plan", "--help"])
+    ));
+    assert!(help.contains("-o, --out <PLAN>"), "{help}");
+    assert!(!help.contains("--output"), "{help}");
+}
