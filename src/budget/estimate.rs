@@ -29,6 +29,7 @@ const ALLOWANCE_SHARE: f64 = 0.5;
 const ALLOWANCE_MIN: f64 = 0.01;
 const ALARM_BASE: f64 = 4.0;
 const ALARM_PER_SHARE: f64 = 80.0;
+const PROBING_ALARM_DIVISOR: f64 = 2.0;
 /// Answers the baseline needs before the CUSUM may cut (until then only most of the
 /// window refused does), and the share assumed until then for what they may teach.
 const BASELINE_MIN: u64 = 32;
@@ -42,6 +43,10 @@ const HOLD_AT: f64 = 0.85;
 /// Seconds to climb from the cut back to the hold, and until probing above it starts.
 const CLIMB_SECS: f64 = 5.0;
 const PROBE_AFTER_SECS: f64 = 10.0;
+/// A probe that meets the limit again under this multiple of the last knee found it where
+/// it was: the next probe waits twice as long, up to the longest wait.
+const SAME_KNEE: f64 = 1.25;
+const PROBE_AFTER_MAX_SECS: f64 = 80.0;
 /// While probing, the pace grows by this factor a second at first, faster as the probe
 /// goes on without meeting a limit (the exponent gains a second every so many seconds).
 const PROBE_GROWTH: f64 = 1.05;
@@ -58,6 +63,9 @@ const RAMP_STEP_SECS: f64 = 0.1;
 const RAMP_FROM_CEILING: f64 = 64.0;
 /// A budget found spent again within this of the last time is one signal, not two.
 const SPENT_AGAIN: Duration = Duration::from_secs(2);
+/// The shortest span from the first refusal over which what the space accepts is taken
+/// as what it takes (shorter, the measures below are used).
+const REFUSING_SPAN: Duration = Duration::from_millis(250);
 /// The shortest span a delivered rate is measured over.
 const MIN_SPAN: Duration = Duration::from_millis(10);
 
@@ -97,11 +105,14 @@ struct Cusum {
 
 impl Cusum {
     /// Adds one answer; true when the share of refusals has clearly risen above `p`.
-    fn add(&mut self, refused: bool, p: f64) -> bool {
+    /// While probing above the knee the alarm is halved: there a rise is expected (the
+    /// limit met again), and each answer spent proving it is a refusal production shares.
+    fn add(&mut self, refused: bool, p: f64, probing: bool) -> bool {
         let allowance = (p * ALLOWANCE_SHARE).max(ALLOWANCE_MIN);
         let x = f64::from(u8::from(refused));
         self.sum = (self.sum + x - p - allowance).max(0.0);
-        self.sum > Self::alarm(p)
+        let alarm = Self::alarm(p) / if probing { PROBING_ALARM_DIVISOR } else { 1.0 };
+        self.sum > alarm
     }
 
     fn alarm(p: f64) -> f64 {
@@ -117,6 +128,10 @@ struct Cut {
     knee: f64,
     /// The pace just after the cut.
     after: f64,
+    /// Seconds after the cut that probing above the hold starts: doubled each time a probe
+    /// meets the limit where it was (it has not gone: probing costs production refusals),
+    /// back to the first wait when a cut finds it elsewhere.
+    probe_after: f64,
 }
 
 /// What an answer changed.
@@ -143,7 +158,19 @@ pub struct Estimate {
     /// first of those writes left.
     accepted_since_cut: u64,
     first_sent_since_cut: Option<Instant>,
+    /// Since the last cut: when the first refusal came, and the writes accepted after it.
+    /// Once the space refuses, its budget is empty, so what it accepts from then on is
+    /// what it takes; before that, a full bucket's burst would read as a higher rate.
+    refusing_since: Option<Instant>,
+    accepted_while_refusing: u64,
+    /// What is normal. A cut takes back what it learnt from the last window or two of
+    /// answers (back to `checkpoints[0]`): those led up to the cut, so their refusals were
+    /// the limit being met (a start-up ramp's overshoot, a hold above it), not noise.
     baseline: Baseline,
+    /// The baseline as it was one and two windows of learnt answers ago, and the answers
+    /// learnt since the later one.
+    checkpoints: [Baseline; 2],
+    learnt_since_checkpoint: usize,
     /// The CUSUM tests against the learnt baseline (not the prior) since then.
     baseline_in_use: bool,
     cusum: Cusum,
@@ -172,7 +199,11 @@ impl Estimate {
             refused_recent: 0,
             accepted_since_cut: 0,
             first_sent_since_cut: None,
+            refusing_since: None,
+            accepted_while_refusing: 0,
             baseline: Baseline::default(),
+            checkpoints: [Baseline::default(); 2],
+            learnt_since_checkpoint: 0,
             baseline_in_use: false,
             cusum: Cusum::default(),
             delivered: [(u64::MAX, 0); BUCKETS],
@@ -204,11 +235,11 @@ impl Estimate {
         let hold = (cut.knee * HOLD_AT).max(cut.after);
         let pace = if s < CLIMB_SECS {
             cut.after + (hold - cut.after) * s / CLIMB_SECS
-        } else if s < PROBE_AFTER_SECS {
+        } else if s < cut.probe_after {
             hold
         } else {
             // Convex: slow while the limit may be near, faster the longer none is met.
-            let t = s - PROBE_AFTER_SECS;
+            let t = s - cut.probe_after;
             hold * PROBE_GROWTH.powf(t + t * t / PROBE_ACCELERATION_SECS)
         };
         pace.clamp(self.floor, self.ceiling)
@@ -222,6 +253,8 @@ impl Estimate {
         self.refused_recent = 0;
         self.accepted_since_cut = 0;
         self.first_sent_since_cut = None;
+        self.refusing_since = None;
+        self.accepted_while_refusing = 0;
     }
 
     fn ramp(&self, now: Instant) -> f64 {
@@ -263,6 +296,11 @@ impl Estimate {
         self.recent.push_back(refused);
         self.refused_recent += usize::from(refused);
         self.accepted_since_cut += u64::from(!refused);
+        match (refused, self.refusing_since) {
+            (true, None) => self.refusing_since = Some(now),
+            (false, Some(_)) => self.accepted_while_refusing += 1,
+            _ => {}
+        }
         let first_sent = *self.first_sent_since_cut.get_or_insert(sent);
         self.first_sent_since_cut = Some(first_sent.min(sent));
         if self.recent.len() > WINDOW
@@ -292,13 +330,15 @@ impl Estimate {
         // What the baseline learns is what is normal: not answers while the CUSUM is half
         // way to a rise, nor a window a third or more refused (no noise is that loud).
         let quiet = self.cusum.sum < Cusum::alarm(p) / 2.0;
-        let risen = self.cusum.add(refused, p) && n >= WINDOW / 2 && self.baseline_in_use;
+        let probing = self.cut.is_some() && !self.learning(now);
+        let risen = self.cusum.add(refused, p, probing) && n >= WINDOW / 2 && self.baseline_in_use;
         if self.learning(now) && quiet && 3 * k < n {
-            self.baseline.add(refused);
+            self.learn(refused);
         }
         if !(spent || most_refused || risen) {
             return Verdict::Steady;
         }
+        self.unlearn_the_rise();
         // A budget spent again within a moment of the last time is the same signal: the
         // second sample covers the job's own wait, which says nothing about the space.
         let again = spent
@@ -315,8 +355,29 @@ impl Estimate {
         self.refused_recent = 0;
         self.accepted_since_cut = 0;
         self.first_sent_since_cut = None;
+        self.refusing_since = None;
+        self.accepted_while_refusing = 0;
         self.cusum = Cusum::default();
         Verdict::Cut { spent }
+    }
+
+    fn learn(&mut self, refused: bool) {
+        self.baseline.add(refused);
+        self.learnt_since_checkpoint += 1;
+        if self.learnt_since_checkpoint == WINDOW {
+            self.checkpoints = [self.checkpoints[1], self.baseline];
+            self.learnt_since_checkpoint = 0;
+        }
+    }
+
+    /// At a cut: the baseline goes back to what it was before the answers that led up to
+    /// it (one to two windows of them); the CUSUM tests against the prior again until it
+    /// has enough answers.
+    fn unlearn_the_rise(&mut self) {
+        self.baseline = self.checkpoints[0];
+        self.checkpoints = [self.baseline; 2];
+        self.learnt_since_checkpoint = 0;
+        self.baseline_in_use = self.baseline.answers >= BASELINE_MIN;
     }
 
     /// Whether answers now teach the baseline: only while the pace is at or under what the
@@ -333,10 +394,17 @@ impl Estimate {
         let pace = self.pace(now);
         let knee = self.delivered_rate(now, origin, spent).min(pace);
         let after = (knee * CUT_TO).max(self.floor);
+        let probe_after = match self.cut {
+            Some(last) if !self.learning(now) && knee <= last.knee * SAME_KNEE => {
+                (last.probe_after * 2.0).min(PROBE_AFTER_MAX_SECS)
+            }
+            _ => PROBE_AFTER_SECS,
+        };
         self.cut = Some(Cut {
             at: now,
             knee,
             after,
+            probe_after,
         });
         self.cuts += 1;
         self.lowest = self.lowest.min(after);
@@ -372,6 +440,13 @@ impl Estimate {
     /// When the budget is spent only the last second counts: what the space took before
     /// it ran out is what it takes, not the nothing since.
     fn delivered_rate(&self, now: Instant, origin: Instant, spent: bool) -> f64 {
+        if let Some(since) = self.refusing_since
+            && !spent
+            && now.saturating_duration_since(since) >= REFUSING_SPAN
+        {
+            let span = now.saturating_duration_since(since).as_secs_f64();
+            return self.accepted_while_refusing as f64 / span;
+        }
         let last_second = self.delivered_last_second(now, origin);
         let since = self.first_sent_since_cut.unwrap_or(now);
         let span = now.saturating_duration_since(since);
@@ -594,6 +669,141 @@ mod tests {
         );
         assert_eq!(pace(1000.0), 500.0, "never above the ceiling");
         assert_eq!(e.lowest(), 337.5);
+    }
+
+    /// `n` writes accepted, evenly over the second before `until` (each sent as answered).
+    fn accept_for_a_second(e: &mut Estimate, until: Instant, n: u32) {
+        for i in 0..n {
+            let at = until - Duration::from_secs(1)
+                + Duration::from_secs_f64(f64::from(i) / f64::from(n));
+            e.on_answer(at, false, at);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_meets_the_limit_where_it_was_waits_twice_as_long_next_time() {
+        let mut e = Estimate::new(1000.0);
+        let t0 = Instant::now();
+        let origin = t0 - Duration::from_secs(1);
+        e.origin = Some(origin);
+        e.cut = Some(Cut {
+            at: t0,
+            knee: 100.0,
+            after: 75.0,
+            probe_after: PROBE_AFTER_SECS,
+        });
+        // 20 s on, probing above the hold (85), the limit is met at 100 again.
+        let first = t0 + Duration::from_secs(20);
+        assert!(!e.learning(first), "probing");
+        accept_for_a_second(&mut e, first, 100);
+        e.cut_at(first, origin, false);
+        // (The last second's first bucket has slid out: 90 of the 100.)
+        assert_eq!(
+            e.cut.map(|c| (c.knee.round(), c.probe_after)),
+            Some((90.0, 20.0))
+        );
+        // The next probe starts 20 s after that cut, not 10.
+        assert!(
+            e.learning(first + Duration::from_secs(15)),
+            "still holding at 15 s"
+        );
+        let second = first + Duration::from_secs(30);
+        assert!(!e.learning(second));
+        accept_for_a_second(&mut e, second, 110);
+        e.cut_at(second, origin, false);
+        assert_eq!(e.cut.map(|c| c.probe_after), Some(40.0), "doubled again");
+        // A cut while holding (the limit came down): probing waits the first wait again.
+        let holding = second + Duration::from_secs(7);
+        assert!(e.learning(holding));
+        accept_for_a_second(&mut e, holding, 80);
+        e.cut_at(holding, origin, false);
+        assert_eq!(e.cut.map(|c| c.probe_after), Some(PROBE_AFTER_SECS));
+        // A probe that finds the limit well above where it was (it moved): the same.
+        e.cut = Some(Cut {
+            probe_after: 40.0,
+            ..e.cut.unwrap()
+        });
+        let moved = holding + Duration::from_secs(60);
+        assert!(!e.learning(moved));
+        accept_for_a_second(&mut e, moved, 200);
+        e.cut_at(moved, origin, false);
+        assert_eq!(e.cut.map(|c| c.probe_after), Some(PROBE_AFTER_SECS));
+        // Never more than the longest wait.
+        e.cut = Some(Cut {
+            probe_after: PROBE_AFTER_MAX_SECS,
+            knee: 200.0,
+            ..e.cut.unwrap()
+        });
+        let late = moved + Duration::from_secs(200);
+        accept_for_a_second(&mut e, late, 200);
+        e.cut_at(late, origin, false);
+        assert_eq!(e.cut.map(|c| c.probe_after), Some(PROBE_AFTER_MAX_SECS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_takes_back_what_the_baseline_learnt_from_the_rise_that_led_to_it() {
+        let mut e = Estimate::new(1000.0);
+        let t0 = Instant::now();
+        // 200 answers, none refused: the normal.
+        for i in 0..200u64 {
+            let at = t0 + Duration::from_millis(i);
+            e.on_answer(at, false, at);
+        }
+        assert_eq!(e.baseline.answers, 200);
+        // Then one in four refused, until the CUSUM cuts: the first of those answers were
+        // quiet enough to be learnt, but they were the rise.
+        let mut cut = false;
+        for i in 0..200u64 {
+            let at = t0 + Duration::from_millis(200 + i);
+            if e.on_answer(at, i % 4 == 3, at) != Verdict::Steady {
+                cut = true;
+                break;
+            }
+        }
+        assert!(cut);
+        // Back to the window boundary before the last one (160 answers, none refused).
+        assert_eq!((e.baseline.answers, e.baseline.share), (160, 0.0));
+        assert!(e.baseline_in_use);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_knee_is_what_the_space_accepted_once_it_refused_not_a_full_bucket_s_burst() {
+        let mut e = Estimate::new(1000.0);
+        let t0 = Instant::now();
+        // A full bucket: 200 accepted in the first second.
+        for i in 0..200u64 {
+            let at = t0 + Duration::from_millis(5 * i);
+            e.on_answer(at, false, at);
+        }
+        // Then the space refuses now and then, and takes 60 a second.
+        let start = t0 + Duration::from_secs(1);
+        let mut verdict = Verdict::Steady;
+        let mut n = 0u64;
+        while verdict == Verdict::Steady && n < 600 {
+            let at = start + Duration::from_micros(1_000_000 / 70 * n);
+            // Seven answers in 100 ms: six accepted, one refused.
+            verdict = e.on_answer(at, n % 7 == 6, at);
+            n += 1;
+        }
+        assert_eq!(verdict, Verdict::Cut { spent: false });
+        let knee = e.knee().unwrap();
+        assert!((50.0..=75.0).contains(&knee), "knee {knee}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_probing_a_rise_is_believed_on_half_the_evidence() {
+        let mut c = Cusum::default();
+        let p = 0.005;
+        let steps =
+            |c: &mut Cusum, probing: bool| (1..=20).find(|_| c.add(true, p, probing)).unwrap_or(0);
+        let holding = steps(&mut c, false);
+        let mut c = Cusum::default();
+        let probing = steps(&mut c, true);
+        assert_eq!(
+            (holding, probing),
+            (5, 3),
+            "refusals in a row before the alarm"
+        );
     }
 
     #[tokio::test(start_paused = true)]
