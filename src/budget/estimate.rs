@@ -6,10 +6,14 @@
 //! rises clearly above its own baseline (a CUSUM test, which finds a small lasting rise
 //! as surely as a large sudden one), or when most of the latest writes are refused at
 //! once; never on each 429. The baseline is learnt while the pace is at or under what the
-//! space was last seen to accept, never while probing above it. A cut sets the pace
-//! under what the space was seen to accept while it refused (the delivered rate, as BBR
-//! measures a link); the pace climbs back to just below that knee, holds there, and then
-//! probes above it, slowly, so that a limit that has gone is found again.
+//! space was last seen to accept, never while probing above it, and a cut takes back what
+//! it learnt from the answers that led up to the cut (they were the rise). A cut sets the
+//! pace under what the space was seen to accept once it refused (the delivered rate, as
+//! BBR measures a link; from the first refusal on the space's budget is empty, so a full
+//! bucket's burst is not counted); the pace climbs back to below that knee, holds there,
+//! and then probes above it, slowly, so that a limit that has gone is found again. A
+//! probe is cut on half the evidence, and one that meets the limit where it was makes the
+//! next wait twice as long: every probe costs production a few refusals.
 //!
 //! Every function takes the time as an argument: the tests drive it on a paused clock.
 
