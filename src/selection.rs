@@ -222,6 +222,14 @@ mod tests {
             err.contains("--skip") && err.contains("line 2") && err.contains("oops"),
             "{err}"
         );
+        // Far larger than any list of ids (sparse: no disk is used).
+        let huge = dir.path().join("huge.txt");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(MAX_FILE + 1)
+            .unwrap();
+        let err = Selection::from_flags(&[format!("@{}", huge.display())], &[]).unwrap_err();
+        assert!(err.contains("is not a list of ids"), "{err}");
         let missing = dir.path().join("none.txt");
         let err = Selection::from_flags(&[format!("@{}", missing.display())], &[]).unwrap_err();
         assert!(

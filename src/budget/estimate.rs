@@ -797,6 +797,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_cut_soon_after_another_measures_what_was_accepted_since_that_cut() {
+        let mut e = Estimate::new(1000.0);
+        let t0 = Instant::now();
+        // A second at 500/s, then a rise: the first cut (knee 450, as above).
+        for i in 0..500u64 {
+            let at = t0 + Duration::from_millis(2 * i);
+            e.on_answer(at, false, at);
+        }
+        let cut = t0 + Duration::from_secs(1);
+        while e.on_answer(cut, true, cut) == Verdict::Steady {}
+        // 1.2 s later: 100 accepted over the last 0.4 s (250/s since the cut's writes
+        // began; 100 over the last second), then refusals at once.
+        let t1 = cut + Duration::from_millis(1200);
+        for i in 0..100u64 {
+            let at = t1 - Duration::from_millis(400) + Duration::from_millis(4 * i);
+            e.on_answer(at, false, at);
+        }
+        while e.on_answer(t1, true, t1) == Verdict::Steady {}
+        assert_eq!(e.cuts(), 2);
+        let knee = e.knee().unwrap();
+        assert!((knee - 250.0).abs() < 1.0, "knee {knee}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn while_probing_a_rise_is_believed_on_half_the_evidence() {
         let mut c = Cusum::default();
         let p = 0.005;
@@ -810,6 +834,12 @@ mod tests {
             (5, 3),
             "refusals in a row before the alarm"
         );
+        // Over a noisy baseline (10%), the allowance is half of it, and the alarm higher.
+        let steps = |probing: bool| {
+            let mut c = Cusum::default();
+            (1..=40).find(|_| c.add(true, 0.1, probing)).unwrap_or(0)
+        };
+        assert_eq!((steps(false), steps(true)), (15, 8));
     }
 
     #[tokio::test(start_paused = true)]

@@ -779,6 +779,69 @@ mod tests {
     }
 
     #[test]
+    fn a_report_after_a_finished_one_keeps_the_before_of_rows_that_run_may_have_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id\n").unwrap();
+        let ids = crate::sandbox::generated_ids(4, 9);
+        let original = crate::sandbox::starting_fields(3);
+        let run = note(&manifest, "aaa");
+        // The finished run: a mismatch, a write of unknown outcome, an update and a
+        // plain failure, each with a before-value.
+        let first = dir.path().join("r.csv");
+        let mut ledger = Ledger::lock(&first).unwrap();
+        let mut opened = ledger.open(Some(&run), ReportFormat::Csv, false).unwrap();
+        let kinds = [
+            (Status::Mismatch, ""),
+            (Status::Failed, report::WRITE_UNKNOWN),
+            (Status::Updated, ""),
+            (Status::Failed, "http_500"),
+        ];
+        for (i, (status, code)) in kinds.into_iter().enumerate() {
+            let mut r = RowRecord::bare(
+                i as u64,
+                i as u64 + 2,
+                ids[i].to_string(),
+                status,
+                code,
+                String::new(),
+            );
+            r.before = Some(original.clone());
+            opened.writer.write(&r).unwrap();
+        }
+        opened.writer.close().unwrap();
+        ledger.record_finished(&run).unwrap();
+        drop(ledger);
+        let (next, follows) = report_to_resume(&first).unwrap();
+        assert_eq!(follows.as_deref(), Some(first.as_path()));
+        let mut ledger = Ledger::lock(&next).unwrap();
+        ledger.follow(&first);
+        let opened = ledger.open(Some(&run), ReportFormat::Csv, true).unwrap();
+        let mut carried: Vec<u128> = opened.recovered.keys().copied().collect();
+        carried.sort_unstable();
+        let mut want = vec![ids[0].as_u128(), ids[1].as_u128()];
+        want.sort_unstable();
+        assert_eq!(
+            carried, want,
+            "the mismatch and the unknown write, nothing else"
+        );
+        assert!(opened.recovered.values().all(|b| *b == original));
+        // Resumed after a cut, the new report's own finished rows are not carried again.
+        let mut opened = opened;
+        let mut done =
+            RowRecord::bare(0, 2, ids[0].to_string(), Status::Updated, "", String::new());
+        done.before = Some(original.clone());
+        opened.writer.write(&done).unwrap();
+        opened.writer.close().unwrap();
+        drop(ledger);
+        let mut ledger = Ledger::lock(&next).unwrap();
+        ledger.follow(&first);
+        let opened = ledger.open(Some(&run), ReportFormat::Csv, true).unwrap();
+        let carried: Vec<u128> = opened.recovered.keys().copied().collect();
+        assert_eq!(carried, vec![ids[1].as_u128()]);
+    }
+
+    #[test]
     fn a_report_in_a_missing_directory_is_named_as_such() {
         let dir = tempfile::tempdir().unwrap();
         let report = dir.path().join("gone").join("r.csv");
