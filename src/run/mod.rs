@@ -2,12 +2,14 @@
 //! pipeline, in order.
 //!
 //! ```text
-//!  lock the report (another run: refused at once) ──▶ read the whole manifest once
+//!  lock the report (another run: refused at once; with --resume of a finished run, the
+//!  next report of its chain too) ──▶ read the whole manifest once
 //!  (unreadable: refused before any request) ──▶ check the ledger (exists / --resume /
 //!  fingerprint) and a saved plan's header (space, manifest) ──▶ one apply per manifest and
 //!  space on this machine ──▶ review: plan into REPORT.plan, show, ask, then apply that
 //!  plan (or count the changes for --max-changes) ──▶ open the ledger (resume, journal)
-//!  ──▶ run the pipeline until done or `stop` ──▶ settle the journal
+//!  ──▶ run the pipeline until done or `stop` ──▶ settle the journal ──▶ mark the run
+//!  finished (went through every row: a later --resume starts the next report)
 //! ```
 //!
 //! The caller brings what is about people: how the go-ahead is asked ([`Approval`]), what
