@@ -45,7 +45,16 @@ impl Selection {
     /// Why the row with this id (as written in the manifest) is not chosen, if it is not.
     /// An id that is not a UUID is chosen only when no `--only` was given.
     pub fn passes_over(&self, id: &str) -> Option<&'static str> {
-        let id = uuid::Uuid::try_parse(id.trim()).ok().map(|u| u.as_u128());
+        self.why_not(uuid::Uuid::try_parse(id.trim()).ok())
+    }
+
+    /// The same for a row whose id is a UUID already (a valid row): nothing to parse.
+    pub fn passes_over_uuid(&self, id: uuid::Uuid) -> Option<&'static str> {
+        self.why_not(Some(id))
+    }
+
+    fn why_not(&self, id: Option<uuid::Uuid>) -> Option<&'static str> {
+        let id = id.map(|u| u.as_u128());
         match (&self.only, id) {
             (Some(only), Some(id)) if !only.contains(&id) => return Some(NOT_IN_ONLY),
             (Some(_), None) => return Some(NOT_IN_ONLY),

@@ -336,9 +336,10 @@ impl Estimate {
         // What the baseline learns is what is normal: not answers while the CUSUM is half
         // way to a rise, nor a window a third or more refused (no noise is that loud).
         let quiet = self.cusum.sum < Cusum::alarm(p) / 2.0;
-        let probing = self.cut.is_some() && !self.learning(now);
+        let learning = self.learning(now);
+        let probing = self.cut.is_some() && !learning;
         let risen = self.cusum.add(refused, p, probing) && n >= WINDOW / 2 && self.baseline_in_use;
-        if self.learning(now) && quiet && 3 * k < n {
+        if learning && quiet && 3 * k < n {
             self.learn(refused);
         }
         if !(spent || most_refused || risen) {

@@ -173,6 +173,7 @@ fn run_options(
     options.report_format = report_format_for(ctx)?;
     options.resume = apply.is_some_and(|a| a.resume);
     options.shard = job.shard;
+    refuse_old_output(job)?;
     options.selection = selection(job)?;
     options.max_errors = apply.and_then(|a| a.max_errors);
     options.limit = apply.and_then(|a| a.limit);
@@ -203,15 +204,20 @@ fn run_options(
     Ok(options)
 }
 
-/// `--only`/`--skip`, read (their @FILEs too); and the old `--output FORMAT` refused.
-fn selection(job: &JobArgs) -> Result<Option<Arc<Selection>>, Failure> {
-    if let Some(format) = &job.old_output {
-        return Err(usage(format!(
+/// The old `--output FORMAT` of plan and apply, refused with its new name.
+fn refuse_old_output(job: &JobArgs) -> Result<(), Failure> {
+    match &job.old_output {
+        Some(format) => Err(usage(format!(
             "--output no longer sets how the plan prints: use --diff-format {format}. \
              (-o/--output names a file in every command that has it: export, rollback, and \
              plan -o PLAN to save the plan)"
-        )));
+        ))),
+        None => Ok(()),
     }
+}
+
+/// `--only`/`--skip`, read (their @FILEs too).
+fn selection(job: &JobArgs) -> Result<Option<Arc<Selection>>, Failure> {
     let chosen = Selection::from_flags(&job.only, &job.skip).map_err(usage)?;
     Ok(chosen.map(Arc::new))
 }

@@ -129,7 +129,7 @@ impl RowReader {
     fn not_chosen(&self, checked: &CheckedRow) -> Option<&'static str> {
         let selection = self.selection.as_ref()?;
         match checked {
-            Ok(row) => selection.passes_over(&row.id.hyphenated().to_string()),
+            Ok(row) => selection.passes_over_uuid(row.id),
             Err(bad) => selection.passes_over(&bad.id),
         }
     }

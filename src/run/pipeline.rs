@@ -56,21 +56,23 @@ pub(super) async fn scan(
             .and_then(|s| s.only().cloned())
             .unwrap_or_default();
         let first = manifest.first_pass(|row| {
-            let id = match row {
-                Ok(r) => r.id.hyphenated().to_string(),
-                Err(bad) => bad.id.clone(),
-            };
             if let Ok(r) = row {
                 named.remove(&r.id.as_u128());
             }
-            if shard.is_some_and(|s| !s.owns(&id)) {
+            let owned = match (shard, row) {
+                (None, _) => true,
+                (Some(s), Ok(r)) => s.owns(&r.id.hyphenated().to_string()),
+                (Some(s), Err(bad)) => s.owns(&bad.id),
+            };
+            if !owned {
                 return;
             }
             in_shard += 1;
-            if selection
-                .as_ref()
-                .is_some_and(|s| s.passes_over(&id).is_some())
-            {
+            let passed_over = selection.as_ref().and_then(|s| match row {
+                Ok(r) => s.passes_over_uuid(r.id),
+                Err(bad) => s.passes_over(&bad.id),
+            });
+            if passed_over.is_some() {
                 return;
             }
             chosen += 1;
