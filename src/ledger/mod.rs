@@ -490,7 +490,7 @@ fn run_finished(report: &Path) -> Result<bool, LedgerError> {
 
 /// `dir/STEM.N.EXT` for `dir/STEM.EXT` (`dir/NAME.N` without an extension): the report
 /// of the run after a finished one.
-pub fn numbered(report: &Path, n: u32) -> PathBuf {
+fn numbered(report: &Path, n: u32) -> PathBuf {
     let mut name = report.file_stem().unwrap_or_default().to_owned();
     name.push(format!(".{n}"));
     if let Some(ext) = report.extension() {

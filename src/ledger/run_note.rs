@@ -24,7 +24,7 @@ pub struct RunNote {
     /// `--only`/`--skip`: a digest of the rows chosen; none when every row runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<String>,
-    /// When the run went through every row (it ended with exit 0 or 1), as an HTTP date.
+    /// When the run went through every row (it ended with exit 0, 1 or 2), as an HTTP date.
     /// A `--resume` then starts a new report: a finished run is never continued, so a
     /// second scheduled run on one day still reads every gateway. None while the run
     /// lasts, and for a run that was cut off.
