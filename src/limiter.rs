@@ -4,15 +4,61 @@
 //! accepts), then by `--rate` as a hard ceiling (the governor quota, applied last). A 429
 //! delays only its own request; the write budget decides when every write waits. An
 //! unreachable space pauses both budgets.
+//!
+//! Every wait here is on tokio's clock (the governor quota too, through [`TokioClock`]),
+//! so a test on a paused clock drives the real limiter.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
-pub use crate::budget::{Held, WriteBudget};
+pub use crate::budget::{Grant, Held, WriteBudget};
+
+/// The governor's clock: tokio's, as time since the limiter was made.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    origin: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.origin)
+    }
+}
+
+type Quotas = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+/// One `--rate` quota on tokio's clock.
+struct Gate {
+    limiter: Quotas,
+    clock: TokioClock,
+}
+
+impl Gate {
+    fn new(per_second: NonZeroU32) -> Gate {
+        let clock = TokioClock {
+            origin: Instant::now(),
+        };
+        Gate {
+            limiter: RateLimiter::direct_with_clock(smooth_quota(per_second), clock),
+            clock,
+        }
+    }
+
+    async fn until_ready(&self) {
+        while let Err(not_until) = self.limiter.check() {
+            tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+        }
+    }
+}
 
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,12 +80,12 @@ impl Budget {
 
 /// Shared by every worker; see the module docs.
 pub struct Limiter {
-    write: Option<DefaultDirectRateLimiter>,
+    write: Option<Gate>,
     /// The same `--rate` ceiling again, taken when a write leaves: a write's slot is
     /// granted before its fresh read, so the read's round trip (which varies) sits between
     /// the slot and the send; this second gate keeps the ceiling true at the server.
-    write_gate: Option<DefaultDirectRateLimiter>,
-    read: Option<DefaultDirectRateLimiter>,
+    write_gate: Option<Gate>,
+    read: Option<Gate>,
     /// Until when each budget is held back: [writes, reads]. An unreachable space holds
     /// both.
     paused_until: [Mutex<Option<Instant>>; 2],
@@ -77,9 +123,9 @@ impl Limiter {
     /// `None` for a budget means unlimited.
     pub fn new(write_per_second: Option<NonZeroU32>, read_per_second: Option<NonZeroU32>) -> Self {
         Limiter {
-            write: write_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
-            write_gate: write_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
-            read: read_per_second.map(|r| RateLimiter::direct(smooth_quota(r))),
+            write: write_per_second.map(Gate::new),
+            write_gate: write_per_second.map(Gate::new),
+            read: read_per_second.map(Gate::new),
             paused_until: [Mutex::new(None), Mutex::new(None)],
             budget: None,
         }
@@ -96,9 +142,8 @@ impl Limiter {
         self.budget.as_deref()
     }
 
-    /// Waits out any pause, then for a permit from `budget`. `Err` only for a write, when
-    /// the space's count has held the job at the reserve past the outage budget.
-    pub async fn acquire(&self, budget: Budget) -> Result<(), Held> {
+    /// Waits out any pause on `budget`.
+    async fn unpaused(&self, budget: Budget) {
         loop {
             let until = *self.paused_until[budget.index()]
                 .lock()
@@ -108,19 +153,29 @@ impl Limiter {
                 _ => break,
             }
         }
-        if budget == Budget::Write
-            && let Some(b) = &self.budget
-        {
-            b.slot().await?;
+    }
+
+    /// Waits out any pause, then for a read permit.
+    pub async fn read(&self) {
+        self.unpaused(Budget::Read).await;
+        if let Some(gate) = &self.read {
+            gate.until_ready().await;
         }
-        let limiter = match budget {
-            Budget::Write => &self.write,
-            Budget::Read => &self.read,
+    }
+
+    /// Waits out any pause, then for a write's slot under the space's write budget and
+    /// the `--rate` ceiling. `Err` when the space's count has held the job at the reserve
+    /// past the outage budget.
+    pub async fn write(&self) -> Result<Grant, Held> {
+        self.unpaused(Budget::Write).await;
+        let grant = match &self.budget {
+            Some(b) => b.slot().await?,
+            None => Grant::unpaced(),
         };
-        if let Some(limiter) = limiter {
-            limiter.until_ready().await;
+        if let Some(gate) = &self.write {
+            gate.until_ready().await;
         }
-        Ok(())
+        Ok(grant)
     }
 
     /// Waits until a write whose slot was granted may leave without breaking the `--rate`
@@ -153,11 +208,11 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use governor::clock::{Clock, FakeRelativeClock, Reference};
 
     /// Grants permits on a fake clock for `secs`, polling every `poll` (a late waiter wakes
     /// up to `poll` after its time): the grant times in microseconds.
     fn simulate(rate: u32, secs: u64, poll: Duration) -> Vec<u64> {
+        use governor::clock::{Clock, FakeRelativeClock, Reference};
         let clock = FakeRelativeClock::default();
         let limiter = RateLimiter::direct_with_clock(
             smooth_quota(NonZeroU32::new(rate).unwrap()),
@@ -212,7 +267,7 @@ mod tests {
 
     #[test]
     fn low_rates_never_burst() {
-        let clock = FakeRelativeClock::default();
+        let clock = governor::clock::FakeRelativeClock::default();
         let limiter =
             RateLimiter::direct_with_clock(smooth_quota(NonZeroU32::new(50).unwrap()), clock);
         assert!(limiter.check().is_ok());
@@ -234,17 +289,17 @@ mod tests {
     async fn a_pause_holds_its_budget_and_only_ever_grows() {
         let limiter = Limiter::new(None, None);
         let start = Instant::now();
-        limiter.acquire(Budget::Read).await.unwrap();
+        limiter.read().await;
         assert_eq!(Instant::now(), start, "no pause: at once");
         limiter.pause_for(Budget::Write, Duration::from_secs(5));
         // A shorter pause asked later does not cut the longer one short.
         limiter.pause_for(Budget::Write, Duration::from_secs(1));
         // Reads go on while writes are held back.
-        limiter.acquire(Budget::Read).await.unwrap();
+        limiter.read().await;
         assert_eq!(Instant::now(), start, "a write pause holds no read");
-        limiter.acquire(Budget::Write).await.unwrap();
+        drop(limiter.write().await.unwrap());
         assert_eq!(Instant::now() - start, Duration::from_secs(5));
-        limiter.acquire(Budget::Write).await.unwrap();
+        drop(limiter.write().await.unwrap());
         assert_eq!(
             Instant::now() - start,
             Duration::from_secs(5),
@@ -253,20 +308,20 @@ mod tests {
         // A longer one asked during a pause extends it.
         limiter.pause_for(Budget::Read, Duration::from_secs(2));
         limiter.pause_for(Budget::Read, Duration::from_secs(3));
-        limiter.acquire(Budget::Write).await.unwrap();
+        drop(limiter.write().await.unwrap());
         assert_eq!(
             Instant::now() - start,
             Duration::from_secs(5),
             "a read pause holds no write"
         );
-        limiter.acquire(Budget::Read).await.unwrap();
+        limiter.read().await;
         assert_eq!(Instant::now() - start, Duration::from_secs(8));
         // An unreachable space holds both.
         limiter.pause_all(Duration::from_secs(1));
-        limiter.acquire(Budget::Write).await.unwrap();
+        drop(limiter.write().await.unwrap());
         assert_eq!(Instant::now() - start, Duration::from_secs(9));
         limiter.pause_all(Duration::from_secs(1));
-        limiter.acquire(Budget::Read).await.unwrap();
+        limiter.read().await;
         assert_eq!(Instant::now() - start, Duration::from_secs(10));
     }
 }

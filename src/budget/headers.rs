@@ -10,7 +10,13 @@
 //!   `RateLimit: limit=100, remaining=50, reset=30`.
 //!
 //! A proxy or a broken server may send anything, so the values are untrusted input:
-//! anything implausible is refused whole ([`Parsed::Implausible`]) and the caller ignores it.
+//! anything implausible is refused whole ([`Parsed::Implausible`]), and the caller then
+//! trusts no count until a plausible one comes: a remaining count above the limit, a
+//! window beyond an hour, a reset given as a time already past (a clock that disagrees
+//! with ours: the window cannot be placed), or the two families both present and
+//! disagreeing. A reset given as a Unix time is read against the answer's own `Date`
+//! when it has one (the server's clock against itself: a skew between the two machines
+//! cancels out), else against ours.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,16 +52,27 @@ pub const MAX_RESET: Duration = Duration::from_secs(3600);
 /// A reset above this many seconds is a Unix time, not a delay.
 const UNIX_TIME_ABOVE: u64 = 1_000_000_000;
 
-/// Reads the triple from `headers`, `now` being the wall clock (for a reset given as a
-/// Unix time).
+/// Reads the triple from `headers`, `now` being this machine's wall clock (for a reset
+/// given as a Unix time, when the answer has no `Date`).
 pub fn parse(headers: &HeaderMap, now: SystemTime) -> Parsed {
-    let triple = x_ratelimit(headers)
-        .or_else(|| ietf(headers))
-        .map(|(limit, remaining, reset, window)| check(limit, remaining, reset, window, now));
-    match triple {
-        None => Parsed::Absent,
-        Some(Ok(a)) => Parsed::Seen(a),
-        Some(Err(why)) => Parsed::Implausible(why),
+    let clock = header(headers, "date")
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .unwrap_or(now);
+    let read = |raw: Option<Raw<'_>>| {
+        raw.map(|(limit, remaining, reset, window)| check(limit, remaining, reset, window, clock))
+    };
+    let x = read(x_ratelimit(headers));
+    let ietf = read(ietf(headers));
+    match (x, ietf) {
+        (None, None) => Parsed::Absent,
+        (Some(Err(why)), _) | (_, Some(Err(why))) => Parsed::Implausible(why),
+        (Some(Ok(a)), Some(Ok(b))) if (a.limit, a.remaining) != (b.limit, b.remaining) => {
+            Parsed::Implausible(format!(
+                "the X-RateLimit headers say {} of {} left, the RateLimit field {} of {}",
+                a.remaining, a.limit, b.remaining, b.limit
+            ))
+        }
+        (Some(Ok(a)), _) | (None, Some(Ok(a))) => Parsed::Seen(a),
     }
 }
 
@@ -149,7 +166,16 @@ fn check(
         return Err(format!("remaining {remaining} is above the limit {limit}"));
     }
     let reset = if reset > UNIX_TIME_ABOVE {
+        // The clock says when a whole second started: a reset in the second it names is
+        // now, one before it is past (a clock that disagrees: the window cannot be placed).
         let at = UNIX_EPOCH + Duration::from_secs(reset);
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if reset < second {
+            return Err(format!(
+                "the window reset at Unix time {reset}, {}s before the answer's clock",
+                second - reset
+            ));
+        }
         at.duration_since(now).unwrap_or(Duration::ZERO)
     } else {
         Duration::from_secs(reset)
@@ -268,13 +294,73 @@ mod tests {
             ])
         };
         assert_eq!(unix(NOW + 8), seen(10, 5, 8));
-        assert_eq!(unix(NOW - 5), seen(10, 5, 0), "a past reset is now");
+        assert_eq!(unix(NOW), seen(10, 5, 0), "a reset in this second is now");
+        let Parsed::Implausible(why) = unix(NOW - 5) else {
+            panic!("a reset in the past cannot be placed")
+        };
+        assert!(why.contains("5s before"), "{why}");
         // Exactly a billion is still seconds, and far beyond the hour.
         assert!(matches!(unix(1_000_000_000), Parsed::Implausible(_)));
         assert!(matches!(unix(NOW + 3601), Parsed::Implausible(_)));
         assert_eq!(unix(NOW + 3600), seen(10, 5, 3600));
         assert_eq!(unix(3600), seen(10, 5, 3600));
         assert!(matches!(unix(3601), Parsed::Implausible(_)));
+    }
+
+    #[test]
+    fn a_unix_reset_is_read_against_the_answer_s_own_date() {
+        let skewed = |date: u64, reset: u64| {
+            let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(date));
+            at(&[
+                ("date", date.as_str()),
+                ("x-ratelimit-limit", "10"),
+                ("x-ratelimit-remaining", "5"),
+                ("x-ratelimit-reset", &reset.to_string()),
+            ])
+        };
+        // The server's clock runs 12 s behind ours: its reset, 3 s on by its clock, is 3 s.
+        assert_eq!(skewed(NOW - 12, NOW - 9), seen(10, 5, 3));
+        // Ahead by 30 s: the same.
+        assert_eq!(skewed(NOW + 30, NOW + 33), seen(10, 5, 3));
+        // Past by its own clock: not believed.
+        assert!(matches!(skewed(NOW - 12, NOW - 13), Parsed::Implausible(_)));
+        // A Date that is not a date: ours is used.
+        let bad_date = [
+            ("date", "yesterday"),
+            ("x-ratelimit-limit", "10"),
+            ("x-ratelimit-remaining", "5"),
+            ("x-ratelimit-reset", "1800000004"),
+        ];
+        assert_eq!(at(&bad_date), seen(10, 5, 4));
+    }
+
+    #[test]
+    fn two_families_that_disagree_are_not_believed_two_that_agree_are() {
+        let both = |remaining: &str| {
+            at(&[
+                ("x-ratelimit-limit", "100"),
+                ("x-ratelimit-remaining", "40"),
+                ("x-ratelimit-reset", "3"),
+                ("ratelimit", &format!("\"d\";r={remaining};t=3")),
+                ("ratelimit-policy", "\"d\";q=100;w=10"),
+            ])
+        };
+        assert_eq!(both("40"), seen(100, 40, 3));
+        let Parsed::Implausible(why) = both("90") else {
+            panic!("disagreeing families believed")
+        };
+        assert!(
+            why.contains("40 of 100") && why.contains("90 of 100"),
+            "{why}"
+        );
+        // One family implausible: the whole answer is.
+        let wrong = [
+            ("x-ratelimit-limit", "100"),
+            ("x-ratelimit-remaining", "400"),
+            ("x-ratelimit-reset", "3"),
+            ("ratelimit", "limit=100, remaining=40, reset=3"),
+        ];
+        assert!(matches!(at(&wrong), Parsed::Implausible(_)));
     }
 
     #[test]

@@ -18,14 +18,14 @@ pub mod announced;
 pub mod estimate;
 pub mod headers;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
-use announced::{Announced, Spend};
+use announced::{Announced, Distrust, Spend, Writes};
 use estimate::{Estimate, Verdict};
 use headers::Parsed;
 
@@ -33,12 +33,68 @@ use headers::Parsed;
 pub const DEFAULT_RESERVE: f64 = 0.5;
 /// The longest a spent budget holds every write back, whatever `Retry-After` says.
 const MAX_SPENT_PAUSE: Duration = Duration::from_secs(60);
+/// The longest a write waits for its place under the pace before asking again: a newer
+/// count or estimate may have moved it.
+const RECHECK: Duration = Duration::from_millis(250);
 
-/// One write on its way: its place among the writes granted, and when it left.
+/// A write's slot, granted. Sent with [`Grant::send`], or let go by dropping it (the row
+/// found nothing left to write): until then the count is taken as spent by it.
+#[derive(Debug)]
+pub struct Grant {
+    budget: Option<Arc<WriteBudget>>,
+    /// Granted under a trusted count that showed room for it.
+    announced: bool,
+}
+
+impl Grant {
+    /// A slot no budget paces (a limiter without one).
+    pub fn unpaced() -> Grant {
+        Grant {
+            budget: None,
+            announced: false,
+        }
+    }
+
+    /// The write leaves now: its ticket, for [`WriteBudget::headers`] and
+    /// [`WriteBudget::answered`].
+    pub fn send(mut self) -> Option<Ticket> {
+        let budget = self.budget.take()?;
+        let number = {
+            let mut s = budget.state();
+            s.writes.pending = s.writes.pending.saturating_sub(1);
+            s.writes.sent += 1;
+            s.writes.sent
+        };
+        Some(Ticket {
+            number,
+            sent: Instant::now(),
+            announced: self.announced,
+        })
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        if let Some(budget) = self.budget.take() {
+            let mut s = budget.state();
+            s.writes.pending = s.writes.pending.saturating_sub(1);
+        }
+    }
+}
+
+/// One write on its way: its own place among the writes sent, and when it left.
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
-    granted: u64,
+    number: u64,
     sent: Instant,
+    announced: bool,
+}
+
+impl Ticket {
+    /// Whether the write was granted under a trusted count that showed room for it.
+    pub fn under_announcement(&self) -> bool {
+        self.announced
+    }
 }
 
 /// How a write was answered, as far as the budget cares.
@@ -70,9 +126,9 @@ pub struct Held {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
-    /// The space announced its budget in headers.
+    /// The space announced its budget in headers, and the announcement is trusted.
     Announced,
-    /// No announcement; the pace follows what the space accepts.
+    /// No announcement, or one not trusted; the pace follows what the space accepts.
     Estimated,
 }
 
@@ -80,6 +136,8 @@ pub enum Source {
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct BudgetReport {
     pub source: Option<Source>,
+    /// Why the space's own count is not trusted, when it announced one.
+    pub untrusted: Option<Distrust>,
     /// `--rate`.
     pub ceiling: f64,
     /// The pace now, writes per second (the ceiling when nothing holds it back).
@@ -104,27 +162,32 @@ pub struct BudgetReport {
 
 impl BudgetReport {
     /// What the job believes the budget is, in a few words: the announced window and the
-    /// share kept, or what the space is seen to accept.
+    /// share kept, or what the space is seen to accept (and why a count it announced is
+    /// not believed).
     pub fn believed(&self) -> String {
         use crate::human;
-        match (self.source, self.limit) {
-            (Some(Source::Announced), Some(limit)) => format!(
+        if let (Some(Source::Announced), Some(limit)) = (self.source, self.limit) {
+            return format!(
                 "the space announces {} per {}, {} kept for others ({}%), lowest left {}",
                 human::count(limit),
                 human::duration(Duration::from_secs_f64(self.window_secs.unwrap_or(0.0))),
                 human::count(self.reserve.unwrap_or(0)),
                 (self.reserve_share * 100.0).round(),
                 human::count(self.lowest_remaining.unwrap_or(0))
+            );
+        }
+        let estimate = match self.accepts_per_sec {
+            Some(knee) => format!(
+                "the space accepts about {} (estimated; cut {} time(s))",
+                human::rate(knee),
+                human::count(self.cuts)
             ),
-            _ => match self.accepts_per_sec {
-                Some(knee) => format!(
-                    "the space accepts about {} (estimated; cut {} time(s))",
-                    human::rate(knee),
-                    human::count(self.cuts)
-                ),
-                None if self.source.is_some() => "no limit seen".to_owned(),
-                None => "no writes yet".to_owned(),
-            },
+            None if self.source.is_some() => "no limit seen".to_owned(),
+            None => "no writes yet".to_owned(),
+        };
+        match self.untrusted {
+            Some(why) => format!("{estimate}; the space's own count is not trusted ({why})"),
+            None => estimate,
         }
     }
 
@@ -143,9 +206,13 @@ impl BudgetReport {
 struct State {
     announced: Announced,
     estimate: Estimate,
-    /// The last write's slot under the pace: the next is `1/pace` after it, at the pace in
-    /// force when it is asked for (a rising pace takes effect at once).
+    /// The job's writes sent and granted-not-sent: what a count may not include yet.
+    writes: Writes,
+    /// The last grant's place under the pace: the next is `1/pace` after it, at the pace
+    /// in force when it is asked for (a rising pace takes effect at once).
     last: Option<Instant>,
+    /// The send number of the write whose answer brought the newest count, and that count.
+    last_count: Option<(u64, u64)>,
     /// Nearly every write refused: none leaves before this.
     spent_until: Option<Instant>,
     /// Since when the count has kept the job at the reserve.
@@ -161,19 +228,20 @@ pub struct WriteBudget {
     ceiling: f64,
     outage_budget: Duration,
     state: Mutex<State>,
-    granted: AtomicU64,
     accepted: AtomicU64,
     refused: AtomicU64,
-    implausible_warned: AtomicBool,
+    /// One warning a run for each way the count stops being trusted.
+    warned: [AtomicBool; 3],
 }
 
 /// What a worker does next for its write slot.
 enum Step {
-    Go,
-    /// Leave at this slot (already taken).
-    At(Instant),
-    /// Held back: wait, then ask again.
-    Wait(Instant, Why),
+    /// Granted (under a trusted count with room, or not).
+    Go {
+        announced: bool,
+    },
+    /// Wait, then ask again; a wait with a reason is told in the log.
+    Wait(Instant, Option<Why>),
     Stop(Held),
 }
 
@@ -192,37 +260,51 @@ impl WriteBudget {
             state: Mutex::new(State {
                 announced: Announced::new(reserve_share),
                 estimate: Estimate::new(ceiling),
+                writes: Writes::default(),
                 last: None,
+                last_count: None,
                 spent_until: None,
                 held_since: None,
                 waited: Duration::ZERO,
                 told_until: None,
             }),
-            granted: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            implausible_warned: AtomicBool::new(false),
+            warned: Default::default(),
         }
+    }
+
+    /// The space's count is spent by `n` processes that know of each other (`--shard K/N`):
+    /// each takes its Nth of the room above the reserve.
+    pub fn shared_by(self, n: u64) -> Self {
+        {
+            let mut s = self.state();
+            s.announced = s.announced.clone().shared_by(n);
+        }
+        self
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for this write's slot under the budget. `Err` when the space's count has held
-    /// the job at the reserve for longer than the outage budget.
-    pub async fn slot(&self) -> Result<(), Held> {
+    /// Waits for a write's slot under the budget. `Err` when the space's count has held
+    /// the job at the reserve for longer than the outage budget. Nothing is handed out
+    /// ahead of time: a write that waits for its place asks again when it comes, against
+    /// the newest count.
+    pub async fn slot(self: &Arc<Self>) -> Result<Grant, Held> {
         loop {
             let now = Instant::now();
-            let step = self.step(now);
-            match step {
-                Step::Go => return Ok(()),
-                Step::At(at) => {
-                    tokio::time::sleep_until(at).await;
-                    return Ok(());
+            match self.step(now) {
+                Step::Go { announced } => {
+                    return Ok(Grant {
+                        budget: Some(Arc::clone(self)),
+                        announced,
+                    });
                 }
                 Step::Stop(held) => return Err(held),
-                Step::Wait(until, why) => {
+                Step::Wait(until, None) => tokio::time::sleep_until(until).await,
+                Step::Wait(until, Some(why)) => {
                     let tell = {
                         let mut s = self.state();
                         let new = s.told_until.is_none_or(|t| t < now);
@@ -261,85 +343,111 @@ impl WriteBudget {
     fn step(&self, now: Instant) -> Step {
         let mut s = self.state();
         if let Some(until) = s.spent_until.filter(|t| *t > now) {
-            return Step::Wait(until, Why::Spent);
+            return Step::Wait(until, Some(Why::Spent));
         }
-        let granted = self.granted.load(Ordering::Relaxed);
-        let rate = match s.announced.spend(granted, now) {
-            Some(Spend::WaitUntil(until)) => {
-                let since = *s.held_since.get_or_insert(now);
-                let (limit, reserve) = (
-                    s.announced.limit().unwrap_or(0),
-                    s.announced.reserve().unwrap_or(0),
-                );
-                let remaining = s.announced.remaining().unwrap_or(0);
-                let held_for = now.saturating_duration_since(since);
-                if held_for > self.outage_budget {
-                    return Step::Stop(Held {
-                        held_for,
-                        remaining,
-                        limit,
-                        reserve,
-                    });
-                }
-                // Wake at the reset, or at the outage budget's end if that comes first.
-                let until = until.min(since + self.outage_budget + Duration::from_millis(1));
-                return Step::Wait(until, Why::Reserve { remaining, reserve });
-            }
-            Some(Spend::Pace(rate)) => {
-                s.held_since = None;
-                rate
-            }
+        let spend = s.announced.spend(s.writes, now);
+        let rate = match spend {
+            Some(Spend::WaitUntil(until)) => return self.at_the_reserve(&mut s, now, until),
+            Some(Spend::Pace(rate)) => rate,
             None => {
                 s.estimate.start(now);
                 s.estimate.pace(now)
             }
         };
-        self.granted.fetch_add(1, Ordering::Relaxed);
+        s.held_since = None;
         if rate >= self.ceiling {
             // The governor alone paces at the ceiling: an unthrottled run pays nothing here.
             s.last = None;
-            return Step::Go;
-        }
-        let gap = Duration::from_secs_f64(1.0 / rate.max(1e-3));
-        let slot = s.last.map_or(now, |last| (last + gap).max(now));
-        s.last = Some(slot);
-        if slot <= now {
-            Step::Go
         } else {
-            Step::At(slot)
+            let gap = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+            let place = s.last.map_or(now, |last| last + gap);
+            if place > now {
+                return Step::Wait(place.min(now + RECHECK), None);
+            }
+            // Late by less than a gap keeps the schedule (a late wake-up costs no pace);
+            // after an idle spell the schedule starts again from now.
+            s.last = Some(if now - place < gap { place } else { now });
+        }
+        s.writes.pending += 1;
+        Step::Go {
+            announced: matches!(spend, Some(Spend::Pace(_))),
         }
     }
 
-    /// A write leaves now: its ticket, for [`WriteBudget::headers`] and
-    /// [`WriteBudget::answered`].
-    pub fn sent(&self) -> Ticket {
-        Ticket {
-            granted: self.granted.load(Ordering::Relaxed),
-            sent: Instant::now(),
+    /// The count keeps the job at the reserve until `until`: wait for it, or stop past the
+    /// outage budget.
+    fn at_the_reserve(&self, s: &mut State, now: Instant, until: Instant) -> Step {
+        let since = *s.held_since.get_or_insert(now);
+        let (limit, reserve) = (
+            s.announced.limit().unwrap_or(0),
+            s.announced.reserve().unwrap_or(0),
+        );
+        let remaining = s.announced.remaining().unwrap_or(0);
+        let held_for = now.saturating_duration_since(since);
+        if held_for > self.outage_budget {
+            return Step::Stop(Held {
+                held_for,
+                remaining,
+                limit,
+                reserve,
+            });
         }
+        // Wake at the reset, or at the outage budget's end if that comes first.
+        let until = until.min(since + self.outage_budget + Duration::from_millis(1));
+        Step::Wait(until, Some(Why::Reserve { remaining, reserve }))
     }
 
-    /// The headers of a write's answer: an announced count is believed; an implausible
-    /// one is ignored, with one warning a run.
-    pub fn headers(&self, ticket: &Ticket, headers: &HeaderMap) {
-        match headers::parse(headers, SystemTime::now()) {
-            Parsed::Absent => {}
-            Parsed::Seen(a) => self
-                .state()
-                .announced
-                .observe(a, ticket.granted, Instant::now()),
-            Parsed::Implausible(why) => {
-                if !self.implausible_warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "the space's rate-limit headers are not believed ({why}); the job \
-                         paces by what the space accepts"
+    /// The headers of a write's answer, `wall` being this machine's clock: a plausible
+    /// count is believed; an answer without one, or with an implausible one, leaves the
+    /// job with no count until a plausible one comes (one warning a run for each).
+    pub fn headers(&self, ticket: &Ticket, headers: &HeaderMap, wall: SystemTime) {
+        let parsed = headers::parse(headers, wall);
+        let mut s = self.state();
+        match parsed {
+            Parsed::Seen(a) => {
+                s.announced.observe(a, ticket.number, Instant::now());
+                s.last_count = Some((ticket.number, a.remaining));
+            }
+            Parsed::Absent => {
+                let had = s.announced.limit().is_some() && s.announced.distrust().is_none();
+                s.announced.lost(Distrust::Absent);
+                drop(s);
+                if had {
+                    self.warn_once(
+                        Distrust::Absent,
+                        "an answer came without the space's rate-limit headers: the job \
+                         paces by what the space accepts until they come again"
+                            .into(),
                     );
                 }
+            }
+            Parsed::Implausible(why) => {
+                s.announced.lost(Distrust::Implausible);
+                drop(s);
+                self.warn_once(
+                    Distrust::Implausible,
+                    format!(
+                        "the space's rate-limit headers are not believed ({why}); the job \
+                         paces by what the space accepts"
+                    ),
+                );
             }
         }
     }
 
-    /// A write was answered.
+    fn warn_once(&self, kind: Distrust, message: String) {
+        let index = match kind {
+            Distrust::Absent => 0,
+            Distrust::Implausible => 1,
+            Distrust::Refuted => 2,
+        };
+        if !self.warned[index].swap(true, Ordering::Relaxed) {
+            tracing::warn!("{message}");
+        }
+    }
+
+    /// A write was answered. A refusal of a write the count showed room for refutes the
+    /// count (unless its own answer says nothing is left): it is not used again this run.
     pub fn answered(&self, ticket: &Ticket, answer: Answer) {
         let refused = match answer {
             Answer::Accepted => false,
@@ -354,6 +462,18 @@ impl WriteBudget {
         counter.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut s = self.state();
+        if refused && ticket.announced && s.last_count != Some((ticket.number, 0)) {
+            s.announced.refute();
+            drop(s);
+            self.warn_once(
+                Distrust::Refuted,
+                "a write was refused while the space's count showed room for it: its \
+                 rate-limit headers are not trusted for the rest of the run; the job paces \
+                 by what the space accepts"
+                    .into(),
+            );
+            s = self.state();
+        }
         let verdict = s.estimate.on_answer(ticket.sent, refused, now);
         if let (Verdict::Cut { spent: true }, Answer::Refused(wait)) = (verdict, answer) {
             let until = now + wait.unwrap_or(Duration::from_secs(1)).min(MAX_SPENT_PAUSE);
@@ -368,22 +488,23 @@ impl WriteBudget {
         let s = self.state();
         let now = Instant::now();
         let announced = s.announced.limit().is_some();
+        let untrusted = s.announced.distrust();
         let answered = self.accepted.load(Ordering::Relaxed) + self.refused.load(Ordering::Relaxed);
-        let source = if announced {
+        let source = if announced && untrusted.is_none() {
             Some(Source::Announced)
-        } else if answered > 0 {
+        } else if answered > 0 || announced {
             Some(Source::Estimated)
         } else {
             None
         };
-        let granted = self.granted.load(Ordering::Relaxed);
-        let pace = match s.announced.clone().spend(granted, now) {
+        let pace = match s.announced.spend(s.writes, now) {
             Some(Spend::Pace(rate)) => rate.min(self.ceiling),
             Some(Spend::WaitUntil(_)) => 0.0,
             None => s.estimate.pace(now),
         };
         BudgetReport {
             source,
+            untrusted: untrusted.filter(|_| announced),
             ceiling: self.ceiling,
             pace,
             lowest_pace: s.estimate.lowest(),
@@ -406,21 +527,42 @@ mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
-    fn announce(b: &WriteBudget, limit: u64, remaining: u64, reset: u64) {
+    fn ticket(b: &Arc<WriteBudget>) -> Ticket {
+        let grant = Grant {
+            budget: Some(Arc::clone(b)),
+            announced: false,
+        };
+        b.state().writes.pending += 1;
+        grant.send().unwrap()
+    }
+
+    fn count(limit: u64, remaining: u64, reset: u64) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("x-ratelimit-limit", HeaderValue::from(limit));
         h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
         h.insert("x-ratelimit-reset", HeaderValue::from(reset));
-        b.headers(&b.sent(), &h);
+        h
+    }
+
+    fn announce(b: &Arc<WriteBudget>, limit: u64, remaining: u64, reset: u64) {
+        b.headers(
+            &ticket(b),
+            &count(limit, remaining, reset),
+            SystemTime::now(),
+        );
+    }
+
+    fn budget(ceiling: u32, outage: u64) -> Arc<WriteBudget> {
+        Arc::new(WriteBudget::new(ceiling, 0.5, Duration::from_secs(outage)))
     }
 
     #[tokio::test(start_paused = true)]
     async fn at_the_reserve_writes_wait_for_the_reset_and_stop_past_the_outage_budget() {
-        let b = WriteBudget::new(1000, 0.5, Duration::from_secs(5));
+        let b = budget(1000, 5);
         // 10 left of 100, 50 kept: nothing to spend until the reset in 3 s.
         announce(&b, 100, 10, 3);
         let start = Instant::now();
-        b.slot().await.unwrap();
+        drop(b.slot().await.unwrap());
         assert_eq!(Instant::now() - start, Duration::from_secs(3));
         let r = b.report();
         assert_eq!(r.source, Some(Source::Announced));
@@ -438,10 +580,124 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_granted_write_counts_as_spent_until_it_is_sent_or_let_go() {
+        let b = budget(1000, 60);
+        let t0 = Instant::now();
+        // 3 above the reserve, for the next 10 s.
+        announce(&b, 100, 53, 10);
+        let first = b.slot().await.unwrap();
+        let second = b.slot().await.unwrap();
+        assert!(first.announced && second.announced);
+        assert_eq!(
+            b.state().writes,
+            Writes {
+                sent: 1,
+                pending: 2
+            }
+        );
+        // Let go unsent: its place comes back.
+        drop(second);
+        assert_eq!(b.state().writes.pending, 1);
+        let t = first.send().unwrap();
+        assert_eq!((t.number, t.under_announcement()), (2, true));
+        assert_eq!(
+            b.state().writes,
+            Writes {
+                sent: 2,
+                pending: 0
+            }
+        );
+        let third = b.slot().await.unwrap();
+        let fourth = b.slot().await.unwrap();
+        assert!(third.announced && fourth.announced);
+        assert!(Instant::now() < t0 + Duration::from_secs(10));
+        // All three places taken: the next waits for the reset, and goes with no count.
+        let fifth = b.slot().await.unwrap();
+        assert!(Instant::now() >= t0 + Duration::from_secs(10));
+        assert!(!fifth.announced);
+        assert!(Grant::unpaced().send().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_waiting_for_its_place_asks_again_against_the_newest_count() {
+        let b = budget(1000, 60);
+        // 10 above the reserve over 10 s: a place a second.
+        announce(&b, 100, 60, 10);
+        let t = b.slot().await.unwrap().send().unwrap();
+        let waiter = tokio::spawn({
+            let b = Arc::clone(&b);
+            async move { b.slot().await.map(|g| g.announced) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Others spent the room: the waiting write does not leave at its old place.
+        b.headers(&t, &count(100, 50, 9), SystemTime::now());
+        let start = Instant::now();
+        let announced = waiter.await.unwrap().unwrap();
+        assert!(
+            Instant::now() - start >= Duration::from_secs(8),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(!announced, "granted after the reset, with no count yet");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_the_count_showed_room_for_refutes_it_for_the_run() {
+        // A refusal whose own answer says nothing is left is consistent with the count.
+        let b = budget(1000, 60);
+        announce(&b, 100, 90, 10);
+        let t = b.slot().await.unwrap().send().unwrap();
+        b.headers(&t, &count(100, 0, 9), SystemTime::now());
+        b.answered(&t, Answer::Refused(None));
+        assert_eq!(b.report().untrusted, None);
+        // A write granted with no count, refused: nothing to refute.
+        let b = budget(1000, 60);
+        let t = b.slot().await.unwrap().send().unwrap();
+        announce(&b, 100, 90, 10);
+        b.answered(&t, Answer::Refused(None));
+        assert_eq!(b.report().untrusted, None);
+        // Granted with room, refused with room left: refuted for the run.
+        let t = b.slot().await.unwrap().send().unwrap();
+        b.headers(&t, &count(100, 89, 9), SystemTime::now());
+        b.answered(&t, Answer::Refused(None));
+        let r = b.report();
+        assert_eq!(
+            (r.source, r.untrusted),
+            (Some(Source::Estimated), Some(Distrust::Refuted))
+        );
+        assert!(
+            r.believed().contains("not trusted (a write was refused"),
+            "{}",
+            r.believed()
+        );
+        announce(&b, 100, 90, 10);
+        assert_eq!(b.report().untrusted, Some(Distrust::Refuted));
+        assert!(!b.slot().await.unwrap().announced);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_without_a_count_or_with_a_wrong_one_leave_the_estimate_pacing() {
+        let b = budget(1000, 60);
+        assert_eq!(b.report().source, None);
+        announce(&b, 100, 90, 10);
+        assert_eq!(b.report().source, Some(Source::Announced));
+        b.headers(&ticket(&b), &HeaderMap::new(), SystemTime::now());
+        let r = b.report();
+        assert_eq!(
+            (r.source, r.untrusted),
+            (Some(Source::Estimated), Some(Distrust::Absent))
+        );
+        announce(&b, 100, 90, 10);
+        assert_eq!(b.report().untrusted, None);
+        b.headers(&ticket(&b), &count(100, 101, 10), SystemTime::now());
+        assert_eq!(b.report().untrusted, Some(Distrust::Implausible));
+        assert!(!b.slot().await.unwrap().announced);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_spent_budget_holds_every_write_for_the_wait_asked() {
-        let b = WriteBudget::new(100, 0.5, Duration::from_secs(60));
-        b.slot().await.unwrap();
-        let ticket = b.sent();
+        let b = budget(100, 60);
+        let ticket = b.slot().await.unwrap().send().unwrap();
         tokio::time::advance(Duration::from_millis(1)).await;
         for _ in 0..12 {
             b.answered(&ticket, Answer::Refused(Some(Duration::from_secs(2))));
@@ -451,7 +707,7 @@ mod tests {
         let r = b.report();
         assert_eq!((r.refused, r.accepted, r.cuts), (12, 0, 1), "{r:?}");
         let start = Instant::now();
-        b.slot().await.unwrap();
+        drop(b.slot().await.unwrap());
         assert!(Instant::now() - start >= Duration::from_secs(2) - Duration::from_millis(2));
         // Other answers are no evidence either way.
         b.answered(&ticket, Answer::Other);

@@ -17,7 +17,7 @@ use super::{
     parse_error_body,
 };
 use crate::breaker::Verdict;
-use crate::budget::{Answer, Held, Ticket, WriteBudget};
+use crate::budget::{Answer, Grant, Held, Ticket, WriteBudget};
 use crate::latency::RequestKind;
 use crate::limiter::Budget;
 use crate::retry::parse_retry_after;
@@ -47,14 +47,25 @@ impl ReadClient {
             } else {
                 None
             };
-            if let Err(held) = inner.limiter.acquire(budget).await {
-                self.stop_held(&held);
-            }
+            let grant = match budget {
+                Budget::Read => {
+                    inner.limiter.read().await;
+                    None
+                }
+                Budget::Write => match inner.limiter.write().await {
+                    Ok(grant) => Some(grant),
+                    Err(held) => {
+                        self.stop_held(&held);
+                        None
+                    }
+                },
+            };
             if inner.abort.is_cancelled() {
                 return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
-            self.send_counted(kind, url.clone(), body.clone(), n).await
+            self.send_counted(kind, url.clone(), body.clone(), n, grant)
+                .await
         };
         attempt
             .retry(inner.retry.backoff())
@@ -70,13 +81,15 @@ impl ReadClient {
     }
 
     /// One HTTP attempt whose permit is held: counted, timed, and fed to the write pace
-    /// and the breaker. `n` is the attempt's number for this request (1 for a first try).
+    /// and the breaker. `n` is the attempt's number for this request (1 for a first try);
+    /// a write sends its `grant` (its slot) as it leaves.
     pub(super) async fn send_counted(
         &self,
         kind: RequestKind,
         url: Url,
         body: Option<Vec<u8>>,
         n: u32,
+        grant: Option<Grant>,
     ) -> Result<Reply<bytes_body::Body>, ApiError> {
         let inner = &self.inner;
         let (method, max_body) = match kind {
@@ -93,8 +106,8 @@ impl ReadClient {
         }
         let sent = tokio::time::Instant::now();
         // A write's answer, headers and all, tells the write budget what the space has left.
-        let write = match (kind, inner.limiter.budget()) {
-            (RequestKind::Patch, Some(budget)) => Some((budget, budget.sent())),
+        let write = match (inner.limiter.budget(), grant.and_then(Grant::send)) {
+            (Some(budget), Some(ticket)) => Some((budget, ticket)),
             _ => None,
         };
         let result = self.send_once(method, url, body, n, max_body, write).await;
@@ -217,7 +230,7 @@ impl ReadClient {
         let status = response.status();
         self.log_rate_headers(response.headers());
         if let Some((budget, ticket)) = &budget {
-            budget.headers(ticket, response.headers());
+            budget.headers(ticket, response.headers(), SystemTime::now());
         }
         let retry_after = response
             .headers()

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::body::{check_gateway, decode};
 use super::{ApiError, ErrorKind, ReadClient, Reply, WriteClient};
 use crate::latency::RequestKind;
-use crate::limiter::Budget;
+use crate::limiter::Grant;
 use crate::model::{GatewayFields, GatewayResource};
 
 impl WriteClient {
@@ -31,18 +31,23 @@ impl WriteClient {
     /// then reads the gateway afresh and, if it still needs the change, sends
     /// [`WriteClient::patch_once`] at once: what is written is built from a read taken
     /// after the wait, never before it.
-    pub async fn slot(&self) -> Result<(), ApiError> {
+    /// Dropping the slot unsent gives its place back.
+    pub async fn slot(&self) -> Result<Grant, ApiError> {
         let inner = &self.read.inner;
         if inner.abort.is_cancelled() {
             return Err(self.read.aborted(0));
         }
-        if let Err(held) = inner.limiter.acquire(Budget::Write).await {
-            self.read.stop_held(&held);
-        }
+        let grant = match inner.limiter.write().await {
+            Ok(grant) => grant,
+            Err(held) => {
+                self.read.stop_held(&held);
+                return Err(self.read.aborted(0));
+            }
+        };
         if inner.abort.is_cancelled() {
             return Err(self.read.aborted(0));
         }
-        Ok(())
+        Ok(grant)
     }
 
     /// Sends one PATCH with all five fields, the `n`th of its row, without retrying: the
@@ -53,6 +58,7 @@ impl WriteClient {
         id: &Uuid,
         fields: &GatewayFields,
         n: u32,
+        slot: Grant,
     ) -> Result<Reply<GatewayResource>, ApiError> {
         let missing = fields.missing();
         if !missing.is_empty() {
@@ -83,7 +89,7 @@ impl WriteClient {
         let url = self.read.gateway_url(id);
         let reply = self
             .read
-            .send_counted(RequestKind::Patch, url, Some(body), n)
+            .send_counted(RequestKind::Patch, url, Some(body), n, Some(slot))
             .await?;
         // A 2xx was sent back: the write reached the server, whatever the body says.
         let applied = |mut e: ApiError| {

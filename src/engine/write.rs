@@ -62,9 +62,10 @@ async fn write_fresh(
     }
     let mut tries = Attempts::new(original, writer.schedule());
     loop {
-        if let Err(err) = writer.slot().await {
-            return tries.gave_up(record, err, &shared.stopper);
-        }
+        let slot = match writer.slot().await {
+            Ok(slot) => slot,
+            Err(err) => return tries.gave_up(record, err, &shared.stopper),
+        };
         if tries.patches > 0 {
             // The read of a second attempt is part of its retry.
             shared.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -92,7 +93,10 @@ async fn write_fresh(
             return shared.stopper.skipped(row.seq, row.line, id);
         }
         tries.patches += 1;
-        let mut err = match writer.patch_once(&row.id, &desired, tries.patches).await {
+        let mut err = match writer
+            .patch_once(&row.id, &desired, tries.patches, slot)
+            .await
+        {
             Ok(reply) => return answered(record, &desired, reply.status, reply.value.sip_gateway),
             Err(err) => err,
         };

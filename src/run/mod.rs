@@ -452,11 +452,16 @@ fn starting(
         in_shard: scan.in_shard,
         already_done: opened.done.len() as u64,
         budget: (options.mode == Mode::Apply).then(|| {
-            Arc::new(WriteBudget::new(
-                options.write_rate.get(),
-                options.reserve,
-                options.client.retry.outage_budget,
-            ))
+            // Shards spend one count: each takes its share of the room above the reserve.
+            let sharers = options.shard.map_or(1, |s| u64::from(s.count));
+            Arc::new(
+                WriteBudget::new(
+                    options.write_rate.get(),
+                    options.reserve,
+                    options.client.retry.outage_budget,
+                )
+                .shared_by(sharers),
+            )
         }),
         stats: Arc::default(),
     }
