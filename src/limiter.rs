@@ -163,19 +163,20 @@ impl Limiter {
         }
     }
 
-    /// Waits out any pause, then for a write's slot under the space's write budget and
-    /// the `--rate` ceiling. `Err` when the space's count has held the job at the reserve
-    /// past the outage budget.
+    /// Waits out any pause, then for a write's slot under the `--rate` ceiling and the
+    /// space's write budget. `Err` when the space's count has held the job at the reserve
+    /// past the outage budget. The budget decides last, so that it decides on the newest
+    /// count it has as the write leaves (a queue at the ceiling after it would send writes
+    /// it granted on an older one).
     pub async fn write(&self) -> Result<Grant, Held> {
         self.unpaused(Budget::Write).await;
-        let grant = match &self.budget {
-            Some(b) => b.slot().await?,
-            None => Grant::unpaced(),
-        };
         if let Some(gate) = &self.write {
             gate.until_ready().await;
         }
-        Ok(grant)
+        match &self.budget {
+            Some(b) => b.slot().await,
+            None => Ok(Grant::unpaced()),
+        }
     }
 
     /// Waits until a write whose slot was granted may leave without breaking the `--rate`

@@ -10,9 +10,10 @@
 //! reserve: they see the same count, never each other's grants.
 //!
 //! A count is used only while it can be trusted: not once its window has reset (the job
-//! cannot tell how full the next one is: the estimate paces until an answer says), not
-//! after an answer that carried none or an implausible one (until a plausible one comes),
-//! and never again in the run once a write it showed room for was refused.
+//! cannot tell how full the next one is: one write at a time goes until an answer says),
+//! not after an answer that carried none or an implausible one (until a plausible one
+//! comes: the estimate paces meanwhile), and never again in the run once a write it
+//! showed room for was refused.
 
 use std::time::Duration;
 
@@ -38,6 +39,9 @@ pub enum Spend {
     Pace(f64),
     /// Nothing left above the reserve: wait for the window to reset.
     WaitUntil(Instant),
+    /// The window has reset since the count came: how full the new one is, only an
+    /// answer can say (one write at a time until one does).
+    Renew,
 }
 
 /// Why no count paces the job now, though answers announced one.
@@ -185,14 +189,17 @@ impl Announced {
         self.lowest_remaining
     }
 
-    /// What may be spent now, given this job's writes; `None` when no count can be used:
-    /// none arrived, it is not trusted, or its window has reset since (a window is never
-    /// assumed fresh and full: the next answer says how full it is).
+    /// What may be spent now, given this job's writes; `None` when no count can be used
+    /// (none arrived, or it is not trusted). A window that has reset since the count came
+    /// is never assumed fresh and full: the next answer says how full it is.
     pub fn spend(&self, writes: Writes, now: Instant) -> Option<Spend> {
         if self.distrust.is_some() {
             return None;
         }
-        let w = self.latest.filter(|w| now < w.resets_at)?;
+        let w = self.latest?;
+        if now >= w.resets_at {
+            return Some(Spend::Renew);
+        }
         let above = w.remaining.saturating_sub(self.reserve_of(w.limit)) / self.sharers;
         let uncounted = writes.sent.saturating_sub(w.counted_through) + writes.pending;
         let left = above.saturating_sub(uncounted);
@@ -243,10 +250,9 @@ mod tests {
         assert_eq!(a.spend(sent(121), now), reset);
         assert_eq!(a.spend(sent(500), now), reset);
         assert_eq!(a.lowest_remaining(), Some(520));
-        // The reset passed with no newer count: no count paces, the window is not assumed
-        // fresh.
+        // The reset passed with no newer count: the window is not assumed fresh.
         let later = now + Duration::from_secs(4);
-        assert_eq!(a.spend(sent(121), later), None);
+        assert_eq!(a.spend(sent(121), later), Some(Spend::Renew));
         assert_eq!(a.window(), Some(Duration::from_secs(10)));
         // The next answer's count is the new window's.
         a.observe(ann(1000, 900, 6), 122, later);
@@ -337,7 +343,7 @@ mod tests {
         // A reset of zero: the window resets now, and nothing is known of the next.
         let mut zero = Announced::new(0.5);
         zero.observe(ann(10, 10, 0), 0, now);
-        assert_eq!(zero.spend(sent(0), now), None);
+        assert_eq!(zero.spend(sent(0), now), Some(Spend::Renew));
     }
 
     #[tokio::test(start_paused = true)]

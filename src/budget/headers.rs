@@ -12,7 +12,7 @@
 //! A proxy or a broken server may send anything, so the values are untrusted input:
 //! anything implausible is refused whole ([`Parsed::Implausible`]), and the caller then
 //! trusts no count until a plausible one comes: a remaining count above the limit, a
-//! window beyond an hour, a reset given as a time already past (a clock that disagrees
+//! window beyond two minutes, a reset given as a time already past (a clock that disagrees
 //! with ours: the window cannot be placed), or the two families both present and
 //! disagreeing. A reset given as a Unix time is read against the answer's own `Date`
 //! when it has one (the server's clock against itself: a skew between the two machines
@@ -47,8 +47,9 @@ pub enum Parsed {
 
 /// A limit above this is not a per-space write limit (the platform's is 13,800).
 pub const MAX_LIMIT: u64 = 1_000_000;
-/// A window that resets later than this is not believed.
-pub const MAX_RESET: Duration = Duration::from_secs(3600);
+/// A window that resets later than this is not believed: the platform's window is 10 s, and
+/// a count that would hold for longer paces the job by a number it cannot see move.
+pub const MAX_RESET: Duration = Duration::from_secs(120);
 /// A reset above this many seconds is a Unix time, not a delay.
 const UNIX_TIME_ABOVE: u64 = 1_000_000_000;
 
@@ -182,15 +183,19 @@ fn check(
     };
     if reset > MAX_RESET {
         return Err(format!(
-            "the window resets in {}s, beyond an hour",
-            reset.as_secs()
+            "the window resets in {}s, beyond {}s",
+            reset.as_secs(),
+            MAX_RESET.as_secs()
         ));
     }
     let window = match window {
         Some(w) => {
             let w = number("window", w)?;
             if w == 0 || Duration::from_secs(w) > MAX_RESET {
-                return Err(format!("window {w}s is outside 1s..=1h"));
+                return Err(format!(
+                    "window {w}s is outside 1s..={}s",
+                    MAX_RESET.as_secs()
+                ));
             }
             Some(Duration::from_secs(w))
         }
@@ -301,10 +306,10 @@ mod tests {
         assert!(why.contains("5s before"), "{why}");
         // Exactly a billion is still seconds, and far beyond the hour.
         assert!(matches!(unix(1_000_000_000), Parsed::Implausible(_)));
-        assert!(matches!(unix(NOW + 3601), Parsed::Implausible(_)));
-        assert_eq!(unix(NOW + 3600), seen(10, 5, 3600));
-        assert_eq!(unix(3600), seen(10, 5, 3600));
-        assert!(matches!(unix(3601), Parsed::Implausible(_)));
+        assert!(matches!(unix(NOW + 121), Parsed::Implausible(_)));
+        assert_eq!(unix(NOW + 120), seen(10, 5, 120));
+        assert_eq!(unix(120), seen(10, 5, 120));
+        assert!(matches!(unix(121), Parsed::Implausible(_)));
     }
 
     #[test]

@@ -36,6 +36,9 @@ const MAX_SPENT_PAUSE: Duration = Duration::from_secs(60);
 /// The longest a write waits for its place under the pace before asking again: a newer
 /// count or estimate may have moved it.
 const RECHECK: Duration = Duration::from_millis(250);
+/// Once a count's window has reset, one write goes to learn the new window's count; if
+/// no answer says within this, another may.
+const RENEW_WAIT: Duration = Duration::from_secs(2);
 
 /// A write's slot, granted. Sent with [`Grant::send`], or let go by dropping it (the row
 /// found nothing left to write): until then the count is taken as spent by it.
@@ -44,6 +47,7 @@ pub struct Grant {
     budget: Option<Arc<WriteBudget>>,
     /// Granted under a trusted count that showed room for it.
     announced: bool,
+    at: Instant,
 }
 
 impl Grant {
@@ -52,7 +56,18 @@ impl Grant {
         Grant {
             budget: None,
             announced: false,
+            at: Instant::now(),
         }
+    }
+
+    /// When the budget granted it: what it knew then is what it acted on.
+    pub fn granted_at(&self) -> Instant {
+        self.at
+    }
+
+    /// Whether it was granted under a trusted count that showed room for it.
+    pub fn under_announcement(&self) -> bool {
+        self.announced
     }
 
     /// The write leaves now: its ticket, for [`WriteBudget::headers`] and
@@ -91,6 +106,11 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// Its place among the job's writes sent: 1 for the first.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
     /// Whether the write was granted under a trusted count that showed room for it.
     pub fn under_announcement(&self) -> bool {
         self.announced
@@ -217,6 +237,8 @@ struct State {
     spent_until: Option<Instant>,
     /// Since when the count has kept the job at the reserve.
     held_since: Option<Instant>,
+    /// When the write that is to bring a passed window's successor's count was granted.
+    renewing: Option<Instant>,
     waited: Duration,
     /// The end of the last wait the log told of: each wait is told once, not per worker.
     told_until: Option<Instant>,
@@ -265,6 +287,7 @@ impl WriteBudget {
                 last_count: None,
                 spent_until: None,
                 held_since: None,
+                renewing: None,
                 waited: Duration::ZERO,
                 told_until: None,
             }),
@@ -300,6 +323,7 @@ impl WriteBudget {
                     return Ok(Grant {
                         budget: Some(Arc::clone(self)),
                         announced,
+                        at: now,
                     });
                 }
                 Step::Stop(held) => return Err(held),
@@ -348,6 +372,15 @@ impl WriteBudget {
         let spend = s.announced.spend(s.writes, now);
         let rate = match spend {
             Some(Spend::WaitUntil(until)) => return self.at_the_reserve(&mut s, now, until),
+            Some(Spend::Renew) => {
+                s.held_since = None;
+                if let Some(at) = s.renewing.filter(|t| now < *t + RENEW_WAIT) {
+                    return Step::Wait((at + RENEW_WAIT).min(now + RECHECK), None);
+                }
+                s.renewing = Some(now);
+                s.writes.pending += 1;
+                return Step::Go { announced: false };
+            }
             Some(Spend::Pace(rate)) => rate,
             None => {
                 s.estimate.start(now);
@@ -403,6 +436,7 @@ impl WriteBudget {
     pub fn headers(&self, ticket: &Ticket, headers: &HeaderMap, wall: SystemTime) {
         let parsed = headers::parse(headers, wall);
         let mut s = self.state();
+        s.renewing = None;
         match parsed {
             Parsed::Seen(a) => {
                 s.announced.observe(a, ticket.number, Instant::now());
@@ -452,7 +486,11 @@ impl WriteBudget {
         let refused = match answer {
             Answer::Accepted => false,
             Answer::Refused(_) => true,
-            Answer::Other => return,
+            Answer::Other => {
+                // No answer to learn from: the next write may try.
+                self.state().renewing = None;
+                return;
+            }
         };
         let counter = if refused {
             &self.refused
@@ -499,7 +537,7 @@ impl WriteBudget {
         };
         let pace = match s.announced.spend(s.writes, now) {
             Some(Spend::Pace(rate)) => rate.min(self.ceiling),
-            Some(Spend::WaitUntil(_)) => 0.0,
+            Some(Spend::WaitUntil(_) | Spend::Renew) => 0.0,
             None => s.estimate.pace(now),
         };
         BudgetReport {
@@ -531,6 +569,7 @@ mod tests {
         let grant = Grant {
             budget: Some(Arc::clone(b)),
             announced: false,
+            at: Instant::now(),
         };
         b.state().writes.pending += 1;
         grant.send().unwrap()
