@@ -112,7 +112,8 @@ pub fn read_header(path: &Path) -> Result<PlanHeader, PlanError> {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io_err)?;
+    // A FIFO or a device is no plan: refused, never waited on.
+    let file = crate::bounded::open_regular(path).map_err(io_err)?;
     let mut first = String::new();
     io::BufReader::new(io::Read::take(file, 64 * 1024))
         .read_line(&mut first)
@@ -144,7 +145,8 @@ pub fn verify(path: &Path) -> Result<PlanHeader, PlanError> {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io_err)?;
+    // Read twice (checked whole, then run): a FIFO or a device is refused, never waited on.
+    let file = crate::bounded::open_regular(path).map_err(io_err)?;
     let mut input = io::BufReader::new(file);
     let mut first = String::new();
     io::Read::take(&mut input, 64 * 1024)

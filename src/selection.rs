@@ -7,6 +7,7 @@
 //! chosen when `--only` names it (or no `--only` was given) and `--skip` does not.
 
 use std::collections::HashSet;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -29,7 +30,8 @@ pub const IN_SKIP: &str = "not selected: its id is named by --skip";
 impl Selection {
     /// The selection the flags' values make (`ID` or `@FILE` each), or `None` when neither
     /// was given. A value that is not an id, or a file that cannot be read, is refused
-    /// with the flag, the file and line, and the value.
+    /// with the flag, the file and line, and the value; so is a selection that can choose
+    /// no row whatever the manifest (`--skip` names every id `--only` names).
     pub fn from_flags(only: &[String], skip: &[String]) -> Result<Option<Selection>, String> {
         if only.is_empty() && skip.is_empty() {
             return Ok(None);
@@ -39,6 +41,23 @@ impl Selection {
             false => Some(ids_of("--only", only)?),
         };
         let skip = ids_of("--skip", skip)?;
+        match &only {
+            Some(only) if only.is_empty() => {
+                return Err(
+                    "--only names no id (its files hold none): it leaves no row to \
+                            run; nothing was done"
+                        .into(),
+                );
+            }
+            Some(only) if only.iter().all(|id| skip.contains(id)) => {
+                return Err(format!(
+                    "--only and --skip leave no row to run: --skip names every id --only \
+                     names ({} of them); nothing was done",
+                    only.len()
+                ));
+            }
+            _ => {}
+        }
         Ok(Some(Selection { only, skip }))
     }
 
@@ -116,28 +135,46 @@ fn ids_of(flag: &str, values: &[String]) -> Result<HashSet<u128>, String> {
 
 /// Ids are a few bytes a line: a file far larger than a manifest's ids is not one.
 const MAX_FILE: u64 = 256 * 1024 * 1024;
+/// The longest line of a file of ids (an id, or a comment).
+const MAX_LINE: u64 = 64 * 1024;
 
+/// Reads a file of ids as a stream, through its caps ([`crate::bounded::Capped`]: a pipe
+/// or a device too): memory grows with the ids it names, never with its bytes.
 fn ids_in_file(flag: &str, path: &Path, ids: &mut HashSet<u128>) -> Result<(), String> {
     let shown = path.display();
-    let size = std::fs::metadata(path)
-        .map_err(|e| format!("{flag} @{shown}: cannot read it: {e}"))?
-        .len();
-    if size > MAX_FILE {
-        return Err(format!(
-            "{flag} @{shown}: {size} bytes is not a list of ids (over {MAX_FILE})"
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{flag} @{shown}: cannot read it: {e}"))?;
-    for (n, line) in text.lines().enumerate() {
+    let cannot = |e: std::io::Error| format!("{flag} @{shown}: cannot read it: {e}");
+    let input = crate::bounded::Capped::open(path, MAX_FILE).map_err(cannot)?;
+    let mut input = std::io::BufReader::new(input);
+    let mut bytes = Vec::new();
+    for n in 1u64.. {
+        bytes.clear();
+        let read = (&mut input)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut bytes)
+            .map_err(cannot)?;
+        if read == 0 {
+            break;
+        }
+        if bytes.len() as u64 > MAX_LINE {
+            return Err(format!(
+                "{flag} @{shown}, line {n}: longer than {MAX_LINE} bytes (not a list of ids)"
+            ));
+        }
+        let line = std::str::from_utf8(&bytes)
+            .map_err(|_| format!("{flag} @{shown}, line {n}: not UTF-8 text"))?;
+        // A byte-order mark (some Windows editors write one) opens the text, not its id.
+        let line = match n {
+            1 => line.strip_prefix('\u{feff}').unwrap_or(line),
+            _ => line,
+        };
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.eq_ignore_ascii_case("id") {
             continue;
         }
         let id = uuid::Uuid::try_parse(line).map_err(|_| {
             format!(
-                "{flag} @{shown}, line {}: {line:?} is not a gateway id (a UUID)",
-                n + 1
+                "{flag} @{shown}, line {n}: \"{}\" is not a gateway id (a UUID)",
+                crate::inert::text(line, 100)
             )
         })?;
         ids.insert(id.as_u128());
@@ -238,12 +275,45 @@ mod tests {
             .set_len(MAX_FILE + 1)
             .unwrap();
         let err = Selection::from_flags(&[format!("@{}", huge.display())], &[]).unwrap_err();
-        assert!(err.contains("is not a list of ids"), "{err}");
+        assert!(err.contains("not a list of ids"), "{err}");
         let missing = dir.path().join("none.txt");
         let err = Selection::from_flags(&[format!("@{}", missing.display())], &[]).unwrap_err();
         assert!(
             err.contains("cannot read") && err.contains("none.txt"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_opens_a_file_of_ids_and_is_not_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ids.txt");
+        std::fs::write(&file, format!("\u{feff}{A}\r\n{B}\r\n")).unwrap();
+        let from_file = Selection::from_flags(&[format!("@{}", file.display())], &[]);
+        assert_eq!(from_file, Selection::from_flags(&strings(&[A, B]), &[]));
+        std::fs::write(&file, format!("\u{feff}id\n{A}\n")).unwrap();
+        let from_file = Selection::from_flags(&[format!("@{}", file.display())], &[]);
+        assert_eq!(from_file, Selection::from_flags(&strings(&[A]), &[]));
+        // Only at the top: elsewhere it is a character of the line, refused.
+        std::fs::write(&file, format!("{A}\n\u{feff}{B}\n")).unwrap();
+        let err = Selection::from_flags(&[format!("@{}", file.display())], &[]).unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_selection_that_can_choose_nothing_is_refused_naming_the_flags() {
+        let err = Selection::from_flags(&strings(&[A]), &strings(&[A])).unwrap_err();
+        assert!(err.contains("--only") && err.contains("--skip"), "{err}");
+        let err = Selection::from_flags(&strings(&[A, B]), &strings(&[B, A, C])).unwrap_err();
+        assert!(err.contains("leave no row"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ids.txt");
+        std::fs::write(&file, "id\n# none today\n").unwrap();
+        let err = Selection::from_flags(&[format!("@{}", file.display())], &[]).unwrap_err();
+        assert!(err.contains("--only names no id"), "{err}");
+        // One id left: a selection.
+        assert!(Selection::from_flags(&strings(&[A, B]), &strings(&[A])).is_ok());
+        // --skip alone leaves whatever the manifest holds beyond it: known only then.
+        assert!(Selection::from_flags(&[], &strings(&[A])).is_ok());
     }
 }

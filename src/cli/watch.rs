@@ -18,12 +18,30 @@ pub(super) fn sinks_config(job: &JobArgs) -> Result<SinksConfig, Failure> {
             ))
         })?),
     };
+    if let Some(path) = &job.metrics_file {
+        refuse_special_metrics_file(path)?;
+    }
     Ok(SinksConfig {
         file: job.metrics_file.clone(),
         push: job.push_gateway.clone(),
         push_every: Duration::from_secs(job.push_interval.max(1)),
         listen,
     })
+}
+
+/// A metrics file is read back (the last success) and replaced by a rename: one that
+/// exists and is not a regular file (a FIFO would wait for a reader or a writer forever,
+/// a device is no file a collector reads) is refused before the run, exit 64.
+fn refuse_special_metrics_file(path: &std::path::Path) -> Result<(), Failure> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(usage(format!(
+            "--metrics-file {}: not a regular file (a FIFO, a device or a directory): the \
+             metrics file is read back and replaced whole; name a file (node_exporter's \
+             textfile collector reads *.prom files)",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// `ADDR:PORT`, or a bare port on loopback.

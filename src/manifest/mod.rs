@@ -159,10 +159,11 @@ pub fn hex(digest: &[u8]) -> String {
 }
 
 /// The fingerprint [`Manifest::first_pass`] computes, of a file read again whole (a saved
-/// plan checks that its manifest is unchanged); `None` when it cannot be read.
+/// plan checks that its manifest is unchanged); `None` when it cannot be read, or is no
+/// longer a regular file.
 pub fn file_sha256(path: &Path) -> Option<String> {
     let mut hasher = Sha256::new();
-    let mut file = std::fs::File::open(path).ok()?;
+    let mut file = crate::bounded::open_regular(path).ok()?;
     std::io::copy(&mut file, &mut hasher).ok()?;
     Some(hex(&hasher.finalize()))
 }
@@ -211,7 +212,8 @@ struct Pinned {
 
 impl Pinned {
     fn open(path: &Path) -> std::io::Result<Pinned> {
-        let file = std::fs::File::open(path)?;
+        // A FIFO no process writes to opens at once, and is refused for what it is.
+        let file = crate::bounded::open_at_once(path)?;
         let stamp = Self::stamp_of(&file)?;
         Ok(Pinned {
             file,

@@ -86,13 +86,7 @@ impl Sinks {
         }
         let success = ending.success().then_some(ending.at);
         if let Some(path) = &self.config.file {
-            let earlier = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|old| last_success_in(&old, self.metrics.labels()));
-            let text = self.metrics.render(Some(&ending), success.or(earlier));
-            if let Err(e) = write_atomically(path, &text) {
-                tracing::warn!("cannot write metrics file {}: {e}", path.display());
-            }
+            self.write_file(path, &ending, success);
         }
         if let Some(pusher) = &self.pusher {
             pusher
@@ -101,6 +95,36 @@ impl Sinks {
         }
     }
 }
+
+impl Sinks {
+    /// The file, with the last success read back from the old one (through a cap, and
+    /// only from a regular file: a FIFO or a device put there during the run is left as
+    /// it is, with a warning, never waited on).
+    fn write_file(&self, path: &std::path::Path, ending: &Ending, success: Option<f64>) {
+        let earlier = match crate::bounded::read_regular_file(path, MAX_METRICS_FILE) {
+            Ok(old) => last_success_in(&old, self.metrics.labels()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                tracing::warn!("metrics file {} not written: {e}", path.display());
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read back the last success from metrics file {}: {e}",
+                    path.display()
+                );
+                None
+            }
+        };
+        let text = self.metrics.render(Some(ending), success.or(earlier));
+        if let Err(e) = write_atomically(path, &text) {
+            tracing::warn!("cannot write metrics file {}: {e}", path.display());
+        }
+    }
+}
+
+/// The longest metrics file read back (the tool's own is a few KiB).
+pub const MAX_METRICS_FILE: u64 = 1024 * 1024;
 
 fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     let mut file = crate::output::AtomicFile::create(path)?;

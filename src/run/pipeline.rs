@@ -39,7 +39,8 @@ pub(super) struct Scan {
 /// shard's rows, fingerprints it, and finds the ids used twice, so the run can check
 /// duplicates exactly without remembering every id. With `keys`, it also collects the
 /// snapshot keys of this shard's chosen ids. An id `--only` names that no row has is
-/// refused here, before any request: a typo runs nothing rather than nothing it meant.
+/// refused here, before any request: a typo runs nothing rather than nothing it meant; so
+/// is a selection that leaves no row of the manifest (in any shard) to run.
 pub(super) async fn scan(
     manifest: &Manifest,
     shard: Option<Shard>,
@@ -48,7 +49,7 @@ pub(super) async fn scan(
 ) -> Result<(Scan, Manifest), RunError> {
     let manifest = manifest.clone();
     tokio::task::spawn_blocking(move || {
-        let (mut in_shard, mut chosen) = (0u64, 0u64);
+        let (mut in_shard, mut chosen, mut selected) = (0u64, 0u64, 0u64);
         let mut wanted = Vec::new();
         let mut ids = IdsDigest::default();
         let mut named: HashSet<u128> = selection
@@ -59,6 +60,13 @@ pub(super) async fn scan(
             if let Ok(r) = row {
                 named.remove(&r.id.as_u128());
             }
+            // Whatever the shard: a selection is refused only when it leaves no row of
+            // the whole manifest (a shard may hold none of the chosen rows).
+            let passed_over = selection.as_ref().and_then(|s| match row {
+                Ok(r) => s.passes_over_uuid(r.id),
+                Err(bad) => s.passes_over(&bad.id),
+            });
+            selected += u64::from(passed_over.is_none());
             let owned = match (shard, row) {
                 (None, _) => true,
                 (Some(s), Ok(r)) => s.owns(&r.id.hyphenated().to_string()),
@@ -68,10 +76,6 @@ pub(super) async fn scan(
                 return;
             }
             in_shard += 1;
-            let passed_over = selection.as_ref().and_then(|s| match row {
-                Ok(r) => s.passes_over_uuid(r.id),
-                Err(bad) => s.passes_over(&bad.id),
-            });
             if passed_over.is_some() {
                 return;
             }
@@ -84,6 +88,14 @@ pub(super) async fn scan(
             }
         })?;
         refuse_unknown_ids(&named, &manifest)?;
+        if selection.is_some() && selected == 0 {
+            return Err(RunError::Usage(format!(
+                "--only/--skip leave no row of {} to run (it has {} rows, none chosen); \
+                 nothing was done",
+                manifest.source().display(),
+                first.stats.rows
+            )));
+        }
         let scan = Scan {
             rows: first.stats.rows,
             in_shard,

@@ -20,4 +20,5 @@ mod sandbox;
 mod schedules;
 mod selection;
 mod shared_budget;
+mod special_inputs;
 mod support;

@@ -225,3 +225,85 @@ fn the_old_output_flag_of_plan_and_apply_is_refused_with_the_new_name() {
     assert!(help.contains("-o, --out <PLAN>"), "{help}");
     assert!(!help.contains("--output"), "{help}");
 }
+
+/// A file of ids saved by a Windows editor opens with a byte-order mark: the mark is not
+/// part of the first id (it was refused as one), for `--only` and `--skip` alike.
+#[test]
+fn a_byte_order_mark_at_the_top_of_an_id_file_is_read_past() {
+    let ids = ids(3, 954);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    std::fs::write(
+        sb.path("ids.txt"),
+        format!("\u{feff}{}\r\n{}\r\n", ids[0], ids[1]),
+    )
+    .unwrap();
+    for (flag, chosen) in [
+        ("--only", [true, true, false]),
+        ("--skip", [false, false, true]),
+    ] {
+        let report_name = format!("{}.csv", &flag[2..]);
+        let out = run(sb
+            .cmd()
+            .args(["plan", "m.csv", flag, "@ids.txt", "--report", &report_name]));
+        assert_eq!(code(&out), 0, "{flag}: {}", stderr(&out));
+        let report = report(&sb.path(&report_name));
+        for (id, chosen) in ids.iter().zip(chosen) {
+            let row = report.values().find(|r| r.id == id.to_string()).unwrap();
+            assert_eq!(row.error_code != "not_selected", chosen, "{flag}: {row:?}");
+        }
+    }
+}
+
+/// A selection that leaves no row of the manifest is refused, exit 64, naming the flags,
+/// before any request: `--skip` naming every id `--only` names (it selected nothing and
+/// exited 0), an `--only` file with no id, a `--skip` of every row. A shard that holds none
+/// of the chosen rows, while another does, runs (nothing to do there).
+#[test]
+fn a_selection_that_leaves_no_row_is_refused_before_any_request() {
+    let ids = ids(4, 955);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let (a, b) = (ids[0].to_string(), ids[1].to_string());
+    std::fs::write(sb.path("none.txt"), "id\n# nothing failed\n").unwrap();
+    let all = ids.iter().map(|id| format!("{id}\n")).collect::<String>();
+    std::fs::write(sb.path("all.txt"), all).unwrap();
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["--only", &a, "--skip", &a],
+            &["--only and --skip leave no row"],
+        ),
+        (
+            &["--only", &a, "--only", &b, "--skip", &b, "--skip", &a],
+            &["--only and --skip"],
+        ),
+        (&["--only", "@none.txt"], &["--only names no id"]),
+        (
+            &["--skip", "@all.txt"],
+            &["--only/--skip leave no row of m.csv"],
+        ),
+    ];
+    for (flags, says) in cases {
+        for command in [&["plan"][..], &["apply", "--yes"]] {
+            let out = run(sb
+                .cmd()
+                .args(command)
+                .args(["m.csv", "--report", "r.csv"])
+                .args(flags));
+            assert_eq!(code(&out), 64, "{command:?} {flags:?}: {}", stderr(&out));
+            for said in says {
+                assert!(stderr(&out).contains(said), "{flags:?}: {}", stderr(&out));
+            }
+        }
+    }
+    assert_eq!(sb.state().stats().requests, 0, "nothing sent");
+    // One chosen row: each shard runs, the one without it has nothing to do.
+    for shard in ["0/2", "1/2"] {
+        let out = run(sb
+            .cmd()
+            .args(["apply", "m.csv", "--yes", "--only", &a, "--shard", shard])
+            .args(["--report", &format!("s{}.csv", &shard[..1])]));
+        assert_eq!(code(&out), 0, "{shard}: {}", stderr(&out));
+    }
+    assert_eq!(sb.state().stats().patches, 1, "{:?}", sb.state().stats());
+}
