@@ -33,8 +33,7 @@ use headers::Parsed;
 pub const DEFAULT_RESERVE: f64 = 0.5;
 /// The longest a spent budget holds every write back, whatever `Retry-After` says.
 const MAX_SPENT_PAUSE: Duration = Duration::from_secs(60);
-/// The longest a write waits for its place under the pace before asking again: a newer
-/// count or estimate may have moved it.
+/// The longest a write waits before asking again while a renewal is under way.
 const RECHECK: Duration = Duration::from_millis(250);
 /// Once a count's window has reset, one write goes to learn the new window's count; if
 /// no answer says within this, another may.
@@ -264,6 +263,9 @@ enum Step {
     },
     /// Wait, then ask again; a wait with a reason is told in the log.
     Wait(Instant, Option<Why>),
+    /// A place ahead, held (counted as granted): at it, the write goes if the newest
+    /// count still has room for it.
+    At(Instant),
     Stop(Held),
 }
 
@@ -327,6 +329,17 @@ impl WriteBudget {
                     });
                 }
                 Step::Stop(held) => return Err(held),
+                Step::At(place) => {
+                    let held = Grant {
+                        budget: Some(Arc::clone(self)),
+                        announced: false,
+                        at: place,
+                    };
+                    tokio::time::sleep_until(place).await;
+                    if let Some(grant) = self.at_its_place(held) {
+                        return Ok(grant);
+                    }
+                }
                 Step::Wait(until, None) => tokio::time::sleep_until(until).await,
                 Step::Wait(until, Some(why)) => {
                     let tell = {
@@ -392,19 +405,43 @@ impl WriteBudget {
             // The governor alone paces at the ceiling: an unthrottled run pays nothing here.
             s.last = None;
         } else {
+            // Places are laid out in order at the pace asked for, one gap apart; a write
+            // whose place is ahead holds it, and is checked against the newest count
+            // when it comes (`Step::At`).
             let gap = Duration::from_secs_f64(1.0 / rate.max(1e-3));
-            let place = s.last.map_or(now, |last| last + gap);
+            let place = s.last.map_or(now, |last| (last + gap).max(now));
+            s.last = Some(place);
             if place > now {
-                return Step::Wait(place.min(now + RECHECK), None);
+                s.writes.pending += 1;
+                return Step::At(place);
             }
-            // Late by less than a gap keeps the schedule (a late wake-up costs no pace);
-            // after an idle spell the schedule starts again from now.
-            s.last = Some(if now - place < gap { place } else { now });
         }
         s.writes.pending += 1;
         Step::Go {
             announced: matches!(spend, Some(Spend::Pace(_))),
         }
+    }
+
+    /// A write whose place has come: it goes, unless a count now in use has no room for
+    /// it (then its place is let go, and it asks again).
+    fn at_its_place(&self, mut held: Grant) -> Option<Grant> {
+        let now = Instant::now();
+        let spend = {
+            let s = self.state();
+            let others = Writes {
+                pending: s.writes.pending.saturating_sub(1),
+                ..s.writes
+            };
+            s.announced.spend(others, now)
+        };
+        // (The state is unlocked here: letting the place go locks it.)
+        held.announced = match spend {
+            None => false,
+            Some(Spend::Pace(_)) => true,
+            Some(Spend::WaitUntil(_) | Spend::Renew) => return None,
+        };
+        held.at = now;
+        Some(held)
     }
 
     /// The count keeps the job at the reserve until `until`: wait for it, or stop past the
@@ -647,13 +684,14 @@ mod tests {
             }
         );
         let third = b.slot().await.unwrap();
+        assert!(third.announced);
+        assert_eq!(Instant::now(), t0 + Duration::from_millis(7500));
+        // The last of the room is spread to the reset: its place comes when the window has
+        // passed, so it goes as the one write that learns the next window's count.
         let fourth = b.slot().await.unwrap();
-        assert!(third.announced && fourth.announced);
-        assert!(Instant::now() < t0 + Duration::from_secs(10));
-        // All three places taken: the next waits for the reset, and goes with no count.
-        let fifth = b.slot().await.unwrap();
-        assert!(Instant::now() >= t0 + Duration::from_secs(10));
-        assert!(!fifth.announced);
+        assert_eq!(Instant::now(), t0 + Duration::from_secs(10));
+        assert!(!fourth.announced);
+        assert_eq!(b.state().renewing, Some(Instant::now()));
         assert!(Grant::unpaced().send().is_none());
     }
 
