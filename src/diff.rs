@@ -104,6 +104,28 @@ pub fn merge(current: &GatewayFields, desired: &Desired) -> GatewayFields {
     }
 }
 
+/// `fields` with only the fields in `keep`; the others empty (a manifest row's "leave it
+/// as it is").
+pub fn only(fields: &GatewayFields, keep: FieldSet) -> GatewayFields {
+    let mut out = fields.clone();
+    if !keep.contains(Field::Name) {
+        out.name.clear();
+    }
+    if !keep.contains(Field::Uri) {
+        out.uri.clear();
+    }
+    if !keep.contains(Field::Encryption) {
+        out.encryption = None;
+    }
+    if !keep.contains(Field::Ciphers) {
+        out.ciphers.clear();
+    }
+    if !keep.contains(Field::Codecs) {
+        out.codecs.clear();
+    }
+    out
+}
+
 /// The fields whose values differ. Lists compare in order: codec order is preference.
 pub fn differing(a: &GatewayFields, b: &GatewayFields) -> FieldSet {
     let mut set = FieldSet::default();
@@ -138,6 +160,20 @@ mod tests {
             ciphers: vec![Cipher::AesCm128HmacSha1_80],
             codecs: vec![Codec::Pcmu, Codec::Pcma],
         }
+    }
+
+    #[test]
+    fn only_keeps_the_fields_asked_for_and_empties_the_rest() {
+        let all = current();
+        let none = only(&all, FieldSet::default());
+        assert_eq!(differing(&none, &all).len(), 5);
+        assert!(none.name.is_empty() && none.encryption.is_none() && none.codecs.is_empty());
+        let some = only(&all, FieldSet::parse("uri;codecs"));
+        assert_eq!((&some.uri, &some.codecs), (&all.uri, &all.codecs));
+        assert_eq!(
+            differing(&some, &all).to_string(),
+            "name;encryption;ciphers"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `rollback REPORT`: a manifest of the `before` values of every `updated` and `mismatch`
 //! row of an apply report, and of every `failed` row whose PATCH may have landed
-//! (`write_unknown`). Applying it puts those gateways back as they were.
+//! (`write_unknown`), for the fields the run changed; the other cells are empty (left as
+//! they are). Applying it puts those fields back as they were, and an edit someone made
+//! since to another field survives.
 //!
 //! The report is read twice: once to make sure it is an apply report (a manifest, a saved
 //! plan or a plan's report is refused with what to pass instead, and nothing is written,
@@ -10,6 +12,7 @@ use std::io::BufRead;
 
 use super::export::{manifest_out, shown};
 use super::{Exit, ExitContext, Failure, RollbackArgs, usage};
+use crate::diff::{Field, FieldSet, differing, only};
 use crate::manifest::Format;
 use crate::output::Destination;
 use crate::report::{self, ReadRecord};
@@ -18,6 +21,23 @@ use crate::status::Status;
 /// A row whose gateway this run may have changed: its `before` undoes it.
 fn written(r: &ReadRecord) -> bool {
     matches!(r.status, Status::Updated | Status::Mismatch) || r.error_code == report::WRITE_UNKNOWN
+}
+
+/// The fields a written row's run changed: those it asked to change (`changed_fields`) and
+/// those its `after` shows changed from `before` (a `mismatch`'s answer may differ from
+/// the ask in more fields; a `write_unknown`'s `after` is what it asked for). Every field
+/// when neither says (a report made before `after` was kept for such rows).
+fn changed_by_the_run(r: &ReadRecord, before: &crate::model::GatewayFields) -> FieldSet {
+    let mut fields = r.changed_fields;
+    if let Some(after) = &r.after {
+        for f in differing(before, after).iter() {
+            fields.insert(f);
+        }
+    }
+    if fields.is_empty() {
+        Field::ALL.into_iter().for_each(|f| fields.insert(f));
+    }
+    fields
 }
 
 pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
@@ -53,10 +73,13 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
             return Ok(());
         }
         match &r.before {
-            Some(before) => writer.write(&r.id, before).map_err(|e| report::ReadError {
-                path: "output".into(),
-                message: e.to_string(),
-            }),
+            Some(before) => {
+                let undo = only(before, changed_by_the_run(&r, before));
+                writer.write(&r.id, &undo).map_err(|e| report::ReadError {
+                    path: "output".into(),
+                    message: e.to_string(),
+                })
+            }
             None => {
                 without_before += 1;
                 Ok(())
@@ -110,4 +133,46 @@ fn refuse_what_is_not_an_apply_report(path: &std::path::Path) -> Result<(), Fail
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::starting_fields;
+
+    fn line(status: Status, code: &str, changed: &str, after: Option<u64>) -> ReadRecord {
+        ReadRecord {
+            row: 2,
+            id: "id".into(),
+            status,
+            changed_fields: FieldSet::parse(changed),
+            before: Some(starting_fields(1)),
+            after: after.map(starting_fields),
+            http_status: None,
+            attempts: 1,
+            error_code: code.into(),
+            error: String::new(),
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_rollback_row_holds_the_fields_the_run_changed() {
+        let before = starting_fields(1);
+        let mut updated = line(Status::Updated, "", "codecs", Some(1));
+        updated.after.as_mut().unwrap().codecs.reverse();
+        assert_eq!(changed_by_the_run(&updated, &before).to_string(), "codecs");
+        // A mismatch's answer changed more than it asked: all of it is the run's.
+        let mismatch = line(Status::Mismatch, "mismatch", "codecs", Some(2));
+        assert_eq!(
+            changed_by_the_run(&mismatch, &before).to_string(),
+            "name;uri;codecs"
+        );
+        // A write of unknown outcome: what it asked for.
+        let unknown = line(Status::Failed, report::WRITE_UNKNOWN, "name", None);
+        assert_eq!(changed_by_the_run(&unknown, &before).to_string(), "name");
+        // Nothing says which fields: every one is put back.
+        let old = line(Status::Failed, report::WRITE_UNKNOWN, "", None);
+        assert_eq!(changed_by_the_run(&old, &before).len(), 5);
+    }
 }

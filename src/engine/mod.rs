@@ -47,9 +47,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{ReadClient, RequestStats, WriteClient};
 use crate::latency::{Percentiles, RequestKind};
-use crate::ledger::{IdSet, Journal};
+use crate::ledger::{EarlierWrite, IdSet, Journal};
 use crate::manifest::{Manifest, ManifestError};
-use crate::model::GatewayFields;
 use crate::report::{ReportWriter, RowRecord};
 use crate::selection::Selection;
 use crate::shard::Shard;
@@ -92,8 +91,9 @@ pub struct Job {
     pub selection: Option<Arc<Selection>>,
     /// Apply: each row's `before` is journaled here before its PATCH is sent.
     pub journal: Option<Journal>,
-    /// Before-values journaled by an earlier run whose report lost the row (`--resume`).
-    pub recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
+    /// Writes an earlier run may have made (`--resume`: this report's; a chain's next
+    /// link: the previous report's), with the rows' undo values.
+    pub recovered: Option<Arc<HashMap<u128, EarlierWrite>>>,
     pub observer: Option<Box<dyn Observer>>,
     pub stats: Arc<RequestStats>,
     /// `--read-mode list`: the space as paged before the rows start. A row it holds is
@@ -204,7 +204,7 @@ struct Shared {
     limit: Option<u64>,
     writes_started: AtomicU64,
     journal: Option<Journal>,
-    recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
+    recovered: Option<Arc<HashMap<u128, EarlierWrite>>>,
     stats: Arc<RequestStats>,
 }
 

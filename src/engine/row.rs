@@ -15,10 +15,12 @@ use crate::model::GatewayFields;
 use crate::report::{RowRecord, WRITE_UNKNOWN};
 use crate::status::Status;
 
-/// A row an earlier run may have written (its before-value recovered from the journal)
-/// that this run could not even read (skipped, or its GET failed) stays marked
-/// `write_unknown` with that before-value: the report alone still undoes it. (A row this
-/// run did read is judged in [`reconcile`]: by whether the gateway moved since.)
+/// A row an earlier run of this report may have written (its before-value recovered from
+/// the journal or the report) that this run could not even read (skipped, or its GET
+/// failed) stays marked `write_unknown` with that before-value and what that write may
+/// have left: the report alone still undoes it. One carried from the chain's previous
+/// report is not: this run wrote nothing to it, and that report undoes it. (A row this run
+/// did read is judged in [`reconcile`]: by whether the gateway moved since.)
 pub(super) fn keep_possible_write(record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
     let unread = matches!(record.status, Status::Skipped | Status::Failed)
         && record.before.is_none()
@@ -27,10 +29,12 @@ pub(super) fn keep_possible_write(record: RowRecord, row: &Row, shared: &Shared)
         .recovered
         .as_ref()
         .and_then(|r| r.get(&row.id.as_u128()))
+        .and_then(|w| w.unread())
     {
-        Some(before) if unread => {
+        Some(earlier) if unread => {
             let mut record = possibly_written_earlier(record);
-            record.before = Some(before.clone());
+            record.before = Some(earlier.before.clone());
+            record.after = earlier.after.clone();
             record
         }
         _ => record,
@@ -127,18 +131,19 @@ async fn read_current(
 }
 
 /// A row that needs no change. Written by an earlier run that crashed before its report
-/// line (its before-value recovered from the journal or the report): reported as that
-/// write, so the report stays a complete undo file.
+/// line, or whose answer was lost (its before-value recovered from the journal or the
+/// report, or carried from the chain's previous report while the gateway is as that run
+/// left it): reported as that write, so the report stays a complete undo file.
 fn settled_unchanged(mut record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
     record.status = Status::Unchanged;
     record.changed_fields = Default::default();
     record.after = record.before.clone();
-    if let Some(before) = shared
-        .recovered
-        .as_ref()
-        .and_then(|r| r.get(&row.id.as_u128()))
-        && let Some(after) = record.after.as_ref()
-        && !differing(before, after).is_empty()
+    if let Some(after) = record.after.as_ref()
+        && let Some(before) = shared
+            .recovered
+            .as_ref()
+            .and_then(|r| r.get(&row.id.as_u128()))
+            .and_then(|w| w.before_for(after))
     {
         record.status = Status::Updated;
         record.changed_fields = differing(before, after);

@@ -16,25 +16,31 @@ use crate::status::Status;
 
 /// A row that differs, written. An earlier run's write of this row that may have landed
 /// did, at least in part, when the gateway no longer looks as it did then: the undo value
-/// is then the gateway as it was before any run touched it, and a failure now leaves it
-/// possibly written.
+/// is then the gateway as it was before that write (for one carried from the chain's
+/// previous report, only while the gateway is as that run left it:
+/// [`crate::ledger::EarlierWrite::before_for`]), and a failure now leaves it possibly
+/// written, as read.
 pub(super) async fn write(
     record: RowRecord,
     row: &Row,
     shared: &Shared,
     writer: &WriteClient,
 ) -> RowRecord {
+    let read = record.before.clone();
     let original = shared
         .recovered
         .as_ref()
         .and_then(|r| r.get(&row.id.as_u128()))
-        .filter(|o| record.before.as_ref() != Some(*o))
+        .zip(read.as_ref())
+        .and_then(|(earlier, now)| earlier.before_for(now))
         .cloned();
     let earlier = original.is_some();
     let record = write_fresh(record, row, shared, writer, original).await;
     match record.status {
         Status::Failed if earlier && record.error_code != WRITE_UNKNOWN => {
-            possibly_written_earlier(record)
+            let mut record = possibly_written_earlier(record);
+            record.after = read;
+            record
         }
         _ => record,
     }
@@ -107,13 +113,16 @@ async fn write_fresh(
         if err.maybe_applied {
             tries.unanswered += 1;
             tries.fixed_before = Some(before);
+            tries.asked = Some(desired);
             tracing::debug!(code = %err.code, "the PATCH may have landed: reading it back next");
         } else if !err.retryable() {
             return tries.gave_up(record, err, &shared.stopper);
         }
         match writer.wait_before_retry(&mut tries.schedule, &err) {
             Some(wait) => tokio::time::sleep(wait).await,
-            None if tries.unanswered > 0 => return settle(record, row, err, shared).await,
+            None if tries.unanswered > 0 => {
+                return settle(record, row, err, shared, tries.asked).await;
+            }
             None => return tries.gave_up(record, err, &shared.stopper),
         }
     }
@@ -123,6 +132,9 @@ async fn write_fresh(
 struct Attempts {
     /// The row's undo value once a PATCH (this run's or an earlier one's) may have landed.
     fixed_before: Option<GatewayFields>,
+    /// What the last PATCH whose answer was lost asked for: the row's `after` if it stays
+    /// `write_unknown` (a next link's undo value stands while the gateway is that).
+    asked: Option<GatewayFields>,
     /// PATCHes whose answer was lost.
     unanswered: u32,
     patches: u32,
@@ -134,6 +146,7 @@ impl Attempts {
     fn new(original: Option<GatewayFields>, schedule: WriteSchedule) -> Attempts {
         Attempts {
             fixed_before: original,
+            asked: None,
             unanswered: 0,
             patches: 0,
             journaled: false,
@@ -171,6 +184,7 @@ impl Attempts {
             return conflict(record, now, moved);
         }
         record.before = Some(before);
+        record.after = self.asked.clone().or(Some(now));
         unknown(
             record,
             "not written again: an earlier PATCH's answer was lost and the gateway now \
@@ -187,6 +201,7 @@ impl Attempts {
         }
         record.attempts += err.attempts;
         record.before = self.fixed_before.clone().or(record.before);
+        record.after = self.asked.clone();
         let message = format!(
             "a PATCH may have been applied (its answer was lost) and the row could not be \
              settled: {} ({})",
@@ -221,10 +236,17 @@ fn as_desired(mut record: RowRecord, before: GatewayFields, now: GatewayFields) 
     record
 }
 
-/// The row's time or attempts ran out right after a PATCH whose answer was lost: one
-/// more read says what became of it. As desired: `updated`. Unmoved from `before`: a
-/// plain failure. Anything else: `write_unknown`, in the rollback.
-async fn settle(mut record: RowRecord, row: &Row, err: ApiError, shared: &Shared) -> RowRecord {
+/// The row's time or attempts ran out right after a PATCH whose answer was lost (it
+/// asked for `asked`): one more read says what became of it. As desired: `updated`.
+/// Unmoved from `before`: a plain failure. Anything else: `write_unknown`, in the
+/// rollback.
+async fn settle(
+    mut record: RowRecord,
+    row: &Row,
+    err: ApiError,
+    shared: &Shared,
+    asked: Option<GatewayFields>,
+) -> RowRecord {
     shared.stats.retries.fetch_add(1, Ordering::Relaxed);
     let now = match shared.reader.get_gateway(&row.id).await {
         Ok(reply) => {
@@ -238,6 +260,7 @@ async fn settle(mut record: RowRecord, row: &Row, err: ApiError, shared: &Shared
                  too: {}",
                 err.message, err.code, read_err.message
             );
+            record.after = asked;
             return unknown(record, message);
         }
     };
@@ -256,6 +279,7 @@ async fn settle(mut record: RowRecord, row: &Row, err: ApiError, shared: &Shared
          as it was nor as desired",
         err.message, err.code
     );
+    record.after = asked;
     unknown(record, message)
 }
 
@@ -346,11 +370,13 @@ mod tests {
         let mut tries = Attempts::new(None, writer.schedule());
         tries.unanswered = 1;
         tries.fixed_before = Some(original.clone());
+        tries.asked = Some(now.clone());
         let r = tries.gave_up(record(), err.clone(), &shared.stopper);
         assert_eq!(
             (r.status, r.error_code.as_str()),
             (Status::Failed, WRITE_UNKNOWN)
         );
+        assert_eq!(r.after.as_ref(), Some(&now), "what it asked for");
         assert_eq!((r.before, r.attempts), (Some(original.clone()), 2));
         assert!(r.error.contains("slow (timeout)"), "{}", r.error);
 

@@ -18,6 +18,7 @@
 //! (the lock on the gateways, in the state directory) and `side_file` (how every one of
 //! those files is opened, and how lock files are locked and let go).
 
+mod chain;
 mod journal;
 mod run_lock;
 mod run_note;
@@ -28,10 +29,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use crate::model::GatewayFields;
 use crate::report::{self, ReportFormat, ReportWriter};
 use crate::status::Status;
 
+pub use chain::{EarlierWrite, report_to_resume};
 pub use journal::{Journal, settle_journal};
 pub use run_lock::{IdsDigest, RunLock, state_dir};
 use run_note::LegacyLockNote;
@@ -102,6 +103,13 @@ pub enum LedgerError {
         was: String,
         now: String,
     },
+    #[error(
+        "the chain of reports that starts at {first} is broken: {problem}. A link is never \
+         skipped or reused (the undo values it holds would be lost, and the numbers would no \
+         longer tell the order the runs happened in): put it back as it was, or start a new \
+         chain with another --report"
+    )]
+    BrokenChain { first: PathBuf, problem: String },
     #[error("the lock directory {dir} cannot be used: {why}")]
     StateDir { dir: PathBuf, why: String },
     #[error("report {path}")]
@@ -119,9 +127,10 @@ pub enum LedgerError {
 pub struct Ledger {
     report: PathBuf,
     lock: Option<File>,
-    /// The finished report this run's report follows ([`report_to_resume`]): the rows it
-    /// may have written keep their before-values in this one.
-    follows: Option<PathBuf>,
+    /// This report's place in a chain ([`report_to_resume`]): the chain's first report,
+    /// whose space, project, shard and selection every link keeps, and the finished report
+    /// this one follows, whose possible writes this one may carry.
+    chain: Option<Chain>,
 }
 
 impl Drop for Ledger {
@@ -138,6 +147,12 @@ impl Drop for Ledger {
     }
 }
 
+/// Where a report stands in its chain.
+struct Chain {
+    first: PathBuf,
+    follows: PathBuf,
+}
+
 /// A report ready for rows, and what an earlier run already finished.
 pub struct Opened {
     pub writer: ReportWriter,
@@ -145,9 +160,11 @@ pub struct Opened {
     pub journal: Option<Journal>,
     /// Ids an earlier run finished: not to be read or written again.
     pub done: IdSet,
-    /// Before-values an earlier run journaled for rows its report lost (a crash between
-    /// the PATCH and the report line): those rows are reported `updated` with them.
-    pub recovered: HashMap<u128, GatewayFields>,
+    /// Writes an earlier run may have made, with the rows' undo values: this report's own
+    /// (journaled for rows its report lost, a crash between the PATCH and the report line,
+    /// or its `mismatch`/`write_unknown` lines) and those carried from the finished report
+    /// before it in the chain ([`EarlierWrite::before_for`] says when each stands).
+    pub recovered: HashMap<u128, EarlierWrite>,
     /// Statuses of those kept rows, for the summary.
     pub kept: HashMap<Status, u64>,
     pub resumed: bool,
@@ -206,7 +223,7 @@ impl Ledger {
             Ok(Some(lock)) => Ok(Ledger {
                 report: report.to_owned(),
                 lock: Some(lock),
-                follows: None,
+                chain: None,
             }),
             Ok(None) => Err(LedgerError::Locked(report.to_owned())),
             Err(source) => Err(LedgerError::Io {
@@ -218,8 +235,14 @@ impl Ledger {
 
     /// Checks, without touching anything, that `open` will accept this run: no report yet,
     /// or `resume` of the run the report was made from (same manifest, space, project and
-    /// shard).
+    /// shard); in a chain, the first link's space, project, shard and selection.
     pub fn preflight(&mut self, run: &RunNote, resume: bool) -> Result<(), LedgerError> {
+        if let Some(chain) = &self.chain
+            && let Some(first) = read_run_file(&chain.first)?
+            && let Some(refused) = first.refuses_link(run, &chain.first)
+        {
+            return Err(refused);
+        }
         if !self.report.exists() {
             return Ok(());
         }
@@ -240,11 +263,15 @@ impl Ledger {
         }
     }
 
-    /// This run's report follows `finished` (a report whose run finished): a row that run
-    /// may have written (`mismatch`, `write_unknown`) keeps the before-value it had there,
-    /// so each report of the chain undoes what was written before it.
-    pub fn follow(&mut self, finished: &Path) {
-        self.follows = Some(finished.to_owned());
+    /// This run's report is a link of the chain that starts at `first`, after `finished`
+    /// (a report whose run finished): it keeps `first`'s space, project, shard and
+    /// selection, and a row `finished`'s run may have written (`mismatch`, `write_unknown`)
+    /// keeps the before-value it had there while the gateway is as that run left it.
+    pub fn follow(&mut self, first: &Path, finished: &Path) {
+        self.chain = Some(Chain {
+            first: first.to_owned(),
+            follows: finished.to_owned(),
+        });
     }
 
     /// Opens the report for this run: a new one, or (with `resume`) the earlier run's,
@@ -296,27 +323,17 @@ impl Ledger {
         })
     }
 
-    /// Adds the before-values of the rows the finished report before this one may have
-    /// written, unless this report knows better (its own, or a row it finished).
+    /// Adds the writes the finished report before this one may have made, unless this
+    /// report knows better (its own, or a row it finished).
     fn carry_over(
         &self,
-        recovered: &mut HashMap<u128, GatewayFields>,
+        recovered: &mut HashMap<u128, EarlierWrite>,
         done: &IdSet,
     ) -> Result<(), LedgerError> {
-        let Some(finished) = &self.follows else {
-            return Ok(());
-        };
-        // That run went through every row: its report has a line for each, so its lines
-        // (not its journal) hold every before-value it may have written over.
-        report::for_each_record(finished, |r| {
-            if let Some((id, before)) = possibly_written(&r)
-                && !done.contains(&id)
-            {
-                recovered.entry(id).or_insert(before);
-            }
-            Ok(())
-        })?;
-        Ok(())
+        match &self.chain {
+            Some(chain) => chain::carry_over(&chain.follows, recovered, done),
+            None => Ok(()),
+        }
     }
 
     /// Rewrites the report with only its finished rows (through a temporary file and a
@@ -340,7 +357,7 @@ impl Ledger {
         report::for_each_record(&self.report, |r| {
             // A row this report may have written keeps the before-value it had then: the
             // gateway as read now already carries that write.
-            if let Some(written) = possibly_written(&r) {
+            if let Some(written) = chain::possibly_written(&r, false) {
                 possibly_written_rows.push(written);
             }
             let finished = matches!(r.status, Status::Updated | Status::Unchanged);
@@ -364,9 +381,24 @@ impl Ledger {
             .map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &self.report).map_err(io_err(&self.report))?;
         let writer = ReportWriter::append(&self.report, format).map_err(io_err(&self.report))?;
-        let mut recovered = journal::recovered(&self.report, &done)?;
-        for (id, before) in possibly_written_rows {
-            recovered.entry(id).or_insert(before);
+        // The journal's first entry is the before-value from before any write of this
+        // report; a line says what that write may have left.
+        let mut recovered: HashMap<u128, EarlierWrite> = journal::recovered(&self.report, &done)?
+            .into_iter()
+            .map(|(id, before)| {
+                let write = EarlierWrite {
+                    before,
+                    after: None,
+                    carried: false,
+                };
+                (id, write)
+            })
+            .collect();
+        for (id, line) in possibly_written_rows {
+            let write = recovered.entry(id).or_insert_with(|| line.clone());
+            if write.after.is_none() && write.before == line.before {
+                write.after = line.after;
+            }
         }
         Ok(Opened {
             writer,
@@ -402,14 +434,18 @@ impl Ledger {
             manifest_sha256: legacy.manifest_sha256,
             selection: None,
             finished: None,
+            report_bytes: None,
         })
     }
 
     /// Records in the run file that the run went through every row: a later `--resume`
     /// of this report starts a new one ([`report_to_resume`]).
     pub fn record_finished(&mut self, run: &RunNote) -> Result<(), LedgerError> {
+        // The report's size then: a link cut or edited since is refused, never followed.
+        let report_bytes = std::fs::metadata(&self.report).ok().map(|m| m.len());
         let finished = RunNote {
             finished: Some(httpdate::fmt_http_date(std::time::SystemTime::now())),
+            report_bytes,
             ..run.clone()
         };
         self.write_note(&finished)
@@ -431,16 +467,6 @@ impl Ledger {
     }
 }
 
-/// A row a report's run may have written (`mismatch`: written, but not as asked;
-/// `write_unknown`: an answer lost), with its before-value.
-fn possibly_written(r: &report::ReadRecord) -> Option<(u128, GatewayFields)> {
-    if r.status != Status::Mismatch && r.error_code != report::WRITE_UNKNOWN {
-        return None;
-    }
-    let id = uuid::Uuid::try_parse(&r.id).ok()?;
-    Some((id.as_u128(), r.before.clone()?))
-}
-
 /// The run file beside `report`, if there is one.
 fn read_run_file(report: &Path) -> Result<Option<RunNote>, LedgerError> {
     let path = run_path(report);
@@ -456,48 +482,6 @@ fn read_run_file(report: &Path) -> Result<Option<RunNote>, LedgerError> {
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|_| LedgerError::NoFingerprint(report.to_owned()))
-}
-
-/// The report a `--resume` naming `report` writes, and the finished report it follows:
-/// `report` itself unless its run finished; then the first of `STEM.2.EXT`, `STEM.3.EXT`,
-/// ... that is not there yet or whose run did not finish (it was cut off: that run is
-/// continued). A finished run is never continued, so every scheduled run reads every
-/// gateway. Call it holding the lock on `report`, so that two runs given one name never
-/// pick the same new one.
-pub fn report_to_resume(report: &Path) -> Result<(PathBuf, Option<PathBuf>), LedgerError> {
-    let mut path = report.to_owned();
-    let mut follows = None;
-    let mut n = 1u32;
-    while run_finished(&path)? {
-        n += 1;
-        follows = Some(std::mem::replace(&mut path, numbered(report, n)));
-    }
-    Ok((path, follows))
-}
-
-/// Whether the run that wrote `report` went through every row.
-fn run_finished(report: &Path) -> Result<bool, LedgerError> {
-    if !report.exists() {
-        return Ok(false);
-    }
-    match read_run_file(report) {
-        Ok(note) => Ok(note.is_some_and(|n| n.finished.is_some())),
-        // An unreadable run file is for the resume to refuse, with its reason.
-        Err(LedgerError::NoFingerprint(_)) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// `dir/STEM.N.EXT` for `dir/STEM.EXT` (`dir/NAME.N` without an extension): the report
-/// of the run after a finished one.
-fn numbered(report: &Path, n: u32) -> PathBuf {
-    let mut name = report.file_stem().unwrap_or_default().to_owned();
-    name.push(format!(".{n}"));
-    if let Some(ext) = report.extension() {
-        name.push(".");
-        name.push(ext);
-    }
-    report.with_file_name(name)
 }
 
 /// `REPORT` + `suffix`: the files that sit beside a report.
@@ -732,116 +716,6 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_run_is_followed_by_the_next_report_of_its_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = dir.path().join("m.csv");
-        std::fs::write(&manifest, "id\n").unwrap();
-        let report = dir.path().join("r.csv");
-        let run = note(&manifest, "aaa");
-        assert_eq!(report_to_resume(&report).unwrap(), (report.clone(), None));
-        let mut ledger = Ledger::lock(&report).unwrap();
-        drop(ledger.open(Some(&run), ReportFormat::Csv, false).unwrap());
-        assert_eq!(
-            report_to_resume(&report).unwrap(),
-            (report.clone(), None),
-            "a run not (yet) finished is continued"
-        );
-        ledger.record_finished(&run).unwrap();
-        drop(ledger);
-        let text = std::fs::read_to_string(run_path(&report)).unwrap();
-        assert!(text.contains("\"finished\": \""), "{text}");
-        let second = dir.path().join("r.2.csv");
-        assert_eq!(
-            report_to_resume(&report).unwrap(),
-            (second.clone(), Some(report.clone()))
-        );
-        let mut ledger = Ledger::lock(&second).unwrap();
-        ledger.follow(&report);
-        drop(ledger.open(Some(&run), ReportFormat::Csv, true).unwrap());
-        assert_eq!(
-            report_to_resume(&report).unwrap(),
-            (second.clone(), Some(report.clone())),
-            "the second, cut off, is continued"
-        );
-        ledger.record_finished(&run).unwrap();
-        assert_eq!(
-            report_to_resume(&report).unwrap(),
-            (dir.path().join("r.3.csv"), Some(second))
-        );
-        // A run file that cannot be read is not a finished run: the resume refuses it.
-        std::fs::write(run_path(&report), "{").unwrap();
-        assert_eq!(report_to_resume(&report).unwrap(), (report.clone(), None));
-        assert_eq!(
-            numbered(Path::new("a/b.report.csv"), 2),
-            Path::new("a/b.report.2.csv")
-        );
-        assert_eq!(numbered(Path::new("r"), 3), Path::new("r.3"));
-    }
-
-    #[test]
-    fn a_report_after_a_finished_one_keeps_the_before_of_rows_that_run_may_have_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = dir.path().join("m.csv");
-        std::fs::write(&manifest, "id\n").unwrap();
-        let ids = crate::sandbox::generated_ids(4, 9);
-        let original = crate::sandbox::starting_fields(3);
-        let run = note(&manifest, "aaa");
-        // The finished run: a mismatch, a write of unknown outcome, an update and a
-        // plain failure, each with a before-value.
-        let first = dir.path().join("r.csv");
-        let mut ledger = Ledger::lock(&first).unwrap();
-        let mut opened = ledger.open(Some(&run), ReportFormat::Csv, false).unwrap();
-        let kinds = [
-            (Status::Mismatch, ""),
-            (Status::Failed, report::WRITE_UNKNOWN),
-            (Status::Updated, ""),
-            (Status::Failed, "http_500"),
-        ];
-        for (i, (status, code)) in kinds.into_iter().enumerate() {
-            let mut r = RowRecord::bare(
-                i as u64,
-                i as u64 + 2,
-                ids[i].to_string(),
-                status,
-                code,
-                String::new(),
-            );
-            r.before = Some(original.clone());
-            opened.writer.write(&r).unwrap();
-        }
-        opened.writer.close().unwrap();
-        ledger.record_finished(&run).unwrap();
-        drop(ledger);
-        let (next, follows) = report_to_resume(&first).unwrap();
-        assert_eq!(follows.as_deref(), Some(first.as_path()));
-        let mut ledger = Ledger::lock(&next).unwrap();
-        ledger.follow(&first);
-        let opened = ledger.open(Some(&run), ReportFormat::Csv, true).unwrap();
-        let mut carried: Vec<u128> = opened.recovered.keys().copied().collect();
-        carried.sort_unstable();
-        let mut want = vec![ids[0].as_u128(), ids[1].as_u128()];
-        want.sort_unstable();
-        assert_eq!(
-            carried, want,
-            "the mismatch and the unknown write, nothing else"
-        );
-        assert!(opened.recovered.values().all(|b| *b == original));
-        // Resumed after a cut, the new report's own finished rows are not carried again.
-        let mut opened = opened;
-        let mut done =
-            RowRecord::bare(0, 2, ids[0].to_string(), Status::Updated, "", String::new());
-        done.before = Some(original.clone());
-        opened.writer.write(&done).unwrap();
-        opened.writer.close().unwrap();
-        drop(ledger);
-        let mut ledger = Ledger::lock(&next).unwrap();
-        ledger.follow(&first);
-        let opened = ledger.open(Some(&run), ReportFormat::Csv, true).unwrap();
-        let carried: Vec<u128> = opened.recovered.keys().copied().collect();
-        assert_eq!(carried, vec![ids[1].as_u128()]);
-    }
-
-    #[test]
     fn a_report_in_a_missing_directory_is_named_as_such() {
         let dir = tempfile::tempdir().unwrap();
         let report = dir.path().join("gone").join("r.csv");
@@ -1053,8 +927,13 @@ mod tests {
         let mut want = vec![ids[3].as_u128(), ids[5].as_u128()];
         want.sort_unstable();
         assert_eq!(recovered, want);
-        assert_eq!(opened.recovered.get(&ids[3].as_u128()), Some(&before));
-        assert_eq!(opened.recovered.get(&ids[5].as_u128()), Some(&before));
+        for id in [ids[3], ids[5]] {
+            let kept = &opened.recovered[&id.as_u128()];
+            assert_eq!((&kept.before, kept.carried), (&before, false));
+            // This report's own: it stands whatever the gateway looks like now.
+            let elsewhere = crate::sandbox::starting_fields(9);
+            assert_eq!(kept.before_for(&elsewhere), Some(&before));
+        }
         drop(opened);
         let kept = report::read_report(&report).unwrap();
         assert_eq!(

@@ -30,6 +30,10 @@ pub struct RunNote {
     /// lasts, and for a run that was cut off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,
+    /// The report's size when the run finished: a link of a chain that no longer has it
+    /// (cut, truncated, edited) is refused rather than followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_bytes: Option<u64>,
 }
 
 /// The run file's format version.
@@ -52,6 +56,7 @@ impl RunNote {
             manifest_sha256: manifest_sha256.to_owned(),
             selection: None,
             finished: None,
+            report_bytes: None,
         }
     }
 
@@ -65,6 +70,13 @@ impl RunNote {
                 now: short(&now.manifest_sha256),
             });
         }
+        self.refuses_link(now, report)
+    }
+
+    /// Why a run described by `now` is not of this one's schedule, if it is not: another
+    /// space, project, shard or selection. The manifest's content may differ (a chain's
+    /// next link reads the manifest as it is that day).
+    pub(super) fn refuses_link(&self, now: &RunNote, report: &Path) -> Option<LedgerError> {
         let known = |s: &str| !s.is_empty();
         if (known(&self.space) && self.space != now.space)
             || (known(&self.project_id) && self.project_id != now.project_id)

@@ -369,7 +369,7 @@ async fn past_finished_runs(
     );
     refuse_clashing_paths(options, &next)?;
     let mut ledger = lock_report(&next, options.lock_timeout).await?;
-    ledger.follow(&finished);
+    ledger.follow(&report, &finished);
     Ok((next, ledger, Some(named)))
 }
 

@@ -11,10 +11,9 @@ use super::{RunError, RunOptions};
 use crate::budget::WriteBudget;
 use crate::client::{ReadClient, RequestStats, WriteClient};
 use crate::engine::{self, Job, JobError, Observer, Outcome};
-use crate::ledger::{IdSet, IdsDigest, Journal};
+use crate::ledger::{EarlierWrite, IdSet, IdsDigest, Journal};
 use crate::limiter::Limiter;
 use crate::manifest::{DuplicateCheck, Format, Manifest};
-use crate::model::GatewayFields;
 use crate::report::ReportWriter;
 use crate::saved_plan::{self, PlanHeader};
 use crate::selection::Selection;
@@ -148,7 +147,7 @@ pub(super) struct Pipeline<'a> {
     pub(super) limit: Option<u64>,
     pub(super) done: Option<Arc<IdSet>>,
     pub(super) journal: Option<Journal>,
-    pub(super) recovered: Option<Arc<HashMap<u128, GatewayFields>>>,
+    pub(super) recovered: Option<Arc<HashMap<u128, EarlierWrite>>>,
     pub(super) budget: Option<Arc<WriteBudget>>,
     /// The pass's request counters: the caller's, to watch them live (metrics).
     pub(super) stats: Option<Arc<RequestStats>>,

@@ -193,6 +193,66 @@ fn a_write_of_unknown_outcome_keeps_its_before_through_resume_and_rollback() {
     roll_back_and_check(&sb, "r.csv", &start);
 }
 
+/// One step aside: of two writes of unknown outcome that landed, one gateway is edited by
+/// hand before the next run. The next link's `before` for it is its own read (the gateway
+/// is no longer what r.csv left); for the untouched one r.csv's `before` is carried.
+/// Rolled back alone, r.2.csv puts the hand edit back; then r.csv restores the start.
+#[test]
+fn a_write_of_unknown_outcome_edited_since_is_not_carried_into_the_next_link() {
+    let ids = ids(6, 76);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let start = sb.state().snapshot();
+    let (proxy, heal) = lossy_proxy(&sb, &ids[..2], true);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    std::fs::write(sb.path("c.yaml"), "max_attempts: 2\n").unwrap();
+    let args = [
+        "apply", "m.csv", "--yes", "--resume", "--config", "c.yaml", "--report", "r.csv",
+    ];
+    let out = run(via(&proxy, &sb).args(args));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let by_id = |path: &str| -> std::collections::BTreeMap<uuid::Uuid, _> {
+        report(&sb.path(path))
+            .into_values()
+            .map(|r| (r.id.parse().unwrap(), r))
+            .collect()
+    };
+    for id in &ids[..2] {
+        assert_eq!(by_id("r.csv")[id].error_code, "write_unknown");
+    }
+    let mut hand = sb.state().snapshot()[&ids[0]].clone();
+    hand.name = "fixed-by-hand".into();
+    assert!(sb.state().edit(&ids[0], hand.clone()));
+    heal.store(true, std::sync::atomic::Ordering::Relaxed);
+    let out = run(via(&proxy, &sb).args(args));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let next = by_id("r.2.csv");
+    let edited = &next[&ids[0]];
+    assert_eq!(edited.status, Status::Updated, "{edited:?}");
+    assert_eq!(
+        edited.before.as_ref(),
+        Some(&hand),
+        "its own read: {edited:?}"
+    );
+    assert_eq!(edited.changed_fields.to_string(), "name");
+    let untouched = &next[&ids[1]];
+    assert_eq!(untouched.status, Status::Updated, "{untouched:?}");
+    assert_eq!(untouched.before.as_ref(), Some(&start[&ids[1]]), "carried");
+
+    let out = run(sb.cmd().args(["rollback", "r.2.csv", "-o", "undo2.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(sb
+        .cmd()
+        .args(["apply", "undo2.csv", "--yes", "--report", "undo2-run.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        sb.state().snapshot()[&ids[0]],
+        hand,
+        "the hand edit is back"
+    );
+    assert_eq!(sb.state().snapshot()[&ids[1]], start[&ids[1]]);
+    roll_back_and_check(&sb, "r.csv", &start);
+}
+
 #[test]
 fn a_full_disk_stops_the_run_within_seconds_naming_the_path_and_resume_recovers() {
     let ids = ids(400, 72);

@@ -3,6 +3,7 @@
 
 mod apply;
 mod architecture;
+mod chain;
 mod console;
 mod edges;
 mod faults;

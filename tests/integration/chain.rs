@@ -1,0 +1,279 @@
+//! The report chain a schedule writes (`r.csv`, `r.2.csv`, ...) and the rollbacks it
+//! allows: a link belongs to the first link's space, shard and selection; a link is never
+//! skipped, reused or taken when cut; an undo value carried from an earlier link stands
+//! only while the gateway is what that run left; a rollback puts back only the fields its
+//! run changed.
+
+use std::collections::BTreeMap;
+
+use sipgw_bulk::diff::differing;
+use sipgw_bulk::model::{Codec, GatewayFields};
+use sipgw_bulk::sandbox::SandboxConfig;
+use sipgw_bulk::status::Status;
+use uuid::Uuid;
+
+use crate::support::*;
+
+const RESUME: [&str; 6] = ["apply", "m.csv", "--yes", "--resume", "--report", "r.csv"];
+
+/// The report's line for `id`.
+fn line(path: &std::path::Path, id: &Uuid) -> sipgw_bulk::report::ReadRecord {
+    report(path)
+        .into_values()
+        .find(|r| r.id == id.to_string())
+        .unwrap_or_else(|| panic!("no line for {id} in {}", path.display()))
+}
+
+/// `rollback REPORT -o FILE`, then the rows of FILE (a CSV manifest) by id, as cells.
+fn rollback_rows(sb: &Sandbox, report: &str, out: &str) -> BTreeMap<String, Vec<String>> {
+    let done = run(sb.cmd().args(["rollback", report, "-o", out]));
+    assert_eq!(code(&done), 0, "{}", stderr(&done));
+    let text = std::fs::read_to_string(sb.path(out)).unwrap();
+    let mut rows = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = rows.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        header,
+        ["id", "name", "uri", "encryption", "ciphers", "codecs"]
+    );
+    rows.records()
+        .map(|r| {
+            let cells: Vec<String> = r.unwrap().iter().map(String::from).collect();
+            (cells[0].clone(), cells[1..].to_vec())
+        })
+        .collect()
+}
+
+fn apply_undo(sb: &Sandbox, manifest: &str) {
+    let report = format!("{manifest}.report.csv");
+    let out = run(sb
+        .cmd()
+        .args(["apply", manifest, "--yes", "--report", &report]));
+    assert!([0, 1].contains(&code(&out)), "{}", stderr(&out));
+}
+
+/// Finding 1: last night's `mismatch` (report r.csv), fixed by hand since (name and
+/// codecs); tonight's link (r.2.csv) writes one field. Its `before` is what it read (the
+/// hand fix), not r.csv's carried `before`: its line agrees with itself, and rolling it
+/// back alone leaves the hand-edited name alone.
+#[test]
+fn a_hand_fix_after_a_mismatch_is_the_next_link_s_before_and_survives_its_rollback() {
+    let ids = ids(4, 3001);
+    let config = SandboxConfig {
+        mismatch_ids: vec![ids[0]],
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    let start = sb.state().snapshot();
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb.cmd().args(RESUME));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let last_night = line(&sb.path("r.csv"), &ids[0]);
+    assert_eq!(last_night.status, Status::Mismatch, "{last_night:?}");
+    assert_eq!(last_night.before.as_ref(), Some(&start[&ids[0]]));
+
+    // The operator fixes it by hand: another name, other codecs.
+    let mut hand = sb.state().snapshot()[&ids[0]].clone();
+    hand.name = "fixed-by-hand".into();
+    hand.codecs = vec![Codec::Pcma];
+    assert!(sb.state().edit(&ids[0], hand.clone()));
+    // Tonight's manifest sets codecs only (its content may change between links).
+    let mut text = String::from("id,codecs\n");
+    for (i, id) in ids.iter().enumerate() {
+        let wanted = desired(i).codecs;
+        let codecs: Vec<&str> = wanted.iter().map(|c| c.as_str()).collect();
+        text.push_str(&format!("{id},{}\n", codecs.join(";")));
+    }
+    std::fs::write(sb.path("m.csv"), text).unwrap();
+    let out = run(sb.cmd().args(RESUME));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let tonight = line(&sb.path("r.2.csv"), &ids[0]);
+    assert_eq!(tonight.status, Status::Mismatch, "{tonight:?}");
+    assert_eq!(
+        tonight.before.as_ref(),
+        Some(&hand),
+        "the gateway moved on since r.csv: its own read is the before"
+    );
+    assert_eq!(tonight.changed_fields.to_string(), "codecs", "{tonight:?}");
+    let after = tonight.after.clone().unwrap();
+    assert_eq!(
+        differing(&hand, &after).to_string(),
+        "codecs",
+        "the line agrees with itself: {tonight:?}"
+    );
+
+    // Rolled back alone, tonight's report puts back the codecs it changed, nothing else.
+    let rows = rollback_rows(&sb, "r.2.csv", "undo2.csv");
+    let undo = &rows[&ids[0].to_string()];
+    assert_eq!(
+        undo[0], "",
+        "name is not the run's: left as it is ({undo:?})"
+    );
+    assert_eq!(undo[4], "PCMA", "{undo:?}");
+    apply_undo(&sb, "undo2.csv");
+    let now = sb.state().snapshot();
+    assert_eq!(now[&ids[0]].name, "fixed-by-hand", "the hand edit survives");
+    assert_eq!(now[&ids[0]].uri, hand.uri);
+}
+
+/// Finding 2: a finished report's next link belongs to the same space, project, shard and
+/// selection as the first link; another is refused (exit 64) before any request, and no
+/// link is started. The manifest's content may change between links.
+#[test]
+fn a_chain_s_next_link_is_refused_in_another_space_shard_or_selection() {
+    let ids = ids(20, 3002);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb.cmd().args(RESUME));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // Another space holding the same gateways, with its own credentials.
+    let other = Sandbox::start(SandboxConfig::default(), &ids);
+    let mut elsewhere = other.cmd();
+    elsewhere
+        .current_dir(sb.dir.path())
+        .env("SIPGW_BULK_STATE_DIR", sb.path("state"))
+        .args(RESUME);
+    let out = run(&mut elsewhere);
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(stderr(&out).contains("points at"), "{}", stderr(&out));
+    assert_eq!(other.state().stats().requests, 0, "nothing sent there");
+
+    let requests = sb.state().stats().requests;
+    let one = ids[3].to_string();
+    for (extra, says) in [
+        (vec!["--shard", "0/2"], "shard"),
+        (vec!["--only", one.as_str()], "--only/--skip"),
+    ] {
+        let out = run(sb.cmd().args(RESUME).args(&extra));
+        assert_eq!(code(&out), 64, "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("r.csv"), "{}", stderr(&out));
+    }
+    assert_eq!(sb.state().stats().requests, requests, "nothing sent");
+    assert!(!sb.path("r.2.csv").exists(), "no link started");
+
+    // The same schedule, with the manifest edited: the next link.
+    let extra = format!("{},,,,,PCMA", ids[0]);
+    write_csv(&sb.path("m.csv"), &ids[1..], &[extra]);
+    let out = run(sb.cmd().args(RESUME));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(report(&sb.path("r.2.csv")).len(), 20);
+    assert_eq!(sb.state().snapshot()[&ids[0]].codecs, vec![Codec::Pcma]);
+}
+
+/// Finding 3: the numbers tell the order the runs happened in. A deleted link in the
+/// middle (r.2 gone while r.3 is there, with or without its run file), a truncated link,
+/// a deleted newest link whose run file is left and a deleted first link are each refused
+/// (exit 64, before any request) with a message naming it: never reused, never skipped.
+/// Put back, the chain goes on.
+#[test]
+fn a_deleted_or_truncated_link_is_refused_never_reused_or_skipped() {
+    let ids = ids(10, 3003);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    for _ in 0..3 {
+        let out = run(sb.cmd().args(RESUME));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    assert!(sb.path("r.3.csv").exists());
+    let saved = |name: &str| (sb.path(name), std::fs::read(sb.path(name)).unwrap());
+    let second = saved("r.2.csv");
+    let second_run = saved("r.2.csv.run.json");
+    let refused = |what: &str, names: &str, not_made: &str| {
+        let requests = sb.state().stats().requests;
+        let out = run(sb.cmd().args(RESUME));
+        assert_eq!(code(&out), 64, "{what}: {}", stderr(&out));
+        assert!(stderr(&out).contains(names), "{what}: {}", stderr(&out));
+        assert_eq!(
+            sb.state().stats().requests,
+            requests,
+            "{what}: nothing sent"
+        );
+        assert!(!sb.path(not_made).exists(), "{what}: {not_made} made");
+    };
+
+    std::fs::remove_file(&second.0).unwrap();
+    refused("r.2 deleted", "r.2.csv", "r.2.csv");
+    refused("r.2 deleted", "r.2.csv", "r.4.csv");
+    std::fs::remove_file(&second_run.0).unwrap();
+    refused("r.2 and its run file deleted", "r.2.csv", "r.2.csv");
+    std::fs::write(&second_run.0, &second_run.1).unwrap();
+    // Truncated: its last line cut in the middle, then cut off whole.
+    std::fs::write(&second.0, &second.1[..second.1.len() - 40]).unwrap();
+    refused("r.2 cut", "r.2.csv", "r.4.csv");
+    let whole_lines = second.1[..second.1.len() - 1]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .unwrap();
+    std::fs::write(&second.0, &second.1[..=whole_lines]).unwrap();
+    refused("r.2 without its last line", "r.2.csv", "r.4.csv");
+
+    std::fs::write(&second.0, &second.1).unwrap();
+    let out = run(sb.cmd().args(RESUME));
+    assert_eq!(
+        code(&out),
+        0,
+        "put back, the chain goes on: {}",
+        stderr(&out)
+    );
+    assert_eq!(report(&sb.path("r.4.csv")).len(), 10);
+
+    std::fs::remove_file(sb.path("r.4.csv")).unwrap();
+    refused(
+        "the newest link deleted, its run file left",
+        "r.4.csv",
+        "r.4.csv",
+    );
+    std::fs::remove_file(sb.path("r.csv")).unwrap();
+    refused("the first link deleted", "r.csv", "r.csv");
+}
+
+/// Finding 4: a rollback puts back only the fields its run changed; a field someone edited
+/// since survives it, in CSV (an empty cell) and YAML (no key).
+#[test]
+fn a_rollback_puts_back_only_the_fields_its_run_changed() {
+    let ids = ids(3, 3004);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let start = sb.state().snapshot();
+    let mut text = String::from("id,codecs\n");
+    for id in &ids {
+        text.push_str(&format!("{id},G722;PCMU\n"));
+    }
+    std::fs::write(sb.path("m.csv"), text).unwrap();
+    let out = run(sb
+        .cmd()
+        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        report(&sb.path("r.csv"))
+            .values()
+            .all(|r| r.status == Status::Updated && r.changed_fields.to_string() == "codecs")
+    );
+    // Someone renames a gateway since.
+    let mut renamed: GatewayFields = sb.state().snapshot()[&ids[1]].clone();
+    renamed.name = "renamed-since".into();
+    assert!(sb.state().edit(&ids[1], renamed));
+
+    let rows = rollback_rows(&sb, "r.csv", "undo.csv");
+    assert_eq!(rows.len(), 3);
+    for cells in rows.values() {
+        assert_eq!(&cells[..4], ["", "", "", ""], "{cells:?}");
+        assert_eq!(cells[4], "PCMU;PCMA", "{cells:?}");
+    }
+    let out = run(sb.cmd().args(["rollback", "r.csv", "-o", "undo.yaml"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let yaml = std::fs::read_to_string(sb.path("undo.yaml")).unwrap();
+    assert_eq!(yaml.matches("codecs:").count(), 3, "{yaml}");
+    assert!(!yaml.contains("name:") && !yaml.contains("uri:"), "{yaml}");
+
+    apply_undo(&sb, "undo.csv");
+    let now = sb.state().snapshot();
+    for id in &ids {
+        assert_eq!(now[id].codecs, start[id].codecs, "codecs put back");
+    }
+    assert_eq!(
+        now[&ids[1]].name, "renamed-since",
+        "the edit since survives"
+    );
+    assert_eq!(now[&ids[0]], start[&ids[0]]);
+}
