@@ -696,6 +696,50 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn past_its_reset_a_count_lets_one_write_learn_the_next_window() {
+        let b = budget(1000, 60);
+        announce(&b, 100, 100, 2);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let t0 = Instant::now();
+        // The window has passed: one write goes, the next waits for its answer ...
+        let probe = b.slot().await.unwrap();
+        assert!(!probe.announced);
+        assert_eq!((Instant::now(), b.state().writes.pending), (t0, 1));
+        let waiter = tokio::spawn({
+            let b = Arc::clone(&b);
+            async move { b.slot().await.map(|g| g.granted_at()) }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a second write went before the answer"
+        );
+        // ... which brings the new window's count: the waiting write goes under it.
+        let t = probe.send().unwrap();
+        b.headers(&t, &count(100, 99, 10), SystemTime::now());
+        let granted = waiter.await.unwrap().unwrap();
+        assert!(
+            granted - t0 <= Duration::from_millis(550),
+            "{:?}",
+            granted - t0
+        );
+        // With no answer at all, another write may try after the wait.
+        let b = budget(1000, 60);
+        announce(&b, 100, 100, 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let t0 = Instant::now();
+        drop(b.slot().await.unwrap());
+        drop(b.slot().await.unwrap());
+        assert_eq!(Instant::now() - t0, RENEW_WAIT);
+        // A lost answer lets the next one try at once.
+        let t = b.slot().await.unwrap().send().unwrap();
+        b.answered(&t, Answer::Other);
+        let before = Instant::now();
+        drop(b.slot().await.unwrap());
+        assert_eq!(Instant::now(), before);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_write_waiting_for_its_place_asks_again_against_the_newest_count() {
         let b = budget(1000, 60);
         // 10 above the reserve over 10 s: a place a second.

@@ -62,13 +62,13 @@ fn room_holds(sc: &Scenario, out: &Outcome, mine: &[&JobWrite]) -> Result<(), St
     by_number.sort_by_key(|w| w.number);
     by_number.dedup_by_key(|w| w.number);
     let mut answers: Vec<&JobWrite> = mine.iter().copied().filter(|a| a.honest_count).collect();
-    answers.sort_by_key(|a| a.answered_at);
+    answers.sort_by_key(|a| a.answered_event);
     let recent = sc.window + Duration::from_secs(2);
     for w in mine.iter().filter(|w| w.under_announcement) {
         let known = answers
             .iter()
             .rev()
-            .skip_while(|a| a.answered_at > w.granted_at)
+            .skip_while(|a| a.answered_event > w.granted_event)
             .take_while(|a| w.granted_at - a.answered_at <= recent);
         // The writes sent after `a`'s write that were granted by the time `w` was,
         // counted up to one past `a`'s share.
@@ -76,7 +76,7 @@ fn room_holds(sc: &Scenario, out: &Outcome, mine: &[&JobWrite]) -> Result<(), St
             let from = by_number.partition_point(|x| x.number <= a.number);
             by_number[from..]
                 .iter()
-                .filter(|x| x.granted_at <= w.granted_at)
+                .filter(|x| x.granted_event <= w.granted_event)
                 .take(share(a.counted.remaining) as usize + 1)
                 .count() as u64
         };

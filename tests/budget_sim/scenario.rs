@@ -56,10 +56,14 @@ pub struct JobWrite {
     /// Its send number in its process.
     pub number: u64,
     pub granted_at: Instant,
+    /// Its grant's place among the process's events (grants and answers): events at one
+    /// instant keep their order.
+    pub granted_event: u64,
     pub under_announcement: bool,
     pub sent_at: Instant,
     pub counted: Counted,
     pub answered_at: Instant,
+    pub answered_event: u64,
     /// Its answer carried the true count.
     pub honest_count: bool,
     /// Its answer carried any count (plausible or not).
@@ -280,9 +284,11 @@ async fn process(
     let limiter =
         Arc::new(Limiter::new(NonZeroU32::new(sc.rate), None).with_budget(Arc::clone(&budget)));
     let next_row = Arc::new(AtomicU64::new(0));
+    let events = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + sc.max_time;
     let mut workers = Vec::new();
     for worker in 0..sc.concurrency {
+        let events = Arc::clone(&events);
         let (sc, space, writes, limiter, budget, next_row) = (
             sc.clone(),
             Arc::clone(&space),
@@ -305,6 +311,7 @@ async fn process(
                     let Ok(grant) = limiter.write().await else {
                         return;
                     };
+                    let granted_event = events.fetch_add(1, Ordering::Relaxed);
                     let (granted_at, under) = (grant.granted_at(), grant.under_announcement());
                     if rng.f64() < sc.fresh_read_share {
                         let rtt = one_way(&mut rng) + one_way(&mut rng);
@@ -326,6 +333,7 @@ async fn process(
                         .unwrap_or_else(|p| p.into_inner())
                         .our_wall(Instant::now());
                     budget.headers(&ticket, &reply.headers, wall);
+                    let answered_event = events.fetch_add(1, Ordering::Relaxed);
                     let announced_remaining = match headers::parse(&reply.headers, wall) {
                         Parsed::Seen(a) => Some(a.remaining),
                         _ => None,
@@ -346,10 +354,12 @@ async fn process(
                             shard,
                             number: ticket.number(),
                             granted_at,
+                            granted_event,
                             under_announcement: under,
                             sent_at,
                             counted: reply.counted,
                             answered_at: Instant::now(),
+                            answered_event,
                             honest_count: reply.honest_count,
                             carried_count: !reply.headers.is_empty(),
                             announced_remaining,
