@@ -435,6 +435,7 @@ impl Ledger {
             selection: None,
             finished: None,
             report_bytes: None,
+            report_sha256: None,
         })
     }
 
@@ -446,6 +447,7 @@ impl Ledger {
         let finished = RunNote {
             finished: Some(httpdate::fmt_http_date(std::time::SystemTime::now())),
             report_bytes,
+            report_sha256: chain::report_sha256(&self.report),
             ..run.clone()
         };
         self.write_note(&finished)

@@ -34,6 +34,9 @@ pub struct RunNote {
     /// (cut, truncated, edited) is refused rather than followed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_bytes: Option<u64>,
+    /// The report's SHA-256 then: an edit that keeps its size is refused too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_sha256: Option<String>,
 }
 
 /// The run file's format version.
@@ -57,6 +60,7 @@ impl RunNote {
             selection: None,
             finished: None,
             report_bytes: None,
+            report_sha256: None,
         }
     }
 

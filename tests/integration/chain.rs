@@ -207,6 +207,16 @@ fn a_deleted_or_truncated_link_is_refused_never_reused_or_skipped() {
         .unwrap();
     std::fs::write(&second.0, &second.1[..=whole_lines]).unwrap();
     refused("r.2 without its last line", "r.2.csv", "r.4.csv");
+    // Edited, its size kept: one byte of a status changed.
+    let mut edited = second.1.clone();
+    let at = edited
+        .windows(7)
+        .position(|w| w == b"updated" || w == b"unchang")
+        .unwrap();
+    edited[at] = edited[at].to_ascii_uppercase();
+    assert_eq!(edited.len(), second.1.len());
+    std::fs::write(&second.0, &edited).unwrap();
+    refused("r.2 edited, its size kept", "r.2.csv", "r.4.csv");
 
     std::fs::write(&second.0, &second.1).unwrap();
     let out = run(sb.cmd().args(RESUME));
