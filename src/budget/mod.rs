@@ -83,6 +83,7 @@ impl Grant {
             number,
             sent: Instant::now(),
             announced: self.announced,
+            read: false,
         })
     }
 }
@@ -96,12 +97,14 @@ impl Drop for Grant {
     }
 }
 
-/// One write on its way: its own place among the writes sent, and when it left.
+/// One write on its way: its own place among the writes sent, and when it left. A read
+/// has one too: the writes sent before it, which its answer's count includes.
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
     number: u64,
     sent: Instant,
     announced: bool,
+    read: bool,
 }
 
 impl Ticket {
@@ -309,6 +312,33 @@ impl WriteBudget {
         self
     }
 
+    /// A read leaves now: its answer's count includes the writes sent before it.
+    pub fn read_ticket(&self) -> Ticket {
+        Ticket {
+            number: self.state().writes.sent,
+            sent: Instant::now(),
+            announced: false,
+            read: true,
+        }
+    }
+
+    /// Whether a granted write still has room under the newest count (the row's fresh read
+    /// may have brought one after the grant): false sends it back for another slot.
+    pub fn still_room(&self, grant: &Grant) -> bool {
+        if grant.budget.is_none() {
+            return true;
+        }
+        let s = self.state();
+        let others = Writes {
+            pending: s.writes.pending.saturating_sub(1),
+            ..s.writes
+        };
+        !matches!(
+            s.announced.spend(others, Instant::now()),
+            Some(Spend::WaitUntil(_))
+        )
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -473,6 +503,15 @@ impl WriteBudget {
     pub fn headers(&self, ticket: &Ticket, headers: &HeaderMap, wall: SystemTime) {
         let parsed = headers::parse(headers, wall);
         let mut s = self.state();
+        if ticket.read {
+            // A read's count is believed like a write's; a read without one (or with a
+            // wrong one) says nothing of the writes' budget.
+            if let Parsed::Seen(a) = parsed {
+                s.announced.observe(a, ticket.number, Instant::now());
+                s.renewing = None;
+            }
+            return;
+        }
         s.renewing = None;
         match parsed {
             Parsed::Seen(a) => {
@@ -520,6 +559,9 @@ impl WriteBudget {
     /// A write was answered. A refusal of a write the count showed room for refutes the
     /// count (unless its own answer says nothing is left): it is not used again this run.
     pub fn answered(&self, ticket: &Ticket, answer: Answer) {
+        if ticket.read {
+            return;
+        }
         let refused = match answer {
             Answer::Accepted => false,
             Answer::Refused(_) => true,
@@ -760,6 +802,29 @@ mod tests {
             start.elapsed()
         );
         assert!(!announced, "granted after the reset, with no count yet");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_s_count_is_believed_and_a_granted_write_without_room_goes_back() {
+        let b = budget(1000, 60);
+        // 2 above the reserve: a write is granted.
+        announce(&b, 100, 52, 10);
+        let grant = b.slot().await.unwrap();
+        assert!(b.still_room(&grant));
+        // The row's fresh read brings a newer count: production spent the room.
+        let read = b.read_ticket();
+        assert!(read.read && read.number == 1);
+        b.headers(&read, &count(100, 49, 9), SystemTime::now());
+        assert!(!b.still_room(&grant), "no room left for it");
+        assert!(b.still_room(&Grant::unpaced()));
+        // A read without a count, or refused, says nothing of the writes' budget.
+        b.headers(&read, &HeaderMap::new(), SystemTime::now());
+        b.answered(&read, Answer::Refused(None));
+        let r = b.report();
+        assert_eq!(
+            (r.untrusted, r.refused, r.lowest_remaining),
+            (None, 0, Some(49))
+        );
     }
 
     #[tokio::test(start_paused = true)]

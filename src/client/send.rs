@@ -105,9 +105,13 @@ impl ReadClient {
             inner.stats.writes.fetch_add(1, Ordering::Relaxed);
         }
         let sent = tokio::time::Instant::now();
-        // A write's answer, headers and all, tells the write budget what the space has left.
+        // A write's answer, headers and all, tells the write budget what the space has left;
+        // so does a read's (the count the row's fresh read brings is the newest there is).
         let write = match (inner.limiter.budget(), grant.and_then(Grant::send)) {
             (Some(budget), Some(ticket)) => Some((budget, ticket)),
+            (Some(budget), None) if kind != RequestKind::Patch => {
+                Some((budget, budget.read_ticket()))
+            }
             _ => None,
         };
         let result = self.send_once(method, url, body, n, max_body, write).await;

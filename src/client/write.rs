@@ -50,6 +50,17 @@ impl WriteClient {
         Ok(grant)
     }
 
+    /// Whether a granted slot still has room under the newest count the space announced
+    /// (the fresh read may have brought one): a slot without it is given back, and the row
+    /// waits for another and reads again.
+    pub fn still_room(&self, slot: &Grant) -> bool {
+        self.read
+            .inner
+            .limiter
+            .budget()
+            .is_none_or(|b| b.still_room(slot))
+    }
+
     /// Sends one PATCH with all five fields, the `n`th of its row, without retrying: the
     /// caller reads the gateway again before any other attempt. Refuses (without sending)
     /// a body that lacks a field: live spaces validate PATCH as a full replacement.

@@ -80,6 +80,12 @@ async fn write_fresh(
             Ok(now) => now,
             Err(err) => return tries.gave_up(record, err, &shared.stopper),
         };
+        if !writer.still_room(&slot) {
+            // The read brought a count with no room for this write: another slot, then
+            // another read (what is written is built from a read after the slot).
+            drop(slot);
+            continue;
+        }
         let desired = merge(&now, &row.desired);
         let changes = differing(&now, &desired);
         let before = tries.fixed_before.clone().unwrap_or_else(|| now.clone());

@@ -195,3 +195,36 @@ fn an_announced_budget_is_never_taken_below_the_reserve_and_nothing_is_refused()
     // The pace spreads what is left above the reserve until the window resets.
     assert!(b["pace"].as_f64().unwrap() < 1000.0, "{b}");
 }
+
+#[test]
+fn production_spending_the_announced_count_never_takes_the_job_below_the_reserve() {
+    // 1,000 writes per 10 s window, 500 kept; production spends 450 of them a window, so the
+    // job's room changes under it: the count each row's fresh read brings is the newest,
+    // and a granted write that count has no room for waits for another slot.
+    const CONCURRENCY: u64 = 64;
+    let config = SandboxConfig {
+        write_limit: 100,
+        limit_window: Some(std::time::Duration::from_secs(10)),
+        announce_limit: true,
+        background_writes: 45,
+        ..SandboxConfig::default()
+    };
+    let (stats, s) = apply_under(
+        config,
+        300,
+        144,
+        &["--rate", "1000", "--concurrency", &CONCURRENCY.to_string()],
+    );
+    let b = &s["write_budget"];
+    eprintln!(
+        "{b}\nlowest {:?}",
+        stats.lowest_remaining_after_client_write
+    );
+    assert_eq!(b["reserve"], 500, "{b}");
+    assert_eq!(stats.writes_throttled, 0, "{stats:?}");
+    assert_eq!(stats.production_refused, 0, "{stats:?}");
+    // Production's writes since the count a write acted on (one round trip on loopback)
+    // are the only slack: a handful, not the dozens of a stale count.
+    let lowest = stats.lowest_remaining_after_client_write.unwrap();
+    assert!(lowest + 5 >= 500, "{lowest} left at the lowest: {b}");
+}
