@@ -147,7 +147,9 @@ impl Announced {
     /// An answer came without a count, or with one that cannot be believed: no count is
     /// used until a plausible one comes.
     pub fn lost(&mut self, why: Distrust) {
-        if self.latest.is_some() && self.distrust != Some(Distrust::Refuted) {
+        // An answer without a count before any came is no news; an implausible one is.
+        let news = self.latest.is_some() || why == Distrust::Implausible;
+        if news && self.distrust != Some(Distrust::Refuted) {
             self.distrust = Some(why);
         }
     }
@@ -285,9 +287,12 @@ mod tests {
     async fn a_count_is_not_used_after_an_answer_without_one_until_one_comes_again() {
         let now = Instant::now();
         let mut a = Announced::new(0.5);
-        // Nothing to distrust before any count.
+        // Nothing to distrust before any count; an implausible one is told all the same.
         a.lost(Distrust::Absent);
         assert_eq!(a.distrust(), None);
+        let mut wrong_from_the_start = Announced::new(0.5);
+        wrong_from_the_start.lost(Distrust::Implausible);
+        assert_eq!(wrong_from_the_start.distrust(), Some(Distrust::Implausible));
         a.observe(ann(100, 100, 10), 1, now);
         a.lost(Distrust::Absent);
         assert_eq!(a.spend(sent(1), now), None);

@@ -609,7 +609,7 @@ impl WriteBudget {
         let answered = self.accepted.load(Ordering::Relaxed) + self.refused.load(Ordering::Relaxed);
         let source = if announced && untrusted.is_none() {
             Some(Source::Announced)
-        } else if answered > 0 || announced {
+        } else if answered > 0 || announced || untrusted.is_some() {
             Some(Source::Estimated)
         } else {
             None
@@ -621,7 +621,7 @@ impl WriteBudget {
         };
         BudgetReport {
             source,
-            untrusted: untrusted.filter(|_| announced),
+            untrusted: untrusted.filter(|u| announced || *u == Distrust::Implausible),
             ceiling: self.ceiling,
             pace,
             lowest_pace: s.estimate.lowest(),
@@ -877,6 +877,14 @@ mod tests {
         assert_eq!(b.report().untrusted, None);
         b.headers(&ticket(&b), &count(100, 101, 10), SystemTime::now());
         assert_eq!(b.report().untrusted, Some(Distrust::Implausible));
+        // Implausible from the first answer on: the summary says so too.
+        let never = budget(1000, 60);
+        never.headers(&ticket(&never), &count(100, 101, 10), SystemTime::now());
+        let r = never.report();
+        assert_eq!(
+            (r.source, r.untrusted),
+            (Some(Source::Estimated), Some(Distrust::Implausible))
+        );
         assert!(!b.slot().await.unwrap().announced);
     }
 
