@@ -138,7 +138,10 @@ impl Seq {
                     busy: None,
                 };
                 self.refused(&out, &refusal, &files_before, wrote)?;
-                Ok(format!("refused as it must be ({why}): {line}"))
+                Ok(format!(
+                    "refused as it must be ({why}), {}",
+                    out.code_text()
+                ))
             }
             Expect::ContinueOrRefuse(_)
             | Expect::Fresh {
@@ -153,7 +156,7 @@ impl Seq {
                     busy: None,
                 };
                 self.refused(&out, &refusal, &files_before, wrote)?;
-                Ok(format!("refused {why}: {line}"))
+                Ok(format!("refused {why}, {}", out.code_text()))
             }
             _ => {
                 let life = life.expect("a life for an accepted run");
@@ -481,7 +484,7 @@ impl Seq {
             busy: first.as_deref(),
         };
         self.refused(&out, &refusal, &files_before, wrote)?;
-        Ok(format!("; the second run ({how:?}): {}", out.brief()))
+        Ok(format!("; a second run ({how:?}) refused, exit 5"))
     }
 }
 

@@ -326,7 +326,7 @@ impl Seq {
             busy: None,
         };
         self.refused(&out, &refusal, &files_before, wrote + elsewhere)?;
-        Ok(out.brief())
+        Ok("refused, exit 64".into())
     }
 }
 

@@ -45,6 +45,11 @@ impl Outcome {
         self.code.is_none()
     }
 
+    /// `exit N`, or `killed`.
+    pub fn code_text(&self) -> String {
+        self.code.map_or("killed".into(), |c| format!("exit {c}"))
+    }
+
     /// The exit code and the last lines of stderr, for a step's line and a failure.
     pub fn brief(&self) -> String {
         let tail: Vec<&str> = self.stderr.lines().rev().take(6).collect();
