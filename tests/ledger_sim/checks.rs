@@ -10,7 +10,7 @@ use sipgw_bulk::status::Status;
 use uuid::Uuid;
 
 use crate::exec::{Res, Seq, fail};
-use crate::model::FileState;
+use crate::model::{FileState, Undo};
 use crate::ops::short;
 use crate::world::{Snap, file_hash};
 
@@ -174,6 +174,62 @@ pub fn undo_matches(seq: &Seq, life: usize, before: &Snap, after: &Snap) -> Res 
             problems.join("; ")
         ),
     )
+}
+
+/// The rollback manifest of `life` holds, for each gateway its runs changed, the before
+/// value of exactly the fields they changed, every other cell empty (PRODUCT.md); a
+/// gateway they did not change has no row, or a row of empty cells.
+pub fn rollback_cells(seq: &Seq, life: usize, rows: &[(Uuid, Desired)]) -> Res {
+    let mut problems = Vec::new();
+    for id in seq.w.ids.iter() {
+        let row = rows.iter().find(|(r, _)| r == id).map(|(_, d)| d.clone());
+        let row = row.unwrap_or_default();
+        let allowed: Vec<Desired> = seq
+            .m
+            .undo(life, *id)
+            .iter()
+            .map(|u| match u {
+                Undo::Untouched => Desired::default(),
+                Undo::Restore { pre, left } => cells_of(pre, left),
+            })
+            .collect();
+        if !allowed.contains(&row) {
+            let wanted: Vec<String> = allowed.iter().map(crate::ops::wish).collect();
+            problems.push(format!(
+                "{}: its row is `{}`, expected `{}`{}; its history: {}",
+                short(id),
+                crate::ops::wish(&row),
+                wanted.join("` or `"),
+                report_line(seq, life, id),
+                history(seq, id)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    fail(
+        "rollback_one",
+        format!(
+            "the rollback manifest of {} does not hold exactly the before values of the \
+             fields its runs changed: {}",
+            seq.m.lives[life].path,
+            problems.join("; ")
+        ),
+    )
+}
+
+/// `pre`'s values of the fields where `pre` and `left` differ; the rest empty.
+fn cells_of(pre: &GatewayFields, left: &GatewayFields) -> Desired {
+    Desired {
+        name: (pre.name != left.name).then(|| pre.name.clone()),
+        uri: (pre.uri != left.uri).then(|| pre.uri.clone()),
+        encryption: (pre.encryption != left.encryption)
+            .then(|| pre.encryption.clone())
+            .flatten(),
+        ciphers: (pre.ciphers != left.ciphers).then(|| pre.ciphers.clone()),
+        codecs: (pre.codecs != left.codecs).then(|| pre.codecs.clone()),
+    }
 }
 
 /// The report's line for `id`, for a failure's detail.

@@ -236,7 +236,16 @@ fn generated_sequences_keep_the_ledger_s_promises() {
         } else {
             ""
         };
-        eprintln!("  {invariant}{allowed}: seeds {seeds:?}");
+        let some: Vec<u64> = seeds.iter().take(12).copied().collect();
+        let more = if seeds.len() > some.len() {
+            ", ..."
+        } else {
+            ""
+        };
+        eprintln!(
+            "  {invariant}{allowed}: {} sequences, seeds {some:?}{more}",
+            seeds.len()
+        );
     }
     let fatal: Vec<&Failure> = failures
         .iter()

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use crate::checks::{read_manifest, report_line, show, undo_matches, write_csv};
+use crate::checks::{read_manifest, report_line, rollback_cells, show, undo_matches, write_csv};
 use crate::exec::{Refusal, Res, Seq, fail};
 use crate::model::{ChainArgs, Expect, FileState, ManifestModel};
 use crate::ops::{Apply, Damage, Step, Stray, Target, short};
@@ -126,6 +126,7 @@ impl Seq {
             false => format!("probe/p{n}.rb.csv"),
         };
         let rows = self.rollback_manifest(life, &out)?;
+        rollback_cells(self, life, &rows)?;
         let before = self.w.snapshot();
         let note = format!("{} rows to put back", rows.len());
         if rows.is_empty() {
@@ -179,7 +180,7 @@ impl Seq {
         for (k, &l) in links.iter().enumerate().rev() {
             let out = format!("probe/c{n}-{k}.rb.csv");
             let rows = self.rollback_manifest(l, &out);
-            let rows = match rows {
+            let rows = match rows.and_then(|rows| rollback_cells(self, l, &rows).map(|()| rows)) {
                 Ok(rows) => rows,
                 Err(e) => {
                     self.restore(&before);
