@@ -204,7 +204,7 @@ impl Seq {
         self.w.sb.state().disarm_hold();
         if end == End::Kill && a.concurrency > 1 {
             // Writes already on the wire land now, not in the next step.
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            self.w.settle();
         }
         self.w.sb.state().set_mismatch([]);
         let new = self.m.pull(self.w.sb.state(), life, &a.mismatch, false);

@@ -187,6 +187,25 @@ impl World {
         }
     }
 
+    /// Waits until the sandbox has taken no new request for 100 ms (2 s at most): after a
+    /// kill, requests the dead client had already sent are handled before the model reads
+    /// the change log, so none is credited to the next run.
+    pub fn settle(&self) {
+        let started = Instant::now();
+        let mut seen = self.sb.state().stats().requests;
+        let mut quiet = Instant::now();
+        while started.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = self.sb.state().stats().requests;
+            if now != seen {
+                seen = now;
+                quiet = Instant::now();
+            } else if quiet.elapsed() >= Duration::from_millis(100) {
+                return;
+            }
+        }
+    }
+
     /// Runs `cmd` to its end. A PATCH held for another run stays held.
     pub fn run(&self, cmd: &mut Command) -> Outcome {
         let child = cmd
