@@ -386,7 +386,8 @@ impl Seq {
         if out.killed() {
             self.note_unsettled(life, run_start);
         }
-        self.only_its_report(&path, files_before)?;
+        let root = self.m.chains[chain].root.clone();
+        self.only_its_report(&path, &root, files_before)?;
         crate::checks::rows_once(self, life)?;
         if !out.killed() {
             crate::checks::ended_clean(self, life, &a.mismatch)?;
@@ -426,14 +427,23 @@ impl Seq {
         }
     }
 
-    /// A run writes its own report and side files, no other report.
-    fn only_its_report(&self, path: &str, before: &std::collections::BTreeMap<String, u64>) -> Res {
+    /// A run writes its own report and files beside it or its chain's name (`NAME.*`),
+    /// no other report.
+    fn only_its_report(
+        &self,
+        path: &str,
+        root: &str,
+        before: &std::collections::BTreeMap<String, u64>,
+    ) -> Res {
         let after = self.w.files();
         for (name, hash) in &after {
             let changed = before.get(name) != Some(hash);
+            let beside = [path, root]
+                .iter()
+                .any(|p| name.starts_with(&format!("{p}.")));
             // A second run's YAML manifest is the sequence's own file.
             let ours = name.starts_with("m-") && name.ends_with(".yaml");
-            if changed && name != path && !is_side_file(name) && !ours {
+            if changed && name != path && !beside && !is_side_file(name) && !ours {
                 return fail(
                     "chain_order",
                     format!("the run was to write {path}, but {name} changed too"),
