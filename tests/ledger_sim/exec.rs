@@ -156,6 +156,10 @@ impl Seq {
                     busy: None,
                 };
                 self.refused(&out, &refusal, &files_before, wrote)?;
+                // The report it would have made was never made.
+                if let (Expect::Fresh { .. }, Some(l)) = (&expect, life) {
+                    self.m.lives[l].dead = true;
+                }
                 Ok(format!("refused {why}, {}", out.code_text()))
             }
             _ => {

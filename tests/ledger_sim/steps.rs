@@ -128,7 +128,11 @@ impl Seq {
         let rows = self.rollback_manifest(life, &out)?;
         rollback_cells(self, life, &rows)?;
         let before = self.w.snapshot();
-        let note = format!("{} rows to put back", rows.len());
+        let note = format!(
+            "{}: {} rows to put back",
+            self.m.lives[life].path,
+            rows.len()
+        );
         if rows.is_empty() {
             undo_matches(self, life, &before, &before)?;
             return Ok(note);
