@@ -10,12 +10,15 @@
 //! - `lock`: a second apply of the same rows while the first runs is refused (exit 5)
 //!   and writes nothing;
 //! - `rollback_one`: rolling back any one report changes only the fields its runs
-//!   changed, putting them back to what they were just before;
+//!   changed, putting them back to what they were just before, and its manifest holds
+//!   those fields' before values, every other cell empty;
 //! - `rollback_chain`: a chain rolled back newest-first restores the state before its
 //!   first run when nobody else wrote in between;
-//! - `damaged_link`: a deleted or truncated link is refused with a message naming it;
+//! - `damaged_link`: a deleted link with a later one after it, or a finished link cut
+//!   short, is refused with a message naming it (a damaged newest link that was cut off,
+//!   or deleted beside its run file, may be refused or rebuilt);
 //! - `chain_identity`: a `--resume` in another space, shard or selection (or with another
-//!   manifest for a cut-off run) is refused, exit 64, nothing sent;
+//!   manifest for a cut-off run) is refused, exit 64, nothing written;
 //! - `chain_order`: each run writes the report its chain is at, and a finished report is
 //!   never written again;
 //! - `run_outcome`: runs end as they should (no lock file left, rows reported `updated`
@@ -24,8 +27,9 @@
 //! `LEDGER_SEED=N` replays one sequence, printing each step; `LEDGER_SEQUENCES`,
 //! `LEDGER_FIRST_SEED`, `LEDGER_SECS` (run new seeds until that many seconds pass) and
 //! `LEDGER_STEPS` run more or longer ones; `LEDGER_ALLOW=inv,inv` (or `all`) reports
-//! those invariants' failures without failing the test. `scripts/ledger-sim.sh` runs it
-//! for longer.
+//! those invariants' failures without failing the test; `LEDGER_SKIP=kind,...` (see
+//! `ops::KINDS`, and `mismatch`) leaves kinds of step out. `scripts/ledger-sim.sh` runs
+//! it for longer.
 
 #[path = "../integration/support.rs"]
 #[allow(dead_code)]
