@@ -4,8 +4,9 @@
 # with). Installs those components first when they are missing (Debian packages:
 # prometheus for promtool, prometheus-pushgateway, prometheus-node-exporter), then runs
 # the suite in release mode (the write-budget tests pace real writes against the
-# sandbox's limit, which a debug build cannot stand for). With arguments, one cargo test
-# with them instead.
+# sandbox's limit, which a debug build cannot stand for). The ledger's generated sequences
+# (tests/ledger_sim, about a minute) run with them; scripts/ledger-sim.sh runs them
+# longer. With arguments, one cargo test with them instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()

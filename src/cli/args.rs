@@ -421,6 +421,15 @@ pub struct SandboxArgs {
     /// Answer PATCHes of this gateway with other codecs than were sent (repeatable).
     #[arg(long, value_name = "ID")]
     pub mismatch_patch: Vec<Uuid>,
+    /// Hold the Nth valid PATCH (from 1): it is not applied and never answered while the
+    /// sandbox serves, so a client can be killed at a chosen point, the same every time
+    /// (/__sandbox/stats counts it in `patches_held` once it arrives).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub hold_patch: Option<u64>,
+    /// With --hold-patch: apply that PATCH, then hold its answer (the write lands, the
+    /// client never learns it did).
+    #[arg(long, requires = "hold_patch")]
+    pub hold_applied: bool,
     /// Worker threads serving requests [default: the number of cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

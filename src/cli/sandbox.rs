@@ -30,6 +30,8 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
         },
         failing_ids: args.fail_patch,
         mismatch_ids: args.mismatch_patch,
+        hold_patch: args.hold_patch,
+        hold_applied: args.hold_applied,
         ..SandboxConfig::default()
     };
     let state = Arc::new(SandboxState::new(config));

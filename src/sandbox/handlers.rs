@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::state::{SandboxState, StoredGateway, read_lock, write_lock};
+use super::state::{Hold, SandboxState, StoredGateway, read_lock, write_lock};
 use crate::model::GATEWAYS_PATH;
 use crate::model::{Cipher, Codec, Encryption, GatewayFields};
 
@@ -268,7 +268,7 @@ async fn update(State(state): State<Shared>, Path(id): Path<String>, body: Bytes
             return *rejected.response;
         }
     };
-    if state.config().mismatch_ids.contains(&id) {
+    if state.mismatches(&id) {
         // The platform "normalises" the codec list: the answer differs from the request.
         fields.codecs = if fields.codecs == [Codec::G729] {
             vec![Codec::Pcmu]
@@ -276,15 +276,31 @@ async fn update(State(state): State<Shared>, Path(id): Path<String>, body: Bytes
             vec![Codec::G729]
         };
     }
-    let mut map = write_lock(&state.gateways);
-    let Some(g) = map.get_mut(&id) else {
-        return error(StatusCode::NOT_FOUND, "Not Found");
+    // The PATCH chosen to be held (`--hold-patch`): its answer waits, before or after it
+    // lands, until released; a sandbox that stops answers 503 instead.
+    let hold = state.take_hold(id);
+    if let Some(Hold::Before(release)) = &hold
+        && !state.held(release).await
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+    }
+    // In a block: the map's guard is gone before the held answer's wait.
+    let answer = {
+        let mut map = write_lock(&state.gateways);
+        let Some(g) = map.get_mut(&id) else {
+            return error(StatusCode::NOT_FOUND, "Not Found");
+        };
+        state.log_change(id, &g.fields, &fields, true);
+        g.fields = fields;
+        g.updated_at = httpdate::fmt_http_date(std::time::SystemTime::now());
+        resource(&state, &id, g)
     };
-    g.fields = fields;
-    g.updated_at = httpdate::fmt_http_date(std::time::SystemTime::now());
-    let answer = resource(&state, &id, g);
-    drop(map);
     state.record_patch_applied(id);
+    if let Some(Hold::After(release)) = &hold
+        && !state.held(release).await
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+    }
     axum::Json(answer).into_response()
 }
 

@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use uuid::Uuid;
 
 #[cfg(feature = "sandbox")]
-pub use state::{SandboxState, Stats};
+pub use state::{Change, SandboxState, Stats};
 
 use crate::model::{Cipher, Codec, Encryption, GatewayFields};
 
@@ -75,6 +75,15 @@ pub struct SandboxConfig {
     pub next_link_origin: Option<String>,
     /// The largest page the list serves (the platform's: 1,000).
     pub max_page_size: usize,
+    /// Hold the Nth valid PATCH (from 1): its answer is not sent until
+    /// [`SandboxState::release_held`] or the sandbox stops (then 503), so a test can kill
+    /// the client at a chosen point, the same one every time.
+    pub hold_patch: Option<u64>,
+    /// The held PATCH lands first and only its answer waits (else it lands on release).
+    pub hold_applied: bool,
+    /// Keep every change to a gateway, PATCH or out-of-band edit, in order
+    /// ([`SandboxState::changes_from`]). Off by default: it grows with every write.
+    pub log_changes: bool,
 }
 
 impl Default for SandboxConfig {
@@ -91,6 +100,9 @@ impl Default for SandboxConfig {
             mismatch_ids: Vec::new(),
             next_link_origin: None,
             max_page_size: 1000,
+            hold_patch: None,
+            hold_applied: false,
+            log_changes: false,
         }
     }
 }
@@ -172,9 +184,14 @@ pub async fn start(
             }
         });
     }
+    let stopping = state.stopping.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                // A held PATCH answers now, so the graceful stop does not wait for it.
+                stopping.cancel();
+            })
             .await
     });
     Ok(RunningSandbox { addr, state, task })

@@ -2,12 +2,13 @@
 //! paging) behind one `RwLock`; counters are atomics, so the hot path takes no lock but
 //! the map's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{SandboxConfig, starting_fields};
@@ -61,6 +62,36 @@ pub struct Stats {
     /// the window in which another client's edit would be overwritten. Median and most.
     pub read_to_write_p50_us: u64,
     pub read_to_write_max_us: u64,
+    /// PATCHes held so far (`--hold-patch`): the client waits for their answers.
+    pub patches_held: u64,
+}
+
+/// One change to a gateway, as the change log keeps it (`SandboxConfig::log_changes`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub id: Uuid,
+    pub before: GatewayFields,
+    pub after: GatewayFields,
+    /// Made by a PATCH (false: an out-of-band edit, [`SandboxState::edit`]).
+    pub patch: bool,
+}
+
+/// The PATCH to hold: how many more to let through first, and whether it lands before its
+/// answer is held. Each arming has its own release, so releasing one never lets an older
+/// held PATCH go on.
+#[derive(Default)]
+struct HoldPlan {
+    countdown: Option<u64>,
+    applied: bool,
+    release: CancellationToken,
+    /// The gateway of the PATCH this arming held.
+    taken: Option<Uuid>,
+}
+
+/// A PATCH being held: before it lands, or after (only its answer waits).
+pub(super) enum Hold {
+    Before(CancellationToken),
+    After(CancellationToken),
 }
 
 pub struct SandboxState {
@@ -95,11 +126,28 @@ pub struct SandboxState {
     read_to_write: Mutex<Vec<u64>>,
     /// Out-of-band edits made as soon as a list's last page has been served.
     after_listing: Mutex<Vec<(Uuid, GatewayFields)>>,
+    /// Ids whose PATCH answer reports other codecs (the config's, changeable while serving).
+    mismatch: Mutex<HashSet<Uuid>>,
+    hold: Mutex<HoldPlan>,
+    held: AtomicU64,
+    /// Cancelled when the server stops: a held PATCH then answers 503.
+    pub(super) stopping: CancellationToken,
+    changes: Mutex<Vec<Change>>,
 }
 
 impl SandboxState {
     pub fn new(config: SandboxConfig) -> SandboxState {
+        let hold = HoldPlan {
+            countdown: config.hold_patch,
+            applied: config.hold_applied,
+            ..HoldPlan::default()
+        };
         SandboxState {
+            mismatch: Mutex::new(config.mismatch_ids.iter().copied().collect()),
+            hold: Mutex::new(hold),
+            held: AtomicU64::new(0),
+            stopping: CancellationToken::new(),
+            changes: Mutex::new(Vec::new()),
             config,
             gateways: RwLock::new(BTreeMap::new()),
             started: Instant::now(),
@@ -148,10 +196,102 @@ impl SandboxState {
     pub fn edit(&self, id: &Uuid, fields: GatewayFields) -> bool {
         match write_lock(&self.gateways).get_mut(id) {
             Some(g) => {
+                self.log_change(*id, &g.fields, &fields, false);
                 g.fields = fields;
                 true
             }
             None => false,
+        }
+    }
+
+    /// Called with the gateways' write lock held, so the log's order is the map's.
+    pub(super) fn log_change(
+        &self,
+        id: Uuid,
+        before: &GatewayFields,
+        after: &GatewayFields,
+        patch: bool,
+    ) {
+        if self.config.log_changes {
+            lock(&self.changes).push(Change {
+                id,
+                before: before.clone(),
+                after: after.clone(),
+                patch,
+            });
+        }
+    }
+
+    /// The change log from entry `from` on (empty unless `log_changes`).
+    pub fn changes_from(&self, from: usize) -> Vec<Change> {
+        lock(&self.changes).get(from..).unwrap_or_default().to_vec()
+    }
+
+    /// From now on, PATCHes of exactly these gateways are answered with other codecs than
+    /// were sent (and stored so): a read-back mismatch.
+    pub fn set_mismatch(&self, ids: impl IntoIterator<Item = Uuid>) {
+        *lock(&self.mismatch) = ids.into_iter().collect();
+    }
+
+    pub(super) fn mismatches(&self, id: &Uuid) -> bool {
+        lock(&self.mismatch).contains(id)
+    }
+
+    /// Holds the `nth` PATCH from now (1: the next valid one): its answer is not sent
+    /// until [`SandboxState::release_held`], so a client can be killed at a chosen point.
+    /// With `applied` the write lands first; otherwise only after the release.
+    pub fn hold_patch(&self, nth: u64, applied: bool) {
+        *lock(&self.hold) = HoldPlan {
+            countdown: Some(nth.max(1)),
+            applied,
+            ..HoldPlan::default()
+        };
+    }
+
+    /// Holds nothing more (a PATCH already held stays held).
+    pub fn disarm_hold(&self) {
+        lock(&self.hold).countdown = None;
+    }
+
+    /// Lets the PATCH held by the last [`SandboxState::hold_patch`] go on.
+    pub fn release_held(&self) {
+        lock(&self.hold).release.cancel();
+    }
+
+    /// PATCHes held so far (each counted once it lands, with `applied`, or at once).
+    pub fn patches_held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// The gateway whose PATCH the last [`SandboxState::hold_patch`] held, once it has.
+    pub fn held_gateway(&self) -> Option<Uuid> {
+        lock(&self.hold).taken
+    }
+
+    /// Whether this PATCH of `id` is the one to hold, counting it.
+    pub(super) fn take_hold(&self, id: Uuid) -> Option<Hold> {
+        let mut plan = lock(&self.hold);
+        let left = plan.countdown.as_mut()?;
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return None;
+        }
+        plan.countdown = None;
+        plan.taken = Some(id);
+        let release = plan.release.clone();
+        Some(match plan.applied {
+            true => Hold::After(release),
+            false => Hold::Before(release),
+        })
+    }
+
+    /// Counts a held PATCH and waits for its release: true once released, false when the
+    /// sandbox stops first.
+    pub(super) async fn held(&self, release: &CancellationToken) -> bool {
+        self.held.fetch_add(1, Ordering::SeqCst);
+        tokio::select! {
+            _ = release.cancelled() => true,
+            _ = self.stopping.cancelled() => false,
         }
     }
 
@@ -305,6 +445,7 @@ impl SandboxState {
         Stats {
             read_to_write_p50_us: gaps.get(gaps.len() / 2).copied().unwrap_or(0),
             read_to_write_max_us: gaps.last().copied().unwrap_or(0),
+            patches_held: self.patches_held(),
             accepted_per_second: seconds.iter().map(|s| s.0).collect(),
             throttled_per_second: seconds.iter().map(|s| s.1).collect(),
             production_writes: production.iter().map(|s| s.0 + s.1).sum(),

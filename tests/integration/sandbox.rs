@@ -119,3 +119,94 @@ fn a_sandbox_seeded_with_the_manifest_s_values_has_nothing_to_do_until_someone_e
     assert_eq!(drifted.len(), 1, "{report:?}");
     assert_eq!(drifted[0].id, id);
 }
+
+/// `GET /__sandbox/stats` of a sandbox binary at `base` (http://127.0.0.1:PORT).
+fn stats_at(base: &str) -> serde_json::Value {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /__sandbox/stats HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap()
+}
+
+/// `--hold-patch N` stops a client at the same point every time: the Nth PATCH is never
+/// answered (with `--hold-applied`, it lands first), the stats say it arrived, and the
+/// sandbox still stops at once when interrupted.
+#[test]
+fn the_nth_patch_is_held_so_a_client_can_be_killed_at_a_chosen_point() {
+    for applied in [false, true] {
+        let mut args = vec!["--gateways", "6", "--hold-patch", "3"];
+        if applied {
+            args.push("--hold-applied");
+        }
+        let (mut server, env) = sandbox_binary(&args);
+        let base = env[0].1.clone();
+        let dir = tempfile::tempdir().unwrap();
+        write_csv(&dir.path().join("m.csv"), &ids(6, 42), &[]);
+        let mut client = std::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .envs(env.clone())
+            .env("SIPGW_BULK_STATE_DIR", dir.path().join("state"))
+            .args([
+                "apply",
+                "m.csv",
+                "--yes",
+                "--concurrency",
+                "1",
+                "--report",
+                "r.csv",
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn_guarded();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while stats_at(&base)["patches_held"] == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the third PATCH never came"
+            );
+            assert!(
+                client.try_wait().unwrap().is_none(),
+                "the client ended unheld"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let stats = stats_at(&base);
+        assert!(
+            client.try_wait().unwrap().is_none(),
+            "still waiting for its answer"
+        );
+        assert_eq!(stats["patches"], 3, "{stats}");
+        assert_eq!(stats["patches_held"], 1, "{stats}");
+        assert_eq!(
+            stats["patches_applied"],
+            if applied { 3 } else { 2 },
+            "{stats}"
+        );
+        // Interrupted, the sandbox answers a held PATCH (503) and stops: the client killed
+        // first, or still waiting.
+        if !applied {
+            client.kill().unwrap();
+            client.wait().unwrap();
+        }
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &server.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while server.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sandbox did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! What the space and the reports should be: every change the sandbox logged, each
+//! credited to the report whose run made it (or to someone else), the reports as chains of
+//! links, and from those, what rolling back a report or a whole chain must do.
+//!
+//! The expectations are the contract's (PRODUCT.md, "The report"): a report's rollback
+//! puts back only the fields its own runs changed, to what they were just before its
+//! first write of that gateway (a `before` carried from the previous link, for a row that
+//! link may have written and nobody touched since, stands instead); a chain rolled back
+//! newest-first restores the state before its first run when nobody else wrote.
+
+use std::collections::BTreeSet;
+
+use sipgw_bulk::model::{Desired, GatewayFields};
+use sipgw_bulk::sandbox::SandboxState;
+use uuid::Uuid;
+
+use crate::world::Snap;
+
+/// One change to a gateway, as the sandbox logged it.
+#[derive(Debug, Clone)]
+pub struct Ev {
+    pub id: Uuid,
+    pub before: GatewayFields,
+    pub after: GatewayFields,
+    /// The report life whose run wrote it; `None`: someone else (an edit, a run the
+    /// model does not follow).
+    pub by: Option<usize>,
+    /// Written while the sandbox answered this gateway's PATCHes with other codecs.
+    pub mismatch: bool,
+    /// A PATCH (else an out-of-band edit).
+    pub patch: bool,
+}
+
+/// A report file as the sequence left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    Intact,
+    /// Deleted; `traces`: its run file and journal were left beside it.
+    Deleted {
+        traces: bool,
+    },
+    Truncated,
+}
+
+/// One report at one path, from the run that created it to the last that wrote it.
+#[derive(Debug, Clone)]
+pub struct Life {
+    pub path: String,
+    pub chain: usize,
+    /// 1 for the name given, N for `STEM.N.EXT`.
+    pub link: u32,
+    /// The finished report this one follows in its chain.
+    pub follows: Option<usize>,
+    /// `evs.len()` when its first run started, and the space then.
+    pub start_ev: usize,
+    pub start_snap: Snap,
+    /// The space when its last run ended or was killed.
+    pub end_snap: Snap,
+    /// Its last run ended (was not killed).
+    pub ended: bool,
+    /// Its last run went through every row (exit 0, 1 or 2).
+    pub finished: bool,
+    pub file: FileState,
+    /// Replaced by a new report at the same path (its own was lost).
+    pub dead: bool,
+    /// PATCHes journaled and maybe sent when a run was killed, never seen to land:
+    /// (`evs.len()` then, gateway, journaled before).
+    pub maybe: Vec<(usize, Uuid, GatewayFields)>,
+    /// The manifest's version when the report was made (a resume needs the same).
+    pub manifest_version: u32,
+    /// The file's hash once its run finished: a finished report is never written again.
+    pub sealed: Option<u64>,
+    /// The ids its report must hold, one line each.
+    pub rows: Vec<Uuid>,
+}
+
+/// What a chain was made with: every link keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainArgs {
+    pub manifest: String,
+    /// `--only @FILE`: the file and the ids it lists.
+    pub only: Option<(String, Vec<Uuid>)>,
+    pub shard: Option<(u32, u32)>,
+    pub jsonl: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub root: String,
+    pub args: ChainArgs,
+    pub links: Vec<usize>,
+    /// A link's writes were lost (deleted with its traces): the whole chain no longer
+    /// undoes to its start.
+    pub broken: bool,
+}
+
+/// A manifest the sequence wrote (or a rollback wrote), as rows and a version that
+/// changes with its content.
+#[derive(Debug, Clone)]
+pub struct ManifestModel {
+    pub name: String,
+    pub rows: Vec<(Uuid, Desired)>,
+    pub version: u32,
+}
+
+/// What a rollback may do to one gateway.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a handful per check
+pub enum Undo {
+    Untouched,
+    /// Put back `pre`'s value of every field where `pre` and `left` (what the report's
+    /// runs left) differ; the other fields stay as they are.
+    Restore {
+        pre: GatewayFields,
+        left: GatewayFields,
+    },
+}
+
+impl Undo {
+    pub fn applied_to(&self, now: &GatewayFields) -> GatewayFields {
+        match self {
+            Undo::Untouched => now.clone(),
+            Undo::Restore { pre, left } => {
+                let mut out = now.clone();
+                if pre.name != left.name {
+                    out.name = pre.name.clone();
+                }
+                if pre.uri != left.uri {
+                    out.uri = pre.uri.clone();
+                }
+                if pre.encryption != left.encryption {
+                    out.encryption = pre.encryption.clone();
+                }
+                if pre.ciphers != left.ciphers {
+                    out.ciphers = pre.ciphers.clone();
+                }
+                if pre.codecs != left.codecs {
+                    out.codecs = pre.codecs.clone();
+                }
+                out
+            }
+        }
+    }
+}
+
+/// What a `--resume` of a chain must do.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// Write a new report at `path` (link `link`), following `follows`, in place of
+    /// `replaces` (a deleted link with nothing after it). `may_refuse`: the deleted
+    /// link's run file or journal is still there, so a refusal naming it is right too.
+    Fresh {
+        link: u32,
+        path: String,
+        follows: Option<usize>,
+        replaces: Option<usize>,
+        may_refuse: bool,
+    },
+    /// Continue this cut-off report.
+    Continue(usize),
+    /// A cut-off report cut short since: continue it (rebuilding what it lost) or refuse.
+    ContinueOrRefuse(usize),
+    Refuse {
+        invariant: &'static str,
+        why: String,
+        /// A name the refusal must give.
+        name: Option<String>,
+        code: Option<i32>,
+    },
+}
+
+/// `dir/STEM.N.EXT` for `STEM.EXT`.
+pub fn numbered(root: &str, n: u32) -> String {
+    match root.rsplit_once('.') {
+        Some((stem, ext)) => format!("{stem}.{n}.{ext}"),
+        None => format!("{root}.{n}"),
+    }
+}
+
+#[derive(Default)]
+pub struct Model {
+    pub evs: Vec<Ev>,
+    /// Entries of the sandbox's change log already read.
+    pos: usize,
+    pub lives: Vec<Life>,
+    pub chains: Vec<Chain>,
+    pub manifests: Vec<ManifestModel>,
+}
+
+impl Model {
+    /// Reads the sandbox's new changes: PATCHes are `running`'s, edits someone else's;
+    /// a probe's changes (undone after it) are read and dropped.
+    pub fn pull(
+        &mut self,
+        state: &SandboxState,
+        running: Option<usize>,
+        mismatch: &[Uuid],
+        probe: bool,
+    ) -> Vec<Ev> {
+        let changes = state.changes_from(self.pos);
+        self.pos += changes.len();
+        let mut new = Vec::new();
+        for c in changes {
+            let ev = Ev {
+                id: c.id,
+                by: if c.patch { running } else { None },
+                mismatch: c.patch && mismatch.contains(&c.id),
+                patch: c.patch,
+                before: c.before,
+                after: c.after,
+            };
+            new.push(ev.clone());
+            // An edit that changes nothing is no write; a PATCH is its run's, whatever it did.
+            if !probe && (ev.patch || ev.before != ev.after) {
+                self.evs.push(ev);
+            }
+        }
+        new
+    }
+
+    pub fn manifest(&self, name: &str) -> &ManifestModel {
+        self.manifests
+            .iter()
+            .find(|m| m.name == name)
+            .expect("a manifest the model wrote")
+    }
+
+    /// The ids a run of `args` reports: the manifest's, within the shard.
+    pub fn rows_of(&self, args: &ChainArgs) -> Vec<Uuid> {
+        self.manifest(&args.manifest)
+            .rows
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| match args.shard {
+                Some((k, n)) => sipgw_bulk::shard::shard_of(&id.to_string(), n) == k,
+                None => true,
+            })
+            .collect()
+    }
+
+    /// The rows a run of `args` would write now, in manifest order.
+    pub fn would_write(&self, args: &ChainArgs, now: &Snap) -> Vec<Uuid> {
+        let manifest = self.manifest(&args.manifest);
+        let rows = self.rows_of(args);
+        manifest
+            .rows
+            .iter()
+            .filter(|(id, _)| rows.contains(id))
+            .filter(|(id, _)| args.only.as_ref().is_none_or(|(_, ids)| ids.contains(id)))
+            .filter(|(id, desired)| {
+                now.get(id)
+                    .is_some_and(|f| sipgw_bulk::diff::merge(f, desired) != *f)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn writes(&self, life: usize, id: Uuid) -> Vec<usize> {
+        (0..self.evs.len())
+            .filter(|&i| self.evs[i].by == Some(life) && self.evs[i].id == id)
+            .collect()
+    }
+
+    /// Every gateway a life wrote or may have written.
+    pub fn touched(&self, life: usize) -> BTreeSet<Uuid> {
+        let mut out: BTreeSet<Uuid> = self
+            .evs
+            .iter()
+            .filter(|e| e.by == Some(life))
+            .map(|e| e.id)
+            .collect();
+        out.extend(self.lives[life].maybe.iter().map(|m| m.1));
+        out
+    }
+
+    /// The values a rollback of `life` may put back for `id`: the before of its first
+    /// write, or of a PATCH a kill left unsettled before it. `None`: it never wrote `id`.
+    fn own_pres(&self, life: usize, id: Uuid) -> Vec<GatewayFields> {
+        let writes = self.writes(life, id);
+        let first = writes.first().copied();
+        let mut pres: Vec<GatewayFields> = self.lives[life]
+            .maybe
+            .iter()
+            .filter(|(at, m, _)| *m == id && first.is_none_or(|f| *at <= f))
+            .map(|(_, _, before)| before.clone())
+            .collect();
+        if let Some(f) = first {
+            pres.push(self.evs[f].before.clone());
+        }
+        pres
+    }
+
+    /// The link `life` follows, when it carries that link's `before` for `id`: that link
+    /// may have written it (a mismatch) and it was still as that link left it when `life`
+    /// read it.
+    fn carried_from(&self, life: usize, id: Uuid) -> Option<usize> {
+        let prev = self.lives[life].follows?;
+        let last = *self.writes(prev, id).last()?;
+        if !self.evs[last].mismatch {
+            return None;
+        }
+        let seen = match self.writes(life, id).first() {
+            Some(&first) => self.evs[first].before.clone(),
+            None => self.lives[life].start_snap.get(&id)?.clone(),
+        };
+        (seen == self.evs[last].after).then_some(prev)
+    }
+
+    fn pres(&self, life: usize, id: Uuid) -> Vec<GatewayFields> {
+        match self.carried_from(life, id) {
+            Some(prev) => self.pres(prev, id),
+            None => self.own_pres(life, id),
+        }
+    }
+
+    /// What rolling back `life`'s report may do to `id`.
+    pub fn undo(&self, life: usize, id: Uuid) -> Vec<Undo> {
+        let writes = self.writes(life, id);
+        let pres = self.pres(life, id);
+        let left = match writes.last() {
+            Some(&last) => Some(self.evs[last].after.clone()),
+            None => self.lives[life].end_snap.get(&id).cloned(),
+        };
+        let mut out = Vec::new();
+        if writes.is_empty() {
+            out.push(Undo::Untouched);
+        }
+        if let Some(left) = left {
+            out.extend(pres.into_iter().map(|pre| Undo::Restore {
+                pre,
+                left: left.clone(),
+            }));
+        }
+        out
+    }
+
+    /// What a `--resume` of `chain` must do, walking its links as the contract says.
+    pub fn walk(&self, chain: usize) -> Expect {
+        let c = &self.chains[chain];
+        let lives = &self.lives;
+        for (i, &l) in c.links.iter().enumerate() {
+            let life = &lives[l];
+            let later = c.links[i + 1..]
+                .iter()
+                .any(|&x| !matches!(lives[x].file, FileState::Deleted { .. }));
+            match life.file {
+                FileState::Intact if life.finished => continue,
+                FileState::Intact => {
+                    let version = self.manifest(&c.args.manifest).version;
+                    if version != life.manifest_version {
+                        return Expect::Refuse {
+                            invariant: "chain_identity",
+                            why: format!("the manifest changed since {} was cut off", life.path),
+                            name: None,
+                            code: Some(64),
+                        };
+                    }
+                    return Expect::Continue(l);
+                }
+                FileState::Truncated if life.finished => {
+                    return Expect::Refuse {
+                        invariant: "damaged_link",
+                        why: format!("finished link {} was truncated", life.path),
+                        name: Some(life.path.clone()),
+                        code: None,
+                    };
+                }
+                FileState::Truncated => return Expect::ContinueOrRefuse(l),
+                FileState::Deleted { .. } if later => {
+                    return Expect::Refuse {
+                        invariant: "damaged_link",
+                        why: format!("link {} was deleted and a later link exists", life.path),
+                        name: Some(life.path.clone()),
+                        code: None,
+                    };
+                }
+                FileState::Deleted { traces } => {
+                    return Expect::Fresh {
+                        link: life.link,
+                        path: life.path.clone(),
+                        follows: i.checked_sub(1).map(|p| c.links[p]),
+                        replaces: Some(l),
+                        may_refuse: traces,
+                    };
+                }
+            }
+        }
+        let link = c.links.len() as u32 + 1;
+        Expect::Fresh {
+            link,
+            path: if link == 1 {
+                c.root.clone()
+            } else {
+                numbered(&c.root, link)
+            },
+            follows: c.links.last().copied(),
+            replaces: None,
+            may_refuse: false,
+        }
+    }
+
+    /// Whether someone other than `chain`'s runs changed a gateway it wrote since its
+    /// first run began: then its rollback cannot be expected to restore that start.
+    pub fn chain_clean(&self, chain: usize) -> Result<(), String> {
+        let c = &self.chains[chain];
+        if c.broken {
+            return Err("a link's writes were lost".into());
+        }
+        let Some(&first) = c.links.first() else {
+            return Err("no link".into());
+        };
+        for &l in &c.links {
+            let life = &self.lives[l];
+            if life.dead || life.file != FileState::Intact || !life.ended {
+                return Err(format!("{} is not whole or was cut off", life.path));
+            }
+        }
+        let written: BTreeSet<Uuid> = c.links.iter().flat_map(|&l| self.touched(l)).collect();
+        let start = self.lives[first].start_ev;
+        let foreign = self.evs[start..]
+            .iter()
+            .find(|e| written.contains(&e.id) && !e.by.is_some_and(|b| c.links.contains(&b)));
+        match foreign {
+            Some(e) => Err(format!("someone else wrote {}", e.id)),
+            None => Ok(()),
+        }
+    }
+}
