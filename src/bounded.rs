@@ -242,6 +242,21 @@ impl<R> LineCap<R> {
     }
 }
 
+/// A SHA-256 as lowercase hex: the fingerprint in a report's run file and a saved plan.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of a file read again whole (a manifest a saved plan names, a finished
+/// report of a chain); `None` when it cannot be read, or is no longer a regular file.
+pub fn file_sha256(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut file = open_regular(path).ok()?;
+    io::copy(&mut file, &mut hasher).ok()?;
+    Some(hex(&hasher.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,7 +158,7 @@ fn whole_and_finished(first: &Path, link: &Path) -> Result<bool, LedgerError> {
         });
     }
     if let Some(digest) = &note.report_sha256
-        && report_sha256(link).as_ref() != Some(digest)
+        && crate::bounded::file_sha256(link).as_ref() != Some(digest)
     {
         return Err(LedgerError::BrokenChain {
             first: first.to_owned(),
@@ -170,21 +170,6 @@ fn whole_and_finished(first: &Path, link: &Path) -> Result<bool, LedgerError> {
         });
     }
     Ok(true)
-}
-
-/// The report's SHA-256, hex; `None` when it cannot be read.
-pub(super) fn report_sha256(path: &Path) -> Option<String> {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    let mut file = std::fs::File::open(path).ok()?;
-    std::io::copy(&mut file, &mut hasher).ok()?;
-    Some(
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
 }
 
 /// The first link numbered after `n` that is there (its report or its run file), if any.

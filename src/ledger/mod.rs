@@ -447,7 +447,7 @@ impl Ledger {
         let finished = RunNote {
             finished: Some(httpdate::fmt_http_date(std::time::SystemTime::now())),
             report_bytes,
-            report_sha256: chain::report_sha256(&self.report),
+            report_sha256: crate::bounded::file_sha256(&self.report),
             ..run.clone()
         };
         self.write_note(&finished)

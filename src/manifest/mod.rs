@@ -152,21 +152,9 @@ pub struct FirstPass {
     pub sha256: String,
 }
 
-/// The manifest's fingerprint as written in a report's lock note and a saved plan: the
-/// SHA-256 of its bytes, lowercase hex.
-pub fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The fingerprint [`Manifest::first_pass`] computes, of a file read again whole (a saved
-/// plan checks that its manifest is unchanged); `None` when it cannot be read, or is no
-/// longer a regular file.
-pub fn file_sha256(path: &Path) -> Option<String> {
-    let mut hasher = Sha256::new();
-    let mut file = crate::bounded::open_regular(path).ok()?;
-    std::io::copy(&mut file, &mut hasher).ok()?;
-    Some(hex(&hasher.finalize()))
-}
+/// The manifest's fingerprint (its SHA-256, lowercase hex), and the same of a file read
+/// again whole: see [`crate::bounded::file_sha256`].
+pub use crate::bounded::{file_sha256, hex};
 
 /// Hashes the bytes read through it.
 struct Sha256Reader<R> {

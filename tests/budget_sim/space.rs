@@ -76,16 +76,7 @@ impl Headers {
 
     /// Every count announced, when one is, is the truth (the reset may be late).
     pub fn counts_are_honest(self) -> bool {
-        matches!(
-            self,
-            Headers::Honest
-                | Headers::HonestUnix
-                | Headers::HonestIetf
-                | Headers::HonestBoth
-                | Headers::ResetAhead
-                | Headers::SomeOnly
-                | Headers::Stopping
-        )
+        self.always_honest() || matches!(self, Headers::SomeOnly | Headers::Stopping)
     }
 
     /// Every answer carries the truth: the job, kept above the reserve, is never refused.
