@@ -60,6 +60,10 @@ impl FieldSet {
     pub fn iter(self) -> impl Iterator<Item = Field> {
         Field::ALL.into_iter().filter(move |f| self.contains(*f))
     }
+    /// The fields in either set.
+    pub fn union(self, other: FieldSet) -> FieldSet {
+        FieldSet(self.0 | other.0)
+    }
     /// Parses the report's `a;b` form; unknown names are ignored.
     pub fn parse(s: &str) -> FieldSet {
         let mut set = FieldSet::default();

@@ -24,20 +24,23 @@ fn written(r: &ReadRecord) -> bool {
 }
 
 /// The fields a written row's run changed: those it asked to change (`changed_fields`) and
-/// those its `after` shows changed from `before` (a `mismatch`'s answer may differ from
-/// the ask in more fields; a `write_unknown`'s `after` is what it asked for). Every field
-/// when neither says (a report made before `after` was kept for such rows).
+/// those its `after` shows changed from `before` (a `write_unknown`'s `after` is what it
+/// asked for). A `mismatch`'s `after` is the server's answer, what the write did: only
+/// the fields it shows changed (a field the server kept as it was is not the run's, and
+/// writing it back could undo a later edit). Every field when neither says (a report made
+/// before `after` was kept for such rows).
 fn changed_by_the_run(r: &ReadRecord, before: &crate::model::GatewayFields) -> FieldSet {
-    let mut fields = r.changed_fields;
-    if let Some(after) = &r.after {
-        for f in differing(before, after).iter() {
-            fields.insert(f);
-        }
+    match (&r.after, r.status) {
+        (Some(after), Status::Mismatch) => differing(before, after),
+        (Some(after), _) => r.changed_fields.union(differing(before, after)),
+        (None, _) if !r.changed_fields.is_empty() => r.changed_fields,
+        (None, _) => Field::ALL
+            .into_iter()
+            .fold(FieldSet::default(), |mut all, f| {
+                all.insert(f);
+                all
+            }),
     }
-    if fields.is_empty() {
-        Field::ALL.into_iter().for_each(|f| fields.insert(f));
-    }
-    fields
 }
 
 pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
@@ -74,7 +77,12 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
         }
         match &r.before {
             Some(before) => {
-                let undo = only(before, changed_by_the_run(&r, before));
+                let fields = changed_by_the_run(&r, before);
+                if fields.is_empty() {
+                    // A mismatch whose answer kept every field: nothing of it to put back.
+                    return Ok(());
+                }
+                let undo = only(before, fields);
                 writer.write(&r.id, &undo).map_err(|e| report::ReadError {
                     path: "output".into(),
                     message: e.to_string(),
@@ -162,11 +170,17 @@ mod tests {
         let mut updated = line(Status::Updated, "", "codecs", Some(1));
         updated.after.as_mut().unwrap().codecs.reverse();
         assert_eq!(changed_by_the_run(&updated, &before).to_string(), "codecs");
-        // A mismatch's answer changed more than it asked: all of it is the run's.
+        // A mismatch's answer is what the write did: more than it asked, or less.
         let mismatch = line(Status::Mismatch, "mismatch", "codecs", Some(2));
         assert_eq!(
             changed_by_the_run(&mismatch, &before).to_string(),
-            "name;uri;codecs"
+            "name;uri",
+            "codecs asked for and kept as they were; name and uri not asked for and changed"
+        );
+        let kept = line(Status::Mismatch, "mismatch", "codecs", Some(1));
+        assert!(
+            changed_by_the_run(&kept, &before).is_empty(),
+            "nothing landed"
         );
         // A write of unknown outcome: what it asked for.
         let unknown = line(Status::Failed, report::WRITE_UNKNOWN, "name", None);

@@ -16,8 +16,8 @@ use crate::status::Status;
 
 /// A row that differs, written. An earlier run's write of this row that may have landed
 /// did, at least in part, when the gateway no longer looks as it did then: the undo value
-/// is then the gateway as it was before that write (for one carried from the chain's
-/// previous report, only while the gateway is as that run left it:
+/// is then the gateway as it was before that write (for a `write_unknown` carried from the
+/// chain's previous report, only while the gateway is what that write asked for:
 /// [`crate::ledger::EarlierWrite::before_for`]), and a failure now leaves it possibly
 /// written, as read.
 pub(super) async fn write(
@@ -99,7 +99,9 @@ async fn write_fresh(
             }
         }
         record.before = Some(before.clone());
-        record.changed_fields = changes;
+        // With a `before` from an earlier write that may have landed, what that write
+        // changed is this row's change too: the line agrees with itself.
+        record.changed_fields = changes.union(differing(&before, &now));
         if !tries.journal(row, &before, shared) {
             let id = row.id.hyphenated().to_string();
             return shared.stopper.skipped(row.seq, row.line, id);

@@ -1,7 +1,10 @@
 //! The chain one schedule writes: `REPORT`, then `STEM.2.EXT`, `STEM.3.EXT`, ..., one
 //! report per finished run, numbered in the order the runs happened. A link is never
-//! skipped, reused or taken when it was deleted or cut, and an undo value carried from one
-//! link into the next stands only while the gateway is what that earlier run left.
+//! skipped, reused or taken when it was deleted or cut. Only a write whose outcome a link
+//! never learnt (`write_unknown`) carries its undo value into the next link, and only
+//! while the gateway is what that write asked for; a `mismatch` is settled in its own
+//! link (its answer is the `after`), so the next link's `before` is its own read and its
+//! rollback puts back what was there just before it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,17 +62,20 @@ pub(super) fn possibly_written(r: &ReadRecord, carried: bool) -> Option<(u128, E
     Some((id.as_u128(), write))
 }
 
-/// Adds the earlier writes of the finished report this one follows, unless this report
-/// knows better (its own, or a row it finished). That run went through every row: its
-/// report has a line for each, so its lines (not its journal) hold every write it may
-/// have made.
+/// Adds the writes of unknown outcome of the finished report this one follows, unless
+/// this report knows better (its own, or a row it finished). That run went through every
+/// row: its report has a line for each, so its lines (not its journal) hold every write it
+/// may have made. Its `mismatch` lines are not carried: that write's outcome is known and
+/// that report undoes it; carried, rolling back this link alone would put back the
+/// earlier link's values, not what was there just before this run.
 pub(super) fn carry_over(
     finished: &Path,
     recovered: &mut HashMap<u128, EarlierWrite>,
     done: &IdSet,
 ) -> Result<(), LedgerError> {
     report::for_each_record(finished, |r| {
-        if let Some((id, write)) = possibly_written(&r, true)
+        if r.error_code == report::WRITE_UNKNOWN
+            && let Some((id, write)) = possibly_written(&r, true)
             && !done.contains(&id)
         {
             recovered.entry(id).or_insert(write);
@@ -294,17 +300,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let manifest = dir.path().join("m.csv");
         std::fs::write(&manifest, "id\n").unwrap();
-        let ids = crate::sandbox::generated_ids(4, 9);
+        let ids = crate::sandbox::generated_ids(5, 9);
         let original = crate::sandbox::starting_fields(3);
         let run = note(&manifest, "aaa");
-        // The finished run: a mismatch, a write of unknown outcome, an update and a
+        // The finished run: two writes of unknown outcome, a mismatch, an update and a
         // plain failure, each with a before-value.
         let first = dir.path().join("r.csv");
         let mut ledger = Ledger::lock(&first).unwrap();
         let mut opened = ledger.open(Some(&run), ReportFormat::Csv, false).unwrap();
         let kinds = [
-            (Status::Mismatch, ""),
             (Status::Failed, report::WRITE_UNKNOWN),
+            (Status::Failed, report::WRITE_UNKNOWN),
+            (Status::Mismatch, ""),
             (Status::Updated, ""),
             (Status::Failed, "http_500"),
         ];
@@ -334,7 +341,7 @@ mod tests {
         want.sort_unstable();
         assert_eq!(
             carried, want,
-            "the mismatch and the unknown write, nothing else"
+            "the unknown writes: not the mismatch (settled in its link), nothing else"
         );
         assert!(
             opened

@@ -265,8 +265,9 @@ impl Ledger {
 
     /// This run's report is a link of the chain that starts at `first`, after `finished`
     /// (a report whose run finished): it keeps `first`'s space, project, shard and
-    /// selection, and a row `finished`'s run may have written (`mismatch`, `write_unknown`)
-    /// keeps the before-value it had there while the gateway is as that run left it.
+    /// selection, and a row whose write in `finished`'s run has an unknown outcome
+    /// (`write_unknown`) keeps the before-value it had there while the gateway is what
+    /// that write asked for.
     pub fn follow(&mut self, first: &Path, finished: &Path) {
         self.chain = Some(Chain {
             first: first.to_owned(),

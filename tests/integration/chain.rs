@@ -1,8 +1,8 @@
 //! The report chain a schedule writes (`r.csv`, `r.2.csv`, ...) and the rollbacks it
 //! allows: a link belongs to the first link's space, shard and selection; a link is never
-//! skipped, reused or taken when cut; an undo value carried from an earlier link stands
-//! only while the gateway is what that run left; a rollback puts back only the fields its
-//! run changed.
+//! skipped, reused or taken when cut; a mismatch's undo value is not carried into the
+//! next link; a rollback puts back only the fields its run changed, to what they were
+//! just before its run.
 
 use std::collections::BTreeMap;
 
@@ -113,6 +113,59 @@ fn a_hand_fix_after_a_mismatch_is_the_next_link_s_before_and_survives_its_rollba
     let now = sb.state().snapshot();
     assert_eq!(now[&ids[0]].name, "fixed-by-hand", "the hand edit survives");
     assert_eq!(now[&ids[0]].uri, hand.uri);
+}
+
+/// One step aside: the mismatch left as it was. Tonight's link writes it again; its
+/// `before` is what it read (last night's answer), not last night's `before`, so rolling
+/// tonight's report back alone puts back last night's answer, and the chain rolled back
+/// newest-first ends at the start.
+#[test]
+fn a_mismatch_left_alone_is_the_next_link_s_own_read_and_the_chain_still_rolls_back_exactly() {
+    let ids = ids(4, 3101);
+    let config = SandboxConfig {
+        mismatch_ids: vec![ids[0]],
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(config, &ids);
+    let start = sb.state().snapshot();
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb.cmd().args(RESUME));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let last_night = line(&sb.path("r.csv"), &ids[0]);
+    assert_eq!(last_night.status, Status::Mismatch, "{last_night:?}");
+    let left = sb.state().snapshot()[&ids[0]].clone();
+    assert_eq!(last_night.after.as_ref(), Some(&left));
+
+    let out = run(sb.cmd().args(RESUME));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let tonight = line(&sb.path("r.2.csv"), &ids[0]);
+    assert_eq!(tonight.status, Status::Mismatch, "{tonight:?}");
+    assert_eq!(
+        tonight.before.as_ref(),
+        Some(&left),
+        "just before tonight's run: last night's answer, not its before"
+    );
+
+    // The undo's own PATCHes are answered as sent.
+    sb.state().set_mismatch([]);
+    apply_undo_of(&sb, "r.2.csv", "undo2.csv");
+    assert_eq!(
+        sb.state().snapshot()[&ids[0]],
+        left,
+        "tonight's rollback alone: as last night left it"
+    );
+    apply_undo_of(&sb, "r.csv", "undo1.csv");
+    assert_eq!(
+        sb.state().snapshot(),
+        start,
+        "the chain newest-first: the start"
+    );
+}
+
+fn apply_undo_of(sb: &Sandbox, report: &str, manifest: &str) {
+    let out = run(sb.cmd().args(["rollback", report, "-o", manifest]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    apply_undo(sb, manifest);
 }
 
 /// Finding 2: a finished report's next link belongs to the same space, project, shard and

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use sipgw_bulk::diff::{Field, FieldSet, differing};
 use sipgw_bulk::model::{Desired, GatewayFields};
 use sipgw_bulk::report::read_report;
 use sipgw_bulk::status::Status;
@@ -177,20 +178,22 @@ pub fn undo_matches(seq: &Seq, life: usize, before: &Snap, after: &Snap) -> Res 
 }
 
 /// The rollback manifest of `life` holds, for each gateway its runs changed, the before
-/// value of exactly the fields they changed, every other cell empty (PRODUCT.md); a
-/// gateway they did not change has no row, or a row of empty cells.
+/// value of the fields they changed, every other cell empty (PRODUCT.md): every field
+/// they left changed, and any they changed and then changed back (its before value is
+/// what is there); a gateway they did not change has no row, or a row of empty cells.
 pub fn rollback_cells(seq: &Seq, life: usize, rows: &[(Uuid, Desired)]) -> Res {
     let mut problems = Vec::new();
     for id in seq.w.ids.iter() {
         let row = rows.iter().find(|(r, _)| r == id).map(|(_, d)| d.clone());
         let row = row.unwrap_or_default();
+        let written = seq.m.written_fields(life, *id);
         let allowed: Vec<Desired> = seq
             .m
             .undo(life, *id)
             .iter()
-            .map(|u| match u {
-                Undo::Untouched => Desired::default(),
-                Undo::Restore { pre, left } => cells_of(pre, left),
+            .flat_map(|u| match u {
+                Undo::Untouched => vec![Desired::default()],
+                Undo::Restore { pre, left } => cells_within(pre, left, written),
             })
             .collect();
         if !allowed.contains(&row) {
@@ -220,15 +223,34 @@ pub fn rollback_cells(seq: &Seq, life: usize, rows: &[(Uuid, Desired)]) -> Res {
 }
 
 /// `pre`'s values of the fields where `pre` and `left` differ; the rest empty.
-fn cells_of(pre: &GatewayFields, left: &GatewayFields) -> Desired {
+/// The rows a rollback may hold: `pre`'s value of every field where `pre` and `left`
+/// differ, and of any subset of the other fields in `written`.
+fn cells_within(pre: &GatewayFields, left: &GatewayFields, written: FieldSet) -> Vec<Desired> {
+    let need = differing(pre, left);
+    let extra: Vec<Field> = written.iter().filter(|f| !need.contains(*f)).collect();
+    (0..1u32 << extra.len())
+        .map(|pick| {
+            let mut set = need;
+            for (i, f) in extra.iter().enumerate() {
+                if pick & (1 << i) != 0 {
+                    set.insert(*f);
+                }
+            }
+            cells_of(pre, set)
+        })
+        .collect()
+}
+
+fn cells_of(pre: &GatewayFields, set: FieldSet) -> Desired {
     Desired {
-        name: (pre.name != left.name).then(|| pre.name.clone()),
-        uri: (pre.uri != left.uri).then(|| pre.uri.clone()),
-        encryption: (pre.encryption != left.encryption)
-            .then(|| pre.encryption.clone())
-            .flatten(),
-        ciphers: (pre.ciphers != left.ciphers).then(|| pre.ciphers.clone()),
-        codecs: (pre.codecs != left.codecs).then(|| pre.codecs.clone()),
+        name: set.contains(Field::Name).then(|| pre.name.clone()),
+        uri: set.contains(Field::Uri).then(|| pre.uri.clone()),
+        encryption: pre
+            .encryption
+            .clone()
+            .filter(|_| set.contains(Field::Encryption)),
+        ciphers: set.contains(Field::Ciphers).then(|| pre.ciphers.clone()),
+        codecs: set.contains(Field::Codecs).then(|| pre.codecs.clone()),
     }
 }
 

@@ -222,7 +222,6 @@ impl Seq {
             Expect::Fresh {
                 link,
                 path,
-                follows,
                 replaces,
                 ..
             } => {
@@ -236,7 +235,6 @@ impl Seq {
                     path: path.clone(),
                     chain,
                     link: *link,
-                    follows: *follows,
                     start_ev: self.m.evs.len(),
                     start_snap: snap.clone(),
                     end_snap: snap,

@@ -65,12 +65,8 @@ enum Seeds {
     For { first: u64, secs: u64 },
 }
 
-/// Left out unless `LEDGER_SKIP` says otherwise (`LEDGER_SKIP=` runs every kind of step).
-/// Mismatch steps: a `before` carried from a mismatch's link into the next one makes
-/// rolling back that next link alone put back the earlier link's values (what the chain's
-/// rollback needs), not "just before that run" (what `rollback_one` checks): the contract
-/// states both, and they conflict there (seeds 3, 8, 32, 61 of the default slice). Open.
-const DEFAULT_SKIP: &[&str] = &["mismatch"];
+/// Left out unless `LEDGER_SKIP` says otherwise: none (every kind of step runs).
+const DEFAULT_SKIP: &[&str] = &[];
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())

@@ -4,12 +4,13 @@
 //!
 //! The expectations are the contract's (PRODUCT.md, "The report"): a report's rollback
 //! puts back only the fields its own runs changed, to what they were just before its
-//! first write of that gateway (a `before` carried from the previous link, for a row that
-//! link may have written and nobody touched since, stands instead); a chain rolled back
-//! newest-first restores the state before its first run when nobody else wrote.
+//! first write of that gateway (a mismatch's `before` is never carried into the next
+//! link); a chain rolled back newest-first restores the state before its first run when
+//! nobody else wrote.
 
 use std::collections::BTreeSet;
 
+use sipgw_bulk::diff::{FieldSet, differing};
 use sipgw_bulk::model::{Desired, GatewayFields};
 use sipgw_bulk::sandbox::SandboxState;
 use uuid::Uuid;
@@ -49,8 +50,6 @@ pub struct Life {
     pub chain: usize,
     /// 1 for the name given, N for `STEM.N.EXT`.
     pub link: u32,
-    /// The finished report this one follows in its chain.
-    pub follows: Option<usize>,
     /// `evs.len()` when its first run started, and the space then.
     pub start_ev: usize,
     pub start_snap: Snap,
@@ -261,6 +260,16 @@ impl Model {
             .collect()
     }
 
+    /// The fields a life's writes of `id` changed, each write on its own (a field one
+    /// write changed and a later one changed back is among them).
+    pub fn written_fields(&self, life: usize, id: Uuid) -> FieldSet {
+        self.writes(life, id)
+            .into_iter()
+            .fold(FieldSet::default(), |set, i| {
+                set.union(differing(&self.evs[i].before, &self.evs[i].after))
+            })
+    }
+
     /// Every gateway a life wrote or may have written.
     pub fn touched(&self, life: usize) -> BTreeSet<Uuid> {
         let mut out: BTreeSet<Uuid> = self
@@ -290,33 +299,10 @@ impl Model {
         pres
     }
 
-    /// The link `life` follows, when it carries that link's `before` for `id`: that link
-    /// may have written it (a mismatch) and it was still as that link left it when `life`
-    /// read it.
-    fn carried_from(&self, life: usize, id: Uuid) -> Option<usize> {
-        let prev = self.lives[life].follows?;
-        let last = *self.writes(prev, id).last()?;
-        if !self.evs[last].mismatch {
-            return None;
-        }
-        let seen = match self.writes(life, id).first() {
-            Some(&first) => self.evs[first].before.clone(),
-            None => self.lives[life].start_snap.get(&id)?.clone(),
-        };
-        (seen == self.evs[last].after).then_some(prev)
-    }
-
-    fn pres(&self, life: usize, id: Uuid) -> Vec<GatewayFields> {
-        match self.carried_from(life, id) {
-            Some(prev) => self.pres(prev, id),
-            None => self.own_pres(life, id),
-        }
-    }
-
     /// What rolling back `life`'s report may do to `id`.
     pub fn undo(&self, life: usize, id: Uuid) -> Vec<Undo> {
         let writes = self.writes(life, id);
-        let pres = self.pres(life, id);
+        let pres = self.own_pres(life, id);
         let left = match writes.last() {
             Some(&last) => Some(self.evs[last].after.clone()),
             None => self.lives[life].end_snap.get(&id).cloned(),
