@@ -64,6 +64,23 @@ impl FieldSet {
     pub fn union(self, other: FieldSet) -> FieldSet {
         FieldSet(self.0 | other.0)
     }
+    /// The fields in both sets.
+    pub fn intersection(self, other: FieldSet) -> FieldSet {
+        FieldSet(self.0 & other.0)
+    }
+    /// The fields of this set not in `other`.
+    pub fn without(self, other: FieldSet) -> FieldSet {
+        FieldSet(self.0 & !other.0)
+    }
+    /// Every field.
+    pub fn all() -> FieldSet {
+        Field::ALL
+            .into_iter()
+            .fold(FieldSet::default(), |mut all, f| {
+                all.insert(f);
+                all
+            })
+    }
     /// Parses the report's `a;b` form; unknown names are ignored.
     pub fn parse(s: &str) -> FieldSet {
         let mut set = FieldSet::default();
@@ -126,6 +143,32 @@ pub fn only(fields: &GatewayFields, keep: FieldSet) -> GatewayFields {
     }
     if !keep.contains(Field::Codecs) {
         out.codecs.clear();
+    }
+    out
+}
+
+/// `base` with the fields in `set` taken from `from`: the undo value of a write that
+/// changed those fields, where everything else is as `base` shows it.
+pub fn with_fields_from(
+    base: &GatewayFields,
+    from: &GatewayFields,
+    set: FieldSet,
+) -> GatewayFields {
+    let mut out = base.clone();
+    if set.contains(Field::Name) {
+        out.name = from.name.clone();
+    }
+    if set.contains(Field::Uri) {
+        out.uri = from.uri.clone();
+    }
+    if set.contains(Field::Encryption) {
+        out.encryption = from.encryption.clone();
+    }
+    if set.contains(Field::Ciphers) {
+        out.ciphers = from.ciphers.clone();
+    }
+    if set.contains(Field::Codecs) {
+        out.codecs = from.codecs.clone();
     }
     out
 }

@@ -12,7 +12,7 @@ use std::io::BufRead;
 
 use super::export::{manifest_out, shown};
 use super::{Exit, ExitContext, Failure, RollbackArgs, usage};
-use crate::diff::{Field, FieldSet, differing, only};
+use crate::diff::{FieldSet, differing, only};
 use crate::manifest::Format;
 use crate::output::Destination;
 use crate::report::{self, ReadRecord};
@@ -34,12 +34,7 @@ fn changed_by_the_run(r: &ReadRecord, before: &crate::model::GatewayFields) -> F
         (Some(after), Status::Mismatch) => differing(before, after),
         (Some(after), _) => r.changed_fields.union(differing(before, after)),
         (None, _) if !r.changed_fields.is_empty() => r.changed_fields,
-        (None, _) => Field::ALL
-            .into_iter()
-            .fold(FieldSet::default(), |mut all, f| {
-                all.insert(f);
-                all
-            }),
+        (None, _) => FieldSet::all(),
     }
 }
 

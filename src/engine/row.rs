@@ -139,15 +139,15 @@ fn settled_unchanged(mut record: RowRecord, row: &Row, shared: &Shared) -> RowRe
     record.changed_fields = Default::default();
     record.after = record.before.clone();
     if let Some(after) = record.after.as_ref()
-        && let Some(before) = shared
+        && let Some((before, ours)) = shared
             .recovered
             .as_ref()
             .and_then(|r| r.get(&row.id.as_u128()))
-            .and_then(|w| w.before_for(after))
+            .and_then(|w| w.landed(after))
     {
         record.status = Status::Updated;
-        record.changed_fields = differing(before, after);
-        record.before = Some(before.clone());
+        record.changed_fields = ours;
+        record.before = Some(before);
     }
     record
 }

@@ -8,7 +8,7 @@ use super::Shared;
 use super::stop::Stopper;
 use super::verdict::{conflict, failed, possibly_written_earlier, unknown};
 use crate::client::{ApiError, WriteClient, WriteSchedule};
-use crate::diff::{FieldSet, differing, merge};
+use crate::diff::{FieldSet, differing, merge, with_fields_from};
 use crate::manifest::Row;
 use crate::model::GatewayFields;
 use crate::report::{RowRecord, WRITE_UNKNOWN};
@@ -27,15 +27,14 @@ pub(super) async fn write(
     writer: &WriteClient,
 ) -> RowRecord {
     let read = record.before.clone();
-    let original = shared
+    let landed = shared
         .recovered
         .as_ref()
         .and_then(|r| r.get(&row.id.as_u128()))
         .zip(read.as_ref())
-        .and_then(|(earlier, now)| earlier.before_for(now))
-        .cloned();
-    let earlier = original.is_some();
-    let record = write_fresh(record, row, shared, writer, original).await;
+        .and_then(|(earlier, now)| earlier.landed(now));
+    let earlier = landed.is_some();
+    let record = write_fresh(record, row, shared, writer, landed).await;
     match record.status {
         Status::Failed if earlier && record.error_code != WRITE_UNKNOWN => {
             let mut record = possibly_written_earlier(record);
@@ -60,13 +59,13 @@ async fn write_fresh(
     row: &Row,
     shared: &Shared,
     writer: &WriteClient,
-    original: Option<GatewayFields>,
+    landed: Option<(GatewayFields, FieldSet)>,
 ) -> RowRecord {
     // The undo value once something of ours (or an earlier run's) may have landed.
-    if let Some(original) = &original {
-        record.before = Some(original.clone());
+    if let Some((before, _)) = &landed {
+        record.before = Some(before.clone());
     }
-    let mut tries = Attempts::new(original, writer.schedule());
+    let mut tries = Attempts::new(landed, writer.schedule());
     loop {
         let slot = match writer.slot().await {
             Ok(slot) => slot,
@@ -88,9 +87,9 @@ async fn write_fresh(
         }
         let desired = merge(&now, &row.desired);
         let changes = differing(&now, &desired);
-        let before = tries.fixed_before.clone().unwrap_or_else(|| now.clone());
+        let (before, ours) = tries.undo_for(&now);
         if changes.is_empty() {
-            return as_desired(record, before, now);
+            return as_desired(record, before, ours, now);
         }
         if let Some(expected) = &row.expected {
             let moved = differing(expected, &now);
@@ -99,10 +98,10 @@ async fn write_fresh(
             }
         }
         record.before = Some(before.clone());
-        // With a `before` from an earlier write that may have landed, what that write
-        // changed is this row's change too: the line agrees with itself.
-        record.changed_fields = changes.union(differing(&before, &now));
-        if !tries.journal(row, &before, shared) {
+        // What an earlier write of ours that may have landed changed is this row's change
+        // too: the line agrees with itself.
+        record.changed_fields = changes.union(ours);
+        if !tries.journal(row, &before, changes, shared) {
             let id = row.id.hyphenated().to_string();
             return shared.stopper.skipped(row.seq, row.line, id);
         }
@@ -121,6 +120,7 @@ async fn write_fresh(
         if err.maybe_applied {
             tries.unanswered += 1;
             tries.fixed_before = Some(before);
+            tries.ours = tries.ours.union(changes);
             tries.asked = Some(desired);
             tracing::debug!(code = %err.code, "the PATCH may have landed: reading it back next");
         } else if !err.retryable() {
@@ -140,42 +140,69 @@ async fn write_fresh(
 struct Attempts {
     /// The row's undo value once a PATCH (this run's or an earlier one's) may have landed.
     fixed_before: Option<GatewayFields>,
+    /// The fields those PATCHes asked to change.
+    ours: FieldSet,
+    /// The fields journaled for this row so far.
+    journaled: Option<FieldSet>,
     /// What the last PATCH whose answer was lost asked for: the row's `after` if it stays
     /// `write_unknown` (a next link's undo value stands while the gateway is that).
     asked: Option<GatewayFields>,
     /// PATCHes whose answer was lost.
     unanswered: u32,
     patches: u32,
-    journaled: bool,
     schedule: WriteSchedule,
 }
 
 impl Attempts {
-    fn new(original: Option<GatewayFields>, schedule: WriteSchedule) -> Attempts {
+    fn new(landed: Option<(GatewayFields, FieldSet)>, schedule: WriteSchedule) -> Attempts {
+        let (fixed_before, ours) = landed.unzip();
         Attempts {
-            fixed_before: original,
+            fixed_before,
+            ours: ours.unwrap_or_default(),
+            journaled: None,
             asked: None,
             unanswered: 0,
             patches: 0,
-            journaled: false,
             schedule,
+        }
+    }
+
+    /// The row's undo value read as `now`, and the fields our earlier PATCHes changed:
+    /// their `before` of those fields, `now`'s of the rest (someone else's since).
+    fn undo_for(&self, now: &GatewayFields) -> (GatewayFields, FieldSet) {
+        match &self.fixed_before {
+            None => (now.clone(), FieldSet::default()),
+            Some(fixed) => {
+                let ours = differing(fixed, now).intersection(self.ours);
+                (with_fields_from(now, fixed, ours), ours)
+            }
         }
     }
 
     /// Journals the row's before-value ahead of its first PATCH. False when the journal
     /// cannot be written: the job stops, and this row is not written (`skipped`).
-    fn journal(&mut self, row: &Row, before: &GatewayFields, shared: &Shared) -> bool {
-        let Some(journal) = shared.journal.as_ref().filter(|_| !self.journaled) else {
+    fn journal(
+        &mut self,
+        row: &Row,
+        before: &GatewayFields,
+        changes: FieldSet,
+        shared: &Shared,
+    ) -> bool {
+        let fresh = self
+            .journaled
+            .is_none_or(|done| !changes.without(done).is_empty());
+        let Some(journal) = shared.journal.as_ref().filter(|_| fresh) else {
             return true;
         };
-        if let Err(e) = journal.record(&row.id, before) {
+        let fields = self.journaled.unwrap_or_default().union(changes);
+        if let Err(e) = journal.record(&row.id, before, fields) {
             shared.stopper.ledger_failed(format!(
                 "cannot write journal {}: {e}",
                 journal.path().display()
             ));
             return false;
         }
-        self.journaled = true;
+        self.journaled = Some(fields);
         true
     }
 
@@ -231,9 +258,15 @@ async fn read_fresh(
     Ok(reply.value.sip_gateway)
 }
 
-/// Already as desired: our lost answer's PATCH landed, or someone else got there first.
-fn as_desired(mut record: RowRecord, before: GatewayFields, now: GatewayFields) -> RowRecord {
-    record.changed_fields = differing(&before, &now);
+/// Already as desired: our lost answer's PATCH landed (in `ours`, undone by `before`), or
+/// someone else got there first.
+fn as_desired(
+    mut record: RowRecord,
+    before: GatewayFields,
+    ours: FieldSet,
+    now: GatewayFields,
+) -> RowRecord {
+    record.changed_fields = ours;
     record.after = Some(now);
     record.status = if record.changed_fields.is_empty() {
         Status::Unchanged
@@ -274,8 +307,14 @@ async fn settle(
     };
     if differing(&now, &merge(&now, &row.desired)).is_empty() {
         let before = record.before.clone().unwrap_or_else(|| now.clone());
-        record.changed_fields = differing(&before, &now);
-        record.status = Status::Updated;
+        let ours = differing(&before, &now).intersection(record.changed_fields);
+        record.before = Some(with_fields_from(&now, &before, ours));
+        record.changed_fields = ours;
+        record.status = if ours.is_empty() {
+            Status::Unchanged
+        } else {
+            Status::Updated
+        };
         record.after = Some(now);
         return record;
     }
@@ -329,10 +368,10 @@ mod tests {
     #[test]
     fn already_as_desired_is_unchanged_or_updated_by_the_before() {
         let (a, b) = (starting_fields(1), starting_fields(2));
-        let r = as_desired(record(), a.clone(), a.clone());
+        let r = as_desired(record(), a.clone(), FieldSet::default(), a.clone());
         assert_eq!(r.status, Status::Unchanged);
         assert!(r.changed_fields.is_empty());
-        let r = as_desired(record(), a.clone(), b.clone());
+        let r = as_desired(record(), a.clone(), differing(&a, &b), b.clone());
         assert_eq!(r.status, Status::Updated);
         assert_eq!(r.changed_fields, differing(&a, &b));
         assert_eq!((r.before, r.after), (Some(a), Some(b)));
@@ -393,7 +432,7 @@ mod tests {
         let fresh = Attempts::new(None, writer.schedule());
         let r = fresh.moved_since_plan(record(), original.clone(), now.clone(), &moved);
         assert_eq!(r.status, Status::Conflict);
-        let earlier = Attempts::new(Some(original.clone()), writer.schedule());
+        let earlier = Attempts::new(Some((original.clone(), moved)), writer.schedule());
         let r = earlier.moved_since_plan(record(), original.clone(), now.clone(), &moved);
         assert_eq!(
             (r.error_code.as_str(), r.before),

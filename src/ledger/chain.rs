@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{IdSet, LedgerError, read_run_file, run_path};
+use crate::diff::{FieldSet, differing, with_fields_from};
 use crate::model::GatewayFields;
 use crate::report::{self, ReadRecord};
 use crate::status::Status;
@@ -23,6 +24,9 @@ pub struct EarlierWrite {
     /// What that write left the gateway as, when known: a `mismatch`'s answer, what a
     /// `write_unknown` asked for (or the gateway as it read it).
     pub after: Option<GatewayFields>,
+    /// The fields that write asked to change (a `mismatch`: those its answer shows
+    /// changed), when known; unknown, every field the gateway moved in counts.
+    pub fields: Option<FieldSet>,
     /// Carried from the chain's previous report, not this report's own.
     pub carried: bool,
 }
@@ -37,6 +41,15 @@ impl EarlierWrite {
         let moved = *now != self.before;
         let as_left = !self.carried || self.after.as_ref() == Some(now);
         (moved && as_left).then_some(&self.before)
+    }
+
+    /// Where that write landed, read as `now`: the row's undo value (the earlier
+    /// `before` of the fields it changed, `now`'s of the rest, which someone else may have
+    /// moved since) and those fields. `None` when nothing of it shows.
+    pub fn landed(&self, now: &GatewayFields) -> Option<(GatewayFields, FieldSet)> {
+        let before = self.before_for(now)?;
+        let ours = differing(before, now).intersection(self.fields.unwrap_or(FieldSet::all()));
+        (!ours.is_empty()).then(|| (with_fields_from(now, before, ours), ours))
     }
 
     /// For a row this run could not read: this report's own earlier write, which stays
@@ -54,9 +67,15 @@ pub(super) fn possibly_written(r: &ReadRecord, carried: bool) -> Option<(u128, E
         return None;
     }
     let id = uuid::Uuid::try_parse(&r.id).ok()?;
+    let before = r.before.clone()?;
+    let fields = match (&r.after, r.status) {
+        (Some(after), Status::Mismatch) => Some(differing(&before, after)),
+        _ => (!r.changed_fields.is_empty()).then_some(r.changed_fields),
+    };
     let write = EarlierWrite {
-        before: r.before.clone()?,
+        before,
         after: r.after.clone(),
+        fields,
         carried,
     };
     Some((id.as_u128(), write))
@@ -370,6 +389,7 @@ mod tests {
         let own = EarlierWrite {
             before: before.clone(),
             after: None,
+            fields: None,
             carried: false,
         };
         assert_eq!(own.before_for(&before), None, "nothing landed");
@@ -401,6 +421,39 @@ mod tests {
             ..carried
         };
         assert_eq!(unknown.before_for(&left), None, "what it left is not known");
+    }
+
+    #[test]
+    fn what_an_earlier_write_landed_is_its_fields_only_never_someone_else_s_edit() {
+        let before = crate::sandbox::starting_fields(1);
+        let mut now = before.clone();
+        now.codecs.reverse();
+        now.name = "edited-by-someone".into();
+        let write = EarlierWrite {
+            before: before.clone(),
+            after: None,
+            fields: Some(FieldSet::parse("codecs")),
+            carried: false,
+        };
+        let (undo, ours) = write.landed(&now).unwrap();
+        assert_eq!(ours.to_string(), "codecs");
+        assert_eq!(undo.codecs, before.codecs, "its before");
+        assert_eq!(
+            undo.name, "edited-by-someone",
+            "the edit is not ours to undo"
+        );
+        let unknown = EarlierWrite {
+            fields: None,
+            ..write.clone()
+        };
+        assert_eq!(
+            unknown.landed(&now),
+            Some((before.clone(), differing(&before, &now)))
+        );
+        let mut only_edited = before.clone();
+        only_edited.name = "edited-by-someone".into();
+        assert_eq!(write.landed(&only_edited), None, "nothing of it shows");
+        assert_eq!(write.landed(&before), None);
     }
 
     #[test]

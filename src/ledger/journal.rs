@@ -3,6 +3,7 @@
 //! crash lost, and cut down at the end of a run to the writes still unsettled.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::side_file::{RemoveOnDrop, create_side, ends_torn, open_side};
 use super::{IdSet, LedgerError, journal_path};
+use crate::diff::{FieldSet, with_fields_from};
 use crate::model::GatewayFields;
 
 /// The write-ahead journal beside the report (`REPORT.journal`): the `before` of every
@@ -27,6 +29,31 @@ pub struct Journal {
 struct JournalLine {
     id: String,
     before: GatewayFields,
+    /// The fields the write asks to change (`a;b`); absent from an older version's entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fields: Option<String>,
+}
+
+/// A row's journaled writes: the gateway before the first, and the fields they asked to
+/// change (unknown when an entry did not say).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Journaled {
+    pub before: GatewayFields,
+    pub fields: Option<FieldSet>,
+}
+
+impl Journaled {
+    /// A later entry of the same row: a field it adds is undone to what it was just
+    /// before that write, the others to what they were before the first.
+    fn add(&mut self, before: GatewayFields, fields: Option<FieldSet>) {
+        match (self.fields, fields) {
+            (Some(known), Some(more)) => {
+                self.before = with_fields_from(&self.before, &before, more.without(known));
+                self.fields = Some(known.union(more));
+            }
+            _ => self.fields = None,
+        }
+    }
 }
 
 impl Journal {
@@ -63,10 +90,16 @@ impl Journal {
     }
 
     /// Appends one before-value and hands it to the OS before returning.
-    pub fn record(&self, id: &uuid::Uuid, before: &GatewayFields) -> io::Result<()> {
+    pub fn record(
+        &self,
+        id: &uuid::Uuid,
+        before: &GatewayFields,
+        fields: FieldSet,
+    ) -> io::Result<()> {
         let mut line = serde_json::to_vec(&JournalLine {
             id: id.hyphenated().to_string(),
             before: before.clone(),
+            fields: Some(fields.to_string()),
         })?;
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
@@ -78,7 +111,7 @@ impl Journal {
 pub(super) fn recovered(
     report: &Path,
     done: &IdSet,
-) -> Result<HashMap<u128, GatewayFields>, LedgerError> {
+) -> Result<HashMap<u128, Journaled>, LedgerError> {
     let path = journal_path(report);
     let file = match open_side(&path, OpenOptions::new().read(true)) {
         Ok(file) => file,
@@ -104,8 +137,17 @@ pub(super) fn recovered(
         if let Ok(id) = uuid::Uuid::try_parse(&entry.id)
             && !done.contains(&id.as_u128())
         {
-            // The first before-value is the one from before any write of this run.
-            out.entry(id.as_u128()).or_insert(entry.before);
+            let fields = entry.fields.as_deref().map(FieldSet::parse);
+            // The first before-value is the one from before any write of this report.
+            match out.entry(id.as_u128()) {
+                Entry::Vacant(v) => {
+                    v.insert(Journaled {
+                        before: entry.before,
+                        fields,
+                    });
+                }
+                Entry::Occupied(mut o) => o.get_mut().add(entry.before, fields),
+            }
         }
     }
     Ok(out)
@@ -144,4 +186,33 @@ pub fn settle_journal(report: &Path, unsettled: &[u128]) -> io::Result<()> {
         .map_err(io::IntoInnerError::into_error)?
         .sync_all()?;
     std::fs::rename(&tmp, &path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_entry_adds_its_new_fields_as_they_were_just_before_it() {
+        let first = crate::sandbox::starting_fields(1);
+        let mut second = first.clone();
+        second.codecs.reverse();
+        second.uri = "sip:moved.example.com".into();
+        let mut j = Journaled {
+            before: first.clone(),
+            fields: Some(FieldSet::parse("codecs")),
+        };
+        j.add(second.clone(), Some(FieldSet::parse("codecs;uri")));
+        assert_eq!(j.fields, Some(FieldSet::parse("uri;codecs")));
+        assert_eq!(j.before.codecs, first.codecs, "from before the first write");
+        assert_eq!(
+            j.before.uri, second.uri,
+            "from just before the write that added it"
+        );
+        j.add(first.clone(), None);
+        assert_eq!(
+            j.fields, None,
+            "an entry that does not say makes them unknown"
+        );
+    }
 }

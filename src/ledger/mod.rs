@@ -386,10 +386,11 @@ impl Ledger {
         // report; a line says what that write may have left.
         let mut recovered: HashMap<u128, EarlierWrite> = journal::recovered(&self.report, &done)?
             .into_iter()
-            .map(|(id, before)| {
+            .map(|(id, journaled)| {
                 let write = EarlierWrite {
-                    before,
+                    before: journaled.before,
                     after: None,
+                    fields: journaled.fields,
                     carried: false,
                 };
                 (id, write)
@@ -399,6 +400,7 @@ impl Ledger {
             let write = recovered.entry(id).or_insert_with(|| line.clone());
             if write.after.is_none() && write.before == line.before {
                 write.after = line.after;
+                write.fields = write.fields.or(line.fields);
             }
         }
         Ok(Opened {
@@ -516,6 +518,7 @@ fn short(sha: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diff::FieldSet;
     use crate::report::RowRecord;
     use std::time::Duration;
 
@@ -540,7 +543,7 @@ mod tests {
                 .journal
                 .as_ref()
                 .unwrap()
-                .record(&ids[0], &before)
+                .record(&ids[0], &before, FieldSet::parse("name"))
                 .unwrap();
         }
         // A crash mid-append leaves half an entry with no newline.
@@ -557,11 +560,17 @@ mod tests {
             .journal
             .as_ref()
             .unwrap()
-            .record(&ids[1], &before)
+            .record(&ids[1], &before, FieldSet::parse("codecs"))
             .unwrap();
         let again = journal::recovered(&ledger.report, &IdSet::default()).unwrap();
         assert_eq!(again.len(), 2, "both whole entries are read back");
-        assert_eq!(again.get(&ids[1].as_u128()), Some(&before));
+        assert_eq!(
+            again.get(&ids[1].as_u128()),
+            Some(&journal::Journaled {
+                before: before.clone(),
+                fields: Some(FieldSet::parse("codecs"))
+            })
+        );
         // Settling keeps only what is still unsettled.
         settle_journal(&report, &[ids[1].as_u128()]).unwrap();
         let kept = journal::recovered(&ledger.report, &IdSet::default()).unwrap();
@@ -757,7 +766,7 @@ mod tests {
                 .journal
                 .as_ref()
                 .unwrap()
-                .record(&ids[i], &before)
+                .record(&ids[i], &before, FieldSet::all())
                 .unwrap();
         }
         let text = std::fs::read_to_string(journal_path(&report)).unwrap();

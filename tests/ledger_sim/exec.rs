@@ -243,6 +243,7 @@ impl Seq {
                     file: FileState::Intact,
                     dead: false,
                     maybe,
+                    lost_mismatch: Default::default(),
                     manifest_version: self.m.manifest(&args.manifest).version,
                     sealed: None,
                     rows: self.m.rows_of(&args),
@@ -400,6 +401,12 @@ impl Seq {
     /// After a kill: PATCHes its journal holds that were never seen to land may have been
     /// sent; the report may carry their before-values.
     fn note_unsettled(&mut self, life: usize, run_start: usize) {
+        let mismatched: Vec<uuid::Uuid> = self.m.evs[run_start..]
+            .iter()
+            .filter(|e| e.by == Some(life) && e.mismatch)
+            .map(|e| e.id)
+            .collect();
+        self.m.lives[life].lost_mismatch.extend(mismatched);
         #[derive(serde::Deserialize)]
         struct Entry {
             id: String,

@@ -65,6 +65,9 @@ pub struct Life {
     /// PATCHes journaled and maybe sent when a run was killed, never seen to land:
     /// (`evs.len()` then, gateway, journaled before).
     pub maybe: Vec<(usize, Uuid, GatewayFields)>,
+    /// Gateways a killed run of it wrote with a mismatched PATCH: the kill may have lost
+    /// that answer, and with it which codecs were the sandbox's rather than an edit's.
+    pub lost_mismatch: BTreeSet<Uuid>,
     /// The manifest's version when the report was made (a resume needs the same).
     pub manifest_version: u32,
     /// The file's hash once its run finished: a finished report is never written again.
@@ -296,6 +299,24 @@ impl Model {
         if let Some(f) = first {
             pres.push(self.evs[f].before.clone());
         }
+        // A mismatched PATCH's codecs are the sandbox's, not asked for: where a kill lost
+        // its answer, the run cannot tell them from someone else's edit and leaves them
+        // (an edit made since survives), so their undo value may be what that PATCH left.
+        let lost = self.lives[life].lost_mismatch.contains(&id);
+        let mangled: Vec<&Ev> = writes
+            .iter()
+            .map(|&i| &self.evs[i])
+            .filter(|e| lost && e.mismatch && e.before.codecs != e.after.codecs)
+            .collect();
+        let mut more = Vec::new();
+        for pre in &pres {
+            for e in &mangled {
+                let mut alt = pre.clone();
+                alt.codecs = e.after.codecs.clone();
+                more.push(alt);
+            }
+        }
+        pres.extend(more);
         pres
     }
 
@@ -399,6 +420,12 @@ impl Model {
             let life = &self.lives[l];
             if life.dead || life.file != FileState::Intact || !life.ended {
                 return Err(format!("{} is not whole or was cut off", life.path));
+            }
+            if let Some(id) = life.lost_mismatch.iter().next() {
+                return Err(format!(
+                    "a kill may have lost the answer of {}'s mismatched PATCH of {id}",
+                    life.path
+                ));
             }
         }
         let written: BTreeSet<Uuid> = c.links.iter().flat_map(|&l| self.touched(l)).collect();
