@@ -6,12 +6,13 @@
 #
 #   scripts/simulate.sh          # 10 minutes
 #   scripts/simulate.sh 60       # an hour
+#   BUDGET_SIM_FIRST_SEED=50000 scripts/simulate.sh   # other seeds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-10}
 end=$(( $(date +%s) + minutes * 60 ))
 cargo test --release --locked --test budget_sim --no-run
-first=1000
+first=${BUDGET_SIM_FIRST_SEED:-1000}
 rounds=0
 while [ "$(date +%s)" -lt "$end" ]; do
     echo "round $((rounds + 1)): seeds $first..$((first + 199))"
