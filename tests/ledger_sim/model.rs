@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use sipgw_bulk::diff::{FieldSet, differing};
+use sipgw_bulk::diff::{Field, FieldSet, differing, with_fields_from};
 use sipgw_bulk::model::{Desired, GatewayFields};
 use sipgw_bulk::sandbox::SandboxState;
 use uuid::Uuid;
@@ -287,17 +287,18 @@ impl Model {
 
     /// The values a rollback of `life` may put back for `id`: the before of its first
     /// write, or of a PATCH a kill left unsettled before it. `None`: it never wrote `id`.
-    fn own_pres(&self, life: usize, id: Uuid) -> Vec<GatewayFields> {
+    /// Each with whether it is a PATCH a kill left unseen.
+    fn own_pres(&self, life: usize, id: Uuid) -> Vec<(GatewayFields, bool)> {
         let writes = self.writes(life, id);
         let first = writes.first().copied();
-        let mut pres: Vec<GatewayFields> = self.lives[life]
+        let mut pres: Vec<(GatewayFields, bool)> = self.lives[life]
             .maybe
             .iter()
             .filter(|(at, m, _)| *m == id && first.is_none_or(|f| *at <= f))
-            .map(|(_, _, before)| before.clone())
+            .map(|(_, _, before)| (before.clone(), true))
             .collect();
         if let Some(f) = first {
-            pres.push(self.evs[f].before.clone());
+            pres.push((self.evs[f].before.clone(), false));
         }
         // A mismatched PATCH's codecs are the sandbox's, not asked for: where a kill lost
         // its answer, the run cannot tell them from someone else's edit and leaves them
@@ -309,11 +310,11 @@ impl Model {
             .filter(|e| lost && e.mismatch && e.before.codecs != e.after.codecs)
             .collect();
         let mut more = Vec::new();
-        for pre in &pres {
+        for (pre, maybe) in &pres {
             for e in &mangled {
                 let mut alt = pre.clone();
                 alt.codecs = e.after.codecs.clone();
-                more.push(alt);
+                more.push((alt, *maybe));
             }
         }
         pres.extend(more);
@@ -333,12 +334,43 @@ impl Model {
             out.push(Undo::Untouched);
         }
         if let Some(left) = left {
-            out.extend(pres.into_iter().map(|pre| Undo::Restore {
-                pre,
+            out.extend(pres.into_iter().map(|(base, maybe)| Undo::Restore {
+                pre: self.per_field(&writes, &base, maybe, &left),
                 left: left.clone(),
             }));
         }
         out
+    }
+
+    /// Each field's undo value: what it was just before the first of `writes` that changed
+    /// it (`base` for the first write, whose before a kill may leave in doubt); a field
+    /// none of them changed is not the report's (as `left`), unless `base` is a PATCH a
+    /// kill left unseen (`maybe`), whose fields are not known.
+    fn per_field(
+        &self,
+        writes: &[usize],
+        base: &GatewayFields,
+        maybe: bool,
+        left: &GatewayFields,
+    ) -> GatewayFields {
+        let first_change = |f: Field| {
+            writes
+                .iter()
+                .find(|&&i| differing(&self.evs[i].before, &self.evs[i].after).contains(f))
+        };
+        let mut pre = left.clone();
+        for f in Field::ALL {
+            let from = match first_change(f) {
+                Some(&i) if Some(&i) != writes.first() => &self.evs[i].before,
+                Some(_) => base,
+                None if maybe => base,
+                None => continue,
+            };
+            let mut one = FieldSet::default();
+            one.insert(f);
+            pre = with_fields_from(&pre, from, one);
+        }
+        pre
     }
 
     /// What a `--resume` of `chain` must do, walking its links as the contract says.
