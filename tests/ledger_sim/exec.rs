@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use sipgw_bulk::diff::FieldSet;
 use sipgw_bulk::model::GatewayFields;
 
 use crate::model::{Chain, ChainArgs, Expect, FileState, Life, Model};
@@ -258,13 +259,18 @@ impl Seq {
     /// What a report made in place of deleted `old` may still know of it (its journal
     /// may be read): `old`'s unsettled PATCHes and the before of its first write of each
     /// gateway.
-    fn inherited(&self, old: usize) -> Vec<(usize, uuid::Uuid, GatewayFields)> {
+    fn inherited(&self, old: usize) -> Vec<crate::model::Maybe> {
         let mut out = self.m.lives[old].maybe.clone();
         for id in self.m.touched(old) {
             if let Some(i) = (0..self.m.evs.len())
                 .find(|&i| self.m.evs[i].by == Some(old) && self.m.evs[i].id == id)
             {
-                out.push((i, id, self.m.evs[i].before.clone()));
+                out.push((
+                    i,
+                    id,
+                    self.m.evs[i].before.clone(),
+                    Some(Default::default()),
+                ));
             }
         }
         out
@@ -411,6 +417,7 @@ impl Seq {
         struct Entry {
             id: String,
             before: GatewayFields,
+            fields: Option<String>,
         }
         let path = self.w.path(&format!("{}.journal", self.m.lives[life].path));
         let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -421,6 +428,7 @@ impl Seq {
             let Ok(id) = uuid::Uuid::try_parse(&entry.id) else {
                 continue;
             };
+            let fields = entry.fields.as_deref().map(FieldSet::parse);
             let entry = (id, entry.before);
             let landed = self.m.evs[run_start..]
                 .iter()
@@ -428,10 +436,12 @@ impl Seq {
             let known = self.m.lives[life]
                 .maybe
                 .iter()
-                .any(|(_, id, b)| *id == entry.0 && *b == entry.1);
+                .any(|(_, id, b, _)| *id == entry.0 && *b == entry.1);
             if !landed && !known {
                 let at = self.m.evs.len();
-                self.m.lives[life].maybe.push((at, entry.0, entry.1));
+                self.m.lives[life]
+                    .maybe
+                    .push((at, entry.0, entry.1, fields));
             }
         }
     }

@@ -43,6 +43,11 @@ pub enum FileState {
     Truncated,
 }
 
+/// A PATCH journaled and maybe sent when a run was killed, never seen to land:
+/// (`evs.len()` then, gateway, journaled before, the fields it asked to change when the
+/// journal says).
+pub type Maybe = (usize, Uuid, GatewayFields, Option<FieldSet>);
+
 /// One report at one path, from the run that created it to the last that wrote it.
 #[derive(Debug, Clone)]
 pub struct Life {
@@ -62,9 +67,8 @@ pub struct Life {
     pub file: FileState,
     /// Replaced by a new report at the same path (its own was lost).
     pub dead: bool,
-    /// PATCHes journaled and maybe sent when a run was killed, never seen to land:
-    /// (`evs.len()` then, gateway, journaled before).
-    pub maybe: Vec<(usize, Uuid, GatewayFields)>,
+    /// PATCHes journaled and maybe sent when a run was killed, never seen to land.
+    pub maybe: Vec<Maybe>,
     /// Gateways a killed run of it wrote with a mismatched PATCH: the kill may have lost
     /// that answer, and with it which codecs were the sandbox's rather than an edit's.
     pub lost_mismatch: BTreeSet<Uuid>,
@@ -287,18 +291,19 @@ impl Model {
 
     /// The values a rollback of `life` may put back for `id`: the before of its first
     /// write, or of a PATCH a kill left unsettled before it. `None`: it never wrote `id`.
-    /// Each with whether it is a PATCH a kill left unseen.
-    fn own_pres(&self, life: usize, id: Uuid) -> Vec<(GatewayFields, bool)> {
+    /// Each with the fields it covers beyond the writes seen (a PATCH a kill left
+    /// unseen: those it asked for, or every field when the journal does not say).
+    fn own_pres(&self, life: usize, id: Uuid) -> Vec<(GatewayFields, Option<FieldSet>)> {
         let writes = self.writes(life, id);
         let first = writes.first().copied();
-        let mut pres: Vec<(GatewayFields, bool)> = self.lives[life]
+        let mut pres: Vec<(GatewayFields, Option<FieldSet>)> = self.lives[life]
             .maybe
             .iter()
-            .filter(|(at, m, _)| *m == id && first.is_none_or(|f| *at <= f))
-            .map(|(_, _, before)| (before.clone(), true))
+            .filter(|(at, m, _, _)| *m == id && first.is_none_or(|f| *at <= f))
+            .map(|(_, _, before, fields)| (before.clone(), *fields))
             .collect();
         if let Some(f) = first {
-            pres.push((self.evs[f].before.clone(), false));
+            pres.push((self.evs[f].before.clone(), Some(FieldSet::default())));
         }
         // A mismatched PATCH's codecs are the sandbox's, not asked for: where a kill lost
         // its answer, the run cannot tell them from someone else's edit and leaves them
@@ -334,8 +339,8 @@ impl Model {
             out.push(Undo::Untouched);
         }
         if let Some(left) = left {
-            out.extend(pres.into_iter().map(|(base, maybe)| Undo::Restore {
-                pre: self.per_field(&writes, &base, maybe, &left),
+            out.extend(pres.into_iter().map(|(base, unseen)| Undo::Restore {
+                pre: self.per_field(&writes, &base, unseen, &left),
                 left: left.clone(),
             }));
         }
@@ -345,12 +350,12 @@ impl Model {
     /// Each field's undo value: what it was just before the first of `writes` that changed
     /// it (`base` for the first write, whose before a kill may leave in doubt); a field
     /// none of them changed is not the report's (as `left`), unless `base` is a PATCH a
-    /// kill left unseen (`maybe`), whose fields are not known.
+    /// kill left unseen that asked for it (`unseen`; `None`: any field).
     fn per_field(
         &self,
         writes: &[usize],
         base: &GatewayFields,
-        maybe: bool,
+        unseen: Option<FieldSet>,
         left: &GatewayFields,
     ) -> GatewayFields {
         let first_change = |f: Field| {
@@ -363,7 +368,7 @@ impl Model {
             let from = match first_change(f) {
                 Some(&i) if Some(&i) != writes.first() => &self.evs[i].before,
                 Some(_) => base,
-                None if maybe => base,
+                None if unseen.is_none_or(|s| s.contains(f)) => base,
                 None => continue,
             };
             let mut one = FieldSet::default();
