@@ -391,6 +391,7 @@ impl Ledger {
                     before: journaled.before,
                     after: None,
                     fields: journaled.fields,
+                    asked: journaled.asked,
                     carried: false,
                 };
                 (id, write)
@@ -400,7 +401,10 @@ impl Ledger {
             let write = recovered.entry(id).or_insert_with(|| line.clone());
             if write.after.is_none() && write.before == line.before {
                 write.after = line.after;
-                write.fields = write.fields.or(line.fields);
+                write.fields = match (write.fields, line.fields) {
+                    (Some(journaled), Some(reported)) => Some(journaled.union(reported)),
+                    _ => None,
+                };
             }
         }
         Ok(Opened {
@@ -543,7 +547,7 @@ mod tests {
                 .journal
                 .as_ref()
                 .unwrap()
-                .record(&ids[0], &before, FieldSet::parse("name"))
+                .record(&ids[0], &before, FieldSet::parse("name"), &before)
                 .unwrap();
         }
         // A crash mid-append leaves half an entry with no newline.
@@ -560,7 +564,7 @@ mod tests {
             .journal
             .as_ref()
             .unwrap()
-            .record(&ids[1], &before, FieldSet::parse("codecs"))
+            .record(&ids[1], &before, FieldSet::parse("codecs"), &before)
             .unwrap();
         let again = journal::recovered(&ledger.report, &IdSet::default()).unwrap();
         assert_eq!(again.len(), 2, "both whole entries are read back");
@@ -568,7 +572,8 @@ mod tests {
             again.get(&ids[1].as_u128()),
             Some(&journal::Journaled {
                 before: before.clone(),
-                fields: Some(FieldSet::parse("codecs"))
+                fields: Some(FieldSet::parse("codecs")),
+                asked: Some(before.clone()),
             })
         );
         // Settling keeps only what is still unsettled.
@@ -766,7 +771,7 @@ mod tests {
                 .journal
                 .as_ref()
                 .unwrap()
-                .record(&ids[i], &before, FieldSet::all())
+                .record(&ids[i], &before, FieldSet::all(), &before)
                 .unwrap();
         }
         let text = std::fs::read_to_string(journal_path(&report)).unwrap();

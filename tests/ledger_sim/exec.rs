@@ -430,15 +430,20 @@ impl Seq {
             };
             let fields = entry.fields.as_deref().map(FieldSet::parse);
             let entry = (id, entry.before);
-            let landed = self.m.evs[run_start..]
-                .iter()
-                .any(|e| e.by == Some(life) && e.id == entry.0);
+            let landed = (run_start..self.m.evs.len())
+                .find(|&i| self.m.evs[i].by == Some(life) && self.m.evs[i].id == entry.0);
             let known = self.m.lives[life]
                 .maybe
                 .iter()
                 .any(|(_, id, b, _)| *id == entry.0 && *b == entry.1);
-            if !landed && !known {
-                let at = self.m.evs.len();
+            // A mismatched PATCH whose answer the kill lost counts too: what it asked for
+            // may be found later, put there by someone else, and taken for its own.
+            let at = match landed {
+                None => Some(self.m.evs.len()),
+                Some(i) if self.m.lives[life].lost_mismatch.contains(&entry.0) => Some(i),
+                Some(_) => None,
+            };
+            if let Some(at) = at.filter(|_| !known) {
                 self.m.lives[life]
                     .maybe
                     .push((at, entry.0, entry.1, fields));

@@ -338,11 +338,26 @@ impl Model {
         if writes.is_empty() {
             out.push(Undo::Untouched);
         }
+        // A mismatched PATCH whose answer a kill lost, and a value it asked for found
+        // there later (put there by someone else): the run may take it for its own, as
+        // its write left it.
+        let taken = self.lives[life]
+            .end_snap
+            .get(&id)
+            .filter(|_| self.lives[life].lost_mismatch.contains(&id));
         if let Some(left) = left {
-            out.extend(pres.into_iter().map(|(base, unseen)| Undo::Restore {
-                pre: self.per_field(&writes, &base, unseen, &left),
-                left: left.clone(),
-            }));
+            for (base, unseen) in pres {
+                out.push(Undo::Restore {
+                    pre: self.per_field(&writes, &base, unseen, &left),
+                    left: left.clone(),
+                });
+                if let Some(end) = taken {
+                    out.push(Undo::Restore {
+                        pre: self.per_field(&writes, &base, unseen, end),
+                        left: end.clone(),
+                    });
+                }
+            }
         }
         out
     }
