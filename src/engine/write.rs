@@ -101,7 +101,7 @@ async fn write_fresh(
         // What an earlier write of ours that may have landed changed is this row's change
         // too: the line agrees with itself.
         record.changed_fields = changes.union(ours);
-        if !tries.journal(row, &before, changes, &desired, shared) {
+        if !tries.journal(row, &before, changes, shared) {
             let id = row.id.hyphenated().to_string();
             return shared.stopper.skipped(row.seq, row.line, id);
         }
@@ -186,7 +186,6 @@ impl Attempts {
         row: &Row,
         before: &GatewayFields,
         changes: FieldSet,
-        asked: &GatewayFields,
         shared: &Shared,
     ) -> bool {
         let fresh = self
@@ -196,7 +195,7 @@ impl Attempts {
             return true;
         };
         let fields = self.journaled.unwrap_or_default().union(changes);
-        if let Err(e) = journal.record(&row.id, before, fields, asked) {
+        if let Err(e) = journal.record(&row.id, before, fields) {
             shared.stopper.ledger_failed(format!(
                 "cannot write journal {}: {e}",
                 journal.path().display()

@@ -27,8 +27,6 @@ pub struct EarlierWrite {
     /// The fields that write asked to change (a `mismatch`: those its answer shows
     /// changed), when known; unknown, every field the gateway moved in counts.
     pub fields: Option<FieldSet>,
-    /// The values the journal says it asked for, when it does.
-    pub asked: Option<GatewayFields>,
     /// Carried from the chain's previous report, not this report's own.
     pub carried: bool,
 }
@@ -47,19 +45,10 @@ impl EarlierWrite {
 
     /// Where that write landed, read as `now`: the row's undo value (the earlier
     /// `before` of the fields it changed, `now`'s of the rest, which someone else may have
-    /// moved since) and those fields: those it asked to change that moved, to a value it
-    /// may have left (what it asked for, or its answer). `None` when nothing of it shows.
+    /// moved since) and those fields. `None` when nothing of it shows.
     pub fn landed(&self, now: &GatewayFields) -> Option<(GatewayFields, FieldSet)> {
         let before = self.before_for(now)?;
         let ours = differing(before, now).intersection(self.fields.unwrap_or(FieldSet::all()));
-        let left: Vec<&GatewayFields> = self.asked.iter().chain(self.after.iter()).collect();
-        let ours = ours
-            .iter()
-            .filter(|f| left.is_empty() || left.iter().any(|l| !differing(l, now).contains(*f)))
-            .fold(FieldSet::default(), |mut set, f| {
-                set.insert(f);
-                set
-            });
         (!ours.is_empty()).then(|| (with_fields_from(now, before, ours), ours))
     }
 
@@ -87,7 +76,6 @@ pub(super) fn possibly_written(r: &ReadRecord, carried: bool) -> Option<(u128, E
         before,
         after: r.after.clone(),
         fields,
-        asked: None,
         carried,
     };
     Some((id.as_u128(), write))
@@ -402,7 +390,6 @@ mod tests {
             before: before.clone(),
             after: None,
             fields: None,
-            asked: None,
             carried: false,
         };
         assert_eq!(own.before_for(&before), None, "nothing landed");
@@ -446,7 +433,6 @@ mod tests {
             before: before.clone(),
             after: None,
             fields: Some(FieldSet::parse("codecs")),
-            asked: None,
             carried: false,
         };
         let (undo, ours) = write.landed(&now).unwrap();
@@ -468,22 +454,6 @@ mod tests {
         only_edited.name = "edited-by-someone".into();
         assert_eq!(write.landed(&only_edited), None, "nothing of it shows");
         assert_eq!(write.landed(&before), None);
-        // What it asked for is known: a value it did not ask for is someone else's.
-        let asked = EarlierWrite {
-            asked: Some(now.clone()),
-            ..write.clone()
-        };
-        assert_eq!(
-            asked.landed(&now).map(|l| l.1),
-            Some(FieldSet::parse("codecs"))
-        );
-        let mut other = now.clone();
-        other.codecs.truncate(1);
-        assert_eq!(
-            asked.landed(&other),
-            None,
-            "moved, but not to what it asked"
-        );
     }
 
     #[test]

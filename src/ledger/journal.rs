@@ -32,39 +32,26 @@ struct JournalLine {
     /// The fields the write asks to change (`a;b`); absent from an older version's entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fields: Option<String>,
-    /// The body it sends (those fields as asked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    asked: Option<GatewayFields>,
 }
 
-/// A row's journaled writes: the gateway before the first, the fields they asked to
-/// change (unknown when an entry did not say), and the values they asked for.
+/// A row's journaled writes: the gateway before the first, and the fields they asked to
+/// change (unknown when an entry did not say).
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Journaled {
     pub before: GatewayFields,
     pub fields: Option<FieldSet>,
-    pub asked: Option<GatewayFields>,
 }
 
 impl Journaled {
     /// A later entry of the same row: a field it adds is undone to what it was just
     /// before that write, the others to what they were before the first.
-    fn add(
-        &mut self,
-        before: GatewayFields,
-        fields: Option<FieldSet>,
-        asked: Option<GatewayFields>,
-    ) {
+    fn add(&mut self, before: GatewayFields, fields: Option<FieldSet>) {
         match (self.fields, fields) {
             (Some(known), Some(more)) => {
                 self.before = with_fields_from(&self.before, &before, more.without(known));
                 self.fields = Some(known.union(more));
-                self.asked = match (self.asked.take(), asked) {
-                    (Some(old), Some(new)) => Some(with_fields_from(&old, &new, more)),
-                    _ => None,
-                };
             }
-            _ => (self.fields, self.asked) = (None, None),
+            _ => self.fields = None,
         }
     }
 }
@@ -108,13 +95,11 @@ impl Journal {
         id: &uuid::Uuid,
         before: &GatewayFields,
         fields: FieldSet,
-        asked: &GatewayFields,
     ) -> io::Result<()> {
         let mut line = serde_json::to_vec(&JournalLine {
             id: id.hyphenated().to_string(),
             before: before.clone(),
             fields: Some(fields.to_string()),
-            asked: Some(asked.clone()),
         })?;
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,10 +144,9 @@ pub(super) fn recovered(
                     v.insert(Journaled {
                         before: entry.before,
                         fields,
-                        asked: entry.asked,
                     });
                 }
-                Entry::Occupied(mut o) => o.get_mut().add(entry.before, fields, entry.asked),
+                Entry::Occupied(mut o) => o.get_mut().add(entry.before, fields),
             }
         }
     }
@@ -214,35 +198,21 @@ mod tests {
         let mut second = first.clone();
         second.codecs.reverse();
         second.uri = "sip:moved.example.com".into();
-        let mut asked = first.clone();
-        asked.codecs.reverse();
         let mut j = Journaled {
             before: first.clone(),
             fields: Some(FieldSet::parse("codecs")),
-            asked: Some(asked),
         };
-        let mut asked_then = second.clone();
-        asked_then.uri = "sip:asked.example.com".into();
-        asked_then.codecs.clear();
-        j.add(
-            second.clone(),
-            Some(FieldSet::parse("codecs;uri")),
-            Some(asked_then),
-        );
+        j.add(second.clone(), Some(FieldSet::parse("codecs;uri")));
         assert_eq!(j.fields, Some(FieldSet::parse("uri;codecs")));
         assert_eq!(j.before.codecs, first.codecs, "from before the first write");
         assert_eq!(
             j.before.uri, second.uri,
             "from just before the write that added it"
         );
-        let asked_now = j.asked.clone().unwrap();
-        assert_eq!(asked_now.uri, "sip:asked.example.com");
-        assert!(asked_now.codecs.is_empty(), "the later entry's ask");
-        j.add(first.clone(), None, None);
+        j.add(first.clone(), None);
         assert_eq!(
-            (j.fields, j.asked),
-            (None, None),
-            "an entry that does not say: unknown"
+            j.fields, None,
+            "an entry that does not say makes them unknown"
         );
     }
 }

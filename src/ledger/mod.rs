@@ -391,7 +391,6 @@ impl Ledger {
                     before: journaled.before,
                     after: None,
                     fields: journaled.fields,
-                    asked: journaled.asked,
                     carried: false,
                 };
                 (id, write)
@@ -401,10 +400,7 @@ impl Ledger {
             let write = recovered.entry(id).or_insert_with(|| line.clone());
             if write.after.is_none() && write.before == line.before {
                 write.after = line.after;
-                write.fields = match (write.fields, line.fields) {
-                    (Some(journaled), Some(reported)) => Some(journaled.union(reported)),
-                    _ => None,
-                };
+                write.fields = write.fields.or(line.fields);
             }
         }
         Ok(Opened {
@@ -547,7 +543,7 @@ mod tests {
                 .journal
                 .as_ref()
                 .unwrap()
-                .record(&ids[0], &before, FieldSet::parse("name"), &before)
+                .record(&ids[0], &before, FieldSet::parse("name"))
                 .unwrap();
         }
         // A crash mid-append leaves half an entry with no newline.
@@ -564,7 +560,7 @@ mod tests {
             .journal
             .as_ref()
             .unwrap()
-            .record(&ids[1], &before, FieldSet::parse("codecs"), &before)
+            .record(&ids[1], &before, FieldSet::parse("codecs"))
             .unwrap();
         let again = journal::recovered(&ledger.report, &IdSet::default()).unwrap();
         assert_eq!(again.len(), 2, "both whole entries are read back");
@@ -572,8 +568,7 @@ mod tests {
             again.get(&ids[1].as_u128()),
             Some(&journal::Journaled {
                 before: before.clone(),
-                fields: Some(FieldSet::parse("codecs")),
-                asked: Some(before.clone()),
+                fields: Some(FieldSet::parse("codecs"))
             })
         );
         // Settling keeps only what is still unsettled.
@@ -771,7 +766,7 @@ mod tests {
                 .journal
                 .as_ref()
                 .unwrap()
-                .record(&ids[i], &before, FieldSet::all(), &before)
+                .record(&ids[i], &before, FieldSet::all())
                 .unwrap();
         }
         let text = std::fs::read_to_string(journal_path(&report)).unwrap();

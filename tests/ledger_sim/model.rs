@@ -347,8 +347,19 @@ impl Model {
             .filter(|_| self.lives[life].lost_mismatch.contains(&id));
         if let Some(left) = left {
             for (base, unseen) in pres {
+                let pre = self.per_field(&writes, &base, unseen, &left);
+                if taken.is_some() {
+                    // The codecs that PATCH's lost answer would have shown as the sandbox's
+                    // look like anyone's edit: left alone.
+                    let mut alone = pre.clone();
+                    alone.codecs = left.codecs.clone();
+                    out.push(Undo::Restore {
+                        pre: alone,
+                        left: left.clone(),
+                    });
+                }
                 out.push(Undo::Restore {
-                    pre: self.per_field(&writes, &base, unseen, &left),
+                    pre,
                     left: left.clone(),
                 });
                 if let Some(end) = taken {
@@ -364,8 +375,8 @@ impl Model {
 
     /// Each field's undo value: what it was just before the first of `writes` that changed
     /// it (`base` for the first write, whose before a kill may leave in doubt); a field
-    /// none of them changed is not the report's (as `left`), unless `base` is a PATCH a
-    /// kill left unseen that asked for it (`unseen`; `None`: any field).
+    /// none of them changed is not the report's (as `left`). Where `base` is a PATCH a kill
+    /// left unseen, the fields it asked for (`unseen`; `None`: any field) are `base`'s.
     fn per_field(
         &self,
         writes: &[usize],
@@ -380,10 +391,13 @@ impl Model {
         };
         let mut pre = left.clone();
         for f in Field::ALL {
+            // A PATCH a kill left unseen that asked for the field came first: the report
+            // keeps its before across resumes.
+            let asked = unseen.is_none_or(|s| s.contains(f));
             let from = match first_change(f) {
-                Some(&i) if Some(&i) != writes.first() => &self.evs[i].before,
+                Some(&i) if Some(&i) != writes.first() && !asked => &self.evs[i].before,
                 Some(_) => base,
-                None if unseen.is_none_or(|s| s.contains(f)) => base,
+                None if asked => base,
                 None => continue,
             };
             let mut one = FieldSet::default();
