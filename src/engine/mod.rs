@@ -29,6 +29,7 @@
 //! report's only writer, and the counts), `verdict` (how a record ends when it does not
 //! end well, shared by `row` and `write`) and `stop` (which token fired, and why).
 
+mod canary;
 mod reader;
 mod recorder;
 mod row;
@@ -201,8 +202,8 @@ struct Shared {
     stopper: Stopper,
     max_errors: Option<u64>,
     errors: AtomicU64,
-    limit: Option<u64>,
-    writes_started: AtomicU64,
+    /// `--limit`: the first rows in order that need a change.
+    canary: Option<canary::Canary>,
     journal: Option<Journal>,
     recovered: Option<Arc<HashMap<u128, EarlierWrite>>>,
     stats: Arc<RequestStats>,
@@ -265,8 +266,7 @@ fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
         writer,
         max_errors,
         errors: AtomicU64::new(0),
-        limit,
-        writes_started: AtomicU64::new(0),
+        canary: limit.map(canary::Canary::new),
         journal,
         recovered,
         stats,
@@ -353,8 +353,7 @@ pub(super) mod tests {
             reader,
             max_errors: None,
             errors: AtomicU64::new(0),
-            limit: None,
-            writes_started: AtomicU64::new(0),
+            canary: None,
             journal: None,
             recovered: None,
             stats: Arc::new(RequestStats::default()),

@@ -2,10 +2,10 @@
 //! and decide: unchanged, a conflict with the reviewed plan, held by the canary, a change
 //! a plan shows, or a write ([`super::write`]).
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Shared;
+use super::canary::Turn;
 use super::verdict::{conflict, failed, possibly_written_earlier};
 use super::write::write;
 use crate::client::ApiError;
@@ -45,6 +45,7 @@ pub(super) fn keep_possible_write(record: RowRecord, row: &Row, shared: &Shared)
 pub(super) async fn reconcile(
     row: &Row,
     listed: Option<GatewayFields>,
+    turn: Option<Turn<'_>>,
     shared: &Shared,
 ) -> RowRecord {
     let id = row.id.hyphenated().to_string();
@@ -53,7 +54,7 @@ pub(super) async fn reconcile(
     }
     let started = Instant::now();
     let record = RowRecord::bare(row.seq, row.line, id, Status::Failed, "", String::new());
-    let mut record = decide(record, row, listed, shared).await;
+    let mut record = decide(record, row, listed, turn, shared).await;
     record.duration_ms = started.elapsed().as_millis() as u64;
     tracing::debug!(status = %record.status, attempts = record.attempts, "row done");
     record
@@ -65,6 +66,7 @@ async fn decide(
     mut record: RowRecord,
     row: &Row,
     listed: Option<GatewayFields>,
+    turn: Option<Turn<'_>>,
     shared: &Shared,
 ) -> RowRecord {
     let from_listing = listed.is_some();
@@ -94,12 +96,15 @@ async fn decide(
     }
     // The canary applies to a plan too, so the plan shown before asking holds only the
     // rows that will be written.
-    if let Some(limit) = shared.limit
-        && shared.writes_started.fetch_add(1, Ordering::Relaxed) >= limit
+    if let Some((turn, canary)) = turn.zip(shared.canary.as_ref())
+        && !turn.wants_write().await
     {
         record.status = Status::Skipped;
         record.error_code = "limit".into();
-        record.error = format!("not written: --limit {limit} reached (a change is pending)");
+        record.error = format!(
+            "not written: --limit {} reached (a change is pending)",
+            canary.limit()
+        );
         record.after = Some(desired);
         return record;
     }

@@ -34,12 +34,21 @@ pub(super) fn spawn(
 
 async fn work(rows: &Mutex<mpsc::Receiver<Work>>, records: &mpsc::Sender<Event>, shared: &Shared) {
     loop {
-        let next = rows.lock().await.recv().await;
-        let Some((row, listed)) = next else { break };
+        // The canary's turn is dealt under the queue's lock: in the order rows were sent.
+        let next = {
+            let mut queue = rows.lock().await;
+            let next = queue.recv().await;
+            next.map(|work| (work, shared.canary.as_ref().map(|c| c.deal())))
+        };
+        let Some(((row, listed), turn)) = next else {
+            break;
+        };
         // At debug level: a span costs an allocation per row even when nothing in it is
         // logged; with -v, every retry and row log line carries it.
         let span = tracing::debug_span!("row", line = row.line, id = %row.id);
-        let record = row::reconcile(&row, listed, shared).instrument(span).await;
+        let record = row::reconcile(&row, listed, turn, shared)
+            .instrument(span)
+            .await;
         let record = row::keep_possible_write(record, &row, shared);
         count_error(&record, shared);
         if records.send(Event::Record(record)).await.is_err() {
