@@ -361,12 +361,12 @@ fn validate_full_body(body: &[u8]) -> Result<GatewayFields, Rejected> {
             partial: true,
         });
     };
-    let partial = ["name", "uri", "encryption", "ciphers", "codecs"]
+    let partial = super::API_FIELDS
         .iter()
         .any(|k| obj.get(*k).is_none_or(Value::is_null));
     let mut errors: Vec<(&str, String, Option<&str>)> = Vec::new();
     for key in obj.keys() {
-        if !["name", "uri", "encryption", "ciphers", "codecs"].contains(&key.as_str()) {
+        if !super::API_FIELDS.contains(&key.as_str()) {
             errors.push((
                 "unknown_parameter",
                 format!("{key} is not a parameter"),
