@@ -87,7 +87,9 @@ fn every_declared_field_goes_through_manifest_plan_patch_report_and_rollback() {
         let planned = planned_changes(&stdout(&out));
         for (id, field, want) in &walk {
             let name = field.as_str();
-            let changes = &planned[&id.to_string()];
+            let changes = planned.get(&id.to_string()).unwrap_or_else(|| {
+                panic!("{manifest}: the plan does not change `{name}`: {planned:?}")
+            });
             let keys: Vec<&String> = changes.as_object().unwrap().keys().collect();
             assert_eq!(keys, [name], "{manifest}: the plan of `{name}`");
             assert_eq!(changes[name]["old"], json_of(&start[id], *field), "{name}");
