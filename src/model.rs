@@ -1,5 +1,6 @@
-//! The gateway resource as the tool sees it: the five writable fields, the enums they
-//! use, and what a manifest row asks for.
+//! The gateway resource as the tool sees it: its writable fields, declared once in
+//! `gateway_fields!` for every layer, the enums they use, and what a manifest row asks
+//! for.
 //!
 //! The enums are "open": reading accepts any string (the server may add a codec one day and
 //! we must send it back unchanged), while user input is checked strictly against the known
