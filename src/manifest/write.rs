@@ -1,4 +1,4 @@
-//! Writing manifests (for `export` and `rollback`): every row carries all five fields, in a
+//! Writing manifests (for `export` and `rollback`): every row carries every field, in a
 //! form `apply` reads back unchanged. Rows are written as they come, so memory stays flat.
 
 use std::borrow::Cow;
