@@ -3,36 +3,88 @@
 
 use std::fmt;
 
-use crate::model::{Desired, GatewayFields};
+use crate::model::{Desired, FieldValue, GatewayFields, Wire};
 
-/// One of the five writable fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    Name,
-    Uri,
-    Encryption,
-    Ciphers,
-    Codecs,
+macro_rules! field_set {
+    ($($variant:ident $field:ident: $ty:ty, check $check:path;)+) => {
+        /// One of the writable fields (declared in [`crate::model`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Field {
+            $($variant,)+
+        }
+
+        impl Field {
+            /// All fields, in the order reports and bodies list them.
+            pub const ALL: [Field; crate::model::FIELDS] = [$(Field::$variant,)+];
+
+            /// The field's name: its wire key, CSV column and YAML key.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Field::$variant => stringify!($field),)+
+                }
+            }
+
+            /// Its value in `fields`, as wire texts.
+            pub fn wire(self, fields: &GatewayFields) -> Wire<'_> {
+                match self {
+                    $(Field::$variant => FieldValue::wire(&fields.$field),)+
+                }
+            }
+        }
+
+        /// The full body to send: every field the row sets, the server's value for the rest.
+        pub fn merge(current: &GatewayFields, desired: &Desired) -> GatewayFields {
+            GatewayFields {
+                $($field: <$ty as FieldValue>::from_wanted(&desired.$field)
+                    .unwrap_or_else(|| current.$field.clone()),)+
+            }
+        }
+
+        /// `fields` with only the fields in `keep`; the others empty (a manifest row's
+        /// "leave it as it is").
+        pub fn only(fields: &GatewayFields, keep: FieldSet) -> GatewayFields {
+            let mut out = fields.clone();
+            $(if !keep.contains(Field::$variant) {
+                out.$field = Default::default();
+            })+
+            out
+        }
+
+        /// `base` with the fields in `set` taken from `from`: the undo value of a write
+        /// that changed those fields, where everything else is as `base` shows it.
+        pub fn with_fields_from(
+            base: &GatewayFields,
+            from: &GatewayFields,
+            set: FieldSet,
+        ) -> GatewayFields {
+            let mut out = base.clone();
+            $(if set.contains(Field::$variant) {
+                out.$field = from.$field.clone();
+            })+
+            out
+        }
+
+        /// The fields whose values differ. Lists compare in order: codec order is
+        /// preference.
+        pub fn differing(a: &GatewayFields, b: &GatewayFields) -> FieldSet {
+            let mut set = FieldSet::default();
+            $(if a.$field != b.$field {
+                set.insert(Field::$variant);
+            })+
+            set
+        }
+    };
 }
 
-impl Field {
-    /// All fields, in the order reports and bodies list them.
-    pub const ALL: [Field; 5] = [
-        Field::Name,
-        Field::Uri,
-        Field::Encryption,
-        Field::Ciphers,
-        Field::Codecs,
-    ];
+crate::model::gateway_fields!(field_set);
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Field::Name => "name",
-            Field::Uri => "uri",
-            Field::Encryption => "encryption",
-            Field::Ciphers => "ciphers",
-            Field::Codecs => "codecs",
-        }
+// A `FieldSet` is a byte: one bit a field.
+const _: () = assert!(crate::model::FIELDS <= 8, "widen FieldSet for more fields");
+
+impl Field {
+    /// The field of this name, if one is declared.
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.as_str() == name)
     }
 
     fn bit(self) -> u8 {
@@ -85,7 +137,7 @@ impl FieldSet {
     pub fn parse(s: &str) -> FieldSet {
         let mut set = FieldSet::default();
         for part in s.split(';') {
-            if let Some(f) = Field::ALL.into_iter().find(|f| f.as_str() == part.trim()) {
+            if let Some(f) = Field::from_name(part.trim()) {
                 set.insert(f);
             }
         }
@@ -103,95 +155,6 @@ impl fmt::Display for FieldSet {
         }
         Ok(())
     }
-}
-
-/// The full body to send: every field the row sets, the server's value for the rest.
-pub fn merge(current: &GatewayFields, desired: &Desired) -> GatewayFields {
-    GatewayFields {
-        name: desired.name.clone().unwrap_or_else(|| current.name.clone()),
-        uri: desired.uri.clone().unwrap_or_else(|| current.uri.clone()),
-        encryption: desired
-            .encryption
-            .clone()
-            .or_else(|| current.encryption.clone()),
-        ciphers: desired
-            .ciphers
-            .clone()
-            .unwrap_or_else(|| current.ciphers.clone()),
-        codecs: desired
-            .codecs
-            .clone()
-            .unwrap_or_else(|| current.codecs.clone()),
-    }
-}
-
-/// `fields` with only the fields in `keep`; the others empty (a manifest row's "leave it
-/// as it is").
-pub fn only(fields: &GatewayFields, keep: FieldSet) -> GatewayFields {
-    let mut out = fields.clone();
-    if !keep.contains(Field::Name) {
-        out.name.clear();
-    }
-    if !keep.contains(Field::Uri) {
-        out.uri.clear();
-    }
-    if !keep.contains(Field::Encryption) {
-        out.encryption = None;
-    }
-    if !keep.contains(Field::Ciphers) {
-        out.ciphers.clear();
-    }
-    if !keep.contains(Field::Codecs) {
-        out.codecs.clear();
-    }
-    out
-}
-
-/// `base` with the fields in `set` taken from `from`: the undo value of a write that
-/// changed those fields, where everything else is as `base` shows it.
-pub fn with_fields_from(
-    base: &GatewayFields,
-    from: &GatewayFields,
-    set: FieldSet,
-) -> GatewayFields {
-    let mut out = base.clone();
-    if set.contains(Field::Name) {
-        out.name = from.name.clone();
-    }
-    if set.contains(Field::Uri) {
-        out.uri = from.uri.clone();
-    }
-    if set.contains(Field::Encryption) {
-        out.encryption = from.encryption.clone();
-    }
-    if set.contains(Field::Ciphers) {
-        out.ciphers = from.ciphers.clone();
-    }
-    if set.contains(Field::Codecs) {
-        out.codecs = from.codecs.clone();
-    }
-    out
-}
-
-/// The fields whose values differ. Lists compare in order: codec order is preference.
-pub fn differing(a: &GatewayFields, b: &GatewayFields) -> FieldSet {
-    let mut set = FieldSet::default();
-    if a.name != b.name {
-        set.insert(Field::Name);
-    }
-    if a.uri != b.uri {
-        set.insert(Field::Uri);
-    }
-    if a.encryption != b.encryption {
-        set.insert(Field::Encryption);
-    }
-    if a.ciphers != b.ciphers {
-        set.insert(Field::Ciphers);
-    }
-    if a.codecs != b.codecs {
-        set.insert(Field::Codecs);
-    }
-    set
 }
 
 #[cfg(test)]

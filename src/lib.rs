@@ -18,10 +18,11 @@
 //!
 //! Data flows one way: the [`manifest`] reader streams checked rows into a bounded channel;
 //! a fixed pool of [`engine`] workers takes each row, GETs the gateway through the
-//! [`client`], lets [`diff`] decide what changes, PATCHes the full five-field body when
+//! [`client`], lets [`diff`] decide what changes, PATCHes the full body (every field) when
 //! something does, and hands one record per row to the single [`report`] writer.
 //!
-//! - [`model`]: the gateway's five fields and the open enums (unknown server values kept).
+//! - [`model`]: the gateway's fields, declared once, and the open enums (unknown server
+//!   values kept).
 //! - [`manifest`]: CSV and YAML readers, row checks with line numbers and suggestions.
 //! - [`config`]: flag > environment > file > default; credentials never from argv.
 //! - [`client`]: GET/PATCH/list with Basic auth; [`client::ReadClient`] cannot write.

@@ -1,5 +1,6 @@
-//! The gateway resource as the tool sees it: the five writable fields, the enums they
-//! use, and what a manifest row asks for.
+//! The gateway resource as the tool sees it: its writable fields, declared once in
+//! `gateway_fields!` for every layer, the enums they use, and what a manifest row asks
+//! for.
 //!
 //! The enums are "open": reading accepts any string (the server may add a codec one day and
 //! we must send it back unchanged), while user input is checked strictly against the known
@@ -130,6 +131,18 @@ macro_rules! open_enum {
             }
         }
 
+        impl OpenEnum for $name {
+            fn as_str(&self) -> &str {
+                $name::as_str(self)
+            }
+            fn from_wire(s: &str) -> Self {
+                $name::from_wire(s)
+            }
+            fn parse_strict(s: &str) -> Result<Self, UnknownValue> {
+                $name::parse_strict(s)
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -190,45 +203,242 @@ open_enum!(
     }
 );
 
-/// The five writable fields of a SIP gateway: what GET returns and what PATCH sends (always
-/// all five, because live spaces validate PATCH as a full replacement).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct GatewayFields {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub uri: String,
-    #[serde(default)]
-    pub encryption: Option<Encryption>,
-    #[serde(default)]
-    pub ciphers: Vec<Cipher>,
-    #[serde(default)]
-    pub codecs: Vec<Codec>,
+/// The gateway's writable fields, declared once: every layer takes them from here (the
+/// struct, the row's wishes, the field set, merge and diff, the manifest's columns and
+/// checks, the plan, the PATCH body and its checks, the plan view). Each entry is the
+/// [`crate::diff::Field`] variant, the field (its name is the wire key, the CSV column and
+/// the YAML key), its type (a [`FieldValue`]: text, one choice or a list) and the check of
+/// a value a user typed, before it is parsed (lists and choices are parsed strictly).
+///
+/// Adding a field is one entry here and its check. A layer expands it with a macro of its
+/// own: `gateway_fields!(its_macro)` calls `its_macro! { entries }`.
+macro_rules! gateway_fields {
+    ($then:ident) => {
+        $then! {
+            Name name: String, check $crate::model::check_name;
+            Uri uri: String, check $crate::model::check_uri;
+            Encryption encryption: Option<$crate::model::Encryption>, check $crate::model::no_check;
+            Ciphers ciphers: Vec<$crate::model::Cipher>, check $crate::model::no_check;
+            Codecs codecs: Vec<$crate::model::Codec>, check $crate::model::no_check;
+        }
+    };
+}
+pub(crate) use gateway_fields;
+
+/// A field's value as its wire texts, whatever its type: what a layer that treats every
+/// field alike (writers, views, size checks) works on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wire<'a> {
+    /// Text; empty is "not set".
+    Text(&'a str),
+    /// One of a set of values, or none.
+    Choice(Option<&'a str>),
+    /// A list, in order.
+    List(Vec<&'a str>),
 }
 
-impl GatewayFields {
-    /// The fields a full-body PATCH would lack: a gateway read back without them cannot be
-    /// written safely unless the manifest supplies them.
-    pub fn missing(&self) -> Vec<&'static str> {
-        let mut missing = Vec::new();
-        if self.name.is_empty() {
-            missing.push("name");
+impl Wire<'_> {
+    /// Whether the gateway lacks it: a full-body PATCH could not carry it.
+    pub fn is_unset(&self) -> bool {
+        match self {
+            Wire::Text(s) => s.is_empty(),
+            Wire::Choice(c) => c.is_none(),
+            Wire::List(l) => l.is_empty(),
         }
-        if self.uri.is_empty() {
-            missing.push("uri");
+    }
+
+    /// As JSON: a string, `null` for no choice, an array for a list.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Wire::Text(s) => Value::String((*s).to_owned()),
+            Wire::Choice(c) => c.map_or(Value::Null, |c| Value::String(c.to_owned())),
+            Wire::List(l) => {
+                Value::Array(l.iter().map(|i| Value::String((*i).to_owned())).collect())
+            }
         }
-        if self.encryption.is_none() {
-            missing.push("encryption");
-        }
-        if self.ciphers.is_empty() {
-            missing.push("ciphers");
-        }
-        if self.codecs.is_empty() {
-            missing.push("codecs");
-        }
-        missing
     }
 }
+
+/// An open enum's behaviour, for the field types built on one.
+pub trait OpenEnum: Sized + Clone + PartialEq + fmt::Debug {
+    fn as_str(&self) -> &str;
+    fn from_wire(s: &str) -> Self;
+    fn parse_strict(s: &str) -> Result<Self, UnknownValue>;
+}
+
+/// The type of a gateway field: its wire texts, and what a manifest row holds for it.
+pub trait FieldValue: Clone + PartialEq + Default + fmt::Debug {
+    /// A row's wish for the field: `None` (or no choice) leaves it as it is.
+    type Wanted: Clone + PartialEq + Default + fmt::Debug;
+    fn wire(&self) -> Wire<'_>;
+    /// The value with each wire text passed through `f` (escaped for a terminal).
+    fn map_wire(&self, f: &dyn Fn(&str) -> String) -> Self;
+    /// The value a wish sets, `None` when it leaves the field.
+    fn from_wanted(wanted: &Self::Wanted) -> Option<Self>;
+    /// A wish for exactly this value (a saved plan's `after`).
+    fn into_wanted(self) -> Self::Wanted;
+}
+
+impl FieldValue for String {
+    type Wanted = Option<String>;
+    fn wire(&self) -> Wire<'_> {
+        Wire::Text(self)
+    }
+    fn map_wire(&self, f: &dyn Fn(&str) -> String) -> Self {
+        f(self)
+    }
+    fn from_wanted(wanted: &Option<String>) -> Option<Self> {
+        wanted.clone()
+    }
+    fn into_wanted(self) -> Option<String> {
+        Some(self)
+    }
+}
+
+impl<E: OpenEnum> FieldValue for Option<E> {
+    type Wanted = Option<E>;
+    fn wire(&self) -> Wire<'_> {
+        Wire::Choice(self.as_ref().map(E::as_str))
+    }
+    fn map_wire(&self, f: &dyn Fn(&str) -> String) -> Self {
+        self.as_ref().map(|e| E::from_wire(&f(e.as_str())))
+    }
+    fn from_wanted(wanted: &Option<E>) -> Option<Self> {
+        wanted.clone().map(Some)
+    }
+    fn into_wanted(self) -> Option<E> {
+        self
+    }
+}
+
+impl<E: OpenEnum> FieldValue for Vec<E> {
+    type Wanted = Option<Vec<E>>;
+    fn wire(&self) -> Wire<'_> {
+        Wire::List(self.iter().map(E::as_str).collect())
+    }
+    fn map_wire(&self, f: &dyn Fn(&str) -> String) -> Self {
+        self.iter().map(|e| E::from_wire(&f(e.as_str()))).collect()
+    }
+    fn from_wanted(wanted: &Option<Vec<E>>) -> Option<Self> {
+        wanted.clone()
+    }
+    fn into_wanted(self) -> Option<Vec<E>> {
+        Some(self)
+    }
+}
+
+/// A typed text's check: no control character, and at most [`MAX_TEXT_FIELD`] bytes.
+pub fn check_name(field: &str, value: &str, problems: &mut Vec<String>) {
+    if value.chars().any(char::is_control) {
+        problems.push(format!("{field} contains a control character"));
+    }
+    check_text_cap(field, value, problems);
+}
+
+/// A typed SIP address's check: at most [`MAX_TEXT_FIELD`] bytes, and a [`sip_address`].
+pub fn check_uri(field: &str, value: &str, problems: &mut Vec<String>) {
+    check_text_cap(field, value, problems);
+    if let Err(message) = sip_address(field, value) {
+        problems.push(message);
+    }
+}
+
+/// The API wants an external SIP entity, written `sip:host`, `sips:host` or `user@host`.
+pub fn sip_address(field: &str, value: &str) -> Result<(), String> {
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{field} `{}` contains white space",
+            crate::inert::text(value, 100)
+        ));
+    }
+    let (rest, host) = sip_address_parts(value);
+    if host.is_empty() || (!value.starts_with("sip") && !rest.contains('@') && !host.contains('.'))
+    {
+        return Err(format!(
+            "{field} `{value}` is not a SIP address (write `sip:pbx.example.com` or `user@pbx.example.com`)"
+        ));
+    }
+    Ok(())
+}
+
+fn check_text_cap(field: &str, value: &str, problems: &mut Vec<String>) {
+    if value.len() > MAX_TEXT_FIELD {
+        problems.push(format!(
+            "{field} is {} bytes long; at most {MAX_TEXT_FIELD} are accepted",
+            value.len()
+        ));
+    }
+}
+
+/// No check before parsing: a choice or a list is parsed strictly against its known values.
+pub fn no_check<T: ?Sized>(_field: &str, _value: &T, _problems: &mut Vec<String>) {}
+
+macro_rules! gateway_structs {
+    ($($variant:ident $field:ident: $ty:ty, check $check:path;)+) => {
+        /// How many writable fields a gateway has.
+        pub const FIELDS: usize = [$(stringify!($field),)+].len();
+
+        /// The writable fields of a SIP gateway: what GET returns and what PATCH sends
+        /// (always all of them, because live spaces validate PATCH as a full replacement).
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+        pub struct GatewayFields {
+            $(#[serde(default)] pub $field: $ty,)+
+        }
+
+        impl GatewayFields {
+            /// The fields a full-body PATCH would lack: a gateway read back without them
+            /// cannot be written safely unless the manifest supplies them.
+            pub fn missing(&self) -> Vec<&'static str> {
+                let mut missing = Vec::new();
+                for (name, value) in self.wires() {
+                    if value.is_unset() {
+                        missing.push(name);
+                    }
+                }
+                missing
+            }
+
+            /// Each field's name and value as wire texts, in the declared order (the order
+            /// of bodies, reports and manifest columns).
+            pub fn wires(&self) -> [(&'static str, Wire<'_>); FIELDS] {
+                [$((stringify!($field), FieldValue::wire(&self.$field)),)+]
+            }
+
+            /// Every wire text passed through `f` (for a terminal: escaped).
+            pub fn map_wire(&self, f: &dyn Fn(&str) -> String) -> GatewayFields {
+                GatewayFields {
+                    $($field: FieldValue::map_wire(&self.$field, f),)+
+                }
+            }
+
+            /// A wish for exactly these values (a saved plan's `after`).
+            pub fn into_desired(self) -> Desired {
+                Desired {
+                    $($field: FieldValue::into_wanted(self.$field),)+
+                }
+            }
+        }
+
+        /// What a manifest row asks for: `None` means "leave this field as it is".
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct Desired {
+            $(pub $field: <$ty as FieldValue>::Wanted,)+
+        }
+
+        impl Desired {
+            /// Fills every field this row leaves open from `defaults`.
+            pub fn with_defaults(mut self, defaults: &Desired) -> Desired {
+                $(if <$ty as FieldValue>::from_wanted(&self.$field).is_none() {
+                    self.$field = defaults.$field.clone();
+                })+
+                self
+            }
+        }
+    };
+}
+
+gateway_fields!(gateway_structs);
 
 /// A gateway resource as the API returns it (GET, PATCH and each list element). Only what
 /// the tool uses is typed; everything else is ignored on read.
@@ -239,28 +449,6 @@ pub struct GatewayResource {
     #[serde(default)]
     pub display_name: Option<String>,
     pub sip_gateway: GatewayFields,
-}
-
-/// What a manifest row asks for: `None` means "leave this field as it is".
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Desired {
-    pub name: Option<String>,
-    pub uri: Option<String>,
-    pub encryption: Option<Encryption>,
-    pub ciphers: Option<Vec<Cipher>>,
-    pub codecs: Option<Vec<Codec>>,
-}
-
-impl Desired {
-    /// Fills every field this row leaves open from `defaults`.
-    pub fn with_defaults(mut self, defaults: &Desired) -> Desired {
-        self.name = self.name.or_else(|| defaults.name.clone());
-        self.uri = self.uri.or_else(|| defaults.uri.clone());
-        self.encryption = self.encryption.or_else(|| defaults.encryption.clone());
-        self.ciphers = self.ciphers.or_else(|| defaults.ciphers.clone());
-        self.codecs = self.codecs.or_else(|| defaults.codecs.clone());
-        self
-    }
 }
 
 #[cfg(test)]

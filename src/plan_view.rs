@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::diff::Field;
 use crate::engine::Observer;
-use crate::model::GatewayFields;
+use crate::model::{GatewayFields, Wire};
 use crate::report::RowRecord;
 use crate::status::Status;
 
@@ -140,6 +140,8 @@ impl<W: Write + Send> PlanView<W> {
         json!({
             "line": r.row,
             "id": r.id,
+            // The row's label (the gateway's name as it was), not a change: a key of the
+            // plan's format, which stays as it is whatever the fields become.
             "name": r.before.as_ref().map(|b| b.name.clone()),
             "status": r.status,
             "changes": changes,
@@ -232,15 +234,10 @@ impl<W: Write + Send> Observer for PlanView<W> {
 
 /// A field's value as shown: strings quoted, lists bracketed (so a reordering is visible).
 fn show(f: &GatewayFields, field: Field) -> String {
-    match field {
-        Field::Name => format!("\"{}\"", crate::inert::text(&f.name, 200)),
-        Field::Uri => format!("\"{}\"", crate::inert::text(&f.uri, 200)),
-        Field::Encryption => f
-            .encryption
-            .as_ref()
-            .map_or_else(|| "(none)".into(), |e| crate::inert::text(e.as_str(), 100)),
-        Field::Ciphers => list(f.ciphers.iter().map(|c| c.as_str())),
-        Field::Codecs => list(f.codecs.iter().map(|c| c.as_str())),
+    match field.wire(f) {
+        Wire::Text(s) => format!("\"{}\"", crate::inert::text(s, 200)),
+        Wire::Choice(c) => c.map_or_else(|| "(none)".into(), |c| crate::inert::text(c, 100)),
+        Wire::List(items) => list(items.into_iter()),
     }
 }
 
@@ -251,13 +248,7 @@ fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
 }
 
 fn value(f: &GatewayFields, field: Field) -> serde_json::Value {
-    match field {
-        Field::Name => json!(f.name),
-        Field::Uri => json!(f.uri),
-        Field::Encryption => json!(f.encryption),
-        Field::Ciphers => json!(f.ciphers),
-        Field::Codecs => json!(f.codecs),
-    }
+    field.wire(f).to_json()
 }
 
 #[cfg(test)]

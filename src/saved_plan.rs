@@ -223,24 +223,7 @@ fn check_line(path: &Path, line_no: u64, text: &[u8]) -> Result<(), PlanError> {
 /// The values a change would write that the gateway does not already hold, as a
 /// manifest row would carry them.
 fn changed_values(before: &GatewayFields, after: &GatewayFields) -> crate::manifest::RawRow {
-    use crate::manifest::{RawList, RawRow};
-    let list = |items: Vec<&str>| RawList::Items(items.into_iter().map(str::to_owned).collect());
-    RawRow {
-        name: (after.name != before.name).then(|| after.name.clone()),
-        uri: (after.uri != before.uri).then(|| after.uri.clone()),
-        encryption: (after.encryption != before.encryption).then(|| {
-            after
-                .encryption
-                .as_ref()
-                .map_or("", |e| e.as_str())
-                .to_owned()
-        }),
-        ciphers: (after.ciphers != before.ciphers)
-            .then(|| list(after.ciphers.iter().map(|c| c.as_str()).collect())),
-        codecs: (after.codecs != before.codecs)
-            .then(|| list(after.codecs.iter().map(|c| c.as_str()).collect())),
-        ..RawRow::default()
-    }
+    crate::manifest::RawRow::changes(before, after)
 }
 
 impl PlanHeader {

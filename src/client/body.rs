@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::Reply;
 use super::error::{ApiError, ErrorKind, transport_error};
-use crate::model::{Encryption, GatewayResource, MAX_LIST_FIELD, MAX_TEXT_FIELD};
+use crate::model::{GatewayResource, MAX_LIST_FIELD, MAX_TEXT_FIELD, Wire};
 
 /// Raw bytes of a successful reply, decoded by the caller that knows the type.
 pub(super) mod bytes_body {
@@ -96,54 +96,47 @@ pub(super) fn check_gateway(
             ),
         );
     }
-    let f = &gateway.sip_gateway;
-    let long_text = [("name", &f.name), ("uri", &f.uri)]
-        .into_iter()
-        .find(|(_, v)| v.len() > MAX_TEXT_FIELD);
-    if let Some((field, value)) = long_text {
-        return bad(
-            "oversized_field",
-            format!(
-                "the server's `{field}` is {} bytes (at most {MAX_TEXT_FIELD} are believed)",
-                value.len()
-            ),
-        );
+    let wires = gateway.sip_gateway.wires();
+    // Texts first, then lists, then choices: the first oversized one is named.
+    for (field, value) in &wires {
+        if let Wire::Text(value) = value
+            && value.len() > MAX_TEXT_FIELD
+        {
+            return bad(
+                "oversized_field",
+                format!(
+                    "the server's `{field}` is {} bytes (at most {MAX_TEXT_FIELD} are believed)",
+                    value.len()
+                ),
+            );
+        }
     }
-    let lists = [
-        (
-            "ciphers",
-            f.ciphers
-                .iter()
-                .map(|c| c.as_str().len())
-                .collect::<Vec<_>>(),
-        ),
-        (
-            "codecs",
-            f.codecs.iter().map(|c| c.as_str().len()).collect(),
-        ),
-    ];
-    for (field, lens) in lists {
-        if lens.len() > MAX_LIST_FIELD || lens.iter().any(|l| *l > MAX_LIST_FIELD) {
+    for (field, value) in &wires {
+        if let Wire::List(items) = value
+            && (items.len() > MAX_LIST_FIELD || items.iter().any(|i| i.len() > MAX_LIST_FIELD))
+        {
             return bad(
                 "oversized_field",
                 format!(
                     "the server's `{field}` has {} entries or one longer than {MAX_LIST_FIELD} \
                      bytes: not believed",
-                    lens.len()
+                    items.len()
                 ),
             );
         }
     }
-    if let Some(Encryption::Other(e)) = &f.encryption
-        && e.len() > MAX_LIST_FIELD
-    {
-        return bad(
-            "oversized_field",
-            format!(
-                "the server's `encryption` is {} bytes: not believed",
-                e.len()
-            ),
-        );
+    for (field, value) in &wires {
+        if let Wire::Choice(Some(value)) = value
+            && value.len() > MAX_LIST_FIELD
+        {
+            return bad(
+                "oversized_field",
+                format!(
+                    "the server's `{field}` is {} bytes: not believed",
+                    value.len()
+                ),
+            );
+        }
     }
     Ok(())
 }

@@ -61,7 +61,7 @@ impl WriteClient {
             .is_none_or(|b| b.still_room(slot))
     }
 
-    /// Sends one PATCH with all five fields, the `n`th of its row, without retrying: the
+    /// Sends one PATCH with every field, the `n`th of its row, without retrying: the
     /// caller reads the gateway again before any other attempt. Refuses (without sending)
     /// a body that lacks a field: live spaces validate PATCH as a full replacement.
     pub async fn patch_once(

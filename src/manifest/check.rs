@@ -2,15 +2,14 @@
 //! message out. Also applies `defaults:` and catches a second row for the same id.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::{InvalidRow, Row};
-use crate::model::{Cipher, Codec, Desired, Encryption, UnknownValue};
-
-/// The columns (CSV) or keys (YAML) a row may have.
-pub const KNOWN_COLUMNS: &[&str] = &["id", "name", "uri", "encryption", "ciphers", "codecs"];
+use crate::diff::Field;
+use crate::model::{Desired, Encryption, FieldValue, GatewayFields, OpenEnum, UnknownValue};
 
 /// A list as written: one `;`-separated cell (CSV, or a YAML string) or a YAML sequence.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,19 +18,117 @@ pub enum RawList {
     Items(Vec<String>),
 }
 
-/// A row as read, before any check. `None` is an empty cell or a missing column/key.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RawRow {
-    pub line: u64,
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub uri: Option<String>,
-    pub encryption: Option<String>,
-    pub ciphers: Option<RawList>,
-    pub codecs: Option<RawList>,
-    /// Problems found while reading the row's shape (unknown key, a map where a string goes).
-    pub shape_errors: Vec<String>,
+/// A field's type as a manifest carries it: read from a cell (CSV), checked into a wish.
+pub trait UserValue: FieldValue {
+    /// The value as written, before any check.
+    type Raw: Clone + fmt::Debug + PartialEq;
+    /// A CSV cell (or a YAML scalar) as this raw value.
+    fn raw_from_text(text: String) -> Self::Raw;
+    /// The value as a manifest would carry it.
+    fn to_raw(&self) -> Self::Raw;
+    /// The wish a raw value makes, every problem pushed (for a list: each entry's).
+    fn check(field: &str, raw: &Self::Raw, problems: &mut Vec<String>) -> Self::Wanted;
 }
+
+impl UserValue for String {
+    type Raw = String;
+    fn raw_from_text(text: String) -> String {
+        text
+    }
+    fn to_raw(&self) -> String {
+        self.clone()
+    }
+    fn check(_field: &str, raw: &String, _problems: &mut Vec<String>) -> Option<String> {
+        Some(raw.clone())
+    }
+}
+
+impl<E: OpenEnum> UserValue for Option<E> {
+    type Raw = String;
+    fn raw_from_text(text: String) -> String {
+        text
+    }
+    fn to_raw(&self) -> String {
+        self.as_ref().map_or("", E::as_str).to_owned()
+    }
+    fn check(_field: &str, raw: &String, problems: &mut Vec<String>) -> Option<E> {
+        E::parse_strict(raw)
+            .map_err(|err| problems.push(err.to_string()))
+            .ok()
+    }
+}
+
+impl<E: OpenEnum> UserValue for Vec<E> {
+    type Raw = RawList;
+    fn raw_from_text(text: String) -> RawList {
+        RawList::Joined(text)
+    }
+    fn to_raw(&self) -> RawList {
+        RawList::Items(self.iter().map(|e| e.as_str().to_owned()).collect())
+    }
+    fn check(field: &str, raw: &RawList, problems: &mut Vec<String>) -> Option<Vec<E>> {
+        check_list(field, raw, E::parse_strict, problems)
+    }
+}
+
+macro_rules! raw_row {
+    ($($variant:ident $field:ident: $ty:ty, check $check:path;)+) => {
+        /// The columns (CSV) or keys (YAML) a row may have.
+        pub const KNOWN_COLUMNS: &[&str] = &["id", $(stringify!($field),)+];
+
+        /// A row as read, before any check. `None` is an empty cell or a missing column/key.
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct RawRow {
+            pub line: u64,
+            pub id: Option<String>,
+            $(pub $field: Option<<$ty as UserValue>::Raw>,)+
+            /// Problems found while reading the row's shape (unknown key, a map where a
+            /// string goes).
+            pub shape_errors: Vec<String>,
+        }
+
+        impl RawRow {
+            /// A row from one text a field (a CSV record's cells).
+            pub fn from_texts(
+                line: u64,
+                id: Option<String>,
+                mut text: impl FnMut(Field) -> Option<String>,
+            ) -> RawRow {
+                RawRow {
+                    line,
+                    id,
+                    $($field: text(Field::$variant).map(<$ty as UserValue>::raw_from_text),)+
+                    shape_errors: Vec::new(),
+                }
+            }
+
+            /// The values a change would write that the gateway does not already hold, as
+            /// a manifest row would carry them.
+            pub fn changes(before: &GatewayFields, after: &GatewayFields) -> RawRow {
+                RawRow {
+                    $($field: (after.$field != before.$field)
+                        .then(|| UserValue::to_raw(&after.$field)),)+
+                    ..RawRow::default()
+                }
+            }
+        }
+
+        /// Each field's own check, then its parse; problems in field order.
+        fn check_fields(raw: &RawRow, problems: &mut Vec<String>) -> Desired {
+            Desired {
+                $($field: match &raw.$field {
+                    Some(value) => {
+                        $check(stringify!($field), value, problems);
+                        <$ty as UserValue>::check(stringify!($field), value, problems)
+                    }
+                    None => Default::default(),
+                },)+
+            }
+        }
+    };
+}
+
+crate::model::gateway_fields!(raw_row);
 
 /// How a read looks for a second row with the same id.
 #[derive(Debug, Clone, Default)]
@@ -173,69 +270,6 @@ fn parse_uuid(text: &str) -> Result<Uuid, String> {
     ))
 }
 
-fn check_fields(raw: &RawRow, problems: &mut Vec<String>) -> Desired {
-    let name = raw.name.clone();
-    if let Some(n) = &name
-        && n.chars().any(char::is_control)
-    {
-        problems.push("name contains a control character".into());
-    }
-    for (field, value) in [("name", &raw.name), ("uri", &raw.uri)] {
-        if let Some(v) = value
-            && v.len() > crate::model::MAX_TEXT_FIELD
-        {
-            problems.push(format!(
-                "{field} is {} bytes long; at most {} are accepted",
-                v.len(),
-                crate::model::MAX_TEXT_FIELD
-            ));
-        }
-    }
-    let uri = raw.uri.clone();
-    if let Some(u) = &uri
-        && let Err(msg) = check_uri(u)
-    {
-        problems.push(msg);
-    }
-    let encryption = raw.encryption.as_deref().and_then(|e| {
-        Encryption::parse_strict(e)
-            .map_err(|err| problems.push(err.to_string()))
-            .ok()
-    });
-    let ciphers = raw
-        .ciphers
-        .as_ref()
-        .and_then(|l| check_list("ciphers", l, Cipher::parse_strict, problems));
-    let codecs = raw
-        .codecs
-        .as_ref()
-        .and_then(|l| check_list("codecs", l, Codec::parse_strict, problems));
-    Desired {
-        name,
-        uri,
-        encryption,
-        ciphers,
-        codecs,
-    }
-}
-
-/// The API wants an external SIP entity, written `sip:host`, `sips:host` or `user@host`.
-fn check_uri(uri: &str) -> Result<(), String> {
-    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "uri `{}` contains white space",
-            crate::inert::text(uri, 100)
-        ));
-    }
-    let (rest, host) = crate::model::sip_address_parts(uri);
-    if host.is_empty() || (!uri.starts_with("sip") && !rest.contains('@') && !host.contains('.')) {
-        return Err(format!(
-            "uri `{uri}` is not a SIP address (write `sip:pbx.example.com` or `user@pbx.example.com`)"
-        ));
-    }
-    Ok(())
-}
-
 fn check_list<T: PartialEq>(
     field: &str,
     raw: &RawList,
@@ -276,6 +310,12 @@ fn check_list<T: PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Codec;
+
+    /// A `uri` cell's address check alone.
+    fn check_uri(uri: &str) -> Result<(), String> {
+        crate::model::sip_address(Field::Uri.as_str(), uri)
+    }
 
     const ID: &str = "0823a606-0aff-4c90-9eba-f88ba118fe05";
 

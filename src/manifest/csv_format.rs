@@ -12,19 +12,17 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::rc::Rc;
 
-use super::check::{DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker};
+use super::check::{DuplicateCheck, KNOWN_COLUMNS, RawRow, RowChecker};
 use super::{CheckedRow, InvalidRow, ManifestError};
+use crate::diff::Field;
 use crate::model::Desired;
 
 /// Where each known column sits in the header.
 #[derive(Default)]
 struct Columns {
     id: Option<usize>,
-    name: Option<usize>,
-    uri: Option<usize>,
-    encryption: Option<usize>,
-    ciphers: Option<usize>,
-    codecs: Option<usize>,
+    /// By [`Field`], in its declared order.
+    fields: [Option<usize>; crate::model::FIELDS],
 }
 
 pub(super) fn read(
@@ -218,14 +216,11 @@ fn read_header<R: Read>(
     let mut unknown = Vec::new();
     for (i, name) in header.iter().enumerate() {
         // `ID`, `Codecs`: a spreadsheet's capitals are not a different column.
-        let slot = match name.to_ascii_lowercase().as_str() {
-            "id" => &mut columns.id,
-            "name" => &mut columns.name,
-            "uri" => &mut columns.uri,
-            "encryption" => &mut columns.encryption,
-            "ciphers" => &mut columns.ciphers,
-            "codecs" => &mut columns.codecs,
-            other => {
+        let lower = name.to_ascii_lowercase();
+        let slot = match (lower.as_str(), Field::from_name(&lower)) {
+            ("id", _) => &mut columns.id,
+            (_, Some(field)) => &mut columns.fields[field as usize],
+            (other, None) => {
                 let shown = crate::inert::text(other, 40);
                 unknown.push(match crate::model::suggest(other, KNOWN_COLUMNS) {
                     Some(s) => format!("`{shown}` (did you mean `{s}`?)"),
@@ -288,16 +283,9 @@ fn cell(record: &::csv::StringRecord, column: Option<usize>) -> Option<String> {
 }
 
 fn raw_row(line: u64, record: &::csv::StringRecord, columns: &Columns) -> RawRow {
-    RawRow {
-        line,
-        id: cell(record, columns.id),
-        name: cell(record, columns.name),
-        uri: cell(record, columns.uri),
-        encryption: cell(record, columns.encryption),
-        ciphers: cell(record, columns.ciphers).map(RawList::Joined),
-        codecs: cell(record, columns.codecs).map(RawList::Joined),
-        shape_errors: Vec::new(),
-    }
+    RawRow::from_texts(line, cell(record, columns.id), |field| {
+        cell(record, columns.fields[field as usize])
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Saved plans read as the job's rows (`apply --plan`): the header line is skipped (the CLI
-//! checks it first), each `would_update` line becomes a [`Row`] asking for all five fields
+//! checks it first), each `would_update` line becomes a [`Row`] asking for every field
 //! of its `after`, with its `before` as the state the gateway must still be in. Other lines
 //! (unchanged, invalid, ...) are the plan's record, not changes: they yield no row. A plan
 //! is written by this tool, so a line that does not read is a whole-file error.
@@ -14,7 +14,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{CheckedRow, ManifestError, Row};
-use crate::model::Desired;
 use crate::model::GatewayFields;
 use crate::status::Status;
 
@@ -59,13 +58,7 @@ pub(super) fn read(
                 format!("id `{}` is not a UUID", crate::inert::text(&line.id, 64)),
             )
         })?;
-        let desired = Desired {
-            name: Some(after.name),
-            uri: Some(after.uri),
-            encryption: after.encryption,
-            ciphers: Some(after.ciphers),
-            codecs: Some(after.codecs),
-        };
+        let desired = after.into_desired();
         let row = Row {
             seq: 0,
             line: line.row,

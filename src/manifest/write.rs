@@ -1,10 +1,11 @@
-//! Writing manifests (for `export` and `rollback`): every row carries all five fields, in a
+//! Writing manifests (for `export` and `rollback`): every row carries every field, in a
 //! form `apply` reads back unchanged. Rows are written as they come, so memory stays flat.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use super::Format;
-use crate::model::GatewayFields;
+use crate::model::{GatewayFields, Wire};
 
 /// Writes manifest rows to any `Write`.
 pub struct ManifestWriter<W: Write> {
@@ -76,8 +77,11 @@ impl<W: Write> ManifestWriter<W> {
         Ok(match format {
             Format::Csv => {
                 let mut csv = CsvRows::new(out);
-                let header = ["id", "name", "uri", "encryption", "ciphers", "codecs"];
-                csv.write(&header.map(std::borrow::Cow::Borrowed))?;
+                let header: Vec<Cow<str>> = super::KNOWN_COLUMNS
+                    .iter()
+                    .map(|c| Cow::Borrowed(*c))
+                    .collect();
+                csv.write(&header)?;
                 ManifestWriter {
                     format,
                     csv: Some(csv),
@@ -115,59 +119,40 @@ impl<W: Write> ManifestWriter<W> {
     pub fn write(&mut self, id: &str, f: &GatewayFields) -> io::Result<()> {
         if self.inert {
             let shown = |v: &str| crate::inert::text(v, 1024);
-            let escaped = GatewayFields {
-                name: shown(&f.name),
-                uri: shown(&f.uri),
-                encryption: f
-                    .encryption
-                    .as_ref()
-                    .map(|e| crate::model::Encryption::from_wire(&shown(e.as_str()))),
-                ciphers: f
-                    .ciphers
-                    .iter()
-                    .map(|c| crate::model::Cipher::from_wire(&shown(c.as_str())))
-                    .collect(),
-                codecs: f
-                    .codecs
-                    .iter()
-                    .map(|c| crate::model::Codec::from_wire(&shown(c.as_str())))
-                    .collect(),
-            };
-            return self.write_row(&shown(id), &escaped);
+            return self.write_row(&shown(id), &f.map_wire(&shown));
         }
         self.write_row(id, f)
     }
 
     fn write_row(&mut self, id: &str, f: &GatewayFields) -> io::Result<()> {
-        let encryption = f.encryption.as_ref().map_or("", |e| e.as_str());
         if let Some(csv) = self.csv.as_mut() {
             // No cell may start a spreadsheet formula; `apply` reads each one back exactly.
-            use crate::inert::csv_cell;
-            let ciphers = join(f.ciphers.iter().map(|c| c.as_str()));
-            let codecs = join(f.codecs.iter().map(|c| c.as_str()));
-            let cells = [id, &f.name, &f.uri, encryption, &ciphers, &codecs].map(csv_cell);
+            let mut cells = vec![crate::inert::csv_cell(id)];
+            for (_, value) in f.wires() {
+                let cell = match value {
+                    Wire::Text(s) => Cow::Borrowed(s),
+                    Wire::Choice(c) => Cow::Borrowed(c.unwrap_or("")),
+                    Wire::List(items) => Cow::Owned(join(items.into_iter())),
+                };
+                cells.push(Cow::Owned(crate::inert::csv_cell(&cell).into_owned()));
+            }
             csv.write(&cells)?;
         }
         if let Some(out) = self.yaml.as_mut() {
             // JSON strings are valid YAML scalars and quote everything that needs it.
             let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
             writeln!(out, "- id: {}", q(id))?;
-            if !f.name.is_empty() {
-                writeln!(out, "  name: {}", q(&f.name))?;
-            }
-            if !f.uri.is_empty() {
-                writeln!(out, "  uri: {}", q(&f.uri))?;
-            }
-            if !encryption.is_empty() {
-                writeln!(out, "  encryption: {}", q(encryption))?;
-            }
-            if !f.ciphers.is_empty() {
-                let items: Vec<String> = f.ciphers.iter().map(|c| q(c.as_str())).collect();
-                writeln!(out, "  ciphers: [{}]", items.join(", "))?;
-            }
-            if !f.codecs.is_empty() {
-                let items: Vec<String> = f.codecs.iter().map(|c| q(c.as_str())).collect();
-                writeln!(out, "  codecs: [{}]", items.join(", "))?;
+            for (name, value) in f.wires() {
+                match value {
+                    Wire::Text(s) | Wire::Choice(Some(s)) if !s.is_empty() => {
+                        writeln!(out, "  {name}: {}", q(s))?;
+                    }
+                    Wire::List(items) if !items.is_empty() => {
+                        let items: Vec<String> = items.into_iter().map(q).collect();
+                        writeln!(out, "  {name}: [{}]", items.join(", "))?;
+                    }
+                    _ => {}
+                }
             }
         }
         Ok(())

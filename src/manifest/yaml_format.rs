@@ -12,8 +12,11 @@ use std::path::Path;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use super::check::{DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker, check_defaults};
+use super::check::{
+    DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker, UserValue, check_defaults,
+};
 use super::{CheckedRow, ManifestError};
+use crate::diff::Field;
 use crate::model::Desired;
 
 /// Why the reader stopped before the end, carried out of serde's error channel.
@@ -188,17 +191,13 @@ impl<'de> Visitor<'de> for YamlRowVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<YamlRow, A::Error> {
         let mut raw = RawRow::default();
         while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "id" => {
+            match (key.as_str(), Field::from_name(&key)) {
+                ("id", _) => {
                     raw.id = non_empty(map.next_value::<Option<Scalar>>()?)
                         .map(|id| id.trim().to_owned())
                 }
-                "name" => raw.name = non_empty(map.next_value::<Option<Scalar>>()?),
-                "uri" => raw.uri = non_empty(map.next_value::<Option<Scalar>>()?),
-                "encryption" => raw.encryption = non_empty(map.next_value::<Option<Scalar>>()?),
-                "ciphers" => raw.ciphers = map.next_value::<Option<ListCell>>()?.and_then(|l| l.0),
-                "codecs" => raw.codecs = map.next_value::<Option<ListCell>>()?.and_then(|l| l.0),
-                other => {
+                (_, Some(field)) => read_field(&mut raw, field, &mut map)?,
+                (other, None) => {
                     map.next_value::<IgnoredAny>()?;
                     let hint = crate::model::suggest(other, KNOWN_COLUMNS)
                         .map(|s| format!(" (did you mean `{s}`?)"))
@@ -214,6 +213,46 @@ impl<'de> Visitor<'de> for YamlRowVisitor {
         Ok(YamlRow { raw })
     }
 }
+
+/// A raw field value read from a YAML value.
+trait YamlCell: Sized {
+    fn next_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Self>, A::Error>;
+}
+
+/// A scalar field: its text.
+impl YamlCell for String {
+    fn next_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Self>, A::Error> {
+        Ok(non_empty(map.next_value::<Option<Scalar>>()?))
+    }
+}
+
+/// A list field: a sequence, or one `;`-separated string.
+impl YamlCell for RawList {
+    fn next_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Self>, A::Error> {
+        Ok(map.next_value::<Option<ListCell>>()?.and_then(|l| l.0))
+    }
+}
+
+macro_rules! yaml_keys {
+    ($($variant:ident $field:ident: $ty:ty, check $check:path;)+) => {
+        /// Reads the value of a field's key into the row.
+        fn read_field<'de, A: MapAccess<'de>>(
+            raw: &mut RawRow,
+            field: Field,
+            map: &mut A,
+        ) -> Result<(), A::Error> {
+            match field {
+                $(Field::$variant => {
+                    raw.$field =
+                        <<$ty as UserValue>::Raw as YamlCell>::next_value(map)?;
+                })+
+            }
+            Ok(())
+        }
+    };
+}
+
+crate::model::gateway_fields!(yaml_keys);
 
 /// A value as written: YAML itself drops the spaces around a plain scalar, and a quoted
 /// one keeps them (a name restored by `rollback` must come back exactly).

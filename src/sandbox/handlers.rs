@@ -172,15 +172,20 @@ fn resource(state: &SandboxState, id: &Uuid, g: &StoredGateway) -> Value {
         "type": "sip_gateway",
         "created_at": g.created_at,
         "updated_at": g.updated_at,
-        "sip_gateway": {
-            "id": g.sip_id.hyphenated().to_string(),
-            "uri": g.fields.uri,
-            "name": g.fields.name,
-            "ciphers": g.fields.ciphers,
-            "codecs": g.fields.codecs,
-            "encryption": g.fields.encryption,
-        }
+        "sip_gateway": sip_gateway(g),
     })
+}
+
+/// The gateway's `sip_gateway` object: its id and the API's fields ([`super::API_FIELDS`]).
+fn sip_gateway(g: &StoredGateway) -> Value {
+    let stored = serde_json::to_value(&g.fields).unwrap_or_default();
+    let mut object = serde_json::Map::new();
+    object.insert("id".into(), json!(g.sip_id.hyphenated().to_string()));
+    for key in super::API_FIELDS {
+        let value = stored.get(key).cloned().unwrap_or_default();
+        object.insert(key.into(), value);
+    }
+    Value::Object(object)
 }
 
 #[derive(Deserialize)]
@@ -361,12 +366,12 @@ fn validate_full_body(body: &[u8]) -> Result<GatewayFields, Rejected> {
             partial: true,
         });
     };
-    let partial = ["name", "uri", "encryption", "ciphers", "codecs"]
+    let partial = super::API_FIELDS
         .iter()
         .any(|k| obj.get(*k).is_none_or(Value::is_null));
     let mut errors: Vec<(&str, String, Option<&str>)> = Vec::new();
     for key in obj.keys() {
-        if !["name", "uri", "encryption", "ciphers", "codecs"].contains(&key.as_str()) {
+        if !super::API_FIELDS.contains(&key.as_str()) {
             errors.push((
                 "unknown_parameter",
                 format!("{key} is not a parameter"),

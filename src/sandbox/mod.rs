@@ -35,6 +35,11 @@ pub use state::{Change, SandboxState, Stats};
 
 use crate::model::{Cipher, Codec, Encryption, GatewayFields};
 
+/// The writable fields of a SIP gateway as the API knows them: the sandbox's own list,
+/// kept apart from the tool's declaration (`model::gateway_fields`) because it imitates
+/// the API, not the client. A test compares the two.
+pub const API_FIELDS: [&str; 5] = ["name", "uri", "encryption", "ciphers", "codecs"];
+
 /// Injected faults. Rates are probabilities in 0..=1, drawn per API request.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {

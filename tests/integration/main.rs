@@ -7,6 +7,7 @@ mod chain;
 mod console;
 mod edges;
 mod faults;
+mod fields;
 mod hostile;
 mod ledger;
 mod manifest_errors;
