@@ -63,6 +63,14 @@ fn room_holds(sc: &Scenario, out: &Outcome, mine: &[&JobWrite]) -> Result<(), St
     by_number.dedup_by_key(|w| w.number);
     let mut answers: Vec<&JobWrite> = mine.iter().copied().filter(|a| a.honest_count).collect();
     answers.sort_by_key(|a| a.answered_event);
+    // Not vacuous: where honest counts came, writes were granted under them (a budget
+    // that never says so would pass every check below).
+    if answers.len() >= 10 && !mine.iter().any(|w| w.under_announcement) {
+        return Err(format!(
+            "{} honest counts arrived and no write was granted under one",
+            answers.len()
+        ));
+    }
     let recent = sc.window + Duration::from_secs(2);
     for w in mine.iter().filter(|w| w.under_announcement) {
         let known = answers
