@@ -284,7 +284,8 @@ pub struct ApplyArgs {
     /// touched again. Refused if the manifest changed. Starts afresh if there is no report.
     #[arg(long)]
     pub resume: bool,
-    /// Seconds rows in flight may take to finish after SIGINT/SIGTERM.
+    /// Seconds requests already sent may take to finish after SIGINT/SIGTERM (no new PATCH
+    /// starts after the signal).
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub grace: u64,
 }

@@ -42,7 +42,8 @@ pub enum Exit {
     ChangesPending = 2,
     /// Aborted: credentials refused, `--max-errors` reached, `--max-changes` exceeded.
     Aborted = 3,
-    /// Interrupted (SIGINT/SIGTERM): in-flight rows finished, report complete, resumable.
+    /// Interrupted (SIGINT/SIGTERM): no PATCH starts after the signal, requests already sent
+    /// finish, rows waiting for a slot are `skipped`; report complete, resumable.
     Interrupted = 4,
     /// Another run holds the lock on this report.
     Locked = 5,

@@ -1,8 +1,8 @@
 //! `plan` and `apply` at the command line. The run itself is [`crate::run::run`]; this
 //! module maps the flags to its options and brings what is about a person: the review on
 //! a terminal (the plan's diff, its summary, the question), progress and the plan on
-//! stdout, SIGINT/SIGTERM (no new rows, rows in flight get `--grace`, a second signal
-//! exits at once), the summary, the hint to continue, and the exit code.
+//! stdout, SIGINT/SIGTERM (no new PATCH; requests on the wire get `--grace`, a second
+//! signal exits at once), the summary, the hint to continue, and the exit code.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -608,14 +608,15 @@ fn confirm(changes: u64) -> Result<bool, Failure> {
     Ok(matches!(answer.trim(), "yes" | "y"))
 }
 
-/// First SIGINT/SIGTERM: stop taking rows; rows in flight get `grace` to finish. A second
+/// First SIGINT/SIGTERM: no new PATCH starts (rows waiting for a slot are `skipped`);
+/// requests on the wire get `grace` to finish. A second
 /// signal, or the grace running out, exits at once: every finished row is already in the
 /// report (flushed per line), so the report is still one `--resume` accepts.
 async fn watch_signals(stop: CancellationToken, grace: Duration) {
     super::wait_for_signal().await;
     tracing::warn!(
         grace_secs = grace.as_secs(),
-        "interrupted: no new rows; finishing rows in flight (signal again to stop at once)"
+        "interrupted: no new writes; finishing requests already sent (signal again to stop at once)"
     );
     stop.cancel();
     tokio::select! {
