@@ -47,7 +47,8 @@ pub struct GlobalArgs {
         value_name = "SPACE"
     )]
     pub space: Option<String>,
-    /// API base URL (wins over --space); https only, except a loopback host.
+    /// API base URL; https only, except a loopback host. With a --space (or
+    /// SIGNALWIRE_SPACE) that names another host: refused.
     #[arg(
         long,
         global = true,

@@ -72,7 +72,14 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
         .and_then(Destination::commit)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", shown(&args.output)))
         .exit_with(Exit::Usage)?;
-    tracing::info!(gateways = stats.gateways, pages = stats.pages, "exported");
+    let target = ctx.target().ok().flatten();
+    let from = target.map_or_else(String::new, |t| format!(" from {t}"));
+    tracing::info!(
+        gateways = stats.gateways,
+        pages = stats.pages,
+        "exported {} gateways{from}",
+        stats.gateways
+    );
     Ok(Exit::Ok)
 }
 

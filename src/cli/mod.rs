@@ -12,13 +12,14 @@ mod rollback;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod show;
+mod space;
 mod summary;
 mod validate;
 mod watch;
 
 use std::io::IsTerminal;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::config::{self, FileConfig, LogFormat, Overrides, Settings};
 use crate::manifest::ManifestError;
@@ -54,8 +55,11 @@ pub enum Exit {
 }
 /// Parses argv, runs the command, and returns the exit code. `main` only calls this.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, space::Origins::of(&m))));
+    let (cli, origins) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => return parse_failure(&e),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -73,7 +77,7 @@ pub fn main() -> i32 {
             return Exit::Usage as i32;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, origins)) {
         Ok(exit) => exit as i32,
         Err(failure) => {
             // With JSON logs every stderr line must be JSON, the error included.
@@ -304,14 +308,38 @@ pub struct Context {
     pub global: GlobalArgs,
     pub settings: Settings,
     pub file: FileConfig,
+    /// Where the space and the base URL given by flag or environment came from.
+    pub origins: space::Origins,
 }
 
 impl Context {
-    /// The API client's settings: the space's URL and the credentials.
+    /// The space the command talks to and its project, with the setting each came from;
+    /// `None` when no setting names a space. Two settings naming different spaces: exit 64.
+    fn target(&self) -> Result<Option<space::Target>, Failure> {
+        let flags = Overrides {
+            space: self.global.space.clone(),
+            base_url: self.global.base_url.clone(),
+            ..Overrides::default()
+        };
+        space::target(
+            &self.origins,
+            &flags,
+            &self.file,
+            self.global.config.as_deref(),
+            |k| std::env::var(k).ok(),
+        )
+        .exit_with(Exit::Usage)
+    }
+
+    /// The API client's settings: the space's URL and the credentials. Names the space
+    /// and the project (and where each came from) first, on stderr.
     fn client_config(&self) -> Result<crate::client::ClientConfig, Failure> {
-        let base_url = self.settings.base_url.clone().ok_or_else(|| {
+        let no_space = || {
             usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
-        })?;
+        };
+        let target = self.target()?.ok_or_else(no_space)?;
+        tracing::info!("{target}");
+        let base_url = self.settings.base_url.clone().ok_or_else(no_space)?;
         let credentials =
             config::credentials(&self.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?;
         Ok(crate::client::ClientConfig {
@@ -325,7 +353,7 @@ impl Context {
     }
 }
 
-pub async fn run(cli: Cli) -> Result<Exit, Failure> {
+pub async fn run(cli: Cli, origins: space::Origins) -> Result<Exit, Failure> {
     let early = cli.global.log_format.unwrap_or_default();
     let configured = configure(&cli);
     if configured.is_err() {
@@ -339,6 +367,7 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
         global: cli.global,
         settings,
         file,
+        origins,
     };
     dispatch(ctx, cli.command).await
 }

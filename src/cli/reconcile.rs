@@ -140,7 +140,9 @@ async fn reconcile(
     }
     if let Some(path) = &job.summary_json {
         let rate = ctx.settings.write_rate.get();
-        write_summary_json(path, &outcome, &report, rate).exit_with(Exit::Usage)?;
+        let target = ctx.target().ok().flatten();
+        let summary = with_target(summary_json(&outcome, &report, rate), target.as_ref());
+        write_summary_json(path, &summary).exit_with(Exit::Usage)?;
     }
     Ok(exit_code(&outcome, mode))
 }
@@ -383,6 +385,7 @@ fn say_plan_saved(ctx: &Context, plan_saved: Option<Result<std::path::PathBuf, P
 fn say_summary(ctx: &Context, mode: Mode, outcome: &Outcome, report: &Path) {
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
     let rate = ctx.settings.write_rate.get();
+    let target = ctx.target().ok().flatten();
     match ctx.settings.log_format {
         // JSON logs: the summary is one event whose `summary` is an object (a tracing field
         // would hold it as a string of JSON), in the subscriber's own line shape.
@@ -392,15 +395,31 @@ fn say_summary(ctx: &Context, mode: Mode, outcome: &Outcome, report: &Path) {
                 "INFO",
                 &format!("{title} finished"),
                 "summary",
-                summary_json(outcome, report, rate)
+                with_target(summary_json(outcome, report, rate), target.as_ref())
             )
         ),
         LogFormat::Text if !ctx.global.quiet => {
-            say(ctx, &summary_text(title, outcome, Some(report), rate))
+            let mut text = summary_text(title, outcome, Some(report), rate);
+            if let Some(target) = &target {
+                text.push_str(&format!("\n  {target}"));
+            }
+            say(ctx, &text)
         }
         // -q: errors only.
         _ => {}
     }
+}
+
+/// The summary's JSON with the space it ran against (`space`: host, project and where each
+/// came from).
+fn with_target(
+    mut summary: serde_json::Value,
+    target: Option<&super::space::Target>,
+) -> serde_json::Value {
+    if let (Some(map), Some(target)) = (summary.as_object_mut(), target) {
+        map.insert("space".into(), target.json());
+    }
+    summary
 }
 
 /// Why the job stopped, and the command that continues it.

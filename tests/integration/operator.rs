@@ -103,3 +103,113 @@ fn ctrl_c_stops_writing_at_once_and_resume_finishes() {
     assert_eq!(sb.state().snapshot(), expected(&ids));
     assert_eq!(sb.state().stats().patches_applied, ids.len() as u64);
 }
+
+/// Every command that talks to a space names it, and its project, on its first stderr
+/// line and in its summary, with the setting each came from; the token never.
+#[test]
+fn every_command_names_its_space_and_where_it_came_from() {
+    let ids = ids(3, 3202);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let host = sb.base_url().trim_start_matches("http://").to_owned();
+    let project = sb.state().config().project_id.clone();
+    let token = sb.state().config().api_token.clone();
+    let named = format!(
+        "space {host} (from SIGNALWIRE_BASE_URL), project {project} (from SIGNALWIRE_PROJECT_ID)"
+    );
+    let id = ids[0].to_string();
+    let runs: [&[&str]; 3] = [
+        &["plan", "m.csv", "--summary-json", "s.json"],
+        &["export", "-o", "e.csv"],
+        &["show", &id],
+    ];
+    for args in runs {
+        let out = run(sb.cmd().args(args));
+        let err = stderr(&out);
+        assert!(matches!(code(&out), 0 | 2), "{args:?}: {err}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.contains(&named), "{args:?}: first line {first:?}");
+        assert!(!err.contains(&token) && !stdout(&out).contains(&token));
+        if args[0] != "show" {
+            assert_eq!(
+                err.lines().filter(|l| l.contains(&named)).count(),
+                2,
+                "{args:?}: the summary names it too: {err}"
+            );
+        }
+    }
+    let summary = summary_json(&sb.path("s.json"));
+    assert_eq!(summary["space"]["host"], host.as_str());
+    assert_eq!(summary["space"]["host_from"], "SIGNALWIRE_BASE_URL");
+    assert_eq!(summary["space"]["project_from"], "SIGNALWIRE_PROJECT_ID");
+
+    // From the config file: the file and its key are named.
+    std::fs::write(sb.path("token"), &token).unwrap();
+    std::fs::write(
+        sb.path("c.yaml"),
+        format!(
+            "base_url: {}\nproject_id: {project}\napi_token_file: token\n",
+            sb.base_url()
+        ),
+    )
+    .unwrap();
+    let out = run(sb
+        .cmd()
+        .env_remove("SIGNALWIRE_BASE_URL")
+        .env_remove("SIGNALWIRE_PROJECT_ID")
+        .env_remove("SIGNALWIRE_API_TOKEN")
+        .args(["--config", "c.yaml", "show", &id]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let first = stderr(&out).lines().next().unwrap_or("").to_owned();
+    assert!(
+        first.contains(&format!(
+            "space {host} (from base_url in c.yaml), project {project} (from project_id in \
+             c.yaml)"
+        )),
+        "{first}"
+    );
+}
+
+/// A sandbox's base URL left in the environment never wins quietly over the space asked
+/// for: the two settings are named, with where each came from, exit 64, nothing sent.
+#[test]
+fn a_space_and_a_base_url_that_disagree_are_refused() {
+    let ids = ids(3, 3203);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let host = sb.base_url().trim_start_matches("http://").to_owned();
+    let token = sb.state().config().api_token.clone();
+    let cases: [(&[&str], &str, &str); 3] = [
+        (
+            &["export"],
+            "SIGNALWIRE_SPACE",
+            "SIGNALWIRE_SPACE names other.signalwire.com",
+        ),
+        (
+            &["--space", "other", "plan", "m.csv"],
+            "",
+            "--space names other.signalwire.com",
+        ),
+        (
+            &["apply", "m.csv", "--yes"],
+            "SIGNALWIRE_SPACE",
+            "SIGNALWIRE_SPACE names other",
+        ),
+    ];
+    for (args, env, says) in cases {
+        let mut cmd = sb.cmd();
+        if !env.is_empty() {
+            cmd.env(env, "other");
+        }
+        let out = run(cmd.args(args));
+        let err = stderr(&out);
+        assert_eq!(code(&out), 64, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("SIGNALWIRE_BASE_URL names {host}")),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains(&token));
+    }
+    assert_eq!(sb.state().stats().requests, 0, "nothing was sent");
+}
