@@ -434,7 +434,13 @@ fn say_stopped(
     let report = &start.report;
     let detail = outcome.stop_detail.as_deref().unwrap_or("");
     let why = match reason {
-        StopReason::Unauthorized => "the server refused the credentials (401/403)".to_owned(),
+        StopReason::Unauthorized => format!(
+            "the space refused the credentials (401/403): {}",
+            ctx.target().ok().flatten().map_or_else(
+                || "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN".to_owned(),
+                |t| t.credentials_hint()
+            )
+        ),
         StopReason::Unreachable => format!("the space cannot be reached: {detail}"),
         StopReason::ErrorBudget => "--max-errors was reached".to_owned(),
         StopReason::Interrupted => "interrupted".to_owned(),

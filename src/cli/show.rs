@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use super::{Exit, ExitContext, Failure, ShowArgs, usage};
-use crate::client::ErrorKind;
 use crate::manifest::{Format, ManifestWriter};
 
 pub async fn run(ctx: &super::Context, args: &ShowArgs) -> Result<Exit, Failure> {
@@ -17,14 +16,11 @@ pub async fn run(ctx: &super::Context, args: &ShowArgs) -> Result<Exit, Failure>
     let gateway = match client.get_gateway(&id).await {
         Ok(reply) => reply.value,
         Err(e) => {
-            let exit = match e.kind {
-                ErrorKind::NotFound => Exit::RowErrors,
-                ErrorKind::Unauthorized | ErrorKind::Aborted => Exit::Aborted,
-                _ => Exit::RowErrors,
-            };
+            let (exit, hint) =
+                super::space::request_failure(ctx.target().ok().flatten().as_ref(), &e);
             return Err(Failure {
                 exit,
-                error: anyhow::anyhow!("gateway {id}: {e}"),
+                error: anyhow::anyhow!("gateway {id}: {e}{hint}"),
             });
         }
     };

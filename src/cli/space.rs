@@ -12,6 +12,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use url::Url;
 
+use crate::client::{ApiError, ErrorKind};
 use crate::config::{ConfigError, FileConfig, Overrides, parse_base_url, space_url};
 
 /// Where the space and the base URL given by flag or environment came from (clap merges
@@ -44,6 +45,8 @@ pub struct Target {
     pub host_from: String,
     pub project: Option<String>,
     pub project_from: Option<String>,
+    /// Where the API token came from (never the token).
+    pub token_from: Option<String>,
 }
 
 impl std::fmt::Display for Target {
@@ -57,6 +60,21 @@ impl std::fmt::Display for Target {
 }
 
 impl Target {
+    /// What to check when the space refuses the credentials: the settings they come from,
+    /// and which of them this run used.
+    pub fn credentials_hint(&self) -> String {
+        let used = match (&self.project_from, &self.token_from) {
+            (Some(p), Some(t)) => {
+                format!("; this run's project id came from {p}, its token from {t}")
+            }
+            _ => String::new(),
+        };
+        format!(
+            "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN (or the config's project_id \
+             and api_token_file){used}"
+        )
+    }
+
     /// The same, as JSON for the summary.
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -134,12 +152,48 @@ pub fn target(
                 None => (None, None),
             },
         };
+    let token_from = match env("SIGNALWIRE_API_TOKEN").filter(|t| !t.trim().is_empty()) {
+        Some(_) => Some("SIGNALWIRE_API_TOKEN".to_owned()),
+        None => file
+            .api_token_file
+            .as_ref()
+            .map(|_| in_config("api_token_file")),
+    };
     Ok(Some(Target {
         host,
         host_from,
         project: project.map(|p| crate::inert::text(p.trim(), 80)),
         project_from,
+        token_from,
     }))
+}
+
+/// A command's request that failed as an exit code and a plain word to add: refused
+/// credentials (exit 3) name the settings to check; a space that cannot be reached (DNS,
+/// refused, reset, TLS) is exit 3, as for a run; anything else is exit 1.
+pub fn request_failure(target: Option<&Target>, err: &ApiError) -> (super::Exit, String) {
+    use super::Exit;
+    match err.kind {
+        ErrorKind::Unauthorized => {
+            let hint = target.map_or_else(
+                || "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN".to_owned(),
+                Target::credentials_hint,
+            );
+            (
+                Exit::Aborted,
+                format!("; the space refused the credentials: {hint}"),
+            )
+        }
+        ErrorKind::Aborted => (Exit::Aborted, String::new()),
+        ErrorKind::Transport => {
+            let space = target.map_or_else(String::new, |t| format!(" ({})", t.host));
+            (
+                Exit::Aborted,
+                format!("; the space{space} cannot be reached"),
+            )
+        }
+        _ => (Exit::RowErrors, String::new()),
+    }
 }
 
 /// `acme.signalwire.com`, or `127.0.0.1:8080` for a URL with a port.

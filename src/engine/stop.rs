@@ -107,7 +107,7 @@ impl StopReason {
     pub(super) fn skip_note(self) -> (&'static str, &'static str) {
         match self {
             StopReason::Unauthorized => (
-                "aborted",
+                "credentials_refused",
                 "not attempted: the job stopped after the server refused the credentials",
             ),
             StopReason::Unreachable => (

@@ -213,3 +213,126 @@ fn a_space_and_a_base_url_that_disagree_are_refused() {
     }
     assert_eq!(sb.state().stats().requests, 0, "nothing was sent");
 }
+
+/// A wrong token: one plain line naming the settings to check, exit 3, no line per row;
+/// the rows are `skipped` (`credentials_refused`) for `--resume` once it is fixed.
+#[test]
+fn a_refused_token_says_which_settings_to_check_once() {
+    let ids = ids(40, 3204);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb.cmd().env("SIGNALWIRE_API_TOKEN", "PTwrong-token").args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--concurrency",
+        "16",
+        "--report",
+        "r.csv",
+    ]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(
+        !err.contains("http_401") && !err.contains("row failed"),
+        "{err}"
+    );
+    let says: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("refused the credentials"))
+        .collect();
+    assert_eq!(says.len(), 1, "{err}");
+    assert!(
+        says[0].contains(
+            "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN (or the config's project_id \
+             and api_token_file); this run's project id came from SIGNALWIRE_PROJECT_ID, its \
+             token from SIGNALWIRE_API_TOKEN"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("PTwrong-token"));
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report.len(), ids.len());
+    assert!(
+        report
+            .values()
+            .all(|r| r.status == Status::Skipped && r.error_code == "credentials_refused"),
+        "{report:?}"
+    );
+
+    let out = run(sb
+        .cmd()
+        .env("SIGNALWIRE_API_TOKEN", "PTwrong-token")
+        .args(["export", "-o", "e.csv"]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(
+        err.contains("the space refused the credentials: check SIGNALWIRE_PROJECT_ID"),
+        "{err}"
+    );
+}
+
+/// `export` against a space whose name does not resolve: exit 3 (the space cannot be
+/// reached), as for a run, not 1 (rows that need attention).
+#[test]
+fn export_from_a_space_that_does_not_resolve_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    // The retries run out before the outage budget (60 s) does: the answer is the last
+    // connection error's, not the job's abort.
+    let out = run(std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("SIGNALWIRE_SPACE")
+        .env("SIGNALWIRE_BASE_URL", "https://sipgw-bulk-test.invalid")
+        .env("SIGNALWIRE_PROJECT_ID", "p")
+        .env("SIGNALWIRE_API_TOKEN", "PTsecret")
+        .args(["export", "-o", "e.csv"]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(
+        err.contains("the space (sipgw-bulk-test.invalid) cannot be reached"),
+        "{err}"
+    );
+    assert!(!dir.path().join("e.csv").exists());
+}
+
+/// The two CSV mistakes a spreadsheet makes: a list written with commas in a cell that
+/// is not quoted, and a file written with `;` between cells.
+#[test]
+fn csv_cells_split_by_commas_and_semicolon_files_get_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = ids(1, 3205)[0];
+    std::fs::write(
+        dir.path().join("commas.csv"),
+        format!("id,codecs\n{id},OPUS,PCMU\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("semi.csv"),
+        format!("id;codecs\n{id};OPUS\n"),
+    )
+    .unwrap();
+    let validate = |file: &str| {
+        run(std::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["validate", file]))
+    };
+    let out = validate("commas.csv");
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(
+            "line 2: the row has 3 cells but the header has 2: a list cell separates its \
+             values with `;` (OPUS;PCMU), or quote a cell that holds a comma (\"OPUS,PCMU\")"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let out = validate("semi.csv");
+    assert_eq!(code(&out), 65, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "the header has no `id` column (first line: \"id;codecs\"); the file looks \
+             `;`-delimited: the delimiter is `,`"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
