@@ -200,10 +200,6 @@ pub struct JobArgs {
     /// tools.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub diff_format: PlanFormat,
-    /// The old spelling of --diff-format, refused with a hint: -o/--output names a file
-    /// in every command that has it.
-    #[arg(long = "output", hide = true, value_name = "FORMAT")]
-    pub old_output: Option<String>,
     /// Run only this row (a gateway id), or the rows whose ids FILE lists (@FILE: one id
     /// a line); may be given again. The other rows are reported skipped (not_selected).
     #[arg(long, value_name = "ID|@FILE")]
@@ -238,8 +234,14 @@ pub struct JobArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub manifest: ManifestArgs,
-    /// Save the plan to PLAN: `apply --plan PLAN` then writes exactly these changes.
-    #[arg(short = 'o', long, value_name = "PLAN")]
+    /// Save the plan to PLAN: `apply --plan PLAN` then writes exactly these changes
+    /// (`--out` is the same). How the plan prints is --diff-format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "out",
+        value_name = "PLAN"
+    )]
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub job: JobArgs,
@@ -256,7 +258,7 @@ pub struct ApplyArgs {
     /// Manifest format, when the extension does not tell.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<Format>,
-    /// Write exactly the changes of this saved plan (`plan --out`); a gateway that changed
+    /// Write exactly the changes of this saved plan (`plan -o`); a gateway that changed
     /// since is `conflict`, not written. Needs no --yes: the plan was the review.
     #[arg(long, value_name = "PLAN")]
     pub plan: Option<PathBuf>,
@@ -289,6 +291,10 @@ pub struct ApplyArgs {
     /// starts after the signal).
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub grace: u64,
+    /// The old spelling of --diff-format, refused with a hint: -o/--output names a file
+    /// in every command that has it.
+    #[arg(long = "output", hide = true, value_name = "FORMAT")]
+    pub old_output: Option<String>,
 }
 
 pub use crate::run::ErrorBudget;

@@ -55,9 +55,10 @@ pub enum Exit {
 }
 /// Parses argv, runs the command, and returns the exit code. `main` only calls this.
 pub fn main() -> i32 {
-    let parsed = Cli::command()
-        .try_get_matches()
-        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, space::Origins::of(&m))));
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        refuse_unused(&m)?;
+        Ok((Cli::from_arg_matches(&m)?, space::Origins::of(&m)))
+    });
     let (cli, origins) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => return parse_failure(&e),
@@ -105,8 +106,9 @@ const ROW_RUN: &[&str] = &[
 /// Global options that name a space: no use to a command that talks to none.
 const SPACE: &[&str] = &["config", "space", "base_url", "read_rate"];
 
-/// Global options each command has no use for: hidden from its help (still accepted, so a
-/// script that passes them everywhere keeps working).
+/// Global options each command has no use for: hidden from its help, refused on its
+/// command line (exit 64: `validate --rate 5` would read as if it paced something), and
+/// the same settings from the environment or the config file ignored there.
 const NOT_FOR: &[(&str, &[&[&str]])] = &[
     ("validate", &[ROW_RUN, SPACE]),
     ("rollback", &[ROW_RUN, SPACE]),
@@ -114,6 +116,44 @@ const NOT_FOR: &[(&str, &[&[&str]])] = &[
     ("export", &[ROW_RUN]),
     ("show", &[ROW_RUN, &["read_rate"]]),
 ];
+
+/// A global option given on the command line to a command that has no use for it.
+fn refuse_unused(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+    use clap::parser::ValueSource;
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(());
+    };
+    let Some((_, groups)) = NOT_FOR.iter().find(|(n, _)| *n == name) else {
+        return Ok(());
+    };
+    let given = |m: &clap::ArgMatches, id: &str| {
+        m.try_contains_id(id).unwrap_or(false)
+            && m.value_source(id) == Some(ValueSource::CommandLine)
+    };
+    match groups
+        .iter()
+        .flat_map(|group| group.iter())
+        .find(|id| given(sub, id) || given(matches, id))
+    {
+        Some(id) => Err(clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "`{name}` does not use --{}: leave it out (set in the environment or the \
+                 config file, the same setting is ignored by `{name}`)\n",
+                id.replace('_', "-")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether the command talks to a space: the others ignore the space's settings.
+fn talks_to_space(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Plan(_) | Command::Apply(_) | Command::Export(_) | Command::Show(_)
+    )
+}
 
 /// A command's help listing only the global options that apply to it (`None`: clap's own
 /// help is right as it is).
@@ -382,9 +422,11 @@ fn configure(cli: &Cli) -> Result<(Settings, FileConfig), Failure> {
         Some(path) => FileConfig::load(path).exit_with(Exit::Usage)?,
         None => FileConfig::default(),
     };
+    // A command that talks to no space ignores a space named in the environment.
+    let space = talks_to_space(&cli.command);
     let overrides = Overrides {
-        space: cli.global.space.clone(),
-        base_url: cli.global.base_url.clone(),
+        space: cli.global.space.clone().filter(|_| space),
+        base_url: cli.global.base_url.clone().filter(|_| space),
         concurrency: cli.global.concurrency,
         rate: cli.global.rate,
         reserve_percent: cli.global.reserve,
@@ -401,6 +443,15 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
     match command {
         Command::Validate(args) => validate::run(&args).await,
         Command::Plan(args) => {
+            // `--output text|json`, the flag's old meaning, is never taken for a file name.
+            if let Some(format) = args
+                .out
+                .as_deref()
+                .and_then(std::path::Path::to_str)
+                .filter(|f| matches!(*f, "text" | "json"))
+            {
+                return Err(reconcile::old_output(format));
+            }
             let source = reconcile::Source::Manifest {
                 path: args.manifest.manifest.clone(),
                 format: args.manifest.format,

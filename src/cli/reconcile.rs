@@ -175,7 +175,7 @@ fn run_options(
     options.report_format = report_format_for(ctx)?;
     options.resume = apply.is_some_and(|a| a.resume);
     options.shard = job.shard;
-    refuse_old_output(job)?;
+    refuse_old_output(apply.and_then(|a| a.old_output.as_deref()))?;
     options.selection = selection(job)?;
     options.max_errors = apply.and_then(|a| a.max_errors);
     options.limit = apply.and_then(|a| a.limit);
@@ -206,16 +206,22 @@ fn run_options(
     Ok(options)
 }
 
-/// The old `--output FORMAT` of plan and apply, refused with its new name.
-fn refuse_old_output(job: &JobArgs) -> Result<(), Failure> {
-    match &job.old_output {
-        Some(format) => Err(usage(format!(
-            "--output no longer sets how the plan prints: use --diff-format {format}. \
-             (-o/--output names a file in every command that has it: export, rollback, and \
-             plan -o PLAN to save the plan)"
-        ))),
+/// The old `--output FORMAT` of apply, refused with its new name.
+fn refuse_old_output(format: Option<&str>) -> Result<(), Failure> {
+    match format {
+        Some(format) => Err(old_output(format)),
         None => Ok(()),
     }
+}
+
+/// `--output text|json`, the flag's old meaning, refused with the new name.
+pub(super) fn old_output(format: &str) -> Failure {
+    usage(format!(
+        "--output no longer sets how the plan prints: use --diff-format {}. (-o/--output \
+         names a file in every command that has it: export, rollback, and plan -o PLAN to \
+         save the plan)",
+        crate::inert::text(format, 40)
+    ))
 }
 
 /// `--only`/`--skip`, read (their @FILEs too).

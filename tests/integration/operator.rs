@@ -336,3 +336,71 @@ fn csv_cells_split_by_commas_and_semicolon_files_get_a_hint() {
         stderr(&out)
     );
 }
+
+/// `-o/--output FILE` saves the plan, as it names the file in `export` and `rollback`
+/// (`--out` kept); `--output text|json`, the flag's old meaning, is refused with the
+/// `--diff-format` hint, nothing sent.
+#[test]
+fn plan_saves_to_output_as_export_and_rollback_do() {
+    let ids = ids(2, 3206);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    for format in ["text", "json"] {
+        let out = run(sb.cmd().args(["plan", "m.csv", "--output", format]));
+        assert_eq!(code(&out), 64, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("use --diff-format {format}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(sb.state().stats().requests, 0);
+    for (flag, plan, report) in [
+        ("--output", "x.plan", "x.csv"),
+        ("-o", "y.plan", "y.csv"),
+        ("--out", "z.plan", "z.csv"),
+    ] {
+        let out = run(sb
+            .cmd()
+            .args(["plan", "m.csv", flag, plan, "--report", report]));
+        assert_eq!(code(&out), 0, "{flag}: {}", stderr(&out));
+        assert!(sb.path(plan).exists(), "{flag} saved the plan");
+    }
+    let out = run(sb.cmd().args(["apply", "--plan", "x.plan"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+}
+
+/// A flag a command has no use for is refused, exit 64, naming it; the same setting from
+/// the environment is ignored there.
+#[test]
+fn a_flag_a_command_does_not_use_is_refused_and_its_environment_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("m.csv"), &ids(2, 3207), &[]);
+    let cases: [&[&str]; 4] = [
+        &["validate", "m.csv", "--rate", "5"],
+        &["--concurrency", "4", "validate", "m.csv"],
+        &["validate", "m.csv", "--space", "acme"],
+        &["export", "--rate", "5"],
+    ];
+    for args in cases {
+        let out = run(std::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .env_remove("SIGNALWIRE_BASE_URL")
+            .args(args));
+        assert_eq!(code(&out), 64, "{args:?}: {}", stderr(&out));
+        let flag = args.iter().find(|a| a.starts_with("--")).unwrap();
+        assert!(
+            stderr(&out).contains(&format!("does not use {flag}")),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // From the environment: ignored by a command that talks to no space.
+    let out = run(std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .env("SIGNALWIRE_SPACE", "not a space")
+        .env("SIGNALWIRE_BASE_URL", "ftp://nowhere")
+        .args(["validate", "m.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
