@@ -137,7 +137,8 @@ pub enum Command {
     ///
     /// Example: sipgw-bulk export -o before.csv
     Export(ExportArgs),
-    /// Print one gateway's current state as a manifest row (or JSON).
+    /// Print one gateway's current state as a manifest row (or JSON), or a saved plan as
+    /// its diff.
     ///
     /// Example: sipgw-bulk show 0823a606-0aff-4c90-9eba-f88ba118fe05
     Show(ShowArgs),
@@ -339,13 +340,22 @@ pub struct ExportArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// The gateway's resource id.
-    pub id: String,
+    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    pub id: Option<String>,
     /// Print JSON (the five fields and the id) instead of a CSV manifest row.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plan")]
     pub json: bool,
     /// Manifest format of the row [default: csv].
-    #[arg(long, value_name = "FORMAT", conflicts_with = "json")]
+    #[arg(long, value_name = "FORMAT", conflicts_with_all = ["json", "plan"])]
     pub format: Option<Format>,
+    /// Print this saved plan (`plan -o PLAN`) as the diff it is, checked as `apply --plan`
+    /// checks it (a plan cut short or edited is refused, exit 64). Sends no request.
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+    /// With --plan: how the diff prints, text for people or json (one object a line)
+    /// [default: text].
+    #[arg(long, value_name = "FORMAT", requires = "plan")]
+    pub diff_format: Option<PlanFormat>,
 }
 
 #[derive(Debug, Args)]

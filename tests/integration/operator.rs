@@ -404,3 +404,39 @@ fn a_flag_a_command_does_not_use_is_refused_and_its_environment_ignored() {
         .args(["validate", "m.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// `show --plan PLAN` prints a saved plan as the diff `plan` printed, text or JSON, with
+/// no request; a plan edited since is refused as `apply --plan` refuses it (exit 64).
+#[test]
+fn show_plan_prints_a_saved_plan_as_its_diff_and_refuses_an_edited_one() {
+    let ids = ids(40, 3208);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids[..30], &[]);
+    for (format, plan) in [("text", "t.plan"), ("json", "j.plan")] {
+        let planned = run(sb.cmd().args([
+            "plan",
+            "m.csv",
+            "-o",
+            plan,
+            "--diff-format",
+            format,
+            "--report",
+            &format!("{format}.csv"),
+        ]));
+        assert_eq!(code(&planned), 0, "{}", stderr(&planned));
+        let before = sb.state().stats().requests;
+        let shown = run(sb
+            .cmd()
+            .args(["show", "--plan", plan, "--diff-format", format]));
+        assert_eq!(code(&shown), 0, "{}", stderr(&shown));
+        assert_eq!(stdout(&shown), stdout(&planned), "{format}");
+        assert!(stdout(&shown).contains("would_update") || format == "text");
+        assert_eq!(sb.state().stats().requests, before, "no request");
+    }
+    let text = std::fs::read_to_string(sb.path("t.plan")).unwrap();
+    std::fs::write(sb.path("e.plan"), text.replacen("pbx-1", "pbx-X", 1)).unwrap();
+    let out = run(sb.cmd().args(["show", "--plan", "e.plan"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "nothing of an edited plan is shown");
+}
