@@ -47,7 +47,8 @@ pub struct GlobalArgs {
         value_name = "SPACE"
     )]
     pub space: Option<String>,
-    /// API base URL (wins over --space); https only, except a loopback host.
+    /// API base URL; https only, except a loopback host. With a --space (or
+    /// SIGNALWIRE_SPACE) that names another host: refused.
     #[arg(
         long,
         global = true,
@@ -136,7 +137,8 @@ pub enum Command {
     ///
     /// Example: sipgw-bulk export -o before.csv
     Export(ExportArgs),
-    /// Print one gateway's current state as a manifest row (or JSON).
+    /// Print one gateway's current state as a manifest row (or JSON), or a saved plan as
+    /// its diff.
     ///
     /// Example: sipgw-bulk show 0823a606-0aff-4c90-9eba-f88ba118fe05
     Show(ShowArgs),
@@ -199,10 +201,6 @@ pub struct JobArgs {
     /// tools.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub diff_format: PlanFormat,
-    /// The old spelling of --diff-format, refused with a hint: -o/--output names a file
-    /// in every command that has it.
-    #[arg(long = "output", hide = true, value_name = "FORMAT")]
-    pub old_output: Option<String>,
     /// Run only this row (a gateway id), or the rows whose ids FILE lists (@FILE: one id
     /// a line); may be given again. The other rows are reported skipped (not_selected).
     #[arg(long, value_name = "ID|@FILE")]
@@ -237,8 +235,14 @@ pub struct JobArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub manifest: ManifestArgs,
-    /// Save the plan to PLAN: `apply --plan PLAN` then writes exactly these changes.
-    #[arg(short = 'o', long, value_name = "PLAN")]
+    /// Save the plan to PLAN: `apply --plan PLAN` then writes exactly these changes
+    /// (`--out` is the same). How the plan prints is --diff-format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "out",
+        value_name = "PLAN"
+    )]
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub job: JobArgs,
@@ -255,7 +259,7 @@ pub struct ApplyArgs {
     /// Manifest format, when the extension does not tell.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<Format>,
-    /// Write exactly the changes of this saved plan (`plan --out`); a gateway that changed
+    /// Write exactly the changes of this saved plan (`plan -o`); a gateway that changed
     /// since is `conflict`, not written. Needs no --yes: the plan was the review.
     #[arg(long, value_name = "PLAN")]
     pub plan: Option<PathBuf>,
@@ -284,9 +288,14 @@ pub struct ApplyArgs {
     /// touched again. Refused if the manifest changed. Starts afresh if there is no report.
     #[arg(long)]
     pub resume: bool,
-    /// Seconds rows in flight may take to finish after SIGINT/SIGTERM.
+    /// Seconds requests already sent may take to finish after SIGINT/SIGTERM (no new PATCH
+    /// starts after the signal).
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub grace: u64,
+    /// The old spelling of --diff-format, refused with a hint: -o/--output names a file
+    /// in every command that has it.
+    #[arg(long = "output", hide = true, value_name = "FORMAT")]
+    pub old_output: Option<String>,
 }
 
 pub use crate::run::ErrorBudget;
@@ -331,13 +340,22 @@ pub struct ExportArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// The gateway's resource id.
-    pub id: String,
+    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    pub id: Option<String>,
     /// Print JSON (the five fields and the id) instead of a CSV manifest row.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plan")]
     pub json: bool,
     /// Manifest format of the row [default: csv].
-    #[arg(long, value_name = "FORMAT", conflicts_with = "json")]
+    #[arg(long, value_name = "FORMAT", conflicts_with_all = ["json", "plan"])]
     pub format: Option<Format>,
+    /// Print this saved plan (`plan -o PLAN`) as the diff it is, checked as `apply --plan`
+    /// checks it (a plan cut short or edited is refused, exit 64). Sends no request.
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+    /// With --plan: how the diff prints, text for people or json (one object a line)
+    /// [default: text].
+    #[arg(long, value_name = "FORMAT", requires = "plan")]
+    pub diff_format: Option<PlanFormat>,
 }
 
 #[derive(Debug, Args)]

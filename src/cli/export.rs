@@ -53,18 +53,15 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
     })
     .await
     .map_err(|e| {
-        use crate::client::ErrorKind;
-        let exit = match &e {
-            crate::export::ExportError::Api(api)
-                if matches!(api.kind, ErrorKind::Unauthorized | ErrorKind::Aborted) =>
-            {
-                Exit::Aborted
+        let (exit, hint) = match &e {
+            crate::export::ExportError::Api(api) => {
+                super::space::request_failure(ctx.target().ok().flatten().as_ref(), api)
             }
-            _ => Exit::RowErrors,
+            _ => (Exit::RowErrors, String::new()),
         };
         Failure {
             exit,
-            error: e.into(),
+            error: anyhow::anyhow!("{:#}{hint}", anyhow::Error::from(e)),
         }
     })?;
     writer
@@ -72,7 +69,14 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
         .and_then(Destination::commit)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", shown(&args.output)))
         .exit_with(Exit::Usage)?;
-    tracing::info!(gateways = stats.gateways, pages = stats.pages, "exported");
+    let target = ctx.target().ok().flatten();
+    let from = target.map_or_else(String::new, |t| format!(" from {t}"));
+    tracing::info!(
+        gateways = stats.gateways,
+        pages = stats.pages,
+        "exported {} gateways{from}",
+        stats.gateways
+    );
     Ok(Exit::Ok)
 }
 

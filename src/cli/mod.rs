@@ -12,13 +12,14 @@ mod rollback;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod show;
+mod space;
 mod summary;
 mod validate;
 mod watch;
 
 use std::io::IsTerminal;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::config::{self, FileConfig, LogFormat, Overrides, Settings};
 use crate::manifest::ManifestError;
@@ -42,7 +43,8 @@ pub enum Exit {
     ChangesPending = 2,
     /// Aborted: credentials refused, `--max-errors` reached, `--max-changes` exceeded.
     Aborted = 3,
-    /// Interrupted (SIGINT/SIGTERM): in-flight rows finished, report complete, resumable.
+    /// Interrupted (SIGINT/SIGTERM): no PATCH starts after the signal, requests already sent
+    /// finish, rows waiting for a slot are `skipped`; report complete, resumable.
     Interrupted = 4,
     /// Another run holds the lock on this report.
     Locked = 5,
@@ -53,8 +55,12 @@ pub enum Exit {
 }
 /// Parses argv, runs the command, and returns the exit code. `main` only calls this.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        refuse_unused(&m)?;
+        Ok((Cli::from_arg_matches(&m)?, space::Origins::of(&m)))
+    });
+    let (cli, origins) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => return parse_failure(&e),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -72,7 +78,7 @@ pub fn main() -> i32 {
             return Exit::Usage as i32;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, origins)) {
         Ok(exit) => exit as i32,
         Err(failure) => {
             // With JSON logs every stderr line must be JSON, the error included.
@@ -100,8 +106,9 @@ const ROW_RUN: &[&str] = &[
 /// Global options that name a space: no use to a command that talks to none.
 const SPACE: &[&str] = &["config", "space", "base_url", "read_rate"];
 
-/// Global options each command has no use for: hidden from its help (still accepted, so a
-/// script that passes them everywhere keeps working).
+/// Global options each command has no use for: hidden from its help, refused on its
+/// command line (exit 64: `validate --rate 5` would read as if it paced something), and
+/// the same settings from the environment or the config file ignored there.
 const NOT_FOR: &[(&str, &[&[&str]])] = &[
     ("validate", &[ROW_RUN, SPACE]),
     ("rollback", &[ROW_RUN, SPACE]),
@@ -109,6 +116,44 @@ const NOT_FOR: &[(&str, &[&[&str]])] = &[
     ("export", &[ROW_RUN]),
     ("show", &[ROW_RUN, &["read_rate"]]),
 ];
+
+/// A global option given on the command line to a command that has no use for it.
+fn refuse_unused(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+    use clap::parser::ValueSource;
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(());
+    };
+    let Some((_, groups)) = NOT_FOR.iter().find(|(n, _)| *n == name) else {
+        return Ok(());
+    };
+    let given = |m: &clap::ArgMatches, id: &str| {
+        m.try_contains_id(id).unwrap_or(false)
+            && m.value_source(id) == Some(ValueSource::CommandLine)
+    };
+    match groups
+        .iter()
+        .flat_map(|group| group.iter())
+        .find(|id| given(sub, id) || given(matches, id))
+    {
+        Some(id) => Err(clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "`{name}` does not use --{}: leave it out (set in the environment or the \
+                 config file, the same setting is ignored by `{name}`)\n",
+                id.replace('_', "-")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether the command talks to a space: the others ignore the space's settings.
+fn talks_to_space(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Plan(_) | Command::Apply(_) | Command::Export(_) | Command::Show(_)
+    )
+}
 
 /// A command's help listing only the global options that apply to it (`None`: clap's own
 /// help is right as it is).
@@ -303,14 +348,38 @@ pub struct Context {
     pub global: GlobalArgs,
     pub settings: Settings,
     pub file: FileConfig,
+    /// Where the space and the base URL given by flag or environment came from.
+    pub origins: space::Origins,
 }
 
 impl Context {
-    /// The API client's settings: the space's URL and the credentials.
+    /// The space the command talks to and its project, with the setting each came from;
+    /// `None` when no setting names a space. Two settings naming different spaces: exit 64.
+    fn target(&self) -> Result<Option<space::Target>, Failure> {
+        let flags = Overrides {
+            space: self.global.space.clone(),
+            base_url: self.global.base_url.clone(),
+            ..Overrides::default()
+        };
+        space::target(
+            &self.origins,
+            &flags,
+            &self.file,
+            self.global.config.as_deref(),
+            |k| std::env::var(k).ok(),
+        )
+        .exit_with(Exit::Usage)
+    }
+
+    /// The API client's settings: the space's URL and the credentials. Names the space
+    /// and the project (and where each came from) first, on stderr.
     fn client_config(&self) -> Result<crate::client::ClientConfig, Failure> {
-        let base_url = self.settings.base_url.clone().ok_or_else(|| {
+        let no_space = || {
             usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
-        })?;
+        };
+        let target = self.target()?.ok_or_else(no_space)?;
+        tracing::info!("{target}");
+        let base_url = self.settings.base_url.clone().ok_or_else(no_space)?;
         let credentials =
             config::credentials(&self.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?;
         Ok(crate::client::ClientConfig {
@@ -324,7 +393,7 @@ impl Context {
     }
 }
 
-pub async fn run(cli: Cli) -> Result<Exit, Failure> {
+pub async fn run(cli: Cli, origins: space::Origins) -> Result<Exit, Failure> {
     let early = cli.global.log_format.unwrap_or_default();
     let configured = configure(&cli);
     if configured.is_err() {
@@ -338,6 +407,7 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
         global: cli.global,
         settings,
         file,
+        origins,
     };
     dispatch(ctx, cli.command).await
 }
@@ -352,9 +422,11 @@ fn configure(cli: &Cli) -> Result<(Settings, FileConfig), Failure> {
         Some(path) => FileConfig::load(path).exit_with(Exit::Usage)?,
         None => FileConfig::default(),
     };
+    // A command that talks to no space ignores a space named in the environment.
+    let space = talks_to_space(&cli.command);
     let overrides = Overrides {
-        space: cli.global.space.clone(),
-        base_url: cli.global.base_url.clone(),
+        space: cli.global.space.clone().filter(|_| space),
+        base_url: cli.global.base_url.clone().filter(|_| space),
         concurrency: cli.global.concurrency,
         rate: cli.global.rate,
         reserve_percent: cli.global.reserve,
@@ -371,6 +443,15 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
     match command {
         Command::Validate(args) => validate::run(&args).await,
         Command::Plan(args) => {
+            // `--output text|json`, the flag's old meaning, is never taken for a file name.
+            if let Some(format) = args
+                .out
+                .as_deref()
+                .and_then(std::path::Path::to_str)
+                .filter(|f| matches!(*f, "text" | "json"))
+            {
+                return Err(reconcile::old_output(format));
+            }
             let source = reconcile::Source::Manifest {
                 path: args.manifest.manifest.clone(),
                 format: args.manifest.format,

@@ -1,8 +1,8 @@
 //! `plan` and `apply` at the command line. The run itself is [`crate::run::run`]; this
 //! module maps the flags to its options and brings what is about a person: the review on
 //! a terminal (the plan's diff, its summary, the question), progress and the plan on
-//! stdout, SIGINT/SIGTERM (no new rows, rows in flight get `--grace`, a second signal
-//! exits at once), the summary, the hint to continue, and the exit code.
+//! stdout, SIGINT/SIGTERM (no new PATCH; requests on the wire get `--grace`, a second
+//! signal exits at once), the summary, the hint to continue, and the exit code.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -140,7 +140,9 @@ async fn reconcile(
     }
     if let Some(path) = &job.summary_json {
         let rate = ctx.settings.write_rate.get();
-        write_summary_json(path, &outcome, &report, rate).exit_with(Exit::Usage)?;
+        let target = ctx.target().ok().flatten();
+        let summary = with_target(summary_json(&outcome, &report, rate), target.as_ref());
+        write_summary_json(path, &summary).exit_with(Exit::Usage)?;
     }
     Ok(exit_code(&outcome, mode))
 }
@@ -173,7 +175,7 @@ fn run_options(
     options.report_format = report_format_for(ctx)?;
     options.resume = apply.is_some_and(|a| a.resume);
     options.shard = job.shard;
-    refuse_old_output(job)?;
+    refuse_old_output(apply.and_then(|a| a.old_output.as_deref()))?;
     options.selection = selection(job)?;
     options.max_errors = apply.and_then(|a| a.max_errors);
     options.limit = apply.and_then(|a| a.limit);
@@ -204,16 +206,22 @@ fn run_options(
     Ok(options)
 }
 
-/// The old `--output FORMAT` of plan and apply, refused with its new name.
-fn refuse_old_output(job: &JobArgs) -> Result<(), Failure> {
-    match &job.old_output {
-        Some(format) => Err(usage(format!(
-            "--output no longer sets how the plan prints: use --diff-format {format}. \
-             (-o/--output names a file in every command that has it: export, rollback, and \
-             plan -o PLAN to save the plan)"
-        ))),
+/// The old `--output FORMAT` of apply, refused with its new name.
+fn refuse_old_output(format: Option<&str>) -> Result<(), Failure> {
+    match format {
+        Some(format) => Err(old_output(format)),
         None => Ok(()),
     }
+}
+
+/// `--output text|json`, the flag's old meaning, refused with the new name.
+pub(super) fn old_output(format: &str) -> Failure {
+    usage(format!(
+        "--output no longer sets how the plan prints: use --diff-format {}. (-o/--output \
+         names a file in every command that has it: export, rollback, and plan -o PLAN to \
+         save the plan)",
+        crate::inert::text(format, 40)
+    ))
 }
 
 /// `--only`/`--skip`, read (their @FILEs too).
@@ -383,6 +391,7 @@ fn say_plan_saved(ctx: &Context, plan_saved: Option<Result<std::path::PathBuf, P
 fn say_summary(ctx: &Context, mode: Mode, outcome: &Outcome, report: &Path) {
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
     let rate = ctx.settings.write_rate.get();
+    let target = ctx.target().ok().flatten();
     match ctx.settings.log_format {
         // JSON logs: the summary is one event whose `summary` is an object (a tracing field
         // would hold it as a string of JSON), in the subscriber's own line shape.
@@ -392,15 +401,31 @@ fn say_summary(ctx: &Context, mode: Mode, outcome: &Outcome, report: &Path) {
                 "INFO",
                 &format!("{title} finished"),
                 "summary",
-                summary_json(outcome, report, rate)
+                with_target(summary_json(outcome, report, rate), target.as_ref())
             )
         ),
         LogFormat::Text if !ctx.global.quiet => {
-            say(ctx, &summary_text(title, outcome, Some(report), rate))
+            let mut text = summary_text(title, outcome, Some(report), rate);
+            if let Some(target) = &target {
+                text.push_str(&format!("\n  {target}"));
+            }
+            say(ctx, &text)
         }
         // -q: errors only.
         _ => {}
     }
+}
+
+/// The summary's JSON with the space it ran against (`space`: host, project and where each
+/// came from).
+fn with_target(
+    mut summary: serde_json::Value,
+    target: Option<&super::space::Target>,
+) -> serde_json::Value {
+    if let (Some(map), Some(target)) = (summary.as_object_mut(), target) {
+        map.insert("space".into(), target.json());
+    }
+    summary
 }
 
 /// Why the job stopped, and the command that continues it.
@@ -415,7 +440,13 @@ fn say_stopped(
     let report = &start.report;
     let detail = outcome.stop_detail.as_deref().unwrap_or("");
     let why = match reason {
-        StopReason::Unauthorized => "the server refused the credentials (401/403)".to_owned(),
+        StopReason::Unauthorized => format!(
+            "the space refused the credentials (401/403): {}",
+            ctx.target().ok().flatten().map_or_else(
+                || "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN".to_owned(),
+                |t| t.credentials_hint()
+            )
+        ),
         StopReason::Unreachable => format!("the space cannot be reached: {detail}"),
         StopReason::ErrorBudget => "--max-errors was reached".to_owned(),
         StopReason::Interrupted => "interrupted".to_owned(),
@@ -608,14 +639,15 @@ fn confirm(changes: u64) -> Result<bool, Failure> {
     Ok(matches!(answer.trim(), "yes" | "y"))
 }
 
-/// First SIGINT/SIGTERM: stop taking rows; rows in flight get `grace` to finish. A second
+/// First SIGINT/SIGTERM: no new PATCH starts (rows waiting for a slot are `skipped`);
+/// requests on the wire get `grace` to finish. A second
 /// signal, or the grace running out, exits at once: every finished row is already in the
 /// report (flushed per line), so the report is still one `--resume` accepts.
 async fn watch_signals(stop: CancellationToken, grace: Duration) {
     super::wait_for_signal().await;
     tracing::warn!(
         grace_secs = grace.as_secs(),
-        "interrupted: no new rows; finishing rows in flight (signal again to stop at once)"
+        "interrupted: no new writes; finishing requests already sent (signal again to stop at once)"
     );
     stop.cancel();
     tokio::select! {

@@ -207,15 +207,9 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json:
     })
 }
 
-pub(super) fn write_summary_json(
-    path: &Path,
-    o: &Outcome,
-    report: &Path,
-    rate: u32,
-) -> anyhow::Result<()> {
+pub(super) fn write_summary_json(path: &Path, summary: &serde_json::Value) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let summary = summary_json(o, report, rate);
-    let text = serde_json::to_string_pretty(&summary)? + "\n";
+    let text = serde_json::to_string_pretty(summary)? + "\n";
     crate::output::AtomicFile::create(path)
         .and_then(|mut f| {
             std::io::Write::write_all(&mut f, text.as_bytes())?;

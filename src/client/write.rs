@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::body::{check_gateway, decode};
@@ -63,13 +64,16 @@ impl WriteClient {
 
     /// Sends one PATCH with every field, the `n`th of its row, without retrying: the
     /// caller reads the gateway again before any other attempt. Refuses (without sending)
-    /// a body that lacks a field: live spaces validate PATCH as a full replacement.
+    /// a body that lacks a field: live spaces validate PATCH as a full replacement. Once
+    /// `stop` is cancelled (the job was interrupted) it sends nothing: the last waits
+    /// before the request leaves end with an `Aborted` error instead.
     pub async fn patch_once(
         &self,
         id: &Uuid,
         fields: &GatewayFields,
         n: u32,
         slot: Grant,
+        stop: &CancellationToken,
     ) -> Result<Reply<GatewayResource>, ApiError> {
         let missing = fields.missing();
         if !missing.is_empty() {
@@ -87,15 +91,34 @@ impl WriteClient {
         let body = serde_json::to_vec(fields)
             .map_err(|e| ApiError::new(ErrorKind::Rejected, None, "encode", e.to_string()))?;
         let inner = &self.read.inner;
+        let stopped = || {
+            ApiError::new(
+                ErrorKind::Aborted,
+                None,
+                "interrupted",
+                "not sent: the job stopped while the write waited to leave".into(),
+            )
+        };
         // While the space is failing, one request at a time probes it.
         let _probe = if inner.breaker.is_open() {
-            Some(inner.breaker.probe().await)
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return Err(stopped()),
+                probe = inner.breaker.probe() => Some(probe),
+            }
         } else {
             None
         };
-        inner.limiter.send_gate().await;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return Err(stopped()),
+            () = inner.limiter.send_gate() => {}
+        }
         if inner.abort.is_cancelled() {
             return Err(self.read.aborted(0));
+        }
+        if stop.is_cancelled() {
+            return Err(stopped());
         }
         let url = self.read.gateway_url(id);
         let reply = self

@@ -13,8 +13,10 @@
 //!
 //! Stopping: the client trips `abort` on 401/403 or an unreachable space (no request after
 //! it); `stop` is tripped by an interrupt, the error budget or a report/journal that cannot
-//! be written (no new row starts; rows in flight finish). Either way the rows not started
-//! are reported `skipped` with the reason. A dead report writer never leaves the others
+//! be written (no new row starts, and no new PATCH: a row waiting for its write slot or out
+//! a retry's wait leaves unsent; requests on the wire finish). Either way the rows not
+//! written are reported `skipped` with the reason, except a row whose PATCH may have
+//! landed, which is read back and settled. A dead report writer never leaves the others
 //! waiting: it stops the job and keeps draining the channel.
 //!
 //! Writes are never retried blind: when a PATCH may have reached the server but no good

@@ -52,6 +52,26 @@ impl Stopper {
         }
     }
 
+    /// Resolves once the job stops or aborts: a row waiting for its write slot, or out a
+    /// retry's wait, leaves then, unsent.
+    pub(super) async fn halted(&self) {
+        tokio::select! {
+            () = self.stop.cancelled() => {}
+            () = self.abort.cancelled() => {}
+        }
+    }
+
+    /// Whether the job has stopped or aborted: no PATCH starts after that.
+    pub(super) fn is_halted(&self) -> bool {
+        self.stop.is_cancelled() || self.abort.is_cancelled()
+    }
+
+    /// The job's own stop (an interrupt, the error budget, the ledger): the client's last
+    /// waits before a PATCH leaves watch it.
+    pub(super) fn stop_token(&self) -> &CancellationToken {
+        &self.stop
+    }
+
     pub(super) fn stop(&self, reason: StopReason) {
         let _ = self.reason.set(reason);
         self.stop.cancel();
@@ -87,7 +107,7 @@ impl StopReason {
     pub(super) fn skip_note(self) -> (&'static str, &'static str) {
         match self {
             StopReason::Unauthorized => (
-                "aborted",
+                "credentials_refused",
                 "not attempted: the job stopped after the server refused the credentials",
             ),
             StopReason::Unreachable => (

@@ -49,6 +49,19 @@ pub(super) fn failed(mut record: RowRecord, err: ApiError, stopper: &Stopper) ->
     record.http_status = err.status;
     record.status = match err.kind {
         ErrorKind::NotFound => Status::NotFound,
+        // The space refused the credentials for this row's own request: nothing was
+        // written, and the job stops; the row is for `--resume` once they are fixed, not a
+        // failure of its own.
+        ErrorKind::Unauthorized => {
+            record.error_code = StopReason::Unauthorized.skip_note().0.into();
+            record.error = format!(
+                "not written: the space refused the credentials (HTTP {})",
+                err.status
+                    .map_or_else(|| "401/403".to_owned(), |s| s.to_string())
+            );
+            record.status = Status::Skipped;
+            return record;
+        }
         ErrorKind::Aborted => {
             let (code, note) = stopper
                 .reason()
@@ -103,12 +116,21 @@ mod tests {
             failed(record(), err.clone(), &stopper).status,
             Status::Failed
         );
+        // Refused credentials: not a failure of the row's own, skipped for --resume.
+        let mut refused = err.clone();
+        refused.kind = ErrorKind::Unauthorized;
+        refused.status = Some(401);
+        let r = failed(record(), refused, &stopper);
+        assert_eq!(
+            (r.status, r.error_code.as_str(), r.http_status),
+            (Status::Skipped, "credentials_refused", Some(401))
+        );
         // Not sent because the job stopped: skipped, with the stop's reason.
         err.kind = ErrorKind::Aborted;
         let r = failed(record(), err.clone(), &stopper);
         assert_eq!(
             (r.status, r.error_code.as_str()),
-            (Status::Skipped, "aborted")
+            (Status::Skipped, "credentials_refused")
         );
         stopper.stop(StopReason::Interrupted);
         let r = failed(record(), err, &stopper);

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::Shared;
 use super::stop::Stopper;
 use super::verdict::{conflict, failed, possibly_written_earlier, unknown};
-use crate::client::{ApiError, WriteClient, WriteSchedule};
+use crate::client::{ApiError, ErrorKind, WriteClient, WriteSchedule};
 use crate::diff::{FieldSet, differing, merge, with_fields_from};
 use crate::manifest::Row;
 use crate::model::GatewayFields;
@@ -54,6 +54,8 @@ pub(super) async fn write(
 /// a PATCH may have landed, the row's `before` is fixed to the read that preceded it; a
 /// row that then stops is read once more, and unless that read shows the gateway as it
 /// was (nothing landed) or as desired, it is `write_unknown`: it stays in the rollback.
+/// After the job stops no PATCH starts: a row waiting for its slot or out a retry's wait
+/// leaves then ([`Attempts::stopped`]).
 async fn write_fresh(
     mut record: RowRecord,
     row: &Row,
@@ -67,7 +69,12 @@ async fn write_fresh(
     }
     let mut tries = Attempts::new(landed, writer.schedule());
     loop {
-        let slot = match writer.slot().await {
+        let slot = tokio::select! {
+            biased;
+            () = shared.stopper.halted() => return tries.stopped(record, row, shared).await,
+            slot = writer.slot() => slot,
+        };
+        let slot = match slot {
             Ok(slot) => slot,
             Err(err) => return tries.gave_up(record, err, &shared.stopper),
         };
@@ -97,6 +104,9 @@ async fn write_fresh(
                 return tries.moved_since_plan(record, before, now, &moved);
             }
         }
+        if shared.stopper.is_halted() {
+            return tries.stopped(record, row, shared).await;
+        }
         record.before = Some(before.clone());
         // What an earlier write of ours that may have landed changed is this row's change
         // too: the line agrees with itself.
@@ -106,34 +116,36 @@ async fn write_fresh(
             return shared.stopper.skipped(row.seq, row.line, id);
         }
         tries.patches += 1;
-        let mut err = match writer
-            .patch_once(&row.id, &desired, tries.patches, slot)
+        let stop = shared.stopper.stop_token();
+        let err = match writer
+            .patch_once(&row.id, &desired, tries.patches, slot, stop)
             .await
         {
             Ok(reply) => return answered(record, &desired, reply.status, reply.value.sip_gateway),
+            Err(err) if err.kind == ErrorKind::Aborted && shared.stopper.is_halted() => {
+                return tries.stopped(record, row, shared).await;
+            }
             Err(err) => err,
         };
-        // Counted here, once: the failure paths below add only other requests' attempts.
-        record.attempts += u32::from(err.attempts > 0);
-        err.attempts = 0;
-        record.http_status = err.status;
-        if err.maybe_applied {
-            tries.unanswered += 1;
-            tries.fixed_before = Some(before);
-            tries.ours = tries.ours.union(changes);
-            tries.asked = Some(desired);
-            tracing::debug!(code = %err.code, "the PATCH may have landed: reading it back next");
-        } else if !err.retryable() {
-            return tries.gave_up(record, err, &shared.stopper);
-        }
-        match writer.wait_before_retry(&mut tries.schedule, &err) {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None if tries.unanswered > 0 => {
-                return settle(record, row, err, shared, tries.asked).await;
-            }
-            None => return tries.gave_up(record, err, &shared.stopper),
+        match tries.after_failure(&mut record, err, before, changes, desired, writer) {
+            Next::Retry(wait) => tokio::select! {
+                biased;
+                () = shared.stopper.halted() => return tries.stopped(record, row, shared).await,
+                () = tokio::time::sleep(wait) => {}
+            },
+            Next::Settle(err) => return settle(record, row, err, shared, tries.asked).await,
+            Next::GiveUp(err) => return tries.gave_up(record, err, &shared.stopper),
         }
     }
+}
+
+/// What a row does after a PATCH that failed.
+enum Next {
+    /// Waits this long, then another slot, read and PATCH.
+    Retry(std::time::Duration),
+    /// Its attempts are spent after a lost answer: one more read says what landed.
+    Settle(ApiError),
+    GiveUp(ApiError),
 }
 
 /// One row's write attempts so far.
@@ -147,8 +159,9 @@ struct Attempts {
     /// What the last PATCH whose answer was lost asked for: the row's `after` if it stays
     /// `write_unknown` (a next link's undo value stands while the gateway is that).
     asked: Option<GatewayFields>,
-    /// PATCHes whose answer was lost.
+    /// PATCHes whose answer was lost, and the last one's error.
     unanswered: u32,
+    lost: Option<ApiError>,
     patches: u32,
     schedule: WriteSchedule,
 }
@@ -162,8 +175,56 @@ impl Attempts {
             journaled: None,
             asked: None,
             unanswered: 0,
+            lost: None,
             patches: 0,
             schedule,
+        }
+    }
+
+    /// A PATCH failed: counts it, and says what comes next. A PATCH that may have landed
+    /// fixes the row's undo value and is read back before anything else.
+    fn after_failure(
+        &mut self,
+        record: &mut RowRecord,
+        mut err: ApiError,
+        before: GatewayFields,
+        changes: FieldSet,
+        desired: GatewayFields,
+        writer: &WriteClient,
+    ) -> Next {
+        // Counted here, once: the failure paths add only other requests' attempts.
+        record.attempts += u32::from(err.attempts > 0);
+        err.attempts = 0;
+        record.http_status = err.status;
+        if err.maybe_applied {
+            self.unanswered += 1;
+            self.fixed_before = Some(before);
+            self.ours = self.ours.union(changes);
+            self.asked = Some(desired);
+            self.lost = Some(err.clone());
+            tracing::debug!(code = %err.code, "the PATCH may have landed: reading it back next");
+        } else if !err.retryable() {
+            return Next::GiveUp(err);
+        }
+        match writer.wait_before_retry(&mut self.schedule, &err) {
+            Some(wait) => Next::Retry(wait),
+            None if self.unanswered > 0 => Next::Settle(err),
+            None => Next::GiveUp(err),
+        }
+    }
+
+    /// The job stopped while this row waited (for its slot, out a retry's wait, or at the
+    /// last gate before its PATCH leaves): no PATCH starts now. Nothing of this run's may
+    /// have landed: `skipped`, and `--resume` takes it up. A PATCH whose answer was lost:
+    /// read once more and settled as at the end of its attempts (`write_unknown` with its
+    /// `before` unless that read settles it), never plain `skipped`.
+    async fn stopped(self, record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
+        match self.lost {
+            Some(err) => settle(record, row, err, shared, self.asked).await,
+            None => {
+                let id = row.id.hyphenated().to_string();
+                shared.stopper.skipped(row.seq, row.line, id)
+            }
         }
     }
 
@@ -358,7 +419,6 @@ fn answered(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::ErrorKind;
     use crate::sandbox::starting_fields;
 
     fn record() -> RowRecord {

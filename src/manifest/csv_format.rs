@@ -61,10 +61,9 @@ pub(super) fn read(
                         seq: 0,
                         line,
                         id: crate::inert::text(&cell(&record, columns.id).unwrap_or_default(), 100),
-                        message: format!(
-                            "the row has {} cells but the header has {}",
+                        message: cell_count_message(
                             record.len(),
-                            reader.headers().map_or(0, |h| h.len())
+                            reader.headers().map_or(0, |h| h.len()),
                         ),
                     })
                 } else {
@@ -204,6 +203,39 @@ fn trim_unquoted(record: &mut ::csv::StringRecord, raw: &[u8]) {
     record.set_position(position);
 }
 
+/// A row whose cells do not match the header. More cells than the header: most often a
+/// list written with commas (`OPUS,PCMU`) in a cell that is not quoted.
+fn cell_count_message(cells: usize, header: usize) -> String {
+    let hint = if cells > header {
+        ": a list cell separates its values with `;` (OPUS;PCMU), or quote a cell that \
+         holds a comma (\"OPUS,PCMU\")"
+    } else {
+        ""
+    };
+    format!("the row has {cells} cells but the header has {header}{hint}")
+}
+
+/// A header with no `id` column whose first line holds `id` with another delimiter: the
+/// file was written with `;` (a spreadsheet's export in many locales) or tabs.
+fn delimiter_hint(first: &str) -> String {
+    let names = |sep: char| {
+        first
+            .split(sep)
+            .any(|cell| cell.trim().trim_matches('"').eq_ignore_ascii_case("id"))
+    };
+    let looks = if first.contains(';') && names(';') {
+        "`;`"
+    } else if first.contains('\t') && names('\t') {
+        "tab"
+    } else {
+        return String::new();
+    };
+    format!(
+        "; the file looks {looks}-delimited: the delimiter is `,` (a list cell separates its \
+         values with `;`, like OPUS;PCMU)"
+    )
+}
+
 fn read_header<R: Read>(
     path: &Path,
     reader: &mut ::csv::Reader<R>,
@@ -241,6 +273,7 @@ fn read_header<R: Read>(
         return Err(ManifestError::NoIdColumn {
             path: path.to_owned(),
             header: crate::inert::text(&first, 80),
+            hint: delimiter_hint(&first),
         });
     }
     if !unknown.is_empty() {

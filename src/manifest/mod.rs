@@ -109,8 +109,13 @@ pub enum ManifestError {
     },
     #[error("manifest {path}: column `{column}` appears twice in the header")]
     RepeatedColumn { path: PathBuf, column: String },
-    #[error("manifest {path}: the header has no `id` column (first line: {header:?})")]
-    NoIdColumn { path: PathBuf, header: String },
+    #[error("manifest {path}: the header has no `id` column (first line: {header:?}){hint}")]
+    NoIdColumn {
+        path: PathBuf,
+        header: String,
+        /// What the first line looks like instead (another delimiter), or nothing.
+        hint: String,
+    },
     #[error("manifest {path}: not valid CSV: {message}")]
     Csv { path: PathBuf, message: String },
     #[error("manifest {path}: not a manifest: {message}")]

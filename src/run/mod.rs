@@ -194,7 +194,8 @@ pub struct RunStart {
 
 /// The caller's side of a run.
 pub struct RunHooks<'a> {
-    /// Cancelled from outside (an interrupt): no new row starts; rows in flight finish.
+    /// Cancelled from outside (an interrupt): no new row or PATCH starts; requests on the
+    /// wire finish.
     pub stop: CancellationToken,
     /// Called once the rows are about to run; what it returns sees every record.
     pub observe: Option<ObserveFn<'a>>,

@@ -339,9 +339,7 @@ fn an_endless_or_device_input_is_refused_at_a_stated_cap() {
     assert!(stderr(&out).contains("longer than"), "{}", stderr(&out));
     assert_eq!(sb.state().stats().requests, 0, "nothing sent");
     // An endless config: refused at its cap.
-    let out = run(sb
-        .cmd()
-        .args(["validate", "long.csv", "--config", "/dev/zero"]));
+    let out = run(sb.cmd().args(["plan", "long.csv", "--config", "/dev/zero"]));
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(stderr(&out).contains("larger than"), "{}", stderr(&out));
 }

@@ -13,6 +13,7 @@ mod ledger;
 mod manifest_errors;
 mod monitoring;
 mod operations;
+mod operator;
 mod peer;
 mod plan_export;
 mod read_modes;

@@ -1,0 +1,294 @@
+//! Which space a command talks to, and which setting chose it. The space (`--space`,
+//! `SIGNALWIRE_SPACE`, the config's `space`) and the base URL (`--base-url`,
+//! `SIGNALWIRE_BASE_URL`, the config's `base_url`) each come from one place; two that name
+//! different hosts are refused, naming both, so a sandbox's base URL left in the
+//! environment never quietly wins over the space the operator asked for. The project id
+//! comes from `SIGNALWIRE_PROJECT_ID` or the config's `project_id`. The token is never
+//! part of any of this.
+
+use std::path::Path;
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use url::Url;
+
+use crate::client::{ApiError, ErrorKind};
+use crate::config::{ConfigError, FileConfig, Overrides, parse_base_url, space_url};
+
+/// Where the space and the base URL given by flag or environment came from (clap merges
+/// the two; its matches still tell them apart).
+#[derive(Debug, Default, Clone)]
+pub struct Origins {
+    space: Option<&'static str>,
+    base_url: Option<&'static str>,
+}
+
+impl Origins {
+    pub fn of(matches: &ArgMatches) -> Origins {
+        let source = |id: &str, flag, env| match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => Some(flag),
+            Some(ValueSource::EnvVariable) => Some(env),
+            _ => None,
+        };
+        Origins {
+            space: source("space", "--space", "SIGNALWIRE_SPACE"),
+            base_url: source("base_url", "--base-url", "SIGNALWIRE_BASE_URL"),
+        }
+    }
+}
+
+/// The space a command talks to and its project, each with the setting that named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The host (and port, when the URL names one).
+    pub host: String,
+    pub host_from: String,
+    pub project: Option<String>,
+    pub project_from: Option<String>,
+    /// Where the API token came from (never the token).
+    pub token_from: Option<String>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "space {} (from {})", self.host, self.host_from)?;
+        match (&self.project, &self.project_from) {
+            (Some(p), Some(from)) => write!(f, ", project {p} (from {from})"),
+            _ => write!(f, ", no project id set"),
+        }
+    }
+}
+
+impl Target {
+    /// What to check when the space refuses the credentials: the settings they come from,
+    /// and which of them this run used.
+    pub fn credentials_hint(&self) -> String {
+        let used = match (&self.project_from, &self.token_from) {
+            (Some(p), Some(t)) => {
+                format!("; this run's project id came from {p}, its token from {t}")
+            }
+            _ => String::new(),
+        };
+        format!(
+            "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN (or the config's project_id \
+             and api_token_file){used}"
+        )
+    }
+
+    /// The same, as JSON for the summary.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "host": self.host,
+            "host_from": self.host_from,
+            "project": self.project,
+            "project_from": self.project_from,
+        })
+    }
+}
+
+/// A flag's value (clap merged in its environment variable) and where it came from.
+fn pick<'a>(
+    value: &'a Option<String>,
+    origin: Option<&'static str>,
+    flag: &str,
+) -> Option<Named<'a>> {
+    value.as_deref().map(|value| Named {
+        value,
+        from: origin.map_or_else(|| flag.to_owned(), str::to_owned),
+    })
+}
+
+/// A setting's value and where it came from.
+struct Named<'a> {
+    value: &'a str,
+    from: String,
+}
+
+/// The space and project the settings name. `None` when nothing names a space. Refused:
+/// a space and a base URL that name different hosts, whatever their levels.
+pub fn target(
+    origins: &Origins,
+    flags: &Overrides,
+    file: &FileConfig,
+    config: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Target>, ConfigError> {
+    let in_config = |key: &str| match config {
+        Some(path) => format!(
+            "{key} in {}",
+            crate::inert::text(&path.display().to_string(), 200)
+        ),
+        None => key.to_owned(),
+    };
+    let space = pick(&flags.space, origins.space, "--space").or_else(|| {
+        file.space.as_deref().map(|v| Named {
+            value: v,
+            from: in_config("space"),
+        })
+    });
+    let base = pick(&flags.base_url, origins.base_url, "--base-url").or_else(|| {
+        file.base_url.as_deref().map(|v| Named {
+            value: v,
+            from: in_config("base_url"),
+        })
+    });
+    let space = space.map(|s| space_url(s.value).map(|url| (host(&url), s.from)));
+    let base = base.map(|b| parse_base_url(b.value).map(|url| (host(&url), b.from)));
+    let (host, host_from) = match (space.transpose()?, base.transpose()?) {
+        (Some((a, a_from)), Some((b, b_from))) if a != b => {
+            return Err(ConfigError(format!(
+                "two settings name different spaces: {a_from} names {a}, {b_from} names {b}; \
+                 unset one of them (or make them agree)"
+            )));
+        }
+        (_, Some(chosen)) | (Some(chosen), None) => chosen,
+        (None, None) => return Ok(None),
+    };
+    let (project, project_from) =
+        match env("SIGNALWIRE_PROJECT_ID").filter(|p| !p.trim().is_empty()) {
+            Some(p) => (Some(p), Some("SIGNALWIRE_PROJECT_ID".to_owned())),
+            None => match &file.project_id {
+                Some(p) => (Some(p.clone()), Some(in_config("project_id"))),
+                None => (None, None),
+            },
+        };
+    let token_from = match env("SIGNALWIRE_API_TOKEN").filter(|t| !t.trim().is_empty()) {
+        Some(_) => Some("SIGNALWIRE_API_TOKEN".to_owned()),
+        None => file
+            .api_token_file
+            .as_ref()
+            .map(|_| in_config("api_token_file")),
+    };
+    Ok(Some(Target {
+        host,
+        host_from,
+        project: project.map(|p| crate::inert::text(p.trim(), 80)),
+        project_from,
+        token_from,
+    }))
+}
+
+/// A command's request that failed as an exit code and a plain word to add: refused
+/// credentials (exit 3) name the settings to check; a space that cannot be reached (DNS,
+/// refused, reset, TLS) is exit 3, as for a run; anything else is exit 1.
+pub fn request_failure(target: Option<&Target>, err: &ApiError) -> (super::Exit, String) {
+    use super::Exit;
+    match err.kind {
+        ErrorKind::Unauthorized => {
+            let hint = target.map_or_else(
+                || "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN".to_owned(),
+                Target::credentials_hint,
+            );
+            (
+                Exit::Aborted,
+                format!("; the space refused the credentials: {hint}"),
+            )
+        }
+        ErrorKind::Aborted => (Exit::Aborted, String::new()),
+        ErrorKind::Transport => {
+            let space = target.map_or_else(String::new, |t| format!(" ({})", t.host));
+            (
+                Exit::Aborted,
+                format!("; the space{space} cannot be reached"),
+            )
+        }
+        _ => (Exit::RowErrors, String::new()),
+    }
+}
+
+/// `acme.signalwire.com`, or `127.0.0.1:8080` for a URL with a port.
+fn host(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(_: &str) -> Option<String> {
+        Some("proj".into())
+    }
+
+    #[test]
+    fn the_space_and_the_base_url_must_agree() {
+        let origins = Origins {
+            space: Some("SIGNALWIRE_SPACE"),
+            base_url: Some("SIGNALWIRE_BASE_URL"),
+        };
+        let mut flags = Overrides {
+            space: Some("other".into()),
+            base_url: Some("http://127.0.0.1:9".into()),
+            ..Overrides::default()
+        };
+        let file = FileConfig::default();
+        let err = target(&origins, &flags, &file, None, env).unwrap_err().0;
+        assert!(
+            err.contains("SIGNALWIRE_SPACE names other.signalwire.com")
+                && err.contains("SIGNALWIRE_BASE_URL names 127.0.0.1:9"),
+            "{err}"
+        );
+        flags.base_url = Some("https://Other.signalwire.com/".into());
+        let t = target(&origins, &flags, &file, None, env).unwrap().unwrap();
+        assert_eq!(t.host, "other.signalwire.com");
+        assert_eq!(t.host_from, "SIGNALWIRE_BASE_URL");
+        assert_eq!(
+            t.to_string(),
+            "space other.signalwire.com (from SIGNALWIRE_BASE_URL), project proj (from \
+             SIGNALWIRE_PROJECT_ID)"
+        );
+    }
+
+    #[test]
+    fn the_config_file_is_named_as_the_origin() {
+        let file = FileConfig {
+            space: Some("acme".into()),
+            project_id: Some("p1".into()),
+            ..FileConfig::default()
+        };
+        let none = |_: &str| None;
+        let t = target(
+            &Origins::default(),
+            &Overrides::default(),
+            &file,
+            Some(Path::new("c.yaml")),
+            none,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(t.host_from, "space in c.yaml");
+        assert_eq!(t.project_from.as_deref(), Some("project_id in c.yaml"));
+        let flags = Overrides {
+            base_url: Some("http://127.0.0.1:9".into()),
+            ..Overrides::default()
+        };
+        let err = target(
+            &Origins::default(),
+            &flags,
+            &file,
+            Some(Path::new("c.yaml")),
+            none,
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            err.contains("space in c.yaml names acme.signalwire.com"),
+            "{err}"
+        );
+        assert!(err.contains("--base-url names 127.0.0.1:9"), "{err}");
+        assert_eq!(
+            target(
+                &Origins::default(),
+                &Overrides::default(),
+                &FileConfig::default(),
+                None,
+                none
+            )
+            .unwrap(),
+            None
+        );
+    }
+}

@@ -1,0 +1,442 @@
+//! What an operator meets first: Ctrl-C stops writing at once, the space a run targets
+//! is named, the usual mistakes get plain messages, and one spelling of each flag.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sipgw_bulk::report::Status;
+use sipgw_bulk::sandbox::SandboxConfig;
+
+use crate::support::*;
+
+/// Polls `done` every 10 ms for up to a minute.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "waited for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn interrupt(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// At `--rate 5 --concurrency 64`, 64 rows are read and wait for a write slot. After the
+/// first SIGINT no new PATCH starts: the sandbox receives at most the one that may have
+/// been leaving at the signal (writes are 200 ms apart at this rate), rows waiting for
+/// their slot are `skipped`, the PATCH on the wire at the signal (held by the sandbox
+/// until after it) finishes as `updated`, and `--resume` writes the rest.
+#[test]
+fn ctrl_c_stops_writing_at_once_and_resume_finishes() {
+    let ids = ids(200, 3201);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    // The third PATCH lands, and its answer waits until the test lets it go.
+    sb.state().hold_patch(3, true);
+    let child = sb
+        .cmd()
+        .args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--rate",
+            "5",
+            "--concurrency",
+            "64",
+            "--report",
+            "r.csv",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_guarded();
+    wait_until("the held PATCH", || sb.state().patches_held() == 1);
+    let at_signal = sb.state().stats().patches;
+    interrupt(&child);
+    // Before the change, the rows waiting for a slot went on at five a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    sb.state().release_held();
+    let out = child.wait_with_output();
+    let after_signal = sb.state().stats().patches - at_signal;
+    assert!(
+        after_signal <= 1,
+        "{after_signal} PATCHes arrived after the signal: {}",
+        stderr(&out)
+    );
+    assert_eq!(code(&out), 4, "interrupted: {}", stderr(&out));
+
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report.len(), ids.len(), "every row exactly once");
+    let held = sb.state().held_gateway().unwrap().to_string();
+    let held_row = report.values().find(|r| r.id == held).unwrap();
+    assert_eq!(
+        held_row.status,
+        Status::Updated,
+        "the PATCH on the wire finished: {held_row:?}"
+    );
+    assert!(held_row.before.is_some());
+    let updated = report
+        .values()
+        .filter(|r| r.status == Status::Updated)
+        .count() as u64;
+    assert_eq!(updated, sb.state().stats().patches_applied);
+    assert!(
+        report.values().all(|r| r.status == Status::Updated
+            || (r.status == Status::Skipped && r.error_code == "interrupted")),
+        "only updated and skipped rows"
+    );
+
+    let out = run(sb.cmd().args([
+        "apply", "m.csv", "--yes", "--resume", "--rate", "1000", "--report", "r.csv",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report = crate::support::report(&sb.path("r.csv"));
+    assert_eq!(report.len(), ids.len());
+    assert!(report.values().all(|r| r.status == Status::Updated));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    assert_eq!(sb.state().stats().patches_applied, ids.len() as u64);
+}
+
+/// Every command that talks to a space names it, and its project, on its first stderr
+/// line and in its summary, with the setting each came from; the token never.
+#[test]
+fn every_command_names_its_space_and_where_it_came_from() {
+    let ids = ids(3, 3202);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let host = sb.base_url().trim_start_matches("http://").to_owned();
+    let project = sb.state().config().project_id.clone();
+    let token = sb.state().config().api_token.clone();
+    let named = format!(
+        "space {host} (from SIGNALWIRE_BASE_URL), project {project} (from SIGNALWIRE_PROJECT_ID)"
+    );
+    let id = ids[0].to_string();
+    let runs: [&[&str]; 3] = [
+        &["plan", "m.csv", "--summary-json", "s.json"],
+        &["export", "-o", "e.csv"],
+        &["show", &id],
+    ];
+    for args in runs {
+        let out = run(sb.cmd().args(args));
+        let err = stderr(&out);
+        assert!(matches!(code(&out), 0 | 2), "{args:?}: {err}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.contains(&named), "{args:?}: first line {first:?}");
+        assert!(!err.contains(&token) && !stdout(&out).contains(&token));
+        if args[0] != "show" {
+            assert_eq!(
+                err.lines().filter(|l| l.contains(&named)).count(),
+                2,
+                "{args:?}: the summary names it too: {err}"
+            );
+        }
+    }
+    let summary = summary_json(&sb.path("s.json"));
+    assert_eq!(summary["space"]["host"], host.as_str());
+    assert_eq!(summary["space"]["host_from"], "SIGNALWIRE_BASE_URL");
+    assert_eq!(summary["space"]["project_from"], "SIGNALWIRE_PROJECT_ID");
+
+    // From the config file: the file and its key are named.
+    std::fs::write(sb.path("token"), &token).unwrap();
+    std::fs::write(
+        sb.path("c.yaml"),
+        format!(
+            "base_url: {}\nproject_id: {project}\napi_token_file: token\n",
+            sb.base_url()
+        ),
+    )
+    .unwrap();
+    let out = run(sb
+        .cmd()
+        .env_remove("SIGNALWIRE_BASE_URL")
+        .env_remove("SIGNALWIRE_PROJECT_ID")
+        .env_remove("SIGNALWIRE_API_TOKEN")
+        .args(["--config", "c.yaml", "show", &id]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let first = stderr(&out).lines().next().unwrap_or("").to_owned();
+    assert!(
+        first.contains(&format!(
+            "space {host} (from base_url in c.yaml), project {project} (from project_id in \
+             c.yaml)"
+        )),
+        "{first}"
+    );
+}
+
+/// A sandbox's base URL left in the environment never wins quietly over the space asked
+/// for: the two settings are named, with where each came from, exit 64, nothing sent.
+#[test]
+fn a_space_and_a_base_url_that_disagree_are_refused() {
+    let ids = ids(3, 3203);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let host = sb.base_url().trim_start_matches("http://").to_owned();
+    let token = sb.state().config().api_token.clone();
+    let cases: [(&[&str], &str, &str); 3] = [
+        (
+            &["export"],
+            "SIGNALWIRE_SPACE",
+            "SIGNALWIRE_SPACE names other.signalwire.com",
+        ),
+        (
+            &["--space", "other", "plan", "m.csv"],
+            "",
+            "--space names other.signalwire.com",
+        ),
+        (
+            &["apply", "m.csv", "--yes"],
+            "SIGNALWIRE_SPACE",
+            "SIGNALWIRE_SPACE names other",
+        ),
+    ];
+    for (args, env, says) in cases {
+        let mut cmd = sb.cmd();
+        if !env.is_empty() {
+            cmd.env(env, "other");
+        }
+        let out = run(cmd.args(args));
+        let err = stderr(&out);
+        assert_eq!(code(&out), 64, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("SIGNALWIRE_BASE_URL names {host}")),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains(&token));
+    }
+    assert_eq!(sb.state().stats().requests, 0, "nothing was sent");
+}
+
+/// A wrong token: one plain line naming the settings to check, exit 3, no line per row;
+/// the rows are `skipped` (`credentials_refused`) for `--resume` once it is fixed.
+#[test]
+fn a_refused_token_says_which_settings_to_check_once() {
+    let ids = ids(40, 3204);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let out = run(sb.cmd().env("SIGNALWIRE_API_TOKEN", "PTwrong-token").args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--concurrency",
+        "16",
+        "--report",
+        "r.csv",
+    ]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(
+        !err.contains("http_401") && !err.contains("row failed"),
+        "{err}"
+    );
+    let says: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("refused the credentials"))
+        .collect();
+    assert_eq!(says.len(), 1, "{err}");
+    assert!(
+        says[0].contains(
+            "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN (or the config's project_id \
+             and api_token_file); this run's project id came from SIGNALWIRE_PROJECT_ID, its \
+             token from SIGNALWIRE_API_TOKEN"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("PTwrong-token"));
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report.len(), ids.len());
+    assert!(
+        report
+            .values()
+            .all(|r| r.status == Status::Skipped && r.error_code == "credentials_refused"),
+        "{report:?}"
+    );
+
+    let out = run(sb
+        .cmd()
+        .env("SIGNALWIRE_API_TOKEN", "PTwrong-token")
+        .args(["export", "-o", "e.csv"]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(
+        err.contains("the space refused the credentials: check SIGNALWIRE_PROJECT_ID"),
+        "{err}"
+    );
+}
+
+/// `export` against a space whose name does not resolve: exit 3 (the space cannot be
+/// reached), as for a run, not 1 (rows that need attention).
+#[test]
+fn export_from_a_space_that_does_not_resolve_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    // The retries run out before the outage budget (60 s) does: the answer is the last
+    // connection error's, not the job's abort.
+    let out = run(std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("SIGNALWIRE_SPACE")
+        .env("SIGNALWIRE_BASE_URL", "https://sipgw-bulk-test.invalid")
+        .env("SIGNALWIRE_PROJECT_ID", "p")
+        .env("SIGNALWIRE_API_TOKEN", "PTsecret")
+        .args(["export", "-o", "e.csv"]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    assert!(
+        err.contains("the space (sipgw-bulk-test.invalid) cannot be reached"),
+        "{err}"
+    );
+    assert!(!dir.path().join("e.csv").exists());
+}
+
+/// The two CSV mistakes a spreadsheet makes: a list written with commas in a cell that
+/// is not quoted, and a file written with `;` between cells.
+#[test]
+fn csv_cells_split_by_commas_and_semicolon_files_get_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = ids(1, 3205)[0];
+    std::fs::write(
+        dir.path().join("commas.csv"),
+        format!("id,codecs\n{id},OPUS,PCMU\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("semi.csv"),
+        format!("id;codecs\n{id};OPUS\n"),
+    )
+    .unwrap();
+    let validate = |file: &str| {
+        run(std::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["validate", file]))
+    };
+    let out = validate("commas.csv");
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(
+            "line 2: the row has 3 cells but the header has 2: a list cell separates its \
+             values with `;` (OPUS;PCMU), or quote a cell that holds a comma (\"OPUS,PCMU\")"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let out = validate("semi.csv");
+    assert_eq!(code(&out), 65, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "the header has no `id` column (first line: \"id;codecs\"); the file looks \
+             `;`-delimited: the delimiter is `,`"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `-o/--output FILE` saves the plan, as it names the file in `export` and `rollback`
+/// (`--out` kept); `--output text|json`, the flag's old meaning, is refused with the
+/// `--diff-format` hint, nothing sent.
+#[test]
+fn plan_saves_to_output_as_export_and_rollback_do() {
+    let ids = ids(2, 3206);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    for format in ["text", "json"] {
+        let out = run(sb.cmd().args(["plan", "m.csv", "--output", format]));
+        assert_eq!(code(&out), 64, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("use --diff-format {format}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(sb.state().stats().requests, 0);
+    for (flag, plan, report) in [
+        ("--output", "x.plan", "x.csv"),
+        ("-o", "y.plan", "y.csv"),
+        ("--out", "z.plan", "z.csv"),
+    ] {
+        let out = run(sb
+            .cmd()
+            .args(["plan", "m.csv", flag, plan, "--report", report]));
+        assert_eq!(code(&out), 0, "{flag}: {}", stderr(&out));
+        assert!(sb.path(plan).exists(), "{flag} saved the plan");
+    }
+    let out = run(sb.cmd().args(["apply", "--plan", "x.plan"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+}
+
+/// A flag a command has no use for is refused, exit 64, naming it; the same setting from
+/// the environment is ignored there.
+#[test]
+fn a_flag_a_command_does_not_use_is_refused_and_its_environment_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("m.csv"), &ids(2, 3207), &[]);
+    let cases: [&[&str]; 4] = [
+        &["validate", "m.csv", "--rate", "5"],
+        &["--concurrency", "4", "validate", "m.csv"],
+        &["validate", "m.csv", "--space", "acme"],
+        &["export", "--rate", "5"],
+    ];
+    for args in cases {
+        let out = run(std::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .env_remove("SIGNALWIRE_BASE_URL")
+            .args(args));
+        assert_eq!(code(&out), 64, "{args:?}: {}", stderr(&out));
+        let flag = args.iter().find(|a| a.starts_with("--")).unwrap();
+        assert!(
+            stderr(&out).contains(&format!("does not use {flag}")),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // From the environment: ignored by a command that talks to no space.
+    let out = run(std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .env("SIGNALWIRE_SPACE", "not a space")
+        .env("SIGNALWIRE_BASE_URL", "ftp://nowhere")
+        .args(["validate", "m.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// `show --plan PLAN` prints a saved plan as the diff `plan` printed, text or JSON, with
+/// no request; a plan edited since is refused as `apply --plan` refuses it (exit 64).
+#[test]
+fn show_plan_prints_a_saved_plan_as_its_diff_and_refuses_an_edited_one() {
+    let ids = ids(40, 3208);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    write_csv(&sb.path("m.csv"), &ids[..30], &[]);
+    for (format, plan) in [("text", "t.plan"), ("json", "j.plan")] {
+        let planned = run(sb.cmd().args([
+            "plan",
+            "m.csv",
+            "-o",
+            plan,
+            "--diff-format",
+            format,
+            "--report",
+            &format!("{format}.csv"),
+        ]));
+        assert_eq!(code(&planned), 0, "{}", stderr(&planned));
+        let before = sb.state().stats().requests;
+        let shown = run(sb
+            .cmd()
+            .args(["show", "--plan", plan, "--diff-format", format]));
+        assert_eq!(code(&shown), 0, "{}", stderr(&shown));
+        assert_eq!(stdout(&shown), stdout(&planned), "{format}");
+        assert!(stdout(&shown).contains("would_update") || format == "text");
+        assert_eq!(sb.state().stats().requests, before, "no request");
+    }
+    let text = std::fs::read_to_string(sb.path("t.plan")).unwrap();
+    std::fs::write(sb.path("e.plan"), text.replacen("pbx-1", "pbx-X", 1)).unwrap();
+    let out = run(sb.cmd().args(["show", "--plan", "e.plan"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "nothing of an edited plan is shown");
+}
