@@ -642,6 +642,17 @@ impl WriteBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_says_no_writes_yet_apart_from_no_limit_seen() {
+        let none = BudgetReport::default();
+        assert_eq!(none.believed(), "no writes yet");
+        let estimated = BudgetReport {
+            source: Some(Source::Estimated),
+            ..BudgetReport::default()
+        };
+        assert_eq!(estimated.believed(), "no limit seen");
+    }
     use reqwest::header::HeaderValue;
 
     fn ticket(b: &Arc<WriteBudget>) -> Ticket {
