@@ -51,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let hooks = || RunHooks {
         stop: CancellationToken::new(),
+        hurry: CancellationToken::new(),
         observe: None,
     };
 

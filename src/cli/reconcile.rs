@@ -101,11 +101,12 @@ async fn reconcile(
         Approval::Given
     };
     let screens = Arc::new(Mutex::new(Screens::default()));
-    let stop = CancellationToken::new();
+    let (stop, hurry) = (CancellationToken::new(), CancellationToken::new());
     let grace = Duration::from_secs(apply.map_or(30, |a| a.grace));
-    let signals = tokio::spawn(watch_signals(stop.clone(), grace));
+    let signals = tokio::spawn(watch_signals(stop.clone(), hurry.clone(), grace));
     let hooks = RunHooks {
         stop,
+        hurry,
         observe: Some(Box::new(observers(
             ctx,
             job,
@@ -640,19 +641,33 @@ fn confirm(changes: u64) -> Result<bool, Failure> {
 }
 
 /// First SIGINT/SIGTERM: no new PATCH starts (rows waiting for a slot are `skipped`);
-/// requests on the wire get `grace` to finish. A second
-/// signal, or the grace running out, exits at once: every finished row is already in the
-/// report (flushed per line), so the report is still one `--resume` accepts.
-async fn watch_signals(stop: CancellationToken, grace: Duration) {
+/// requests on the wire get `grace` to finish. Once the grace runs out, those requests
+/// are given up and their rows reported as they stand (`write_unknown` where a PATCH may
+/// have landed), so the report is whole and the job ends as an interrupt does. A second
+/// signal (or a job that does not end within `HURRY` after the grace) exits at once:
+/// every row recorded so far is in the report, which `--resume` accepts.
+async fn watch_signals(stop: CancellationToken, hurry: CancellationToken, grace: Duration) {
+    /// How long the job has to report the rows it gave up before the process exits.
+    const HURRY: Duration = Duration::from_secs(5);
     super::wait_for_signal().await;
     tracing::warn!(
         grace_secs = grace.as_secs(),
         "interrupted: no new writes; finishing requests already sent (signal again to stop at once)"
     );
     stop.cancel();
-    tokio::select! {
-        _ = super::wait_for_signal() => {}
-        _ = tokio::time::sleep(grace) => {}
+    let again = tokio::select! {
+        _ = super::wait_for_signal() => true,
+        _ = tokio::time::sleep(grace) => false,
+    };
+    if !again {
+        tracing::warn!(
+            "the grace ran out: giving up requests still on the wire, reporting their rows"
+        );
+        hurry.cancel();
+        tokio::select! {
+            _ = super::wait_for_signal() => {}
+            _ = tokio::time::sleep(HURRY) => {}
+        }
     }
     tracing::warn!("stopping at once; the report holds every finished row, --resume continues");
     std::process::exit(Exit::Interrupted as i32);

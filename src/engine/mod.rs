@@ -82,6 +82,10 @@ pub struct Job {
     pub abort: CancellationToken,
     /// Tripped from outside (an interrupt): no new row starts.
     pub stop: CancellationToken,
+    /// Tripped from outside once the interrupt's grace ran out: a request still on the
+    /// wire is given up, its row reported as it stands (`write_unknown` once a PATCH may
+    /// have landed), so the report is whole when the job ends.
+    pub hurry: CancellationToken,
     /// Stop once this many rows have ended `failed` or `mismatch`.
     pub max_errors: Option<u64>,
     /// Write only the first N rows that need a change (a canary); the rest are `skipped`.
@@ -251,6 +255,7 @@ fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
         concurrency: _,
         abort,
         stop,
+        hurry,
         max_errors,
         limit,
         done,
@@ -263,7 +268,7 @@ fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
         snapshot,
     } = job;
     let shared = Arc::new(Shared {
-        stopper: Stopper::new(abort, stop, reader.clone()),
+        stopper: Stopper::new(abort, stop, reader.clone()).with_hurry(hurry),
         reader,
         writer,
         max_errors,

@@ -129,7 +129,7 @@ async fn read_current(
         record.http_status = Some(200);
         return Ok(fields);
     }
-    let reply = shared.reader.get_gateway(&row.id).await?;
+    let reply = super::write::read_gateway(shared, &row.id).await?;
     record.attempts = reply.attempts;
     record.http_status = Some(reply.status);
     Ok(reply.value.sip_gateway)

@@ -15,6 +15,8 @@ use crate::status::Status;
 pub(super) struct Stopper {
     abort: CancellationToken,
     stop: CancellationToken,
+    /// The interrupt's grace ran out: requests still on the wire are given up.
+    hurry: CancellationToken,
     reason: OnceLock<StopReason>,
     /// Why the report or journal failed: the path and the cause.
     ledger_fault: OnceLock<String>,
@@ -31,6 +33,7 @@ impl Stopper {
         Stopper {
             abort,
             stop,
+            hurry: CancellationToken::new(),
             reason: OnceLock::new(),
             ledger_fault: OnceLock::new(),
             client,
@@ -59,6 +62,18 @@ impl Stopper {
             () = self.stop.cancelled() => {}
             () = self.abort.cancelled() => {}
         }
+    }
+
+    /// Requests on the wire are given up when `hurry` is cancelled.
+    pub(super) fn with_hurry(mut self, hurry: CancellationToken) -> Stopper {
+        self.hurry = hurry;
+        self
+    }
+
+    /// Resolves once the interrupt's grace has run out: a request still on the wire is
+    /// given up and its row reported as it stands.
+    pub(super) async fn hurried(&self) {
+        self.hurry.cancelled().await;
     }
 
     /// Whether the job has stopped or aborted: no PATCH starts after that.

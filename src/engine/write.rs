@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use super::Shared;
 use super::stop::Stopper;
 use super::verdict::{conflict, failed, possibly_written_earlier, unknown};
-use crate::client::{ApiError, ErrorKind, WriteClient, WriteSchedule};
+use crate::client::{ApiError, ErrorKind, Reply, WriteClient, WriteSchedule};
 use crate::diff::{FieldSet, differing, merge, with_fields_from};
 use crate::manifest::Row;
-use crate::model::GatewayFields;
+use crate::model::{GatewayFields, GatewayResource};
 use crate::report::{RowRecord, WRITE_UNKNOWN};
 use crate::status::Status;
 
@@ -117,10 +117,18 @@ async fn write_fresh(
         }
         tries.patches += 1;
         let stop = shared.stopper.stop_token();
-        let err = match writer
-            .patch_once(&row.id, &desired, tries.patches, slot, stop)
-            .await
-        {
+        let sent = tokio::select! {
+            biased;
+            reply = writer.patch_once(&row.id, &desired, tries.patches, slot, stop) => reply,
+            () = shared.stopper.hurried() => {
+                // The interrupt's grace ran out with this PATCH on the wire: it may have
+                // landed, and the row is reported so (its before kept) for --resume.
+                let err = given_up(true);
+                tries.after_failure(&mut record, err.clone(), before, changes, desired, writer);
+                return tries.gave_up(record, err, &shared.stopper);
+            }
+        };
+        let err = match sent {
             Ok(reply) => return answered(record, &desired, reply.status, reply.value.sip_gateway),
             Err(err) if err.kind == ErrorKind::Aborted && shared.stopper.is_halted() => {
                 return tries.stopped(record, row, shared).await;
@@ -307,13 +315,38 @@ impl Attempts {
     }
 }
 
+/// A request given up because the interrupt's grace ran out before its answer came (a
+/// PATCH: it may have landed).
+fn given_up(maybe_applied: bool) -> ApiError {
+    let mut err = ApiError::new(
+        ErrorKind::Aborted,
+        None,
+        "interrupted",
+        "the interrupt's grace ran out before the answer came".into(),
+    );
+    err.maybe_applied = maybe_applied;
+    err
+}
+
+/// A GET of the row's gateway, given up once the interrupt's grace has run out.
+pub(super) async fn read_gateway(
+    shared: &Shared,
+    id: &uuid::Uuid,
+) -> Result<Reply<GatewayResource>, ApiError> {
+    tokio::select! {
+        biased;
+        reply = shared.reader.get_gateway(id) => reply,
+        () = shared.stopper.hurried() => Err(given_up(false)),
+    }
+}
+
 /// The gateway as it is now, read after the write slot was granted.
 async fn read_fresh(
     record: &mut RowRecord,
     row: &Row,
     shared: &Shared,
 ) -> Result<GatewayFields, ApiError> {
-    let reply = shared.reader.get_gateway(&row.id).await?;
+    let reply = read_gateway(shared, &row.id).await?;
     record.attempts += reply.attempts;
     record.http_status = Some(reply.status);
     Ok(reply.value.sip_gateway)
@@ -350,7 +383,7 @@ async fn settle(
     asked: Option<GatewayFields>,
 ) -> RowRecord {
     shared.stats.retries.fetch_add(1, Ordering::Relaxed);
-    let now = match shared.reader.get_gateway(&row.id).await {
+    let now = match read_gateway(shared, &row.id).await {
         Ok(reply) => {
             record.attempts += reply.attempts;
             reply.value.sip_gateway

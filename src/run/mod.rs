@@ -197,6 +197,9 @@ pub struct RunHooks<'a> {
     /// Cancelled from outside (an interrupt): no new row or PATCH starts; requests on the
     /// wire finish.
     pub stop: CancellationToken,
+    /// Cancelled once an interrupt's grace has run out: requests still on the wire are
+    /// given up and their rows reported as they stand (the report stays whole).
+    pub hurry: CancellationToken,
     /// Called once the rows are about to run; what it returns sees every record.
     pub observe: Option<ObserveFn<'a>>,
 }
@@ -509,6 +512,7 @@ async fn run_rows(
             opened.writer,
             mode == Mode::Apply,
             hooks.stop,
+            hooks.hurry,
             Some(Box::new(Tee(observers))),
         )
         .await?;

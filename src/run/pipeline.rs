@@ -179,6 +179,7 @@ impl<'a> Pipeline<'a> {
         report: ReportWriter,
         writes: bool,
         stop: CancellationToken,
+        hurry: CancellationToken,
         observer: Option<Box<dyn Observer>>,
     ) -> Result<Outcome, RunError> {
         let o = self.options;
@@ -218,6 +219,7 @@ impl<'a> Pipeline<'a> {
             concurrency: o.concurrency,
             abort,
             stop,
+            hurry,
             max_errors: self.max_errors,
             limit: self.limit,
             done: self.done,

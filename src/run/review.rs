@@ -123,6 +123,7 @@ impl Review<'_> {
             ReportWriter::discard(),
             false,
             CancellationToken::new(),
+            CancellationToken::new(),
             observer,
         )
         .await

@@ -440,3 +440,70 @@ fn show_plan_prints_a_saved_plan_as_its_diff_and_refuses_an_edited_one() {
     assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
     assert_eq!(stdout(&out), "", "nothing of an edited plan is shown");
 }
+
+/// From a black-box tester: a SIGINT whose `--grace` runs out with a PATCH still on the
+/// wire exited 4 with that row (whose write landed) and the rows after it missing from
+/// the report: the undo file was not whole until a `--resume`. Now the request is given
+/// up, the row is `write_unknown` with its `before`, every row is in the report, and the
+/// rollback undoes the landed write.
+#[test]
+fn an_interrupt_whose_grace_runs_out_still_leaves_a_whole_report_that_undoes_every_write() {
+    let ids = ids(6, 3301);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let start = sb.state().snapshot();
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    // The third PATCH lands, and its answer never comes while the run lives.
+    sb.state().hold_patch(3, true);
+    let child = sb
+        .cmd()
+        .args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--concurrency",
+            "1",
+            "--grace",
+            "1",
+            "--report",
+            "r.csv",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_guarded();
+    wait_until("the held PATCH", || sb.state().patches_held() == 1);
+    interrupt(&child);
+    let out = child.wait_with_output();
+    sb.state().release_held();
+    assert_eq!(code(&out), 4, "interrupted: {}", stderr(&out));
+
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(
+        report.len(),
+        ids.len(),
+        "every row exactly once: {}",
+        stderr(&out)
+    );
+    let held = sb.state().held_gateway().unwrap();
+    let held_row = report.values().find(|r| r.id == held.to_string()).unwrap();
+    assert_eq!(
+        (held_row.status, held_row.error_code.as_str()),
+        (Status::Failed, "write_unknown"),
+        "{held_row:?}"
+    );
+    assert_eq!(held_row.before.as_ref(), Some(&start[&held]));
+    assert!(
+        report.values().all(|r| r.id == held.to_string()
+            || r.status == Status::Updated
+            || (r.status == Status::Skipped && r.error_code == "interrupted")),
+        "{report:?}"
+    );
+
+    // The report alone undoes every write, the landed one included.
+    let out = run(sb.cmd().args(["rollback", "r.csv", "-o", "undo.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(sb
+        .cmd()
+        .args(["apply", "undo.csv", "--yes", "--report", "undo.report.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), start, "back to the start");
+}
