@@ -123,8 +123,9 @@ async fn write_fresh(
             () = shared.stopper.hurried() => {
                 // The interrupt's grace ran out with this PATCH on the wire: it may have
                 // landed, and the row is reported so (its before kept) for --resume.
-                let err = given_up(true);
+                let mut err = given_up(true);
                 tries.after_failure(&mut record, err.clone(), before, changes, desired, writer);
+                err.attempts = 0; // counted just above
                 return tries.gave_up(record, err, &shared.stopper);
             }
         };
@@ -325,6 +326,8 @@ fn given_up(maybe_applied: bool) -> ApiError {
         "the interrupt's grace ran out before the answer came".into(),
     );
     err.maybe_applied = maybe_applied;
+    // The request was made: it counts among the row's attempts.
+    err.attempts = 1;
     err
 }
 
