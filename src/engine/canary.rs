@@ -124,15 +124,7 @@ mod tests {
     #[tokio::test]
     async fn the_first_rows_in_order_that_need_a_change_are_written_whoever_reads_first() {
         let canary = Arc::new(Canary::new(2));
-        let turns: Vec<Turn<'_>> = (0..5).map(|_| canary.deal()).collect();
-        let mut turns = turns.into_iter();
-        let (t0, t1, t2, t3, t4) = (
-            turns.next().unwrap(),
-            turns.next().unwrap(),
-            turns.next().unwrap(),
-            turns.next().unwrap(),
-            turns.next().unwrap(),
-        );
+        let [t0, t1, t2, t3, t4] = [(); 5].map(|()| canary.deal());
         // Row 4 and row 2 finish their reads first and need a change: they wait for the
         // rows before them. Row 0 needs none; row 1 fails (dropped); row 3 needs one.
         let late = tokio::join!(t4.wants_write(), t2.wants_write(), async {

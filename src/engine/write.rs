@@ -121,12 +121,7 @@ async fn write_fresh(
             biased;
             reply = writer.patch_once(&row.id, &desired, tries.patches, slot, stop) => reply,
             () = shared.stopper.hurried() => {
-                // The interrupt's grace ran out with this PATCH on the wire: it may have
-                // landed, and the row is reported so (its before kept) for --resume.
-                let mut err = given_up(true);
-                tries.after_failure(&mut record, err.clone(), before, changes, desired, writer);
-                err.attempts = 0; // counted just above
-                return tries.gave_up(record, err, &shared.stopper);
+                return tries.on_the_wire_at_the_end(record, before, changes, desired, shared, writer);
             }
         };
         let err = match sent {
@@ -220,6 +215,23 @@ impl Attempts {
             None if self.unanswered > 0 => Next::Settle(err),
             None => Next::GiveUp(err),
         }
+    }
+
+    /// The interrupt's grace ran out with this row's PATCH on the wire: it may have
+    /// landed, so the row is reported as possibly written, its before kept, for --resume.
+    fn on_the_wire_at_the_end(
+        mut self,
+        mut record: RowRecord,
+        before: GatewayFields,
+        changes: FieldSet,
+        desired: GatewayFields,
+        shared: &Shared,
+        writer: &WriteClient,
+    ) -> RowRecord {
+        let mut err = given_up(true);
+        self.after_failure(&mut record, err.clone(), before, changes, desired, writer);
+        err.attempts = 0; // counted just above
+        self.gave_up(record, err, &shared.stopper)
     }
 
     /// The job stopped while this row waited (for its slot, out a retry's wait, or at the
