@@ -9,7 +9,7 @@ use super::canary::Turn;
 use super::verdict::{conflict, failed, possibly_written_earlier};
 use super::write::write;
 use crate::client::ApiError;
-use crate::diff::{differing, merge};
+use crate::diff::{FieldSet, differing, merge};
 use crate::manifest::Row;
 use crate::model::GatewayFields;
 use crate::report::{RowRecord, WRITE_UNKNOWN};
@@ -76,9 +76,12 @@ async fn decide(
     };
     let desired = merge(&current, &row.desired);
     record.changed_fields = differing(&current, &desired);
+    // A write of this report's earlier run (or the chain's previous one) that landed
+    // here: the row's undo value is that write's before, whatever this run decides.
+    let landed = earlier_write_landed(row, &current, shared);
     record.before = Some(current);
     if record.changed_fields.is_empty() {
-        return settled_unchanged(record, row, shared);
+        return settled_unchanged(record, landed);
     }
     // A saved plan's row: written only if the gateway still looks as the plan saw it (a
     // gateway already as the plan would leave it was settled above, as unchanged). A
@@ -87,6 +90,8 @@ async fn decide(
     if let Some(expected) = &row.expected
         && let Some(current) = &record.before
         && (!from_listing || shared.writer.is_none())
+        // The write path settles a conflict with an earlier write in mind.
+        && landed.is_none()
     {
         let moved = differing(expected, current);
         if !moved.is_empty() {
@@ -106,16 +111,44 @@ async fn decide(
             canary.limit()
         );
         record.after = Some(desired);
-        return record;
+        return match landed {
+            Some((before, ours)) => held_after_an_earlier_write(record, before, ours),
+            None => record,
+        };
     }
     match shared.writer.as_ref() {
-        Some(writer) => write(record, row, shared, writer).await,
+        Some(writer) => write(record, row, shared, writer, landed).await,
         None => {
             record.status = Status::WouldUpdate;
             record.after = Some(desired);
             record
         }
     }
+}
+
+/// Where an earlier run of this report (or the chain's previous one) wrote this row and
+/// the answer was lost, read as `now`: that write's undo value and fields.
+fn earlier_write_landed(
+    row: &Row,
+    now: &GatewayFields,
+    shared: &Shared,
+) -> Option<(GatewayFields, FieldSet)> {
+    let recovered = shared.recovered.as_ref()?;
+    recovered.get(&row.id.as_u128())?.landed(now)
+}
+
+/// A row the canary holds back that an earlier run's write (its answer lost) changed:
+/// not written now, and that write stays in the report (`write_unknown`, its before), so
+/// the report still undoes it and a `--resume` settles it.
+fn held_after_an_earlier_write(
+    mut record: RowRecord,
+    before: GatewayFields,
+    ours: FieldSet,
+) -> RowRecord {
+    record.after = record.before.take();
+    record.before = Some(before);
+    record.changed_fields = record.changed_fields.union(ours);
+    possibly_written_earlier(record)
 }
 
 /// The gateway as it is: the list page's answer (no request of this row's own), else a GET.
@@ -139,17 +172,14 @@ async fn read_current(
 /// line, or whose answer was lost (its before-value recovered from the journal or the
 /// report, or carried from the chain's previous report while the gateway is as that run
 /// left it): reported as that write, so the report stays a complete undo file.
-fn settled_unchanged(mut record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
+fn settled_unchanged(
+    mut record: RowRecord,
+    landed: Option<(GatewayFields, FieldSet)>,
+) -> RowRecord {
     record.status = Status::Unchanged;
     record.changed_fields = Default::default();
     record.after = record.before.clone();
-    if let Some(after) = record.after.as_ref()
-        && let Some((before, ours)) = shared
-            .recovered
-            .as_ref()
-            .and_then(|r| r.get(&row.id.as_u128()))
-            .and_then(|w| w.landed(after))
-    {
+    if let Some((before, ours)) = landed {
         record.status = Status::Updated;
         record.changed_fields = ours;
         record.before = Some(before);

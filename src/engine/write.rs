@@ -25,14 +25,9 @@ pub(super) async fn write(
     row: &Row,
     shared: &Shared,
     writer: &WriteClient,
+    landed: Option<(GatewayFields, FieldSet)>,
 ) -> RowRecord {
     let read = record.before.clone();
-    let landed = shared
-        .recovered
-        .as_ref()
-        .and_then(|r| r.get(&row.id.as_u128()))
-        .zip(read.as_ref())
-        .and_then(|(earlier, now)| earlier.landed(now));
     let earlier = landed.is_some();
     let record = write_fresh(record, row, shared, writer, landed).await;
     match record.status {

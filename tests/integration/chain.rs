@@ -399,3 +399,68 @@ fn a_write_recovered_from_the_journal_is_only_its_own_fields_never_an_edit_made_
     );
     assert_eq!(now[&id].codecs, start[&id].codecs);
 }
+
+/// Found by the ledger generator (seed 740221): killed after a PATCH landed but before
+/// its report line, someone then changes that field again; the resumed run with `--limit
+/// 1` gives its one write to an earlier row and holds this one back. The held row still
+/// reports the journal's write (`write_unknown`, that write's `before`), so rolling the
+/// report back puts the gateway back as it was before the run; it used to say `skipped`
+/// with the value read now as its `before`, and the rollback left the write in place.
+#[test]
+fn a_row_the_canary_holds_back_keeps_an_earlier_run_s_write_in_its_report() {
+    let ids = ids(3, 3202);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let start = sb.state().snapshot();
+    let mut text = String::from("id,codecs\n");
+    for (i, id) in ids.iter().enumerate() {
+        let wanted = desired(i).codecs;
+        let codecs: Vec<&str> = wanted.iter().map(|c| c.as_str()).collect();
+        text.push_str(&format!("{id},{}\n", codecs.join(";")));
+    }
+    std::fs::write(sb.path("m.csv"), text).unwrap();
+    // The first row ends `mismatch`, so the resumed run writes it again: the canary's turn.
+    sb.state().set_mismatch([ids[0]]);
+    sb.state().hold_patch(2, true);
+    let mut client = sb
+        .cmd()
+        .args(RESUME)
+        .args(["--concurrency", "1"])
+        .stderr(std::process::Stdio::null())
+        .spawn_guarded();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sb.state().patches_held() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no PATCH came");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    client.kill().unwrap();
+    client.wait().unwrap();
+    sb.state().release_held();
+    let id = sb.state().held_gateway().unwrap();
+    assert_eq!(id, ids[1], "the second PATCH is the second row's");
+    let mut edited = sb.state().snapshot()[&id].clone();
+    assert_ne!(edited.codecs, start[&id].codecs, "the PATCH landed");
+    edited.codecs = vec![Codec::G729];
+    assert_ne!(edited.codecs, start[&id].codecs);
+    assert!(sb.state().edit(&id, edited));
+
+    let out = run(sb
+        .cmd()
+        .args(RESUME)
+        .args(["--concurrency", "1", "--limit", "1"]));
+    let l = line(&sb.path("r.csv"), &id);
+    assert_eq!(l.status, Status::Failed, "{l:?} {}", stderr(&out));
+    assert_eq!(l.error_code, sipgw_bulk::report::WRITE_UNKNOWN, "{l:?}");
+    assert_eq!(l.changed_fields.to_string(), "codecs", "{l:?}");
+    assert_eq!(
+        l.before.as_ref().unwrap().codecs,
+        start[&id].codecs,
+        "{l:?}"
+    );
+
+    apply_undo_of(&sb, "r.csv", "undo.csv");
+    assert_eq!(
+        sb.state().snapshot()[&id],
+        start[&id],
+        "the run's write undone"
+    );
+}

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use sipgw_bulk::diff::{Field, FieldSet, differing, with_fields_from};
-use sipgw_bulk::model::{Desired, GatewayFields};
+use sipgw_bulk::model::{Codec, Desired, GatewayFields};
 use sipgw_bulk::sandbox::SandboxState;
 use uuid::Uuid;
 
@@ -305,25 +305,34 @@ impl Model {
         if let Some(f) = first {
             pres.push((self.evs[f].before.clone(), Some(FieldSet::default())));
         }
-        // A mismatched PATCH's codecs are the sandbox's, not asked for: where a kill lost
-        // its answer, the run cannot tell them from someone else's edit and leaves them
-        // (an edit made since survives), so their undo value may be what that PATCH left.
-        let lost = self.lives[life].lost_mismatch.contains(&id);
-        let mangled: Vec<&Ev> = writes
-            .iter()
-            .map(|&i| &self.evs[i])
-            .filter(|e| lost && e.mismatch && e.before.codecs != e.after.codecs)
-            .collect();
-        let mut more = Vec::new();
-        for (pre, maybe) in &pres {
-            for e in &mangled {
-                let mut alt = pre.clone();
-                alt.codecs = e.after.codecs.clone();
-                more.push((alt, *maybe));
+        pres
+    }
+
+    /// A mismatched PATCH's codecs are the sandbox's, not asked for: where a kill lost
+    /// its answer, the run cannot tell them from someone else's edit and leaves them (an
+    /// edit made since survives), so their undo value may be what that PATCH left, or,
+    /// when a later write of the report changed them, what was there just before it.
+    fn mangled_codecs(&self, life: usize, id: Uuid) -> Vec<Vec<Codec>> {
+        if !self.lives[life].lost_mismatch.contains(&id) {
+            return Vec::new();
+        }
+        let writes = self.writes(life, id);
+        let mut out = Vec::new();
+        for (n, &i) in writes.iter().enumerate() {
+            let e = &self.evs[i];
+            if !(e.mismatch && e.before.codecs != e.after.codecs) {
+                continue;
+            }
+            out.push(e.after.codecs.clone());
+            let later = writes[n + 1..].iter().map(|&j| &self.evs[j]);
+            if let Some(next) = later
+                .into_iter()
+                .find(|x| x.before.codecs != x.after.codecs)
+            {
+                out.push(next.before.codecs.clone());
             }
         }
-        pres.extend(more);
-        pres
+        out
     }
 
     /// What rolling back `life`'s report may do to `id`.
@@ -348,6 +357,14 @@ impl Model {
         if let Some(left) = left {
             for (base, unseen) in pres {
                 let pre = self.per_field(&writes, &base, unseen, &left);
+                for codecs in self.mangled_codecs(life, id) {
+                    let mut alt = pre.clone();
+                    alt.codecs = codecs;
+                    out.push(Undo::Restore {
+                        pre: alt,
+                        left: left.clone(),
+                    });
+                }
                 if taken.is_some() {
                     // The codecs that PATCH's lost answer would have shown as the sandbox's
                     // look like anyone's edit: left alone.
@@ -395,7 +412,9 @@ impl Model {
             // keeps its before across resumes.
             let asked = unseen.is_none_or(|s| s.contains(f));
             let from = match first_change(f) {
-                Some(&i) if Some(&i) != writes.first() && !asked => &self.evs[i].before,
+                // Not asked for by an unseen PATCH: the before of the seen write that first
+                // changed it (`base` itself when `base` is that write's before).
+                Some(&i) if !asked => &self.evs[i].before,
                 Some(_) => base,
                 None if asked => base,
                 None => continue,
@@ -448,12 +467,17 @@ impl Model {
                     };
                 }
                 FileState::Deleted { traces } => {
+                    // A later link deleted with its traces left (its run file): the tool
+                    // may see that link as still there, and refusing to skip it is right.
+                    let later_traces = c.links[i + 1..]
+                        .iter()
+                        .any(|&x| matches!(lives[x].file, FileState::Deleted { traces: true }));
                     return Expect::Fresh {
                         link: life.link,
                         path: life.path.clone(),
                         follows: i.checked_sub(1).map(|p| c.links[p]),
                         replaces: Some(l),
-                        may_refuse: traces,
+                        may_refuse: traces || later_traces,
                     };
                 }
             }
