@@ -38,7 +38,8 @@ if [[ ! -x $bin ]]; then
 fi
 mkdir -p "$state/reports" "$state/logs" || exit 73
 day=$(date +%F)
-summary="$state/reports/$day.$(date +%H%M%S).summary.json"
+# One summary per run, never shared: two runs started in one second differ by their PID.
+summary="$state/reports/$day.$(date +%H%M%S).$$.summary.json"
 metrics_args=()
 [[ -d $(dirname "$metrics") ]] && metrics_args=(--metrics-file "$metrics")
 
@@ -53,10 +54,15 @@ set -a; . "$credentials" || exit 78; set +a
   2>>"$state/logs/$day.jsonl"
 code=$?
 
+# The report this run wrote (DAY.csv, DAY.2.csv, ...), as its summary names it: the file
+# that says what changed and undoes it (`sipgw-bulk rollback REPORT`).
+report=$(sed -n 's/^ *"report": *"\(.*\)",\{0,1\}$/\1/p' "$summary" 2>/dev/null | head -n 1)
+report=${report:-"$state/reports/$day*.csv"}
+
 case $code in
   0) ;;                                                  # nothing had drifted
-  2) alert notice "drift fixed; what changed and its undo file: $summary" ;;
-  1) alert err "rows need a person (failed/invalid/not_found/mismatch/conflict): $summary" ;;
+  2) alert notice "drift fixed; what changed and its undo file: $report (summary: $summary)" ;;
+  1) alert err "rows need a person (failed/invalid/not_found/mismatch/conflict): $report (summary: $summary)" ;;
   3) alert err "aborted: credentials refused, space unreachable or --max-errors reached; see $state/logs/$day.jsonl" ;;
   4) alert err "interrupted; the next run continues its report ($state/reports/$day*.csv)" ;;
   5) ;;                                                  # the previous run still holds the lock

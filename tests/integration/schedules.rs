@@ -79,13 +79,24 @@ fn the_nightly_script_run_again_after_an_edit_fixes_and_reports_the_drift() {
     )
     .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cron/run-nightly.sh");
+    // Every run starts in the same second, as two runs of one minute's cron line may.
+    let clock = sb.path("clock");
+    std::fs::create_dir(&clock).unwrap();
+    let date = clock.join("date");
+    std::fs::write(
+        &date,
+        "#!/bin/sh\ncase \"$1\" in +%F) echo 2026-12-07 ;; *) echo 030000 ;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&date, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", clock.display());
     let nightly = || {
         let mut cmd = Command::new("bash");
         cmd.arg(&script)
             .arg(&manifest)
             .current_dir(sb.dir.path())
             .env_clear()
-            .env("PATH", "/usr/bin:/bin")
+            .env("PATH", &path)
             .env("SIPGW_BULK", BIN)
             .env("SIPGW_STATE_DIR", &state)
             .env("SIPGW_CREDENTIALS", &credentials)
@@ -101,6 +112,11 @@ fn the_nightly_script_run_again_after_an_edit_fixes_and_reports_the_drift() {
     assert_eq!(code(&first), 2, "drift fixed: exit 2\n{}", stderr(&first));
     let found = reports_in(&reports, is_report);
     assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        stderr(&first).contains(&format!("its undo file: {} (summary: ", found[0].display())),
+        "the alert names the report: {}",
+        stderr(&first)
+    );
     let first_report = std::fs::read(&found[0]).unwrap();
     assert!(
         statuses(&found[0])
@@ -119,6 +135,11 @@ fn the_nightly_script_run_again_after_an_edit_fixes_and_reports_the_drift() {
     );
     let found = reports_in(&reports, is_report);
     assert_eq!(found.len(), 2, "a report of its own: {found:?}");
+    assert!(
+        stderr(&second).contains(&format!("its undo file: {} (summary: ", found[1].display())),
+        "the second run's alert names its own report: {}",
+        stderr(&second)
+    );
     let day = found[0].file_stem().unwrap().to_string_lossy().into_owned();
     assert_eq!(
         found[1].file_name().unwrap().to_string_lossy(),
@@ -164,6 +185,7 @@ fn the_nightly_script_run_again_after_an_edit_fixes_and_reports_the_drift() {
                 && s["counts"]["updated"] == 1),
         "the second run's summary names its report and its one fix"
     );
+    assert_eq!(summaries.len(), 2, "one summary per run: {summaries:?}");
     let metrics = std::fs::read_to_string(textfiles.join("sipgw_bulk.prom")).unwrap();
     assert!(metrics.contains("sipgw_bulk_last_exit_code{"), "{metrics}");
 
