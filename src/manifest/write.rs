@@ -14,6 +14,9 @@ pub struct ManifestWriter<W: Write> {
     yaml: Option<W>,
     /// Values escaped for a terminal ([`ManifestWriter::for_terminal`]).
     inert: bool,
+    /// The CSV header waits for the first row or the end: a run that fails before either
+    /// (refused credentials) leaves nothing on stdout that looks like an empty export.
+    header_pending: bool,
 }
 
 /// CSV rows quoted where needed, or every cell of a row quoted when one of its values has
@@ -72,28 +75,23 @@ impl<W: Write> CsvRows<W> {
 }
 
 impl<W: Write> ManifestWriter<W> {
-    /// Starts a manifest: the CSV header, or nothing for YAML (a plain list of rows).
+    /// Starts a manifest: CSV (its header written with the first row, or at the end when
+    /// there is none) or YAML (a plain list of rows).
     pub fn new(out: W, format: Format) -> io::Result<ManifestWriter<W>> {
         Ok(match format {
-            Format::Csv => {
-                let mut csv = CsvRows::new(out);
-                let header: Vec<Cow<str>> = super::KNOWN_COLUMNS
-                    .iter()
-                    .map(|c| Cow::Borrowed(*c))
-                    .collect();
-                csv.write(&header)?;
-                ManifestWriter {
-                    format,
-                    csv: Some(csv),
-                    yaml: None,
-                    inert: false,
-                }
-            }
+            Format::Csv => ManifestWriter {
+                format,
+                csv: Some(CsvRows::new(out)),
+                yaml: None,
+                inert: false,
+                header_pending: true,
+            },
             Format::Yaml => ManifestWriter {
                 format,
                 csv: None,
                 yaml: Some(out),
                 inert: false,
+                header_pending: false,
             },
             Format::Plan => {
                 return Err(io::Error::new(
@@ -124,7 +122,21 @@ impl<W: Write> ManifestWriter<W> {
         self.write_row(id, f)
     }
 
+    /// The CSV header, once.
+    fn header(&mut self) -> io::Result<()> {
+        if let Some(csv) = self.csv.as_mut().filter(|_| self.header_pending) {
+            let header: Vec<Cow<str>> = super::KNOWN_COLUMNS
+                .iter()
+                .map(|c| Cow::Borrowed(*c))
+                .collect();
+            csv.write(&header)?;
+            self.header_pending = false;
+        }
+        Ok(())
+    }
+
     fn write_row(&mut self, id: &str, f: &GatewayFields) -> io::Result<()> {
+        self.header()?;
         if let Some(csv) = self.csv.as_mut() {
             // No cell may start a spreadsheet formula; `apply` reads each one back exactly.
             let mut cells = vec![crate::inert::csv_cell(id)];
@@ -159,7 +171,8 @@ impl<W: Write> ManifestWriter<W> {
     }
 
     /// Flushes and hands back the output.
-    pub fn finish(self) -> io::Result<W> {
+    pub fn finish(mut self) -> io::Result<W> {
+        self.header()?;
         if let Some(mut csv) = self.csv {
             csv.out.flush()?;
             return Ok(csv.out);
@@ -184,6 +197,28 @@ mod tests {
     use crate::manifest::Manifest;
     use crate::model::{Cipher, Codec, Encryption};
     use std::ops::ControlFlow;
+
+    /// The CSV header comes with the first row, or at the end of a manifest of none: a
+    /// writer dropped before either wrote nothing.
+    #[test]
+    fn the_csv_header_waits_for_the_first_row_or_the_end() {
+        let header = format!("{}\n", crate::manifest::KNOWN_COLUMNS.join(","));
+        let empty = ManifestWriter::new(Vec::new(), Format::Csv).unwrap();
+        assert_eq!(String::from_utf8(empty.finish().unwrap()).unwrap(), header);
+        let mut one = ManifestWriter::new(Vec::new(), Format::Csv).unwrap();
+        assert!(
+            one.csv.as_ref().unwrap().out.is_empty(),
+            "nothing before a row"
+        );
+        one.write("g1", &GatewayFields::default()).unwrap();
+        one.write("g2", &GatewayFields::default()).unwrap();
+        let text = String::from_utf8(one.finish().unwrap()).unwrap();
+        assert!(text.starts_with(&header), "{text}");
+        assert_eq!(text.matches(&header).count(), 1, "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
+        let yaml = ManifestWriter::new(Vec::new(), Format::Yaml).unwrap();
+        assert_eq!(yaml.finish().unwrap(), b"");
+    }
 
     /// A manifest written and read back asks for exactly what was written.
     #[test]

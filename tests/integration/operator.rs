@@ -269,6 +269,19 @@ fn a_refused_token_says_which_settings_to_check_once() {
         err.contains("the space refused the credentials: check SIGNALWIRE_PROJECT_ID"),
         "{err}"
     );
+    assert!(!sb.path("e.csv").exists(), "no file for a refused export");
+
+    // To stdout (a pipe): nothing that reads as an export of no gateways, not even a header.
+    let out = run(sb
+        .cmd()
+        .env("SIGNALWIRE_API_TOKEN", "PTwrong-token")
+        .args(["export"]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "stdout of a refused export"
+    );
 }
 
 /// `export` against a space whose name does not resolve: exit 3 (the space cannot be
