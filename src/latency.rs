@@ -25,6 +25,33 @@ impl RequestKind {
     }
 }
 
+/// When the first and the last of a kind of event happened (the run's PATCHes): the write
+/// rate is counted over the time the job was writing, not its reads before the first write.
+#[derive(Debug, Default)]
+pub struct Span(std::sync::Mutex<Option<(std::time::Instant, std::time::Instant)>>);
+
+impl Span {
+    pub fn mark(&self, at: std::time::Instant) {
+        let mut span = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *span = Some(match *span {
+            Some((first, last)) => (first.min(at), last.max(at)),
+            None => (at, at),
+        });
+    }
+
+    /// From the first event to the last; `None` before the first.
+    pub fn length(&self) -> Option<Duration> {
+        let span = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        span.map(|(first, last)| last.duration_since(first))
+    }
+}
+
 const SUB_BITS: u32 = 6;
 const SUB: usize = 1 << SUB_BITS;
 /// Powers of two of microseconds covered: up to about 2^37 us (38 hours).

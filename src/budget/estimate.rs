@@ -67,6 +67,11 @@ const BUCKETS: usize = 10;
 const RAMP_DIVISOR: f64 = 16.0;
 const RAMP_STEP_SECS: f64 = 0.1;
 const RAMP_FROM_CEILING: f64 = 64.0;
+
+/// Whether writes at this ceiling start with the ramp (the summary says so of a short run).
+pub fn ramps_up_to(ceiling: f64) -> bool {
+    ceiling >= RAMP_FROM_CEILING
+}
 /// A budget found spent again within this of the last time is one signal, not two.
 const SPENT_AGAIN: Duration = Duration::from_secs(2);
 /// The shortest span from the first refusal over which what the space accepts is taken
@@ -267,7 +272,7 @@ impl Estimate {
         let Some(started) = self.started else {
             return self.ceiling;
         };
-        if self.ceiling < RAMP_FROM_CEILING {
+        if !ramps_up_to(self.ceiling) {
             return self.ceiling;
         }
         let steps = now.saturating_duration_since(started).as_secs_f64() / RAMP_STEP_SECS;

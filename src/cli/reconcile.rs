@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::summary::{summary_json, summary_text, write_summary_json};
+use super::summary::{Limits, summary_json, summary_text, write_summary_json};
 use super::watch::{read_mode_name, run_labels, sinks_config};
 use super::{ApplyArgs, Context, Exit, ExitContext, Failure, JobArgs, manifest_failure, usage};
 use crate::config::LogFormat;
@@ -140,9 +140,9 @@ async fn reconcile(
         say_stopped(ctx, mode, reason, &outcome, &start, &rows_flags(job));
     }
     if let Some(path) = &job.summary_json {
-        let rate = ctx.settings.write_rate.get();
         let target = ctx.target().ok().flatten();
-        let summary = with_target(summary_json(&outcome, &report, rate), target.as_ref());
+        let limits = Limits::of(&ctx.settings);
+        let summary = with_target(summary_json(&outcome, &report, limits), target.as_ref());
         write_summary_json(path, &summary).exit_with(Exit::Usage)?;
     }
     Ok(exit_code(&outcome, mode))
@@ -268,8 +268,8 @@ fn review_on_terminal<'a>(ctx: &'a Context) -> Approval<'a> {
             if let Some(view) = handle.and_then(progress::reclaim) {
                 view.finish();
             }
-            let rate = ctx.settings.write_rate.get();
-            say(ctx, &summary_text("Plan", outcome, None, rate));
+            let limits = Limits::of(&ctx.settings);
+            say(ctx, &summary_text("Plan", outcome, None, limits));
             confirm(outcome.count(Status::WouldUpdate)).unwrap_or(false)
         }),
     }
@@ -391,7 +391,7 @@ fn say_plan_saved(ctx: &Context, plan_saved: Option<Result<std::path::PathBuf, P
 
 fn say_summary(ctx: &Context, mode: Mode, outcome: &Outcome, report: &Path) {
     let title = if mode == Mode::Apply { "Apply" } else { "Plan" };
-    let rate = ctx.settings.write_rate.get();
+    let limits = Limits::of(&ctx.settings);
     let target = ctx.target().ok().flatten();
     match ctx.settings.log_format {
         // JSON logs: the summary is one event whose `summary` is an object (a tracing field
@@ -402,11 +402,11 @@ fn say_summary(ctx: &Context, mode: Mode, outcome: &Outcome, report: &Path) {
                 "INFO",
                 &format!("{title} finished"),
                 "summary",
-                with_target(summary_json(outcome, report, rate), target.as_ref())
+                with_target(summary_json(outcome, report, limits), target.as_ref())
             )
         ),
         LogFormat::Text if !ctx.global.quiet => {
-            let mut text = summary_text(title, outcome, Some(report), rate);
+            let mut text = summary_text(title, outcome, Some(report), limits);
             if let Some(target) = &target {
                 text.push_str(&format!("\n  {target}"));
             }

@@ -10,28 +10,55 @@ use crate::engine::Outcome;
 use crate::human;
 use crate::status::Status;
 
+/// The run's `--rate` and `--concurrency`: what the summary measures the run against.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub rate: u32,
+    pub concurrency: usize,
+}
+
+impl Limits {
+    pub(super) fn of(settings: &crate::config::Settings) -> Limits {
+        Limits {
+            rate: settings.write_rate.get(),
+            concurrency: settings.concurrency,
+        }
+    }
+}
+
 /// The summary as text, `title` ("Plan", "Apply") first.
-pub(super) fn summary_text(title: &str, o: &Outcome, report: Option<&Path>, rate: u32) -> String {
+pub(super) fn summary_text(
+    title: &str,
+    o: &Outcome,
+    report: Option<&Path>,
+    limits: Limits,
+) -> String {
     let mut text = format!("{title} finished in {}", human::duration(o.elapsed));
     if let Some(r) = report {
         text.push_str(&format!(" (report: {})", r.display()));
     }
     counts(&mut text, o);
-    requests(&mut text, o, title != "Plan", rate);
+    requests(&mut text, o, title != "Plan", limits);
     latencies(&mut text, o);
-    budget(&mut text, o, rate);
+    budget(&mut text, o, limits.rate);
     text
 }
 
 /// One line per status that occurred, then the rows that need a word of their own.
 fn counts(text: &mut String, o: &Outcome) {
     for s in Status::ALL {
-        if o.count(s) > 0 {
-            text.push_str(&format!(
-                "\n  {:<13}{:>9}",
-                s.as_str(),
-                human::count(o.count(s))
-            ));
+        let n = o.count(s);
+        if n == 0 {
+            continue;
+        }
+        text.push_str(&format!("\n  {:<13}{:>9}", s.as_str(), human::count(n)));
+        // The rows --only/--skip did not choose are among the skipped: said on its line.
+        if s == Status::Skipped && o.not_selected > 0 {
+            let chosen = "not chosen by --only/--skip";
+            text.push_str(&match o.not_selected >= n {
+                true => format!("  ({chosen})"),
+                false => format!("  ({} of them {chosen})", human::count(o.not_selected)),
+            });
         }
     }
     if o.possibly_written > 0 {
@@ -40,13 +67,6 @@ fn counts(text: &mut String, o: &Outcome) {
              includes them, --resume settles them)",
             "maybe written",
             human::count(o.possibly_written)
-        ));
-    }
-    if o.not_selected > 0 {
-        text.push_str(&format!(
-            "\n  {:<13}{:>9}  (skipped: not chosen by --only/--skip)",
-            "not selected",
-            human::count(o.not_selected)
         ));
     }
     if o.already_done > 0 {
@@ -58,8 +78,9 @@ fn counts(text: &mut String, o: &Outcome) {
     }
 }
 
-/// How the space was read and written: pages, requests, retries, the write rate.
-fn requests(text: &mut String, o: &Outcome, writes: bool, rate: u32) {
+/// How the space was read and written: pages, requests, retries, the write rate and
+/// what held it there.
+fn requests(text: &mut String, o: &Outcome, writes: bool, limits: Limits) {
     if let Some(snap) = &o.snapshot {
         text.push_str(&format!(
             "\n  read in pages: {} pages, {} gateways listed, {} of the rows found there{}",
@@ -87,9 +108,51 @@ fn requests(text: &mut String, o: &Outcome, writes: bool, rate: u32) {
         text.push_str(&format!(
             ", writes {}{pace} (--rate {})",
             human::count(o.writes),
-            human::count(u64::from(rate))
+            human::count(u64::from(limits.rate))
+        ));
+        if let Some(bound) = write_bound(o, limits) {
+            text.push_str(&format!(", held there by {bound}"));
+        }
+    }
+}
+
+/// What held the write rate where it was, as far as the run can tell: the space's write
+/// budget (it held writes back, refused some, or cut the pace), 429 answers, `--rate`
+/// (writes paced at it, or rows queued for their slot), retries, or else the requests in
+/// flight (`--concurrency`) and their round trips. `None` without a rate to explain.
+fn write_bound(o: &Outcome, limits: Limits) -> Option<String> {
+    let achieved = o.write_rate()?;
+    let rate = f64::from(limits.rate);
+    if let Some(b) = o.write_budget.filter(|b| b.source.is_some())
+        && (b.waited_secs > 0.0 || b.refused > 0 || b.cuts > 0)
+    {
+        return Some("the space's write budget".into());
+    }
+    if o.throttled > 0 {
+        return Some(format!(
+            "429 answers (their retries waited {})",
+            human::duration(o.throttled_wait)
         ));
     }
+    let queued = o.slot_wait.as_secs_f64() / o.writes.max(1) as f64;
+    if achieved >= 0.9 * rate || queued >= 0.5 / rate {
+        // The pace starts low and reaches --rate within half a second: in a short run
+        // that start shows.
+        let short = o.write_span.is_some_and(|s| s < Duration::from_secs(5))
+            && crate::budget::estimate::ramps_up_to(rate);
+        return Some(match short {
+            true => "--rate (the pace reaches it within 0.4 s of the first write)".into(),
+            false => "--rate".into(),
+        });
+    }
+    if o.retries * 10 > o.writes {
+        return Some(format!("retries ({})", human::count(o.retries)));
+    }
+    Some(format!(
+        "--concurrency {} and the round trips (a written row is a read, a fresh read and \
+         a PATCH)",
+        limits.concurrency
+    ))
 }
 
 /// Latency per kind of request, the slowest row, and the 429s.
@@ -97,13 +160,14 @@ fn latencies(text: &mut String, o: &Outcome) {
     for (kind, p) in &o.latency {
         let ms = |x: f64| human::duration(Duration::from_secs_f64(x / 1000.0));
         text.push_str(&format!(
-            "\n  {:<6} p50 {}  p95 {}  p99 {}  max {}  ({} requests)",
+            "\n  {:<6} p50 {}  p95 {}  p99 {}  max {}  ({} request{})",
             kind.as_str().to_uppercase(),
             ms(p.p50_ms),
             ms(p.p95_ms),
             ms(p.p99_ms),
             ms(p.max_ms),
-            human::count(p.count)
+            human::count(p.count),
+            if p.count == 1 { "" } else { "s" }
         ));
     }
     if let Some(slow) = &o.slowest {
@@ -128,16 +192,22 @@ fn budget(text: &mut String, o: &Outcome, rate: u32) {
     let Some(b) = o.write_budget.filter(|b| b.source.is_some()) else {
         return;
     };
+    // The pace at the end of a run that wrote for under a second says nothing.
+    let pace = match o.write_rate() {
+        Some(_) => format!(
+            ", pace {} at the end (--rate {})",
+            human::rate(b.pace),
+            human::count(u64::from(rate))
+        ),
+        None => String::new(),
+    };
     text.push_str(&format!(
-        "\n  write budget: {}\n    refused {} of {} writes ({:.1}%), writes held back {}, \
-         pace {} at the end (--rate {}){}",
+        "\n  write budget: {}\n    refused {} of {} writes ({:.1}%), writes held back {}{pace}{}",
         b.believed(),
         human::count(b.refused),
         human::count(b.refused + b.accepted),
         b.refused_share() * 100.0,
         human::duration(Duration::from_secs_f64(b.waited_secs)),
-        human::rate(b.pace),
-        human::count(u64::from(rate)),
         if b.cuts > 0 {
             format!(", lowest after a cut {}", human::rate(b.lowest_pace))
         } else {
@@ -150,7 +220,7 @@ fn budget(text: &mut String, o: &Outcome, rate: u32) {
 pub(super) const SUMMARY_VERSION: u32 = 1;
 
 /// The summary as JSON, field for field with the text.
-pub(super) fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json::Value {
+pub(super) fn summary_json(o: &Outcome, report: &Path, limits: Limits) -> serde_json::Value {
     let counts: serde_json::Map<String, serde_json::Value> = Status::ALL
         .iter()
         .map(|s| (s.as_str().to_owned(), o.count(*s).into()))
@@ -179,7 +249,9 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json:
         "writes": o.writes,
         "elapsed_secs": o.elapsed.as_secs_f64(),
         "write_rate": o.write_rate(),
-        "rate_limit": rate,
+        "write_bound": write_bound(o, limits),
+        "rate_limit": limits.rate,
+        "concurrency": limits.concurrency,
         "latency_ms": latency,
         "slowest_row": o.slowest.as_ref().map(|s| serde_json::json!({
             "line": s.line, "id": s.id, "duration_ms": s.duration_ms,
@@ -216,4 +288,109 @@ pub(super) fn write_summary_json(path: &Path, summary: &serde_json::Value) -> an
             f.commit()
         })
         .with_context(|| format!("cannot write summary {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::{BudgetReport, Source};
+
+    /// 101 writes paced 10 ms apart (100 a second), rows waiting `queued_ms` for each slot.
+    fn writing(queued_ms: u64) -> Outcome {
+        Outcome {
+            writes: 101,
+            write_span: Some(Duration::from_secs(1)),
+            slot_wait: Duration::from_millis(101 * queued_ms),
+            ..Outcome::default()
+        }
+    }
+
+    fn limits(rate: u32) -> Limits {
+        Limits {
+            rate,
+            concurrency: 8,
+        }
+    }
+
+    /// Each cause the summary names, in the order it is tested, at its edge.
+    #[test]
+    fn the_write_bound_names_what_held_the_rate() {
+        let bound = |o: &Outcome, rate| write_bound(o, limits(rate));
+        let short = "--rate (the pace reaches it within 0.4 s of the first write)";
+        assert_eq!(bound(&writing(0), 100).as_deref(), Some(short));
+        let mut long = writing(0);
+        long.write_span = Some(Duration::from_secs(5));
+        long.writes = 501;
+        assert_eq!(bound(&long, 100).as_deref(), Some("--rate"));
+        assert_eq!(
+            bound(&long, 50).as_deref(),
+            Some("--rate"),
+            "no ramp below 64/s"
+        );
+        // At 90% of --rate; just under it, rows that queued for their slot still say so.
+        assert_eq!(bound(&writing(0), 111).as_deref(), Some(short));
+        assert!(
+            bound(&writing(0), 112)
+                .unwrap()
+                .starts_with("--concurrency 8")
+        );
+        assert_eq!(
+            bound(&writing(3), 200).as_deref(),
+            Some(short),
+            "over half an interval"
+        );
+        assert!(
+            bound(&writing(2), 200)
+                .unwrap()
+                .starts_with("--concurrency 8")
+        );
+        let mut retried = writing(0);
+        retried.retries = 11;
+        assert_eq!(bound(&retried, 1000).as_deref(), Some("retries (11)"));
+        retried.retries = 10;
+        assert!(bound(&retried, 1000).unwrap().starts_with("--concurrency"));
+        let mut throttled = retried.clone();
+        throttled.throttled = 1;
+        throttled.throttled_wait = Duration::from_secs(2);
+        assert_eq!(
+            bound(&throttled, 100).as_deref(),
+            Some("429 answers (their retries waited 2.0s)")
+        );
+        let seen = BudgetReport {
+            source: Some(Source::Estimated),
+            ..BudgetReport::default()
+        };
+        let mut budget = throttled.clone();
+        budget.write_budget = Some(seen);
+        assert!(
+            bound(&budget, 100).unwrap().starts_with("429"),
+            "nothing held back"
+        );
+        for held in [
+            BudgetReport {
+                waited_secs: 0.5,
+                ..seen
+            },
+            BudgetReport { refused: 1, ..seen },
+            BudgetReport { cuts: 1, ..seen },
+        ] {
+            budget.write_budget = Some(held);
+            assert_eq!(
+                bound(&budget, 100).as_deref(),
+                Some("the space's write budget")
+            );
+        }
+        budget.write_budget = Some(BudgetReport {
+            source: None,
+            refused: 1,
+            ..seen
+        });
+        assert!(
+            bound(&budget, 100).unwrap().starts_with("429"),
+            "no budget seen"
+        );
+        let mut brief = writing(0);
+        brief.write_span = Some(Duration::from_millis(999));
+        assert_eq!(bound(&brief, 100), None, "no rate to explain");
+    }
 }

@@ -76,8 +76,12 @@ pub struct RequestStats {
     pub requests: AtomicU64,
     /// Attempts that were retries.
     pub retries: AtomicU64,
-    /// Write attempts (PATCH) sent.
+    /// Write attempts (PATCH) sent, and when the first and the last went.
     pub writes: AtomicU64,
+    pub write_span: crate::latency::Span,
+    /// Time rows waited for their write slot, in all (what `--rate` or the space's write
+    /// budget cost the job).
+    pub slot_wait_us: AtomicU64,
     /// How long each attempt took, answer read, per kind of request.
     pub latencies: Latencies,
     /// 429 answers that paused the job, and the pauses' total length.

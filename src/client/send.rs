@@ -103,6 +103,7 @@ impl ReadClient {
         }
         if kind == RequestKind::Patch {
             inner.stats.writes.fetch_add(1, Ordering::Relaxed);
+            inner.stats.write_span.mark(std::time::Instant::now());
         }
         let sent = tokio::time::Instant::now();
         // A write's answer, headers and all, tells the write budget what the space has left;

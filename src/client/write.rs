@@ -1,6 +1,7 @@
 //! The PATCH: a write slot first, then one attempt at a time. The engine reads the
 //! gateway afresh between the slot and the PATCH, and before any other attempt.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,14 @@ impl WriteClient {
         if inner.abort.is_cancelled() {
             return Err(self.read.aborted(0));
         }
-        let grant = match inner.limiter.write().await {
+        let asked = std::time::Instant::now();
+        let grant = inner.limiter.write().await;
+        let waited = asked.elapsed().as_micros() as u64;
+        inner
+            .stats
+            .slot_wait_us
+            .fetch_add(waited, Ordering::Relaxed);
+        let grant = match grant {
             Ok(grant) => grant,
             Err(held) => {
                 self.read.stop_held(&held);

@@ -140,6 +140,10 @@ pub struct Outcome {
     pub requests: u64,
     pub retries: u64,
     pub writes: u64,
+    /// From the first PATCH to the last: the time the job was writing.
+    pub write_span: Option<Duration>,
+    /// Time rows waited for their write slot, in all (`--rate`, the space's budget).
+    pub slot_wait: Duration,
     pub stopped: Option<StopReason>,
     /// Rows that may have been written although no answer said so (`write_unknown`).
     pub possibly_written: u64,
@@ -175,11 +179,13 @@ impl Outcome {
         self.counts.get(&status).copied().unwrap_or(0)
     }
 
-    /// Writes per second over the run; none for a run shorter than a second, where a rate
-    /// reads as a broken limit (2 writes in 7 ms is not 290 a second).
+    /// Writes per second while the job was writing (first PATCH to last: the reads before
+    /// the first write are not the write rate's); none when that took under a second,
+    /// where a rate reads as a broken limit (2 writes in 7 ms is not 290 a second).
     pub fn write_rate(&self) -> Option<f64> {
-        let secs = self.elapsed.as_secs_f64();
-        (secs >= 1.0).then(|| self.writes as f64 / secs)
+        let secs = self.write_span?.as_secs_f64();
+        // N writes paced 1/R apart span (N - 1)/R seconds.
+        (secs >= 1.0).then(|| self.writes.saturating_sub(1) as f64 / secs)
     }
 
     /// Any row that needs someone's attention.
@@ -302,6 +308,8 @@ fn outcome(started: Instant, shared: &Shared, read: ReadTotals, tally: Tally) ->
         requests: stats.requests.load(Ordering::Relaxed),
         retries: stats.retries.load(Ordering::Relaxed),
         writes: stats.writes.load(Ordering::Relaxed),
+        write_span: stats.write_span.length(),
+        slot_wait: Duration::from_micros(stats.slot_wait_us.load(Ordering::Relaxed)),
         stopped,
         possibly_written: tally.unsettled.len() as u64,
         unsettled: tally.unsettled,
@@ -373,13 +381,16 @@ pub(super) mod tests {
         assert_eq!(o.count(Status::Updated), 0);
         assert_eq!(o.write_rate(), None, "no time: no rate, not infinity");
         assert!(!o.has_errors());
-        o.writes = 30;
-        o.elapsed = Duration::from_millis(999);
-        assert_eq!(o.write_rate(), None, "under a second: no rate");
-        o.elapsed = Duration::from_secs(1);
-        assert_eq!(o.write_rate(), Some(30.0));
-        o.elapsed = Duration::from_secs(2);
+        o.writes = 31;
+        o.elapsed = Duration::from_secs(60);
+        o.write_span = Some(Duration::from_millis(999));
+        assert_eq!(o.write_rate(), None, "writing under a second: no rate");
+        o.write_span = Some(Duration::from_secs(1));
+        assert_eq!(o.write_rate(), Some(30.0), "31 writes 1/30 s apart");
+        o.write_span = Some(Duration::from_secs(2));
         assert_eq!(o.write_rate(), Some(15.0));
+        o.writes = 0;
+        assert_eq!(o.write_rate(), Some(0.0));
         o.counts.insert(Status::Updated, 4);
         o.counts.insert(Status::Failed, 0);
         assert_eq!(o.count(Status::Updated), 4);

@@ -15,9 +15,14 @@ pub(super) fn conflict(mut record: RowRecord, now: GatewayFields, moved: &FieldS
     record.status = Status::Conflict;
     record.error_code = "conflict".into();
     record.error = format!(
-        "not written: the gateway changed since the plan was made ({} differ); plan again \
+        "not written: the gateway changed since the plan was made ({} {}); plan again \
          to review it",
-        moved.to_string().replace(';', ", ")
+        moved.to_string().replace(';', ", "),
+        if moved.len() == 1 {
+            "differs"
+        } else {
+            "differ"
+        }
     );
     record.before = Some(now);
     record
@@ -156,6 +161,10 @@ mod tests {
             "{}",
             r.error
         );
+        let mut one = crate::diff::FieldSet::default();
+        one.insert(crate::diff::Field::ALL[0]);
+        let r = conflict(record(), starting_fields(2), &one);
+        assert!(r.error.contains(&format!("({one} differs)")), "{}", r.error);
     }
 
     #[test]

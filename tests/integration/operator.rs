@@ -529,3 +529,82 @@ fn an_interrupt_whose_grace_runs_out_still_leaves_a_whole_report_that_undoes_eve
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), start, "back to the start");
 }
+
+/// The summary says what held the write rate where it was: `--rate` when rows queued for
+/// their write slot, the requests in flight when one row at a time waited on round trips;
+/// rows `--only` did not choose are said on the `skipped` line, not on a second line of
+/// the same rows; one request is "1 request".
+#[test]
+fn the_summary_says_what_held_the_write_rate_and_counts_each_row_once() {
+    let ids = ids(80, 3206);
+    let slow = SandboxConfig {
+        faults: sipgw_bulk::sandbox::Faults {
+            latency: Duration::from_millis(20),
+            ..Default::default()
+        },
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(slow, &ids);
+    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let apply = |extra: &[&str], report: &str| {
+        let out = run(sb
+            .cmd()
+            .args(["apply", "m.csv", "--yes", "--report", report])
+            .args(["--summary-json", &format!("{report}.json")])
+            .args(extra));
+        assert!([0, 2].contains(&code(&out)), "{}", stderr(&out));
+        (
+            stderr(&out),
+            summary_json(&sb.path(&format!("{report}.json"))),
+        )
+    };
+    // One row at a time, each a read, a fresh read and a PATCH of 20 ms: about 16 writes
+    // a second against --rate 1000.
+    let only: Vec<String> = ids[..60].iter().map(|id| id.to_string()).collect();
+    std::fs::write(sb.path("only.txt"), only.join("\n")).unwrap();
+    let (err, s) = apply(
+        &[
+            "--rate",
+            "1000",
+            "--concurrency",
+            "1",
+            "--only",
+            "@only.txt",
+        ],
+        "r1.csv",
+    );
+    let bound = s["write_bound"].as_str().unwrap_or_else(|| panic!("{s}"));
+    assert!(
+        bound.starts_with("--concurrency 1 and the round trips"),
+        "{s}"
+    );
+    assert!(err.contains(&format!("held there by {bound}")), "{err}");
+    assert!(
+        err.contains("skipped             20  (not chosen by --only/--skip)"),
+        "{err}"
+    );
+    assert!(!err.contains("not selected"), "{err}");
+
+    // Everything again, at 40 writes a second: rows queue for their slot.
+    let names = |ids: &[uuid::Uuid], name: &str| {
+        let rows: Vec<String> = ids.iter().map(|id| format!("{id},{name}\n")).collect();
+        std::fs::write(sb.path("m.csv"), format!("id,name\n{}", rows.concat())).unwrap();
+    };
+    names(&ids, "renamed");
+    let (err, s) = apply(&["--rate", "40", "--concurrency", "16"], "r2.csv");
+    assert_eq!(s["write_bound"], "--rate", "{s}");
+    assert!(err.contains("(--rate 40), held there by --rate\n"), "{err}");
+
+    // One row: one request of each kind, no rate, no pace.
+    names(&ids[..1], "once-more");
+    let (err, s) = apply(&[], "r3.csv");
+    assert!(
+        s["write_rate"].is_null() && s["write_bound"].is_null(),
+        "{s}"
+    );
+    assert!(err.contains("(1 request)"), "{err}");
+    let summary = &err[err
+        .find("Apply finished")
+        .unwrap_or_else(|| panic!("{err}"))..];
+    assert!(!summary.contains(", pace "), "{summary}");
+}

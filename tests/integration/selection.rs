@@ -85,7 +85,11 @@ fn only_and_skip_run_the_chosen_rows_and_report_the_rest_skipped() {
     let summary = summary_json(&sb.path("s.json"));
     assert_eq!(summary["not_selected"], 18);
     assert_eq!(summary["counts"]["updated"], 3);
-    assert!(stderr(&out).contains("not selected"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("skipped             18  (not chosen by --only/--skip)"),
+        "{}",
+        stderr(&out)
+    );
 
     // The same choice, one more row than --max-changes allows: refused, nothing written.
     let out = run(sb.cmd().args([
