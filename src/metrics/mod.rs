@@ -122,7 +122,7 @@ struct Metrics {
     read_mode: GaugeVec,
 }
 
-/// Every metric: name, help, and the labels of its own. The README's table is checked
+/// Every metric: name, help, and the labels of its own. The table in docs/monitoring.md is checked
 /// against this list by a test.
 pub const METRICS: [(&str, &str, &[&str], &str); 16] = [
     (
@@ -147,7 +147,7 @@ pub const METRICS: [(&str, &str, &[&str], &str); 16] = [
         "sipgw_bulk_last_exit_code",
         "gauge",
         &[],
-        "The last run's exit code (see the README's table).",
+        "The last run's exit code (see the exit codes in docs/formats.md).",
     ),
     (
         "sipgw_bulk_run_in_progress",

@@ -5,6 +5,7 @@ mod apply;
 mod architecture;
 mod chain;
 mod console;
+mod docs;
 mod edges;
 mod faults;
 mod fields;
