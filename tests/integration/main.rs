@@ -10,6 +10,7 @@ mod edges;
 mod faults;
 mod fields;
 mod hostile;
+mod kubernetes;
 mod ledger;
 mod manifest_errors;
 mod monitoring;
