@@ -309,3 +309,67 @@ fn every_link_between_the_pages_resolves() {
     }
     assert!(broken.is_empty(), "{broken:?}");
 }
+
+/// The sections of a roff page as (title, body) pairs.
+fn man_sections(roff: &str) -> Vec<(String, String)> {
+    let mut sections: Vec<(String, String)> = Vec::new();
+    for line in roff.lines() {
+        if let Some(title) = line.strip_prefix(".SH ") {
+            sections.push((title.trim_matches('"').to_owned(), String::new()));
+        } else if let Some((_, body)) = sections.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    sections
+}
+
+/// The man pages carry EXIT STATUS, ENVIRONMENT, FILES and EXAMPLES, every command's
+/// page too, and their exit codes are docs/formats.md's table word for word; `man --help`
+/// keeps its two sentences apart.
+#[test]
+fn the_man_pages_say_exit_status_environment_files_and_examples() {
+    let out = run(Command::new(BIN).arg("man"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let sections = man_sections(&stdout(&out));
+    let titles: Vec<&str> = sections.iter().map(|(t, _)| t.as_str()).collect();
+    for wanted in ["EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES"] {
+        assert!(titles.contains(&wanted), "{wanted} missing: {titles:?}");
+    }
+    let (_, exits) = sections.iter().find(|(t, _)| t == "EXIT STATUS").unwrap();
+    let lines: Vec<&str> = exits.lines().filter(|l| *l != ".TP").collect();
+    let from_man: Vec<(String, String)> = lines
+        .chunks(2)
+        .map(|pair| {
+            let code = pair[0].trim_start_matches("\\fB").trim_end_matches("\\fR");
+            (code.to_owned(), pair[1].replace("\\-", "-"))
+        })
+        .collect();
+    let (_, formats) = page_holding("## Exit codes");
+    let table = formats.split("## Exit codes").nth(1).unwrap();
+    let from_docs: Vec<(String, String)> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| code"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_owned(), cells[2].replace('`', ""))
+        })
+        .collect();
+    assert_eq!(
+        from_man, from_docs,
+        "the man page's exit codes against the guide's"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(Command::new(BIN).args(["man", "--out-dir"]).arg(dir.path()));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let plan = std::fs::read_to_string(dir.path().join("sipgw-bulk-plan.1")).unwrap();
+    assert!(plan.contains(".SH \"EXIT STATUS\""), "{plan}");
+
+    let help = run(Command::new(BIN).args(["man", "--help"]));
+    assert!(
+        stdout(&help).contains("man ./sipgw-bulk.1\n\nEvery page:"),
+        "{}",
+        stdout(&help)
+    );
+}
