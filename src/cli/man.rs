@@ -102,7 +102,8 @@ const FILES: [(&str, &str); 7] = [
     ),
 ];
 
-/// Worked examples: what each does, then the command.
+/// Worked examples: what each does, then the command. A test runs them in this order
+/// against a sandbox seeded from `gateways.csv`.
 const EXAMPLES: [(&str, &str); 6] = [
     (
         "Check every row offline:",
@@ -122,11 +123,11 @@ const EXAMPLES: [(&str, &str); 6] = [
     ),
     (
         "A nightly run that continues a cut-off report:",
-        "sipgw-bulk apply gateways.csv --yes --resume --report /var/lib/sipgw-bulk/$(date +%F).csv",
+        "sipgw-bulk apply gateways.csv --yes --resume --report nightly-$(date +%F).csv",
     ),
     (
         "Rehearse against the sandbox:",
-        "sipgw-bulk sandbox --seed-from gateways.csv --port 0 > sandbox.env",
+        "sipgw-bulk sandbox --seed-from gateways.csv --port 0 > sandbox.env &",
     ),
 ];
 

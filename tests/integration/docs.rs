@@ -373,3 +373,42 @@ fn the_man_pages_say_exit_status_environment_files_and_examples() {
         stdout(&help)
     );
 }
+
+/// The man page's examples, run in their order as written against a sandbox seeded from
+/// `gateways.csv`.
+#[test]
+fn the_man_page_s_examples_run_as_written() {
+    let out = run(Command::new(BIN).arg("man"));
+    let sections = man_sections(&stdout(&out));
+    let (_, examples) = sections.iter().find(|(t, _)| t == "EXAMPLES").unwrap();
+    let mut commands = String::new();
+    let mut inside = false;
+    for line in examples.lines() {
+        match line {
+            ".nf" => inside = true,
+            ".fi" => inside = false,
+            _ if inside => {
+                commands.push_str(&line.replace("\\-", "-").replace("\\e", "\\"));
+                commands.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(commands.lines().count() >= 5, "{examples}");
+    // The sandbox the last example starts in the background stops when the script ends.
+    let snippet = Snippet {
+        page: "sipgw-bulk man".to_owned(),
+        line: 0,
+        mode: Mode::Sandbox(None),
+        code: commands,
+    };
+    let out = run_snippet(&snippet);
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}{}",
+        snippet.code,
+        stdout(&out),
+        stderr(&out)
+    );
+}
