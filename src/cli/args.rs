@@ -163,6 +163,7 @@ pub enum Command {
     /// Print the man page (roff).
     ///
     /// Example: sipgw-bulk man > sipgw-bulk.1 && man ./sipgw-bulk.1
+    ///
     /// Every page: sipgw-bulk man --out-dir /usr/local/share/man/man1
     Man {
         /// Write every page into DIR instead: sipgw-bulk.1 and one per command

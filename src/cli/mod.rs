@@ -7,6 +7,7 @@
 
 mod args;
 mod export;
+mod man;
 mod reconcile;
 mod rollback;
 #[cfg(feature = "sandbox")]
@@ -260,7 +261,7 @@ fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
     for (name, page) in pages {
         let path = dir.join(format!("{name}.1"));
         let mut text = Vec::new();
-        clap_mangen::Man::new(page).render(&mut text)?;
+        man::render(page, &mut text)?;
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
@@ -513,9 +514,9 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
         Command::Man { out_dir } => {
             match out_dir {
                 Some(dir) => write_man_pages(&dir).exit_with(Exit::Usage)?,
-                None => clap_mangen::Man::new(Cli::command())
-                    .render(&mut std::io::stdout())
-                    .exit_with(Exit::Usage)?,
+                None => {
+                    man::render(Cli::command(), &mut std::io::stdout()).exit_with(Exit::Usage)?
+                }
             }
             Ok(Exit::Ok)
         }

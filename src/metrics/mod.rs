@@ -120,11 +120,12 @@ struct Metrics {
     budget: GaugeVec,
     budget_wait: Counter,
     read_mode: GaugeVec,
+    shard_count: Gauge,
 }
 
-/// Every metric: name, help, and the labels of its own. The README's table is checked
+/// Every metric: name, help, and the labels of its own. The table in docs/monitoring.md is checked
 /// against this list by a test.
-pub const METRICS: [(&str, &str, &[&str], &str); 16] = [
+pub const METRICS: [(&str, &str, &[&str], &str); 17] = [
     (
         "sipgw_bulk_build_info",
         "gauge",
@@ -147,7 +148,7 @@ pub const METRICS: [(&str, &str, &[&str], &str); 16] = [
         "sipgw_bulk_last_exit_code",
         "gauge",
         &[],
-        "The last run's exit code (see the README's table).",
+        "The last run's exit code (see the exit codes in docs/formats.md).",
     ),
     (
         "sipgw_bulk_run_in_progress",
@@ -216,7 +217,21 @@ pub const METRICS: [(&str, &str, &[&str], &str); 16] = [
         &["mode"],
         "Always 1; how the run read the space (get, list, auto).",
     ),
+    (
+        "sipgw_bulk_shards",
+        "gauge",
+        &[],
+        "The N of the run's --shard K/N (1 without it): a schedule whose shards report fewer groups than N, or different Ns, left rows untouched.",
+    ),
 ];
+
+/// The N of a `K/N` shard label; 1 for `all` (one process holds every row).
+fn shard_count(shard: &str) -> f64 {
+    shard
+        .split_once('/')
+        .and_then(|(_, n)| n.parse::<f64>().ok())
+        .unwrap_or(1.0)
+}
 
 fn help(name: &str) -> &'static str {
     METRICS.iter().find(|m| m.0 == name).map_or("", |m| m.3)
@@ -248,7 +263,7 @@ impl Metrics {
         };
         let requests = CounterVec::new(opts("sipgw_bulk_requests_total"), &["kind", "code"])?;
         registry.register(Box::new(requests.clone()))?;
-        Ok(Metrics {
+        let metrics = Metrics {
             build_info: gauges("sipgw_bulk_build_info", &["version"])?,
             last_success: gauge(LAST_SUCCESS)?,
             last_completion: gauge("sipgw_bulk_last_completion_timestamp_seconds")?,
@@ -265,8 +280,11 @@ impl Metrics {
             budget: gauges("sipgw_bulk_write_budget_per_second", &["source"])?,
             budget_wait: counter("sipgw_bulk_write_budget_wait_seconds_total")?,
             read_mode: gauges("sipgw_bulk_read_mode", &["mode"])?,
+            shard_count: gauge("sipgw_bulk_shards")?,
             registry,
-        })
+        };
+        metrics.shard_count.set(shard_count(&labels.shard));
+        Ok(metrics)
     }
 
     fn fill(

@@ -390,16 +390,15 @@ fn completions_and_a_man_page_are_generated_from_the_cli() {
 }
 
 #[test]
-fn the_readme_usage_block_is_the_real_help() {
+fn the_documented_usage_block_is_the_real_help() {
     let out = run(std::process::Command::new(BIN)
         .arg("--help")
         .env_remove("SIGNALWIRE_SPACE")
         .env_remove("SIGNALWIRE_BASE_URL"));
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (_, readme) = crate::docs::page_holding("<!-- help:start -->");
     let start = readme
         .find("<!-- help:start -->")
-        .expect("README has a help block");
+        .expect("a page has a help block");
     let end = readme.find("<!-- help:end -->").unwrap();
     let block = &readme[start..end];
     let block = block
@@ -411,7 +410,7 @@ fn the_readme_usage_block_is_the_real_help() {
     assert_eq!(
         block,
         stdout(&out).trim(),
-        "README usage differs from --help"
+        "the documented usage differs from --help"
     );
     // Every command's help carries a worked example.
     for cmd in [
@@ -485,7 +484,7 @@ fn a_run_shorter_than_a_second_shows_no_write_rate() {
 #[test]
 fn the_readme_rehearsal_snippet_runs_as_written() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let (_, readme) = crate::docs::page_holding("Rehearse first against the sandbox");
     let after = readme
         .split("Rehearse first against the sandbox")
         .nth(1)

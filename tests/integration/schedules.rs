@@ -228,56 +228,16 @@ fn the_nightly_script_says_when_the_binary_is_not_where_it_looks() {
     }
 }
 
-/// The CronJob's container arguments, as `/bin/sh -c` runs them in the pod, with the
-/// volumes' paths, the binary and the Pushgateway moved to this machine.
+/// The CronJob's container arguments, as `/bin/sh -c` runs them in the pod (see
+/// `kubernetes::CronJobPod`), as shard 0 of its 4.
 #[test]
 fn the_cronjob_s_command_run_again_after_an_edit_fixes_and_reports_the_drift() {
     let ids = ids(24, 902);
     let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    let manifests = sb.path("manifests");
-    let volume = sb.path("reports");
-    std::fs::create_dir_all(&manifests).unwrap();
-    std::fs::create_dir_all(&volume).unwrap();
-    write_csv(&manifests.join("gateways.csv"), &ids, &[]);
-    let yaml = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/k8s/cronjob.yaml"),
-    )
-    .unwrap();
-    let doc: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
-    let container = &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(container["command"], serde_json::json!(["/bin/sh", "-c"]));
-    let shipped = container["args"][0].as_str().unwrap();
-    let moved = [
-        ("exec sipgw-bulk ", format!("exec {BIN} ")),
-        ("/manifests/", format!("{}/", manifests.display())),
-        ("/reports/", format!("{}/", volume.display())),
-        (
-            "http://pushgateway.monitoring.svc:9091",
-            // Nobody listens there: a push that fails is a warning, never a failed run.
-            "http://127.0.0.1:9".to_owned(),
-        ),
-    ];
-    let mut args = shipped.to_owned();
-    for (from, to) in &moved {
-        assert!(
-            args.contains(from),
-            "the CronJob's args have no {from:?}: {shipped}"
-        );
-        args = args.replace(from, to);
-    }
-    let pod = || {
-        // The pod's environment: the secret's credentials, and the index Kubernetes sets.
-        let credentials = sb.cmd();
-        let mut sh = Command::new("/bin/sh");
-        sh.arg("-c")
-            .arg(&args)
-            .current_dir(sb.dir.path())
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .envs(credentials.get_envs().filter_map(|(k, v)| Some((k, v?))))
-            .env("JOB_COMPLETION_INDEX", "0");
-        run(&mut sh)
-    };
+    let cronjob = crate::kubernetes::CronJobPod::new(&sb);
+    let volume = cronjob.volume.clone();
+    write_csv(&cronjob.manifests.join("gateways.csv"), &ids, &[]);
+    let pod = || cronjob.run(&sb, 0, &[]);
     let shard: Shard = "0/4".parse().unwrap();
     let mine: Vec<Uuid> = ids
         .iter()
