@@ -545,15 +545,18 @@ impl WriteBudget {
         }
     }
 
-    fn warn_once(&self, kind: Distrust, message: String) {
+    /// Logs `message` the first time a count is distrusted for `kind`; whether it did.
+    fn warn_once(&self, kind: Distrust, message: String) -> bool {
         let index = match kind {
             Distrust::Absent => 0,
             Distrust::Implausible => 1,
             Distrust::Refuted => 2,
         };
-        if !self.warned[index].swap(true, Ordering::Relaxed) {
+        let first = !self.warned[index].swap(true, Ordering::Relaxed);
+        if first {
             tracing::warn!("{message}");
         }
+        first
     }
 
     /// A write was answered. A refusal of a write the count showed room for refutes the
@@ -746,6 +749,44 @@ mod tests {
         assert!(!fourth.announced);
         assert_eq!(b.state().renewing, Some(Instant::now()));
         assert!(Grant::unpaced().send().is_none());
+    }
+
+    /// The row's fresh read may bring a newer count after the grant: the write still has
+    /// room when the only write not yet counted beside it is itself.
+    #[tokio::test(start_paused = true)]
+    async fn a_granted_write_still_has_room_for_itself_and_none_past_the_reserve() {
+        let b = budget(1000, 60);
+        announce(&b, 100, 60, 10);
+        let granted = b.slot().await.unwrap();
+        assert!(granted.announced);
+        // Others' writes since: one left above the reserve, and it is this one's.
+        announce(&b, 100, 51, 10);
+        assert!(
+            b.still_room(&granted),
+            "the last write above the reserve is this one"
+        );
+        announce(&b, 100, 50, 10);
+        assert!(!b.still_room(&granted), "none left above the reserve");
+        assert!(b.still_room(&Grant::unpaced()), "no budget behind it");
+    }
+
+    /// Headers missing from an answer are worth a warning only where a count was believed,
+    /// once; a space that never sends them gets none.
+    #[test]
+    fn a_missing_count_is_warned_of_once_and_only_after_one_was_believed() {
+        let b = budget(1000, 60);
+        b.headers(&ticket(&b), &HeaderMap::new(), SystemTime::now());
+        assert!(
+            !b.warned[0].load(Ordering::Relaxed),
+            "never announced: no warning"
+        );
+        announce(&b, 100, 90, 10);
+        b.headers(&ticket(&b), &HeaderMap::new(), SystemTime::now());
+        assert!(b.warned[0].load(Ordering::Relaxed));
+        let b = budget(1000, 60);
+        assert!(b.warn_once(Distrust::Refuted, "first".into()));
+        assert!(!b.warn_once(Distrust::Refuted, "again".into()));
+        assert!(b.warn_once(Distrust::Absent, "another kind".into()));
     }
 
     #[tokio::test(start_paused = true)]
