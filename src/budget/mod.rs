@@ -770,6 +770,36 @@ mod tests {
         assert!(b.still_room(&Grant::unpaced()), "no budget behind it");
     }
 
+    /// The summary's source: none before any answer, estimated from writes answered (or
+    /// refused) or from a count that is not believed, announced from a believed count.
+    #[test]
+    fn the_report_s_source_is_what_the_run_saw_of_the_budget() {
+        let b = budget(1000, 60);
+        assert_eq!(b.report().source, None, "nothing answered yet");
+        b.answered(&ticket(&b), Answer::Accepted);
+        assert_eq!(
+            b.report().source,
+            Some(Source::Estimated),
+            "writes, no count"
+        );
+        let b = budget(1000, 60);
+        b.answered(&ticket(&b), Answer::Refused(None));
+        assert_eq!(
+            b.report().source,
+            Some(Source::Estimated),
+            "a refusal alone"
+        );
+        let b = budget(1000, 60);
+        announce(&b, 100, 90, 10);
+        assert_eq!(b.report().source, Some(Source::Announced));
+        let b = budget(1000, 60);
+        // More left than the limit: never believed.
+        b.headers(&ticket(&b), &count(100, 200, 10), SystemTime::now());
+        let r = b.report();
+        assert_eq!(r.source, Some(Source::Estimated), "{r:?}");
+        assert_eq!(r.untrusted, Some(Distrust::Implausible));
+    }
+
     /// Headers missing from an answer are worth a warning only where a count was believed,
     /// once; a space that never sends them gets none.
     #[test]
