@@ -33,7 +33,13 @@ struct State {
     failing_since: Option<Instant>,
     /// Failures in the current run.
     failures: u32,
+    /// When the outage was last said in the log.
+    said_at: Option<Instant>,
 }
+
+/// An outage is said in the log once it has lasted this long, then at most this often (and
+/// at least at every probe, which comes within the retry policy's longest wait).
+pub const SAY_EVERY: Duration = Duration::from_secs(5);
 
 /// Shared by every request of a job.
 #[derive(Debug)]
@@ -81,9 +87,30 @@ impl Breaker {
             return;
         }
         let mut state = self.state();
-        state.failing_since = None;
-        state.failures = 0;
+        *state = State::default();
         self.open.store(false, Ordering::Release);
+    }
+
+    /// How long the space has failed, when that is worth a line in the log now: the
+    /// outage has lasted [`SAY_EVERY`] and was not said within the last one. Off a
+    /// terminal nothing else moves while every request waits.
+    pub fn due_to_say(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let failing_for = now.saturating_duration_since(state.failing_since?);
+        let quiet = state
+            .said_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= SAY_EVERY);
+        if failing_for < SAY_EVERY || !quiet {
+            return None;
+        }
+        state.said_at = Some(now);
+        Some(failing_for)
+    }
+
+    /// How long the space may fail before the job stops.
+    pub fn budget(&self) -> Duration {
+        self.budget
     }
 
     /// A connection failed: how long everyone waits, or whether to give up.
@@ -133,6 +160,34 @@ mod tests {
         }
         // 200, 400, 800, then capped at 1000, and the last one cut to end on the budget.
         assert_eq!(pauses, vec![ms(200), ms(400), ms(800), ms(1000), ms(600)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_is_said_once_it_lasts_then_at_most_every_few_seconds() {
+        let b = Breaker::new(
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        );
+        assert_eq!(b.due_to_say(), None, "no outage");
+        let _ = b.on_failure();
+        assert_eq!(b.due_to_say(), None, "a moment's failure");
+        tokio::time::advance(SAY_EVERY - Duration::from_millis(1)).await;
+        assert_eq!(b.due_to_say(), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(b.due_to_say(), Some(SAY_EVERY));
+        assert_eq!(b.due_to_say(), None, "just said");
+        tokio::time::advance(SAY_EVERY - Duration::from_millis(1)).await;
+        assert_eq!(b.due_to_say(), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(b.due_to_say(), Some(SAY_EVERY * 2));
+        // Answered: a new outage starts its own count and is said afresh.
+        b.on_answer();
+        assert_eq!(b.due_to_say(), None);
+        let _ = b.on_failure();
+        tokio::time::advance(SAY_EVERY).await;
+        assert_eq!(b.due_to_say(), Some(SAY_EVERY));
+        assert_eq!(b.budget(), Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]

@@ -181,7 +181,20 @@ impl ReadClient {
             return;
         }
         match inner.breaker.on_failure() {
-            Verdict::Pause(wait) => inner.limiter.pause_all(wait),
+            Verdict::Pause(wait) => {
+                if let Some(failing_for) = inner.breaker.due_to_say() {
+                    tracing::warn!(
+                        space = %inner.space,
+                        "no answer from the space for {}s (last: {}); the job stops if none \
+                         comes within {}s of the first failure (outage_budget_secs), rows not \
+                         reached then `skipped` for --resume",
+                        failing_for.as_secs(),
+                        err.message,
+                        inner.breaker.budget().as_secs()
+                    );
+                }
+                inner.limiter.pause_all(wait)
+            }
             Verdict::GiveUp { failing_for } => {
                 let why = format!(
                     "every connection to {} failed for {}s (last: {})",

@@ -431,6 +431,41 @@ fn an_unreachable_space_pauses_probes_and_stops_with_bounded_requests() {
     assert_inert(&out, &[&dir.path().join("r.csv")]);
 }
 
+/// Off a terminal an outage is not silence: once the space has failed for 5 s, a line
+/// says so (how long, the last error, the outage budget) at most every 5 s, until the job
+/// stops at the budget.
+#[test]
+fn an_outage_is_said_in_the_log_while_the_job_waits_it_out() {
+    let dropper = Dropper::start(b"");
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), 20, 99);
+    std::fs::write(dir.path().join("c.yaml"), "outage_budget_secs: 12\n").unwrap();
+    let base = format!("http://{}", dropper.addr);
+    let out = run(cmd_at(&base, dir.path()).args([
+        "plan", "m.csv", "--config", "c.yaml", "--no-progress", "--report", "r.csv",
+    ]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 3, "{err}");
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("no answer from the space for "))
+        .collect();
+    // Probes at 0, 0.2, 0.6, 1.4, 3.0 and 6.2 s, then the budget's end at 12 s.
+    assert!(!said.is_empty() && said.len() <= 3, "{err}");
+    for line in &said {
+        assert!(line.contains("WARN") && line.contains(&base), "{line}");
+        assert!(line.contains("within 12s of the first failure"), "{line}");
+        let secs: u64 = line
+            .split("no answer from the space for ")
+            .nth(1)
+            .and_then(|t| t.split('s').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!((5..12).contains(&secs), "{line}");
+    }
+    assert!(err.find(said[0]) < err.find("cannot reach the space"), "{err}");
+}
+
 #[test]
 fn a_tls_failure_is_not_retried() {
     // A peer that answers a TLS hello with plain HTTP: no retry can fix that.
