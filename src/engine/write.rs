@@ -126,7 +126,10 @@ async fn write_fresh(
         };
         let err = match sent {
             Ok(reply) => return answered(record, &desired, reply.status, reply.value.sip_gateway),
-            Err(err) if err.kind == ErrorKind::Aborted && shared.stopper.is_halted() => {
+            Err(err)
+                if matches!(err.kind, ErrorKind::Aborted | ErrorKind::Interrupted)
+                    && shared.stopper.is_halted() =>
+            {
                 return tries.stopped(record, row, shared).await;
             }
             Err(err) => err,
@@ -206,7 +209,7 @@ impl Attempts {
             self.ours = self.ours.union(changes);
             self.asked = Some(desired);
             self.lost = Some(err.clone());
-            tracing::debug!(code = %err.code, "the PATCH may have landed: reading it back next");
+            tracing::debug!(code = %err.code(), "the PATCH may have landed: reading it back next");
         } else if !err.retryable() {
             return Next::GiveUp(err);
         }
@@ -322,7 +325,8 @@ impl Attempts {
         let message = format!(
             "a PATCH may have been applied (its answer was lost) and the row could not be \
              settled: {} ({})",
-            err.message, err.code
+            err.message,
+            err.code()
         );
         unknown(record, message)
     }
@@ -332,9 +336,7 @@ impl Attempts {
 /// PATCH: it may have landed).
 fn given_up(maybe_applied: bool) -> ApiError {
     let mut err = ApiError::new(
-        ErrorKind::Aborted,
-        None,
-        "interrupted",
+        ErrorKind::Interrupted,
         "the interrupt's grace ran out before the answer came".into(),
     );
     err.maybe_applied = maybe_applied;
@@ -408,7 +410,9 @@ async fn settle(
             let message = format!(
                 "the PATCH may have been applied: {} ({}); reading the gateway back failed \
                  too: {}",
-                err.message, err.code, read_err.message
+                err.message,
+                err.code(),
+                read_err.message
             );
             record.after = asked;
             return unknown(record, message);
@@ -433,7 +437,8 @@ async fn settle(
     let message = format!(
         "the PATCH may have been applied in part: {} ({}), and the gateway is now neither \
          as it was nor as desired",
-        err.message, err.code
+        err.message,
+        err.code()
     );
     record.after = asked;
     unknown(record, message)
@@ -512,7 +517,7 @@ mod tests {
         let shared = super::super::tests::shared();
         let writer = shared.writer.clone().unwrap();
         let (original, now) = (starting_fields(1), starting_fields(2));
-        let mut err = ApiError::new(ErrorKind::Transport, None, "timeout", "slow".into());
+        let mut err = ApiError::new(ErrorKind::Timeout, "slow".into());
         err.attempts = 2;
         let tries = Attempts::new(None, writer.schedule());
         let r = tries.gave_up(record(), err.clone(), &shared.stopper);
