@@ -8,13 +8,13 @@ use crate::client::ApiError;
 use crate::diff::FieldSet;
 use crate::failure::{RowEnd, Stop};
 use crate::model::GatewayFields;
-use crate::report::{RowRecord, WRITE_UNKNOWN};
+use crate::report::{ErrorCode, RowRecord};
 use crate::status::Status;
 
 /// Not written: the gateway no longer looks as the reviewed plan saw it.
 pub(super) fn conflict(mut record: RowRecord, now: GatewayFields, moved: &FieldSet) -> RowRecord {
     record.status = Status::Conflict;
-    record.error_code = "conflict".into();
+    record.error_code = ErrorCode::Named(Status::Conflict);
     record.error = format!(
         "not written: the gateway changed since the plan was made ({} differ); plan again \
          to review it",
@@ -31,7 +31,7 @@ pub(super) fn possibly_written_earlier(mut record: RowRecord) -> RowRecord {
         record.error
     );
     record.status = Status::Failed;
-    record.error_code = WRITE_UNKNOWN.into();
+    record.error_code = ErrorCode::WriteUnknown;
     record
 }
 
@@ -39,7 +39,7 @@ pub(super) fn possibly_written_earlier(mut record: RowRecord) -> RowRecord {
 /// for the rollback and a later `--resume`.
 pub(super) fn unknown(mut record: RowRecord, message: String) -> RowRecord {
     record.status = Status::Failed;
-    record.error_code = WRITE_UNKNOWN.into();
+    record.error_code = ErrorCode::WriteUnknown;
     record.error = message;
     record
 }
@@ -52,7 +52,7 @@ pub(super) fn failed(mut record: RowRecord, err: ApiError, stopper: &Stopper) ->
     let decision = err.decision();
     record.status = decision.row.status();
     if decision.row != RowEnd::Skipped {
-        record.error_code = err.code().to_owned();
+        record.error_code = ErrorCode::from(err.code());
         record.error = err.message;
         return record;
     }
@@ -76,7 +76,7 @@ pub(super) fn failed(mut record: RowRecord, err: ApiError, stopper: &Stopper) ->
             .skip_note();
         (code, note.to_owned())
     };
-    record.error_code = code.into();
+    record.error_code = ErrorCode::from(code);
     record.error = note;
     record
 }
@@ -156,7 +156,7 @@ mod tests {
         );
         stopper.stop(StopReason::Interrupted);
         let r = failed(record(), err, &stopper);
-        assert_eq!(r.error_code, "interrupted");
+        assert_eq!(r.error_code.as_str(), "interrupted");
         assert_eq!(r.error, StopReason::Interrupted.skip_note().1);
     }
 
@@ -185,7 +185,7 @@ mod tests {
         let r = unknown(record(), "lost".into());
         assert_eq!(
             (r.status, r.error_code.as_str(), r.error.as_str()),
-            (Status::Failed, WRITE_UNKNOWN, "lost")
+            (Status::Failed, "write_unknown", "lost")
         );
         let mut earlier = record();
         earlier.status = Status::Skipped;
@@ -193,7 +193,7 @@ mod tests {
         let r = possibly_written_earlier(earlier);
         assert_eq!(
             (r.status, r.error_code.as_str()),
-            (Status::Failed, WRITE_UNKNOWN)
+            (Status::Failed, "write_unknown")
         );
         assert!(r.error.starts_with("possibly written by an earlier run"));
         assert!(r.error.ends_with(": why"), "{}", r.error);

@@ -11,7 +11,7 @@ use crate::client::{ApiError, ErrorKind, Reply, WriteClient, WriteSchedule};
 use crate::diff::{FieldSet, differing, merge, with_fields_from};
 use crate::manifest::Row;
 use crate::model::{GatewayFields, GatewayResource};
-use crate::report::{RowRecord, WRITE_UNKNOWN};
+use crate::report::{ErrorCode, RowRecord};
 use crate::status::Status;
 
 /// A row that differs, written. An earlier run's write of this row that may have landed
@@ -36,7 +36,7 @@ pub(super) async fn write(
     let earlier = landed.is_some();
     let record = write_fresh(record, row, shared, writer, landed).await;
     match record.status {
-        Status::Failed if earlier && record.error_code != WRITE_UNKNOWN => {
+        Status::Failed if earlier && record.error_code != ErrorCode::WriteUnknown => {
             let mut record = possibly_written_earlier(record);
             record.after = read;
             record
@@ -459,7 +459,7 @@ fn answered(
         record.status = Status::Updated;
     } else {
         record.status = Status::Mismatch;
-        record.error_code = "mismatch".into();
+        record.error_code = ErrorCode::Named(Status::Mismatch);
         record.error = format!(
             "the server's answer differs from what was sent in: {}",
             differs.to_string().replace(';', ", ")
@@ -534,7 +534,7 @@ mod tests {
         let r = tries.gave_up(record(), err.clone(), &shared.stopper);
         assert_eq!(
             (r.status, r.error_code.as_str()),
-            (Status::Failed, WRITE_UNKNOWN)
+            (Status::Failed, "write_unknown")
         );
         assert_eq!(r.after.as_ref(), Some(&now), "what it asked for");
         assert_eq!((r.before, r.attempts), (Some(original.clone()), 2));
@@ -549,9 +549,9 @@ mod tests {
         let r = earlier.moved_since_plan(record(), original.clone(), now.clone(), &moved);
         assert_eq!(
             (r.error_code.as_str(), r.before),
-            (WRITE_UNKNOWN, Some(original))
+            ("write_unknown", Some(original))
         );
         let r = tries.moved_since_plan(record(), now.clone(), now, &moved);
-        assert_eq!(r.error_code, WRITE_UNKNOWN);
+        assert_eq!(r.error_code, ErrorCode::WriteUnknown);
     }
 }
