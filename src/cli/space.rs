@@ -291,4 +291,30 @@ mod tests {
             None
         );
     }
+
+    /// `show` and `export` send one request: its kind's decision says the exit code and
+    /// the word added.
+    #[test]
+    fn a_commands_failed_request_exits_as_its_kind_decides() {
+        use super::super::Exit;
+        use crate::client::ErrorKind;
+        let said = |err: ApiError| request_failure(None, &err);
+        let (exit, word) = said(ApiError::answered(401, "http_401".into(), "no".into()));
+        assert_eq!(exit, Exit::Aborted);
+        assert!(word.contains("refused the credentials"), "{word}");
+        for kind in [ErrorKind::Timeout, ErrorKind::Connect, ErrorKind::Tls] {
+            let (exit, word) = said(ApiError::new(kind, "x".into()));
+            assert_eq!(
+                (exit, word.as_str()),
+                (Exit::Aborted, "; the space cannot be reached"),
+                "{kind:?}"
+            );
+        }
+        let (exit, word) = said(ApiError::new(ErrorKind::Aborted, "x".into()));
+        assert_eq!((exit, word.as_str()), (Exit::Aborted, ""));
+        for status in [404, 422, 429, 500] {
+            let (exit, word) = said(ApiError::answered(status, "c".into(), "m".into()));
+            assert_eq!((exit, word.as_str()), (Exit::RowErrors, ""), "{status}");
+        }
+    }
 }

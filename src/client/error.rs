@@ -237,6 +237,43 @@ mod tests {
         assert_eq!(msg, "HTTP 502 Bad Gateway");
     }
 
+    /// An error answer takes its kind from its status and its code from its body; a
+    /// failure of our own, its kind's code. What it means is its kind's decision: a 429
+    /// is retried after its `Retry-After` and is a refusal; a 404's `Retry-After` is not
+    /// heard; a write that may have landed is never retried blind.
+    #[test]
+    fn an_error_means_what_its_kind_decides() {
+        let mut throttled = ApiError::answered(429, "http_429".into(), "slow down".into());
+        throttled.retry_after = Some(Duration::from_secs(3));
+        assert_eq!(
+            (throttled.kind, throttled.status, throttled.code()),
+            (ErrorKind::Throttled, Some(429), "http_429")
+        );
+        assert!(throttled.retryable() && throttled.refused());
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(3)));
+        throttled.maybe_applied = true;
+        assert!(!throttled.retryable(), "a write that may have landed");
+
+        let mut gone = ApiError::answered(404, "not_there".into(), "gone".into());
+        gone.retry_after = Some(Duration::from_secs(3));
+        assert_eq!((gone.kind, gone.code()), (ErrorKind::NotFound, "not_there"));
+        assert!(!gone.retryable() && !gone.refused());
+        assert_eq!(gone.retry_after(), None);
+
+        let busy = ApiError::answered(503, "http_503".into(), "busy".into());
+        assert_eq!(busy.kind, ErrorKind::ServerTransient);
+        assert!(busy.retryable() && !busy.refused());
+
+        let timeout = ApiError::new(ErrorKind::Timeout, "slow".into());
+        assert_eq!((timeout.code(), timeout.status), ("timeout", None));
+        assert!(timeout.retryable() && !timeout.refused());
+        assert_eq!(timeout.decision(), ErrorKind::Timeout.decision());
+        // A 429 whose body could not be read is still the space refusing for load.
+        let dropped = ApiError::new(ErrorKind::Transport, "reset".into()).after(1, 429);
+        assert!(dropped.refused());
+        assert_eq!(dropped.code(), "transport");
+    }
+
     #[test]
     fn a_tls_error_is_found_inside_nested_io_errors() {
         let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
