@@ -29,7 +29,9 @@
 //! - [`limiter`]: the process-wide write and read budgets, `--rate` the hard ceiling.
 //! - [`budget`]: the space's write budget: its announced count kept above `--reserve`,
 //!   else an estimate of what it accepts, cut only when the share of 429s rises.
-//! - [`retry`]: which failures to retry and how long to wait (pure functions).
+//! - [`failure`]: what a failed request means: its kind (a 429 is a kind of its own), and
+//!   the one table that decides, for each kind, retry, wait, stop, row status, exit code.
+//! - [`retry`]: how long to wait before another try (pure functions).
 //! - [`breaker`]: one circuit breaker for the space: an unreachable space pauses the job,
 //!   then stops it, instead of every row retrying on its own.
 //! - [`inert`]: output that cannot act: control characters escaped for terminals and logs,
@@ -71,6 +73,7 @@ pub mod config;
 pub mod diff;
 pub mod engine;
 pub mod export;
+pub mod failure;
 pub mod human;
 pub mod inert;
 pub mod latency;

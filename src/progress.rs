@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::engine::Observer;
 use crate::report::RowRecord;
-use crate::status::Status;
+use crate::status::{ErrorCode, Status};
 
 /// The bar on screen, if any; the log writer checks it.
 static ACTIVE_BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
@@ -272,7 +272,7 @@ pub fn reclaim<T: Observer>(arc: Arc<Mutex<T>>) -> Option<T> {
 /// the report.
 #[derive(Default)]
 pub struct ErrorLines {
-    shown: Vec<(u64, String, Status, String, String)>,
+    shown: Vec<(u64, String, Status, ErrorCode, String)>,
     more: u64,
 }
 
@@ -306,8 +306,8 @@ impl ErrorLines {
 
 /// `failed http_500`, but `conflict` (not `conflict conflict`) where the code only
 /// repeats the status.
-fn status_and_code(status: Status, code: &str) -> String {
-    if code.is_empty() || code == status.as_str() {
+fn status_and_code(status: Status, code: &ErrorCode) -> String {
+    if code.repeats(status) {
         status.to_string()
     } else {
         format!("{status} {code}")
@@ -346,11 +346,17 @@ mod tests {
 
     #[test]
     fn a_code_that_repeats_the_status_is_said_once() {
-        assert_eq!(status_and_code(Status::Conflict, "conflict"), "conflict");
-        assert_eq!(status_and_code(Status::Mismatch, "mismatch"), "mismatch");
-        assert_eq!(status_and_code(Status::Failed, ""), "failed");
         assert_eq!(
-            status_and_code(Status::Failed, "http_500"),
+            status_and_code(Status::Conflict, &"conflict".into()),
+            "conflict"
+        );
+        assert_eq!(
+            status_and_code(Status::Mismatch, &"mismatch".into()),
+            "mismatch"
+        );
+        assert_eq!(status_and_code(Status::Failed, &"".into()), "failed");
+        assert_eq!(
+            status_and_code(Status::Failed, &"http_500".into()),
             "failed http_500"
         );
     }

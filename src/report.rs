@@ -15,11 +15,7 @@ use crate::diff::FieldSet;
 use crate::model::GatewayFields;
 // The report's vocabulary lives below every module that uses it; kept here for callers
 // that name it as `report::Status`.
-pub use crate::status::Status;
-
-/// `error_code` of a row whose PATCH may have landed although no answer said so: its
-/// `before` is kept, `rollback` restores it, `--resume` settles it.
-pub const WRITE_UNKNOWN: &str = "write_unknown";
+pub use crate::status::{ErrorCode, Status};
 
 /// One finished row.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +36,7 @@ pub struct RowRecord {
     pub http_status: Option<u16>,
     /// HTTP attempts for this row: reads and writes, retries included.
     pub attempts: u32,
-    pub error_code: String,
+    pub error_code: ErrorCode,
     pub error: String,
     pub duration_ms: u64,
 }
@@ -65,7 +61,7 @@ impl RowRecord {
             after: None,
             http_status: None,
             attempts: 0,
-            error_code: code.to_owned(),
+            error_code: ErrorCode::from(code),
             error,
             duration_ms: 0,
         }
@@ -366,7 +362,7 @@ impl ReportWriter {
                 after: compact_json(&r.after),
                 http_status: r.http_status,
                 attempts: r.attempts,
-                error_code: csv_cell(&r.error_code),
+                error_code: csv_cell(r.error_code.as_str()),
                 error: csv_cell(&r.error),
                 duration_ms: r.duration_ms,
             })?;
@@ -383,7 +379,7 @@ impl ReportWriter {
                     after: r.after.as_ref(),
                     http_status: r.http_status,
                     attempts: r.attempts,
-                    error_code: &r.error_code,
+                    error_code: r.error_code.as_str(),
                     error: &r.error,
                     duration_ms: r.duration_ms,
                 },
@@ -424,7 +420,7 @@ pub struct ReadRecord {
     pub after: Option<GatewayFields>,
     pub http_status: Option<u16>,
     pub attempts: u32,
-    pub error_code: String,
+    pub error_code: ErrorCode,
     pub error: String,
     #[serde(default)]
     pub duration_ms: u64,
@@ -562,10 +558,16 @@ pub fn records_from(
             let mut reader = csv::Reader::from_reader(input);
             for record in reader.deserialize::<ReadRecord>() {
                 let mut record = record.map_err(|e| crate::inert::text(&e.to_string(), 200))?;
-                for text in [&mut record.id, &mut record.error_code, &mut record.error] {
+                for text in [&mut record.id, &mut record.error] {
                     let value = crate::inert::csv_cell_back(text);
                     if value.len() != text.len() {
                         *text = value.to_owned();
+                    }
+                }
+                if let ErrorCode::Text(text) = &record.error_code {
+                    let value = crate::inert::csv_cell_back(text);
+                    if value.len() != text.len() {
+                        record.error_code = ErrorCode::from(value);
                     }
                 }
                 passed(each(record))?;
@@ -615,7 +617,7 @@ mod tests {
             after: Some(after),
             http_status: Some(200),
             attempts: 3,
-            error_code: String::new(),
+            error_code: ErrorCode::Empty,
             error: String::new(),
             duration_ms: 12,
         }
@@ -652,7 +654,7 @@ mod tests {
             assert_eq!(back[0].changed_fields, r.changed_fields);
             assert_eq!(back[1].status, Status::Invalid);
             assert_eq!(back[1].id, "=cmd|' /C calc'!A0");
-            assert_eq!(back[1].error_code, "@SUM(1)");
+            assert_eq!(back[1].error_code.as_str(), "@SUM(1)");
             assert_eq!(back[1].error, "-bad");
             if format == ReportFormat::Csv {
                 let text = std::fs::read_to_string(&path).unwrap();

@@ -1,5 +1,6 @@
-//! Retry rules as pure functions: which failures are worth another try, how long to wait,
-//! and what a `Retry-After` header means. The loop itself lives in the client.
+//! Retry rules as pure functions: how long to wait, and what a `Retry-After` header means.
+//! Which failures are worth another try is [`crate::failure`]'s table; the loop itself
+//! lives in the client.
 
 use std::time::{Duration, SystemTime};
 
@@ -76,12 +77,6 @@ impl RetryPolicy {
     }
 }
 
-/// Statuses worth another try: throttling and the transient server errors.
-/// 400, 401, 403, 404, 422 and every other 4xx mean "fix the cause first".
-pub fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 429 | 500 | 502 | 503 | 504)
-}
-
 /// `Retry-After` as delta-seconds or an HTTP date; `None` when absent or unreadable.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -132,18 +127,6 @@ mod tests {
             None,
             "backoff exhausted"
         );
-    }
-
-    #[test]
-    fn only_transient_statuses_are_retried() {
-        for s in [429, 500, 502, 503, 504] {
-            assert!(is_retryable_status(s), "{s}");
-        }
-        for s in 400..=599 {
-            if ![429, 500, 502, 503, 504].contains(&s) {
-                assert!(!is_retryable_status(s), "{s}");
-            }
-        }
     }
 
     #[test]

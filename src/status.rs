@@ -76,3 +76,112 @@ impl fmt::Display for Status {
         f.write_str(self.as_str())
     }
 }
+
+/// A row's `error_code` in the report, as a type. The code the tool acts on is a variant
+/// of its own (`write_unknown`: the row stays in the rollback and `--resume` settles it),
+/// and so is a code that names a status (`invalid`, `conflict`, `mismatch`); every other
+/// code (the server's, a failure kind's, a stop's) is text to show, never compared. It is
+/// written as its text and read back through [`ErrorCode::from`], the one place that
+/// text becomes a code.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(from = "String")]
+pub enum ErrorCode {
+    /// No code: the row ended well.
+    #[default]
+    Empty,
+    /// The row's PATCH may have landed although no answer said so: its `before` is kept,
+    /// `rollback` restores it, `--resume` settles it.
+    WriteUnknown,
+    /// The code names a status (`conflict` on a conflict, `invalid` on an invalid row).
+    Named(Status),
+    /// Any other code: shown, never compared.
+    Text(String),
+}
+
+impl ErrorCode {
+    /// The text the report holds.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::Empty => "",
+            ErrorCode::WriteUnknown => "write_unknown",
+            ErrorCode::Named(status) => status.as_str(),
+            ErrorCode::Text(text) => text,
+        }
+    }
+
+    /// Whether the code says nothing the row's status does not (none, or the status's own
+    /// name): said once, as `conflict` rather than `conflict conflict`.
+    pub fn repeats(&self, status: Status) -> bool {
+        match self {
+            ErrorCode::Empty => true,
+            ErrorCode::Named(named) => *named == status,
+            _ => false,
+        }
+    }
+}
+
+impl From<&str> for ErrorCode {
+    fn from(text: &str) -> ErrorCode {
+        match text {
+            "" => ErrorCode::Empty,
+            "write_unknown" => ErrorCode::WriteUnknown,
+            _ => match Status::ALL.into_iter().find(|s| s.as_str() == text) {
+                Some(status) => ErrorCode::Named(status),
+                None => ErrorCode::Text(text.to_owned()),
+            },
+        }
+    }
+}
+
+impl From<String> for ErrorCode {
+    fn from(text: String) -> ErrorCode {
+        match ErrorCode::from(text.as_str()) {
+            ErrorCode::Text(_) => ErrorCode::Text(text),
+            code => code,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_code_reads_back_as_what_it_was_written() {
+        let mut codes = vec![
+            ErrorCode::Empty,
+            ErrorCode::WriteUnknown,
+            ErrorCode::Text("missing_sip_configuration".into()),
+            ErrorCode::Text("http_429".into()),
+            ErrorCode::Text("timeout".into()),
+        ];
+        codes.extend(Status::ALL.map(ErrorCode::Named));
+        for code in codes {
+            let text = code.as_str().to_owned();
+            assert_eq!(ErrorCode::from(text.as_str()), code, "{text}");
+            assert_eq!(ErrorCode::from(text.clone()), code, "{text}");
+            assert_eq!(code.to_string(), text);
+        }
+        assert_eq!(ErrorCode::from("write_unknown"), ErrorCode::WriteUnknown);
+        assert_eq!(
+            ErrorCode::from("conflict"),
+            ErrorCode::Named(Status::Conflict)
+        );
+        assert_eq!(ErrorCode::from(""), ErrorCode::Empty);
+    }
+
+    #[test]
+    fn a_code_repeats_only_nothing_or_its_own_status() {
+        assert!(ErrorCode::Empty.repeats(Status::Failed));
+        assert!(ErrorCode::Named(Status::Conflict).repeats(Status::Conflict));
+        assert!(!ErrorCode::Named(Status::Conflict).repeats(Status::Failed));
+        assert!(!ErrorCode::WriteUnknown.repeats(Status::Failed));
+        assert!(!ErrorCode::Text("http_500".into()).repeats(Status::Failed));
+    }
+}

@@ -16,11 +16,12 @@ use crate::diff::{FieldSet, differing, only};
 use crate::manifest::Format;
 use crate::output::Destination;
 use crate::report::{self, ReadRecord};
-use crate::status::Status;
+use crate::status::{ErrorCode, Status};
 
 /// A row whose gateway this run may have changed: its `before` undoes it.
 fn written(r: &ReadRecord) -> bool {
-    matches!(r.status, Status::Updated | Status::Mismatch) || r.error_code == report::WRITE_UNKNOWN
+    matches!(r.status, Status::Updated | Status::Mismatch)
+        || r.error_code == ErrorCode::WriteUnknown
 }
 
 /// The fields a written row's run changed: those it asked to change (`changed_fields`) and
@@ -178,10 +179,10 @@ mod tests {
             "nothing landed"
         );
         // A write of unknown outcome: what it asked for.
-        let unknown = line(Status::Failed, report::WRITE_UNKNOWN, "name", None);
+        let unknown = line(Status::Failed, "write_unknown", "name", None);
         assert_eq!(changed_by_the_run(&unknown, &before).to_string(), "name");
         // Nothing says which fields: every one is put back.
-        let old = line(Status::Failed, report::WRITE_UNKNOWN, "", None);
+        let old = line(Status::Failed, "write_unknown", "", None);
         assert_eq!(changed_by_the_run(&old, &before).len(), 5);
     }
 }

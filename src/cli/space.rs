@@ -12,8 +12,9 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use url::Url;
 
-use crate::client::{ApiError, ErrorKind};
+use crate::client::ApiError;
 use crate::config::{ConfigError, FileConfig, Overrides, parse_base_url, space_url};
+use crate::failure::{ExitPart, Reach, Stop};
 
 /// Where the space and the base URL given by flag or environment came from (clap merges
 /// the two; its matches still tell them apart).
@@ -168,32 +169,31 @@ pub fn target(
     }))
 }
 
-/// A command's request that failed as an exit code and a plain word to add: refused
-/// credentials (exit 3) name the settings to check; a space that cannot be reached (DNS,
-/// refused, reset, TLS) is exit 3, as for a run; anything else is exit 1.
+/// A command's request that failed as an exit code and a plain word to add, as its kind's
+/// decision says ([`crate::failure::Decision::command_exit`]): refused credentials (exit 3)
+/// name the settings to check; a space that did not answer (DNS, refused, reset, TLS) is
+/// exit 3, as for a run; anything else is exit 1.
 pub fn request_failure(target: Option<&Target>, err: &ApiError) -> (super::Exit, String) {
     use super::Exit;
-    match err.kind {
-        ErrorKind::Unauthorized => {
-            let hint = target.map_or_else(
-                || "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN".to_owned(),
-                Target::credentials_hint,
-            );
-            (
-                Exit::Aborted,
-                format!("; the space refused the credentials: {hint}"),
-            )
-        }
-        ErrorKind::Aborted => (Exit::Aborted, String::new()),
-        ErrorKind::Transport => {
-            let space = target.map_or_else(String::new, |t| format!(" ({})", t.host));
-            (
-                Exit::Aborted,
-                format!("; the space{space} cannot be reached"),
-            )
-        }
-        _ => (Exit::RowErrors, String::new()),
-    }
+    let decision = err.decision();
+    let exit = match decision.command_exit() {
+        ExitPart::RowError => Exit::RowErrors,
+        ExitPart::Stopped => Exit::Aborted,
+        ExitPart::Interrupted => Exit::Interrupted,
+    };
+    let word = if decision.stop == Some(Stop::CredentialsRefused) {
+        let hint = target.map_or_else(
+            || "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN".to_owned(),
+            Target::credentials_hint,
+        );
+        format!("; the space refused the credentials: {hint}")
+    } else if decision.reach == Reach::Unanswered {
+        let space = target.map_or_else(String::new, |t| format!(" ({})", t.host));
+        format!("; the space{space} cannot be reached")
+    } else {
+        String::new()
+    };
+    (exit, word)
 }
 
 /// `acme.signalwire.com`, or `127.0.0.1:8080` for a URL with a port.
@@ -290,5 +290,31 @@ mod tests {
             .unwrap(),
             None
         );
+    }
+
+    /// `show` and `export` send one request: its kind's decision says the exit code and
+    /// the word added.
+    #[test]
+    fn a_commands_failed_request_exits_as_its_kind_decides() {
+        use super::super::Exit;
+        use crate::client::ErrorKind;
+        let said = |err: ApiError| request_failure(None, &err);
+        let (exit, word) = said(ApiError::answered(401, "http_401".into(), "no".into()));
+        assert_eq!(exit, Exit::Aborted);
+        assert!(word.contains("refused the credentials"), "{word}");
+        for kind in [ErrorKind::Timeout, ErrorKind::Connect, ErrorKind::Tls] {
+            let (exit, word) = said(ApiError::new(kind, "x".into()));
+            assert_eq!(
+                (exit, word.as_str()),
+                (Exit::Aborted, "; the space cannot be reached"),
+                "{kind:?}"
+            );
+        }
+        let (exit, word) = said(ApiError::new(ErrorKind::Aborted, "x".into()));
+        assert_eq!((exit, word.as_str()), (Exit::Aborted, ""));
+        for status in [404, 422, 429, 500] {
+            let (exit, word) = said(ApiError::answered(status, "c".into(), "m".into()));
+            assert_eq!((exit, word.as_str()), (Exit::RowErrors, ""), "{status}");
+        }
     }
 }

@@ -22,9 +22,7 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
             attempts: reply.attempts,
         }),
         Err(e) => Err(ApiError::new(
-            ErrorKind::BadResponse,
-            None,
-            "bad_response",
+            ErrorKind::Unreadable,
             format!(
                 "the server's answer is not what was asked for: {}",
                 crate::inert::text(&e.to_string(), 200)
@@ -43,9 +41,7 @@ pub(super) async fn read_capped(
     let too_large = |what: String| ApiError {
         attempts: attempt,
         ..ApiError::new(
-            ErrorKind::BadResponse,
-            None,
-            "body_too_large",
+            ErrorKind::TooLarge,
             format!("the server's answer is {what}, more than the {cap} bytes read at most"),
         )
     };
@@ -80,14 +76,12 @@ pub(super) fn check_gateway(
     gateway: &GatewayResource,
     asked: Option<&Uuid>,
 ) -> Result<(), ApiError> {
-    let bad = |code: &str, message: String| {
-        Err(ApiError::new(ErrorKind::BadResponse, None, code, message))
-    };
+    let bad = |kind: ErrorKind, message: String| Err(ApiError::new(kind, message));
     if let Some(asked) = asked
         && Uuid::try_parse(&gateway.id).ok().as_ref() != Some(asked)
     {
         return bad(
-            "id_mismatch",
+            ErrorKind::OtherGateway,
             format!(
                 "the server answered for gateway {} instead of {}: not believed, nothing \
                  written",
@@ -103,7 +97,7 @@ pub(super) fn check_gateway(
             && value.len() > MAX_TEXT_FIELD
         {
             return bad(
-                "oversized_field",
+                ErrorKind::OversizedField,
                 format!(
                     "the server's `{field}` is {} bytes (at most {MAX_TEXT_FIELD} are believed)",
                     value.len()
@@ -116,7 +110,7 @@ pub(super) fn check_gateway(
             && (items.len() > MAX_LIST_FIELD || items.iter().any(|i| i.len() > MAX_LIST_FIELD))
         {
             return bad(
-                "oversized_field",
+                ErrorKind::OversizedField,
                 format!(
                     "the server's `{field}` has {} entries or one longer than {MAX_LIST_FIELD} \
                      bytes: not believed",
@@ -130,7 +124,7 @@ pub(super) fn check_gateway(
             && value.len() > MAX_LIST_FIELD
         {
             return bad(
-                "oversized_field",
+                ErrorKind::OversizedField,
                 format!(
                     "the server's `{field}` is {} bytes: not believed",
                     value.len()

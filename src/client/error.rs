@@ -1,32 +1,12 @@
-//! What failed, as a type the engine maps to a row status (never by its text), and the
-//! server's error bodies read loosely and made inert.
+//! A failed request: its kind ([`crate::failure`] decides what each kind means), its
+//! status, code and message; and the server's error bodies read loosely and made inert.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::retry::is_retryable_status;
-
-/// Why a request failed, as a type: the engine maps it to a row status, never by its text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// 401 or 403: the job stops.
-    Unauthorized,
-    /// 404: the gateway does not exist.
-    NotFound,
-    /// Another 4xx (400, 422, ...): the request must change before it can succeed.
-    Rejected,
-    /// 429 or a 5xx that outlived its retries.
-    Server,
-    /// Connection refused or dropped, timeout: outlived its retries.
-    Transport,
-    /// A 2xx whose body is not the resource we expected (unreadable, too large, oversized
-    /// fields, or another gateway's id).
-    BadResponse,
-    /// Not sent: the job was aborted (bad credentials, or the space unreachable).
-    Aborted,
-}
+use crate::failure::Decision;
+pub use crate::failure::ErrorKind;
 
 /// Why the client stopped sending anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +18,17 @@ pub enum AbortCause {
     Unreachable(String),
 }
 
-/// A failed request, with what a person needs to act on it. Never holds a secret.
+/// A failed request, with what a person needs to act on it. Never holds a secret. What
+/// it means (retry, wait, stop, the row's status) is its kind's [`Decision`], never its
+/// code or text.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
     pub kind: ErrorKind,
     pub status: Option<u16>,
-    /// The server's error code (`missing_sip_configuration`) or our own (`timeout`).
-    pub code: String,
+    /// The code an error answer's body named (`missing_sip_configuration`, else
+    /// `http_422`): shown, never compared. `None` for a failure of our own.
+    pub(super) server_code: Option<String>,
     pub message: String,
     /// HTTP attempts this request made.
     pub attempts: u32,
@@ -57,11 +40,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(kind: ErrorKind, status: Option<u16>, code: &str, message: String) -> ApiError {
+    /// A failure of our own: its code is its kind's.
+    pub fn new(kind: ErrorKind, message: String) -> ApiError {
         ApiError {
             kind,
-            status,
-            code: code.to_owned(),
+            status: None,
+            server_code: None,
             message,
             attempts: 0,
             maybe_applied: false,
@@ -69,17 +53,41 @@ impl ApiError {
         }
     }
 
-    /// Worth another attempt: a transport failure or a transient status, and never a
-    /// write that may have landed (that one is read back first).
+    /// An error answer: its kind from its status, its code and message from its body.
+    pub fn answered(status: u16, code: String, message: String) -> ApiError {
+        ApiError {
+            status: Some(status),
+            server_code: Some(code),
+            ..ApiError::new(ErrorKind::of_status(status), message)
+        }
+    }
+
+    /// The report's `error_code`: the server's code for an error answer, else our kind's.
+    pub fn code(&self) -> &str {
+        self.server_code.as_deref().unwrap_or(self.kind.code())
+    }
+
+    /// What this failure means: its kind's row of the decision table.
+    pub fn decision(&self) -> Decision {
+        self.kind.decision()
+    }
+
+    /// Worth another attempt: its kind says so, and never a write that may have landed
+    /// (that one is read back first).
     pub fn retryable(&self) -> bool {
-        if self.maybe_applied {
-            return false;
-        }
-        match self.kind {
-            ErrorKind::Transport => true,
-            ErrorKind::Server => self.status.is_none_or(is_retryable_status),
-            _ => false,
-        }
+        !self.maybe_applied && self.decision().retry
+    }
+
+    /// The server's `Retry-After`, where the kind says it sets the wait.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after.filter(|_| self.decision().retry_after)
+    }
+
+    /// The space refused the request for load: the answer's status says so, even when
+    /// reading its body then failed.
+    pub fn refused(&self) -> bool {
+        self.status
+            .is_some_and(|s| ErrorKind::of_status(s).decision().refusal)
     }
 }
 
@@ -93,23 +101,18 @@ impl ApiError {
 }
 
 pub(super) fn transport_error(err: &reqwest::Error, attempt: u32) -> ApiError {
-    let code = if is_tls_failure(err) {
-        "tls"
+    let kind = if is_tls_failure(err) {
+        ErrorKind::Tls
     } else if err.is_timeout() {
-        "timeout"
+        ErrorKind::Timeout
     } else if err.is_connect() {
-        "connect"
+        ErrorKind::Connect
     } else {
-        "transport"
+        ErrorKind::Transport
     };
     ApiError {
         attempts: attempt,
-        ..ApiError::new(
-            ErrorKind::Transport,
-            None,
-            code,
-            crate::inert::text(&error_chain(err), 300),
-        )
+        ..ApiError::new(kind, crate::inert::text(&error_chain(err), 300))
     }
 }
 
@@ -232,6 +235,43 @@ mod tests {
         assert_eq!(msg, "HTTP 502: <html>upstream</html>");
         let (_, msg) = parse_error_body(StatusCode::BAD_GATEWAY, b"");
         assert_eq!(msg, "HTTP 502 Bad Gateway");
+    }
+
+    /// An error answer takes its kind from its status and its code from its body; a
+    /// failure of our own, its kind's code. What it means is its kind's decision: a 429
+    /// is retried after its `Retry-After` and is a refusal; a 404's `Retry-After` is not
+    /// heard; a write that may have landed is never retried blind.
+    #[test]
+    fn an_error_means_what_its_kind_decides() {
+        let mut throttled = ApiError::answered(429, "http_429".into(), "slow down".into());
+        throttled.retry_after = Some(Duration::from_secs(3));
+        assert_eq!(
+            (throttled.kind, throttled.status, throttled.code()),
+            (ErrorKind::Throttled, Some(429), "http_429")
+        );
+        assert!(throttled.retryable() && throttled.refused());
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(3)));
+        throttled.maybe_applied = true;
+        assert!(!throttled.retryable(), "a write that may have landed");
+
+        let mut gone = ApiError::answered(404, "not_there".into(), "gone".into());
+        gone.retry_after = Some(Duration::from_secs(3));
+        assert_eq!((gone.kind, gone.code()), (ErrorKind::NotFound, "not_there"));
+        assert!(!gone.retryable() && !gone.refused());
+        assert_eq!(gone.retry_after(), None);
+
+        let busy = ApiError::answered(503, "http_503".into(), "busy".into());
+        assert_eq!(busy.kind, ErrorKind::ServerTransient);
+        assert!(busy.retryable() && !busy.refused());
+
+        let timeout = ApiError::new(ErrorKind::Timeout, "slow".into());
+        assert_eq!((timeout.code(), timeout.status), ("timeout", None));
+        assert!(timeout.retryable() && !timeout.refused());
+        assert_eq!(timeout.decision(), ErrorKind::Timeout.decision());
+        // A 429 whose body could not be read is still the space refusing for load.
+        let dropped = ApiError::new(ErrorKind::Transport, "reset".into()).after(1, 429);
+        assert!(dropped.refused());
+        assert_eq!(dropped.code(), "transport");
     }
 
     #[test]

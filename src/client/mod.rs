@@ -84,7 +84,8 @@ pub struct RequestStats {
     pub slot_wait_us: AtomicU64,
     /// How long each attempt took, answer read, per kind of request.
     pub latencies: Latencies,
-    /// 429 answers that paused the job, and the pauses' total length.
+    /// Refusals for load (429) followed by a retry, and how long those retries waited in
+    /// all (each delays only its own request; a 429 that ends its request is not here).
     pub throttled: AtomicU64,
     pub throttled_wait_us: AtomicU64,
     /// Answers by kind of request and status code (the run's metrics).

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::breaker::Verdict;
 use crate::budget::{Answer, Grant, Held, Ticket, WriteBudget};
+use crate::failure::{Reach, Stop};
 use crate::latency::RequestKind;
 use crate::limiter::Budget;
 use crate::retry::parse_retry_after;
@@ -74,7 +75,7 @@ impl ReadClient {
             .adjust(|err: &ApiError, backoff| {
                 inner
                     .retry
-                    .next_delay(err.retry_after, backoff, started.elapsed())
+                    .next_delay(err.retry_after(), backoff, started.elapsed())
             })
             .notify(|err: &ApiError, wait: Duration| self.before_retry(err, wait))
             .await
@@ -125,7 +126,7 @@ impl ReadClient {
         if let Some((budget, ticket)) = write {
             let answer = match &result {
                 Ok(_) => Answer::Accepted,
-                Err(e) if e.status == Some(429) => Answer::Refused(e.retry_after),
+                Err(e) if e.refused() => Answer::Refused(e.retry_after),
                 Err(_) => Answer::Other,
             };
             budget.answered(&ticket, answer);
@@ -142,12 +143,12 @@ impl ReadClient {
         }
     }
 
-    /// Before a retry that waits `wait`. A 429 delays only its own request: a proxy or a
-    /// flaky edge refusing a share of everything must not hold every worker back (the
-    /// write budget decides when every write waits).
+    /// Before a retry that waits `wait`. A refusal for load (429) delays only its own
+    /// request: a proxy or a flaky edge refusing a share of everything must not hold every
+    /// worker back (the write budget decides when every write waits).
     pub(super) fn before_retry(&self, err: &ApiError, wait: Duration) {
         let inner = &self.inner;
-        if err.status == Some(429) {
+        if err.refused() {
             inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
             inner.stats.throttled_wait_us.fetch_add(
                 u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
@@ -156,30 +157,48 @@ impl ReadClient {
         }
         tracing::debug!(
             status = err.status,
-            code = %err.code,
+            code = %err.code(),
             wait_ms = wait.as_millis() as u64,
             "retrying: {}",
             err.message
         );
     }
 
-    /// Feeds the breaker: any answer closes it; a failed connection pauses everyone or,
-    /// past the outage budget (or on a TLS failure, which no retry fixes), stops the job.
+    /// Heeds what a failure's kind decides for the whole job: a failure that stops it
+    /// (refused credentials, TLS) aborts the client; otherwise the breaker hears whether
+    /// the space answered (an answer closes it; a failed connection pauses everyone or,
+    /// past the outage budget, stops the job).
     fn note_reachability(&self, result: &Result<Reply<bytes_body::Body>, ApiError>) {
         let inner = &self.inner;
         let err = match result {
             Ok(_) => return inner.breaker.on_answer(),
-            Err(e) if e.kind == ErrorKind::Transport => e,
-            Err(e) if e.kind == ErrorKind::Aborted => return,
-            Err(_) => return inner.breaker.on_answer(),
+            Err(e) => e,
         };
-        if err.code == "tls" {
-            // Said once, by whoever stops the job: the rows in flight fail the same way.
-            if self.abort_with(AbortCause::Unreachable(err.message.clone())) {
-                tracing::error!(space = %inner.space, "cannot reach the space: {}", err.message);
+        let decision = err.decision();
+        match decision.stop {
+            Some(Stop::CredentialsRefused) => {
+                self.abort_with(AbortCause::Unauthorized);
             }
-            return;
+            Some(Stop::Unreachable) => {
+                // Said once, by whoever stops the job: the rows in flight fail the same way.
+                if self.abort_with(AbortCause::Unreachable(err.message.clone())) {
+                    tracing::error!(space = %inner.space, "cannot reach the space: {}", err.message);
+                }
+                return;
+            }
+            None => {}
         }
+        match decision.reach {
+            Reach::Answered => inner.breaker.on_answer(),
+            Reach::NotSent => {}
+            Reach::Unanswered => self.note_unanswered(err),
+        }
+    }
+
+    /// A connection that failed: a pause for everyone, or the job stopped once every
+    /// connection has failed for longer than the outage budget.
+    fn note_unanswered(&self, err: &ApiError) {
+        let inner = &self.inner;
         match inner.breaker.on_failure() {
             Verdict::Pause(wait) => {
                 if let Some(failing_for) = inner.breaker.due_to_say() {
@@ -218,7 +237,7 @@ impl ReadClient {
         };
         ApiError {
             attempts,
-            ..ApiError::new(ErrorKind::Aborted, None, "aborted", message.into())
+            ..ApiError::new(ErrorKind::Aborted, message.into())
         }
     }
 
@@ -259,7 +278,8 @@ impl ReadClient {
             .await
             .map_err(|mut err| {
                 err.status = Some(status.as_u16());
-                err.maybe_applied = write && status != StatusCode::TOO_MANY_REQUESTS;
+                // A refusal for load was not applied; any other answer may have been.
+                err.maybe_applied = write && !err.refused();
                 err
             })?;
         self.answer(status, bytes, retry_after, attempt, write)
@@ -283,10 +303,9 @@ impl ReadClient {
                 return Err(ApiError {
                     attempts: attempt,
                     maybe_applied: write,
+                    status: Some(status.as_u16()),
                     ..ApiError::new(
-                        ErrorKind::BadResponse,
-                        Some(status.as_u16()),
-                        "credential_in_answer",
+                        ErrorKind::QuotesCredential,
                         "the server's answer quotes the credential: not believed".into(),
                     )
                 });
@@ -297,15 +316,6 @@ impl ReadClient {
                 attempts: attempt,
             });
         }
-        let kind = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                self.abort_with(AbortCause::Unauthorized);
-                ErrorKind::Unauthorized
-            }
-            StatusCode::NOT_FOUND => ErrorKind::NotFound,
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => ErrorKind::Server,
-            _ => ErrorKind::Rejected,
-        };
         // Error bodies are shown: the credential is cut out of them first (a server may
         // quote the request back, header and all).
         let (code, message) = parse_error_body(status, &inner.redactor.redact(&bytes));
@@ -314,7 +324,7 @@ impl ReadClient {
             // A 5xx may come from a proxy after the server applied the write.
             maybe_applied: write && status.is_server_error(),
             retry_after,
-            ..ApiError::new(kind, Some(status.as_u16()), &code, message)
+            ..ApiError::answered(status.as_u16(), code, message)
         })
     }
 

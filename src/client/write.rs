@@ -86,9 +86,7 @@ impl WriteClient {
         let missing = fields.missing();
         if !missing.is_empty() {
             return Err(ApiError::new(
-                ErrorKind::Rejected,
-                None,
-                "incomplete_body",
+                ErrorKind::IncompleteBody,
                 format!(
                     "not sent: the gateway has no {} and the manifest does not set it \
                      (a PATCH must carry all five fields)",
@@ -97,13 +95,11 @@ impl WriteClient {
             ));
         }
         let body = serde_json::to_vec(fields)
-            .map_err(|e| ApiError::new(ErrorKind::Rejected, None, "encode", e.to_string()))?;
+            .map_err(|e| ApiError::new(ErrorKind::Unencodable, e.to_string()))?;
         let inner = &self.read.inner;
         let stopped = || {
             ApiError::new(
-                ErrorKind::Aborted,
-                None,
-                "interrupted",
+                ErrorKind::Interrupted,
                 "not sent: the job stopped while the write waited to leave".into(),
             )
         };
@@ -153,7 +149,7 @@ impl WriteClient {
         err: &ApiError,
     ) -> Option<Duration> {
         let wait = self.read.inner.retry.next_delay(
-            err.retry_after,
+            err.retry_after(),
             schedule.backoff.next(),
             schedule.started.elapsed(),
         )?;

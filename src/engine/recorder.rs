@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Observer, Shared, SlowRow};
-use crate::report::{ReportWriter, RowRecord, WRITE_UNKNOWN};
+use crate::report::{ErrorCode, ReportWriter, RowRecord};
 use crate::status::Status;
 
 /// What the recorder receives.
@@ -142,7 +142,7 @@ impl Tally {
                 duration_ms: record.duration_ms,
             });
         }
-        if record.error_code == WRITE_UNKNOWN
+        if record.error_code == ErrorCode::WriteUnknown
             && let Ok(id) = uuid::Uuid::try_parse(&record.id)
         {
             self.unsettled.push(id.as_u128());
@@ -172,10 +172,10 @@ mod tests {
         t.count(&record(1, Status::Invalid, 0, 90));
         t.count(&record(2, Status::Updated, 2, 30));
         let mut unknown = record(3, Status::Failed, 3, 50);
-        unknown.error_code = WRITE_UNKNOWN.into();
+        unknown.error_code = ErrorCode::WriteUnknown;
         t.count(&unknown);
         let mut bad_id = record(4, Status::Failed, 1, 10);
-        bad_id.error_code = WRITE_UNKNOWN.into();
+        bad_id.error_code = ErrorCode::WriteUnknown;
         bad_id.id = "not-a-uuid".into();
         t.count(&bad_id);
         assert_eq!(t.counts[&Status::Updated], 2);

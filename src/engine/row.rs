@@ -12,7 +12,7 @@ use crate::client::ApiError;
 use crate::diff::{FieldSet, differing, merge};
 use crate::manifest::Row;
 use crate::model::GatewayFields;
-use crate::report::{RowRecord, WRITE_UNKNOWN};
+use crate::report::{ErrorCode, RowRecord};
 use crate::status::Status;
 
 /// A row an earlier run of this report may have written (its before-value recovered from
@@ -24,7 +24,7 @@ use crate::status::Status;
 pub(super) fn keep_possible_write(record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
     let unread = matches!(record.status, Status::Skipped | Status::Failed)
         && record.before.is_none()
-        && record.error_code != WRITE_UNKNOWN;
+        && record.error_code != ErrorCode::WriteUnknown;
     match shared
         .recovered
         .as_ref()
@@ -105,7 +105,7 @@ async fn decide(
         && !turn.wants_write().await
     {
         record.status = Status::Skipped;
-        record.error_code = "limit".into();
+        record.error_code = ErrorCode::from("limit");
         record.error = format!(
             "not written: --limit {} reached (a change is pending)",
             canary.limit()

@@ -4,16 +4,17 @@
 
 use super::StopReason;
 use super::stop::Stopper;
-use crate::client::{ApiError, ErrorKind};
+use crate::client::ApiError;
 use crate::diff::FieldSet;
+use crate::failure::{RowEnd, Stop};
 use crate::model::GatewayFields;
-use crate::report::{RowRecord, WRITE_UNKNOWN};
+use crate::report::{ErrorCode, RowRecord};
 use crate::status::Status;
 
 /// Not written: the gateway no longer looks as the reviewed plan saw it.
 pub(super) fn conflict(mut record: RowRecord, now: GatewayFields, moved: &FieldSet) -> RowRecord {
     record.status = Status::Conflict;
-    record.error_code = "conflict".into();
+    record.error_code = ErrorCode::Named(Status::Conflict);
     record.error = format!(
         "not written: the gateway changed since the plan was made ({} {}); plan again \
          to review it",
@@ -35,7 +36,7 @@ pub(super) fn possibly_written_earlier(mut record: RowRecord) -> RowRecord {
         record.error
     );
     record.status = Status::Failed;
-    record.error_code = WRITE_UNKNOWN.into();
+    record.error_code = ErrorCode::WriteUnknown;
     record
 }
 
@@ -43,50 +44,52 @@ pub(super) fn possibly_written_earlier(mut record: RowRecord) -> RowRecord {
 /// for the rollback and a later `--resume`.
 pub(super) fn unknown(mut record: RowRecord, message: String) -> RowRecord {
     record.status = Status::Failed;
-    record.error_code = WRITE_UNKNOWN.into();
+    record.error_code = ErrorCode::WriteUnknown;
     record.error = message;
     record
 }
 
-/// Fills a record from a failed request. The attempts of earlier requests are kept.
+/// Fills a record from a failed request, as its kind's decision says it ends. The attempts
+/// of earlier requests are kept.
 pub(super) fn failed(mut record: RowRecord, err: ApiError, stopper: &Stopper) -> RowRecord {
     record.attempts += err.attempts;
     record.http_status = err.status;
-    record.status = match err.kind {
-        ErrorKind::NotFound => Status::NotFound,
+    let decision = err.decision();
+    record.status = decision.row.status();
+    if decision.row != RowEnd::Skipped {
+        record.error_code = ErrorCode::from(err.code());
+        record.error = err.message;
+        return record;
+    }
+    let (code, note) = if decision.stop == Some(Stop::CredentialsRefused) {
         // The space refused the credentials for this row's own request: nothing was
         // written, and the job stops; the row is for `--resume` once they are fixed, not a
         // failure of its own.
-        ErrorKind::Unauthorized => {
-            record.error_code = StopReason::Unauthorized.skip_note().0.into();
-            record.error = format!(
+        (
+            StopReason::Unauthorized.skip_note().0,
+            format!(
                 "not written: the space refused the credentials (HTTP {})",
                 err.status
                     .map_or_else(|| "401/403".to_owned(), |s| s.to_string())
-            );
-            record.status = Status::Skipped;
-            return record;
-        }
-        ErrorKind::Aborted => {
-            let (code, note) = stopper
-                .reason()
-                .unwrap_or(StopReason::Unauthorized)
-                .skip_note();
-            record.error_code = code.into();
-            record.error = note.into();
-            record.status = Status::Skipped;
-            return record;
-        }
-        _ => Status::Failed,
+            ),
+        )
+    } else {
+        // Not sent because the job had stopped: its reason.
+        let (code, note) = stopper
+            .reason()
+            .unwrap_or(StopReason::Unauthorized)
+            .skip_note();
+        (code, note.to_owned())
     };
-    record.error_code = err.code;
-    record.error = err.message;
+    record.error_code = ErrorCode::from(code);
+    record.error = note;
     record
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::ErrorKind;
     use crate::diff::differing;
     use crate::sandbox::starting_fields;
     use tokio_util::sync::CancellationToken;
@@ -105,7 +108,8 @@ mod tests {
     #[test]
     fn a_failed_request_maps_by_its_kind_and_keeps_earlier_attempts() {
         let stopper = stopper();
-        let mut err = ApiError::new(ErrorKind::NotFound, Some(404), "http_404", "gone".into());
+        let mut err = ApiError::answered(404, "http_404".into(), "gone".into());
+        assert_eq!(err.kind, ErrorKind::NotFound);
         err.attempts = 1;
         let r = failed(record(), err.clone(), &stopper);
         assert_eq!(
@@ -116,11 +120,29 @@ mod tests {
             (r.error_code.as_str(), r.error.as_str()),
             ("http_404", "gone")
         );
-        err.kind = ErrorKind::Server;
-        assert_eq!(
-            failed(record(), err.clone(), &stopper).status,
-            Status::Failed
+        // A 429 that outlived its retries fails the row with the server's code, as a 5xx
+        // does; so does a failure of our own, with its kind's code.
+        for (status, kind) in [
+            (429, ErrorKind::Throttled),
+            (503, ErrorKind::ServerTransient),
+            (501, ErrorKind::ServerFault),
+            (422, ErrorKind::Rejected),
+        ] {
+            let answer = ApiError::answered(status, "their_code".into(), "why".into());
+            assert_eq!(answer.kind, kind);
+            let r = failed(record(), answer, &stopper);
+            assert_eq!(
+                (r.status, r.error_code.as_str(), r.error.as_str()),
+                (Status::Failed, "their_code", "why"),
+                "{status}"
+            );
+        }
+        let r = failed(
+            record(),
+            ApiError::new(ErrorKind::Tls, "x".into()),
+            &stopper,
         );
+        assert_eq!((r.status, r.error_code.as_str()), (Status::Failed, "tls"));
         // Refused credentials: not a failure of the row's own, skipped for --resume.
         let mut refused = err.clone();
         refused.kind = ErrorKind::Unauthorized;
@@ -139,7 +161,7 @@ mod tests {
         );
         stopper.stop(StopReason::Interrupted);
         let r = failed(record(), err, &stopper);
-        assert_eq!(r.error_code, "interrupted");
+        assert_eq!(r.error_code.as_str(), "interrupted");
         assert_eq!(r.error, StopReason::Interrupted.skip_note().1);
     }
 
@@ -172,7 +194,7 @@ mod tests {
         let r = unknown(record(), "lost".into());
         assert_eq!(
             (r.status, r.error_code.as_str(), r.error.as_str()),
-            (Status::Failed, WRITE_UNKNOWN, "lost")
+            (Status::Failed, "write_unknown", "lost")
         );
         let mut earlier = record();
         earlier.status = Status::Skipped;
@@ -180,7 +202,7 @@ mod tests {
         let r = possibly_written_earlier(earlier);
         assert_eq!(
             (r.status, r.error_code.as_str()),
-            (Status::Failed, WRITE_UNKNOWN)
+            (Status::Failed, "write_unknown")
         );
         assert!(r.error.starts_with("possibly written by an earlier run"));
         assert!(r.error.ends_with(": why"), "{}", r.error);

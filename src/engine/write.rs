@@ -11,7 +11,7 @@ use crate::client::{ApiError, ErrorKind, Reply, WriteClient, WriteSchedule};
 use crate::diff::{FieldSet, differing, merge, with_fields_from};
 use crate::manifest::Row;
 use crate::model::{GatewayFields, GatewayResource};
-use crate::report::{RowRecord, WRITE_UNKNOWN};
+use crate::report::{ErrorCode, RowRecord};
 use crate::status::Status;
 
 /// A row that differs, written. An earlier run's write of this row that may have landed
@@ -31,7 +31,7 @@ pub(super) async fn write(
     let earlier = landed.is_some();
     let record = write_fresh(record, row, shared, writer, landed).await;
     match record.status {
-        Status::Failed if earlier && record.error_code != WRITE_UNKNOWN => {
+        Status::Failed if earlier && record.error_code != ErrorCode::WriteUnknown => {
             let mut record = possibly_written_earlier(record);
             record.after = read;
             record
@@ -121,7 +121,10 @@ async fn write_fresh(
         };
         let err = match sent {
             Ok(reply) => return answered(record, &desired, reply.status, reply.value.sip_gateway),
-            Err(err) if err.kind == ErrorKind::Aborted && shared.stopper.is_halted() => {
+            Err(err)
+                if matches!(err.kind, ErrorKind::Aborted | ErrorKind::Interrupted)
+                    && shared.stopper.is_halted() =>
+            {
                 return tries.stopped(record, row, shared).await;
             }
             Err(err) => err,
@@ -201,7 +204,7 @@ impl Attempts {
             self.ours = self.ours.union(changes);
             self.asked = Some(desired);
             self.lost = Some(err.clone());
-            tracing::debug!(code = %err.code, "the PATCH may have landed: reading it back next");
+            tracing::debug!(code = %err.code(), "the PATCH may have landed: reading it back next");
         } else if !err.retryable() {
             return Next::GiveUp(err);
         }
@@ -317,7 +320,8 @@ impl Attempts {
         let message = format!(
             "a PATCH may have been applied (its answer was lost) and the row could not be \
              settled: {} ({})",
-            err.message, err.code
+            err.message,
+            err.code()
         );
         unknown(record, message)
     }
@@ -327,9 +331,7 @@ impl Attempts {
 /// PATCH: it may have landed).
 fn given_up(maybe_applied: bool) -> ApiError {
     let mut err = ApiError::new(
-        ErrorKind::Aborted,
-        None,
-        "interrupted",
+        ErrorKind::Interrupted,
         "the interrupt's grace ran out before the answer came".into(),
     );
     err.maybe_applied = maybe_applied;
@@ -403,7 +405,9 @@ async fn settle(
             let message = format!(
                 "the PATCH may have been applied: {} ({}); reading the gateway back failed \
                  too: {}",
-                err.message, err.code, read_err.message
+                err.message,
+                err.code(),
+                read_err.message
             );
             record.after = asked;
             return unknown(record, message);
@@ -428,7 +432,8 @@ async fn settle(
     let message = format!(
         "the PATCH may have been applied in part: {} ({}), and the gateway is now neither \
          as it was nor as desired",
-        err.message, err.code
+        err.message,
+        err.code()
     );
     record.after = asked;
     unknown(record, message)
@@ -449,7 +454,7 @@ fn answered(
         record.status = Status::Updated;
     } else {
         record.status = Status::Mismatch;
-        record.error_code = "mismatch".into();
+        record.error_code = ErrorCode::Named(Status::Mismatch);
         record.error = format!(
             "the server's answer differs from what was sent in: {}",
             differs.to_string().replace(';', ", ")
@@ -507,7 +512,7 @@ mod tests {
         let shared = super::super::tests::shared();
         let writer = shared.writer.clone().unwrap();
         let (original, now) = (starting_fields(1), starting_fields(2));
-        let mut err = ApiError::new(ErrorKind::Transport, None, "timeout", "slow".into());
+        let mut err = ApiError::new(ErrorKind::Timeout, "slow".into());
         err.attempts = 2;
         let tries = Attempts::new(None, writer.schedule());
         let r = tries.gave_up(record(), err.clone(), &shared.stopper);
@@ -524,7 +529,7 @@ mod tests {
         let r = tries.gave_up(record(), err.clone(), &shared.stopper);
         assert_eq!(
             (r.status, r.error_code.as_str()),
-            (Status::Failed, WRITE_UNKNOWN)
+            (Status::Failed, "write_unknown")
         );
         assert_eq!(r.after.as_ref(), Some(&now), "what it asked for");
         assert_eq!((r.before, r.attempts), (Some(original.clone()), 2));
@@ -539,9 +544,9 @@ mod tests {
         let r = earlier.moved_since_plan(record(), original.clone(), now.clone(), &moved);
         assert_eq!(
             (r.error_code.as_str(), r.before),
-            (WRITE_UNKNOWN, Some(original))
+            ("write_unknown", Some(original))
         );
         let r = tries.moved_since_plan(record(), now.clone(), now, &moved);
-        assert_eq!(r.error_code, WRITE_UNKNOWN);
+        assert_eq!(r.error_code, ErrorCode::WriteUnknown);
     }
 }

@@ -13,7 +13,7 @@ use super::{IdSet, LedgerError, read_run_file, run_path};
 use crate::diff::{FieldSet, differing, with_fields_from};
 use crate::model::GatewayFields;
 use crate::report::{self, ReadRecord};
-use crate::status::Status;
+use crate::status::{ErrorCode, Status};
 
 /// A write an earlier run may have made to a row's gateway (`mismatch`, `write_unknown`,
 /// or a line a crash lost), and the row's undo value from before it.
@@ -63,7 +63,7 @@ impl EarlierWrite {
 /// A row a report's run may have written (`mismatch`: written, but not as asked;
 /// `write_unknown`: an answer lost), as an earlier write.
 pub(super) fn possibly_written(r: &ReadRecord, carried: bool) -> Option<(u128, EarlierWrite)> {
-    if r.status != Status::Mismatch && r.error_code != report::WRITE_UNKNOWN {
+    if r.status != Status::Mismatch && r.error_code != ErrorCode::WriteUnknown {
         return None;
     }
     let id = uuid::Uuid::try_parse(&r.id).ok()?;
@@ -93,7 +93,7 @@ pub(super) fn carry_over(
     done: &IdSet,
 ) -> Result<(), LedgerError> {
     report::for_each_record(finished, |r| {
-        if r.error_code == report::WRITE_UNKNOWN
+        if r.error_code == ErrorCode::WriteUnknown
             && let Some((id, write)) = possibly_written(&r, true)
             && !done.contains(&id)
         {
@@ -328,8 +328,8 @@ mod tests {
         let mut ledger = Ledger::lock(&first).unwrap();
         let mut opened = ledger.open(Some(&run), ReportFormat::Csv, false).unwrap();
         let kinds = [
-            (Status::Failed, report::WRITE_UNKNOWN),
-            (Status::Failed, report::WRITE_UNKNOWN),
+            (Status::Failed, "write_unknown"),
+            (Status::Failed, "write_unknown"),
             (Status::Mismatch, ""),
             (Status::Updated, ""),
             (Status::Failed, "http_500"),

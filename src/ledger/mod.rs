@@ -891,7 +891,7 @@ mod tests {
                 (Status::Updated, ""),
                 (Status::Failed, "http_500"),
                 (Status::Unchanged, ""),
-                (Status::Failed, report::WRITE_UNKNOWN),
+                (Status::Failed, "write_unknown"),
                 (Status::Updated, ""),
                 (Status::Mismatch, "mismatch"),
             ];

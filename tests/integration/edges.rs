@@ -601,7 +601,7 @@ fn a_row_counts_exactly_the_requests_it_made_when_its_writes_run_out() {
     assert_eq!(r.attempts, 5, "{r:?}");
     // Nothing sent for a body that cannot be whole: the two reads only.
     let r = by_id(&ids[1]);
-    assert_eq!(r.error_code, "incomplete_body", "{r:?}");
+    assert_eq!(r.error_code.as_str(), "incomplete_body", "{r:?}");
     assert_eq!(r.attempts, 2, "{r:?}");
     assert_eq!(peer.requests(), 7);
 }

@@ -217,7 +217,7 @@ fn a_write_of_unknown_outcome_edited_since_is_not_carried_into_the_next_link() {
             .collect()
     };
     for id in &ids[..2] {
-        assert_eq!(by_id("r.csv")[id].error_code, "write_unknown");
+        assert_eq!(by_id("r.csv")[id].error_code.as_str(), "write_unknown");
     }
     let mut hand = sb.state().snapshot()[&ids[0]].clone();
     hand.name = "fixed-by-hand".into();
@@ -431,7 +431,7 @@ fn kill_9_at_a_dozen_moments_in_a_chain_keeps_the_undo_file_exact() {
         assert_eq!(r.before.as_ref(), starting.get(&id), "{r:?}");
         if refusing.contains(&id) {
             assert_eq!(r.status, Status::Failed, "{r:?}");
-            assert_eq!(r.error_code, "http_500", "{r:?}");
+            assert_eq!(r.error_code.as_str(), "http_500", "{r:?}");
         } else {
             assert_eq!(r.status, Status::Updated, "{r:?}");
         }
@@ -462,7 +462,7 @@ fn a_lost_answer_on_the_last_attempt_is_read_once_more_and_counted() {
         .values()
         .find(|r| r.id == ids[0].to_string())
         .unwrap();
-    assert_eq!(lost.error_code, "write_unknown", "{lost:?}");
+    assert_eq!(lost.error_code.as_str(), "write_unknown", "{lost:?}");
     assert!(
         lost.error.contains("reading the gateway back failed too"),
         "{lost:?}"

@@ -178,7 +178,9 @@ fn an_endless_body_is_cut_at_the_cap_with_memory_bounded() {
     assert!(peak < 100 * 1024, "peak RSS {peak} KiB");
     let report = report(&dir.path().join("r.csv"));
     assert!(
-        report.values().all(|r| r.error_code == "body_too_large"),
+        report
+            .values()
+            .all(|r| r.error_code.as_str() == "body_too_large"),
         "{report:?}"
     );
 }
@@ -350,7 +352,10 @@ fn escapes_and_formulas_from_the_server_or_the_manifest_never_reach_an_output_ra
         "{cells:?}"
     );
     let back = report(&r);
-    assert!(back.values().any(|r| r.error_code == "=cmd|' /C calc'!A0"));
+    assert!(
+        back.values()
+            .any(|r| r.error_code.as_str() == "=cmd|' /C calc'!A0")
+    );
     assert!(back.values().any(|r| r.id.starts_with("=HYPERLINK")));
     assert_eq!(back.len(), ids.len() + 1);
 
@@ -426,7 +431,11 @@ fn an_unreachable_space_pauses_probes_and_stops_with_bounded_requests() {
     );
     let report = report(&dir.path().join("r.csv"));
     assert_eq!(report.len(), 300);
-    assert!(report.values().any(|r| r.error_code == "unreachable"));
+    assert!(
+        report
+            .values()
+            .any(|r| r.error_code.as_str() == "unreachable")
+    );
     assert!(report.values().all(|r| r.status != Status::Updated));
     assert_inert(&out, &[&dir.path().join("r.csv")]);
 }
@@ -652,6 +661,10 @@ fn a_server_that_quotes_the_request_back_never_gets_the_credential_into_any_outp
         .values()
         .find(|r| r.id.starts_with("aaaaaaaa"))
         .unwrap();
-    assert_eq!(quoting.error_code, "credential_in_answer", "{quoting:?}");
+    assert_eq!(
+        quoting.error_code.as_str(),
+        "credential_in_answer",
+        "{quoting:?}"
+    );
     assert!(quoting.before.is_none());
 }

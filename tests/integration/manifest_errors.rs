@@ -124,7 +124,10 @@ fn a_missing_gateway_is_not_found_and_a_server_422_is_failed_with_its_message() 
     assert_eq!(report[&2].status, Status::Updated);
     assert_eq!(report[&3].status, Status::Failed);
     assert_eq!(report[&3].http_status, Some(422));
-    assert_eq!(report[&3].error_code, "sip_gateway_uri_must_be_external");
+    assert_eq!(
+        report[&3].error_code.as_str(),
+        "sip_gateway_uri_must_be_external"
+    );
     assert!(
         report[&3].error.contains("external SIP entity"),
         "{}",

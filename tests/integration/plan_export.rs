@@ -234,7 +234,7 @@ fn max_changes_below_the_plan_writes_nothing_and_limit_writes_exactly_n() {
         50
     );
     assert!(report.values().all(|r| r.status != Status::Skipped
-        || (r.error_code == "limit" && r.error.contains("--limit 10 reached"))));
+        || (r.error_code.as_str() == "limit" && r.error.contains("--limit 10 reached"))));
     // The first ten rows in the manifest's order (every row needs a change), whichever
     // reads came back first (a black-box tester saw rows 5 and 6 of 2-6 written).
     let updated: Vec<u64> = report

@@ -154,7 +154,7 @@ fn an_id_file_that_is_a_device_or_an_endless_fifo_is_refused_at_its_cap() {
     let report = report(&sb.path("r.csv"));
     let chosen: Vec<_> = report
         .values()
-        .filter(|r| r.error_code != "not_selected")
+        .filter(|r| r.error_code.as_str() != "not_selected")
         .collect();
     assert_eq!(chosen.len(), 1, "{report:?}");
     assert_eq!(chosen[0].id, ids[1].to_string());
