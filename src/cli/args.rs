@@ -57,6 +57,17 @@ pub struct GlobalArgs {
         value_name = "URL"
     )]
     pub base_url: Option<String>,
+    /// Projects file: several projects of the space in one run (see the guide's "Several
+    /// projects"). Owned by you with no group/other bits, or root's and not writable by
+    /// others.
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNALWIRE_PROJECTS_FILE",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub projects: Option<PathBuf>,
     /// Rows in flight at most [default: 32].
     #[arg(long, global = true, value_name = "N")]
     pub concurrency: Option<usize>,

@@ -105,14 +105,17 @@ const ROW_RUN: &[&str] = &[
 ];
 /// Global options that name a space: no use to a command that talks to none.
 const SPACE: &[&str] = &["config", "space", "base_url", "read_rate"];
+/// The projects file: for commands that talk to a space, and `validate` (which checks a
+/// row's project against it).
+const PROJECTS: &[&str] = &["projects"];
 
 /// Global options each command has no use for: hidden from its help, refused on its
 /// command line (exit 64: `validate --rate 5` would read as if it paced something), and
 /// the same settings from the environment or the config file ignored there.
 const NOT_FOR: &[(&str, &[&[&str]])] = &[
-    ("validate", &[ROW_RUN, SPACE]),
-    ("rollback", &[ROW_RUN, SPACE]),
-    ("sandbox", &[ROW_RUN, SPACE]),
+    ("validate", &[ROW_RUN, SPACE, PROJECTS]),
+    ("rollback", &[ROW_RUN, SPACE, PROJECTS]),
+    ("sandbox", &[ROW_RUN, SPACE, PROJECTS]),
     ("export", &[ROW_RUN]),
     ("show", &[ROW_RUN, &["read_rate"]]),
 ];
@@ -371,6 +374,15 @@ impl Context {
         .exit_with(Exit::Usage)
     }
 
+    /// The run's projects, when a projects file is named: read and checked (owner, mode,
+    /// duplicates, the environment's project's token) before any request; exit 64 if not.
+    fn projects(&self) -> Result<Option<crate::projects::ProjectSet>, Failure> {
+        space::projects(self.global.projects.as_deref(), &self.file, |k| {
+            std::env::var(k).ok()
+        })
+        .exit_with(Exit::Usage)
+    }
+
     /// The API client's settings: the space's URL and the credentials. Names the space
     /// and the project (and where each came from) first, on stderr.
     fn client_config(&self) -> Result<crate::client::ClientConfig, Failure> {
@@ -380,8 +392,20 @@ impl Context {
         let target = self.target()?.ok_or_else(no_space)?;
         tracing::info!("{target}");
         let base_url = self.settings.base_url.clone().ok_or_else(no_space)?;
-        let credentials =
-            config::credentials(&self.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?;
+        let credentials = match self.projects()? {
+            Some(set) => set
+                .default_project()
+                .map(crate::projects::Project::credentials)
+                .ok_or_else(|| {
+                    usage(
+                        "the projects file lists several projects and none is the default \
+                         (SIGNALWIRE_PROJECT_ID): this command needs one project",
+                    )
+                })?,
+            None => {
+                config::credentials(&self.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?
+            }
+        };
         Ok(crate::client::ClientConfig {
             base_url,
             credentials,

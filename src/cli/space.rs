@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::client::{ApiError, ErrorKind};
 use crate::config::{ConfigError, FileConfig, Overrides, parse_base_url, space_url};
+use crate::projects::ProjectSet;
 
 /// Where the space and the base URL given by flag or environment came from (clap merges
 /// the two; its matches still tell them apart).
@@ -194,6 +195,38 @@ pub fn request_failure(target: Option<&Target>, err: &ApiError) -> (super::Exit,
         }
         _ => (Exit::RowErrors, String::new()),
     }
+}
+
+/// The run's projects when a projects file is named (`--projects`,
+/// `SIGNALWIRE_PROJECTS_FILE`, the config's `projects_file`): read and checked before any
+/// request. The project that `SIGNALWIRE_PROJECT_ID`/`SIGNALWIRE_API_TOKEN` (or the
+/// config's `project_id`/`api_token_file`) set is one of them, and the default.
+pub fn projects(
+    flag: Option<&Path>,
+    file: &FileConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<ProjectSet>, ConfigError> {
+    let Some(path) = flag.or(file.projects_file.as_deref()) else {
+        return Ok(None);
+    };
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let env_project = set("SIGNALWIRE_PROJECT_ID").is_some() || file.project_id.is_some();
+    let env_token = set("SIGNALWIRE_API_TOKEN").is_some() || file.api_token_file.is_some();
+    let default = match (env_project, env_token) {
+        (true, _) => Some(crate::config::credentials(file, &env)?),
+        (false, true) => {
+            return Err(ConfigError(
+                "an API token is set (SIGNALWIRE_API_TOKEN or api_token_file) without a \
+                 project id: set SIGNALWIRE_PROJECT_ID too, or unset the token and let the \
+                 projects file name every project"
+                    .into(),
+            ));
+        }
+        (false, false) => None,
+    };
+    ProjectSet::load(path, default)
+        .map(Some)
+        .map_err(|e| ConfigError(e.0))
 }
 
 /// `acme.signalwire.com`, or `127.0.0.1:8080` for a URL with a port.
