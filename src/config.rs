@@ -616,6 +616,7 @@ mod example_file {
             "base_url",
             "project_id",
             "api_token_file",
+            "projects_file",
             "concurrency",
             "rate",
             "reserve_percent",
