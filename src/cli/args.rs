@@ -459,6 +459,15 @@ pub struct SandboxArgs {
     /// client never learns it did).
     #[arg(long, requires = "hold_patch")]
     pub hold_applied: bool,
+    /// Serve N projects of one space, each with its own id and token and seeing only its
+    /// own gateways (seeded gateways are dealt to them in turn); one write limit counts
+    /// them all.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub project_count: u16,
+    /// Write the projects file for `--projects` here (mode 0600) and print
+    /// `SIGNALWIRE_PROJECTS_FILE=FILE` after the other lines.
+    #[arg(long, value_name = "FILE")]
+    pub projects_out: Option<PathBuf>,
     /// Worker threads serving requests [default: the number of cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

@@ -152,3 +152,161 @@ fn a_root_owned_0440_projects_file_is_accepted_as_a_mounted_secret() {
         stderr(&out)
     );
 }
+
+/// One raw HTTP/1.0 request with `(project, token)` as Basic auth: (status, body).
+fn request_as(
+    sb: &Sandbox,
+    who: (&str, &str),
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    use base64::Engine;
+    use std::io::{Read, Write};
+    let addr = sb.base_url().trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", who.0, who.1));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Basic {credentials}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+const FULL_BODY: &str = r#"{"name":"a","uri":"sip:a.example.com","encryption":"required","ciphers":["AEAD_AES_256_GCM_8"],"codecs":["OPUS"]}"#;
+
+#[test]
+fn each_sandbox_project_sees_only_its_gateways_under_one_write_limit() {
+    // Ten writes a window for the whole space.
+    let config = SandboxConfig {
+        write_limit: 1,
+        limit_window: Some(std::time::Duration::from_secs(10)),
+        ..SandboxConfig::default()
+    }
+    .with_projects(3);
+    let sb = Sandbox::start(config, &[]);
+    let ids = ids(9, 342);
+    for (i, id) in ids.iter().enumerate() {
+        sb.state().seed_in(i % 3, [*id]);
+    }
+    let projects: Vec<(String, String)> = sb
+        .state()
+        .config()
+        .projects()
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    let who = |p: usize| (projects[p].0.as_str(), projects[p].1.as_str());
+    let path = |id: &uuid::Uuid| format!("/api/fabric/resources/sip_gateways/{id}");
+
+    // Its own gateway: 200, with its project id; another project's: 404, counted.
+    let (status, body) = request_as(&sb, who(1), "GET", &path(&ids[1]), "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&projects[1].0), "{body}");
+    let (status, _) = request_as(&sb, who(1), "GET", &path(&ids[0]), "");
+    assert_eq!(status, 404);
+    let (status, _) = request_as(&sb, who(2), "PATCH", &path(&ids[0]), FULL_BODY);
+    assert_eq!(status, 404);
+    assert_eq!(sb.state().stats().foreign_requests, 2);
+    assert_eq!(sb.state().patch_count(&ids[0]), 0);
+
+    // The list: each project its three.
+    for p in 0..3 {
+        let (status, body) =
+            request_as(&sb, who(p), "GET", "/api/fabric/resources/sip_gateways", "");
+        assert_eq!(status, 200);
+        let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut seen: Vec<String> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["id"].as_str().unwrap().to_owned())
+            .collect();
+        seen.sort();
+        let mut own: Vec<String> = (0..9)
+            .filter(|i| i % 3 == p)
+            .map(|i| ids[i].to_string())
+            .collect();
+        own.sort();
+        assert_eq!(seen, own, "project {p}");
+    }
+
+    // One write limit for all: 12 more writes from three projects; the refused PATCH
+    // above spent one of the window's ten, so nine are let through.
+    let mut statuses = Vec::new();
+    for (i, id) in ids.iter().enumerate().chain(ids.iter().enumerate().take(3)) {
+        statuses.push(request_as(&sb, who(i % 3), "PATCH", &path(id), FULL_BODY).0);
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    // The window may turn once during the test: then more pass, never fewer.
+    assert!(ok >= 9 && ok + refused == 12, "{statuses:?}");
+    if ok == 9 {
+        assert_eq!(refused, 3);
+    }
+}
+
+#[test]
+fn the_sandbox_binary_writes_a_private_projects_file_that_a_run_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("projects.yaml");
+    let (_server, env) = sandbox_binary_lines(
+        &[
+            "--gateways",
+            "9",
+            "--project-count",
+            "3",
+            "--projects-out",
+            out.to_str().unwrap(),
+        ],
+        4,
+    );
+    assert_eq!(env[3].0, "SIGNALWIRE_PROJECTS_FILE");
+    assert_eq!(std::path::Path::new(&env[3].1), out);
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.matches("- id: ").count(), 3, "{text}");
+    let main_project = &env[1].1;
+    assert!(text.contains(main_project.as_str()), "{text}");
+    // The project named second in the file, by its own credentials and the file: its
+    // three gateways, no other.
+    let second: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("- id: ")
+                .or(l.trim().strip_prefix("token: "))
+        })
+        .collect();
+    let export = |project: &str, token: &str| {
+        run(std::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .env_remove("SIGNALWIRE_SPACE")
+            .env("SIPGW_BULK_STATE_DIR", dir.path().join("state"))
+            .env(&env[0].0, &env[0].1)
+            .env("SIGNALWIRE_PROJECT_ID", project)
+            .env("SIGNALWIRE_API_TOKEN", token)
+            .args(["export", "--projects", out.to_str().unwrap()]))
+    };
+    let listed = export(second[2], second[3]);
+    assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    assert_eq!(
+        stdout(&listed).lines().count(),
+        1 + 3,
+        "{}",
+        stdout(&listed)
+    );
+    assert!(!stderr(&listed).contains(second[3]));
+}
