@@ -144,6 +144,15 @@ pub enum Command {
     ///
     /// Example: sipgw-bulk apply gateways.csv --rate 100 --max-errors 1% --yes --report run1.csv
     Apply(ApplyArgs),
+    /// Check each project's access before a run. Never writes.
+    ///
+    /// Per project: credentials accepted, gateways visible, the rate-limit headers the
+    /// space answers with (names and values), the round trip, the server's clock against
+    /// this machine's. Exit 0 when every project is usable, 3 when one is refused or the
+    /// space cannot be reached.
+    ///
+    /// Example: sipgw-bulk doctor --projects projects.yaml
+    Doctor,
     /// Write a manifest of every gateway's current state (stdout without -o).
     ///
     /// Example: sipgw-bulk export -o before.csv

@@ -6,6 +6,7 @@
 //! every command's long help ends with a worked example.
 
 mod args;
+mod doctor;
 mod export;
 mod reconcile;
 mod rollback;
@@ -117,6 +118,7 @@ const NOT_FOR: &[(&str, &[&[&str]])] = &[
     ("rollback", &[ROW_RUN, SPACE, PROJECTS]),
     ("sandbox", &[ROW_RUN, SPACE, PROJECTS]),
     ("export", &[ROW_RUN]),
+    ("doctor", &[ROW_RUN]),
     ("show", &[ROW_RUN, &["read_rate"]]),
 ];
 
@@ -154,7 +156,11 @@ fn refuse_unused(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
 fn talks_to_space(command: &Command) -> bool {
     matches!(
         command,
-        Command::Plan(_) | Command::Apply(_) | Command::Export(_) | Command::Show(_)
+        Command::Plan(_)
+            | Command::Apply(_)
+            | Command::Export(_)
+            | Command::Show(_)
+            | Command::Doctor
     )
 }
 
@@ -386,12 +392,7 @@ impl Context {
     /// The API client's settings: the space's URL and the credentials. Names the space
     /// and the project (and where each came from) first, on stderr.
     fn client_config(&self) -> Result<crate::client::ClientConfig, Failure> {
-        let no_space = || {
-            usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
-        };
-        let target = self.target()?.ok_or_else(no_space)?;
-        tracing::info!("{target}");
-        let base_url = self.settings.base_url.clone().ok_or_else(no_space)?;
+        let base_url = self.space_url()?;
         let credentials = match self.projects()? {
             Some(set) => set
                 .default_project()
@@ -406,14 +407,33 @@ impl Context {
                 config::credentials(&self.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?
             }
         };
-        Ok(crate::client::ClientConfig {
+        Ok(self.client_config_for(base_url, credentials))
+    }
+
+    /// The space's URL, its name and origin logged first; exit 64 when nothing names one.
+    fn space_url(&self) -> Result<url::Url, Failure> {
+        let no_space = || {
+            usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
+        };
+        let target = self.target()?.ok_or_else(no_space)?;
+        tracing::info!("{target}");
+        self.settings.base_url.clone().ok_or_else(no_space)
+    }
+
+    /// The API client's settings for one project's credentials.
+    fn client_config_for(
+        &self,
+        base_url: url::Url,
+        credentials: crate::secret::Credentials,
+    ) -> crate::client::ClientConfig {
+        crate::client::ClientConfig {
             base_url,
             credentials,
             timeout: self.settings.timeout,
             connect_timeout: self.settings.connect_timeout,
             retry: self.settings.retry,
             pool_size: self.settings.concurrency,
-        })
+        }
     }
 }
 
@@ -515,6 +535,7 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
             reconcile::run(&ctx, run).await
         }
         Command::Export(args) => export::run(&ctx, &args).await,
+        Command::Doctor => doctor::run(&ctx).await,
         Command::Show(args) => show::run(&ctx, &args).await,
         Command::Rollback(args) => rollback::run(&args),
         #[cfg(feature = "sandbox")]

@@ -310,3 +310,117 @@ fn the_sandbox_binary_writes_a_private_projects_file_that_a_run_reads() {
     );
     assert!(!stderr(&listed).contains(second[3]));
 }
+
+/// A sandbox of three projects (three gateways each), announcing its write window.
+fn three_projects(announce: bool) -> (Sandbox, Vec<uuid::Uuid>) {
+    let config = SandboxConfig {
+        announce_limit: announce,
+        limit_window: announce.then_some(std::time::Duration::from_secs(10)),
+        ..SandboxConfig::default()
+    }
+    .with_projects(3);
+    let sb = Sandbox::start(config, &[]);
+    let ids = ids(9, 343);
+    for (i, id) in ids.iter().enumerate() {
+        sb.state().seed_in(i % 3, [*id]);
+    }
+    (sb, ids)
+}
+
+#[test]
+fn doctor_reports_each_project_and_the_rate_limit_headers_and_never_writes() {
+    let (sb, _) = three_projects(true);
+    let file = sb.path("projects.yaml");
+    std::fs::write(&file, sb.state().config().projects_yaml()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(sb.cmd().args(["doctor", "--projects", "projects.yaml"]));
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{text}{}", stderr(&out));
+    for (i, (id, token)) in sb.state().config().projects().iter().enumerate() {
+        assert!(
+            text.contains(&format!("project p{} ({id}): usable\n", i + 1)),
+            "{text}"
+        );
+        assert!(!text.contains(token) && !stderr(&out).contains(token));
+    }
+    assert_eq!(
+        text.matches("  credentials: accepted\n").count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(text.matches("  gateways visible: 3\n").count(), 3, "{text}");
+    // The sandbox's header names, with their values.
+    assert_eq!(
+        text.matches("  rate-limit headers: x-ratelimit-limit: 13800, x-ratelimit-remaining: ")
+            .count(),
+        3,
+        "{text}"
+    );
+    assert!(text.contains(", x-ratelimit-reset: "), "{text}");
+    assert_eq!(text.matches("  round trip: ").count(), 3, "{text}");
+    assert_eq!(text.matches("s from this machine's\n").count(), 3, "{text}");
+    let stats = sb.state().stats();
+    assert_eq!(
+        (stats.patches, stats.writes, stats.foreign_requests),
+        (0, 0, 0)
+    );
+
+    // One project's token revoked: exit 3, that project named, the others still usable.
+    let second = sb.state().config().projects()[1].0.to_owned();
+    let revoked = sb
+        .state()
+        .config()
+        .projects_yaml()
+        .replace(sb.state().config().projects()[1].1, "PTrevoked0000000000");
+    std::fs::write(&file, revoked).unwrap();
+    let out = run(sb.cmd().args(["doctor", "--projects", "projects.yaml"]));
+    let text = stdout(&out);
+    assert_eq!(code(&out), 3, "{text}{}", stderr(&out));
+    assert!(
+        text.contains(&format!("project p2 ({second}): REFUSED")),
+        "{text}"
+    );
+    assert!(text.contains("  credentials: refused\n"), "{text}");
+    assert_eq!(text.matches(": usable\n").count(), 2, "{text}");
+    assert!(stderr(&out).contains("p2"), "{}", stderr(&out));
+    assert!(!text.contains("PTrevoked0000000000"));
+    assert_eq!(sb.state().stats().patches, 0);
+}
+
+#[test]
+fn doctor_with_one_project_and_no_announced_limit() {
+    let (sb, _) = three_projects(false);
+    let out = run(sb.cmd().arg("doctor"));
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{text}{}", stderr(&out));
+    let main_project = &sb.state().config().project_id;
+    assert!(
+        text.starts_with(&format!("project {main_project}: usable\n")),
+        "{text}"
+    );
+    assert!(text.contains("  gateways visible: 3\n"), "{text}");
+    assert!(
+        text.contains("  rate-limit headers: none on this answer\n"),
+        "{text}"
+    );
+    assert_eq!(text.matches("project ").count(), 1, "{text}");
+
+    // Its token refused: exit 3.
+    let out = run(sb
+        .cmd()
+        .arg("doctor")
+        .env("SIGNALWIRE_API_TOKEN", "PTwrong00000000000"));
+    assert_eq!(code(&out), 3, "{}", stdout(&out));
+    assert!(stdout(&out).contains("REFUSED"), "{}", stdout(&out));
+
+    // An empty project is usable, and said.
+    let empty = SandboxConfig::default();
+    let sb = Sandbox::start(empty, &[]);
+    let out = run(sb.cmd().arg("doctor"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(": usable (no gateways)\n"),
+        "{}",
+        stdout(&out)
+    );
+}
