@@ -190,6 +190,58 @@ impl ProjectSet {
     }
 }
 
+impl ProjectSet {
+    /// The project a row's `project` cell names (`None`: the default project), or why the
+    /// row cannot run: a project the run has no credentials for, or an empty cell with
+    /// no default project.
+    pub fn resolve(&self, cell: Option<&str>) -> Result<(usize, &Project), String> {
+        let found = match cell {
+            Some(key) => self
+                .projects
+                .iter()
+                .position(|p| p.id.eq_ignore_ascii_case(key.trim()))
+                .or_else(|| {
+                    self.projects
+                        .iter()
+                        .position(|p| p.name.as_deref() == Some(key.trim()))
+                }),
+            None => self.default,
+        };
+        match (found, cell) {
+            (Some(i), _) => Ok((i, &self.projects[i])),
+            (None, Some(key)) => Err(format!(
+                "project `{}` is not one this run has credentials for (the projects file \
+                 lists {})",
+                crate::inert::text(key, 100),
+                self.listing()
+            )),
+            (None, None) => Err(
+                "the row names no project and the run has no default one: name it in the \
+                 `project` column, or set SIGNALWIRE_PROJECT_ID"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The projects as a message lists them: names (or ids), the first ten.
+    fn listing(&self) -> String {
+        let mut shown: Vec<&str> = self.projects.iter().take(10).map(Project::label).collect();
+        let more = self.projects.len().saturating_sub(10);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        shown.sort_unstable();
+        format!("{}{more}", shown.join(", "))
+    }
+
+    /// The project at `index` (from [`ProjectSet::resolve`]).
+    pub fn get(&self, index: usize) -> Option<&Project> {
+        self.projects.get(index)
+    }
+}
+
 /// One entry, checked: an id, a name that is not some project's id, one token source.
 fn project(
     raw: RawProject,
@@ -434,5 +486,12 @@ mod tests {
         assert_eq!(set.find("acme").unwrap().id, "a1");
         assert_eq!(set.find("B2").unwrap().id, "b2");
         assert!(set.find("nobody").is_none());
+        assert_eq!(set.resolve(Some("acme")).unwrap().1.id, "a1");
+        assert_eq!(set.resolve(None).unwrap().1.id, "c3");
+        let err = set.resolve(Some("nobody")).unwrap_err();
+        assert!(err.contains("`nobody` is not one this run has"), "{err}");
+        assert!(err.contains("acme, b2, c3"), "{err}");
+        let two = ProjectSet::from_projects(file(), None, "f").unwrap();
+        assert!(two.resolve(None).unwrap_err().contains("no default one"));
     }
 }

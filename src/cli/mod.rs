@@ -114,7 +114,7 @@ const PROJECTS: &[&str] = &["projects"];
 /// command line (exit 64: `validate --rate 5` would read as if it paced something), and
 /// the same settings from the environment or the config file ignored there.
 const NOT_FOR: &[(&str, &[&[&str]])] = &[
-    ("validate", &[ROW_RUN, SPACE, PROJECTS]),
+    ("validate", &[ROW_RUN, SPACE]),
     ("rollback", &[ROW_RUN, SPACE, PROJECTS]),
     ("sandbox", &[ROW_RUN, SPACE, PROJECTS]),
     ("export", &[ROW_RUN]),
@@ -485,7 +485,7 @@ fn configure(cli: &Cli) -> Result<(Settings, FileConfig), Failure> {
 /// Runs one command.
 async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
     match command {
-        Command::Validate(args) => validate::run(&args).await,
+        Command::Validate(args) => validate::run(&ctx, &args).await,
         Command::Plan(args) => {
             // `--output text|json`, the flag's old meaning, is never taken for a file name.
             if let Some(format) = args

@@ -167,6 +167,7 @@ mod tests {
             id,
             desired: Desired::default(),
             expected: None,
+            project: None,
         })
     }
 

@@ -65,6 +65,7 @@ pub(super) fn read(
             id,
             desired,
             expected: Some(before),
+            project: None,
         };
         if sink(Ok(row)).is_break() {
             return Ok(());

@@ -424,3 +424,62 @@ fn doctor_with_one_project_and_no_announced_limit() {
         stdout(&out)
     );
 }
+
+#[test]
+fn validate_checks_each_rows_project_against_the_projects_file() {
+    let (sb, ids) = three_projects(false);
+    let file = sb.path("projects.yaml");
+    std::fs::write(&file, sb.state().config().projects_yaml()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let second = sb.state().config().projects()[1].0.to_owned();
+    let manifest = format!(
+        "id,name,project\n{},a,p1\n{},b,{second}\n{},c,\n{},d,nobody\n{},e,bad project\n",
+        ids[0], ids[1], ids[3], ids[2], ids[4]
+    );
+    std::fs::write(sb.path("m.csv"), manifest).unwrap();
+    // Without the file: only the cell's form is checked.
+    let out = run(sb.cmd().args(["validate", "m.csv"]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let listed = stdout(&out);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(
+        listed.contains("line 6") && listed.contains("`bad project` is not a project id or name"),
+        "{listed}"
+    );
+    // With it: the unknown project too; the empty cell is the environment's project.
+    let out = run(sb
+        .cmd()
+        .args(["validate", "m.csv", "--projects", "projects.yaml"]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let listed = stdout(&out);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.contains("line 5") && listed.contains("project `nobody` is not one this run has credentials for (the projects file lists p1, p2, p3)"),
+        "{listed}"
+    );
+    // No default project: the empty cell cannot run.
+    let out = run(sb
+        .cmd()
+        .env_remove("SIGNALWIRE_PROJECT_ID")
+        .env_remove("SIGNALWIRE_API_TOKEN")
+        .args(["validate", "m.csv", "--projects", "projects.yaml"]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("line 4") && stdout(&out).contains("names no project"),
+        "{}",
+        stdout(&out)
+    );
+
+    // YAML: `project:` on a row and in `defaults`.
+    let yaml = format!(
+        "defaults:\n  project: p2\ngateways:\n  - id: {}\n  - id: {}\n    project: p3\n  - id: {}\n    project: p9\n",
+        ids[1], ids[2], ids[0]
+    );
+    std::fs::write(sb.path("m.yaml"), yaml).unwrap();
+    let out = run(sb
+        .cmd()
+        .args(["validate", "m.yaml", "--projects", "projects.yaml"]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("`p9`"), "{}", stdout(&out));
+}
