@@ -236,6 +236,13 @@ impl ProjectSet {
         format!("{}{more}", shown.join(", "))
     }
 
+    /// The set as one key (its ids, sorted, lowercase): the run lock's project.
+    pub fn key(&self) -> String {
+        let mut ids: Vec<String> = self.projects.iter().map(|p| p.id.to_lowercase()).collect();
+        ids.sort_unstable();
+        ids.join(",")
+    }
+
     /// The project at `index` (from [`ProjectSet::resolve`]).
     pub fn get(&self, index: usize) -> Option<&Project> {
         self.projects.get(index)

@@ -19,11 +19,20 @@ pub(super) fn manifest_out(
     output: &Option<PathBuf>,
     format: Format,
 ) -> Result<ManifestWriter<Destination>, Failure> {
+    manifest_out_with(output, format, false)
+}
+
+/// [`manifest_out`], with a `project` column when `projects`.
+pub(super) fn manifest_out_with(
+    output: &Option<PathBuf>,
+    format: Format,
+    projects: bool,
+) -> Result<ManifestWriter<Destination>, Failure> {
     let out = Destination::open(output.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", shown(output)))
         .exit_with(Exit::Usage)?;
     let on_terminal = output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    Ok(ManifestWriter::new(out, format)
+    Ok(ManifestWriter::with_projects(out, format, projects)
         .exit_with(Exit::Usage)?
         .for_terminal(on_terminal))
 }

@@ -380,15 +380,6 @@ impl Context {
         .exit_with(Exit::Usage)
     }
 
-    /// The run's projects, when a projects file is named: read and checked (owner, mode,
-    /// duplicates, the environment's project's token) before any request; exit 64 if not.
-    fn projects(&self) -> Result<Option<crate::projects::ProjectSet>, Failure> {
-        space::projects(self.global.projects.as_deref(), &self.file, |k| {
-            std::env::var(k).ok()
-        })
-        .exit_with(Exit::Usage)
-    }
-
     /// The API client's settings: the space's URL and the credentials. Names the space
     /// and the project (and where each came from) first, on stderr.
     fn client_config(&self) -> Result<crate::client::ClientConfig, Failure> {
@@ -408,32 +399,6 @@ impl Context {
             }
         };
         Ok(self.client_config_for(base_url, credentials))
-    }
-
-    /// The space's URL, its name and origin logged first; exit 64 when nothing names one.
-    fn space_url(&self) -> Result<url::Url, Failure> {
-        let no_space = || {
-            usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
-        };
-        let target = self.target()?.ok_or_else(no_space)?;
-        tracing::info!("{target}");
-        self.settings.base_url.clone().ok_or_else(no_space)
-    }
-
-    /// The API client's settings for one project's credentials.
-    fn client_config_for(
-        &self,
-        base_url: url::Url,
-        credentials: crate::secret::Credentials,
-    ) -> crate::client::ClientConfig {
-        crate::client::ClientConfig {
-            base_url,
-            credentials,
-            timeout: self.settings.timeout,
-            connect_timeout: self.settings.connect_timeout,
-            retry: self.settings.retry,
-            pool_size: self.settings.concurrency,
-        }
     }
 }
 

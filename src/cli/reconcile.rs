@@ -162,6 +162,29 @@ fn refuse_unconfirmed(mode: Mode, yes: bool, source: &Source) -> Result<(), Fail
     Ok(())
 }
 
+/// What several projects do not do yet: a saved plan (written or applied) records no
+/// project, and the interactive review goes through one; both are refused (exit 64)
+/// rather than run a row with the wrong project's credentials.
+fn refuse_with_projects(
+    options: &RunOptions,
+    yes: bool,
+    save_plan: Option<&Path>,
+) -> Result<(), Failure> {
+    if options.projects.is_none() {
+        return Ok(());
+    }
+    let plan = matches!(options.source, Source::Plan(_)) || save_plan.is_some();
+    let review = options.mode == Mode::Apply && !yes;
+    let what = match (plan, review) {
+        (true, _) => "a saved plan (plan -o, apply --plan)",
+        (false, true) => "the interactive review (apply without --yes)",
+        (false, false) => return Ok(()),
+    };
+    Err(super::usage(format!(
+        "with --projects, {what} is not supported yet: plan, then apply --yes"
+    )))
+}
+
 /// The flags and settings as the library's options.
 fn run_options(
     ctx: &Context,
@@ -171,7 +194,10 @@ fn run_options(
     apply: Option<&ApplyArgs>,
     save_plan: Option<&Path>,
 ) -> Result<RunOptions, Failure> {
-    let mut options = RunOptions::new(source, mode, ctx.client_config()?);
+    let (client, projects) = ctx.run_clients()?;
+    let mut options = RunOptions::new(source, mode, client);
+    options.projects = projects;
+    refuse_with_projects(&options, apply.is_some_and(|a| a.yes), save_plan)?;
     options.report = ctx.global.report.clone();
     options.report_format = report_format_for(ctx)?;
     options.resume = apply.is_some_and(|a| a.resume);

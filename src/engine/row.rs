@@ -108,8 +108,8 @@ async fn decide(
         record.after = Some(desired);
         return record;
     }
-    match shared.writer.as_ref() {
-        Some(writer) => write(record, row, shared, writer).await,
+    match shared.clients(row).1 {
+        Some(writer) => write(record, row, shared, &writer).await,
         None => {
             record.status = Status::WouldUpdate;
             record.after = Some(desired);
@@ -129,7 +129,7 @@ async fn read_current(
         record.http_status = Some(200);
         return Ok(fields);
     }
-    let reply = super::write::read_gateway(shared, &row.id).await?;
+    let reply = super::write::read_gateway(shared, row).await?;
     record.attempts = reply.attempts;
     record.http_status = Some(reply.status);
     Ok(reply.value.sip_gateway)

@@ -14,6 +14,8 @@ pub struct ManifestWriter<W: Write> {
     yaml: Option<W>,
     /// Values escaped for a terminal ([`ManifestWriter::for_terminal`]).
     inert: bool,
+    /// Rows carry a `project` column, last ([`ManifestWriter::with_projects`]).
+    projects: bool,
 }
 
 /// CSV rows quoted where needed, or every cell of a row quoted when one of its values has
@@ -74,12 +76,21 @@ impl<W: Write> CsvRows<W> {
 impl<W: Write> ManifestWriter<W> {
     /// Starts a manifest: the CSV header, or nothing for YAML (a plain list of rows).
     pub fn new(out: W, format: Format) -> io::Result<ManifestWriter<W>> {
+        Self::with_projects(out, format, false)
+    }
+
+    /// [`ManifestWriter::new`], with a `project` column last when `projects` (rows of
+    /// several projects: [`ManifestWriter::write_in`]).
+    pub fn with_projects(out: W, format: Format, projects: bool) -> io::Result<ManifestWriter<W>> {
         Ok(match format {
             Format::Csv => {
                 let mut csv = CsvRows::new(out);
+                let project = projects.then_some("project");
                 let header: Vec<Cow<str>> = super::KNOWN_COLUMNS
                     .iter()
-                    .map(|c| Cow::Borrowed(*c))
+                    .copied()
+                    .chain(project)
+                    .map(Cow::Borrowed)
                     .collect();
                 csv.write(&header)?;
                 ManifestWriter {
@@ -87,6 +98,7 @@ impl<W: Write> ManifestWriter<W> {
                     csv: Some(csv),
                     yaml: None,
                     inert: false,
+                    projects,
                 }
             }
             Format::Yaml => ManifestWriter {
@@ -94,6 +106,7 @@ impl<W: Write> ManifestWriter<W> {
                 csv: None,
                 yaml: Some(out),
                 inert: false,
+                projects,
             },
             Format::Plan => {
                 return Err(io::Error::new(
@@ -117,14 +130,32 @@ impl<W: Write> ManifestWriter<W> {
 
     /// One row. An empty field (a gateway read without one) is written empty: "leave it".
     pub fn write(&mut self, id: &str, f: &GatewayFields) -> io::Result<()> {
-        if self.inert {
-            let shown = |v: &str| crate::inert::text(v, 1024);
-            return self.write_row(&shown(id), &f.map_wire(&shown));
-        }
-        self.write_row(id, f)
+        self.write_in(id, f, None)
     }
 
-    fn write_row(&mut self, id: &str, f: &GatewayFields) -> io::Result<()> {
+    /// One row of `project` (its id; written only by a writer [`with_projects`]).
+    ///
+    /// [`with_projects`]: ManifestWriter::with_projects
+    pub fn write_in(
+        &mut self,
+        id: &str,
+        f: &GatewayFields,
+        project: Option<&str>,
+    ) -> io::Result<()> {
+        if self.inert {
+            let shown = |v: &str| crate::inert::text(v, 1024);
+            let project = project.map(&shown);
+            return self.write_row(&shown(id), &f.map_wire(&shown), project.as_deref());
+        }
+        self.write_row(id, f, project)
+    }
+
+    fn write_row(&mut self, id: &str, f: &GatewayFields, project: Option<&str>) -> io::Result<()> {
+        let project = if self.projects {
+            Some(project.unwrap_or(""))
+        } else {
+            None
+        };
         if let Some(csv) = self.csv.as_mut() {
             // No cell may start a spreadsheet formula; `apply` reads each one back exactly.
             let mut cells = vec![crate::inert::csv_cell(id)];
@@ -135,6 +166,9 @@ impl<W: Write> ManifestWriter<W> {
                     Wire::List(items) => Cow::Owned(join(items.into_iter())),
                 };
                 cells.push(Cow::Owned(crate::inert::csv_cell(&cell).into_owned()));
+            }
+            if let Some(p) = project {
+                cells.push(crate::inert::csv_cell(p));
             }
             csv.write(&cells)?;
         }
@@ -153,6 +187,9 @@ impl<W: Write> ManifestWriter<W> {
                     }
                     _ => {}
                 }
+            }
+            if let Some(p) = project.filter(|p| !p.is_empty()) {
+                writeln!(out, "  project: {}", q(p))?;
             }
         }
         Ok(())

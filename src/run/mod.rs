@@ -123,6 +123,9 @@ pub struct RunOptions {
     /// output.
     pub also_writes: Vec<(&'static str, PathBuf)>,
     pub also_reads: Vec<(&'static str, PathBuf)>,
+    /// Several projects of one space: each row runs with its `project`'s credentials, on
+    /// one write budget; the report gains the `project` column.
+    pub projects: Option<Arc<crate::projects::ProjectSet>>,
 }
 
 impl RunOptions {
@@ -151,6 +154,7 @@ impl RunOptions {
             paging: PagingLimits::default(),
             also_writes: Vec::new(),
             also_reads: Vec::new(),
+            projects: None,
         }
     }
 }
@@ -264,7 +268,8 @@ pub async fn run(
     refuse_clashing_paths(&options, &report)?;
     let ledger = lock_report(&report, options.lock_timeout).await?;
     let (report, mut ledger, _named) = past_finished_runs(&options, report, ledger).await?;
-    let lists = options.read_mode != ReadMode::Get;
+    // Several projects: each row's own project reads it (a list shows one project's).
+    let lists = options.read_mode != ReadMode::Get && options.projects.is_none();
     let (scan, manifest) = scan(&manifest, options.shard, options.selection.clone(), lists).await?;
     // What this run is made from, fixed before an interactive apply swaps the manifest for
     // the plan it shows: a resume continues the manifest's run, not the plan's.
@@ -296,6 +301,7 @@ pub async fn run(
         Reviewed::Go { scan, manifest } => (scan, manifest),
         Reviewed::Stop(finished) => return Ok(*finished),
     };
+    ledger.set_project_column(options.projects.is_some());
     let opened = ledger.open(
         (options.mode == Mode::Apply).then_some(&run_note),
         options.report_format,
@@ -414,11 +420,12 @@ fn lock_gateways(
     if options.mode != Mode::Apply {
         return Ok(None);
     }
-    let lock = RunLock::acquire(
-        &options.client.credentials.project_id,
-        &scan.ids_digest,
-        report,
-    )?;
+    // Several projects: keyed by the set of them (a gateway id is one project's).
+    let project = match &options.projects {
+        Some(set) => set.key(),
+        None => options.client.credentials.project_id.clone(),
+    };
+    let lock = RunLock::acquire(&project, &scan.ids_digest, report)?;
     Ok(Some(lock))
 }
 

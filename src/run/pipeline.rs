@@ -190,6 +190,10 @@ impl<'a> Pipeline<'a> {
         let limiter = Arc::new(limiter);
         let stats = self.stats.clone().unwrap_or_default();
         let abort = CancellationToken::new();
+        let projects = match &o.projects {
+            Some(set) => Some(project_clients(o, set, &limiter, &stats, &abort, writes)?),
+            None => None,
+        };
         let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
         let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
             (Some(budget), Some(keys)) => {
@@ -235,6 +239,7 @@ impl<'a> Pipeline<'a> {
             observer,
             stats,
             snapshot: snapshot.clone(),
+            projects,
         };
         let mut outcome = engine::run(job).await?;
         outcome.write_budget = self.budget.as_ref().map(|b| b.report());
@@ -244,6 +249,40 @@ impl<'a> Pipeline<'a> {
         }
         Ok(outcome)
     }
+}
+
+/// A client per project, on the pass's one limiter (one write budget for the space), its
+/// counters and its abort token.
+fn project_clients(
+    o: &RunOptions,
+    set: &Arc<crate::projects::ProjectSet>,
+    limiter: &Arc<Limiter>,
+    stats: &Arc<RequestStats>,
+    abort: &CancellationToken,
+    writes: bool,
+) -> Result<Arc<engine::ProjectClients>, RunError> {
+    let mut readers = Vec::with_capacity(set.len());
+    for project in set.iter() {
+        let config = crate::client::ClientConfig {
+            credentials: project.credentials(),
+            ..o.client.clone()
+        };
+        readers.push(ReadClient::new(
+            &config,
+            Arc::clone(limiter),
+            Arc::clone(stats),
+            abort.clone(),
+        )?);
+    }
+    let writers = match writes {
+        true => readers.iter().cloned().map(WriteClient::new).collect(),
+        false => Vec::new(),
+    };
+    Ok(Arc::new(engine::ProjectClients {
+        set: Arc::clone(set),
+        readers,
+        writers,
+    }))
 }
 
 fn snapshot_error(e: std::io::Error) -> RunError {

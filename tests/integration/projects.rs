@@ -483,3 +483,164 @@ fn validate_checks_each_rows_project_against_the_projects_file() {
     assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
     assert!(stdout(&out).contains("`p9`"), "{}", stdout(&out));
 }
+
+/// A sandbox of `n` gateways dealt to three projects in turn, its projects file (0600) in
+/// its directory, and a manifest asking `desired(i)` of each, naming the project of row
+/// `i` by name (`p1`/`p2`), by id (the third), or not at all (the first, the default).
+fn three_project_run(n: u64, config: SandboxConfig) -> (Sandbox, Vec<uuid::Uuid>) {
+    let sb = Sandbox::start(config.with_projects(3), &[]);
+    let ids = ids(n, 344);
+    for (i, id) in ids.iter().enumerate() {
+        sb.state().seed_in(i % 3, [*id]);
+    }
+    let file = sb.path("projects.yaml");
+    std::fs::write(&file, sb.state().config().projects_yaml()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_csv(&sb.path("plain.csv"), &ids, &[]);
+    let third = sb.state().config().projects()[2].0.to_owned();
+    let text = std::fs::read_to_string(sb.path("plain.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut manifest = format!("{},project\n", lines.next().unwrap());
+    for (i, line) in lines.enumerate() {
+        let project = match (i % 3, i % 2) {
+            (0, 0) => "",
+            (0, _) => "p1",
+            (1, _) => "p2",
+            _ => third.as_str(),
+        };
+        manifest.push_str(&format!("{line},{project}\n"));
+    }
+    std::fs::write(sb.path("m.csv"), manifest).unwrap();
+    (sb, ids)
+}
+
+#[test]
+fn one_run_across_three_projects_writes_each_gateway_with_its_projects_credentials_and_rolls_back()
+{
+    let (sb, ids) = three_project_run(300, SandboxConfig::default());
+    let apply = |manifest: &str, report: &str| {
+        run(sb.cmd().args([
+            "apply",
+            manifest,
+            "--yes",
+            "--no-progress",
+            "--projects",
+            "projects.yaml",
+            "--report",
+            report,
+        ]))
+    };
+    let out = apply("m.csv", "r.csv");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    let stats = sb.state().stats();
+    assert_eq!(
+        stats.foreign_requests, 0,
+        "a project was asked about another's gateway"
+    );
+    assert_eq!(stats.patches_applied, 300);
+    let projects: Vec<String> = sb
+        .state()
+        .config()
+        .projects()
+        .iter()
+        .map(|(id, _)| (*id).to_owned())
+        .collect();
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report.len(), 300);
+    for (row, record) in &report {
+        let i = (*row - 2) as usize;
+        assert_eq!(record.status, sipgw_bulk::report::Status::Updated);
+        assert_eq!(
+            record.project.as_deref(),
+            Some(projects[i % 3].as_str()),
+            "row {row}"
+        );
+    }
+    let header = std::fs::read_to_string(sb.path("r.csv")).unwrap();
+    assert!(
+        header
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",duration_ms,project")
+    );
+
+    // The rollback names each row's project; applied, the space is as it was.
+    let out = run(sb.cmd().args(["rollback", "r.csv", "-o", "undo.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let undo = std::fs::read_to_string(sb.path("undo.csv")).unwrap();
+    assert!(
+        undo.starts_with("id,name,uri,encryption,ciphers,codecs,project\n"),
+        "{undo}"
+    );
+    let out = apply("undo.csv", "undo.report.csv");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), starting_state(&ids));
+    assert_eq!(sb.state().stats().foreign_requests, 0);
+}
+
+#[test]
+fn a_row_naming_a_project_the_run_lacks_is_invalid_and_the_rest_run() {
+    let (sb, ids) = three_project_run(6, SandboxConfig::default());
+    let mut text = std::fs::read_to_string(sb.path("m.csv")).unwrap();
+    let extra = crate::support::ids(1, 345)[0];
+    text.push_str(&format!("{extra},x,,,,,nobody\n"));
+    std::fs::write(sb.path("m.csv"), text).unwrap();
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--no-progress",
+        "--projects",
+        "projects.yaml",
+        "--report",
+        "r.csv",
+    ]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    let report = report(&sb.path("r.csv"));
+    let bad = &report[&8];
+    assert_eq!(bad.status, sipgw_bulk::report::Status::Invalid);
+    assert!(
+        bad.error
+            .contains("project `nobody` is not one this run has"),
+        "{}",
+        bad.error
+    );
+    assert_eq!(bad.project, None);
+    assert_eq!(sb.state().stats().foreign_requests, 0);
+}
+
+#[test]
+fn three_projects_share_one_announced_write_budget() {
+    // 60 writes a 10 s window for the whole space, announced; half kept in reserve.
+    let config = SandboxConfig {
+        write_limit: 6,
+        limit_window: Some(std::time::Duration::from_secs(10)),
+        announce_limit: true,
+        ..SandboxConfig::default()
+    };
+    let (sb, ids) = three_project_run(45, config);
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--no-progress",
+        "--projects",
+        "projects.yaml",
+        "--reserve",
+        "50%",
+        "--report",
+        "r.csv",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    let stats = sb.state().stats();
+    assert_eq!(stats.writes_throttled, 0, "{stats:?}");
+    let low = stats.lowest_remaining_after_client_write.unwrap();
+    assert!(
+        low >= 30,
+        "the remaining count fell to {low}, below the reserve of 30"
+    );
+}
