@@ -554,7 +554,8 @@ fn exit_code(outcome: &Outcome, mode: Mode) -> Exit {
             | StopReason::LedgerFailed,
         ) => Exit::Aborted,
         Some(StopReason::Interrupted) => Exit::Interrupted,
-        None if outcome.has_errors() => Exit::RowErrors,
+        // Some projects' credentials refused, not all: their rows are for --resume.
+        None if outcome.has_errors() || !outcome.refused_projects.is_empty() => Exit::RowErrors,
         None if mode == Mode::Plan && outcome.count(Status::WouldUpdate) > 0 => {
             Exit::ChangesPending
         }

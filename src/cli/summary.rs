@@ -20,6 +20,13 @@ pub(super) fn summary_text(title: &str, o: &Outcome, report: Option<&Path>, rate
     requests(&mut text, o, title != "Plan", rate);
     latencies(&mut text, o);
     budget(&mut text, o, rate);
+    if !o.refused_projects.is_empty() {
+        text.push_str(&format!(
+            "\n  credentials refused for project(s) {}: their rows are skipped; fix the \
+             token(s), then --resume",
+            crate::inert::text(&o.refused_projects.join(", "), 2000)
+        ));
+    }
     text
 }
 
@@ -165,7 +172,7 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json:
             )
         })
         .collect();
-    serde_json::json!({
+    let mut summary = serde_json::json!({
         // The summary's own format: raised when a field changes meaning or goes away.
         "version": SUMMARY_VERSION,
         "sipgw_bulk": env!("CARGO_PKG_VERSION"),
@@ -204,7 +211,14 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json:
         "stop_detail": o.stop_detail,
         "possibly_written": o.possibly_written,
         "report": report.display().to_string(),
-    })
+    });
+    // Several projects: the ones whose credentials were refused (only when some were).
+    if !o.refused_projects.is_empty()
+        && let Some(map) = summary.as_object_mut()
+    {
+        map.insert("refused_projects".into(), o.refused_projects.clone().into());
+    }
+    summary
 }
 
 pub(super) fn write_summary_json(path: &Path, summary: &serde_json::Value) -> anyhow::Result<()> {

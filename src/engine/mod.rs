@@ -175,6 +175,9 @@ pub struct Outcome {
     pub write_budget: Option<crate::budget::BudgetReport>,
     /// `--read-mode list`/`auto`: how the space was read in pages (set by the caller).
     pub snapshot: Option<crate::snapshot::SnapshotStats>,
+    /// Several projects: the ids of those whose credentials the space refused (their
+    /// rows `skipped`, `credentials_refused`) while others ran: a run cut off for them.
+    pub refused_projects: Vec<String>,
 }
 
 /// The slowest row of a run: where to look first.
@@ -247,6 +250,24 @@ impl Shared {
         let projects = self.projects.as_ref()?;
         let (_, project) = projects.set.resolve(row.project.as_deref()).ok()?;
         Some(project.id.clone())
+    }
+
+    /// A row skipped because its project's client stopped: the space refused that
+    /// project's credentials, or could not be reached (each project's client stops on its
+    /// own, and says which).
+    fn project_abort_note(&self, row: &Row, record: &mut crate::report::RowRecord) {
+        use crate::client::AbortCause;
+        if record.status != Status::Skipped || self.stopper.reason().is_some() {
+            return;
+        }
+        let reader = self.clients(row).0;
+        if let Some(AbortCause::Unreachable(_)) = reader.abort_cause() {
+            let (code, note) = StopReason::Unreachable.skip_note();
+            if record.error_code == StopReason::Unauthorized.skip_note().0 {
+                record.error_code = code.into();
+                record.error = note.into();
+            }
+        }
     }
 
     /// Why the row cannot run: a project the run has no credentials for.
@@ -358,6 +379,7 @@ fn outcome(started: Instant, shared: &Shared, read: ReadTotals, tally: Tally) ->
         throttled_wait: Duration::from_micros(stats.throttled_wait_us.load(Ordering::Relaxed)),
         write_budget: None,
         snapshot: None,
+        refused_projects: Vec::new(),
     }
 }
 

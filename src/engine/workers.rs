@@ -51,6 +51,7 @@ async fn work(rows: &Mutex<mpsc::Receiver<Work>>, records: &mpsc::Sender<Event>,
             .await;
         let mut record = row::keep_possible_write(record, &row, shared);
         record.project = shared.project_id(&row);
+        shared.project_abort_note(&row, &mut record);
         count_error(&record, shared);
         if records.send(Event::Record(record)).await.is_err() {
             break;

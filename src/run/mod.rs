@@ -310,7 +310,10 @@ pub async fn run(
     let start = starting(&options, &manifest, &scan, &report, &opened);
     let (outcome, plan_saved) = run_rows(&options, &manifest, &scan, opened, &start, hooks).await?;
     settle_journal(&options, &report, &outcome);
-    if options.mode == Mode::Apply && outcome.stopped.is_none() {
+    if options.mode == Mode::Apply
+        && outcome.stopped.is_none()
+        && outcome.refused_projects.is_empty()
+    {
         record_finished(&mut ledger, &run_note, &report);
     }
     Ok(Finished::Ran {

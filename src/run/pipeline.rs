@@ -215,6 +215,7 @@ impl<'a> Pipeline<'a> {
             }
             _ => None,
         };
+        let projects_seen = projects.clone();
         let job = Job {
             manifest: self.manifest.clone(),
             writer: writes.then(|| WriteClient::new(reader.clone())),
@@ -242,6 +243,9 @@ impl<'a> Pipeline<'a> {
             projects,
         };
         let mut outcome = engine::run(job).await?;
+        if let Some(projects) = &projects_seen {
+            stopped_projects(projects, &mut outcome);
+        }
         outcome.write_budget = self.budget.as_ref().map(|b| b.report());
         if let Some(s) = snapshot {
             outcome.elapsed += s.stats.elapsed;
@@ -267,11 +271,12 @@ fn project_clients(
             credentials: project.credentials(),
             ..o.client.clone()
         };
+        // Its own abort under the job's: refused credentials stop this project only.
         readers.push(ReadClient::new(
             &config,
             Arc::clone(limiter),
             Arc::clone(stats),
-            abort.clone(),
+            abort.child_token(),
         )?);
     }
     let writers = match writes {
@@ -283,6 +288,35 @@ fn project_clients(
         readers,
         writers,
     }))
+}
+
+/// The projects whose clients stopped: each named in the log; every one stopped is the
+/// job's stop (refused credentials: exit 3), some of them a run cut off for their rows.
+fn stopped_projects(projects: &engine::ProjectClients, outcome: &mut Outcome) {
+    use crate::client::AbortCause;
+    let mut unreachable = 0;
+    for (project, reader) in projects.set.iter().zip(&projects.readers) {
+        match reader.abort_cause() {
+            Some(AbortCause::Unauthorized) => {
+                tracing::error!(
+                    project = %crate::inert::text(project.label(), 80),
+                    id = %crate::inert::text(&project.id, 80),
+                    "the space refused this project's credentials: its rows are skipped \
+                     (credentials_refused); fix its token, then --resume"
+                );
+                outcome.refused_projects.push(project.id.clone());
+            }
+            Some(AbortCause::Unreachable(_)) => unreachable += 1,
+            None => {}
+        }
+    }
+    let stopped = outcome.refused_projects.len() + unreachable;
+    if outcome.stopped.is_none() && stopped == projects.readers.len() && stopped > 0 {
+        outcome.stopped = Some(match unreachable {
+            0 => engine::StopReason::Unauthorized,
+            _ => engine::StopReason::Unreachable,
+        });
+    }
 }
 
 fn snapshot_error(e: std::io::Error) -> RunError {

@@ -644,3 +644,100 @@ fn three_projects_share_one_announced_write_budget() {
         "the remaining count fell to {low}, below the reserve of 30"
     );
 }
+
+#[test]
+fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() {
+    let (sb, ids) = three_project_run(12, SandboxConfig::default());
+    let (second, good_token) = {
+        let p = sb.state().config().projects()[1];
+        (p.0.to_owned(), p.1.to_owned())
+    };
+    let good = sb.state().config().projects_yaml();
+    let revoked = good.replace(&good_token, "PTrevoked0000000000");
+    std::fs::write(sb.path("projects.yaml"), &revoked).unwrap();
+    let apply = |resume: bool| {
+        let mut cmd = sb.cmd();
+        cmd.args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--no-progress",
+            "--projects",
+            "projects.yaml",
+            "--report",
+            "r.csv",
+            "--summary-json",
+            "s.json",
+        ]);
+        if resume {
+            cmd.arg("--resume");
+        }
+        run(&mut cmd)
+    };
+    let out = apply(false);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&second)
+            && stderr(&out).contains("refused this project's credentials"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("PTrevoked0000000000"));
+    let report = report(&sb.path("r.csv"));
+    for (row, record) in &report {
+        let i = (*row - 2) as usize;
+        if i % 3 == 1 {
+            assert_eq!(
+                record.status,
+                sipgw_bulk::report::Status::Skipped,
+                "row {row}"
+            );
+            assert_eq!(record.error_code, "credentials_refused");
+            assert_eq!(record.project.as_deref(), Some(second.as_str()));
+            assert_eq!(sb.state().patch_count(&ids[i]), 0);
+        } else {
+            assert_eq!(
+                record.status,
+                sipgw_bulk::report::Status::Updated,
+                "row {row}"
+            );
+        }
+    }
+    let summary = summary_json(&sb.path("s.json"));
+    assert_eq!(summary["refused_projects"], serde_json::json!([second]));
+
+    // The token fixed: --resume writes only that project's rows.
+    std::fs::write(sb.path("projects.yaml"), &good).unwrap();
+    let out = apply(true);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    for id in &ids {
+        assert_eq!(sb.state().patch_count(id), 1, "each gateway written once");
+    }
+
+    // Every project refused: exit 3.
+    let all_bad = sb
+        .state()
+        .config()
+        .projects()
+        .iter()
+        .fold(good.clone(), |text, (_, token)| {
+            text.replace(token, "PTrevoked0000000000x")
+        });
+    std::fs::write(sb.path("projects.yaml"), all_bad).unwrap();
+    let out = run(sb
+        .cmd()
+        .env_remove("SIGNALWIRE_PROJECT_ID")
+        .env_remove("SIGNALWIRE_API_TOKEN")
+        .args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--no-progress",
+            "--projects",
+            "projects.yaml",
+            "--report",
+            "r2.csv",
+        ]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+}
