@@ -210,8 +210,8 @@ impl ProjectSet {
         match (found, cell) {
             (Some(i), _) => Ok((i, &self.projects[i])),
             (None, Some(key)) => Err(format!(
-                "project `{}` is not one this run has credentials for (the projects file \
-                 lists {})",
+                "project `{}` is not one this run has credentials for (this run's projects: \
+                 {})",
                 crate::inert::text(key, 100),
                 self.listing()
             )),
@@ -238,6 +238,10 @@ impl ProjectSet {
 
     /// The set as one key (its ids, sorted, lowercase): the run lock's project.
     pub fn key(&self) -> String {
+        if let [one] = self.projects.as_slice() {
+            // One project: the key a run without a projects file has.
+            return one.id.clone();
+        }
         let mut ids: Vec<String> = self.projects.iter().map(|p| p.id.to_lowercase()).collect();
         ids.sort_unstable();
         ids.join(",")

@@ -271,6 +271,7 @@ pub async fn run(
     // Several projects: each row's own project reads it (a list shows one project's).
     let lists = options.read_mode != ReadMode::Get && options.projects.is_none();
     let (scan, manifest) = scan(&manifest, options.shard, options.selection.clone(), lists).await?;
+    let options = pipeline::with_named_projects(options, &scan);
     // What this run is made from, fixed before an interactive apply swaps the manifest for
     // the plan it shows: a resume continues the manifest's run, not the plan's.
     let run_note = RunNote {

@@ -32,6 +32,8 @@ pub(super) struct Scan {
     pub(super) ids_digest: String,
     /// The keys of this shard's ids, for a snapshot (`list` and `auto` read modes).
     pub(super) keys: Option<Arc<Vec<u64>>>,
+    /// Some row names its project (the manifest has a `project` column or key).
+    pub(super) names_projects: bool,
 }
 
 /// One pass over the whole manifest before any request: proves it readable, counts this
@@ -51,6 +53,7 @@ pub(super) async fn scan(
         let (mut in_shard, mut chosen, mut selected) = (0u64, 0u64, 0u64);
         let mut wanted = Vec::new();
         let mut ids = IdsDigest::default();
+        let mut names_projects = false;
         let mut named: HashSet<u128> = selection
             .as_ref()
             .and_then(|s| s.only().cloned())
@@ -58,6 +61,7 @@ pub(super) async fn scan(
         let first = manifest.first_pass(|row| {
             if let Ok(r) = row {
                 named.remove(&r.id.as_u128());
+                names_projects |= r.project.is_some();
             }
             // Whatever the shard: a selection is refused only when it leaves no row of
             // the whole manifest (a shard may hold none of the chosen rows).
@@ -102,6 +106,7 @@ pub(super) async fn scan(
             sha256: first.sha256,
             ids_digest: ids.finish(),
             keys: keys.then(|| SnapshotBuilder::keys(wanted)),
+            names_projects,
         };
         Ok((
             scan,
@@ -110,6 +115,16 @@ pub(super) async fn scan(
     })
     .await
     .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))?
+}
+
+/// A manifest that names projects, run without a projects file: its one project is the
+/// run's set, so a row naming another is `invalid` and the report has the `project` column.
+pub(super) fn with_named_projects(mut options: RunOptions, scan: &Scan) -> RunOptions {
+    if scan.names_projects && options.projects.is_none() {
+        let single = crate::projects::ProjectSet::single(options.client.credentials.clone());
+        options.projects = Some(Arc::new(single));
+    }
+    options
 }
 
 /// `--only` ids that no row of the manifest has: a typo, or the wrong manifest.

@@ -454,7 +454,7 @@ fn validate_checks_each_rows_project_against_the_projects_file() {
     let listed = stdout(&out);
     assert_eq!(listed.lines().count(), 2, "{listed}");
     assert!(
-        listed.contains("line 5") && listed.contains("project `nobody` is not one this run has credentials for (the projects file lists p1, p2, p3)"),
+        listed.contains("line 5") && listed.contains("project `nobody` is not one this run has credentials for (this run's projects: p1, p2, p3)"),
         "{listed}"
     );
     // No default project: the empty cell cannot run.
@@ -740,4 +740,41 @@ fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() 
             "r2.csv",
         ]));
     assert_eq!(code(&out), 3, "{}", stderr(&out));
+}
+
+#[test]
+fn a_manifest_naming_projects_without_a_projects_file_runs_only_the_environments() {
+    let ids = ids(4, 346);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let project = sb.state().config().project_id.clone();
+    write_csv(&sb.path("plain.csv"), &ids, &[]);
+    let text = std::fs::read_to_string(sb.path("plain.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut manifest = format!("{},project\n", lines.next().unwrap());
+    for (i, line) in lines.enumerate() {
+        let cell = ["", project.as_str(), "elsewhere", ""][i];
+        manifest.push_str(&format!("{line},{cell}\n"));
+    }
+    std::fs::write(sb.path("m.csv"), manifest).unwrap();
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--no-progress",
+        "--report",
+        "r.csv",
+    ]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let report = report(&sb.path("r.csv"));
+    assert_eq!(report[&4].status, sipgw_bulk::report::Status::Invalid);
+    assert!(
+        report[&4].error.contains("`elsewhere`"),
+        "{}",
+        report[&4].error
+    );
+    for row in [2, 3, 5] {
+        assert_eq!(report[&row].status, sipgw_bulk::report::Status::Updated);
+        assert_eq!(report[&row].project.as_deref(), Some(project.as_str()));
+    }
+    assert_eq!(sb.state().patch_count(&ids[2]), 0);
 }
