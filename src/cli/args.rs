@@ -355,6 +355,10 @@ pub struct ExportArgs {
     /// Gateways asked for per page.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub page_size: u32,
+    /// With --projects: only this project (its name or id; repeatable) [default: every
+    /// project of the file].
+    #[arg(long, value_name = "NAME|ID")]
+    pub project: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -298,15 +298,27 @@ fn the_sandbox_binary_writes_a_private_projects_file_that_a_run_reads() {
             .env(&env[0].0, &env[0].1)
             .env("SIGNALWIRE_PROJECT_ID", project)
             .env("SIGNALWIRE_API_TOKEN", token)
-            .args(["export", "--projects", out.to_str().unwrap()]))
+            .args([
+                "export",
+                "--projects",
+                out.to_str().unwrap(),
+                "--project",
+                project,
+            ]))
     };
+    // The second project alone, named by its id: its three gateways, named by its name.
     let listed = export(second[2], second[3]);
     assert_eq!(code(&listed), 0, "{}", stderr(&listed));
+    let text = stdout(&listed);
+    assert_eq!(text.lines().count(), 1 + 3, "{text}");
+    assert!(
+        text.starts_with("id,name,uri,encryption,ciphers,codecs,project\n"),
+        "{text}"
+    );
     assert_eq!(
-        stdout(&listed).lines().count(),
-        1 + 3,
-        "{}",
-        stdout(&listed)
+        text.lines().filter(|l| l.ends_with(",p2")).count(),
+        3,
+        "{text}"
     );
     assert!(!stderr(&listed).contains(second[3]));
 }
@@ -577,6 +589,32 @@ fn one_run_across_three_projects_writes_each_gateway_with_its_projects_credentia
     let out = apply("undo.csv", "undo.report.csv");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), starting_state(&ids));
+    assert_eq!(sb.state().stats().foreign_requests, 0);
+
+    // Every project exported into one manifest, planned: nothing to change.
+    let out = run(sb
+        .cmd()
+        .args(["export", "--projects", "projects.yaml", "-o", "all.csv"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let all = std::fs::read_to_string(sb.path("all.csv")).unwrap();
+    assert_eq!(all.lines().count(), 1 + 300);
+    for p in 1..=3 {
+        assert_eq!(
+            all.lines()
+                .filter(|l| l.ends_with(&format!(",p{p}")))
+                .count(),
+            100
+        );
+    }
+    let out = run(sb.cmd().args([
+        "plan",
+        "all.csv",
+        "--no-progress",
+        "--projects",
+        "projects.yaml",
+        "--detailed-exitcode",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().stats().foreign_requests, 0);
 }
 
