@@ -115,26 +115,31 @@ impl ProjectSet {
         }
         check_unique(&projects, source)?;
         let default = match env_default {
-            Some(env) => Some(match projects.iter().position(|p| p.id == env.project_id) {
-                Some(i) if projects[i].token == env.token => i,
-                Some(i) => {
-                    return Err(ProjectsError(format!(
-                        "projects file {source}: project {} (entry {}) is the one \
+            Some(env) => Some(
+                match projects
+                    .iter()
+                    .position(|p| p.id.eq_ignore_ascii_case(&env.project_id))
+                {
+                    Some(i) if projects[i].token == env.token => i,
+                    Some(i) => {
+                        return Err(ProjectsError(format!(
+                            "projects file {source}: project {} (entry {}) is the one \
                          SIGNALWIRE_PROJECT_ID (or the config's project_id) names, with \
                          another token: give it the same token, or leave it out of the file",
-                        crate::inert::text(&env.project_id, 80),
-                        i + 1
-                    )));
-                }
-                None => {
-                    projects.push(Project {
-                        id: env.project_id,
-                        name: None,
-                        token: env.token,
-                    });
-                    projects.len() - 1
-                }
-            }),
+                            crate::inert::text(&env.project_id, 80),
+                            i + 1
+                        )));
+                    }
+                    None => {
+                        projects.push(Project {
+                            id: env.project_id,
+                            name: None,
+                            token: env.token,
+                        });
+                        projects.len() - 1
+                    }
+                },
+            ),
             None => (projects.len() == 1).then_some(0),
         };
         if projects.is_empty() {
@@ -236,15 +241,15 @@ impl ProjectSet {
         format!("{}{more}", shown.join(", "))
     }
 
-    /// The set as one key (its ids, sorted, lowercase): the run lock's project.
+    /// The set as the run lock's project: a set of one is keyed as a run without a
+    /// projects file is (its id); several share one key, the gateways' ids telling runs
+    /// apart (a gateway id is one project's), so the lock holds whatever projects file or
+    /// manifest spelling names the same gateways.
     pub fn key(&self) -> String {
-        if let [one] = self.projects.as_slice() {
-            // One project: the key a run without a projects file has.
-            return one.id.clone();
+        match self.projects.as_slice() {
+            [one] => one.id.clone(),
+            _ => "(several projects)".to_owned(),
         }
-        let mut ids: Vec<String> = self.projects.iter().map(|p| p.id.to_lowercase()).collect();
-        ids.sort_unstable();
-        ids.join(",")
     }
 
     /// The project at `index` (from [`ProjectSet::resolve`]).

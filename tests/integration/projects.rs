@@ -816,3 +816,134 @@ fn a_manifest_naming_projects_without_a_projects_file_runs_only_the_environments
     }
     assert_eq!(sb.state().patch_count(&ids[2]), 0);
 }
+
+#[test]
+fn the_lock_sees_the_same_projects_and_gateways_however_they_are_spelled() {
+    let (sb, ids) = three_project_run(30, SandboxConfig::default());
+    // The same rows as YAML, every project named by its id, in reverse order; the same
+    // projects in another file, in another order.
+    let projects = sb.state().config().projects();
+    let mut yaml = String::from("gateways:\n");
+    for (i, id) in ids.iter().enumerate().rev() {
+        yaml.push_str(&format!(
+            "  - id: {id}\n    project: {}\n",
+            projects[i % 3].0
+        ));
+    }
+    std::fs::write(sb.path("m.yaml"), yaml).unwrap();
+    let mut reordered = String::from("projects:\n");
+    for (id, token) in projects.iter().rev() {
+        reordered.push_str(&format!(
+            "  - id: {}\n    token: {token}\n",
+            id.to_uppercase()
+        ));
+    }
+    std::fs::write(sb.path("other.yaml"), reordered).unwrap();
+    std::fs::set_permissions(
+        sb.path("other.yaml"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let mut first = sb
+        .cmd()
+        .args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--rate",
+            "5",
+            "--projects",
+            "projects.yaml",
+        ])
+        .args(["--report", "first.csv"])
+        .stderr(std::process::Stdio::null())
+        .spawn_guarded();
+    let started = std::time::Instant::now();
+    while !sb.path("first.csv").exists() && started.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = run(sb.cmd().args([
+        "apply",
+        "m.yaml",
+        "--yes",
+        "--projects",
+        "other.yaml",
+        "--report",
+        "second.csv",
+    ]));
+    let err = stderr(&second);
+    assert_eq!(code(&second), 5, "{err}");
+    assert!(
+        err.contains("another run on this machine") && err.contains("first.csv"),
+        "{err}"
+    );
+    let _ = first.kill();
+}
+
+#[test]
+fn shards_and_a_selection_split_a_manifest_of_several_projects() {
+    let (sb, ids) = three_project_run(30, SandboxConfig::default());
+    // --only across projects: one gateway of each.
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--no-progress",
+        "--projects",
+        "projects.yaml",
+        "--report",
+        "only.csv",
+        "--only",
+        &ids[0].to_string(),
+        "--only",
+        &ids[1].to_string(),
+        "--only",
+        &ids[2].to_string(),
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let only = report(&sb.path("only.csv"));
+    let written: Vec<u64> = only
+        .iter()
+        .filter(|(_, r)| r.status == sipgw_bulk::report::Status::Updated)
+        .map(|(row, _)| *row)
+        .collect();
+    assert_eq!(written, vec![2, 3, 4]);
+    assert_eq!(only.len(), 30);
+    // Three shard processes at once: every row exactly once, each with its project.
+    let shards: Vec<Guarded> = (0..3)
+        .map(|k| {
+            sb.cmd()
+                .args([
+                    "apply",
+                    "m.csv",
+                    "--yes",
+                    "-q",
+                    "--projects",
+                    "projects.yaml",
+                ])
+                .args([
+                    "--shard",
+                    &format!("{k}/3"),
+                    "--report",
+                    &format!("s{k}.csv"),
+                ])
+                .spawn_guarded()
+        })
+        .collect();
+    for shard in shards {
+        let out = shard.wait_with_output();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    let mut rows = 0;
+    for k in 0..3 {
+        let r = report(&sb.path(&format!("s{k}.csv")));
+        assert!(r.values().all(|r| r.project.is_some()));
+        rows += r.len();
+    }
+    assert_eq!(rows, 30);
+    for id in &ids {
+        assert_eq!(sb.state().patch_count(id), 1);
+    }
+    assert_eq!(sb.state().stats().foreign_requests, 0);
+}
