@@ -20,6 +20,24 @@ pub(super) fn summary_text(title: &str, o: &Outcome, report: Option<&Path>, rate
     requests(&mut text, o, title != "Plan", rate);
     latencies(&mut text, o);
     budget(&mut text, o, rate);
+    for (project, counts) in &o.per_project {
+        let mut line: Vec<String> = Status::ALL
+            .iter()
+            .filter_map(|s| {
+                Some(format!(
+                    "{} {}",
+                    s.as_str(),
+                    counts.get(s).filter(|n| **n > 0)?
+                ))
+            })
+            .collect();
+        line.sort_unstable();
+        text.push_str(&format!(
+            "\n  project {}: {}",
+            crate::inert::text(project, 80),
+            line.join(", ")
+        ));
+    }
     if !o.refused_projects.is_empty() {
         text.push_str(&format!(
             "\n  credentials refused for project(s) {}: their rows are skipped; fix the \
@@ -212,6 +230,23 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, rate: u32) -> serde_json:
         "possibly_written": o.possibly_written,
         "report": report.display().to_string(),
     });
+    // Several projects: the counts per project, by id (only in a run with projects).
+    if !o.per_project.is_empty()
+        && let Some(map) = summary.as_object_mut()
+    {
+        let projects: serde_json::Map<String, serde_json::Value> = o
+            .per_project
+            .iter()
+            .map(|(id, counts)| {
+                let counts: serde_json::Map<String, serde_json::Value> = counts
+                    .iter()
+                    .map(|(s, n)| (s.as_str().to_owned(), (*n).into()))
+                    .collect();
+                (id.clone(), counts.into())
+            })
+            .collect();
+        map.insert("projects".into(), projects.into());
+    }
     // Several projects: the ones whose credentials were refused (only when some were).
     if !o.refused_projects.is_empty()
         && let Some(map) = summary.as_object_mut()

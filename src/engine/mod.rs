@@ -178,6 +178,8 @@ pub struct Outcome {
     /// Several projects: the ids of those whose credentials the space refused (their
     /// rows `skipped`, `credentials_refused`) while others ran: a run cut off for them.
     pub refused_projects: Vec<String>,
+    /// Several projects: the counts per status of each project (by id).
+    pub per_project: std::collections::BTreeMap<String, HashMap<Status, u64>>,
 }
 
 /// The slowest row of a run: where to look first.
@@ -380,6 +382,7 @@ fn outcome(started: Instant, shared: &Shared, read: ReadTotals, tally: Tally) ->
         write_budget: None,
         snapshot: None,
         refused_projects: Vec::new(),
+        per_project: tally.per_project,
     }
 }
 

@@ -743,6 +743,22 @@ fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() 
     }
     let summary = summary_json(&sb.path("s.json"));
     assert_eq!(summary["refused_projects"], serde_json::json!([second]));
+    // Counts per project: the refused one's four rows skipped, the others' written.
+    assert_eq!(
+        summary["projects"][&second],
+        serde_json::json!({"skipped": 4})
+    );
+    assert_eq!(summary["projects"].as_object().unwrap().len(), 3);
+    let first = sb.state().config().projects()[0].0.to_owned();
+    assert_eq!(
+        summary["projects"][&first],
+        serde_json::json!({"updated": 4})
+    );
+    assert!(
+        stderr(&out).contains(&format!("project {second}: skipped 4")),
+        "{}",
+        stderr(&out)
+    );
 
     // The token fixed: --resume writes only that project's rows.
     std::fs::write(sb.path("projects.yaml"), &good).unwrap();
