@@ -963,3 +963,38 @@ fn shards_and_a_selection_split_a_manifest_of_several_projects() {
     }
     assert_eq!(sb.state().stats().foreign_requests, 0);
 }
+
+/// The projects CronJob mounts its Secret as a file root owns, 0440 with the pod's
+/// fsGroup, names it in SIGNALWIRE_PROJECTS_FILE, and uses only flags `apply` has.
+#[test]
+fn the_kubernetes_projects_example_mounts_a_0440_secret_and_uses_real_flags() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/k8s/cronjob-projects.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let pod = &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let mode = pod["volumes"][0]["secret"]["defaultMode"].as_u64().unwrap();
+    assert_eq!(mode, 0o440, "defaultMode {mode} (decimal) is not 0440");
+    assert_eq!(
+        pod["securityContext"]["fsGroup"],
+        pod["securityContext"]["runAsGroup"]
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    let env = &container["env"][0];
+    assert_eq!(env["name"], "SIGNALWIRE_PROJECTS_FILE");
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    assert!(env["value"].as_str().unwrap().starts_with(mount));
+    let help = stdout(&run(
+        std::process::Command::new(BIN).args(["apply", "--help"])
+    ));
+    let args = container["args"].to_string();
+    for flag in args
+        .split(['"', ' ', ',', '[', ']'])
+        .filter(|t| t.starts_with("--"))
+    {
+        assert!(help.contains(flag), "`apply` has no {flag}");
+    }
+}
