@@ -380,6 +380,9 @@ pub struct ShowArgs {
     /// [default: text].
     #[arg(long, value_name = "FORMAT", requires = "plan")]
     pub diff_format: Option<PlanFormat>,
+    /// Read the gateway with this project's credentials (its name or id in --projects).
+    #[arg(long, value_name = "NAME|ID", conflicts_with = "plan")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -113,6 +113,26 @@ pub(super) fn read_client(ctx: &Context) -> Result<ReadClient, Failure> {
     .exit_with(Exit::Usage)
 }
 
+/// A read-only client with the credentials of the project `key` names in the projects
+/// file (`show ID --project`); no projects file, or a project it lacks: exit 64.
+pub(super) fn project_client(ctx: &Context, key: &str) -> Result<ReadClient, Failure> {
+    let set = ctx.projects()?.ok_or_else(|| {
+        usage("--project names a project of a projects file: give --projects FILE")
+    })?;
+    let (_, project) = set.resolve(Some(key)).map_err(usage)?;
+    let config = ctx.client_config_for(ctx.space_url()?, project.credentials());
+    ReadClient::new(
+        &config,
+        Arc::new(Limiter::new(
+            Some(ctx.settings.write_rate),
+            ctx.settings.read_rate,
+        )),
+        Arc::new(RequestStats::default()),
+        CancellationToken::new(),
+    )
+    .exit_with(Exit::Usage)
+}
+
 /// `export --projects`: every chosen project's gateways in one manifest, each row with its
 /// project (the file's name where it gives one, else the id), each listed with its own
 /// project's credentials.

@@ -998,3 +998,36 @@ fn the_kubernetes_projects_example_mounts_a_0440_secret_and_uses_real_flags() {
         assert!(help.contains(flag), "`apply` has no {flag}");
     }
 }
+
+#[test]
+fn show_reads_a_gateway_of_another_project_with_that_projects_credentials() {
+    let (sb, ids) = three_projects(false);
+    let file = sb.path("projects.yaml");
+    std::fs::write(&file, sb.state().config().projects_yaml()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // ids[1] is the second project's: the environment's project cannot see it.
+    let id = ids[1].to_string();
+    let out = run(sb.cmd().args(["show", &id]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let out = run(sb.cmd().args([
+        "show",
+        &id,
+        "--projects",
+        "projects.yaml",
+        "--project",
+        "p2",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains(&id), "{}", stdout(&out));
+    let out = run(sb.cmd().args(["show", &id, "--project", "p2"]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    let out = run(sb.cmd().args([
+        "show",
+        &id,
+        "--projects",
+        "projects.yaml",
+        "--project",
+        "p9",
+    ]));
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+}
