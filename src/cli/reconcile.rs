@@ -162,27 +162,17 @@ fn refuse_unconfirmed(mode: Mode, yes: bool, source: &Source) -> Result<(), Fail
     Ok(())
 }
 
-/// What several projects do not do yet: a saved plan (written or applied) records no
-/// project, and the interactive review goes through one; both are refused (exit 64)
-/// rather than run a row with the wrong project's credentials.
-fn refuse_with_projects(
-    options: &RunOptions,
-    yes: bool,
-    save_plan: Option<&Path>,
-) -> Result<(), Failure> {
-    if options.projects.is_none() {
+/// What several projects do not do yet: the interactive review (untested with projects)
+/// is refused (exit 64) rather than risk a row with the wrong project's credentials.
+fn refuse_with_projects(options: &RunOptions, yes: bool) -> Result<(), Failure> {
+    let saved_plan = matches!(options.source, Source::Plan(_));
+    if options.projects.is_none() || options.mode != Mode::Apply || yes || saved_plan {
         return Ok(());
     }
-    let plan = matches!(options.source, Source::Plan(_)) || save_plan.is_some();
-    let review = options.mode == Mode::Apply && !yes;
-    let what = match (plan, review) {
-        (true, _) => "a saved plan (plan -o, apply --plan)",
-        (false, true) => "the interactive review (apply without --yes)",
-        (false, false) => return Ok(()),
-    };
-    Err(super::usage(format!(
-        "with --projects, {what} is not supported yet: plan, then apply --yes"
-    )))
+    Err(super::usage(
+        "with --projects, the interactive review (apply without --yes) is not supported \
+         yet: plan (-o PLAN to save it), then apply --yes (or apply --plan PLAN --yes)",
+    ))
 }
 
 /// The flags and settings as the library's options.
@@ -197,7 +187,7 @@ fn run_options(
     let (client, projects) = ctx.run_clients()?;
     let mut options = RunOptions::new(source, mode, client);
     options.projects = projects;
-    refuse_with_projects(&options, apply.is_some_and(|a| a.yes), save_plan)?;
+    refuse_with_projects(&options, apply.is_some_and(|a| a.yes))?;
     options.report = ctx.global.report.clone();
     options.report_format = report_format_for(ctx)?;
     options.resume = apply.is_some_and(|a| a.resume);

@@ -1031,3 +1031,61 @@ fn show_reads_a_gateway_of_another_project_with_that_projects_credentials() {
     ]));
     assert_eq!(code(&out), 64, "{}", stderr(&out));
 }
+
+#[test]
+fn a_saved_plan_of_several_projects_records_their_ids_and_applies_with_them() {
+    let (sb, ids) = three_project_run(30, SandboxConfig::default());
+    let out = run(sb.cmd().args([
+        "plan",
+        "m.csv",
+        "--no-progress",
+        "--projects",
+        "projects.yaml",
+        "-o",
+        "m.plan",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let plan = std::fs::read_to_string(sb.path("m.plan")).unwrap();
+    let projects = sb.state().config().projects();
+    for (id, token) in &projects {
+        assert_eq!(
+            plan.matches(&format!("\"project\":\"{id}\"")).count(),
+            10,
+            "{plan}"
+        );
+        assert!(!plan.contains(token));
+    }
+    // Without the projects file: only the environment's project's rows can run.
+    let out = run(sb.cmd().args([
+        "apply",
+        "--plan",
+        "m.plan",
+        "--yes",
+        "--no-progress",
+        "--report",
+        "alone.csv",
+    ]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let alone = report(&sb.path("alone.csv"));
+    let invalid = alone
+        .values()
+        .filter(|r| r.status == sipgw_bulk::report::Status::Invalid)
+        .count();
+    assert_eq!(invalid, 20);
+    assert_eq!(sb.state().stats().foreign_requests, 0);
+    // With it: the rest, each with its project.
+    let out = run(sb.cmd().args([
+        "apply",
+        "--plan",
+        "m.plan",
+        "--yes",
+        "--no-progress",
+        "--projects",
+        "projects.yaml",
+        "--report",
+        "all.csv",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    assert_eq!(sb.state().stats().foreign_requests, 0);
+}
