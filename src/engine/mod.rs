@@ -114,7 +114,8 @@ pub struct Job {
 }
 
 /// Several projects of one space: a client per project, all on one limiter (one write
-/// budget for the space) and one abort token, and the set a row's `project` cell is
+/// budget for the space), each with its own abort token under the job's (refused
+/// credentials stop that project's rows only), and the set a row's `project` cell is
 /// resolved in.
 pub struct ProjectClients {
     pub set: Arc<ProjectSet>,
