@@ -86,7 +86,8 @@ async fn gate(State(state): State<Shared>, mut request: Request, next: Next) -> 
     let caller = config
         .projects()
         .iter()
-        .position(|(id, token)| authorized(&request, id, token));
+        .position(|(id, token)| authorized(&request, id, token))
+        .filter(|p| !state.is_revoked(*p));
     let Some(caller) = caller else {
         state.unauthorized.fetch_add(1, Ordering::Relaxed);
         let _ = state.first_unauthorized_at.compare_exchange(

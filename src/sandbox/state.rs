@@ -139,6 +139,8 @@ pub struct SandboxState {
     /// Cancelled when the server stops: a held PATCH then answers 503.
     pub(super) stopping: CancellationToken,
     changes: Mutex<Vec<Change>>,
+    /// Projects (by number) whose token is revoked: their requests are answered 401.
+    revoked: Mutex<HashSet<usize>>,
 }
 
 impl SandboxState {
@@ -154,6 +156,7 @@ impl SandboxState {
             held: AtomicU64::new(0),
             stopping: CancellationToken::new(),
             changes: Mutex::new(Vec::new()),
+            revoked: Mutex::new(HashSet::new()),
             config,
             gateways: RwLock::new(BTreeMap::new()),
             started: Instant::now(),
@@ -320,6 +323,21 @@ impl SandboxState {
         for (id, fields) in edits {
             self.edit(&id, fields);
         }
+    }
+
+    /// Revokes project number `project`'s token (`false`: restores it), as an operator
+    /// rotating it mid-run would: its requests are answered 401 from now on.
+    pub fn revoke(&self, project: usize, revoked: bool) {
+        let mut set = lock(&self.revoked);
+        if revoked {
+            set.insert(project)
+        } else {
+            set.remove(&project)
+        };
+    }
+
+    pub(super) fn is_revoked(&self, project: usize) -> bool {
+        lock(&self.revoked).contains(&project)
     }
 
     /// The project number that holds `id` (0: the main one).

@@ -1089,3 +1089,65 @@ fn a_saved_plan_of_several_projects_records_their_ids_and_applies_with_them() {
     assert_eq!(sb.state().snapshot(), expected(&ids));
     assert_eq!(sb.state().stats().foreign_requests, 0);
 }
+
+#[test]
+fn a_token_revoked_mid_run_stops_only_that_projects_remaining_rows() {
+    let (sb, ids) = three_project_run(60, SandboxConfig::default());
+    let second = sb.state().config().projects()[1].0.to_owned();
+    let apply = |resume: bool| {
+        let mut cmd = sb.cmd();
+        cmd.args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "-q",
+            "--rate",
+            "10",
+            "--concurrency",
+            "4",
+        ])
+        .args(["--projects", "projects.yaml", "--report", "r.csv"]);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn_guarded()
+    };
+    let running = apply(false);
+    let started = std::time::Instant::now();
+    while sb.state().stats().patches_applied < 12 && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    sb.state().revoke(1, true);
+    let out = running.wait_with_output();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&second), "{}", stderr(&out));
+    let report = report(&sb.path("r.csv"));
+    let (mut written, mut refused) = (0, 0);
+    for (row, record) in &report {
+        let i = (*row - 2) as usize;
+        match (i % 3, record.status) {
+            (1, sipgw_bulk::report::Status::Updated) => written += 1,
+            (1, sipgw_bulk::report::Status::Skipped) => {
+                assert_eq!(record.error_code, "credentials_refused");
+                refused += 1;
+            }
+            (_, status) => assert_eq!(status, sipgw_bulk::report::Status::Updated, "row {row}"),
+        }
+    }
+    assert!(
+        written > 0 && refused > 0,
+        "{written} written, {refused} refused"
+    );
+    assert_eq!(written + refused, 20);
+
+    // The token restored: --resume writes only what was left, each gateway once.
+    sb.state().revoke(1, false);
+    let out = apply(true).wait_with_output();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    for id in &ids {
+        assert_eq!(sb.state().patch_count(id), 1);
+    }
+}
