@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub project_id: Option<String>,
     /// A file holding the API token (so the token itself is never in the config).
     pub api_token_file: Option<PathBuf>,
+    /// `--projects`: a projects file (several projects of the space in one run).
+    pub projects_file: Option<PathBuf>,
     pub concurrency: Option<usize>,
     pub rate: Option<u32>,
     /// `--reserve` as a percentage of the space's announced write budget.
@@ -123,7 +125,7 @@ impl FileConfig {
 /// The parser's message, safe to print: its first line only (the source snippet under it
 /// would echo the line, which may hold a secret put in the wrong key), without its own
 /// `error:` prefix, with any quoted value replaced (serde quotes the value it refused).
-fn config_error_line(message: &str) -> String {
+pub(crate) fn config_error_line(message: &str) -> String {
     let first = message.lines().next().unwrap_or("");
     let first = first.strip_prefix("error: ").unwrap_or(first);
     let shown = match (first.find('"'), first.rfind('"')) {
@@ -614,6 +616,7 @@ mod example_file {
             "base_url",
             "project_id",
             "api_token_file",
+            "projects_file",
             "concurrency",
             "rate",
             "reserve_percent",

@@ -85,6 +85,7 @@ pub mod model;
 pub mod output;
 pub mod plan_view;
 pub mod progress;
+pub mod projects;
 pub mod report;
 pub mod retry;
 pub mod run;

@@ -39,6 +39,8 @@ pub struct RowRecord {
     pub error_code: ErrorCode,
     pub error: String,
     pub duration_ms: u64,
+    /// The row's project id, in a run with several projects (the report's last column).
+    pub project: Option<String>,
 }
 
 impl RowRecord {
@@ -64,6 +66,7 @@ impl RowRecord {
             error_code: ErrorCode::from(code),
             error,
             duration_ms: 0,
+            project: None,
         }
     }
 }
@@ -92,6 +95,9 @@ pub const COLUMNS: [&str; 11] = [
     "duration_ms",
 ];
 
+/// The column a run with several projects adds, last.
+pub const PROJECT_COLUMN: &str = "project";
+
 /// One line as CSV sees it: `before`/`after` as JSON text; text cells that a spreadsheet
 /// would run as a formula carry a leading `'` ([`crate::inert::csv_cell`]).
 #[derive(Serialize)]
@@ -107,6 +113,9 @@ struct CsvLine<'a> {
     error_code: std::borrow::Cow<'a, str>,
     error: std::borrow::Cow<'a, str>,
     duration_ms: u64,
+    /// Only in a report with the `project` column (then always, empty or not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// One line as JSONL sees it: `before`/`after` as objects.
@@ -123,6 +132,8 @@ struct JsonLine<'a> {
     error_code: &'a str,
     error: &'a str,
     duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project: Option<&'a str>,
 }
 
 fn compact_json(fields: &Option<GatewayFields>) -> String {
@@ -138,6 +149,8 @@ pub struct ReportWriter {
     csv: Option<csv::Writer<Box<dyn Write + Send>>>,
     jsonl: Option<BufWriter<Box<dyn Write + Send>>>,
     held: Option<Held>,
+    /// The report has the `project` column (a run with several projects).
+    projects: bool,
 }
 
 /// The report's file as this run holds it. The report is the undo file: one deleted,
@@ -250,6 +263,16 @@ impl ReportWriter {
     /// Creates the report at `path` (it must not exist yet) and writes the CSV header.
     /// Every write appends.
     pub fn create(path: &Path, format: ReportFormat) -> io::Result<ReportWriter> {
+        Self::create_with(path, format, false)
+    }
+
+    /// [`ReportWriter::create`], with the `project` column last when `projects` (a run
+    /// with several projects).
+    pub fn create_with(
+        path: &Path,
+        format: ReportFormat,
+        projects: bool,
+    ) -> io::Result<ReportWriter> {
         // Read too: a report damaged under the run is copied out of this open file.
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -257,7 +280,7 @@ impl ReportWriter {
             .create_new(true)
             .open(path)?;
         let (held, counting) = Held::watch(file)?;
-        let mut writer = Self::from_writer(path, Box::new(counting), format)?;
+        let mut writer = Self::from_writer(path, Box::new(counting), format, projects)?;
         writer.held = Some(held);
         Ok(writer)
     }
@@ -286,14 +309,22 @@ impl ReportWriter {
                 ),
                 jsonl: None,
                 held: Some(held),
+                projects: false,
             },
             ReportFormat::Jsonl => ReportWriter {
                 path,
                 csv: None,
                 jsonl: Some(BufWriter::new(out)),
                 held: Some(held),
+                projects: false,
             },
         })
+    }
+
+    /// Rows written from now on carry the `project` column (a report that has it).
+    pub fn with_project_column(mut self, projects: bool) -> ReportWriter {
+        self.projects = projects;
+        self
     }
 
     /// Flushes everything written and closes the file.
@@ -314,6 +345,7 @@ impl ReportWriter {
             csv: None,
             jsonl: None,
             held: None,
+            projects: false,
         }
     }
 
@@ -321,6 +353,7 @@ impl ReportWriter {
         path: &Path,
         file: Box<dyn Write + Send>,
         format: ReportFormat,
+        projects: bool,
     ) -> io::Result<ReportWriter> {
         let path = path.to_owned();
         let mut writer = match format {
@@ -334,16 +367,19 @@ impl ReportWriter {
                 ),
                 jsonl: None,
                 held: None,
+                projects,
             },
             ReportFormat::Jsonl => ReportWriter {
                 path,
                 csv: None,
                 jsonl: Some(BufWriter::new(file)),
                 held: None,
+                projects,
             },
         };
         if let Some(csv) = writer.csv.as_mut() {
-            csv.write_record(COLUMNS)?;
+            let project = projects.then_some(PROJECT_COLUMN);
+            csv.write_record(COLUMNS.iter().copied().chain(project))?;
             csv.flush()?;
         }
         Ok(writer)
@@ -365,6 +401,9 @@ impl ReportWriter {
                 error_code: csv_cell(r.error_code.as_str()),
                 error: csv_cell(&r.error),
                 duration_ms: r.duration_ms,
+                project: self
+                    .projects
+                    .then(|| csv_cell(r.project.as_deref().unwrap_or(""))),
             })?;
         }
         if let Some(out) = self.jsonl.as_mut() {
@@ -382,6 +421,7 @@ impl ReportWriter {
                     error_code: r.error_code.as_str(),
                     error: &r.error,
                     duration_ms: r.duration_ms,
+                    project: r.project.as_deref().filter(|_| self.projects),
                 },
             )?;
             out.write_all(b"\n")?;
@@ -424,6 +464,15 @@ pub struct ReadRecord {
     pub error: String,
     #[serde(default)]
     pub duration_ms: u64,
+    /// The `project` column (a run with several projects); `None` when absent or empty.
+    #[serde(default, deserialize_with = "de_project")]
+    pub project: Option<String>,
+}
+
+fn de_project<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.map(|s| crate::inert::csv_cell_back(&s).to_owned())
+        .filter(|s| !s.is_empty()))
 }
 
 impl ReadRecord {
@@ -442,6 +491,7 @@ impl ReadRecord {
             error_code: self.error_code,
             error: self.error,
             duration_ms: self.duration_ms,
+            project: self.project,
         }
     }
 }
@@ -620,6 +670,7 @@ mod tests {
             error_code: ErrorCode::Empty,
             error: String::new(),
             duration_ms: 12,
+            project: None,
         }
     }
 

@@ -358,6 +358,7 @@ impl Observer for PlanWriter {
             status: r.status,
             before: r.before.clone(),
             after: r.after.clone(),
+            project: r.project.clone(),
         };
         let written = serde_json::to_vec(&line)
             .map_err(io::Error::from)

@@ -57,6 +57,17 @@ pub struct GlobalArgs {
         value_name = "URL"
     )]
     pub base_url: Option<String>,
+    /// Projects file: several projects of the space in one run (see the guide's "Several
+    /// projects"). Owned by you with no group/other bits, or root's and not writable by
+    /// others.
+    #[arg(
+        long,
+        global = true,
+        env = "SIGNALWIRE_PROJECTS_FILE",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
+    pub projects: Option<PathBuf>,
     /// Rows in flight at most [default: 32].
     #[arg(long, global = true, value_name = "N")]
     pub concurrency: Option<usize>,
@@ -133,6 +144,15 @@ pub enum Command {
     ///
     /// Example: sipgw-bulk apply gateways.csv --rate 100 --max-errors 1% --yes --report run1.csv
     Apply(ApplyArgs),
+    /// Check each project's access before a run. Never writes.
+    ///
+    /// Per project: credentials accepted, gateways visible, the rate-limit headers the
+    /// space answers with (names and values), the round trip, the server's clock against
+    /// this machine's. Exit 0 when every project is usable, 3 when one is refused or the
+    /// space cannot be reached.
+    ///
+    /// Example: sipgw-bulk doctor --projects projects.yaml
+    Doctor,
     /// Write a manifest of every gateway's current state (stdout without -o).
     ///
     /// Example: sipgw-bulk export -o before.csv
@@ -336,6 +356,10 @@ pub struct ExportArgs {
     /// Gateways asked for per page.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub page_size: u32,
+    /// With --projects: only this project (its name or id; repeatable) [default: every
+    /// project of the file].
+    #[arg(long, value_name = "NAME|ID")]
+    pub project: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -357,6 +381,9 @@ pub struct ShowArgs {
     /// [default: text].
     #[arg(long, value_name = "FORMAT", requires = "plan")]
     pub diff_format: Option<PlanFormat>,
+    /// Read the gateway with this project's credentials (its name or id in --projects).
+    #[arg(long, value_name = "NAME|ID", conflicts_with = "plan")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -449,6 +476,15 @@ pub struct SandboxArgs {
     /// client never learns it did).
     #[arg(long, requires = "hold_patch")]
     pub hold_applied: bool,
+    /// Serve N projects of one space, each with its own id and token and seeing only its
+    /// own gateways (seeded gateways are dealt to them in turn); one write limit counts
+    /// them all.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub project_count: u16,
+    /// Write the projects file for `--projects` here (mode 0600) and print
+    /// `SIGNALWIRE_PROJECTS_FILE=FILE` after the other lines.
+    #[arg(long, value_name = "FILE")]
+    pub projects_out: Option<PathBuf>,
     /// Worker threads serving requests [default: the number of cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

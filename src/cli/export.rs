@@ -19,11 +19,20 @@ pub(super) fn manifest_out(
     output: &Option<PathBuf>,
     format: Format,
 ) -> Result<ManifestWriter<Destination>, Failure> {
+    manifest_out_with(output, format, false)
+}
+
+/// [`manifest_out`], with a `project` column when `projects`.
+pub(super) fn manifest_out_with(
+    output: &Option<PathBuf>,
+    format: Format,
+    projects: bool,
+) -> Result<ManifestWriter<Destination>, Failure> {
     let out = Destination::open(output.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", shown(output)))
         .exit_with(Exit::Usage)?;
     let on_terminal = output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    Ok(ManifestWriter::new(out, format)
+    Ok(ManifestWriter::with_projects(out, format, projects)
         .exit_with(Exit::Usage)?
         .for_terminal(on_terminal))
 }
@@ -40,6 +49,14 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
         .format
         .or_else(|| args.output.as_deref().and_then(Format::from_path))
         .unwrap_or(Format::Csv);
+    if let Some(set) = ctx.projects()? {
+        return export_projects(ctx, args, format, &set).await;
+    }
+    if !args.project.is_empty() {
+        return Err(usage(
+            "--project picks projects of a projects file: give --projects FILE",
+        ));
+    }
     let client = read_client(ctx)?;
     if let Some(path) = &args.output {
         let config = ctx.global.config.as_deref().map(|c| ("--config", c));
@@ -94,4 +111,97 @@ pub(super) fn read_client(ctx: &Context) -> Result<ReadClient, Failure> {
         CancellationToken::new(),
     )
     .exit_with(Exit::Usage)
+}
+
+/// A read-only client with the credentials of the project `key` names in the projects
+/// file (`show ID --project`); no projects file, or a project it lacks: exit 64.
+pub(super) fn project_client(ctx: &Context, key: &str) -> Result<ReadClient, Failure> {
+    let set = ctx.projects()?.ok_or_else(|| {
+        usage("--project names a project of a projects file: give --projects FILE")
+    })?;
+    let (_, project) = set.resolve(Some(key)).map_err(usage)?;
+    let config = ctx.client_config_for(ctx.space_url()?, project.credentials());
+    ReadClient::new(
+        &config,
+        Arc::new(Limiter::new(
+            Some(ctx.settings.write_rate),
+            ctx.settings.read_rate,
+        )),
+        Arc::new(RequestStats::default()),
+        CancellationToken::new(),
+    )
+    .exit_with(Exit::Usage)
+}
+
+/// `export --projects`: every chosen project's gateways in one manifest, each row with its
+/// project (the file's name where it gives one, else the id), each listed with its own
+/// project's credentials.
+async fn export_projects(
+    ctx: &Context,
+    args: &ExportArgs,
+    format: Format,
+    set: &crate::projects::ProjectSet,
+) -> Result<Exit, Failure> {
+    let mut chosen = Vec::new();
+    for key in &args.project {
+        let (i, _) = set.resolve(Some(key)).map_err(usage)?;
+        if !chosen.contains(&i) {
+            chosen.push(i);
+        }
+    }
+    if chosen.is_empty() {
+        chosen = (0..set.len()).collect();
+    }
+    if let Some(path) = &args.output {
+        let config = ctx.global.config.as_deref().map(|c| ("--config", c));
+        refuse_clash(&[("-o", path)], config.as_slice()).map_err(usage)?;
+    }
+    let base_url = ctx.space_url()?;
+    let mut writer = manifest_out_with(&args.output, format, true)?;
+    let page_size = args.page_size.clamp(1, 1000);
+    let mut total = 0;
+    for project in chosen.iter().filter_map(|i| set.get(*i)) {
+        let client = ReadClient::new(
+            &ctx.client_config_for(base_url.clone(), project.credentials()),
+            Arc::new(Limiter::new(
+                Some(ctx.settings.write_rate),
+                ctx.settings.read_rate,
+            )),
+            Arc::new(RequestStats::default()),
+            CancellationToken::new(),
+        )
+        .exit_with(Exit::Usage)?;
+        let label = project.label();
+        let stats = crate::export::export(&client, page_size, ctx.settings.paging, |g| {
+            writer.write_in(&g.id, &g.sip_gateway, Some(label))
+        })
+        .await
+        .map_err(|e| {
+            let (exit, hint) = match &e {
+                crate::export::ExportError::Api(api) => super::space::request_failure(None, api),
+                _ => (Exit::RowErrors, String::new()),
+            };
+            Failure {
+                exit,
+                error: anyhow::anyhow!(
+                    "project {}: {:#}{hint}",
+                    crate::inert::text(label, 80),
+                    anyhow::Error::from(e)
+                ),
+            }
+        })?;
+        tracing::info!(project = %crate::inert::text(label, 80), gateways = stats.gateways, "project exported");
+        total += stats.gateways;
+    }
+    writer
+        .finish()
+        .and_then(Destination::commit)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", shown(&args.output)))
+        .exit_with(Exit::Usage)?;
+    tracing::info!(
+        gateways = total,
+        projects = chosen.len(),
+        "exported {total} gateways"
+    );
+    Ok(Exit::Ok)
 }

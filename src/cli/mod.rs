@@ -6,6 +6,7 @@
 //! every command's long help ends with a worked example.
 
 mod args;
+mod doctor;
 mod export;
 mod man;
 mod reconcile;
@@ -106,15 +107,19 @@ const ROW_RUN: &[&str] = &[
 ];
 /// Global options that name a space: no use to a command that talks to none.
 const SPACE: &[&str] = &["config", "space", "base_url", "read_rate"];
+/// The projects file: for commands that talk to a space, and `validate` (which checks a
+/// row's project against it).
+const PROJECTS: &[&str] = &["projects"];
 
 /// Global options each command has no use for: hidden from its help, refused on its
 /// command line (exit 64: `validate --rate 5` would read as if it paced something), and
 /// the same settings from the environment or the config file ignored there.
 const NOT_FOR: &[(&str, &[&[&str]])] = &[
     ("validate", &[ROW_RUN, SPACE]),
-    ("rollback", &[ROW_RUN, SPACE]),
-    ("sandbox", &[ROW_RUN, SPACE]),
+    ("rollback", &[ROW_RUN, SPACE, PROJECTS]),
+    ("sandbox", &[ROW_RUN, SPACE, PROJECTS]),
     ("export", &[ROW_RUN]),
+    ("doctor", &[ROW_RUN]),
     ("show", &[ROW_RUN, &["read_rate"]]),
 ];
 
@@ -152,7 +157,11 @@ fn refuse_unused(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
 fn talks_to_space(command: &Command) -> bool {
     matches!(
         command,
-        Command::Plan(_) | Command::Apply(_) | Command::Export(_) | Command::Show(_)
+        Command::Plan(_)
+            | Command::Apply(_)
+            | Command::Export(_)
+            | Command::Show(_)
+            | Command::Doctor
     )
 }
 
@@ -375,22 +384,22 @@ impl Context {
     /// The API client's settings: the space's URL and the credentials. Names the space
     /// and the project (and where each came from) first, on stderr.
     fn client_config(&self) -> Result<crate::client::ClientConfig, Failure> {
-        let no_space = || {
-            usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
+        let base_url = self.space_url()?;
+        let credentials = match self.projects()? {
+            Some(set) => set
+                .default_project()
+                .map(crate::projects::Project::credentials)
+                .ok_or_else(|| {
+                    usage(
+                        "the projects file lists several projects and none is the default \
+                         (SIGNALWIRE_PROJECT_ID): this command needs one project",
+                    )
+                })?,
+            None => {
+                config::credentials(&self.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?
+            }
         };
-        let target = self.target()?.ok_or_else(no_space)?;
-        tracing::info!("{target}");
-        let base_url = self.settings.base_url.clone().ok_or_else(no_space)?;
-        let credentials =
-            config::credentials(&self.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?;
-        Ok(crate::client::ClientConfig {
-            base_url,
-            credentials,
-            timeout: self.settings.timeout,
-            connect_timeout: self.settings.connect_timeout,
-            retry: self.settings.retry,
-            pool_size: self.settings.concurrency,
-        })
+        Ok(self.client_config_for(base_url, credentials))
     }
 }
 
@@ -442,7 +451,7 @@ fn configure(cli: &Cli) -> Result<(Settings, FileConfig), Failure> {
 /// Runs one command.
 async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
     match command {
-        Command::Validate(args) => validate::run(&args).await,
+        Command::Validate(args) => validate::run(&ctx, &args).await,
         Command::Plan(args) => {
             // `--output text|json`, the flag's old meaning, is never taken for a file name.
             if let Some(format) = args
@@ -492,6 +501,7 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
             reconcile::run(&ctx, run).await
         }
         Command::Export(args) => export::run(&ctx, &args).await,
+        Command::Doctor => doctor::run(&ctx).await,
         Command::Show(args) => show::run(&ctx, &args).await,
         Command::Rollback(args) => rollback::run(&args),
         #[cfg(feature = "sandbox")]

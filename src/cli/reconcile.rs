@@ -162,6 +162,19 @@ fn refuse_unconfirmed(mode: Mode, yes: bool, source: &Source) -> Result<(), Fail
     Ok(())
 }
 
+/// What several projects do not do yet: the interactive review (untested with projects)
+/// is refused (exit 64) rather than risk a row with the wrong project's credentials.
+fn refuse_with_projects(options: &RunOptions, yes: bool) -> Result<(), Failure> {
+    let saved_plan = matches!(options.source, Source::Plan(_));
+    if options.projects.is_none() || options.mode != Mode::Apply || yes || saved_plan {
+        return Ok(());
+    }
+    Err(super::usage(
+        "with --projects, the interactive review (apply without --yes) is not supported \
+         yet: plan (-o PLAN to save it), then apply --yes (or apply --plan PLAN --yes)",
+    ))
+}
+
 /// The flags and settings as the library's options.
 fn run_options(
     ctx: &Context,
@@ -171,7 +184,10 @@ fn run_options(
     apply: Option<&ApplyArgs>,
     save_plan: Option<&Path>,
 ) -> Result<RunOptions, Failure> {
-    let mut options = RunOptions::new(source, mode, ctx.client_config()?);
+    let (client, projects) = ctx.run_clients()?;
+    let mut options = RunOptions::new(source, mode, client);
+    options.projects = projects;
+    refuse_with_projects(&options, apply.is_some_and(|a| a.yes))?;
     options.report = ctx.global.report.clone();
     options.report_format = report_format_for(ctx)?;
     options.resume = apply.is_some_and(|a| a.resume);
@@ -528,7 +544,8 @@ fn exit_code(outcome: &Outcome, mode: Mode) -> Exit {
             | StopReason::LedgerFailed,
         ) => Exit::Aborted,
         Some(StopReason::Interrupted) => Exit::Interrupted,
-        None if outcome.has_errors() => Exit::RowErrors,
+        // Some projects' credentials refused, not all: their rows are for --resume.
+        None if outcome.has_errors() || !outcome.refused_projects.is_empty() => Exit::RowErrors,
         None if mode == Mode::Plan && outcome.count(Status::WouldUpdate) > 0 => {
             Exit::ChangesPending
         }

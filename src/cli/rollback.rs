@@ -10,7 +10,7 @@
 
 use std::io::BufRead;
 
-use super::export::{manifest_out, shown};
+use super::export::{manifest_out_with, shown};
 use super::{Exit, ExitContext, Failure, RollbackArgs, usage};
 use crate::diff::{FieldSet, differing, only};
 use crate::manifest::Format;
@@ -44,7 +44,10 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
     refuse_what_is_not_an_apply_report(path)?;
     let mut rows = 0u64;
     let mut planned = 0u64;
+    // A report of several projects: the undo goes to the same projects.
+    let mut projects = false;
     report::for_each_record(path, |r| {
+        projects |= r.project.is_some();
         rows += u64::from(written(&r));
         planned += u64::from(r.status == Status::WouldUpdate);
         Ok(())
@@ -65,7 +68,7 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
     if let Some(out) = &args.output {
         crate::output::refuse_clash(&[("-o", out)], &[("the report", path)]).map_err(usage)?;
     }
-    let mut writer = manifest_out(&args.output, format)?;
+    let mut writer = manifest_out_with(&args.output, format, projects)?;
     let mut without_before = 0u64;
     report::for_each_record(path, |r| {
         if !written(&r) {
@@ -79,10 +82,13 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
                     return Ok(());
                 }
                 let undo = only(before, fields);
-                writer.write(&r.id, &undo).map_err(|e| report::ReadError {
-                    path: "output".into(),
-                    message: e.to_string(),
-                })
+                let project = r.project.as_deref();
+                writer
+                    .write_in(&r.id, &undo, project)
+                    .map_err(|e| report::ReadError {
+                        path: "output".into(),
+                        message: e.to_string(),
+                    })
             }
             None => {
                 without_before += 1;
@@ -157,6 +163,7 @@ mod tests {
             error_code: code.into(),
             error: String::new(),
             duration_ms: 0,
+            project: None,
         }
     }
 

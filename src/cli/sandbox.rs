@@ -33,7 +33,13 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
         hold_patch: args.hold_patch,
         hold_applied: args.hold_applied,
         ..SandboxConfig::default()
+    }
+    .with_projects(usize::from(args.project_count));
+    let projects_line = match &args.projects_out {
+        Some(path) => Some(write_projects(path, &config)?),
+        None => None,
     };
+    let projects = usize::from(args.project_count);
     let state = Arc::new(SandboxState::new(config));
     if let Some(path) = &args.seed_from {
         let manifest = Manifest::open(path, None)
@@ -54,7 +60,7 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
                 ControlFlow::Continue(())
             })
             .map_err(manifest_failure)?;
-        state.seed(ids);
+        seed(&state, ids, projects);
         if args.seed_values == SeedValues::Manifest {
             // The manifest's values over the sandbox's: a valid row is then as it asks.
             let now = state.snapshot();
@@ -66,7 +72,7 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
         }
     }
     if let Some(n) = args.gateways {
-        state.seed(sandbox::generated_ids(n, 42));
+        seed(&state, sandbox::generated_ids(n, 42), projects);
     }
     let shutdown = CancellationToken::new();
     let running = sandbox::start(Arc::clone(&state), args.port, shutdown.clone())
@@ -76,6 +82,9 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
     {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(running.env_lines().as_bytes());
+        if let Some(line) = &projects_line {
+            let _ = out.write_all(line.as_bytes());
+        }
         let _ = out.flush();
     }
     tracing::info!(
@@ -87,4 +96,35 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
     shutdown.cancel();
     let _ = running.task.await;
     Ok(Exit::Ok)
+}
+
+/// The gateways dealt to the projects in turn: the first to the main project, the next
+/// to the second, and so on.
+fn seed(state: &SandboxState, ids: Vec<Uuid>, projects: usize) {
+    for (i, id) in ids.into_iter().enumerate() {
+        state.seed_in(i % projects.max(1), [id]);
+    }
+}
+
+/// The projects file (mode 0600, written whole) and the line that names it.
+fn write_projects(path: &std::path::Path, config: &SandboxConfig) -> Result<String, Failure> {
+    let shown = crate::inert::text(&path.display().to_string(), 200);
+    let mut file = crate::output::AtomicFile::create(path)
+        .with_context(|| format!("cannot write the projects file {shown}"))
+        .exit_with(Exit::Usage)?;
+    file.write_all(config.projects_yaml().as_bytes())
+        .and_then(|()| file.commit())
+        .with_context(|| format!("cannot write the projects file {shown}"))
+        .exit_with(Exit::Usage)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot chmod 600 the projects file {shown}"))
+                .exit_with(Exit::Usage)?;
+        }
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    Ok(format!("SIGNALWIRE_PROJECTS_FILE={}\n", absolute.display()))
 }

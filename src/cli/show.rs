@@ -23,7 +23,10 @@ pub async fn run(ctx: &super::Context, args: &ShowArgs) -> Result<Exit, Failure>
             crate::inert::text(text, 64)
         ))
     })?;
-    let client = super::export::read_client(ctx)?;
+    let client = match &args.project {
+        Some(key) => super::export::project_client(ctx, key)?,
+        None => super::export::read_client(ctx)?,
+    };
     let gateway = match client.get_gateway(&id).await {
         Ok(reply) => reply.value,
         Err(e) => {

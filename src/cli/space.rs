@@ -12,9 +12,11 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use url::Url;
 
+use super::{Exit, ExitContext, Failure, usage};
 use crate::client::ApiError;
 use crate::config::{ConfigError, FileConfig, Overrides, parse_base_url, space_url};
 use crate::failure::{ExitPart, Reach, Stop};
+use crate::projects::ProjectSet;
 
 /// Where the space and the base URL given by flag or environment came from (clap merges
 /// the two; its matches still tell them apart).
@@ -194,6 +196,102 @@ pub fn request_failure(target: Option<&Target>, err: &ApiError) -> (super::Exit,
         String::new()
     };
     (exit, word)
+}
+
+/// The run's projects when a projects file is named (`--projects`,
+/// `SIGNALWIRE_PROJECTS_FILE`, the config's `projects_file`): read and checked before any
+/// request. The project that `SIGNALWIRE_PROJECT_ID`/`SIGNALWIRE_API_TOKEN` (or the
+/// config's `project_id`/`api_token_file`) set is one of them, and the default.
+pub fn projects(
+    flag: Option<&Path>,
+    file: &FileConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<ProjectSet>, ConfigError> {
+    let Some(path) = flag.or(file.projects_file.as_deref()) else {
+        return Ok(None);
+    };
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let env_project = set("SIGNALWIRE_PROJECT_ID").is_some() || file.project_id.is_some();
+    let env_token = set("SIGNALWIRE_API_TOKEN").is_some() || file.api_token_file.is_some();
+    let default = match (env_project, env_token) {
+        (true, _) => Some(crate::config::credentials(file, &env)?),
+        (false, true) => {
+            return Err(ConfigError(
+                "an API token is set (SIGNALWIRE_API_TOKEN or api_token_file) without a \
+                 project id: set SIGNALWIRE_PROJECT_ID too, or unset the token and let the \
+                 projects file name every project"
+                    .into(),
+            ));
+        }
+        (false, false) => None,
+    };
+    ProjectSet::load(path, default)
+        .map(Some)
+        .map_err(|e| ConfigError(e.0))
+}
+
+impl super::Context {
+    /// The run's projects, when a projects file is named: read and checked (owner, mode,
+    /// duplicates, the environment's project's token) before any request; exit 64 if not.
+    pub(super) fn projects(&self) -> Result<Option<crate::projects::ProjectSet>, Failure> {
+        projects(self.global.projects.as_deref(), &self.file, |k| {
+            std::env::var(k).ok()
+        })
+        .exit_with(Exit::Usage)
+    }
+
+    /// A run's client settings and its projects: with a projects file, the default
+    /// project's (else the file's first) credentials for the run's own client, and the
+    /// set each row's project is found in.
+    pub(super) fn run_clients(
+        &self,
+    ) -> Result<
+        (
+            crate::client::ClientConfig,
+            Option<std::sync::Arc<crate::projects::ProjectSet>>,
+        ),
+        Failure,
+    > {
+        let Some(set) = self.projects()? else {
+            return Ok((self.client_config()?, None));
+        };
+        let base_url = self.space_url()?;
+        let main = set
+            .default_project()
+            .or_else(|| set.iter().next())
+            .map(crate::projects::Project::credentials)
+            .ok_or_else(|| usage("the projects file lists no project"))?;
+        Ok((
+            self.client_config_for(base_url, main),
+            Some(std::sync::Arc::new(set)),
+        ))
+    }
+
+    /// The space's URL, its name and origin logged first; exit 64 when nothing names one.
+    pub(super) fn space_url(&self) -> Result<url::Url, Failure> {
+        let no_space = || {
+            usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
+        };
+        let target = self.target()?.ok_or_else(no_space)?;
+        tracing::info!("{target}");
+        self.settings.base_url.clone().ok_or_else(no_space)
+    }
+
+    /// The API client's settings for one project's credentials.
+    pub(super) fn client_config_for(
+        &self,
+        base_url: url::Url,
+        credentials: crate::secret::Credentials,
+    ) -> crate::client::ClientConfig {
+        crate::client::ClientConfig {
+            base_url,
+            credentials,
+            timeout: self.settings.timeout,
+            connect_timeout: self.settings.connect_timeout,
+            retry: self.settings.retry,
+            pool_size: self.settings.concurrency,
+        }
+    }
 }
 
 /// `acme.signalwire.com`, or `127.0.0.1:8080` for a URL with a port.

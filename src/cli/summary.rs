@@ -41,7 +41,38 @@ pub(super) fn summary_text(
     requests(&mut text, o, title != "Plan", limits);
     latencies(&mut text, o);
     budget(&mut text, o, limits.rate);
+    projects(&mut text, o);
     text
+}
+
+/// Counts per project and the projects whose credentials were refused (a run with
+/// several projects).
+fn projects(text: &mut String, o: &Outcome) {
+    for (project, counts) in &o.per_project {
+        let mut line: Vec<String> = Status::ALL
+            .iter()
+            .filter_map(|s| {
+                Some(format!(
+                    "{} {}",
+                    s.as_str(),
+                    counts.get(s).filter(|n| **n > 0)?
+                ))
+            })
+            .collect();
+        line.sort_unstable();
+        text.push_str(&format!(
+            "\n  project {}: {}",
+            crate::inert::text(project, 80),
+            line.join(", ")
+        ));
+    }
+    if !o.refused_projects.is_empty() {
+        text.push_str(&format!(
+            "\n  credentials refused for project(s) {}: their rows are skipped; fix the \
+             token(s), then --resume",
+            crate::inert::text(&o.refused_projects.join(", "), 2000)
+        ));
+    }
 }
 
 /// One line per status that occurred, then the rows that need a word of their own.
@@ -235,7 +266,7 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, limits: Limits) -> serde_
             )
         })
         .collect();
-    serde_json::json!({
+    let mut summary = serde_json::json!({
         // The summary's own format: raised when a field changes meaning or goes away.
         "version": SUMMARY_VERSION,
         "sipgw_bulk": env!("CARGO_PKG_VERSION"),
@@ -276,7 +307,31 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, limits: Limits) -> serde_
         "stop_detail": o.stop_detail,
         "possibly_written": o.possibly_written,
         "report": report.display().to_string(),
-    })
+    });
+    // Several projects: the counts per project, by id (only in a run with projects).
+    if !o.per_project.is_empty()
+        && let Some(map) = summary.as_object_mut()
+    {
+        let projects: serde_json::Map<String, serde_json::Value> = o
+            .per_project
+            .iter()
+            .map(|(id, counts)| {
+                let counts: serde_json::Map<String, serde_json::Value> = counts
+                    .iter()
+                    .map(|(s, n)| (s.as_str().to_owned(), (*n).into()))
+                    .collect();
+                (id.clone(), counts.into())
+            })
+            .collect();
+        map.insert("projects".into(), projects.into());
+    }
+    // Several projects: the ones whose credentials were refused (only when some were).
+    if !o.refused_projects.is_empty()
+        && let Some(map) = summary.as_object_mut()
+    {
+        map.insert("refused_projects".into(), o.refused_projects.clone().into());
+    }
+    summary
 }
 
 pub(super) fn write_summary_json(path: &Path, summary: &serde_json::Value) -> anyhow::Result<()> {

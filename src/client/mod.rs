@@ -114,6 +114,16 @@ struct Inner {
     rate_headers_logged: AtomicBool,
     /// Finds the credential in what the server sends back.
     redactor: crate::secret::Redactor,
+    /// What the latest answer's headers said about the space (for `doctor`).
+    last_answer: std::sync::Mutex<AnswerHeaders>,
+}
+
+/// The rate-limit headers and the `Date` of the latest answer, as `doctor` shows them:
+/// names lowercase, values made inert and cut, the credential cut out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerHeaders {
+    pub rate_limit: Vec<(String, String)>,
+    pub date: Option<std::time::SystemTime>,
 }
 
 /// Reads gateways. Cheap to clone; clones share the connection pool, limiter and counters.
@@ -181,8 +191,18 @@ impl ReadClient {
                 space,
                 rate_headers_logged: AtomicBool::new(false),
                 redactor: config.credentials.redactor(),
+                last_answer: std::sync::Mutex::new(AnswerHeaders::default()),
             }),
         })
+    }
+
+    /// The rate-limit headers and `Date` of the latest answer (empty before any).
+    pub fn last_answer_headers(&self) -> AnswerHeaders {
+        self.inner
+            .last_answer
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 
     /// Why the client stopped sending, once it has.

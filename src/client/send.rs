@@ -266,6 +266,7 @@ impl ReadClient {
         })?;
         let status = response.status();
         self.log_rate_headers(response.headers());
+        self.note_answer_headers(response.headers());
         if let Some((budget, ticket)) = &budget {
             budget.headers(ticket, response.headers(), SystemTime::now());
         }
@@ -326,6 +327,31 @@ impl ReadClient {
             retry_after,
             ..ApiError::answered(status.as_u16(), code, message)
         })
+    }
+
+    /// Keeps the answer's rate-limit headers and `Date` for [`ReadClient::last_answer_headers`].
+    fn note_answer_headers(&self, headers: &HeaderMap) {
+        let rate_limit = headers
+            .iter()
+            .filter(|(name, _)| crate::budget::headers::is_rate_header(name.as_str()))
+            .map(|(name, value)| {
+                let value = self
+                    .inner
+                    .redactor
+                    .redact_text(value.to_str().unwrap_or("?"));
+                (
+                    crate::inert::text(name.as_str(), 100),
+                    crate::inert::text(&value, 100),
+                )
+            })
+            .collect();
+        let date = headers
+            .get(header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| httpdate::parse_http_date(d).ok());
+        if let Ok(mut last) = self.inner.last_answer.lock() {
+            *last = super::AnswerHeaders { rate_limit, date };
+        }
     }
 
     /// The platform's rate-limit headers have no documented names: log the `x-` headers

@@ -51,7 +51,8 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{ReadClient, RequestStats, WriteClient};
 use crate::latency::{Percentiles, RequestKind};
 use crate::ledger::{EarlierWrite, IdSet, Journal};
-use crate::manifest::{Manifest, ManifestError};
+use crate::manifest::{Manifest, ManifestError, Row};
+use crate::projects::ProjectSet;
 use crate::report::{ReportWriter, RowRecord};
 use crate::selection::Selection;
 use crate::shard::Shard;
@@ -107,6 +108,21 @@ pub struct Job {
     /// diffed against it (and read again by GET before a PATCH); any other row is read
     /// by GET.
     pub snapshot: Option<Arc<Snapshot>>,
+    /// Several projects of one space: each row is read and written with its project's
+    /// clients (`reader` and `writer` are then the default project's, or the first's).
+    pub projects: Option<Arc<ProjectClients>>,
+}
+
+/// Several projects of one space: a client per project, all on one limiter (one write
+/// budget for the space), each with its own abort token under the job's (refused
+/// credentials stop that project's rows only), and the set a row's `project` cell is
+/// resolved in.
+pub struct ProjectClients {
+    pub set: Arc<ProjectSet>,
+    /// In the set's order.
+    pub readers: Vec<ReadClient>,
+    /// Apply: in the set's order; empty for a plan.
+    pub writers: Vec<WriteClient>,
 }
 
 /// Why a job stopped before the end.
@@ -164,6 +180,11 @@ pub struct Outcome {
     pub write_budget: Option<crate::budget::BudgetReport>,
     /// `--read-mode list`/`auto`: how the space was read in pages (set by the caller).
     pub snapshot: Option<crate::snapshot::SnapshotStats>,
+    /// Several projects: the ids of those whose credentials the space refused (their
+    /// rows `skipped`, `credentials_refused`) while others ran: a run cut off for them.
+    pub refused_projects: Vec<String>,
+    /// Several projects: the counts per status of each project (by id).
+    pub per_project: std::collections::BTreeMap<String, HashMap<Status, u64>>,
 }
 
 /// The slowest row of a run: where to look first.
@@ -219,6 +240,50 @@ struct Shared {
     journal: Option<Journal>,
     recovered: Option<Arc<HashMap<u128, EarlierWrite>>>,
     stats: Arc<RequestStats>,
+    projects: Option<Arc<ProjectClients>>,
+}
+
+impl Shared {
+    /// The clients `row` is read and written with: its project's, in a run with several.
+    fn clients(&self, row: &Row) -> (ReadClient, Option<WriteClient>) {
+        let chosen = self.projects.as_ref().and_then(|p| {
+            let (i, _) = p.set.resolve(row.project.as_deref()).ok()?;
+            Some((p.readers.get(i)?.clone(), p.writers.get(i).cloned()))
+        });
+        chosen.unwrap_or_else(|| (self.reader.clone(), self.writer.clone()))
+    }
+
+    /// The row's project id for the report, in a run with several projects; `None` in a
+    /// single-project run, or for a row whose project the run lacks.
+    fn project_id(&self, row: &Row) -> Option<String> {
+        let projects = self.projects.as_ref()?;
+        let (_, project) = projects.set.resolve(row.project.as_deref()).ok()?;
+        Some(project.id.clone())
+    }
+
+    /// A row skipped because its project's client stopped: the space refused that
+    /// project's credentials, or could not be reached (each project's client stops on its
+    /// own, and says which).
+    fn project_abort_note(&self, row: &Row, record: &mut crate::report::RowRecord) {
+        use crate::client::AbortCause;
+        if record.status != Status::Skipped || self.stopper.reason().is_some() {
+            return;
+        }
+        let reader = self.clients(row).0;
+        if let Some(AbortCause::Unreachable(_)) = reader.abort_cause() {
+            let (code, note) = StopReason::Unreachable.skip_note();
+            if record.error_code.as_str() == StopReason::Unauthorized.skip_note().0 {
+                record.error_code = code.into();
+                record.error = note.into();
+            }
+        }
+    }
+
+    /// Why the row cannot run: a project the run has no credentials for.
+    fn unknown_project(&self, row: &Row) -> Option<String> {
+        let projects = self.projects.as_ref()?;
+        projects.set.resolve(row.project.as_deref()).err()
+    }
 }
 
 /// Runs the job to the end and returns its counts: the report's writer, the manifest's
@@ -272,6 +337,7 @@ fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
         observer,
         stats,
         snapshot,
+        projects,
     } = job;
     let shared = Arc::new(Shared {
         stopper: Stopper::new(abort, stop, reader.clone()).with_hurry(hurry),
@@ -283,6 +349,7 @@ fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
         journal,
         recovered,
         stats,
+        projects,
     });
     let rows = RowReader {
         manifest,
@@ -323,6 +390,8 @@ fn outcome(started: Instant, shared: &Shared, read: ReadTotals, tally: Tally) ->
         throttled_wait: Duration::from_micros(stats.throttled_wait_us.load(Ordering::Relaxed)),
         write_budget: None,
         snapshot: None,
+        refused_projects: Vec::new(),
+        per_project: tally.per_project,
     }
 }
 
@@ -372,6 +441,7 @@ pub(super) mod tests {
             journal: None,
             recovered: None,
             stats: Arc::new(RequestStats::default()),
+            projects: None,
         }
     }
 

@@ -82,6 +82,31 @@ impl RowReader {
             Ok(row) => row.seq,
             Err(bad) => bad.seq,
         };
+        // A row naming a project the run has no credentials for cannot run.
+        let checked = checked.and_then(|row| match shared.unknown_project(&row) {
+            Some(message) => Err(crate::manifest::InvalidRow {
+                seq: row.seq,
+                line: row.line,
+                id: row.id.hyphenated().to_string(),
+                message,
+            }),
+            None => Ok(row),
+        });
+        let project = checked.as_ref().ok().and_then(|row| shared.project_id(row));
+        let mut route = self.route_checked(checked, seq, shared, totals);
+        if let Route::Report(Event::Record(record)) = &mut route {
+            record.project = project;
+        }
+        route
+    }
+
+    fn route_checked(
+        &self,
+        checked: CheckedRow,
+        seq: u64,
+        shared: &Shared,
+        totals: &mut ReadTotals,
+    ) -> Route {
         if self.is_foreign(&checked) {
             totals.other_shards += 1;
             return Route::Report(Event::Passed(seq));
@@ -167,6 +192,7 @@ mod tests {
             id,
             desired: Desired::default(),
             expected: None,
+            project: None,
         })
     }
 

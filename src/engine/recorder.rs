@@ -123,6 +123,8 @@ impl Recorder {
 #[derive(Default)]
 pub(super) struct Tally {
     pub(super) counts: HashMap<Status, u64>,
+    /// Several projects: the counts per project id (bounded by the projects file).
+    pub(super) per_project: std::collections::BTreeMap<String, HashMap<Status, u64>>,
     pub(super) unsettled: Vec<u128>,
     pub(super) slowest: Option<SlowRow>,
 }
@@ -130,6 +132,10 @@ pub(super) struct Tally {
 impl Tally {
     fn count(&mut self, record: &RowRecord) {
         *self.counts.entry(record.status).or_default() += 1;
+        if let Some(project) = &record.project {
+            let counts = self.per_project.entry(project.clone()).or_default();
+            *counts.entry(record.status).or_default() += 1;
+        }
         if record.attempts > 0
             && self
                 .slowest

@@ -116,8 +116,8 @@ async fn decide(
             None => record,
         };
     }
-    match shared.writer.as_ref() {
-        Some(writer) => write(record, row, shared, writer, landed).await,
+    match shared.clients(row).1 {
+        Some(writer) => write(record, row, shared, &writer, landed).await,
         None => {
             record.status = Status::WouldUpdate;
             record.after = Some(desired);
@@ -162,7 +162,7 @@ async fn read_current(
         record.http_status = Some(200);
         return Ok(fields);
     }
-    let reply = super::write::read_gateway(shared, &row.id).await?;
+    let reply = super::write::read_gateway(shared, row).await?;
     record.attempts = reply.attempts;
     record.http_status = Some(reply.status);
     Ok(reply.value.sip_gateway)

@@ -49,7 +49,9 @@ async fn work(rows: &Mutex<mpsc::Receiver<Work>>, records: &mpsc::Sender<Event>,
         let record = row::reconcile(&row, listed, turn, shared)
             .instrument(span)
             .await;
-        let record = row::keep_possible_write(record, &row, shared);
+        let mut record = row::keep_possible_write(record, &row, shared);
+        record.project = shared.project_id(&row);
+        shared.project_abort_note(&row, &mut record);
         count_error(&record, shared);
         if records.send(Event::Record(record)).await.is_err() {
             break;

@@ -343,11 +343,12 @@ fn given_up(maybe_applied: bool) -> ApiError {
 /// A GET of the row's gateway, given up once the interrupt's grace has run out.
 pub(super) async fn read_gateway(
     shared: &Shared,
-    id: &uuid::Uuid,
+    row: &Row,
 ) -> Result<Reply<GatewayResource>, ApiError> {
+    let reader = shared.clients(row).0;
     tokio::select! {
         biased;
-        reply = shared.reader.get_gateway(id) => reply,
+        reply = reader.get_gateway(&row.id) => reply,
         () = shared.stopper.hurried() => Err(given_up(false)),
     }
 }
@@ -358,7 +359,7 @@ async fn read_fresh(
     row: &Row,
     shared: &Shared,
 ) -> Result<GatewayFields, ApiError> {
-    let reply = read_gateway(shared, &row.id).await?;
+    let reply = read_gateway(shared, row).await?;
     record.attempts += reply.attempts;
     record.http_status = Some(reply.status);
     Ok(reply.value.sip_gateway)
@@ -395,7 +396,7 @@ async fn settle(
     asked: Option<GatewayFields>,
 ) -> RowRecord {
     shared.stats.retries.fetch_add(1, Ordering::Relaxed);
-    let now = match read_gateway(shared, &row.id).await {
+    let now = match read_gateway(shared, row).await {
         Ok(reply) => {
             record.attempts += reply.attempts;
             reply.value.sip_gateway

@@ -131,6 +131,8 @@ pub struct Ledger {
     /// whose space, project, shard and selection every link keeps, and the finished report
     /// this one follows, whose possible writes this one may carry.
     chain: Option<Chain>,
+    /// The report has the `project` column (a run with several projects).
+    projects: bool,
 }
 
 impl Drop for Ledger {
@@ -224,6 +226,7 @@ impl Ledger {
                 report: report.to_owned(),
                 lock: Some(lock),
                 chain: None,
+                projects: false,
             }),
             Ok(None) => Err(LedgerError::Locked(report.to_owned())),
             Err(source) => Err(LedgerError::Io {
@@ -277,6 +280,12 @@ impl Ledger {
 
     /// Opens the report for this run: a new one, or (with `resume`) the earlier run's,
     /// checked against the manifest's fingerprint and cleared of rows that must run again.
+    /// The report this ledger opens has the `project` column, last (a run with several
+    /// projects).
+    pub fn set_project_column(&mut self, projects: bool) {
+        self.projects = projects;
+    }
+
     /// `run` is `None` for a plan's report, which is never resumed (no run file).
     pub fn open(
         &mut self,
@@ -303,9 +312,11 @@ impl Ledger {
             self.write_note(run)?;
         }
         let writer =
-            ReportWriter::create(&self.report, format).map_err(|source| LedgerError::Io {
-                path: self.report.clone(),
-                source,
+            ReportWriter::create_with(&self.report, format, self.projects).map_err(|source| {
+                LedgerError::Io {
+                    path: self.report.clone(),
+                    source,
+                }
             })?;
         // A plan writes nothing: it has no journal (and leaves none behind).
         let journal = match run {
@@ -351,7 +362,8 @@ impl Ledger {
         remove_if_there(&tmp).map_err(io_err(&tmp))?;
         // Whatever fails below (a full disk), the half-written copy does not stay behind.
         let _cleanup = RemoveOnDrop(&tmp);
-        let mut writer = ReportWriter::create(&tmp, format).map_err(io_err(&tmp))?;
+        let mut writer =
+            ReportWriter::create_with(&tmp, format, self.projects).map_err(io_err(&tmp))?;
         let mut done = Vec::new();
         let mut kept: HashMap<Status, u64> = HashMap::new();
         let mut possibly_written_rows = Vec::new();
@@ -381,7 +393,9 @@ impl Ledger {
             .and_then(|f| f.sync_all())
             .map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &self.report).map_err(io_err(&self.report))?;
-        let writer = ReportWriter::append(&self.report, format).map_err(io_err(&self.report))?;
+        let writer = ReportWriter::append(&self.report, format)
+            .map_err(io_err(&self.report))?
+            .with_project_column(self.projects);
         // The journal's first entry is the before-value from before any write of this
         // report; a line says what that write may have left.
         let mut recovered: HashMap<u128, EarlierWrite> = journal::recovered(&self.report, &done)?

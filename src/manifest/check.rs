@@ -75,6 +75,9 @@ macro_rules! raw_row {
     ($($variant:ident $field:ident: $ty:ty, check $check:path;)+) => {
         /// The columns (CSV) or keys (YAML) a row may have.
         pub const KNOWN_COLUMNS: &[&str] = &["id", $(stringify!($field),)+];
+        /// The columns (CSV) or keys (YAML) a manifest read may have: the known ones and
+        /// `project` (several projects of one space).
+        pub const READ_COLUMNS: &[&str] = &["id", $(stringify!($field),)+ "project"];
 
         /// A row as read, before any check. `None` is an empty cell or a missing column/key.
         #[derive(Debug, Clone, Default, PartialEq)]
@@ -82,6 +85,8 @@ macro_rules! raw_row {
             pub line: u64,
             pub id: Option<String>,
             $(pub $field: Option<<$ty as UserValue>::Raw>,)+
+            /// The `project` cell: a project's id or name (several projects of one space).
+            pub project: Option<String>,
             /// Problems found while reading the row's shape (unknown key, a map where a
             /// string goes).
             pub shape_errors: Vec<String>,
@@ -98,6 +103,7 @@ macro_rules! raw_row {
                     line,
                     id,
                     $($field: text(Field::$variant).map(<$ty as UserValue>::raw_from_text),)+
+                    project: None,
                     shape_errors: Vec::new(),
                 }
             }
@@ -152,6 +158,8 @@ pub fn id_hash(id: &Uuid) -> u64 {
 /// Checks rows one at a time; remembers the ids it has seen so a repeat names the first.
 pub struct RowChecker {
     defaults: Desired,
+    /// The YAML `defaults:` block's `project`, for rows that name none.
+    default_project: Option<String>,
     duplicates: DuplicateCheck,
     /// Id -> line of the row that first used it (only the ids `duplicates` asks to track).
     seen: HashMap<u128, u64>,
@@ -162,6 +170,7 @@ impl RowChecker {
     pub fn new(defaults: Desired) -> RowChecker {
         RowChecker {
             defaults,
+            default_project: None,
             duplicates: DuplicateCheck::All,
             seen: HashMap::new(),
             default_encryption_warned: false,
@@ -178,6 +187,11 @@ impl RowChecker {
         self.defaults = defaults;
     }
 
+    /// Sets the project a later row that names none belongs to (`defaults: project:`).
+    pub fn set_default_project(&mut self, project: Option<String>) {
+        self.default_project = project;
+    }
+
     fn tracks(&self, id: &Uuid) -> bool {
         match &self.duplicates {
             DuplicateCheck::All => true,
@@ -192,6 +206,12 @@ impl RowChecker {
         let raw_id = raw.id.clone().unwrap_or_default();
         let mut problems = raw.shape_errors.clone();
         let fields = check_fields(&raw, &mut problems);
+        let project = raw.project.clone().or_else(|| self.default_project.clone());
+        if let Some(p) = &project
+            && let Err(message) = check_project(p)
+        {
+            problems.push(message);
+        }
         let id = match raw.id.as_deref() {
             None => {
                 problems.insert(0, "`id` is empty: every row needs the gateway's id".into());
@@ -230,6 +250,7 @@ impl RowChecker {
                 id,
                 desired: fields.with_defaults(&self.defaults),
                 expected: None,
+                project,
             }),
             // Cells echoed back are inert: a manifest cannot drive the terminal it is
             // validated on, nor fill a report with megabytes.
@@ -243,6 +264,23 @@ impl RowChecker {
     }
 }
 
+/// A `project` cell's form: a project id or a name from the projects file (letters,
+/// digits, `-`, `_`, `.`; 1 to 80). Whether the run has that project is the run's to say.
+pub fn check_project(text: &str) -> Result<(), String> {
+    let ok = (1..=80).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "project `{}` is not a project id or name (letters, digits, `-`, `_`, `.`; 1 to 80)",
+            crate::inert::text(text, 100)
+        ))
+    }
+}
+
 /// Checks the `defaults:` block of a YAML manifest: the same rules as a row, without `id`.
 pub fn check_defaults(raw: &RawRow) -> Result<Desired, String> {
     let mut problems = raw.shape_errors.clone();
@@ -250,6 +288,11 @@ pub fn check_defaults(raw: &RawRow) -> Result<Desired, String> {
         problems.push("`defaults` cannot set `id`".into());
     }
     let desired = check_fields(raw, &mut problems);
+    if let Some(p) = &raw.project
+        && let Err(message) = check_project(p)
+    {
+        problems.push(message);
+    }
     if problems.is_empty() {
         Ok(desired)
     } else {

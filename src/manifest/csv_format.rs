@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::rc::Rc;
 
-use super::check::{DuplicateCheck, KNOWN_COLUMNS, RawRow, RowChecker};
+use super::check::{DuplicateCheck, READ_COLUMNS, RawRow, RowChecker};
 use super::{CheckedRow, InvalidRow, ManifestError};
 use crate::diff::Field;
 use crate::model::Desired;
@@ -23,6 +23,7 @@ struct Columns {
     id: Option<usize>,
     /// By [`Field`], in its declared order.
     fields: [Option<usize>; crate::model::FIELDS],
+    project: Option<usize>,
 }
 
 pub(super) fn read(
@@ -251,10 +252,11 @@ fn read_header<R: Read>(
         let lower = name.to_ascii_lowercase();
         let slot = match (lower.as_str(), Field::from_name(&lower)) {
             ("id", _) => &mut columns.id,
+            ("project", None) => &mut columns.project,
             (_, Some(field)) => &mut columns.fields[field as usize],
             (other, None) => {
                 let shown = crate::inert::text(other, 40);
-                unknown.push(match crate::model::suggest(other, KNOWN_COLUMNS) {
+                unknown.push(match crate::model::suggest(other, READ_COLUMNS) {
                     Some(s) => format!("`{shown}` (did you mean `{s}`?)"),
                     None => format!("`{shown}`"),
                 });
@@ -287,7 +289,7 @@ fn read_header<R: Read>(
         return Err(ManifestError::UnknownColumns {
             path: path.to_owned(),
             unknown: unknown.join(", "),
-            known: KNOWN_COLUMNS.join(", "),
+            known: READ_COLUMNS.join(", "),
         });
     }
     Ok(columns)
@@ -316,9 +318,11 @@ fn cell(record: &::csv::StringRecord, column: Option<usize>) -> Option<String> {
 }
 
 fn raw_row(line: u64, record: &::csv::StringRecord, columns: &Columns) -> RawRow {
-    RawRow::from_texts(line, cell(record, columns.id), |field| {
+    let mut raw = RawRow::from_texts(line, cell(record, columns.id), |field| {
         cell(record, columns.fields[field as usize])
-    })
+    });
+    raw.project = cell(record, columns.project).map(|p| p.trim().to_owned());
+    raw
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use check::{
-    DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker, check_defaults, id_hash,
+    DuplicateCheck, KNOWN_COLUMNS, READ_COLUMNS, RawList, RawRow, RowChecker, check_defaults,
+    check_project, id_hash,
 };
 pub use write::ManifestWriter;
 
@@ -43,6 +44,9 @@ pub struct Row {
     /// From a saved plan: the gateway as the plan saw it. A gateway that no longer looks
     /// like this is a `conflict` and is not written.
     pub expected: Option<crate::model::GatewayFields>,
+    /// The `project` cell (or `defaults: project:`): a project's id or name, its form
+    /// checked; `None` is the default project.
+    pub project: Option<String>,
 }
 
 /// A row that failed its checks. It is reported and skipped; the other rows still run.

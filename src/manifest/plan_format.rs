@@ -26,6 +26,9 @@ pub struct PlanLine {
     pub status: Status,
     pub before: Option<GatewayFields>,
     pub after: Option<GatewayFields>,
+    /// The row's project id, in a plan of several projects (never a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 pub(super) fn read(
@@ -65,6 +68,7 @@ pub(super) fn read(
             id,
             desired,
             expected: Some(before),
+            project: line.project,
         };
         if sink(Ok(row)).is_break() {
             return Ok(());

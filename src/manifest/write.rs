@@ -17,6 +17,8 @@ pub struct ManifestWriter<W: Write> {
     /// The CSV header waits for the first row or the end: a run that fails before either
     /// (refused credentials) leaves nothing on stdout that looks like an empty export.
     header_pending: bool,
+    /// Rows carry a `project` column, last ([`ManifestWriter::with_projects`]).
+    projects: bool,
 }
 
 /// CSV rows quoted where needed, or every cell of a row quoted when one of its values has
@@ -78,6 +80,12 @@ impl<W: Write> ManifestWriter<W> {
     /// Starts a manifest: CSV (its header written with the first row, or at the end when
     /// there is none) or YAML (a plain list of rows).
     pub fn new(out: W, format: Format) -> io::Result<ManifestWriter<W>> {
+        Self::with_projects(out, format, false)
+    }
+
+    /// [`ManifestWriter::new`], with a `project` column last when `projects` (rows of
+    /// several projects: [`ManifestWriter::write_in`]).
+    pub fn with_projects(out: W, format: Format, projects: bool) -> io::Result<ManifestWriter<W>> {
         Ok(match format {
             Format::Csv => ManifestWriter {
                 format,
@@ -85,6 +93,7 @@ impl<W: Write> ManifestWriter<W> {
                 yaml: None,
                 inert: false,
                 header_pending: true,
+                projects,
             },
             Format::Yaml => ManifestWriter {
                 format,
@@ -92,6 +101,7 @@ impl<W: Write> ManifestWriter<W> {
                 yaml: Some(out),
                 inert: false,
                 header_pending: false,
+                projects,
             },
             Format::Plan => {
                 return Err(io::Error::new(
@@ -115,19 +125,35 @@ impl<W: Write> ManifestWriter<W> {
 
     /// One row. An empty field (a gateway read without one) is written empty: "leave it".
     pub fn write(&mut self, id: &str, f: &GatewayFields) -> io::Result<()> {
-        if self.inert {
-            let shown = |v: &str| crate::inert::text(v, 1024);
-            return self.write_row(&shown(id), &f.map_wire(&shown));
-        }
-        self.write_row(id, f)
+        self.write_in(id, f, None)
     }
 
-    /// The CSV header, once.
+    /// One row of `project` (its id; written only by a writer [`with_projects`]).
+    ///
+    /// [`with_projects`]: ManifestWriter::with_projects
+    pub fn write_in(
+        &mut self,
+        id: &str,
+        f: &GatewayFields,
+        project: Option<&str>,
+    ) -> io::Result<()> {
+        if self.inert {
+            let shown = |v: &str| crate::inert::text(v, 1024);
+            let project = project.map(&shown);
+            return self.write_row(&shown(id), &f.map_wire(&shown), project.as_deref());
+        }
+        self.write_row(id, f, project)
+    }
+
+    /// The CSV header, once (with a `project` column, last, in a writer of projects).
     fn header(&mut self) -> io::Result<()> {
         if let Some(csv) = self.csv.as_mut().filter(|_| self.header_pending) {
+            let project = self.projects.then_some("project");
             let header: Vec<Cow<str>> = super::KNOWN_COLUMNS
                 .iter()
-                .map(|c| Cow::Borrowed(*c))
+                .copied()
+                .chain(project)
+                .map(Cow::Borrowed)
                 .collect();
             csv.write(&header)?;
             self.header_pending = false;
@@ -135,8 +161,13 @@ impl<W: Write> ManifestWriter<W> {
         Ok(())
     }
 
-    fn write_row(&mut self, id: &str, f: &GatewayFields) -> io::Result<()> {
+    fn write_row(&mut self, id: &str, f: &GatewayFields, project: Option<&str>) -> io::Result<()> {
         self.header()?;
+        let project = if self.projects {
+            Some(project.unwrap_or(""))
+        } else {
+            None
+        };
         if let Some(csv) = self.csv.as_mut() {
             // No cell may start a spreadsheet formula; `apply` reads each one back exactly.
             let mut cells = vec![crate::inert::csv_cell(id)];
@@ -147,6 +178,9 @@ impl<W: Write> ManifestWriter<W> {
                     Wire::List(items) => Cow::Owned(join(items.into_iter())),
                 };
                 cells.push(Cow::Owned(crate::inert::csv_cell(&cell).into_owned()));
+            }
+            if let Some(p) = project {
+                cells.push(crate::inert::csv_cell(p));
             }
             csv.write(&cells)?;
         }
@@ -165,6 +199,9 @@ impl<W: Write> ManifestWriter<W> {
                     }
                     _ => {}
                 }
+            }
+            if let Some(p) = project.filter(|p| !p.is_empty()) {
+                writeln!(out, "  project: {}", q(p))?;
             }
         }
         Ok(())

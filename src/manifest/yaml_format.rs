@@ -13,7 +13,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_saphyr::Spanned;
 
 use super::check::{
-    DuplicateCheck, KNOWN_COLUMNS, RawList, RawRow, RowChecker, UserValue, check_defaults,
+    DuplicateCheck, READ_COLUMNS, RawList, RawRow, RowChecker, UserValue, check_defaults,
 };
 use super::{CheckedRow, ManifestError};
 use crate::diff::Field;
@@ -101,8 +101,12 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
                 "defaults" => {
                     let raw: Spanned<YamlRow> = map.next_value()?;
                     let line = raw.referenced.line();
-                    match check_defaults(&raw.value.into_raw(line)) {
-                        Ok(defaults) => state.checker.set_defaults(defaults),
+                    let raw = raw.value.into_raw(line);
+                    match check_defaults(&raw) {
+                        Ok(defaults) => {
+                            state.checker.set_defaults(defaults);
+                            state.checker.set_default_project(raw.project);
+                        }
                         Err(message) => {
                             state.stop = Some(Stop::Defaults { line, message });
                             return Err(de::Error::custom(STOP_MARKER));
@@ -197,15 +201,19 @@ impl<'de> Visitor<'de> for YamlRowVisitor {
                         .map(|id| id.trim().to_owned())
                 }
                 (_, Some(field)) => read_field(&mut raw, field, &mut map)?,
+                ("project", None) => {
+                    raw.project =
+                        non_empty(map.next_value::<Option<Scalar>>()?).map(|p| p.trim().to_owned())
+                }
                 (other, None) => {
                     map.next_value::<IgnoredAny>()?;
-                    let hint = crate::model::suggest(other, KNOWN_COLUMNS)
+                    let hint = crate::model::suggest(other, READ_COLUMNS)
                         .map(|s| format!(" (did you mean `{s}`?)"))
                         .unwrap_or_default();
                     raw.shape_errors.push(format!(
                         "unknown key `{}`{hint}; known keys: {}",
                         crate::inert::text(other, 100),
-                        KNOWN_COLUMNS.join(", ")
+                        READ_COLUMNS.join(", ")
                     ));
                 }
             }

@@ -123,6 +123,9 @@ pub struct RunOptions {
     /// output.
     pub also_writes: Vec<(&'static str, PathBuf)>,
     pub also_reads: Vec<(&'static str, PathBuf)>,
+    /// Several projects of one space: each row runs with its `project`'s credentials, on
+    /// one write budget; the report gains the `project` column.
+    pub projects: Option<Arc<crate::projects::ProjectSet>>,
 }
 
 impl RunOptions {
@@ -151,6 +154,7 @@ impl RunOptions {
             paging: PagingLimits::default(),
             also_writes: Vec::new(),
             also_reads: Vec::new(),
+            projects: None,
         }
     }
 }
@@ -264,8 +268,10 @@ pub async fn run(
     refuse_clashing_paths(&options, &report)?;
     let ledger = lock_report(&report, options.lock_timeout).await?;
     let (report, mut ledger, _named) = past_finished_runs(&options, report, ledger).await?;
-    let lists = options.read_mode != ReadMode::Get;
+    // Several projects: each row's own project reads it (a list shows one project's).
+    let lists = options.read_mode != ReadMode::Get && options.projects.is_none();
     let (scan, manifest) = scan(&manifest, options.shard, options.selection.clone(), lists).await?;
+    let options = pipeline::with_named_projects(options, &scan);
     // What this run is made from, fixed before an interactive apply swaps the manifest for
     // the plan it shows: a resume continues the manifest's run, not the plan's.
     let run_note = RunNote {
@@ -296,6 +302,7 @@ pub async fn run(
         Reviewed::Go { scan, manifest } => (scan, manifest),
         Reviewed::Stop(finished) => return Ok(*finished),
     };
+    ledger.set_project_column(options.projects.is_some());
     let opened = ledger.open(
         (options.mode == Mode::Apply).then_some(&run_note),
         options.report_format,
@@ -304,7 +311,10 @@ pub async fn run(
     let start = starting(&options, &manifest, &scan, &report, &opened);
     let (outcome, plan_saved) = run_rows(&options, &manifest, &scan, opened, &start, hooks).await?;
     settle_journal(&options, &report, &outcome);
-    if options.mode == Mode::Apply && outcome.stopped.is_none() {
+    if options.mode == Mode::Apply
+        && outcome.stopped.is_none()
+        && outcome.refused_projects.is_empty()
+    {
         record_finished(&mut ledger, &run_note, &report);
     }
     Ok(Finished::Ran {
@@ -414,11 +424,12 @@ fn lock_gateways(
     if options.mode != Mode::Apply {
         return Ok(None);
     }
-    let lock = RunLock::acquire(
-        &options.client.credentials.project_id,
-        &scan.ids_digest,
-        report,
-    )?;
+    // Several projects: keyed by the set of them (a gateway id is one project's).
+    let project = match &options.projects {
+        Some(set) => set.key(),
+        None => options.client.credentials.project_id.clone(),
+    };
+    let lock = RunLock::acquire(&project, &scan.ids_digest, report)?;
     Ok(Some(lock))
 }
 

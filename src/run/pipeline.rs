@@ -32,6 +32,8 @@ pub(super) struct Scan {
     pub(super) ids_digest: String,
     /// The keys of this shard's ids, for a snapshot (`list` and `auto` read modes).
     pub(super) keys: Option<Arc<Vec<u64>>>,
+    /// Some row names its project (the manifest has a `project` column or key).
+    pub(super) names_projects: bool,
 }
 
 /// One pass over the whole manifest before any request: proves it readable, counts this
@@ -51,6 +53,7 @@ pub(super) async fn scan(
         let (mut in_shard, mut chosen, mut selected) = (0u64, 0u64, 0u64);
         let mut wanted = Vec::new();
         let mut ids = IdsDigest::default();
+        let mut names_projects = false;
         let mut named: HashSet<u128> = selection
             .as_ref()
             .and_then(|s| s.only().cloned())
@@ -58,6 +61,7 @@ pub(super) async fn scan(
         let first = manifest.first_pass(|row| {
             if let Ok(r) = row {
                 named.remove(&r.id.as_u128());
+                names_projects |= r.project.is_some();
             }
             // Whatever the shard: a selection is refused only when it leaves no row of
             // the whole manifest (a shard may hold none of the chosen rows).
@@ -102,6 +106,7 @@ pub(super) async fn scan(
             sha256: first.sha256,
             ids_digest: ids.finish(),
             keys: keys.then(|| SnapshotBuilder::keys(wanted)),
+            names_projects,
         };
         Ok((
             scan,
@@ -110,6 +115,16 @@ pub(super) async fn scan(
     })
     .await
     .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))?
+}
+
+/// A manifest that names projects, run without a projects file: its one project is the
+/// run's set, so a row naming another is `invalid` and the report has the `project` column.
+pub(super) fn with_named_projects(mut options: RunOptions, scan: &Scan) -> RunOptions {
+    if scan.names_projects && options.projects.is_none() {
+        let single = crate::projects::ProjectSet::single(options.client.credentials.clone());
+        options.projects = Some(Arc::new(single));
+    }
+    options
 }
 
 /// `--only` ids that no row of the manifest has: a typo, or the wrong manifest.
@@ -190,6 +205,10 @@ impl<'a> Pipeline<'a> {
         let limiter = Arc::new(limiter);
         let stats = self.stats.clone().unwrap_or_default();
         let abort = CancellationToken::new();
+        let projects = match &o.projects {
+            Some(set) => Some(project_clients(o, set, &limiter, &stats, &abort, writes)?),
+            None => None,
+        };
         let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
         let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
             (Some(budget), Some(keys)) => {
@@ -211,6 +230,7 @@ impl<'a> Pipeline<'a> {
             }
             _ => None,
         };
+        let projects_seen = projects.clone();
         let job = Job {
             manifest: self.manifest.clone(),
             writer: writes.then(|| WriteClient::new(reader.clone())),
@@ -235,14 +255,82 @@ impl<'a> Pipeline<'a> {
             observer,
             stats,
             snapshot: snapshot.clone(),
+            projects,
         };
         let mut outcome = engine::run(job).await?;
+        if let Some(projects) = &projects_seen {
+            stopped_projects(projects, &mut outcome);
+        }
         outcome.write_budget = self.budget.as_ref().map(|b| b.report());
         if let Some(s) = snapshot {
             outcome.elapsed += s.stats.elapsed;
             outcome.snapshot = Some(s.stats.clone());
         }
         Ok(outcome)
+    }
+}
+
+/// A client per project, on the pass's one limiter (one write budget for the space), its
+/// counters and its abort token.
+fn project_clients(
+    o: &RunOptions,
+    set: &Arc<crate::projects::ProjectSet>,
+    limiter: &Arc<Limiter>,
+    stats: &Arc<RequestStats>,
+    abort: &CancellationToken,
+    writes: bool,
+) -> Result<Arc<engine::ProjectClients>, RunError> {
+    let mut readers = Vec::with_capacity(set.len());
+    for project in set.iter() {
+        let config = crate::client::ClientConfig {
+            credentials: project.credentials(),
+            ..o.client.clone()
+        };
+        // Its own abort under the job's: refused credentials stop this project only.
+        readers.push(ReadClient::new(
+            &config,
+            Arc::clone(limiter),
+            Arc::clone(stats),
+            abort.child_token(),
+        )?);
+    }
+    let writers = match writes {
+        true => readers.iter().cloned().map(WriteClient::new).collect(),
+        false => Vec::new(),
+    };
+    Ok(Arc::new(engine::ProjectClients {
+        set: Arc::clone(set),
+        readers,
+        writers,
+    }))
+}
+
+/// The projects whose clients stopped: each named in the log; every one stopped is the
+/// job's stop (refused credentials: exit 3), some of them a run cut off for their rows.
+fn stopped_projects(projects: &engine::ProjectClients, outcome: &mut Outcome) {
+    use crate::client::AbortCause;
+    let mut unreachable = 0;
+    for (project, reader) in projects.set.iter().zip(&projects.readers) {
+        match reader.abort_cause() {
+            Some(AbortCause::Unauthorized) => {
+                tracing::error!(
+                    project = %crate::inert::text(project.label(), 80),
+                    id = %crate::inert::text(&project.id, 80),
+                    "the space refused this project's credentials: its rows are skipped \
+                     (credentials_refused); fix its token, then --resume"
+                );
+                outcome.refused_projects.push(project.id.clone());
+            }
+            Some(AbortCause::Unreachable(_)) => unreachable += 1,
+            None => {}
+        }
+    }
+    let stopped = outcome.refused_projects.len() + unreachable;
+    if outcome.stopped.is_none() && stopped == projects.readers.len() && stopped > 0 {
+        outcome.stopped = Some(match unreachable {
+            0 => engine::StopReason::Unauthorized,
+            _ => engine::StopReason::Unreachable,
+        });
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -76,14 +76,19 @@ fn is_write(method: &Method) -> bool {
 }
 
 /// Auth, then faults, then the write limit; only then the handler.
-async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Response {
+async fn gate(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
     let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let write = is_write(request.method());
     if write {
         state.note_write_arrival();
     }
     let config = state.config();
-    if !authorized(&request, &config.project_id, &config.api_token) {
+    let caller = config
+        .projects()
+        .iter()
+        .position(|(id, token)| authorized(&request, id, token))
+        .filter(|p| !state.is_revoked(*p));
+    let Some(caller) = caller else {
         state.unauthorized.fetch_add(1, Ordering::Relaxed);
         let _ = state.first_unauthorized_at.compare_exchange(
             u64::MAX,
@@ -92,7 +97,8 @@ async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Resp
             Ordering::Relaxed,
         );
         return error(StatusCode::UNAUTHORIZED, "Unauthorized");
-    }
+    };
+    request.extensions_mut().insert(Caller(caller));
     let faults = &config.faults;
     if !faults.latency.is_zero() {
         tokio::time::sleep(faults.latency).await;
@@ -150,6 +156,23 @@ fn dropped_connection() -> Response {
     response
 }
 
+/// The project whose credentials a request carries (its number; 0: the main one).
+#[derive(Debug, Clone, Copy)]
+struct Caller(usize);
+
+/// The gateway `id` as `caller` may see it: another project's is as absent as an unknown
+/// id (404), and counted.
+fn visible(state: &SandboxState, caller: Caller, id: &Uuid) -> bool {
+    match state.project_of(id) {
+        Some(p) if p == caller.0 => true,
+        Some(_) => {
+            state.foreign_requests.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+        None => false,
+    }
+}
+
 fn authorized(request: &Request, project_id: &str, token: &str) -> bool {
     use base64::Engine;
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
@@ -167,7 +190,11 @@ fn authorized(request: &Request, project_id: &str, token: &str) -> bool {
 fn resource(state: &SandboxState, id: &Uuid, g: &StoredGateway) -> Value {
     json!({
         "id": id.hyphenated().to_string(),
-        "project_id": state.config().project_id,
+        "project_id": state
+            .config()
+            .projects()
+            .get(g.project)
+            .map_or("", |(id, _)| *id),
         "display_name": g.fields.name,
         "type": "sip_gateway",
         "created_at": g.created_at,
@@ -194,7 +221,11 @@ struct ListQuery {
     page_token: Option<String>,
 }
 
-async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Response {
+async fn list(
+    State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     state.lists.fetch_add(1, Ordering::Relaxed);
     let size = q
         .page_size
@@ -216,7 +247,10 @@ async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Respon
         Some(a) => map.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
         None => map.range(..),
     };
-    let page: Vec<(&Uuid, &StoredGateway)> = range.take(size + 1).collect();
+    let page: Vec<(&Uuid, &StoredGateway)> = range
+        .filter(|(_, g)| g.project == caller.0)
+        .take(size + 1)
+        .collect();
     let more = page.len() > size;
     let data: Vec<Value> = page
         .iter()
@@ -241,11 +275,18 @@ async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Respon
     axum::Json(body).into_response()
 }
 
-async fn fetch(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+async fn fetch(
+    State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     state.gets.fetch_add(1, Ordering::Relaxed);
     let Ok(id) = Uuid::try_parse(&id) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
+    if !visible(&state, caller, &id) {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
     state.record_read(id);
     match read_lock(&state.gateways).get(&id) {
         Some(g) => axum::Json(resource(&state, &id, g)).into_response(),
@@ -253,12 +294,17 @@ async fn fetch(State(state): State<Shared>, Path(id): Path<String>) -> Response 
     }
 }
 
-async fn update(State(state): State<Shared>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn update(
+    State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     state.patches.fetch_add(1, Ordering::Relaxed);
     let Ok(id) = Uuid::try_parse(&id) else {
         return error(StatusCode::NOT_FOUND, "Not Found");
     };
-    if !read_lock(&state.gateways).contains_key(&id) {
+    if !visible(&state, caller, &id) {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
     if state.config().failing_ids.contains(&id) {
@@ -309,7 +355,11 @@ async fn update(State(state): State<Shared>, Path(id): Path<String>, body: Bytes
     axum::Json(answer).into_response()
 }
 
-async fn create(State(state): State<Shared>, body: Bytes) -> Response {
+async fn create(
+    State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
     let fields = match validate_full_body(&body) {
         Ok(fields) => fields,
         Err(rejected) => return *rejected.response,
@@ -317,6 +367,7 @@ async fn create(State(state): State<Shared>, body: Bytes) -> Response {
     let id = super::random_uuid();
     let now = httpdate::fmt_http_date(std::time::SystemTime::now());
     let g = StoredGateway {
+        project: caller.0,
         sip_id: super::random_uuid(),
         fields,
         created_at: now.clone(),
@@ -327,9 +378,14 @@ async fn create(State(state): State<Shared>, body: Bytes) -> Response {
     (StatusCode::CREATED, axum::Json(answer)).into_response()
 }
 
-async fn remove(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+async fn remove(
+    State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     let removed = Uuid::try_parse(&id)
         .ok()
+        .filter(|id| visible(&state, caller, id))
         .and_then(|id| write_lock(&state.gateways).remove(&id));
     match removed {
         Some(_) => StatusCode::NO_CONTENT.into_response(),

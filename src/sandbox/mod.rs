@@ -58,6 +58,10 @@ pub struct Faults {
 pub struct SandboxConfig {
     pub project_id: String,
     pub api_token: String,
+    /// More projects of the same space, `(id, token)`: each sees only its own gateways
+    /// (another's is 404 to it); one write limit counts them all. The main project is
+    /// number 0, these 1 and up.
+    pub extra_projects: Vec<(String, String)>,
     /// Writes accepted per second before 429; 0 = no limit. The platform's is 13,800/10 s.
     pub write_limit: u32,
     /// `None`: the limit is smooth (a token bucket holding a tenth of a second's writes),
@@ -96,6 +100,7 @@ impl Default for SandboxConfig {
         SandboxConfig {
             project_id: random_uuid().hyphenated().to_string(),
             api_token: format!("PT{}", random_uuid().simple()),
+            extra_projects: Vec::new(),
             write_limit: 1380,
             limit_window: None,
             announce_limit: false,
@@ -109,6 +114,46 @@ impl Default for SandboxConfig {
             hold_applied: false,
             log_changes: false,
         }
+    }
+}
+
+impl SandboxConfig {
+    /// This config with `n` projects in all (the main one and `n - 1` more, each with its
+    /// own random id and token).
+    pub fn with_projects(mut self, n: usize) -> SandboxConfig {
+        self.extra_projects = (1..n)
+            .map(|_| {
+                (
+                    random_uuid().hyphenated().to_string(),
+                    format!("PT{}", random_uuid().simple()),
+                )
+            })
+            .collect();
+        self
+    }
+
+    /// Every project, `(id, token)`, the main one first.
+    pub fn projects(&self) -> Vec<(&str, &str)> {
+        std::iter::once((self.project_id.as_str(), self.api_token.as_str()))
+            .chain(
+                self.extra_projects
+                    .iter()
+                    .map(|(id, token)| (id.as_str(), token.as_str())),
+            )
+            .collect()
+    }
+
+    /// The projects file for these projects (names `p1`, `p2`, ...), as `--projects`
+    /// reads it.
+    pub fn projects_yaml(&self) -> String {
+        let mut text = String::from("projects:\n");
+        for (i, (id, token)) in self.projects().iter().enumerate() {
+            text.push_str(&format!(
+                "  - id: {id}\n    name: p{}\n    token: {token}\n",
+                i + 1
+            ));
+        }
+        text
     }
 }
 

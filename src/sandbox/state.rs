@@ -17,6 +17,8 @@ use crate::model::GatewayFields;
 /// One stored gateway.
 #[derive(Debug, Clone)]
 pub struct StoredGateway {
+    /// The project that holds it (0: the main one).
+    pub project: usize,
     pub sip_id: Uuid,
     pub fields: GatewayFields,
     pub created_at: String,
@@ -34,6 +36,9 @@ pub struct Stats {
     /// PATCH bodies that lacked one of the five fields.
     pub partial_patches: u64,
     pub unauthorized: u64,
+    /// Requests that named a gateway of another project than their credentials' (each
+    /// answered 404): a client must never ask one project about another's gateway.
+    pub foreign_requests: u64,
     /// Requests that arrived after the first 401 was answered.
     pub requests_after_first_unauthorized: u64,
     /// Most write requests (PATCH/POST/DELETE) that arrived in any one-second window.
@@ -105,6 +110,7 @@ pub struct SandboxState {
     pub(super) patches_applied: AtomicU64,
     pub(super) partial_patches: AtomicU64,
     pub(super) unauthorized: AtomicU64,
+    pub(super) foreign_requests: AtomicU64,
     /// `requests` when the first 401 went out; `u64::MAX` until then.
     pub(super) first_unauthorized_at: AtomicU64,
     pub(super) writes_throttled: AtomicU64,
@@ -133,6 +139,8 @@ pub struct SandboxState {
     /// Cancelled when the server stops: a held PATCH then answers 503.
     pub(super) stopping: CancellationToken,
     changes: Mutex<Vec<Change>>,
+    /// Projects (by number) whose token is revoked: their requests are answered 401.
+    revoked: Mutex<HashSet<usize>>,
 }
 
 impl SandboxState {
@@ -148,6 +156,7 @@ impl SandboxState {
             held: AtomicU64::new(0),
             stopping: CancellationToken::new(),
             changes: Mutex::new(Vec::new()),
+            revoked: Mutex::new(HashSet::new()),
             config,
             gateways: RwLock::new(BTreeMap::new()),
             started: Instant::now(),
@@ -158,6 +167,7 @@ impl SandboxState {
             patches_applied: AtomicU64::new(0),
             partial_patches: AtomicU64::new(0),
             unauthorized: AtomicU64::new(0),
+            foreign_requests: AtomicU64::new(0),
             first_unauthorized_at: AtomicU64::new(u64::MAX),
             writes_throttled: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
@@ -177,12 +187,18 @@ impl SandboxState {
         &self.config
     }
 
-    /// Adds one gateway per id with the sandbox's starting values.
+    /// Adds one gateway per id with the sandbox's starting values, in the main project.
     pub fn seed(&self, ids: impl IntoIterator<Item = Uuid>) {
+        self.seed_in(0, ids);
+    }
+
+    /// Adds one gateway per id to project number `project` (0: the main one).
+    pub fn seed_in(&self, project: usize, ids: impl IntoIterator<Item = Uuid>) {
         let mut map = write_lock(&self.gateways);
         for id in ids {
             let n = map.len() as u64 + 1;
             map.entry(id).or_insert_with(|| StoredGateway {
+                project,
                 sip_id: super::random_uuid(),
                 fields: starting_fields(n),
                 created_at: "2024-05-06T12:20:00Z".into(),
@@ -307,6 +323,26 @@ impl SandboxState {
         for (id, fields) in edits {
             self.edit(&id, fields);
         }
+    }
+
+    /// Revokes project number `project`'s token (`false`: restores it), as an operator
+    /// rotating it mid-run would: its requests are answered 401 from now on.
+    pub fn revoke(&self, project: usize, revoked: bool) {
+        let mut set = lock(&self.revoked);
+        if revoked {
+            set.insert(project)
+        } else {
+            set.remove(&project)
+        };
+    }
+
+    pub(super) fn is_revoked(&self, project: usize) -> bool {
+        lock(&self.revoked).contains(&project)
+    }
+
+    /// The project number that holds `id` (0: the main one).
+    pub fn project_of(&self, id: &Uuid) -> Option<usize> {
+        read_lock(&self.gateways).get(id).map(|g| g.project)
     }
 
     /// Gateways held.
@@ -460,6 +496,7 @@ impl SandboxState {
             patches_applied: self.patches_applied.load(Ordering::Relaxed),
             partial_patches: self.partial_patches.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            foreign_requests: self.foreign_requests.load(Ordering::Relaxed),
             requests_after_first_unauthorized: requests.saturating_sub(first_401),
             max_writes_in_any_second: max_in_window(&arrivals, 1_000_000),
             writes: arrivals.len() as u64,

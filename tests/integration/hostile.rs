@@ -451,7 +451,13 @@ fn an_outage_is_said_in_the_log_while_the_job_waits_it_out() {
     std::fs::write(dir.path().join("c.yaml"), "outage_budget_secs: 12\n").unwrap();
     let base = format!("http://{}", dropper.addr);
     let out = run(cmd_at(&base, dir.path()).args([
-        "plan", "m.csv", "--config", "c.yaml", "--no-progress", "--report", "r.csv",
+        "plan",
+        "m.csv",
+        "--config",
+        "c.yaml",
+        "--no-progress",
+        "--report",
+        "r.csv",
     ]));
     let err = stderr(&out);
     assert_eq!(code(&out), 3, "{err}");
@@ -472,7 +478,10 @@ fn an_outage_is_said_in_the_log_while_the_job_waits_it_out() {
             .unwrap_or_else(|| panic!("{line}"));
         assert!((5..12).contains(&secs), "{line}");
     }
-    assert!(err.find(said[0]) < err.find("cannot reach the space"), "{err}");
+    assert!(
+        err.find(said[0]) < err.find("cannot reach the space"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod operations;
 mod operator;
 mod peer;
 mod plan_export;
+mod projects;
 mod read_modes;
 mod resilience;
 mod reviewed;

@@ -279,6 +279,11 @@ pub fn starting_state(ids: &[Uuid]) -> BTreeMap<Uuid, GatewayFields> {
 /// The `sipgw-bulk sandbox` binary with `args` (port 0), and the three
 /// `SIGNALWIRE_...=value` lines it prints once it serves.
 pub fn sandbox_binary(args: &[&str]) -> (Guarded, Vec<(String, String)>) {
+    sandbox_binary_lines(args, 3)
+}
+
+/// [`sandbox_binary`], reading `n` lines (4 with `--projects-out`).
+pub fn sandbox_binary_lines(args: &[&str], n: usize) -> (Guarded, Vec<(String, String)>) {
     use std::io::BufRead;
     let mut server = Command::new(BIN)
         .args(["sandbox", "--port", "0"])
@@ -287,7 +292,7 @@ pub fn sandbox_binary(args: &[&str]) -> (Guarded, Vec<(String, String)>) {
         .stderr(std::process::Stdio::null())
         .spawn_guarded();
     let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    let env = (0..3)
+    let env = (0..n)
         .map(|_| {
             let line = lines.next().unwrap().unwrap();
             let (k, v) = line.split_once('=').unwrap();
