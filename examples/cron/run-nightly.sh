@@ -63,8 +63,8 @@ case $code in
   0) ;;                                                  # nothing had drifted
   2) alert notice "drift fixed; what changed and its undo file: $report (summary: $summary)" ;;
   1) alert err "rows need a person (failed/invalid/not_found/mismatch/conflict): $report (summary: $summary)" ;;
-  3) alert err "aborted: credentials refused, space unreachable or --max-errors reached; see $state/logs/$day.jsonl" ;;
-  4) alert err "interrupted; the next run continues its report ($state/reports/$day*.csv)" ;;
+  3) alert err "aborted: credentials refused, space unreachable or --max-errors reached; what it wrote and its undo file: $report; see $state/logs/$day.jsonl" ;;
+  4) alert err "interrupted; the next run continues its report, the undo file of what it wrote: $report" ;;
   5) ;;                                                  # the previous run still holds the lock
   *) alert err "configuration or manifest error (exit $code); see $state/logs/$day.jsonl" ;;
 esac

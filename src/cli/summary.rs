@@ -147,15 +147,17 @@ fn requests(text: &mut String, o: &Outcome, writes: bool, limits: Limits) {
     }
 }
 
-/// What held the write rate where it was, as far as the run can tell: the space's write
-/// budget (it held writes back, refused some, or cut the pace), 429 answers, `--rate`
-/// (writes paced at it, or rows queued for their slot), retries, or else the requests in
-/// flight (`--concurrency`) and their round trips. `None` without a rate to explain.
+/// What held the write rate where it was, as far as the run can tell, in this order: the
+/// space's write budget (it held writes back or cut the pace), 429 answers, retries (more
+/// than one write in ten), the requests in flight (the rate is within 70% of
+/// `--concurrency` rows each taking its requests' round trips), `--rate` (the writes came
+/// within 80% of it), or else the write pace's start-up (rows waited for their slot: in a
+/// short run the pace's low start shows). `None` without a rate to explain.
 fn write_bound(o: &Outcome, limits: Limits) -> Option<String> {
     let achieved = o.write_rate()?;
     let rate = f64::from(limits.rate);
     if let Some(b) = o.write_budget.filter(|b| b.source.is_some())
-        && (b.waited_secs > 0.0 || b.refused > 0 || b.cuts > 0)
+        && (b.waited_secs > 0.0 || b.cuts > 0)
     {
         return Some("the space's write budget".into());
     }
@@ -165,25 +167,39 @@ fn write_bound(o: &Outcome, limits: Limits) -> Option<String> {
             human::duration(o.throttled_wait)
         ));
     }
-    let queued = o.slot_wait.as_secs_f64() / o.writes.max(1) as f64;
-    if achieved >= 0.9 * rate || queued >= 0.5 / rate {
-        // The pace starts low and reaches --rate within half a second: in a short run
-        // that start shows.
-        let short = o.write_span.is_some_and(|s| s < Duration::from_secs(5))
-            && crate::budget::estimate::ramps_up_to(rate);
-        return Some(match short {
-            true => "--rate (the pace reaches it within 0.4 s of the first write)".into(),
-            false => "--rate".into(),
-        });
-    }
     if o.retries * 10 > o.writes {
         return Some(format!("retries ({})", human::count(o.retries)));
     }
+    if round_trips_allow(o, limits.concurrency).is_some_and(|most| achieved >= 0.7 * most) {
+        return Some(format!(
+            "--concurrency {} and the round trips (a written row is a read, a fresh read and \
+             a PATCH)",
+            limits.concurrency
+        ));
+    }
+    if achieved >= 0.8 * rate {
+        return Some("--rate".into());
+    }
+    let queued = o.slot_wait.as_secs_f64() / o.writes.max(1) as f64;
+    if queued >= 0.5 / rate && crate::budget::estimate::ramps_up_to(rate) {
+        return Some("the write pace's start-up (it starts at a sixteenth of --rate)".into());
+    }
     Some(format!(
-        "--concurrency {} and the round trips (a written row is a read, a fresh read and \
-         a PATCH)",
+        "--concurrency {} and the round trips",
         limits.concurrency
     ))
+}
+
+/// The most writes a second `concurrency` rows could make, each taking the median round
+/// trip of every request the run sent per write (reads, fresh reads, retries).
+fn round_trips_allow(o: &Outcome, concurrency: usize) -> Option<f64> {
+    let spent_ms: f64 = o
+        .latency
+        .iter()
+        .map(|(_, p)| p.count as f64 * p.p50_ms)
+        .sum();
+    let per_write_ms = spent_ms / o.writes.max(1) as f64;
+    (per_write_ms > 0.0).then(|| concurrency as f64 * 1000.0 / per_write_ms)
 }
 
 /// Latency per kind of request, the slowest row, and the 429s.
@@ -211,8 +227,9 @@ fn latencies(text: &mut String, o: &Outcome) {
     }
     if o.throttled > 0 {
         text.push_str(&format!(
-            "\n  throttled: {} answers 429, their retries waited {} in all",
+            "\n  throttled: {} answer{} 429, their retries waited {} in all",
             human::count(o.throttled),
+            if o.throttled == 1 { "" } else { "s" },
             human::duration(o.throttled_wait)
         ));
     }
@@ -350,12 +367,21 @@ mod tests {
     use super::*;
     use crate::budget::{BudgetReport, Source};
 
-    /// 101 writes paced 10 ms apart (100 a second), rows waiting `queued_ms` for each slot.
-    fn writing(queued_ms: u64) -> Outcome {
+    /// 101 writes paced 10 ms apart (100 a second), rows waiting `queued_ms` for each slot,
+    /// each written row's requests taking `round_trip_ms` in all (at the median).
+    fn writing(queued_ms: u64, round_trip_ms: f64) -> Outcome {
+        let p = crate::latency::Percentiles {
+            count: 101,
+            p50_ms: round_trip_ms,
+            p95_ms: round_trip_ms,
+            p99_ms: round_trip_ms,
+            max_ms: round_trip_ms,
+        };
         Outcome {
             writes: 101,
             write_span: Some(Duration::from_secs(1)),
             slot_wait: Duration::from_millis(101 * queued_ms),
+            latency: vec![(crate::latency::RequestKind::Patch, p)],
             ..Outcome::default()
         }
     }
@@ -370,82 +396,76 @@ mod tests {
     /// Each cause the summary names, in the order it is tested, at its edge.
     #[test]
     fn the_write_bound_names_what_held_the_rate() {
-        let bound = |o: &Outcome, rate| write_bound(o, limits(rate));
-        let short = "--rate (the pace reaches it within 0.4 s of the first write)";
-        assert_eq!(bound(&writing(0), 100).as_deref(), Some(short));
-        let mut long = writing(0);
-        long.write_span = Some(Duration::from_secs(5));
-        long.writes = 501;
-        assert_eq!(bound(&long, 100).as_deref(), Some("--rate"));
+        let bound = |o: &Outcome, rate| write_bound(o, limits(rate)).unwrap_or_default();
+        let fast = 1.0;
+        // 8 rows in flight, 80 ms of round trips a write: at most 100 a second.
+        let trips = "--concurrency 8 and the round trips (a written row is a read, a fresh \
+                     read and a PATCH)";
+        assert_eq!(bound(&writing(0, 80.0), 1000), trips);
+        // 70% of what the round trips allow.
+        assert_eq!(bound(&writing(0, 57.0), 1000), trips);
+        assert_ne!(bound(&writing(0, 50.0), 1000), trips);
+        // Within 80% of --rate.
+        assert_eq!(bound(&writing(0, fast), 125), "--rate");
+        assert_ne!(bound(&writing(0, fast), 126), "--rate");
+        // Under it, rows that waited over half an interval for their slot: the start-up
+        // (only where the pace ramps, from 64 a second).
+        let start = "the write pace's start-up (it starts at a sixteenth of --rate)";
+        assert_eq!(bound(&writing(3, fast), 200), start);
         assert_eq!(
-            bound(&long, 50).as_deref(),
-            Some("--rate"),
-            "no ramp below 64/s"
+            bound(&writing(2, fast), 200),
+            "--concurrency 8 and the round trips"
         );
-        // At 90% of --rate; just under it, rows that queued for their slot still say so.
-        assert_eq!(bound(&writing(0), 111).as_deref(), Some(short));
-        assert!(
-            bound(&writing(0), 112)
-                .unwrap()
-                .starts_with("--concurrency 8")
-        );
-        assert_eq!(
-            bound(&writing(3), 200).as_deref(),
-            Some(short),
-            "over half an interval"
-        );
-        assert!(
-            bound(&writing(2), 200)
-                .unwrap()
-                .starts_with("--concurrency 8")
-        );
-        let mut retried = writing(0);
+        let mut slower = writing(20, fast);
+        slower.write_span = Some(Duration::from_secs(2));
+        assert_eq!(bound(&slower, 63), "--concurrency 8 and the round trips");
+        assert_eq!(bound(&slower, 64), start);
+        let mut retried = writing(0, 80.0);
         retried.retries = 11;
-        assert_eq!(bound(&retried, 1000).as_deref(), Some("retries (11)"));
+        assert_eq!(bound(&retried, 1000), "retries (11)");
         retried.retries = 10;
-        assert!(bound(&retried, 1000).unwrap().starts_with("--concurrency"));
+        assert_eq!(bound(&retried, 1000), trips);
         let mut throttled = retried.clone();
         throttled.throttled = 1;
         throttled.throttled_wait = Duration::from_secs(2);
         assert_eq!(
-            bound(&throttled, 100).as_deref(),
-            Some("429 answers (their retries waited 2.0s)")
+            bound(&throttled, 100),
+            "429 answers (their retries waited 2.0s)"
         );
         let seen = BudgetReport {
             source: Some(Source::Estimated),
             ..BudgetReport::default()
         };
         let mut budget = throttled.clone();
-        budget.write_budget = Some(seen);
-        assert!(
-            bound(&budget, 100).unwrap().starts_with("429"),
-            "nothing held back"
-        );
+        for quiet in [seen, BudgetReport { refused: 3, ..seen }] {
+            budget.write_budget = Some(quiet);
+            assert!(
+                bound(&budget, 100).starts_with("429"),
+                "nothing held back, no cut"
+            );
+        }
         for held in [
             BudgetReport {
                 waited_secs: 0.5,
                 ..seen
             },
-            BudgetReport { refused: 1, ..seen },
             BudgetReport { cuts: 1, ..seen },
         ] {
             budget.write_budget = Some(held);
-            assert_eq!(
-                bound(&budget, 100).as_deref(),
-                Some("the space's write budget")
-            );
+            assert_eq!(bound(&budget, 100), "the space's write budget");
         }
         budget.write_budget = Some(BudgetReport {
             source: None,
-            refused: 1,
+            cuts: 1,
             ..seen
         });
-        assert!(
-            bound(&budget, 100).unwrap().starts_with("429"),
-            "no budget seen"
-        );
-        let mut brief = writing(0);
+        assert!(bound(&budget, 100).starts_with("429"), "no budget seen");
+        let mut brief = writing(0, fast);
         brief.write_span = Some(Duration::from_millis(999));
-        assert_eq!(bound(&brief, 100), None, "no rate to explain");
+        assert_eq!(write_bound(&brief, limits(100)), None, "no rate to explain");
+        let mut unmeasured = writing(0, fast);
+        unmeasured.latency.clear();
+        assert_eq!(round_trips_allow(&unmeasured, 8), None);
+        assert_eq!(round_trips_allow(&writing(0, 80.0), 8), Some(100.0));
     }
 }

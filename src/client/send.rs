@@ -204,9 +204,8 @@ impl ReadClient {
                 if let Some(failing_for) = inner.breaker.due_to_say() {
                     tracing::warn!(
                         space = %inner.space,
-                        "no answer from the space for {}s (last: {}); the job stops if none \
-                         comes within {}s of the first failure (outage_budget_secs), rows not \
-                         reached then `skipped` for --resume",
+                        "no answer from the space for {}s (last: {}); waiting for it at most \
+                         {}s from the first failure (outage_budget_secs)",
                         failing_for.as_secs(),
                         err.message,
                         inner.breaker.budget().as_secs()

@@ -469,7 +469,10 @@ fn an_outage_is_said_in_the_log_while_the_job_waits_it_out() {
     assert!(!said.is_empty() && said.len() <= 3, "{err}");
     for line in &said {
         assert!(line.contains("WARN") && line.contains(&base), "{line}");
-        assert!(line.contains("within 12s of the first failure"), "{line}");
+        assert!(
+            line.contains("at most 12s from the first failure"),
+            "{line}"
+        );
         let secs: u64 = line
             .split("no answer from the space for ")
             .nth(1)
