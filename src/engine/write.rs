@@ -14,12 +14,12 @@ use crate::model::{GatewayFields, GatewayResource};
 use crate::report::{ErrorCode, RowRecord};
 use crate::status::Status;
 
-/// A row that differs, written. An earlier run's write of this row that may have landed
-/// did, at least in part, when the gateway no longer looks as it did then: the undo value
-/// is then the gateway as it was before that write (for a `write_unknown` carried from the
-/// chain's previous report, only while the gateway is what that write asked for:
-/// [`crate::ledger::EarlierWrite::before_for`]), and a failure now leaves it possibly
-/// written, as read.
+/// A row that differs, written. `landed`: an earlier run's write of this row whose answer
+/// was lost and that landed, at least in part, as the caller's read shows it
+/// ([`crate::ledger::EarlierWrite::landed`]: the fields it asked for, for a `write_unknown`
+/// carried from the chain's previous report only while the gateway is what that write
+/// asked for). The undo value is then the gateway as it was before that write, and a
+/// failure now leaves the row possibly written, as read.
 pub(super) async fn write(
     record: RowRecord,
     row: &Row,
