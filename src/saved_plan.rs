@@ -61,12 +61,10 @@ struct VersionOnly {
 /// A saved plan that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("cannot read plan {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is in the message, not the error's source: a chain printed whole would
+    // say it twice.
+    #[error("cannot read plan {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error(
         "{path} is not a saved plan (its first line is not a sipgw-bulk plan header); make one \
          with `sipgw-bulk plan MANIFEST --out PLAN`"
@@ -108,9 +106,9 @@ pub enum PlanError {
 
 /// Reads a plan's header, without its rows.
 pub fn read_header(path: &Path) -> Result<PlanHeader, PlanError> {
-    let io_err = |source| PlanError::Io {
+    let io_err = |cause| PlanError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     };
     // A FIFO or a device is no plan: refused, never waited on.
     let file = crate::bounded::open_regular(path).map_err(io_err)?;
@@ -141,9 +139,9 @@ fn parse_header(path: &Path, first: &str) -> Result<PlanHeader, PlanError> {
 /// (equal in `before` and `after`) pass as they are: the server's own values, even ones a
 /// manifest could not name, are written back unchanged.
 pub fn verify(path: &Path) -> Result<PlanHeader, PlanError> {
-    let io_err = |source| PlanError::Io {
+    let io_err = |cause| PlanError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     };
     // Read twice (checked whole, then run): a FIFO or a device is refused, never waited on.
     let file = crate::bounded::open_regular(path).map_err(io_err)?;
@@ -302,9 +300,9 @@ impl PlanWriter {
     /// Puts the plan in place (header first, with the final count). `complete` is false
     /// when the plan stopped early: then nothing is saved.
     pub fn finish(mut self, complete: bool) -> Result<PathBuf, PlanError> {
-        let io_err = |source| PlanError::Io {
+        let io_err = |cause| PlanError::Io {
             path: self.path.clone(),
-            source,
+            cause,
         };
         if let Some(e) = self.error.take() {
             return Err(io_err(e));

@@ -12,7 +12,7 @@ const EXIT_STATUS: [(u8, &str); 8] = [
     ),
     (
         1,
-        "finished, but some rows are `invalid`, `not_found`, `failed`, `mismatch` or `conflict`",
+        "finished, but some rows are `invalid`, `not_found`, `failed`, `mismatch` or `conflict`; in a run of several projects, also one project's credentials refused (its rows `skipped`, the run resumable)",
     ),
     (
         2,

@@ -38,21 +38,26 @@ pub use args::{
 pub enum Exit {
     /// Every row ended `updated`, `unchanged` (or `would_update` in a plan).
     Ok = 0,
-    /// Finished, but some rows are `invalid`, `not_found`, `failed` or `mismatch`.
+    /// Finished, but some rows are `invalid`, `not_found`, `failed`, `mismatch` or
+    /// `conflict`; or, in a run of several projects, one project's credentials were refused
+    /// (its rows `skipped`, the run resumable).
     RowErrors = 1,
     /// `--detailed-exitcode` only, no errors and: `plan`, changes pending; `apply`, changes
     /// made.
     ChangesPending = 2,
-    /// Aborted: credentials refused, `--max-errors` reached, `--max-changes` exceeded.
+    /// Aborted: credentials refused, the space unreachable past the outage budget (or a TLS
+    /// failure), the report or journal not writable, `--max-errors` reached,
+    /// `--max-changes` exceeded, the prompt declined.
     Aborted = 3,
     /// Interrupted (SIGINT/SIGTERM): no PATCH starts after the signal, requests already sent
     /// finish, rows waiting for a slot are `skipped`; report complete, resumable.
     Interrupted = 4,
-    /// Another run holds the lock on this report.
+    /// Another run holds the lock on this report, or is applying this manifest's gateways
+    /// in this space.
     Locked = 5,
-    /// Usage or configuration error.
+    /// Usage or configuration error (including `apply` without `--yes` off a terminal).
     Usage = 64,
-    /// The manifest cannot be read as a whole.
+    /// The manifest cannot be read as a whole (or changed while the run read it).
     BadManifest = 65,
 }
 /// Parses argv, runs the command, and returns the exit code. `main` only calls this.

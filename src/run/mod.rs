@@ -508,9 +508,9 @@ async fn run_rows(
     let plan_file = match &options.save_plan {
         Some(path) if mode == Mode::Plan => {
             let header = plan_header_for(options, manifest, scan);
-            let writer = PlanWriter::create(path, header).map_err(|source| PlanError::Io {
+            let writer = PlanWriter::create(path, header).map_err(|cause| PlanError::Io {
                 path: path.clone(),
-                source,
+                cause,
             })?;
             let (obs, handle) = crate::progress::Shared::new(writer);
             observers.push(Box::new(obs));

@@ -63,9 +63,9 @@ impl Review<'_> {
     ) -> Result<Reviewed, RunError> {
         let plan_path = reviewed_plan_path(self.report);
         let header = plan_header_for(self.options, manifest, scan);
-        let writer = PlanWriter::create(&plan_path, header).map_err(|source| PlanError::Io {
+        let writer = PlanWriter::create(&plan_path, header).map_err(|cause| PlanError::Io {
             path: plan_path.clone(),
-            source,
+            cause,
         })?;
         let (plan_obs, plan_handle) = crate::progress::Shared::new(writer);
         let observers: Vec<Box<dyn Observer>> = vec![Box::new(plan_obs), preview(&plan_path)];

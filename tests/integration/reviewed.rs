@@ -131,3 +131,16 @@ fn an_incomplete_plan_is_not_saved() {
     assert!(!sb.path("p.plan").exists());
     assert!(stderr(&out).contains("incomplete"), "{}", stderr(&out));
 }
+
+/// A plan file that is not there: one line says so, its cause once.
+#[test]
+fn a_missing_plan_is_refused_with_its_cause_said_once() {
+    let ids = ids(1, 3207);
+    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let out = run(sb.cmd().args(["apply", "--plan", "nope.plan", "--yes"]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 64, "{err}");
+    assert!(err.contains("cannot read plan nope.plan: "), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert_eq!(sb.state().stats().requests, 0, "nothing sent");
+}
