@@ -43,6 +43,37 @@ fn rollback_rows(sb: &Sandbox, report: &str, out: &str) -> BTreeMap<String, Vec<
         .collect()
 }
 
+/// `m.csv`: each gateway's codecs as `desired(i)` asks, no other column.
+fn write_codecs_manifest(sb: &Sandbox, ids: &[Uuid]) {
+    let mut text = String::from("id,codecs\n");
+    for (i, id) in ids.iter().enumerate() {
+        let wanted = desired(i).codecs;
+        let codecs: Vec<&str> = wanted.iter().map(|c| c.as_str()).collect();
+        text.push_str(&format!("{id},{}\n", codecs.join(";")));
+    }
+    std::fs::write(sb.path("m.csv"), text).unwrap();
+}
+
+/// Runs `RESUME` one row at a time, kills it (kill -9) while the PATCH the sandbox was
+/// told to hold waits for its answer, then lets that PATCH go: the held gateway.
+fn kill_at_the_held_patch(sb: &Sandbox) -> Uuid {
+    let mut client = sb
+        .cmd()
+        .args(RESUME)
+        .args(["--concurrency", "1"])
+        .stderr(std::process::Stdio::null())
+        .spawn_guarded();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sb.state().patches_held() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no PATCH came");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    client.kill().unwrap();
+    client.wait().unwrap();
+    sb.state().release_held();
+    sb.state().held_gateway().unwrap()
+}
+
 fn apply_undo(sb: &Sandbox, manifest: &str) {
     let report = format!("{manifest}.report.csv");
     let out = run(sb
@@ -77,13 +108,7 @@ fn a_hand_fix_after_a_mismatch_is_the_next_link_s_before_and_survives_its_rollba
     hand.codecs = vec![Codec::Pcma];
     assert!(sb.state().edit(&ids[0], hand.clone()));
     // Tonight's manifest sets codecs only (its content may change between links).
-    let mut text = String::from("id,codecs\n");
-    for (i, id) in ids.iter().enumerate() {
-        let wanted = desired(i).codecs;
-        let codecs: Vec<&str> = wanted.iter().map(|c| c.as_str()).collect();
-        text.push_str(&format!("{id},{}\n", codecs.join(";")));
-    }
-    std::fs::write(sb.path("m.csv"), text).unwrap();
+    write_codecs_manifest(&sb, &ids);
     let out = run(sb.cmd().args(RESUME));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let tonight = line(&sb.path("r.2.csv"), &ids[0]);
@@ -351,29 +376,9 @@ fn a_write_recovered_from_the_journal_is_only_its_own_fields_never_an_edit_made_
     let ids = ids(3, 3201);
     let sb = Sandbox::start(SandboxConfig::default(), &ids);
     let start = sb.state().snapshot();
-    let mut text = String::from("id,codecs\n");
-    for (i, id) in ids.iter().enumerate() {
-        let wanted = desired(i).codecs;
-        let codecs: Vec<&str> = wanted.iter().map(|c| c.as_str()).collect();
-        text.push_str(&format!("{id},{}\n", codecs.join(";")));
-    }
-    std::fs::write(sb.path("m.csv"), text).unwrap();
+    write_codecs_manifest(&sb, &ids);
     sb.state().hold_patch(1, true);
-    let mut client = sb
-        .cmd()
-        .args(RESUME)
-        .args(["--concurrency", "1"])
-        .stderr(std::process::Stdio::null())
-        .spawn_guarded();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while sb.state().patches_held() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no PATCH came");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    client.kill().unwrap();
-    client.wait().unwrap();
-    sb.state().release_held();
-    let id = sb.state().held_gateway().unwrap();
+    let id = kill_at_the_held_patch(&sb);
     let mut edited = sb.state().snapshot()[&id].clone();
     assert_ne!(edited.codecs, start[&id].codecs, "the PATCH landed");
     edited.name = "edited-since".into();
@@ -411,31 +416,11 @@ fn a_row_the_canary_holds_back_keeps_an_earlier_run_s_write_in_its_report() {
     let ids = ids(3, 3202);
     let sb = Sandbox::start(SandboxConfig::default(), &ids);
     let start = sb.state().snapshot();
-    let mut text = String::from("id,codecs\n");
-    for (i, id) in ids.iter().enumerate() {
-        let wanted = desired(i).codecs;
-        let codecs: Vec<&str> = wanted.iter().map(|c| c.as_str()).collect();
-        text.push_str(&format!("{id},{}\n", codecs.join(";")));
-    }
-    std::fs::write(sb.path("m.csv"), text).unwrap();
+    write_codecs_manifest(&sb, &ids);
     // The first row ends `mismatch`, so the resumed run writes it again: the canary's turn.
     sb.state().set_mismatch([ids[0]]);
     sb.state().hold_patch(2, true);
-    let mut client = sb
-        .cmd()
-        .args(RESUME)
-        .args(["--concurrency", "1"])
-        .stderr(std::process::Stdio::null())
-        .spawn_guarded();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while sb.state().patches_held() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no PATCH came");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    client.kill().unwrap();
-    client.wait().unwrap();
-    sb.state().release_held();
-    let id = sb.state().held_gateway().unwrap();
+    let id = kill_at_the_held_patch(&sb);
     assert_eq!(id, ids[1], "the second PATCH is the second row's");
     let mut edited = sb.state().snapshot()[&id].clone();
     assert_ne!(edited.codecs, start[&id].codecs, "the PATCH landed");
