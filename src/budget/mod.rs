@@ -266,9 +266,10 @@ enum Step {
     },
     /// Wait, then ask again; a wait with a reason is told in the log.
     Wait(Instant, Option<Why>),
-    /// A place ahead, held (counted as granted): at it, the write goes if the newest
-    /// count still has room for it.
-    At(Instant),
+    /// A place ahead, held (counted as granted), laid after this many cuts of the pace:
+    /// at it, the write goes if the newest count still has room for it and the pace was
+    /// not cut since.
+    At(Instant, u64),
     Stop(Held),
 }
 
@@ -359,14 +360,14 @@ impl WriteBudget {
                     });
                 }
                 Step::Stop(held) => return Err(held),
-                Step::At(place) => {
+                Step::At(place, cuts) => {
                     let held = Grant {
                         budget: Some(Arc::clone(self)),
                         announced: false,
                         at: place,
                     };
                     tokio::time::sleep_until(place).await;
-                    if let Some(grant) = self.at_its_place(held) {
+                    if let Some(grant) = self.at_its_place(held, cuts) {
                         return Ok(grant);
                     }
                 }
@@ -413,6 +414,11 @@ impl WriteBudget {
             return Step::Wait(until, Some(Why::Spent));
         }
         let spend = s.announced.spend(s.writes, now);
+        // The pace at the last place laid, when that is ahead: during the start-up ramp
+        // (and a cut's climb back) the pace rises with time, so a place far ahead is spaced
+        // at the pace of its own moment, not at today's (32 rows asking at once at a
+        // sixteenth of --rate were laid 2 s ahead, and kept there as the pace doubled).
+        let ahead = s.last.filter(|last| *last > now);
         let rate = match spend {
             Some(Spend::WaitUntil(until)) => return self.at_the_reserve(&mut s, now, until),
             Some(Spend::Renew) => {
@@ -427,11 +433,11 @@ impl WriteBudget {
             Some(Spend::Pace(rate)) => rate,
             None => {
                 s.estimate.start(now);
-                s.estimate.pace(now)
+                s.estimate.pace(ahead.unwrap_or(now))
             }
         };
         s.held_since = None;
-        if rate >= self.ceiling {
+        if rate >= self.ceiling && ahead.is_none() {
             // The governor alone paces at the ceiling: an unthrottled run pays nothing here.
             s.last = None;
         } else {
@@ -443,7 +449,7 @@ impl WriteBudget {
             s.last = Some(place);
             if place > now {
                 s.writes.pending += 1;
-                return Step::At(place);
+                return Step::At(place, s.estimate.cuts());
             }
         }
         s.writes.pending += 1;
@@ -453,11 +459,16 @@ impl WriteBudget {
     }
 
     /// A write whose place has come: it goes, unless a count now in use has no room for
-    /// it (then its place is let go, and it asks again).
-    fn at_its_place(&self, mut held: Grant) -> Option<Grant> {
+    /// it, or the pace was cut since the place was laid (`cuts`: the cuts then; the
+    /// place was spaced at a pace no longer in force). Then its place is let go, and it
+    /// asks again.
+    fn at_its_place(&self, mut held: Grant, cuts: u64) -> Option<Grant> {
         let now = Instant::now();
         let spend = {
             let s = self.state();
+            if s.estimate.cuts() != cuts {
+                return None;
+            }
             let others = Writes {
                 pending: s.writes.pending.saturating_sub(1),
                 ..s.writes
@@ -595,6 +606,10 @@ impl WriteBudget {
             s = self.state();
         }
         let verdict = s.estimate.on_answer(ticket.sent, refused, now);
+        if matches!(verdict, Verdict::Cut { .. }) {
+            // The places laid ahead were spaced at the old pace: the next is laid from now.
+            s.last = None;
+        }
         if let (Verdict::Cut { spent: true }, Answer::Refused(wait)) = (verdict, answer) {
             let until = now + wait.unwrap_or(Duration::from_secs(1)).min(MAX_SPENT_PAUSE);
             if s.spent_until.is_none_or(|t| t < until) {
@@ -989,5 +1004,68 @@ mod tests {
         b.answered(&ticket, Answer::Other);
         assert_eq!(b.report().refused + b.report().accepted, 12);
         assert!((b.report().refused_share() - 1.0).abs() < 1e-9);
+    }
+
+    /// Grants `n` writes asked for at once; when each came, from the first ask.
+    async fn grants_asked_at_once(b: &Arc<WriteBudget>, n: usize) -> Vec<Duration> {
+        let start = Instant::now();
+        let waiters: Vec<_> = (0..n)
+            .map(|_| {
+                let b = Arc::clone(b);
+                tokio::spawn(async move {
+                    let grant = b.slot().await.unwrap();
+                    let at = Instant::now() - start;
+                    let _sent = grant.send();
+                    at
+                })
+            })
+            .collect();
+        let mut at = Vec::new();
+        for w in waiters {
+            at.push(w.await.unwrap());
+        }
+        at.sort();
+        at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn places_laid_ahead_in_the_start_up_ramp_follow_its_rising_pace() {
+        // 32 rows ask at once at --rate 250: the ramp starts at 15.6/s and reaches 250/s
+        // within 0.4 s. Laid at the first pace, the last place was 31 x 64 ms = 2 s out.
+        let b = budget(250, 60);
+        let at = grants_asked_at_once(&b, 32).await;
+        let last = at[31];
+        assert!(
+            last <= Duration::from_millis(500),
+            "the 32nd write waited {last:?}"
+        );
+        // Never faster than the ramp allows: 1.6 writes in its first 100 ms.
+        let early = at
+            .iter()
+            .filter(|t| **t < Duration::from_millis(100))
+            .count();
+        assert!(early <= 2, "{early} writes in the first 100 ms: {at:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_lets_the_places_laid_at_the_old_pace_go() {
+        // 32 rows ask at once in the start-up ramp: their places are laid up to 0.4 s out.
+        let b = budget(250, 60);
+        let first = b.slot().await.unwrap().send().unwrap();
+        let waiters = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move { grants_asked_at_once(&b, 31).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Then nearly every write is refused: a cut, to a pace the places were not laid at.
+        for _ in 0..40 {
+            b.answered(&first, Answer::Refused(Some(Duration::from_millis(1))));
+        }
+        let r = b.report();
+        assert!(r.cuts >= 1, "{r:?}");
+        let at = waiters.await.unwrap();
+        // At the cut's pace (at most 1/16 of 250 while it climbs back), 31 writes take
+        // far longer than the ramp's 0.4 s.
+        assert!(at[30] >= Duration::from_secs(1), "{at:?} at {}/s", r.pace);
     }
 }
