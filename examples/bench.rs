@@ -817,16 +817,22 @@ fn crossover(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()
 /// The space's write budget, four ways: random 429s, a limit under `--rate`, that limit
 /// shared with production writes, and the budget announced in headers.
 fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
-    let rows = if o.quick { 300 } else { 1_500 };
-    // (case, sandbox options, --rate, --concurrency, target). Case 1 runs more rows in
-    // flight: each refused request holds its row for its one-second Retry-After, so 200
-    // writes a second with 10% refused (reads too) need about 100 rows in flight.
-    let cases: [(&str, &[&str], &str, &str, &str); 4] = [
+    let rows = if o.quick { 300 } else { 3_000 };
+    // (case, sandbox options, --rate, --concurrency, target). --concurrency counts requests
+    // on the wire: a row waiting out its Retry-After holds none.
+    let cases: [(&str, &[&str], &str, &str, &str); 6] = [
         (
-            "1: 10% random 429s, no limit",
-            &["--write-limit", "0", "--fault", "429=0.1"],
+            "1: 10% random 429s (Retry-After 1 s), 20 ms, no limit",
+            &[
+                "--write-limit",
+                "0",
+                "--fault",
+                "429=0.1",
+                "--latency-ms",
+                "20",
+            ],
             "200",
-            "128",
+            "32",
             ">= 160/s",
         ),
         (
@@ -850,6 +856,20 @@ fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resul
             "32",
             ">= 40/s (80% of the 50/s above the reserve), 0 refused",
         ),
+        (
+            "5: 100/s counted in fixed 1 s windows",
+            &["--write-limit", "100", "--limit-window", "1"],
+            "1000",
+            "32",
+            ">= 80/s, <= 5% refused",
+        ),
+        (
+            "6: 100/s counted in fixed 10 s windows",
+            &["--write-limit", "100", "--limit-window", "10"],
+            "1000",
+            "32",
+            ">= 80/s, <= 5% refused",
+        ),
     ];
     writeln!(md, "## Sharing the write budget\n")?;
     writeln!(
@@ -860,9 +880,9 @@ fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resul
     )?;
     writeln!(
         md,
-        "| case | --rate | --concurrency | writes sent | refused | job's write rate | production refused | pace: lowest, end | target |"
+        "| case | --rate | --concurrency | writes sent | refused | job's write rate | requests a row | production refused | pace: lowest, end | target |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
     let mut series = Vec::new();
     for (i, (name, args, rate, concurrency, target)) in cases.iter().enumerate() {
         let sb = Sandbox::start(bin, rows, args)?;
@@ -898,9 +918,10 @@ fn shared_budget(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resul
         let b = &s["write_budget"];
         writeln!(
             md,
-            "| {name} | {rate} | {concurrency} | {writes} | {refused} ({:.1}%) | {:.1}/s | {} | {:.0}/s, {:.0}/s | {target} |",
+            "| {name} | {rate} | {concurrency} | {writes} | {refused} ({:.1}%) | {:.1}/s | {:.2} | {} | {:.0}/s, {:.0}/s | {target} |",
             refused as f64 * 100.0 / writes.max(1) as f64,
             s["write_rate"].as_f64().unwrap_or(0.0),
+            st["requests"].as_f64().unwrap_or(0.0) / rows as f64,
             if production > 0 {
                 format!(
                     "{prod_refused} of {production} ({:.1}%)",

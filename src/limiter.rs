@@ -16,6 +16,7 @@ use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 pub use crate::budget::{Grant, Held, WriteBudget};
@@ -91,6 +92,18 @@ pub struct Limiter {
     paused_until: [Mutex<Option<Instant>>; 2],
     /// The pace of writes below the ceiling: the space's write budget.
     budget: Option<Arc<WriteBudget>>,
+    /// `--concurrency`: requests on the wire at most. Taken after every wait a request
+    /// makes (a pause, the read gate, a write's slot, a retry's backoff), so a row that
+    /// waits holds none; `None` bounds nothing.
+    requests: Option<Arc<Semaphore>>,
+}
+
+/// One request's place among those on the wire ([`Limiter::request_slot`]): held while
+/// the request is sent and answered, given back when dropped. A write's fresh read hands
+/// its place to the PATCH built from it, so nothing queues between the two.
+#[derive(Debug)]
+pub struct RequestSlot {
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// How late, at most, a request may reach the server compared with its neighbours (two
@@ -128,7 +141,26 @@ impl Limiter {
             read: read_per_second.map(Gate::new),
             paused_until: [Mutex::new(None), Mutex::new(None)],
             budget: None,
+            requests: None,
         }
+    }
+
+    /// At most `n` requests on the wire at once (`--concurrency`), whatever the rows
+    /// under way.
+    pub fn with_requests_in_flight(mut self, n: usize) -> Self {
+        self.requests = Some(Arc::new(Semaphore::new(n.max(1))));
+        self
+    }
+
+    /// Waits for a place among the requests on the wire; take it once nothing else is
+    /// left to wait for, right before sending.
+    pub async fn request_slot(&self) -> RequestSlot {
+        let permit = match &self.requests {
+            // The semaphore is never closed: an error cannot happen, and bounds nothing.
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => None,
+        };
+        RequestSlot { _permit: permit }
     }
 
     /// Paces writes by the space's write budget too (the quota stays the ceiling).

@@ -414,11 +414,6 @@ impl WriteBudget {
             return Step::Wait(until, Some(Why::Spent));
         }
         let spend = s.announced.spend(s.writes, now);
-        // The pace at the last place laid, when that is ahead: during the start-up ramp
-        // (and a cut's climb back) the pace rises with time, so a place far ahead is spaced
-        // at the pace of its own moment, not at today's (32 rows asking at once at a
-        // sixteenth of --rate were laid 2 s ahead, and kept there as the pace doubled).
-        let ahead = s.last.filter(|last| *last > now);
         let rate = match spend {
             Some(Spend::WaitUntil(until)) => return self.at_the_reserve(&mut s, now, until),
             Some(Spend::Renew) => {
@@ -433,11 +428,11 @@ impl WriteBudget {
             Some(Spend::Pace(rate)) => rate,
             None => {
                 s.estimate.start(now);
-                s.estimate.pace(ahead.unwrap_or(now))
+                s.estimate.pace(now)
             }
         };
         s.held_since = None;
-        if rate >= self.ceiling && ahead.is_none() {
+        if rate >= self.ceiling {
             // The governor alone paces at the ceiling: an unthrottled run pays nothing here.
             s.last = None;
         } else {
@@ -1026,25 +1021,6 @@ mod tests {
         }
         at.sort();
         at
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn places_laid_ahead_in_the_start_up_ramp_follow_its_rising_pace() {
-        // 32 rows ask at once at --rate 250: the ramp starts at 15.6/s and reaches 250/s
-        // within 0.4 s. Laid at the first pace, the last place was 31 x 64 ms = 2 s out.
-        let b = budget(250, 60);
-        let at = grants_asked_at_once(&b, 32).await;
-        let last = at[31];
-        assert!(
-            last <= Duration::from_millis(500),
-            "the 32nd write waited {last:?}"
-        );
-        // Never faster than the ramp allows: 1.6 writes in its first 100 ms.
-        let early = at
-            .iter()
-            .filter(|t| **t < Duration::from_millis(100))
-            .count();
-        assert!(early <= 2, "{early} writes in the first 100 ms: {at:?}");
     }
 
     #[tokio::test(start_paused = true)]

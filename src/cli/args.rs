@@ -68,7 +68,7 @@ pub struct GlobalArgs {
         value_name = "FILE"
     )]
     pub projects: Option<PathBuf>,
-    /// Rows in flight at most [default: 32].
+    /// Requests on the wire at most; rows under way: four times it [default: 32].
     #[arg(long, global = true, value_name = "N")]
     pub concurrency: Option<usize>,
     /// Writes per second at most, retries included [default: 250].

@@ -149,8 +149,8 @@ fn requests(text: &mut String, o: &Outcome, writes: bool, limits: Limits) {
 
 /// What held the write rate where it was, as far as the run can tell, in this order: the
 /// space's write budget (it held writes back or cut the pace), 429 answers, retries (more
-/// than one write in ten), the requests in flight (the rate is within 70% of
-/// `--concurrency` rows each taking its requests' round trips), `--rate` (the writes came
+/// than one write in ten), the requests on the wire (the rate is within 70% of what
+/// `--concurrency` requests make at the round trips the run sent per write), `--rate` (the writes came
 /// within 80% of it), or else the write pace's start-up (rows waited for their slot: in a
 /// short run the pace's low start shows). `None` without a rate to explain.
 fn write_bound(o: &Outcome, limits: Limits) -> Option<String> {
@@ -172,8 +172,8 @@ fn write_bound(o: &Outcome, limits: Limits) -> Option<String> {
     }
     if round_trips_allow(o, limits.concurrency).is_some_and(|most| achieved >= 0.7 * most) {
         return Some(format!(
-            "--concurrency {} and the round trips (a written row is a read, a fresh read and \
-             a PATCH)",
+            "--concurrency {} and the round trips (a written row is a read and a PATCH, and \
+             a fresh read when it waited for its slot)",
             limits.concurrency
         ));
     }
@@ -190,8 +190,8 @@ fn write_bound(o: &Outcome, limits: Limits) -> Option<String> {
     ))
 }
 
-/// The most writes a second `concurrency` rows could make, each taking the median round
-/// trip of every request the run sent per write (reads, fresh reads, retries).
+/// The most writes a second `concurrency` requests on the wire could make, at the median
+/// round trip of every request the run sent per write (reads, fresh reads, retries).
 fn round_trips_allow(o: &Outcome, concurrency: usize) -> Option<f64> {
     let spent_ms: f64 = o
         .latency
@@ -398,9 +398,9 @@ mod tests {
     fn the_write_bound_names_what_held_the_rate() {
         let bound = |o: &Outcome, rate| write_bound(o, limits(rate)).unwrap_or_default();
         let fast = 1.0;
-        // 8 rows in flight, 80 ms of round trips a write: at most 100 a second.
-        let trips = "--concurrency 8 and the round trips (a written row is a read, a fresh \
-                     read and a PATCH)";
+        // 8 requests on the wire, 80 ms of round trips a write: at most 100 a second.
+        let trips = "--concurrency 8 and the round trips (a written row is a read and a PATCH, \
+                     and a fresh read when it waited for its slot)";
         assert_eq!(bound(&writing(0, 80.0), 1000), trips);
         // 70% of what the round trips allow.
         assert_eq!(bound(&writing(0, 57.0), 1000), trips);

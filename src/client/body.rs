@@ -20,6 +20,7 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
             value,
             status: reply.status,
             attempts: reply.attempts,
+            round_trip: reply.round_trip,
         }),
         Err(e) => Err(ApiError::new(
             ErrorKind::Unreadable,

@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use crate::breaker::Breaker;
 use crate::latency::{Latencies, RequestKind};
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, RequestSlot};
 use crate::model::{GATEWAYS_PATH, GatewayResource};
 use crate::retry::RetryPolicy;
 use crate::secret::Credentials;
@@ -98,6 +98,8 @@ pub struct Reply<T> {
     pub value: T,
     pub status: u16,
     pub attempts: u32,
+    /// The answered attempt's round trip, from sent to answered.
+    pub round_trip: Duration,
 }
 
 struct Inner {
@@ -219,11 +221,23 @@ impl ReadClient {
 
     /// GET one gateway by its resource id. The answer must be that gateway.
     pub async fn get_gateway(&self, id: &Uuid) -> Result<Reply<GatewayResource>, ApiError> {
+        self.get_gateway_keeping_slot(id)
+            .await
+            .map(|(reply, _slot)| reply)
+    }
+
+    /// [`ReadClient::get_gateway`], keeping its place among the requests on the wire for
+    /// the PATCH built from it ([`WriteClient::patch_once`]): no queue between the read a
+    /// write is built from and the write.
+    pub async fn get_gateway_keeping_slot(
+        &self,
+        id: &Uuid,
+    ) -> Result<(Reply<GatewayResource>, RequestSlot), ApiError> {
         let url = self.gateway_url(id);
-        let reply = self.call(RequestKind::Get, url, None).await?;
+        let (reply, slot) = self.call_keeping_slot(RequestKind::Get, url, None).await?;
         let reply: Reply<GatewayResource> = decode(reply)?;
         check_gateway(&reply.value, Some(id)).map_err(|e| e.after(reply.attempts, reply.status))?;
-        Ok(reply)
+        Ok((reply, slot))
     }
 
     fn gateway_url(&self, id: &Uuid) -> Url {

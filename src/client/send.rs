@@ -20,7 +20,7 @@ use crate::breaker::Verdict;
 use crate::budget::{Answer, Grant, Held, Ticket, WriteBudget};
 use crate::failure::{Reach, Stop};
 use crate::latency::RequestKind;
-use crate::limiter::Budget;
+use crate::limiter::{Budget, RequestSlot};
 use crate::retry::parse_retry_after;
 
 impl ReadClient {
@@ -31,6 +31,20 @@ impl ReadClient {
         url: Url,
         body: Option<Vec<u8>>,
     ) -> Result<Reply<bytes_body::Body>, ApiError> {
+        self.call_keeping_slot(kind, url, body)
+            .await
+            .map(|(reply, _slot)| reply)
+    }
+
+    /// [`ReadClient::call`], keeping the answered attempt's place among the requests on
+    /// the wire for the caller's next request (a write's fresh read hands it to the PATCH).
+    /// A retry's wait holds none.
+    pub(super) async fn call_keeping_slot(
+        &self,
+        kind: RequestKind,
+        url: Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<(Reply<bytes_body::Body>, RequestSlot), ApiError> {
         let inner = &self.inner;
         let budget = match kind {
             RequestKind::Get | RequestKind::List => Budget::Read,
@@ -61,12 +75,14 @@ impl ReadClient {
                     }
                 },
             };
+            let slot = inner.limiter.request_slot().await;
             if inner.abort.is_cancelled() {
                 return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
             self.send_counted(kind, url.clone(), body.clone(), n, grant)
                 .await
+                .map(|reply| (reply, slot))
         };
         attempt
             .retry(inner.retry.backoff())
@@ -116,8 +132,12 @@ impl ReadClient {
             }
             _ => None,
         };
-        let result = self.send_once(method, url, body, n, max_body, write).await;
-        inner.stats.latencies.of(kind).record(sent.elapsed());
+        let mut result = self.send_once(method, url, body, n, max_body, write).await;
+        let round_trip = sent.elapsed();
+        inner.stats.latencies.of(kind).record(round_trip);
+        if let Ok(reply) = &mut result {
+            reply.round_trip = round_trip;
+        }
         let status = match &result {
             Ok(reply) => Some(reply.status),
             Err(e) => e.status,
@@ -314,6 +334,7 @@ impl ReadClient {
                 value: bytes_body::Body(bytes),
                 status: status.as_u16(),
                 attempts: attempt,
+                round_trip: Duration::ZERO, // set by the caller, which timed it
             });
         }
         // Error bodies are shown: the credential is cut out of them first (a server may

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::body::{check_gateway, decode};
 use super::{ApiError, ErrorKind, ReadClient, Reply, WriteClient};
 use crate::latency::RequestKind;
-use crate::limiter::Grant;
+use crate::limiter::{Grant, RequestSlot};
 use crate::model::{GatewayFields, GatewayResource};
 
 impl WriteClient {
@@ -59,6 +59,12 @@ impl WriteClient {
         Ok(grant)
     }
 
+    /// Waits for a place among the requests on the wire, for a PATCH built from a read
+    /// that kept none.
+    pub async fn request_slot(&self) -> RequestSlot {
+        self.read.inner.limiter.request_slot().await
+    }
+
     /// Whether a granted slot still has room under the newest count the space announced
     /// (the fresh read may have brought one): a slot without it is given back, and the row
     /// waits for another and reads again.
@@ -74,13 +80,14 @@ impl WriteClient {
     /// caller reads the gateway again before any other attempt. Refuses (without sending)
     /// a body that lacks a field: live spaces validate PATCH as a full replacement. Once
     /// `stop` is cancelled (the job was interrupted) it sends nothing: the last waits
-    /// before the request leaves end with an `Aborted` error instead.
+    /// before the request leaves end with an `Aborted` error instead. `request`: the place
+    /// on the wire its fresh read kept; without one, it waits for one.
     pub async fn patch_once(
         &self,
         id: &Uuid,
         fields: &GatewayFields,
         n: u32,
-        slot: Grant,
+        (slot, request): (Grant, Option<RequestSlot>),
         stop: &CancellationToken,
     ) -> Result<Reply<GatewayResource>, ApiError> {
         let missing = fields.missing();
@@ -102,6 +109,16 @@ impl WriteClient {
                 ErrorKind::Interrupted,
                 "not sent: the job stopped while the write waited to leave".into(),
             )
+        };
+        // The place on the wire first: the --rate gate below is the last wait, so that no
+        // queue after it can bunch writes into one second.
+        let _request = match request {
+            Some(held) => held,
+            None => tokio::select! {
+                biased;
+                () = stop.cancelled() => return Err(stopped()),
+                held = inner.limiter.request_slot() => held,
+            },
         };
         // While the space is failing, one request at a time probes it.
         let _probe = if inner.breaker.is_open() {

@@ -1,5 +1,5 @@
-//! The pipeline: manifest stream -> bounded channel -> a fixed pool of `concurrency`
-//! workers -> one recorder, the report's writer.
+//! The pipeline: manifest stream -> bounded channel -> a fixed pool of workers (the rows
+//! under way, [`rows_in_flight`]) -> one recorder, the report's writer.
 //!
 //! ```text
 //!  reader (thread) ──rows──▶ worker 1..N ──records──▶ recorder (thread) ──▶ report file
@@ -77,8 +77,10 @@ pub struct Job {
     /// `Some` for apply; `None` makes a plan that cannot write.
     pub writer: Option<WriteClient>,
     pub report: ReportWriter,
-    /// Rows in flight at most.
-    pub concurrency: usize,
+    /// Rows under way at most ([`rows_in_flight`] of `--concurrency`): a row waiting for
+    /// its write slot or out a retry's wait holds a place here, not a request's (the
+    /// client's limiter bounds those).
+    pub rows_in_flight: usize,
     /// Tripped by the client on 401/403.
     pub abort: CancellationToken,
     /// Tripped from outside (an interrupt): no new row starts.
@@ -286,19 +288,30 @@ impl Shared {
     }
 }
 
+/// Rows under way for `concurrency` requests on the wire: four a request, so that rows
+/// waiting (for a write slot, out a `Retry-After`) leave requests for the rows that can
+/// go, while the rows held in memory stay bounded. `--max-errors` can be passed by the
+/// rows already under way when it is reached: at most this many, less one.
+pub fn rows_in_flight(concurrency: usize) -> usize {
+    concurrency.max(1) * ROWS_PER_REQUEST
+}
+
+/// See [`rows_in_flight`].
+const ROWS_PER_REQUEST: usize = 4;
+
 /// Runs the job to the end and returns its counts: the report's writer, the manifest's
 /// reader and the workers start, the reader's end closes the rows' channel, the workers'
 /// end closes the records', and the recorder's end is the job's.
 pub async fn run(job: Job) -> Result<Outcome, JobError> {
     let started = Instant::now();
-    let concurrency = job.concurrency.max(1);
+    let rows_in_flight = job.rows_in_flight.max(1);
     let (shared, rows, recorder) = split_job(job);
-    let (row_tx, row_rx) = mpsc::channel((concurrency * 4).max(256));
+    let (row_tx, row_rx) = mpsc::channel(rows_in_flight.max(256));
     let (record_tx, record_rx) = mpsc::channel(1024);
 
     let recording = recorder.spawn(record_rx, Arc::clone(&shared));
     let reading = rows.spawn(row_tx, record_tx.clone(), Arc::clone(&shared));
-    let working = workers::spawn(concurrency, row_rx, record_tx, &shared);
+    let working = workers::spawn(rows_in_flight, row_rx, record_tx, &shared);
 
     let read = reading.await.map_err(internal)?;
     for worker in working {
@@ -323,7 +336,7 @@ fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
         reader,
         writer,
         report,
-        concurrency: _,
+        rows_in_flight: _,
         abort,
         stop,
         hurry,

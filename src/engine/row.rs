@@ -2,12 +2,12 @@
 //! and decide: unchanged, a conflict with the reviewed plan, held by the canary, a change
 //! a plan shows, or a write ([`super::write`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::canary::Turn;
 use super::verdict::{conflict, failed, possibly_written_earlier};
-use super::write::write;
+use super::write::{FirstRead, write};
 use crate::client::ApiError;
 use crate::diff::{FieldSet, differing, merge};
 use crate::manifest::Row;
@@ -70,8 +70,8 @@ async fn decide(
     shared: &Shared,
 ) -> RowRecord {
     let from_listing = listed.is_some();
-    let current = match read_current(&mut record, row, listed, shared).await {
-        Ok(current) => current,
+    let (current, timed) = match read_current(&mut record, row, listed, shared).await {
+        Ok(read) => read,
         Err(err) => return failed(record, err, &shared.stopper),
     };
     let desired = merge(&current, &row.desired);
@@ -117,7 +117,12 @@ async fn decide(
         };
     }
     match shared.clients(row).1 {
-        Some(writer) => write(record, row, shared, &writer, landed).await,
+        Some(writer) => {
+            let first = timed.zip(record.before.clone());
+            let first =
+                first.map(|((answered, trip), fields)| FirstRead::new(fields, answered, trip));
+            write(record, row, shared, &writer, (landed, first)).await
+        }
         None => {
             record.status = Status::WouldUpdate;
             record.after = Some(desired);
@@ -151,21 +156,23 @@ fn held_after_an_earlier_write(
     possibly_written_earlier(record)
 }
 
-/// The gateway as it is: the list page's answer (no request of this row's own), else a GET.
+/// The gateway as it is: the list page's answer (no request of this row's own), else a
+/// GET, with when it was answered and its round trip.
 async fn read_current(
     record: &mut RowRecord,
     row: &Row,
     listed: Option<GatewayFields>,
     shared: &Shared,
-) -> Result<GatewayFields, ApiError> {
+) -> Result<(GatewayFields, Option<(tokio::time::Instant, Duration)>), ApiError> {
     if let Some(fields) = listed {
         record.http_status = Some(200);
-        return Ok(fields);
+        return Ok((fields, None));
     }
     let reply = super::write::read_gateway(shared, row).await?;
     record.attempts = reply.attempts;
     record.http_status = Some(reply.status);
-    Ok(reply.value.sip_gateway)
+    let answered = tokio::time::Instant::now();
+    Ok((reply.value.sip_gateway, Some((answered, reply.round_trip))))
 }
 
 /// A row that needs no change. Written by an earlier run that crashed before its report

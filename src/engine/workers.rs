@@ -1,5 +1,5 @@
-//! The pool: `concurrency` workers take rows from one queue, each row reconciled to its
-//! record, and the records sent to the recorder. A failed or mismatched row counts
+//! The pool: a worker for each row under way ([`super::rows_in_flight`]) takes rows from
+//! one queue, each row reconciled to its record, and the records sent to the recorder. A failed or mismatched row counts
 //! toward `--max-errors`, which stops the job when reached.
 
 use std::sync::Arc;
@@ -16,13 +16,13 @@ use crate::report::RowRecord;
 use crate::status::Status;
 
 pub(super) fn spawn(
-    concurrency: usize,
+    rows_in_flight: usize,
     rows: mpsc::Receiver<Work>,
     records: mpsc::Sender<Event>,
     shared: &Arc<Shared>,
 ) -> Vec<JoinHandle<()>> {
     let rows = Arc::new(Mutex::new(rows));
-    (0..concurrency)
+    (0..rows_in_flight)
         .map(|_| {
             let rows = Arc::clone(&rows);
             let records = records.clone();

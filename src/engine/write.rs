@@ -3,12 +3,16 @@
 //! reading, never by sending again blind.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::Shared;
 use super::stop::Stopper;
 use super::verdict::{conflict, failed, possibly_written_earlier, unknown};
 use crate::client::{ApiError, ErrorKind, Reply, WriteClient, WriteSchedule};
 use crate::diff::{FieldSet, differing, merge, with_fields_from};
+use crate::limiter::RequestSlot;
 use crate::manifest::Row;
 use crate::model::{GatewayFields, GatewayResource};
 use crate::report::{ErrorCode, RowRecord};
@@ -25,11 +29,11 @@ pub(super) async fn write(
     row: &Row,
     shared: &Shared,
     writer: &WriteClient,
-    landed: Option<(GatewayFields, FieldSet)>,
+    (landed, first): (Option<(GatewayFields, FieldSet)>, Option<FirstRead>),
 ) -> RowRecord {
     let read = record.before.clone();
     let earlier = landed.is_some();
-    let record = write_fresh(record, row, shared, writer, landed).await;
+    let record = write_fresh(record, row, shared, writer, (landed, first)).await;
     match record.status {
         Status::Failed if earlier && record.error_code != ErrorCode::WriteUnknown => {
             let mut record = possibly_written_earlier(record);
@@ -50,13 +54,14 @@ pub(super) async fn write(
 /// row that then stops is read once more, and unless that read shows the gateway as it
 /// was (nothing landed) or as desired, it is `write_unknown`: it stays in the rollback.
 /// After the job stops no PATCH starts: a row waiting for its slot or out a retry's wait
-/// leaves then ([`Attempts::stopped`]).
+/// leaves then ([`Attempts::stopped`]). The first attempt of a row whose own read is
+/// still fresh when its slot comes is built from that read ([`FirstRead`]).
 async fn write_fresh(
     mut record: RowRecord,
     row: &Row,
     shared: &Shared,
     writer: &WriteClient,
-    landed: Option<(GatewayFields, FieldSet)>,
+    (landed, mut first): (Option<(GatewayFields, FieldSet)>, Option<FirstRead>),
 ) -> RowRecord {
     // The undo value once something of ours (or an earlier run's) may have landed.
     if let Some((before, _)) = &landed {
@@ -77,9 +82,16 @@ async fn write_fresh(
             // The read of a second attempt is part of its retry.
             shared.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        let now = match read_fresh(&mut record, row, shared).await {
-            Ok(now) => now,
-            Err(err) => return tries.gave_up(record, err, &shared.stopper),
+        let read = match first.take() {
+            Some(first) => first.if_still_fresh(writer, &shared.stopper).await,
+            None => None,
+        };
+        let (now, request) = match read {
+            Some(read) => read,
+            None => match read_fresh(&mut record, row, shared).await {
+                Ok(read) => read,
+                Err(err) => return tries.gave_up(record, err, &shared.stopper),
+            },
         };
         if !writer.still_room(&slot) {
             // The read brought a count with no room for this write: another slot, then
@@ -114,7 +126,7 @@ async fn write_fresh(
         let stop = shared.stopper.stop_token();
         let sent = tokio::select! {
             biased;
-            reply = writer.patch_once(&row.id, &desired, tries.patches, slot, stop) => reply,
+            reply = writer.patch_once(&row.id, &desired, tries.patches, (slot, Some(request)), stop) => reply,
             () = shared.stopper.hurried() => {
                 return tries.on_the_wire_at_the_end(record, before, changes, desired, shared, writer);
             }
@@ -353,16 +365,66 @@ pub(super) async fn read_gateway(
     }
 }
 
-/// The gateway as it is now, read after the write slot was granted.
+/// A row's own read (its GET; a page's listing is older): the gateway as it was answered,
+/// when, and the round trip. A write whose slot and place on the wire come within that
+/// round trip of the answer is built from it, with no second read: the window between the
+/// read and the write is then no wider than a second read would leave (about a round
+/// trip). A row that waited longer reads again ([`read_fresh`]).
+#[derive(Debug, Clone)]
+pub(super) struct FirstRead {
+    fields: GatewayFields,
+    answered: Instant,
+    round_trip: Duration,
+}
+
+impl FirstRead {
+    pub(super) fn new(fields: GatewayFields, answered: Instant, round_trip: Duration) -> FirstRead {
+        FirstRead {
+            fields,
+            answered,
+            round_trip,
+        }
+    }
+
+    /// The read and a place on the wire for the PATCH, if the read is still as fresh as a
+    /// second one would be once that place is held; `None` (the place let go) otherwise.
+    async fn if_still_fresh(
+        self,
+        writer: &WriteClient,
+        stopper: &Stopper,
+    ) -> Option<(GatewayFields, RequestSlot)> {
+        if !self.fresh() {
+            return None;
+        }
+        let request = tokio::select! {
+            biased;
+            () = stopper.halted() => return None,
+            request = writer.request_slot() => request,
+        };
+        self.fresh().then_some((self.fields, request))
+    }
+
+    fn fresh(&self) -> bool {
+        self.answered.elapsed() <= self.round_trip
+    }
+}
+
+/// The gateway as it is now, read after the write slot was granted, and the read's place
+/// among the requests on the wire, kept for the PATCH.
 async fn read_fresh(
     record: &mut RowRecord,
     row: &Row,
     shared: &Shared,
-) -> Result<GatewayFields, ApiError> {
-    let reply = read_gateway(shared, row).await?;
+) -> Result<(GatewayFields, RequestSlot), ApiError> {
+    let reader = shared.clients(row).0;
+    let (reply, request) = tokio::select! {
+        biased;
+        read = reader.get_gateway_keeping_slot(&row.id) => read?,
+        () = shared.stopper.hurried() => return Err(given_up(false)),
+    };
     record.attempts += reply.attempts;
     record.http_status = Some(reply.status);
-    Ok(reply.value.sip_gateway)
+    Ok((reply.value.sip_gateway, request))
 }
 
 /// Already as desired: our lost answer's PATCH landed (in `ours`, undone by `before`), or

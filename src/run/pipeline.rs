@@ -198,7 +198,8 @@ impl<'a> Pipeline<'a> {
         observer: Option<Box<dyn Observer>>,
     ) -> Result<Outcome, RunError> {
         let o = self.options;
-        let mut limiter = Limiter::new(Some(o.write_rate), o.read_rate);
+        let mut limiter =
+            Limiter::new(Some(o.write_rate), o.read_rate).with_requests_in_flight(o.concurrency);
         if let Some(budget) = &self.budget {
             limiter = limiter.with_budget(Arc::clone(budget));
         }
@@ -236,7 +237,7 @@ impl<'a> Pipeline<'a> {
             writer: writes.then(|| WriteClient::new(reader.clone())),
             reader,
             report,
-            concurrency: o.concurrency,
+            rows_in_flight: crate::engine::rows_in_flight(o.concurrency),
             abort,
             stop,
             hurry,

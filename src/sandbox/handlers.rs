@@ -75,9 +75,27 @@ fn is_write(method: &Method) -> bool {
     )
 }
 
+/// One request being answered, counted until its answer is built.
+struct InFlight<'a>(&'a SandboxState);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a SandboxState) -> InFlight<'a> {
+        let now = state.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Auth, then faults, then the write limit; only then the handler.
 async fn gate(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
     let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let _answering = InFlight::enter(&state);
     let write = is_write(request.method());
     if write {
         state.note_write_arrival();
@@ -309,6 +327,10 @@ async fn update(
     }
     if state.config().failing_ids.contains(&id) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    }
+    if state.throttles_once(&id) {
+        let refused = error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+        return with_retry_after(refused, state.config().faults.retry_after_secs);
     }
     let mut fields = match validate_full_body(&body) {
         Ok(fields) => fields,

@@ -78,6 +78,9 @@ pub struct SandboxConfig {
     pub faults: Faults,
     /// Ids whose every PATCH is answered 500 (rehearsing a stubborn subset).
     pub failing_ids: Vec<Uuid>,
+    /// Ids whose first PATCH is answered 429 with the faults' `Retry-After` (a row that
+    /// must wait while the others could go).
+    pub throttled_once_ids: Vec<Uuid>,
     /// Ids whose PATCH answer reports other codecs than were sent (a read-back mismatch).
     pub mismatch_ids: Vec<Uuid>,
     /// If set, `links.next` points at this origin instead of a path (tests a foreign link).
@@ -107,6 +110,7 @@ impl Default for SandboxConfig {
             background_writes: 0,
             faults: Faults::default(),
             failing_ids: Vec::new(),
+            throttled_once_ids: Vec::new(),
             mismatch_ids: Vec::new(),
             next_link_origin: None,
             max_page_size: 1000,

@@ -69,6 +69,8 @@ pub struct Stats {
     pub read_to_write_max_us: u64,
     /// PATCHes held so far (`--hold-patch`): the client waits for their answers.
     pub patches_held: u64,
+    /// The most requests the sandbox was answering at once.
+    pub max_requests_in_flight: u64,
 }
 
 /// One change to a gateway, as the change log keeps it (`SandboxConfig::log_changes`).
@@ -141,9 +143,19 @@ pub struct SandboxState {
     changes: Mutex<Vec<Change>>,
     /// Projects (by number) whose token is revoked: their requests are answered 401.
     revoked: Mutex<HashSet<usize>>,
+    /// Requests being answered now, and the most at once.
+    pub(super) in_flight: AtomicU64,
+    pub(super) max_in_flight: AtomicU64,
+    /// `throttled_once_ids` not yet throttled.
+    pub(super) throttle_once: Mutex<HashSet<Uuid>>,
 }
 
 impl SandboxState {
+    /// Whether this PATCH of `id` is the one to answer 429 (its first, if listed).
+    pub(super) fn throttles_once(&self, id: &Uuid) -> bool {
+        lock(&self.throttle_once).remove(id)
+    }
+
     pub fn new(config: SandboxConfig) -> SandboxState {
         let hold = HoldPlan {
             countdown: config.hold_patch,
@@ -157,6 +169,9 @@ impl SandboxState {
             stopping: CancellationToken::new(),
             changes: Mutex::new(Vec::new()),
             revoked: Mutex::new(HashSet::new()),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            throttle_once: Mutex::new(config.throttled_once_ids.iter().copied().collect()),
             config,
             gateways: RwLock::new(BTreeMap::new()),
             started: Instant::now(),
@@ -482,6 +497,7 @@ impl SandboxState {
             read_to_write_p50_us: gaps.get(gaps.len() / 2).copied().unwrap_or(0),
             read_to_write_max_us: gaps.last().copied().unwrap_or(0),
             patches_held: self.patches_held(),
+            max_requests_in_flight: self.max_in_flight.load(Ordering::Relaxed),
             accepted_per_second: seconds.iter().map(|s| s.0).collect(),
             throttled_per_second: seconds.iter().map(|s| s.1).collect(),
             production_writes: production.iter().map(|s| s.0 + s.1).sum(),

@@ -89,7 +89,8 @@ fn room_holds(sc: &Scenario, out: &Outcome, mine: &[&JobWrite]) -> Result<(), St
                 .count() as u64;
             a.honest_count
                 && a.counted.window == g.counted.window
-                && a.announced_remaining.is_some_and(|r| share(r) >= 2 * since + 2)
+                && a.announced_remaining
+                    .is_some_and(|r| share(r) >= 2 * since + 2)
         })
         .count();
     if !refuted && owed >= 3 && !mine.iter().any(|w| w.under_announcement) {

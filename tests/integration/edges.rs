@@ -243,8 +243,10 @@ fn a_row_that_may_have_been_written_stays_in_the_rollback_with_its_before() {
         assert_eq!(r.before.as_ref(), Some(&start[&id]), "{r:?}");
         // Bounded: the policy's three attempts, no more.
         assert_eq!(sb.state().patch_count(&id), 3);
-        // The first read, three of (fresh read, PATCH), and the read that settles it.
-        assert_eq!(r.attempts, 8, "{r:?}");
+        // The first read, three of (fresh read, PATCH), and the read that settles it; the
+        // first PATCH is built from the first read where its slot came within that read's
+        // round trip.
+        assert!((7..=8).contains(&r.attempts), "{r:?}");
     }
     let out = run(sb.cmd().args(["rollback", "r.csv"]));
     assert_eq!(
@@ -590,18 +592,20 @@ fn a_row_counts_exactly_the_requests_it_made_when_its_writes_run_out() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let report = report(&dir.path().join("r.csv"));
     let by_id = |id: &uuid::Uuid| report.values().find(|r| r.id == id.to_string()).unwrap();
-    // The first read, then two attempts of a fresh read and a PATCH; no read after the
-    // last refusal (nothing may have landed: a 429 is not applied).
+    // The first read, then two attempts of a fresh read and a PATCH (the first one's fresh
+    // read left out where its slot came within the first read's round trip); no read after
+    // the last refusal (nothing may have landed: a 429 is not applied).
     let r = by_id(&ids[0]);
     assert_eq!(
         (r.status, r.error_code.as_str()),
         (Status::Failed, "http_429"),
         "{r:?}"
     );
-    assert_eq!(r.attempts, 5, "{r:?}");
-    // Nothing sent for a body that cannot be whole: the two reads only.
+    assert!((4..=5).contains(&r.attempts), "{r:?}");
+    let refused_attempts = r.attempts;
+    // Nothing sent for a body that cannot be whole: the reads only.
     let r = by_id(&ids[1]);
     assert_eq!(r.error_code.as_str(), "incomplete_body", "{r:?}");
-    assert_eq!(r.attempts, 2, "{r:?}");
-    assert_eq!(peer.requests(), 7);
+    assert!((1..=2).contains(&r.attempts), "{r:?}");
+    assert_eq!(peer.requests(), u64::from(refused_attempts + r.attempts));
 }

@@ -145,9 +145,10 @@ fn a_write_of_unknown_outcome_keeps_its_before_through_resume_and_rollback() {
                 (Status::Failed, "write_unknown")
             );
             assert_eq!(r.before.as_ref(), starting.get(&id));
-            // The first read, a fresh read and the lost PATCH, then the next fresh read's
-            // two attempts, both dropped.
-            assert_eq!(r.attempts, 5, "{r:?}");
+            // The first read, a fresh read (none where the slot came within the first
+            // read's round trip) and the lost PATCH, then the next fresh read's two
+            // attempts, both dropped.
+            assert!((4..=5).contains(&r.attempts), "{r:?}");
         } else {
             assert_eq!(r.status, Status::Updated);
         }
@@ -467,7 +468,8 @@ fn a_lost_answer_on_the_last_attempt_is_read_once_more_and_counted() {
         lost.error.contains("reading the gateway back failed too"),
         "{lost:?}"
     );
-    // The first read, the fresh read, the PATCH, the settling read.
-    assert_eq!(lost.attempts, 4, "{lost:?}");
+    // The first read, the fresh read (none where the slot came within the first read's
+    // round trip), the PATCH, the settling read.
+    assert!((3..=4).contains(&lost.attempts), "{lost:?}");
     assert_eq!(sb.state().patch_count(&ids[0]), 1);
 }

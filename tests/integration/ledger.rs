@@ -214,8 +214,9 @@ fn max_errors_stops_the_job_with_exit_3_and_skips_the_rest() {
         .values()
         .filter(|r| r.status == Status::Skipped)
         .count();
-    // Five failures stop it; the rows already in flight (at most 4) may add to them.
-    assert!((5..=8).contains(&failed), "failed {failed}");
+    // Five failures stop it; the rows already under way (at most 4 x --concurrency) may
+    // add to them.
+    assert!((5..=5 + 15).contains(&failed), "failed {failed}");
     assert!(skipped > 100, "skipped {skipped}");
     assert!(
         report

@@ -558,8 +558,8 @@ fn the_summary_says_what_held_the_write_rate_and_counts_each_row_once() {
             summary_json(&sb.path(&format!("{report}.json"))),
         )
     };
-    // One row at a time, each a read, a fresh read and a PATCH of 20 ms: about 16 writes
-    // a second against --rate 1000.
+    // One request at a time, of 20 ms; a row a read and a PATCH (a fresh read too when its
+    // slot came late): about 20 writes a second against --rate 1000.
     let only: Vec<String> = ids[..60].iter().map(|id| id.to_string()).collect();
     std::fs::write(sb.path("only.txt"), only.join("\n")).unwrap();
     let (err, s) = apply(

@@ -42,9 +42,11 @@ fn apply_of_a_saved_plan_writes_exactly_its_changes_and_reports_a_moved_gateway_
         .cmd()
         .args(["apply", "--plan", "p.plan", "--report", "r.csv"]));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    // Each written row: a GET that finds the change, and a fresh one after its write slot.
-    // The moved row is judged on its first GET: no write slot, no second read.
-    assert_eq!(sb.state().stats().gets - gets_before, 19 * 2 + 1);
+    // Each written row: a GET that finds the change, and a fresh one after its write slot
+    // unless that came within the first GET's round trip. The moved row is judged on its
+    // first GET: no write slot, no second read.
+    let gets = sb.state().stats().gets - gets_before;
+    assert!((19 + 1..=19 * 2 + 1).contains(&gets), "{gets} GETs");
     // The console names the conflict as it happens and again at the end.
     let err = stderr(&out);
     let conflict_id = ids[5].to_string();
