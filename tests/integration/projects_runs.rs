@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::SandboxConfig;
 
 use crate::projects::{projects_file, three_project_run};
@@ -159,4 +160,182 @@ fn the_lock_holds_one_projects_gateways_with_a_projects_file_or_without() {
         "{err}"
     );
     let _ = first.kill();
+}
+
+/// `named.csv`: `plain.csv` with every row naming its project by name (`p1`, `p2`, `p3`).
+fn named_manifest(sb: &Sandbox) {
+    let text = std::fs::read_to_string(sb.path("plain.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{},project\n", lines.next().unwrap());
+    for (i, line) in lines.enumerate() {
+        out.push_str(&format!("{line},p{}\n", i % 3 + 1));
+    }
+    std::fs::write(sb.path("named.csv"), out).unwrap();
+}
+
+#[test]
+fn a_chain_of_several_projects_follows_a_reordered_projects_file_and_may_drop_a_project() {
+    let (sb, ids) = three_project_run(12, SandboxConfig::default());
+    named_manifest(&sb);
+    // The same projects listed the other way round.
+    let p = projects(&sb);
+    let names = ["p1", "p2", "p3"];
+    let reversed: Vec<(&str, Option<&str>, &str)> = (0..3)
+        .rev()
+        .map(|i| (p[i].0.as_str(), Some(names[i]), p[i].1.as_str()))
+        .collect();
+    projects_file(&sb.path("reversed.yaml"), &reversed, 0o600);
+    // No environment project: the projects file alone names them.
+    let apply = |manifest: &str, file: &str, resume: bool| {
+        let mut cmd = sb.cmd();
+        cmd.env_remove("SIGNALWIRE_PROJECT_ID")
+            .env_remove("SIGNALWIRE_API_TOKEN")
+            .args([
+                "apply",
+                manifest,
+                "--yes",
+                "--no-progress",
+                "--report",
+                "r.csv",
+            ])
+            .args(["--projects", file]);
+        if resume {
+            cmd.arg("--resume");
+        }
+        run(&mut cmd)
+    };
+    let out = apply("named.csv", "projects.yaml", false);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+
+    // The next scheduled run, with the file reordered: the chain's next link reads every
+    // gateway of every project again; nothing to change.
+    let out = apply("named.csv", "reversed.yaml", true);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let second = report(&sb.path("r.2.csv"));
+    assert_eq!(second.len(), 12);
+    for (row, record) in &second {
+        let i = (*row - 2) as usize;
+        assert_eq!(record.status, Status::Unchanged, "row {row}");
+        assert_eq!(record.project.as_deref(), Some(p[i % 3].0.as_str()));
+    }
+
+    // A link whose manifest dropped the third project's rows: a new link, its two projects.
+    rows_of(&sb.path("named.csv"), &sb.path("two.csv"), |i| i % 3 != 2);
+    let out = apply("two.csv", "projects.yaml", true);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let third = report(&sb.path("r.3.csv"));
+    assert_eq!(third.len(), 8);
+    assert!(third.values().all(|r| r.status == Status::Unchanged));
+    for id in &ids {
+        assert_eq!(sb.state().patch_count(id), 1, "each gateway written once");
+    }
+    assert_eq!(sb.state().stats().foreign_requests, 0);
+}
+
+#[test]
+fn a_shard_of_several_projects_with_a_skip_across_them_resumes_only_its_refused_rows() {
+    let (sb, ids) = three_project_run(30, SandboxConfig::default());
+    let p = projects(&sb);
+    let good = sb.state().config().projects_yaml();
+    let revoked = good.replace(&p[1].1, "PTrevoked0000000000");
+    std::fs::write(sb.path("revoked.yaml"), revoked).unwrap();
+    std::fs::set_permissions(
+        sb.path("revoked.yaml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    // One gateway of each project skipped.
+    let skipped = [ids[0], ids[1], ids[5]];
+    let apply = |file: &str, shard: &str, resume: bool| {
+        let mut cmd = sb.cmd();
+        cmd.args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "--no-progress",
+            "--report",
+            "s.csv",
+        ])
+        .args(["--projects", file, "--shard", shard]);
+        for id in skipped {
+            cmd.args(["--skip", &id.to_string()]);
+        }
+        if resume {
+            cmd.arg("--resume");
+        }
+        run(&mut cmd)
+    };
+    let out = apply("revoked.yaml", "1/2", false);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let shard = report(&sb.path("s.csv"));
+    assert!(!shard.is_empty() && shard.len() < 30, "{}", shard.len());
+    let in_shard = |i: usize| shard.contains_key(&(i as u64 + 2));
+    for (row, record) in &shard {
+        let i = (*row - 2) as usize;
+        assert_eq!(record.project.as_deref(), Some(p[i % 3].0.as_str()));
+        let want = if skipped.contains(&ids[i]) || i % 3 == 1 {
+            Status::Skipped
+        } else {
+            Status::Updated
+        };
+        assert_eq!(record.status, want, "row {row}");
+    }
+
+    // Resumed as another shard: refused, nothing sent.
+    let sent = sb.state().stats().requests;
+    let out = apply("projects.yaml", "0/2", true);
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert_eq!(sb.state().stats().requests, sent);
+    // The token fixed, the same shard: only that project's rows of the shard are written.
+    let out = apply("projects.yaml", "1/2", true);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for (i, id) in ids.iter().enumerate() {
+        let want = u32::from(in_shard(i) && !skipped.contains(id));
+        assert_eq!(sb.state().patch_count(id), want, "row {}", i + 2);
+    }
+    assert_eq!(sb.state().stats().foreign_requests, 0);
+}
+
+#[test]
+fn three_projects_on_one_announced_budget_beside_production_leave_it_its_share() {
+    // 1,000 writes per 10 s window for the whole space, 500 kept; production spends 450
+    // of them a window while three projects' rows are written.
+    const CONCURRENCY: u64 = 64;
+    let config = SandboxConfig {
+        write_limit: 100,
+        limit_window: Some(std::time::Duration::from_secs(10)),
+        announce_limit: true,
+        background_writes: 45,
+        ..SandboxConfig::default()
+    };
+    let (sb, ids) = three_project_run(300, config);
+    let out = run(sb
+        .cmd()
+        .args([
+            "apply",
+            "m.csv",
+            "--yes",
+            "-q",
+            "--projects",
+            "projects.yaml",
+        ])
+        .args(["--rate", "1000", "--concurrency", &CONCURRENCY.to_string()])
+        .args(["--report", "r.csv", "--summary-json", "s.json"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    let stats = sb.state().stats();
+    let b = &summary_json(&sb.path("s.json"))["write_budget"];
+    assert_eq!(b["source"], "announced", "{b}");
+    assert_eq!(b["reserve"], 500, "{b}");
+    // No write refused, the job's or production's.
+    assert_eq!(stats.writes_throttled, 0, "{stats:?}");
+    assert!(stats.production_writes > 0, "{stats:?}");
+    assert_eq!(stats.production_refused, 0, "{stats:?}");
+    // The remaining count never below the reserve, but for production's writes since the
+    // count a write acted on (as for one project).
+    let lowest = stats.lowest_remaining_after_client_write.unwrap();
+    eprintln!("lowest remaining {lowest}, production {stats:?}, budget {b}");
+    assert!(lowest + 5 >= 500, "{lowest} left at the lowest: {b}");
+    assert_eq!(stats.foreign_requests, 0);
 }
