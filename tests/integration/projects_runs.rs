@@ -339,3 +339,45 @@ fn three_projects_on_one_announced_budget_beside_production_leave_it_its_share()
     assert!(lowest + 5 >= 500, "{lowest} left at the lowest: {b}");
     assert_eq!(stats.foreign_requests, 0);
 }
+
+#[test]
+fn doctor_says_an_unreachable_space_is_exit_3_and_a_failing_list_is_exit_1() {
+    // Nothing listens on the port: the space cannot be reached, exit 3, nothing claimed
+    // about the credentials.
+    let (sb, _) = three_project_run(3, SandboxConfig::default());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = run(sb
+        .cmd()
+        .env("SIGNALWIRE_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .arg("doctor"));
+    let text = stdout(&out);
+    assert_eq!(code(&out), 3, "{text}{}", stderr(&out));
+    assert!(
+        text.contains(": NOT USABLE: the space cannot be reached: ")
+            && text.contains("  credentials: not checked\n"),
+        "{text}"
+    );
+
+    // Every request answered 500, past the retries: the space answered, the project
+    // cannot list its gateways: not usable, exit 1 (as a row failed so ends a run).
+    let failing = SandboxConfig {
+        faults: sipgw_bulk::sandbox::Faults {
+            status_rates: vec![(500, 1.0)],
+            ..Default::default()
+        },
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start(failing, &ids(2, 347));
+    let out = run(sb.cmd().arg("doctor"));
+    let text = stdout(&out);
+    assert_eq!(code(&out), 1, "{text}{}", stderr(&out));
+    assert!(
+        text.contains(": NOT USABLE: listing gateways failed: ") && text.contains("(500)"),
+        "{text}"
+    );
+    assert_eq!(sb.state().stats().patches, 0);
+}
