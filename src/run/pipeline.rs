@@ -329,7 +329,7 @@ fn project_clients(
             ..o.client.clone()
         };
         // Its own abort under the job's: refused credentials stop this project only.
-        readers.push(ReadClient::new(
+        readers.push(ReadClient::for_project(
             &config,
             Arc::clone(limiter),
             Arc::clone(stats),

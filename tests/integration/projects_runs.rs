@@ -381,3 +381,60 @@ fn doctor_says_an_unreachable_space_is_exit_3_and_a_failing_list_is_exit_1() {
     );
     assert_eq!(sb.state().stats().patches, 0);
 }
+
+/// The value of the first sample of `name` whose line holds every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_carry_a_project_label_only_in_a_run_of_several_projects() {
+    let (sb, _) = three_project_run(12, SandboxConfig::default());
+    let out = run(sb.cmd().args([
+        "apply",
+        "m.csv",
+        "--yes",
+        "--no-progress",
+        "--projects",
+        "projects.yaml",
+        "--metrics-file",
+        "several.prom",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = std::fs::read_to_string(sb.path("several.prom")).unwrap();
+    for (id, _) in projects(&sb) {
+        let project = format!("project=\"{id}\"");
+        let rows = ["status=\"updated\"", project.as_str()];
+        assert_eq!(sample(&text, "sipgw_bulk_rows", &rows), Some(4.0), "{text}");
+        let patches = ["kind=\"patch\"", "code=\"200\"", project.as_str()];
+        let n = sample(&text, "sipgw_bulk_requests_total", &patches);
+        assert_eq!(n, Some(4.0), "{text}");
+    }
+    for name in ["sipgw_bulk_rows{", "sipgw_bulk_requests_total{"] {
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .all(|l| l.contains("project=\"")),
+            "{text}"
+        );
+    }
+
+    // A single-project run (the first project's gateways, no projects file): no label.
+    rows_of(&sb.path("plain.csv"), &sb.path("one.csv"), |i| i % 3 == 0);
+    let out = run(sb.cmd().args([
+        "apply",
+        "one.csv",
+        "--yes",
+        "--no-progress",
+        "--metrics-file",
+        "one.prom",
+    ]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = std::fs::read_to_string(sb.path("one.prom")).unwrap();
+    assert!(!text.contains("project="), "{text}");
+    let rows = sample(&text, "sipgw_bulk_rows", &["status=\"unchanged\""]);
+    assert_eq!(rows, Some(4.0), "{text}");
+}
