@@ -34,6 +34,9 @@ enum Verdict {
 /// One project's line of the doctor's report.
 struct Check {
     verdict: Verdict,
+    /// The first page came back: the space accepted the credentials (a later page may
+    /// still fail).
+    accepted: bool,
     round_trip: Option<Duration>,
     headers: AnswerHeaders,
     /// The server's clock minus this machine's, in milliseconds (its `Date` has whole
@@ -103,6 +106,7 @@ async fn check(client: &ReadClient, paging: crate::export::PagingLimits) -> Chec
             Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
         }
     });
+    let accepted = first.is_ok();
     let verdict = match first {
         Err(e) => failed(&e),
         Ok(_) => {
@@ -117,6 +121,7 @@ async fn check(client: &ReadClient, paging: crate::export::PagingLimits) -> Chec
         }
     };
     Check {
+        accepted,
         round_trip: Some(round_trip).filter(|_| !matches!(verdict, Verdict::Unreachable(_))),
         verdict,
         headers,
@@ -186,8 +191,8 @@ fn render(project: &Project, check: &Check) -> String {
     });
     let accepted = match check.verdict {
         Verdict::Refused => "refused",
-        Verdict::Unreachable(_) => "not checked",
-        _ => "accepted",
+        _ if check.accepted => "accepted",
+        _ => "not checked",
     };
     out.push_str(&format!("  credentials: {accepted}\n"));
     if let Verdict::Usable { gateways } = check.verdict {

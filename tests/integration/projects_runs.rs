@@ -363,7 +363,8 @@ fn doctor_says_an_unreachable_space_is_exit_3_and_a_failing_list_is_exit_1() {
     );
 
     // Every request answered 500, past the retries: the space answered, the project
-    // cannot list its gateways: not usable, exit 1 (as a row failed so ends a run).
+    // cannot list its gateways: not usable, exit 1 (as a row failed so ends a run); the
+    // credentials were never accepted.
     let failing = SandboxConfig {
         faults: sipgw_bulk::sandbox::Faults {
             status_rates: vec![(500, 1.0)],
@@ -376,7 +377,9 @@ fn doctor_says_an_unreachable_space_is_exit_3_and_a_failing_list_is_exit_1() {
     let text = stdout(&out);
     assert_eq!(code(&out), 1, "{text}{}", stderr(&out));
     assert!(
-        text.contains(": NOT USABLE: listing gateways failed: ") && text.contains("(500)"),
+        text.contains(": NOT USABLE: listing gateways failed: ")
+            && text.contains("(500)")
+            && text.contains("  credentials: not checked\n"),
         "{text}"
     );
     assert_eq!(sb.state().stats().patches, 0);
