@@ -416,6 +416,18 @@ fn metrics_carry_a_project_label_only_in_a_run_of_several_projects() {
         let n = sample(&text, "sipgw_bulk_requests_total", &patches);
         assert_eq!(n, Some(4.0), "{text}");
     }
+    // Prometheus' own checker finds nothing wrong with the labelled series.
+    let check = std::process::Command::new(crate::monitoring::installed("promtool", "prometheus"))
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(sb.path("several.prom")).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success() && check.stdout.is_empty() && check.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     for name in ["sipgw_bulk_rows{", "sipgw_bulk_requests_total{"] {
         assert!(
             text.lines()
