@@ -241,17 +241,6 @@ impl ProjectSet {
         format!("{}{more}", shown.join(", "))
     }
 
-    /// The set as the run lock's project: a set of one is keyed as a run without a
-    /// projects file is (its id); several share one key, the gateways' ids telling runs
-    /// apart (a gateway id is one project's), so the lock holds whatever projects file or
-    /// manifest spelling names the same gateways.
-    pub fn key(&self) -> String {
-        match self.projects.as_slice() {
-            [one] => one.id.clone(),
-            _ => "(several projects)".to_owned(),
-        }
-    }
-
     /// The project at `index` (from [`ProjectSet::resolve`]).
     pub fn get(&self, index: usize) -> Option<&Project> {
         self.projects.get(index)

@@ -78,7 +78,8 @@ impl fmt::Display for Status {
 }
 
 /// A row's `error_code` in the report, as a type. The code the tool acts on is a variant
-/// of its own (`write_unknown`: the row stays in the rollback and `--resume` settles it),
+/// of its own (`write_unknown`: the row stays in the rollback and `--resume` settles it;
+/// `credentials_refused`: a project's skipped row, told apart from an unreachable one),
 /// and so is a code that names a status (`invalid`, `conflict`, `mismatch`); every other
 /// code (the server's, a failure kind's, a stop's) is text to show, never compared. It is
 /// written as its text and read back through [`ErrorCode::from`], the one place that
@@ -92,6 +93,11 @@ pub enum ErrorCode {
     /// The row's PATCH may have landed although no answer said so: its `before` is kept,
     /// `rollback` restores it, `--resume` settles it.
     WriteUnknown,
+    /// The space refused the credentials: the row was not attempted (`skipped`), and is
+    /// for `--resume` once they are fixed. In a run of several projects, a row skipped
+    /// because its project's client stopped carries it until the cause is known (the
+    /// space unreachable instead rewrites it).
+    CredentialsRefused,
     /// The code names a status (`conflict` on a conflict, `invalid` on an invalid row).
     Named(Status),
     /// Any other code: shown, never compared.
@@ -104,6 +110,7 @@ impl ErrorCode {
         match self {
             ErrorCode::Empty => "",
             ErrorCode::WriteUnknown => "write_unknown",
+            ErrorCode::CredentialsRefused => "credentials_refused",
             ErrorCode::Named(status) => status.as_str(),
             ErrorCode::Text(text) => text,
         }
@@ -125,6 +132,7 @@ impl From<&str> for ErrorCode {
         match text {
             "" => ErrorCode::Empty,
             "write_unknown" => ErrorCode::WriteUnknown,
+            "credentials_refused" => ErrorCode::CredentialsRefused,
             _ => match Status::ALL.into_iter().find(|s| s.as_str() == text) {
                 Some(status) => ErrorCode::Named(status),
                 None => ErrorCode::Text(text.to_owned()),
@@ -157,6 +165,7 @@ mod tests {
         let mut codes = vec![
             ErrorCode::Empty,
             ErrorCode::WriteUnknown,
+            ErrorCode::CredentialsRefused,
             ErrorCode::Text("missing_sip_configuration".into()),
             ErrorCode::Text("http_429".into()),
             ErrorCode::Text("timeout".into()),
@@ -169,6 +178,10 @@ mod tests {
             assert_eq!(code.to_string(), text);
         }
         assert_eq!(ErrorCode::from("write_unknown"), ErrorCode::WriteUnknown);
+        assert_eq!(
+            ErrorCode::from("credentials_refused"),
+            ErrorCode::CredentialsRefused
+        );
         assert_eq!(
             ErrorCode::from("conflict"),
             ErrorCode::Named(Status::Conflict)

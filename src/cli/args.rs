@@ -149,7 +149,8 @@ pub enum Command {
     /// Per project: credentials accepted, gateways visible, the rate-limit headers the
     /// space answers with (names and values), the round trip, the server's clock against
     /// this machine's. Exit 0 when every project is usable, 3 when one is refused or the
-    /// space cannot be reached.
+    /// space cannot be reached, 1 when the space answered but a project failed otherwise
+    /// (a 5xx past the retries).
     ///
     /// Example: sipgw-bulk doctor --projects projects.yaml
     Doctor,

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, Exit, ExitContext, Failure, config};
 use crate::client::{AnswerHeaders, ApiError, ErrorKind, ReadClient, RequestStats};
 use crate::export::{ExportStats, pages};
+use crate::failure::{Reach, Stop};
 use crate::limiter::Limiter;
 use crate::projects::{Project, ProjectSet};
 
@@ -33,6 +34,9 @@ enum Verdict {
 /// One project's line of the doctor's report.
 struct Check {
     verdict: Verdict,
+    /// The first page came back: the space accepted the credentials (a later page may
+    /// still fail).
+    accepted: bool,
     round_trip: Option<Duration>,
     headers: AnswerHeaders,
     /// The server's clock minus this machine's, in milliseconds (its `Date` has whole
@@ -102,6 +106,7 @@ async fn check(client: &ReadClient, paging: crate::export::PagingLimits) -> Chec
             Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
         }
     });
+    let accepted = first.is_ok();
     let verdict = match first {
         Err(e) => failed(&e),
         Ok(_) => {
@@ -116,6 +121,7 @@ async fn check(client: &ReadClient, paging: crate::export::PagingLimits) -> Chec
         }
     };
     Check {
+        accepted,
         round_trip: Some(round_trip).filter(|_| !matches!(verdict, Verdict::Unreachable(_))),
         verdict,
         headers,
@@ -123,19 +129,28 @@ async fn check(client: &ReadClient, paging: crate::export::PagingLimits) -> Chec
     }
 }
 
+/// A failed request's verdict, by the decision table: credentials refused; no answer (a
+/// refused connection, a timeout, TLS, the outage budget spent) is the space unreachable,
+/// whatever kind said it; any other failure (a 5xx past the retries, an answer not
+/// believed) is the project failing its check.
 fn failed(e: &ApiError) -> Verdict {
-    match e.kind {
-        ErrorKind::Unauthorized => Verdict::Refused,
-        ErrorKind::Transport | ErrorKind::Aborted => {
-            Verdict::Unreachable(format!("the space cannot be reached: {}", e.message))
-        }
-        _ => Verdict::Failed(format!(
+    let decision = e.kind.decision();
+    let unanswered = decision.reach == Reach::Unanswered || e.kind == ErrorKind::Aborted;
+    match decision.stop {
+        Some(Stop::CredentialsRefused) => Verdict::Refused,
+        Some(Stop::Unreachable) => unreachable(e),
+        None if unanswered => unreachable(e),
+        None => Verdict::Failed(format!(
             "listing gateways failed: {} ({})",
             e.message,
             e.status
                 .map_or_else(|| e.code().to_owned(), |s| s.to_string())
         )),
     }
+}
+
+fn unreachable(e: &ApiError) -> Verdict {
+    Verdict::Unreachable(format!("the space cannot be reached: {}", e.message))
 }
 
 fn exit_for(verdict: &Verdict) -> Exit {
@@ -176,8 +191,8 @@ fn render(project: &Project, check: &Check) -> String {
     });
     let accepted = match check.verdict {
         Verdict::Refused => "refused",
-        Verdict::Unreachable(_) => "not checked",
-        _ => "accepted",
+        _ if check.accepted => "accepted",
+        _ => "not checked",
     };
     out.push_str(&format!("  credentials: {accepted}\n"));
     if let Verdict::Usable { gateways } = check.verdict {

@@ -130,6 +130,7 @@ async fn reconcile(
     let report = start.report.clone();
     if let Some(metrics) = metrics {
         metrics.set_rows(outcome.counts.iter().map(|(s, n)| (*s, *n)));
+        metrics.set_project_rows(&outcome.per_project);
     }
     if let Some(errors) = screens.errors.and_then(progress::reclaim) {
         errors.finish(&report);

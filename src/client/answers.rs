@@ -41,6 +41,30 @@ impl AnswerCounts {
     }
 }
 
+/// Answers counted per project, in a run of several (the metrics' `project` label): one
+/// set of counts a project id, so bounded by the projects file.
+#[derive(Debug, Default)]
+pub struct ProjectAnswers(
+    std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<AnswerCounts>>>,
+);
+
+/// One project's answers: (project id, (kind, code, count) above zero).
+pub type ProjectSnapshot = (String, Vec<(RequestKind, String, u64)>);
+
+impl ProjectAnswers {
+    /// The counts of `project`, made on first use.
+    pub fn of(&self, project: &str) -> std::sync::Arc<AnswerCounts> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        std::sync::Arc::clone(map.entry(project.to_owned()).or_default())
+    }
+
+    /// Every project's counts, by project id.
+    pub fn snapshot(&self) -> Vec<ProjectSnapshot> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(p, a)| (p.clone(), a.snapshot())).collect()
+    }
+}
+
 fn slot(status: Option<u16>) -> usize {
     let Some(code) = status else {
         return NAMED.len() + 4;

@@ -42,7 +42,7 @@ use crate::model::{GATEWAYS_PATH, GatewayResource};
 use crate::retry::RetryPolicy;
 use crate::secret::Credentials;
 
-pub use answers::AnswerCounts;
+pub use answers::{AnswerCounts, ProjectAnswers, ProjectSnapshot};
 use body::{check_gateway, decode};
 use error::error_chain;
 pub use error::{AbortCause, ApiError, ErrorKind, is_tls_failure, parse_error_body};
@@ -90,6 +90,8 @@ pub struct RequestStats {
     pub throttled_wait_us: AtomicU64,
     /// Answers by kind of request and status code (the run's metrics).
     pub answers: AnswerCounts,
+    /// The same answers per project, from the clients made [`ReadClient::for_project`].
+    pub projects: ProjectAnswers,
 }
 
 /// A successful reply and how many attempts it took.
@@ -118,6 +120,8 @@ struct Inner {
     redactor: crate::secret::Redactor,
     /// What the latest answer's headers said about the space (for `doctor`).
     last_answer: std::sync::Mutex<AnswerHeaders>,
+    /// Its project's answers, in a run of several projects ([`ReadClient::for_project`]).
+    project_answers: Option<Arc<AnswerCounts>>,
 }
 
 /// The rate-limit headers and the `Date` of the latest answer, as `doctor` shows them:
@@ -151,6 +155,28 @@ impl ReadClient {
         limiter: Arc<Limiter>,
         stats: Arc<RequestStats>,
         abort: CancellationToken,
+    ) -> Result<ReadClient, ClientBuildError> {
+        ReadClient::build(config, limiter, stats, abort, None)
+    }
+
+    /// A client of one project of a run of several: its answers are also counted under
+    /// its project id in `stats.projects`.
+    pub fn for_project(
+        config: &ClientConfig,
+        limiter: Arc<Limiter>,
+        stats: Arc<RequestStats>,
+        abort: CancellationToken,
+    ) -> Result<ReadClient, ClientBuildError> {
+        let answers = stats.projects.of(&config.credentials.project_id);
+        ReadClient::build(config, limiter, stats, abort, Some(answers))
+    }
+
+    fn build(
+        config: &ClientConfig,
+        limiter: Arc<Limiter>,
+        stats: Arc<RequestStats>,
+        abort: CancellationToken,
+        project_answers: Option<Arc<AnswerCounts>>,
     ) -> Result<ReadClient, ClientBuildError> {
         // Ring is our rustls crypto provider; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -194,6 +220,7 @@ impl ReadClient {
                 rate_headers_logged: AtomicBool::new(false),
                 redactor: config.credentials.redactor(),
                 last_answer: std::sync::Mutex::new(AnswerHeaders::default()),
+                project_answers,
             }),
         })
     }

@@ -143,6 +143,9 @@ impl ReadClient {
             Err(e) => e.status,
         };
         inner.stats.answers.record(kind, status);
+        if let Some(own) = &inner.project_answers {
+            own.record(kind, status);
+        }
         if let Some((budget, ticket)) = write {
             let answer = match &result {
                 Ok(_) => Answer::Accepted,

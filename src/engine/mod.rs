@@ -274,7 +274,7 @@ impl Shared {
         let reader = self.clients(row).0;
         if let Some(AbortCause::Unreachable(_)) = reader.abort_cause() {
             let (code, note) = StopReason::Unreachable.skip_note();
-            if record.error_code.as_str() == StopReason::Unauthorized.skip_note().0 {
+            if record.error_code == crate::status::ErrorCode::CredentialsRefused {
                 record.error_code = code.into();
                 record.error = note.into();
             }

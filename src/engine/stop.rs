@@ -202,6 +202,11 @@ mod tests {
         ];
         let codes: std::collections::HashSet<_> = reasons.iter().map(|r| r.skip_note().0).collect();
         assert_eq!(codes.len(), reasons.len(), "each reason has its own code");
+        // The code the engine compares (a project's skipped rows) reads back as its type.
+        assert_eq!(
+            crate::status::ErrorCode::from(StopReason::Unauthorized.skip_note().0),
+            crate::status::ErrorCode::CredentialsRefused
+        );
         assert!(
             reasons
                 .iter()

@@ -67,8 +67,8 @@ pub enum LedgerError {
     },
     /// Another run on this machine applies the same manifest to the same space: exit 5.
     #[error(
-        "another run on this machine is writing these gateways of project {project} (its \
-         report: {other}); nothing was done. Wait for it, or resume that report"
+        "another run on this machine is writing these gateways of {project} (its report: \
+         {other}); nothing was done. Wait for it, or resume that report"
     )]
     SameRun { project: String, other: String },
     #[error(
@@ -85,6 +85,14 @@ pub enum LedgerError {
         was: String,
         now: String,
     },
+    /// A run of several projects resumed with projects that do not cover its rows as
+    /// they were: exit 64, nothing sent.
+    #[error(
+        "report {report} was made by a run {why}: --resume continues a run for the same \
+         projects (give it the projects file the run was made with); start a new report for \
+         others"
+    )]
+    OtherProjects { report: PathBuf, why: String },
     #[error(
         "report {report} was made for shard {was}, but this run is for shard {now}: \
          --resume continues the same shard; start a new report for another"
@@ -450,6 +458,8 @@ impl Ledger {
             manifest: legacy.manifest,
             manifest_sha256: legacy.manifest_sha256,
             selection: None,
+            projects: None,
+            project_rows: None,
             finished: None,
             report_bytes: None,
             report_sha256: None,

@@ -8,15 +8,17 @@ use std::path::{Path, PathBuf};
 use super::LedgerError;
 use super::side_file::{lock_file_at, open_side, release};
 
-/// A lock for "these gateways of this project", whatever the report: two runs that would
-/// write the same gateways at once (each taking the other's writes for `unchanged`, so
-/// neither report could undo the run) are refused. The key is what is written to, not how
-/// it is spelled: the project id and an order-independent digest of the ids the run may
-/// write (after `--shard`), so another spelling of the space, the manifest's rows in
-/// another order or format, or `--shard 0/1` against none, all find the same lock. It
-/// lives in this user's state directory ([`state_dir`]), the same for cron and a login
-/// shell, and goes when the run ends. It protects one machine; runs on different machines
-/// are kept apart by `--shard` or by their operators.
+/// A lock for "these gateways of these projects", whatever the report: two runs that
+/// would write the same gateways at once (each taking the other's writes for `unchanged`,
+/// so neither report could undo the run) are refused. The key is what is written to, not
+/// how it is spelled: an order-independent digest of the (project id, gateway id) pairs the
+/// run may write (after `--shard`, each row's project resolved from its name or id, the id
+/// in lower case), so another spelling of the space, the manifest's rows in another order
+/// or format, a project named by its name or its id, a projects file in another order,
+/// or `--shard 0/1` against none, all find the same lock. It lives in this user's state
+/// directory ([`state_dir`]), the same for cron and a login shell, and goes when the run
+/// ends. It protects one machine; runs on different machines are kept apart by `--shard`
+/// or by their operators.
 pub struct RunLock {
     path: PathBuf,
     file: Option<File>,
@@ -31,15 +33,16 @@ impl Drop for RunLock {
 }
 
 impl RunLock {
-    /// Takes the lock, or says which report holds it.
+    /// Takes the lock on the pairs `pairs_digest` ([`IdsDigest::add_pair`]), or says which
+    /// report holds it. `projects` names them in that message.
     pub fn acquire(
-        project_id: &str,
-        ids_digest: &str,
+        projects: &str,
+        pairs_digest: &str,
         report: &Path,
     ) -> Result<RunLock, LedgerError> {
         use sha2::Digest;
         let dir = state_dir()?;
-        let key = sha2::Sha256::digest(format!("{project_id}\n{ids_digest}"));
+        let key = sha2::Sha256::digest(format!("project-gateway pairs\n{pairs_digest}"));
         let name: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!("{name}.lock"));
         let io_err = |source| LedgerError::Io {
@@ -51,7 +54,7 @@ impl RunLock {
             let _ = open_side(&path, OpenOptions::new().read(true))
                 .and_then(|f| io::Read::take(f, 4096).read_to_string(&mut other));
             return Err(LedgerError::SameRun {
-                project: project_id.to_owned(),
+                project: projects.to_owned(),
                 other: crate::inert::text(other.trim(), 300),
             });
         };
@@ -66,8 +69,9 @@ impl RunLock {
     }
 }
 
-/// An order-independent digest of a set of ids: the same ids in any order (or format)
-/// give the same digest. Feed it every id, then [`IdsDigest::finish`].
+/// An order-independent digest of a set of ids, or of (project, gateway) pairs: the same
+/// set in any order (or format) gives the same digest. Feed it every id (or pair), then
+/// [`IdsDigest::finish`].
 #[derive(Debug, Clone, Default)]
 pub struct IdsDigest {
     sum: u128,
@@ -77,7 +81,20 @@ pub struct IdsDigest {
 impl IdsDigest {
     pub fn add(&mut self, id: &uuid::Uuid) {
         use sha2::Digest;
-        let h = sha2::Sha256::digest(id.as_bytes());
+        self.add_hash(&sha2::Sha256::digest(id.as_bytes()));
+    }
+
+    /// A gateway of a project: the project id as the space compares it (any case).
+    pub fn add_pair(&mut self, project_id: &str, id: &uuid::Uuid) {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(project_id.to_ascii_lowercase().as_bytes());
+        h.update(b"\n");
+        h.update(id.as_bytes());
+        self.add_hash(&h.finalize());
+    }
+
+    fn add_hash(&mut self, h: &[u8]) {
         let mut top = [0u8; 16];
         top.copy_from_slice(&h[..16]);
         self.sum = self.sum.wrapping_add(u128::from_le_bytes(top));
@@ -210,6 +227,25 @@ mod tests {
         assert_ne!(forward, digest(&mut other.iter()));
         assert!(forward.starts_with("50:"), "{forward}");
         assert_ne!(digest(&mut ids[..1].iter()), digest(&mut ids[1..2].iter()));
+    }
+
+    #[test]
+    fn the_pairs_digest_knows_the_project_in_any_case() {
+        let ids = crate::sandbox::generated_ids(3, 5);
+        let pairs = |projects: [&str; 3]| {
+            let mut d = IdsDigest::default();
+            ids.iter()
+                .zip(projects)
+                .for_each(|(id, p)| d.add_pair(p, id));
+            d.finish()
+        };
+        let one = pairs(["p-a", "p-b", "p-a"]);
+        assert_eq!(one, pairs(["P-A", "p-B", "p-a"]));
+        assert_ne!(
+            one,
+            pairs(["p-a", "p-a", "p-a"]),
+            "a row of another project"
+        );
     }
 
     #[test]

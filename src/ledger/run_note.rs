@@ -24,6 +24,15 @@ pub struct RunNote {
     /// `--only`/`--skip`: a digest of the rows chosen; none when every row runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<String>,
+    /// In a run of several projects (a projects file, or a manifest with a `project`
+    /// column): the ids of the projects its rows belong to, lower case, sorted. A
+    /// `--resume` whose projects do not cover every one of them is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projects: Option<Vec<String>>,
+    /// And the digest of its (project, gateway) pairs: a `--resume` whose projects file
+    /// (or environment) gives a row another project is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_rows: Option<String>,
     /// When the run went through every row (it ended with exit 0, 1 or 2), as an HTTP date.
     /// A `--resume` then starts a new report: a finished run is never continued, so a
     /// second scheduled run on one day still reads every gateway. None while the run
@@ -58,6 +67,8 @@ impl RunNote {
             manifest: manifest.display().to_string(),
             manifest_sha256: manifest_sha256.to_owned(),
             selection: None,
+            projects: None,
+            project_rows: None,
             finished: None,
             report_bytes: None,
             report_sha256: None,
@@ -74,7 +85,39 @@ impl RunNote {
                 now: short(&now.manifest_sha256),
             });
         }
-        self.refuses_link(now, report)
+        self.refuses_projects(now, report)
+            .or_else(|| self.refuses_link(now, report))
+    }
+
+    /// Why `now` does not act for this run's projects, if it does not: a project of its
+    /// rows that `now` cannot act for, or a row whose project is another one now. A run
+    /// file without projects (a single-project run's) lets the project id decide.
+    fn refuses_projects(&self, now: &RunNote, report: &Path) -> Option<LedgerError> {
+        let was = self.projects.as_ref()?;
+        let single = [now.project_id.to_ascii_lowercase()];
+        let covered = now.projects.as_deref().unwrap_or(&single);
+        let lacking: Vec<&str> = was
+            .iter()
+            .filter(|p| !covered.contains(p))
+            .map(String::as_str)
+            .collect();
+        let why = if !lacking.is_empty() {
+            format!(
+                "for project(s) {}, which this run has no credentials for (or no row of the \
+                 manifest names now)",
+                lacking.join(", ")
+            )
+        } else if now.project_rows.is_some() && now.project_rows != self.project_rows {
+            "in which some row belonged to another project than it does now (the projects \
+             file, or SIGNALWIRE_PROJECT_ID for an empty cell, names another project for it)"
+                .to_owned()
+        } else {
+            return None;
+        };
+        Some(LedgerError::OtherProjects {
+            report: report.to_owned(),
+            why: crate::inert::text(&why, 2000),
+        })
     }
 
     /// Why a run described by `now` is not of this one's schedule, if it is not: another
@@ -82,8 +125,11 @@ impl RunNote {
     /// next link reads the manifest as it is that day).
     pub(super) fn refuses_link(&self, now: &RunNote, report: &Path) -> Option<LedgerError> {
         let known = |s: &str| !s.is_empty();
+        // Several projects: their ids decide (a resume), or may change with the manifest
+        // (a chain's next link); the project id is then only the default one's.
+        let one_project = self.projects.is_none() && now.projects.is_none();
         if (known(&self.space) && self.space != now.space)
-            || (known(&self.project_id) && self.project_id != now.project_id)
+            || (one_project && known(&self.project_id) && self.project_id != now.project_id)
         {
             return Some(LedgerError::OtherSpace {
                 report: report.to_owned(),

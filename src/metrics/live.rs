@@ -19,6 +19,8 @@ pub struct RunMetrics {
     read_mode: &'static str,
     started: Instant,
     rows: Mutex<BTreeMap<Status, u64>>,
+    /// Rows by status and project id (empty: a row no project owns), for a run of several.
+    project_rows: Mutex<BTreeMap<(Status, String), u64>>,
     drifted: AtomicU64,
     /// Set once the rows start: the run's request counters and write budget.
     live: Mutex<Option<Live>>,
@@ -34,6 +36,7 @@ impl RunMetrics {
             read_mode,
             started: Instant::now(),
             rows: Mutex::default(),
+            project_rows: Mutex::default(),
             drifted: AtomicU64::new(0),
             live: Mutex::default(),
         })
@@ -60,6 +63,30 @@ impl RunMetrics {
         rows.extend(counts.into_iter().filter(|(_, n)| *n > 0));
     }
 
+    /// The rows of each project at the end, in a run of several: `per_project`'s counts,
+    /// and the rest of the report's (`set_rows`) under no project.
+    pub fn set_project_rows<'a>(
+        &self,
+        per_project: impl IntoIterator<Item = (&'a String, &'a std::collections::HashMap<Status, u64>)>,
+    ) {
+        let mut rest = self.rows.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut by = self.project_rows.lock().unwrap_or_else(|p| p.into_inner());
+        by.clear();
+        for (project, counts) in per_project {
+            for (status, n) in counts.iter().filter(|(_, n)| **n > 0) {
+                by.insert((*status, project.clone()), *n);
+                if let Some(left) = rest.get_mut(status) {
+                    *left = left.saturating_sub(*n);
+                }
+            }
+        }
+        by.extend(
+            rest.into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(status, n)| ((status, String::new()), n)),
+        );
+    }
+
     /// The values now.
     pub fn snapshot(&self) -> Snapshot {
         let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
@@ -79,6 +106,16 @@ impl RunMetrics {
                 Duration::from_micros(stats.throttled_wait_us.load(Ordering::Relaxed))
                     .as_secs_f64();
             snap.budget = budget.as_ref().map(|b| b.report());
+            snap.project_answers = stats.projects.snapshot();
+        }
+        if snap.several_projects() {
+            let by = self.project_rows.lock().unwrap_or_else(|p| p.into_inner());
+            snap.project_rows = by
+                .iter()
+                .map(|((s, p), n)| ((s.as_str(), p.clone()), *n))
+                .collect();
+        } else {
+            snap.project_answers.clear();
         }
         snap
     }
@@ -99,6 +136,13 @@ impl Observer for Counting {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(record.status)
+            .or_default() += 1;
+        *self
+            .0
+            .project_rows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((record.status, record.project.clone().unwrap_or_default()))
             .or_default() += 1;
         // Drifted: the read showed a difference (written or not), or the gateway moved
         // away from the reviewed plan.

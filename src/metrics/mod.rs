@@ -5,7 +5,8 @@
 //! Names follow Prometheus' conventions: the `sipgw_bulk_` prefix, base units, `_total`
 //! on counters, `_seconds` and `_timestamp_seconds`. Every metric carries the run's labels
 //! (`space`, `command`, `shard`); a few add one of a fixed set (`status`, `kind`, `code`,
-//! `mode`, `source`). No id, no name, nothing that grows with the manifest.
+//! `mode`, `source`). No id, no name, nothing that grows with the manifest; only in a run
+//! of several projects, rows and requests add `project`, bounded by the projects file.
 //!
 //! The parts: this file renders a [`Snapshot`] (pure: the values in, the text out);
 //! `live` keeps the values as the rows run; `sinks` writes, pushes and serves them.
@@ -63,6 +64,18 @@ pub struct Snapshot {
     /// `get`, `list` or `auto`.
     pub read_mode: &'static str,
     pub duration_secs: f64,
+    /// In a run of several projects only (empty otherwise, and then no metric has a
+    /// `project` label): the answers per project id, and the rows by (status, project
+    /// id; empty for a row whose project the run lacks).
+    pub project_answers: Vec<crate::client::ProjectSnapshot>,
+    pub project_rows: BTreeMap<(&'static str, String), u64>,
+}
+
+impl Snapshot {
+    /// The run has several projects: the per-row and per-request metrics carry `project`.
+    pub fn several_projects(&self) -> bool {
+        self.project_answers.len() > 1
+    }
 }
 
 /// How a run ended: its exit code, when, and whether that was a success.
@@ -93,7 +106,8 @@ pub fn render(
     ending: Option<&Ending>,
     last_success: Option<f64>,
 ) -> String {
-    let text = Metrics::build(labels).and_then(|m| m.fill(snap, ending, last_success));
+    let text = Metrics::build(labels, snap.several_projects())
+        .and_then(|m| m.fill(snap, ending, last_success));
     match text {
         Ok(text) => text,
         // The names and labels are ours and fixed: a registry error is a bug, said here.
@@ -166,7 +180,7 @@ pub const METRICS: [(&str, &str, &[&str], &str); 17] = [
         "sipgw_bulk_rows",
         "gauge",
         &["status"],
-        "Rows of the run's report by status.",
+        "Rows of the run's report by status (and `project` in a run of several projects).",
     ),
     (
         "sipgw_bulk_drifted_gateways",
@@ -178,7 +192,7 @@ pub const METRICS: [(&str, &str, &[&str], &str); 17] = [
         "sipgw_bulk_requests_total",
         "counter",
         &["kind", "code"],
-        "HTTP attempts by kind (get, list, patch) and status code (none: no answer).",
+        "HTTP attempts by kind (get, list, patch) and status code (none: no answer); and `project` in a run of several projects.",
     ),
     (
         "sipgw_bulk_retries_total",
@@ -238,7 +252,13 @@ fn help(name: &str) -> &'static str {
 }
 
 impl Metrics {
-    fn build(labels: &RunLabels) -> prometheus::Result<Metrics> {
+    /// The metrics; with `several` projects, rows and requests by project too.
+    fn build(labels: &RunLabels, several: bool) -> prometheus::Result<Metrics> {
+        let by = |own: &'static [&'static str]| -> Vec<&'static str> {
+            let mut by = own.to_vec();
+            by.extend(several.then_some("project"));
+            by
+        };
         let constant: HashMap<String, String> = labels
             .pairs()
             .iter()
@@ -261,7 +281,7 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
-        let requests = CounterVec::new(opts("sipgw_bulk_requests_total"), &["kind", "code"])?;
+        let requests = CounterVec::new(opts("sipgw_bulk_requests_total"), &by(&["kind", "code"]))?;
         registry.register(Box::new(requests.clone()))?;
         let metrics = Metrics {
             build_info: gauges("sipgw_bulk_build_info", &["version"])?,
@@ -270,7 +290,7 @@ impl Metrics {
             exit_code: gauge("sipgw_bulk_last_exit_code")?,
             in_progress: gauge("sipgw_bulk_run_in_progress")?,
             duration: gauge("sipgw_bulk_run_duration_seconds")?,
-            rows: gauges("sipgw_bulk_rows", &["status"])?,
+            rows: gauges("sipgw_bulk_rows", &by(&["status"]))?,
             drifted: gauge("sipgw_bulk_drifted_gateways")?,
             requests,
             retries: counter("sipgw_bulk_retries_total")?,
@@ -300,14 +320,18 @@ impl Metrics {
         self.duration.set(snap.duration_secs);
         self.in_progress
             .set(if ending.is_some() { 0.0 } else { 1.0 });
-        for (status, n) in &snap.rows {
-            self.rows.with_label_values(&[*status]).set(*n as f64);
+        if snap.several_projects() {
+            self.fill_projects(snap);
+        } else {
+            for (status, n) in &snap.rows {
+                self.rows.with_label_values(&[*status]).set(*n as f64);
+            }
+            for (kind, code, n) in &snap.answers {
+                let labels = [kind.as_str(), code.as_str()];
+                self.requests.with_label_values(&labels).inc_by(*n as f64);
+            }
         }
         self.drifted.set(snap.drifted as f64);
-        for (kind, code, n) in &snap.answers {
-            let labels = [kind.as_str(), code.as_str()];
-            self.requests.with_label_values(&labels).inc_by(*n as f64);
-        }
         self.retries.inc_by(snap.retries as f64);
         self.throttled.inc_by(snap.throttled as f64);
         self.retry_wait.inc_by(snap.retry_wait_secs.max(0.0));
@@ -344,6 +368,35 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new().encode(&families, &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+impl Metrics {
+    /// Rows and requests by project: each project's own, and what no project's client
+    /// sent (or a row no project owns) under `project=""`, so the sums stay the run's.
+    fn fill_projects(&self, snap: &Snapshot) {
+        for ((status, project), n) in &snap.project_rows {
+            let labels = [*status, project.as_str()];
+            self.rows.with_label_values(&labels).set(*n as f64);
+        }
+        let mut rest: HashMap<(&str, &str), u64> = snap
+            .answers
+            .iter()
+            .map(|(kind, code, n)| ((kind.as_str(), code.as_str()), *n))
+            .collect();
+        for (project, answers) in &snap.project_answers {
+            for (kind, code, n) in answers {
+                let labels = [kind.as_str(), code.as_str(), project.as_str()];
+                self.requests.with_label_values(&labels).inc_by(*n as f64);
+                if let Some(left) = rest.get_mut(&(kind.as_str(), code.as_str())) {
+                    *left = left.saturating_sub(*n);
+                }
+            }
+        }
+        for ((kind, code), n) in rest.into_iter().filter(|(_, n)| *n > 0) {
+            let labels = [kind, code, ""];
+            self.requests.with_label_values(&labels).inc_by(n as f64);
+        }
     }
 }
 

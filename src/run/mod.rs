@@ -271,12 +271,24 @@ pub async fn run(
     let (report, mut ledger, _named) = past_finished_runs(&options, report, ledger).await?;
     // Several projects: each row's own project reads it (a list shows one project's).
     let lists = options.read_mode != ReadMode::Get && options.projects.is_none();
-    let (scan, manifest) = scan(&manifest, options.shard, options.selection.clone(), lists).await?;
+    let projects = pipeline::scan_projects(&options);
+    let (scan, manifest) = scan(
+        &manifest,
+        options.shard,
+        options.selection.clone(),
+        lists,
+        projects,
+    )
+    .await?;
     let options = pipeline::with_named_projects(options, &scan);
     // What this run is made from, fixed before an interactive apply swaps the manifest for
-    // the plan it shows: a resume continues the manifest's run, not the plan's.
+    // the plan it shows: a resume continues the manifest's run, not the plan's. With
+    // several projects: the projects its rows belong to, and its (project, gateway) pairs.
+    let several = options.projects.is_some();
     let run_note = RunNote {
         selection: options.selection.as_ref().map(|s| s.digest()),
+        projects: several.then(|| scan.projects.clone()),
+        project_rows: several.then(|| scan.pairs.clone()),
         ..RunNote::new(
             options.client.base_url.as_str(),
             &options.client.credentials.project_id,
@@ -425,12 +437,17 @@ fn lock_gateways(
     if options.mode != Mode::Apply {
         return Ok(None);
     }
-    // Several projects: keyed by the set of them (a gateway id is one project's).
-    let project = match &options.projects {
-        Some(set) => set.key(),
-        None => options.client.credentials.project_id.clone(),
+    // Keyed by the (project, gateway) pairs, however the projects are spelled.
+    let named = match scan.projects.as_slice() {
+        [one] => format!("project {one}"),
+        many if many.len() > 5 => format!(
+            "projects {} and {} more",
+            many[..5].join(", "),
+            many.len() - 5
+        ),
+        many => format!("projects {}", many.join(", ")),
     };
-    let lock = RunLock::acquire(&project, &scan.ids_digest, report)?;
+    let lock = RunLock::acquire(&named, &scan.pairs, report)?;
     Ok(Some(lock))
 }
 

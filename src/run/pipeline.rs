@@ -1,7 +1,7 @@
 //! The passes: one over the whole manifest before any request ([`scan`]), and one of the
 //! engine over its rows ([`Pipeline`]), each with fresh clients and a fresh limiter.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use crate::engine::{self, Job, JobError, Observer, Outcome};
 use crate::ledger::{EarlierWrite, IdSet, IdsDigest, Journal};
 use crate::limiter::Limiter;
 use crate::manifest::{DuplicateCheck, Format, Manifest};
+use crate::projects::ProjectSet;
 use crate::report::ReportWriter;
 use crate::saved_plan::{self, PlanHeader};
 use crate::selection::Selection;
@@ -27,9 +28,12 @@ pub(super) struct Scan {
     /// Rows of this shard that `--only`/`--skip` chose (all of them without either).
     pub(super) chosen: u64,
     pub(super) sha256: String,
-    /// The ids this run may write (valid, chosen rows of this shard), in any order: the
-    /// run lock's key.
-    pub(super) ids_digest: String,
+    /// The (project, gateway) pairs this run may write (valid, chosen rows of this shard
+    /// whose project the run can act for), in any order: the run lock's key, and what
+    /// the run file records in a run of several projects.
+    pub(super) pairs: String,
+    /// The ids of those pairs' projects, lower case, sorted.
+    pub(super) projects: Vec<String>,
     /// The keys of this shard's ids, for a snapshot (`list` and `auto` read modes).
     pub(super) keys: Option<Arc<Vec<u64>>>,
     /// Some row names its project (the manifest has a `project` column or key).
@@ -47,12 +51,13 @@ pub(super) async fn scan(
     shard: Option<Shard>,
     selection: Option<Arc<Selection>>,
     keys: bool,
+    projects: Arc<ProjectSet>,
 ) -> Result<(Scan, Manifest), RunError> {
     let manifest = manifest.clone();
     tokio::task::spawn_blocking(move || {
         let (mut in_shard, mut chosen, mut selected) = (0u64, 0u64, 0u64);
         let mut wanted = Vec::new();
-        let mut ids = IdsDigest::default();
+        let mut pairs = Pairs::new(&projects);
         let mut names_projects = false;
         let mut named: HashSet<u128> = selection
             .as_ref()
@@ -84,7 +89,7 @@ pub(super) async fn scan(
             }
             chosen += 1;
             if let Ok(r) = row {
-                ids.add(&r.id);
+                pairs.add(r);
                 if keys {
                     wanted.push(SnapshotBuilder::key(&r.id));
                 }
@@ -104,7 +109,8 @@ pub(super) async fn scan(
             in_shard,
             chosen,
             sha256: first.sha256,
-            ids_digest: ids.finish(),
+            pairs: pairs.digest.finish(),
+            projects: pairs.projects.into_iter().collect(),
             keys: keys.then(|| SnapshotBuilder::keys(wanted)),
             names_projects,
         };
@@ -117,11 +123,47 @@ pub(super) async fn scan(
     .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))?
 }
 
+/// The (project, gateway) pairs of a scan: each row's project as the run resolves it
+/// (by name or id, an empty cell the default project), so one spelling or another of a
+/// project finds the same pairs. A row whose project the run lacks writes nothing.
+struct Pairs<'a> {
+    set: &'a ProjectSet,
+    digest: IdsDigest,
+    projects: BTreeSet<String>,
+}
+
+impl<'a> Pairs<'a> {
+    fn new(set: &'a ProjectSet) -> Pairs<'a> {
+        Pairs {
+            set,
+            digest: IdsDigest::default(),
+            projects: BTreeSet::new(),
+        }
+    }
+
+    fn add(&mut self, row: &crate::manifest::Row) {
+        if let Ok((_, project)) = self.set.resolve(row.project.as_deref()) {
+            let id = project.id.to_ascii_lowercase();
+            self.digest.add_pair(&id, &row.id);
+            self.projects.insert(id);
+        }
+    }
+}
+
+/// The projects a scan resolves rows with: the run's set, or the environment's project
+/// alone (as [`with_named_projects`] makes it for a manifest that names projects).
+pub(super) fn scan_projects(options: &RunOptions) -> Arc<ProjectSet> {
+    options
+        .projects
+        .clone()
+        .unwrap_or_else(|| Arc::new(ProjectSet::single(options.client.credentials.clone())))
+}
+
 /// A manifest that names projects, run without a projects file: its one project is the
 /// run's set, so a row naming another is `invalid` and the report has the `project` column.
 pub(super) fn with_named_projects(mut options: RunOptions, scan: &Scan) -> RunOptions {
     if scan.names_projects && options.projects.is_none() {
-        let single = crate::projects::ProjectSet::single(options.client.credentials.clone());
+        let single = ProjectSet::single(options.client.credentials.clone());
         options.projects = Some(Arc::new(single));
     }
     options
@@ -288,7 +330,7 @@ fn project_clients(
             ..o.client.clone()
         };
         // Its own abort under the job's: refused credentials stop this project only.
-        readers.push(ReadClient::new(
+        readers.push(ReadClient::for_project(
             &config,
             Arc::clone(limiter),
             Arc::clone(stats),

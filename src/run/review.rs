@@ -97,7 +97,14 @@ impl Review<'_> {
         saved_plan::verify(&saved)?;
         let reviewed = Manifest::open(&saved, Some(Format::Plan))?;
         // A plan holds only its shard's rows, and only the chosen ones.
-        let (scan, manifest) = pipeline::scan(&reviewed, None, None, self.lists).await?;
+        let (scan, manifest) = pipeline::scan(
+            &reviewed,
+            None,
+            None,
+            self.lists,
+            pipeline::scan_projects(self.options),
+        )
+        .await?;
         Ok(Reviewed::Go { scan, manifest })
     }
 

@@ -19,6 +19,7 @@ mod operator;
 mod peer;
 mod plan_export;
 mod projects;
+mod projects_runs;
 mod read_modes;
 mod resilience;
 mod reviewed;

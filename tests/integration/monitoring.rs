@@ -14,7 +14,7 @@ use sipgw_bulk::sandbox::SandboxConfig;
 use crate::support::*;
 
 /// The path of an installed component, or a failure that says how to install it.
-fn installed(binary: &str, package: &str) -> PathBuf {
+pub(crate) fn installed(binary: &str, package: &str) -> PathBuf {
     let path = Path::new("/usr/bin").join(binary);
     assert!(
         path.exists(),

@@ -8,7 +8,7 @@ use sipgw_bulk::sandbox::SandboxConfig;
 use crate::support::*;
 
 /// A projects file at `path` with `mode`, listing `entries` (id, name, token).
-fn projects_file(path: &Path, entries: &[(&str, Option<&str>, &str)], mode: u32) {
+pub(crate) fn projects_file(path: &Path, entries: &[(&str, Option<&str>, &str)], mode: u32) {
     let mut text = String::from("projects:\n");
     for (id, name, token) in entries {
         text.push_str(&format!("  - id: {id}\n    token: {token}\n"));
@@ -499,7 +499,7 @@ fn validate_checks_each_rows_project_against_the_projects_file() {
 /// A sandbox of `n` gateways dealt to three projects in turn, its projects file (0600) in
 /// its directory, and a manifest asking `desired(i)` of each, naming the project of row
 /// `i` by name (`p1`/`p2`), by id (the third), or not at all (the first, the default).
-fn three_project_run(n: u64, config: SandboxConfig) -> (Sandbox, Vec<uuid::Uuid>) {
+pub(crate) fn three_project_run(n: u64, config: SandboxConfig) -> (Sandbox, Vec<uuid::Uuid>) {
     let sb = Sandbox::start(config.with_projects(3), &[]);
     let ids = ids(n, 344);
     for (i, id) in ids.iter().enumerate() {
