@@ -96,6 +96,10 @@ pub struct Limiter {
     /// makes (a pause, the read gate, a write's slot, a retry's backoff), so a row that
     /// waits holds none; `None` bounds nothing.
     requests: Option<Arc<Semaphore>>,
+    /// Rows waiting for a write slot at once: as many as `requests`. A place the write
+    /// budget lays ahead counts against the space's count until it is sent, so four rows a
+    /// request all waiting would leave that many writes of each window unspent.
+    seekers: Option<Semaphore>,
 }
 
 /// One request's place among those on the wire ([`Limiter::request_slot`]): held while
@@ -142,6 +146,7 @@ impl Limiter {
             paused_until: [Mutex::new(None), Mutex::new(None)],
             budget: None,
             requests: None,
+            seekers: None,
         }
     }
 
@@ -149,6 +154,7 @@ impl Limiter {
     /// under way.
     pub fn with_requests_in_flight(mut self, n: usize) -> Self {
         self.requests = Some(Arc::new(Semaphore::new(n.max(1))));
+        self.seekers = Some(Semaphore::new(n.max(1)));
         self
     }
 
@@ -201,6 +207,11 @@ impl Limiter {
     /// count it has as the write leaves (a queue at the ceiling after it would send writes
     /// it granted on an older one).
     pub async fn write(&self) -> Result<Grant, Held> {
+        // Given back once granted: the grant is the write's from then on.
+        let _seeking = match &self.seekers {
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        };
         self.unpaused(Budget::Write).await;
         if let Some(gate) = &self.write {
             gate.until_ready().await;

@@ -192,6 +192,12 @@ fn an_announced_budget_is_never_taken_below_the_reserve_and_nothing_is_refused()
         lowest + CONCURRENCY >= 500,
         "{lowest} left at the lowest: {b}"
     );
+    // And the job spends it: what stays unspent is about the places its rows hold ahead,
+    // at most --concurrency of them (four rows a request all holding one left 64 here).
+    assert!(
+        lowest <= 500 + 3 * CONCURRENCY,
+        "{lowest} left at the lowest: the window was not spent: {b}"
+    );
     // The pace spreads what is left above the reserve until the window resets.
     assert!(b["pace"].as_f64().unwrap() < 1000.0, "{b}");
 }
