@@ -22,7 +22,7 @@ struct Options {
     quick: bool,
     out: PathBuf,
     /// Run only this section (fidelity, window, throughput, latency, memory, drift,
-    /// crossover, shared, end-to-end), for profiling work.
+    /// crossover, shared, peer, end-to-end), for profiling work.
     only: Option<String>,
 }
 
@@ -76,6 +76,9 @@ fn main() -> Result<()> {
     }
     if wanted("shared") {
         shared_budget(&bin, &work, &options, &mut md)?;
+    }
+    if wanted("peer") {
+        python_peer(&bin, &work, &options, &mut md)?;
     }
     if wanted("end-to-end") {
         end_to_end(&bin, &work, &options, &mut md)?;
@@ -1068,6 +1071,92 @@ fn end_to_end(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<(
             theirs.map_or("n/a".into(), |t| format!("{t:.0}")),
             theirs.map_or("n/a".into(), |t| format!("{:.2}", ours / t)),
         )?;
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
+/// An unthrottled apply of every row, against what a competent user writes instead
+/// (`examples/peer-python/apply.py`: aiohttp + aiolimiter + tenacity, GET then PATCH of the
+/// merged body, 64 at once), each against a fresh sandbox: wall time, process start to exit.
+fn python_peer(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
+    let n = if o.quick { 1_000 } else { 20_000 };
+    let m = manifest(work, n)?;
+    writeln!(
+        md,
+        "## Unthrottled apply against a Python client
+"
+    )?;
+    writeln!(
+        md,
+        "`sipgw-bulk apply M --yes --concurrency 64 --rate 100000 --read-rate 0` (default \
+         read mode) against `python3 examples/peer-python/apply.py M R --concurrency 64` over \
+         {n} rows, every one changing, each against a fresh sandbox (`--write-limit 0`). \
+         Requests as the sandbox counted them.\n"
+    )?;
+    writeln!(md, "| client | requests | wall | rows/s | ratio |")?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    let report = work.join("peer-ours.csv");
+    fresh(&report);
+    let sb = Sandbox::start(bin, n, &["--write-limit", "0"])?;
+    let started = std::time::Instant::now();
+    run_quiet(
+        sb.cmd(bin, work)
+            .arg("apply")
+            .arg(&m)
+            .args(["--yes", "--concurrency", "64", "--rate", "100000"])
+            .args(["--read-rate", "0", "-q", "--report"])
+            .arg(&report),
+    )?;
+    let ours = started.elapsed().as_secs_f64();
+    let ours_requests = sb.stats()?["requests"].as_u64().unwrap_or(0);
+    drop(sb);
+    let python = Command::new("python3")
+        .args(["-c", "import aiohttp, aiolimiter, tenacity"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let theirs = if python {
+        let sb = Sandbox::start(bin, n, &["--write-limit", "0"])?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/peer-python/apply.py");
+        let started = std::time::Instant::now();
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(&m)
+            .arg(work.join("peer-python.csv"))
+            .args(["--concurrency", "64"])
+            .current_dir(work)
+            .envs(sb.env.iter().cloned())
+            .stdout(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "the Python client failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        let wall = started.elapsed().as_secs_f64();
+        Some((wall, sb.stats()?["requests"].as_u64().unwrap_or(0)))
+    } else {
+        None
+    };
+    writeln!(
+        md,
+        "| sipgw-bulk | {ours_requests} | {ours:.2} s | {:.0} | {} |",
+        n as f64 / ours,
+        theirs.map_or("n/a".into(), |(t, _)| format!("{:.1}x", t / ours))
+    )?;
+    match theirs {
+        Some((wall, requests)) => writeln!(
+            md,
+            "| Python (aiohttp) | {requests} | {wall:.2} s | {:.0} | 1.0x |",
+            n as f64 / wall
+        )?,
+        None => writeln!(
+            md,
+            "| Python (aiohttp) | n/a (pip install aiohttp aiolimiter tenacity) | | | |"
+        )?,
     }
     writeln!(md)?;
     Ok(())
