@@ -265,3 +265,112 @@ fn a_write_whose_slot_comes_within_its_read_s_round_trip_is_built_from_that_read
     let stats = sb.state().stats();
     assert_eq!((stats.gets, stats.patches), (5, 3), "{stats:?}");
 }
+
+/// One generated scenario of `requests_on_the_wire_and_writes_a_second_hold_in_generated_scenarios`.
+#[derive(Debug)]
+struct WireScenario {
+    seed: u64,
+    rows: u64,
+    concurrency: u64,
+    rate: u64,
+    latency_ms: u64,
+    refused: f64,
+    failing: f64,
+    retry_after_secs: u64,
+    read_mode: &'static str,
+}
+
+impl WireScenario {
+    fn generate(seed: u64) -> WireScenario {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        WireScenario {
+            seed,
+            rows: rng.u64(20..=80),
+            concurrency: rng.u64(1..=8),
+            rate: [20, 60, 200, 1000][rng.usize(0..4)],
+            latency_ms: rng.u64(0..=15),
+            refused: rng.f64() * 0.2,
+            failing: rng.f64() * 0.1,
+            retry_after_secs: rng.u64(0..=1),
+            read_mode: ["get", "list", "auto"][rng.usize(0..3)],
+        }
+    }
+
+    /// Runs it; the first promise broken, described.
+    fn check(&self) -> Result<(), String> {
+        let ids = ids(self.rows, self.seed);
+        let config = SandboxConfig {
+            faults: Faults {
+                status_rates: vec![(429, self.refused), (503, self.failing)],
+                retry_after_secs: self.retry_after_secs,
+                latency: Duration::from_millis(self.latency_ms),
+                drop_rate: 0.0,
+            },
+            write_limit: 0,
+            ..SandboxConfig::default()
+        };
+        let sb = Sandbox::start(config, &ids);
+        write_csv(&sb.path("m.csv"), &ids, &[]);
+        std::fs::write(sb.path("c.yaml"), "max_attempts: 12\n").unwrap();
+        let out = run(sb
+            .cmd()
+            .args(["apply", "m.csv", "--yes", "--config", "c.yaml"])
+            .args([
+                "--read-mode",
+                self.read_mode,
+                "--rate",
+                &self.rate.to_string(),
+                "--concurrency",
+                &self.concurrency.to_string(),
+                "--report",
+                "r.csv",
+            ]));
+        let stats = sb.state().stats();
+        if code(&out) != 0 {
+            return Err(format!("exit {}: {}", code(&out), stderr(&out)));
+        }
+        if sb.state().snapshot() != expected(&ids) {
+            return Err("a gateway did not reach its declared state".into());
+        }
+        if stats.max_requests_in_flight > self.concurrency {
+            return Err(format!(
+                "{} requests on the wire at once",
+                stats.max_requests_in_flight
+            ));
+        }
+        if stats.max_writes_in_any_second > self.rate {
+            return Err(format!(
+                "{} writes in one second",
+                stats.max_writes_in_any_second
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `--concurrency` and `--rate` over generated scenarios (rows, concurrency 1-8, rates,
+/// latency, random 429s and 503s with and without Retry-After, each read mode): never more
+/// requests on the wire than `--concurrency`, never more writes in a second than `--rate`,
+/// and every row reaches its state. `WIRE_SIM_SEEDS=N` runs more, `WIRE_SIM_SEED=S` one.
+#[test]
+fn requests_on_the_wire_and_writes_a_second_hold_in_generated_scenarios() {
+    let seeds: Vec<u64> = match std::env::var("WIRE_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("WIRE_SIM_SEED is a number")],
+        Err(_) => {
+            let n = std::env::var("WIRE_SIM_SEEDS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(4);
+            (9100..9100 + n).collect()
+        }
+    };
+    for seed in seeds {
+        let scenario = WireScenario::generate(seed);
+        if let Err(broken) = scenario.check() {
+            panic!(
+                "{broken}\n{scenario:#?}\nreplay: WIRE_SIM_SEED={seed} cargo test --release \
+                 --test integration requests_on_the_wire"
+            );
+        }
+    }
+}
