@@ -421,6 +421,11 @@ pub(super) mod tests {
     /// A client for a space nobody listens on: the engine's parts are tested without a
     /// request leaving.
     pub(in crate::engine) fn client() -> ReadClient {
+        client_on(Arc::new(crate::limiter::Limiter::new(None, None)))
+    }
+
+    /// [`client`] on this limiter.
+    pub(in crate::engine) fn client_on(limiter: Arc<crate::limiter::Limiter>) -> ReadClient {
         let config = ClientConfig {
             base_url: url::Url::parse("http://127.0.0.1:9").unwrap(),
             credentials: Credentials {
@@ -432,7 +437,6 @@ pub(super) mod tests {
             retry: crate::retry::RetryPolicy::default(),
             pool_size: 1,
         };
-        let limiter = Arc::new(crate::limiter::Limiter::new(None, None));
         let stats = Arc::new(RequestStats::default());
         ReadClient::new(&config, limiter, stats, CancellationToken::new()).unwrap()
     }

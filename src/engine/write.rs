@@ -529,6 +529,43 @@ fn answered(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::super::tests::{client_on, shared};
+    use crate::limiter::Limiter;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_read_is_written_from_only_while_within_its_round_trip() {
+        let limiter = Arc::new(Limiter::new(None, None).with_requests_in_flight(1));
+        let writer = WriteClient::new(client_on(Arc::clone(&limiter)));
+        let stopper = shared().stopper;
+        let fields = crate::sandbox::starting_fields(1);
+        let trip = Duration::from_millis(10);
+        // The slot came at once, a request slot too: written from the first read.
+        let first = FirstRead::new(fields.clone(), Instant::now(), trip);
+        let (read, request) = first.if_still_fresh(&writer, &stopper).await.unwrap();
+        assert_eq!(read, fields);
+        drop(request);
+        // The write slot came after more than a round trip: read again.
+        let first = FirstRead::new(fields.clone(), Instant::now(), trip);
+        tokio::time::advance(Duration::from_millis(11)).await;
+        assert!(first.if_still_fresh(&writer, &stopper).await.is_none());
+        // Fresh when asked, but the request slot came a round trip later: read again.
+        let busy = limiter.request_slot().await;
+        let first = FirstRead::new(fields, Instant::now(), trip);
+        let waiting = tokio::spawn(async move {
+            let writer = writer;
+            let stopper = shared().stopper;
+            first.if_still_fresh(&writer, &stopper).await.is_none()
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(busy);
+        assert!(
+            waiting.await.unwrap(),
+            "written from a read older than its round trip"
+        );
+    }
+
     use super::*;
     use crate::sandbox::starting_fields;
 
