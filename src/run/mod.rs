@@ -303,6 +303,13 @@ pub async fn run(
     }
     if let Some(header) = &plan_header {
         check_saved_plan(&options, header)?;
+        if let Some(why) = &scan.unresolved {
+            // A reviewed plan is applied whole or not at all.
+            return Err(RunError::Usage(format!(
+                "the saved plan has a row of a project this run cannot act for: {why}; \
+                 nothing was sent"
+            )));
+        }
     }
     let _run_lock = lock_gateways(&options, &scan, &report)?;
     let reviewing = review::Review {

@@ -38,6 +38,9 @@ pub(super) struct Scan {
     pub(super) keys: Option<Arc<Vec<u64>>>,
     /// Some row names its project (the manifest has a `project` column or key).
     pub(super) names_projects: bool,
+    /// Why the first chosen row whose project the run cannot act for cannot (such a row
+    /// is `invalid`; a saved plan with one is refused).
+    pub(super) unresolved: Option<String>,
 }
 
 /// One pass over the whole manifest before any request: proves it readable, counts this
@@ -113,6 +116,7 @@ pub(super) async fn scan(
             projects: pairs.projects.into_iter().collect(),
             keys: keys.then(|| SnapshotBuilder::keys(wanted)),
             names_projects,
+            unresolved: pairs.unresolved,
         };
         Ok((
             scan,
@@ -130,6 +134,7 @@ struct Pairs<'a> {
     set: &'a ProjectSet,
     digest: IdsDigest,
     projects: BTreeSet<String>,
+    unresolved: Option<String>,
 }
 
 impl<'a> Pairs<'a> {
@@ -138,14 +143,20 @@ impl<'a> Pairs<'a> {
             set,
             digest: IdsDigest::default(),
             projects: BTreeSet::new(),
+            unresolved: None,
         }
     }
 
     fn add(&mut self, row: &crate::manifest::Row) {
-        if let Ok((_, project)) = self.set.resolve(row.project.as_deref()) {
-            let id = project.id.to_ascii_lowercase();
-            self.digest.add_pair(&id, &row.id);
-            self.projects.insert(id);
+        match self.set.resolve(row.project.as_deref()) {
+            Ok((_, project)) => {
+                let id = project.id.to_ascii_lowercase();
+                self.digest.add_pair(&id, &row.id);
+                self.projects.insert(id);
+            }
+            Err(why) => {
+                self.unresolved.get_or_insert(why);
+            }
         }
     }
 }

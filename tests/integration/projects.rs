@@ -1055,7 +1055,9 @@ fn a_saved_plan_of_several_projects_records_their_ids_and_applies_with_them() {
         );
         assert!(!plan.contains(token));
     }
-    // Without the projects file: only the environment's project's rows can run.
+    // Without the projects file the run cannot act for two of its projects: a reviewed
+    // plan is applied whole or not at all (exit 64, nothing sent).
+    let sent = sb.state().stats().requests;
     let out = run(sb.cmd().args([
         "apply",
         "--plan",
@@ -1065,14 +1067,18 @@ fn a_saved_plan_of_several_projects_records_their_ids_and_applies_with_them() {
         "--report",
         "alone.csv",
     ]));
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let alone = report(&sb.path("alone.csv"));
-    let invalid = alone
-        .values()
-        .filter(|r| r.status == sipgw_bulk::report::Status::Invalid)
-        .count();
-    assert_eq!(invalid, 20);
-    assert_eq!(sb.state().stats().foreign_requests, 0);
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("project `{}`", projects[1].0)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("nothing was sent"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sb.state().stats().requests, sent);
     // With it: the rest, each with its project.
     let out = run(sb.cmd().args([
         "apply",
