@@ -319,7 +319,7 @@ pub async fn run(
         lists,
     };
     let (scan, manifest) = match reviewing.run(approval, manifest, scan).await? {
-        Reviewed::Go { scan, manifest } => (scan, manifest),
+        Reviewed::Go { scan, manifest } => (*scan, manifest),
         Reviewed::Stop(finished) => return Ok(*finished),
     };
     ledger.set_project_column(options.projects.is_some());

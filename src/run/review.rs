@@ -27,7 +27,7 @@ pub(super) struct Review<'a> {
 
 /// Go on with these rows, or stop with nothing written.
 pub(super) enum Reviewed {
-    Go { scan: Scan, manifest: Manifest },
+    Go { scan: Box<Scan>, manifest: Manifest },
     Stop(Box<Finished>),
 }
 
@@ -47,7 +47,10 @@ impl Review<'_> {
             _ if apply && self.options.max_changes.is_some() => {
                 self.count_changes(manifest, scan).await
             }
-            _ => Ok(Reviewed::Go { scan, manifest }),
+            _ => Ok(Reviewed::Go {
+                scan: Box::new(scan),
+                manifest,
+            }),
         }
     }
 
@@ -105,7 +108,10 @@ impl Review<'_> {
             pipeline::scan_projects(self.options),
         )
         .await?;
-        Ok(Reviewed::Go { scan, manifest })
+        Ok(Reviewed::Go {
+            scan: Box::new(scan),
+            manifest,
+        })
     }
 
     /// A guard to check before anything is written: count the changes first.
@@ -113,7 +119,10 @@ impl Review<'_> {
         let outcome = self.plan(&manifest, &scan, None).await?;
         match self.refused(&outcome) {
             Some(stop) => Ok(Reviewed::Stop(Box::new(stop))),
-            None => Ok(Reviewed::Go { scan, manifest }),
+            None => Ok(Reviewed::Go {
+                scan: Box::new(scan),
+                manifest,
+            }),
         }
     }
 
