@@ -56,12 +56,6 @@ impl ReadClient {
             if inner.abort.is_cancelled() {
                 return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }
-            // While the space is failing, one request at a time probes it.
-            let _probe = if inner.breaker.is_open() {
-                Some(inner.breaker.probe().await)
-            } else {
-                None
-            };
             let grant = match budget {
                 Budget::Read => {
                     inner.limiter.read().await;
@@ -76,6 +70,14 @@ impl ReadClient {
                 },
             };
             let slot = inner.limiter.request_slot().await;
+            // While the space is failing, one request at a time probes it; asked once the
+            // request has its place on the wire, since the space may have started failing
+            // while it waited for one (as in `patch_once`: the place first, then the probe).
+            let _probe = if inner.breaker.is_open() {
+                Some(inner.breaker.probe().await)
+            } else {
+                None
+            };
             if inner.abort.is_cancelled() {
                 return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }

@@ -415,7 +415,7 @@ fn an_unreachable_space_pauses_probes_and_stops_with_bounded_requests() {
     ]));
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(started.elapsed() < Duration::from_secs(20));
-    // The first wave (one per worker) fails, then one probe per pause: not 6 per row.
+    // The first wave (one per request slot) fails, then one probe per pause: not 6 per row.
     let connections = dropper.connections();
     assert!(
         connections <= 32 + 20,

@@ -504,14 +504,15 @@ fn an_interrupt_whose_grace_runs_out_still_leaves_a_whole_report_that_undoes_eve
         "{held_row:?}"
     );
     assert_eq!(held_row.before.as_ref(), Some(&start[&held]));
-    // Its requests counted as an updated row's are (the read, the fresh read, the PATCH).
-    let updated = report
-        .values()
-        .find(|r| r.status == Status::Updated)
-        .unwrap();
-    assert_eq!(
-        held_row.attempts, updated.attempts,
-        "{held_row:?} {updated:?}"
+    // Its requests counted as an updated row's are: the read and the PATCH, and the fresh
+    // read between them where the write slot came later than the read's round trip.
+    assert!((2..=3).contains(&held_row.attempts), "{held_row:?}");
+    assert!(
+        report
+            .values()
+            .filter(|r| r.status == Status::Updated)
+            .all(|r| (2..=3).contains(&r.attempts)),
+        "{report:?}"
     );
     assert!(
         report.values().all(|r| r.id == held.to_string()

@@ -1069,7 +1069,9 @@ fn a_saved_plan_of_several_projects_records_their_ids_and_applies_with_them() {
     ]));
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(&format!("project `{}`", projects[1].0)),
+        projects[1..]
+            .iter()
+            .any(|(id, _)| stderr(&out).contains(&format!("project `{id}`"))),
         "{}",
         stderr(&out)
     );
