@@ -428,16 +428,10 @@ fn a_report_deleted_under_a_running_job_stops_it_with_exit_3_and_a_copy_is_left(
     let sb = Sandbox::with_manifest(&ids);
     std::fs::create_dir(sb.path("out")).unwrap();
     let child = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--rate",
-            "10",
-            "--report",
-            "out/r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "10"])
+        .report("out/r.csv")
+        .command()
         .stderr(std::process::Stdio::piped())
         .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(20);

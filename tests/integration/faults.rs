@@ -298,10 +298,10 @@ fn a_second_run_of_the_same_manifest_on_another_report_is_refused() {
     let ids = ids(100, 73);
     let sb = Sandbox::with_manifest(&ids);
     let mut first = sb
-        .cmd()
-        .args([
-            "apply", "m.csv", "--yes", "--rate", "10", "--report", "one.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "10"])
+        .report("one.csv")
+        .command()
         .stderr(Stdio::null())
         .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -333,18 +333,10 @@ fn a_manifest_rewritten_during_the_run_stops_it_and_its_new_values_are_never_app
     let m = sb.path("m.csv");
     write_csv(&m, &ids, &[]);
     let child = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--rate",
-            "100",
-            "--concurrency",
-            "2",
-            "--report",
-            "r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "100", "--concurrency", "2"])
+        .report("r.csv")
+        .command()
         .stderr(Stdio::piped())
         .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(10);

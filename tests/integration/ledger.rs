@@ -94,10 +94,10 @@ fn sigint_mid_run_exits_4_with_a_complete_report_and_resume_finishes() {
     let sb = Sandbox::with_manifest(&ids);
     // 600 writes at 100/s take six seconds; the signal comes once ten rows are done.
     let mut child = sb
-        .cmd()
-        .args([
-            "apply", "m.csv", "--yes", "--rate", "100", "--report", "r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "100"])
+        .report("r.csv")
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn_guarded();
@@ -251,10 +251,10 @@ fn with_a_lock_timeout_a_second_run_waits_for_the_first_then_finds_it_done() {
     let ids = ids(30, 45);
     let sb = Sandbox::with_manifest(&ids);
     let mut first = sb
-        .cmd()
-        .args([
-            "apply", "m.csv", "--yes", "--rate", "15", "--report", "r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "15"])
+        .report("r.csv")
+        .command()
         .stderr(Stdio::null())
         .spawn_guarded();
     wait_for(&sb.path("r.csv"), Duration::from_secs(10));
@@ -296,16 +296,10 @@ fn a_second_run_of_the_same_gateways_is_refused_however_it_is_spelled() {
     }
     sb.write("m.yaml", yaml);
     let mut first = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--rate",
-            "5",
-            "--report",
-            "first.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "5"])
+        .report("first.csv")
+        .command()
         .stderr(Stdio::null())
         .spawn_guarded();
     wait_for(&sb.path("first.csv"), Duration::from_secs(10));

@@ -304,10 +304,11 @@ fn metrics_are_served_and_pushed_while_the_run_lasts() {
     let port = free_port();
     let gateway = pushgateway();
     let mut child = sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--rate", "20", "-q"])
+        .apply("m.csv")
+        .args(["--rate", "20", "-q"])
         .args(["--metrics-listen", &port.to_string()])
         .args(["--push-gateway", &gateway.url, "--push-interval", "1"])
+        .command()
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn_guarded();

@@ -41,18 +41,10 @@ fn ctrl_c_stops_writing_at_once_and_resume_finishes() {
     // The third PATCH lands, and its answer waits until the test lets it go.
     sb.state().hold_patch(3, true);
     let child = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--rate",
-            "5",
-            "--concurrency",
-            "64",
-            "--report",
-            "r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "5", "--concurrency", "64"])
+        .report("r.csv")
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn_guarded();
@@ -454,18 +446,10 @@ fn an_interrupt_whose_grace_runs_out_still_leaves_a_whole_report_that_undoes_eve
     // The third PATCH lands, and its answer never comes while the run lives.
     sb.state().hold_patch(3, true);
     let child = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--concurrency",
-            "1",
-            "--grace",
-            "1",
-            "--report",
-            "r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--concurrency", "1", "--grace", "1"])
+        .report("r.csv")
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn_guarded();

@@ -845,17 +845,10 @@ fn the_lock_sees_the_same_projects_and_gateways_however_they_are_spelled() {
     )
     .unwrap();
     let mut first = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--rate",
-            "5",
-            "--projects",
-            "projects.yaml",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "5", "--projects", "projects.yaml"])
         .args(["--report", "first.csv"])
+        .command()
         .stderr(std::process::Stdio::null())
         .spawn_guarded();
     let started = std::time::Instant::now();
@@ -905,21 +898,15 @@ fn shards_and_a_selection_split_a_manifest_of_several_projects() {
     // Three shard processes at once: every row exactly once, each with its project.
     let shards: Vec<Guarded> = (0..3)
         .map(|k| {
-            sb.cmd()
-                .args([
-                    "apply",
-                    "m.csv",
-                    "--yes",
-                    "-q",
-                    "--projects",
-                    "projects.yaml",
-                ])
+            sb.apply("m.csv")
+                .args(["-q", "--projects", "projects.yaml"])
                 .args([
                     "--shard",
                     &format!("{k}/3"),
                     "--report",
                     &format!("s{k}.csv"),
                 ])
+                .command()
                 .spawn_guarded()
         })
         .collect();

@@ -133,9 +133,10 @@ fn the_lock_holds_one_projects_gateways_with_a_projects_file_or_without() {
         i % 3 == 0
     });
     let mut first = sb
-        .cmd()
-        .args(["apply", "m1.csv", "--yes", "--rate", "2"])
+        .apply("m1.csv")
+        .args(["--rate", "2"])
         .args(["--projects", "projects.yaml", "--report", "first.csv"])
+        .command()
         .stderr(std::process::Stdio::null())
         .spawn_guarded();
     let started = std::time::Instant::now();

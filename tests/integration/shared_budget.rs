@@ -19,10 +19,11 @@ fn three_shards_each_at_the_whole_limit_converge_under_it_and_finish_every_row()
     let sb = Sandbox::start_with_manifest(config, &ids);
     let shards: Vec<Guarded> = (0..3)
         .map(|k| {
-            sb.cmd()
-                .args(["apply", "m.csv", "--yes", "-q", "--read-mode", "get"])
+            sb.apply("m.csv")
+                .args(["-q", "--read-mode", "get"])
                 .args(["--shard", &format!("{k}/3"), "--rate", "200"])
                 .args(["--report", &format!("r{k}.csv")])
+                .command()
                 .spawn_guarded()
         })
         .collect();

@@ -157,6 +157,11 @@ impl Call<'_> {
         self.args(["--summary-json", name])
     }
 
+    /// The command, to spawn (with [`SpawnGuarded`]) or change by hand.
+    pub fn command(self) -> Command {
+        self.cmd
+    }
+
     /// Runs it to the end ([`run`]).
     pub fn run(mut self) -> Output {
         run(&mut self.cmd)
