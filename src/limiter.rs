@@ -181,7 +181,7 @@ impl Limiter {
     }
 
     /// Waits out any pause on `budget`.
-    async fn unpaused(&self, budget: Budget) {
+    pub async fn unpaused(&self, budget: Budget) {
         loop {
             let until = *self.paused_until[budget.index()]
                 .lock()

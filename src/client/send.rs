@@ -74,7 +74,10 @@ impl ReadClient {
             // request has its place on the wire, since the space may have started failing
             // while it waited for one (as in `patch_once`: the place first, then the probe).
             let _probe = if inner.breaker.is_open() {
-                Some(inner.breaker.probe().await)
+                let probe = inner.breaker.probe().await;
+                // The pause the last probe's failure set holds this one too.
+                inner.limiter.unpaused(budget).await;
+                Some(probe)
             } else {
                 None
             };

@@ -2,33 +2,25 @@
 //! every row once, and a second run writes nothing.
 
 use sipgw_bulk::report::Status;
-use sipgw_bulk::sandbox::SandboxConfig;
 
 use crate::support::*;
 
 #[test]
 fn csv_manifest_of_1000_rows_reaches_the_desired_state_and_a_rerun_writes_nothing() {
     let ids = ids(1000, 1);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let manifest = sb.path("gateways.csv");
     write_csv(&manifest, &ids, &[]);
 
-    let out = run(sb.cmd().args([
-        "apply",
-        "gateways.csv",
-        "--yes",
-        "--rate",
-        "1200",
-        "--read-mode",
-        "get",
-        "--report",
-        "run1.csv",
-        "--summary-json",
-        "run1.json",
-    ]));
+    let out = sb
+        .apply("gateways.csv")
+        .args(["--rate", "1200", "--read-mode", "get"])
+        .report("run1.csv")
+        .summary_json("run1.json")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids));
-    let report = report(&sb.path("run1.csv"));
+    let report = sb.report("run1.csv");
     assert_eq!(report.len(), 1000);
     assert_eq!(
         report.keys().copied().collect::<Vec<_>>(),
@@ -44,7 +36,7 @@ fn csv_manifest_of_1000_rows_reaches_the_desired_state_and_a_rerun_writes_nothin
             .map(|b| b.name.starts_with("sandbox-gw-")),
         Some(true)
     );
-    let summary = summary_json(&sb.path("run1.json"));
+    let summary = sb.summary("run1.json");
     assert_eq!(summary["counts"]["updated"], 1000);
     assert_eq!(summary["writes"], 1000);
     // A GET that finds the difference and the PATCH; a fresh GET the PATCH is built from
@@ -62,9 +54,7 @@ fn csv_manifest_of_1000_rows_reaches_the_desired_state_and_a_rerun_writes_nothin
 
     // The same manifest again (default read mode, auto: 1,000 rows are read in pages):
     // every row unchanged, not one PATCH, and not one GET: the whole check is one page.
-    let out = run(sb
-        .cmd()
-        .args(["apply", "gateways.csv", "--yes", "--report", "run2.csv"]));
+    let out = sb.apply("gateways.csv").report("run2.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
         report_statuses(&sb.path("run2.csv"))
@@ -88,7 +78,7 @@ fn report_statuses(path: &std::path::Path) -> Vec<Status> {
 #[test]
 fn yaml_manifest_with_defaults_of_1000_rows_reaches_the_desired_state() {
     let ids = ids(1000, 2);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     // Defaults give every row its ciphers and encryption; odd rows set their own codecs.
     let mut yaml = String::from(
         "defaults:\n  encryption: required\n  ciphers: [AEAD_AES_256_GCM_8]\n  codecs: [OPUS, PCMU]\ngateways:\n",
@@ -99,17 +89,12 @@ fn yaml_manifest_with_defaults_of_1000_rows_reaches_the_desired_state() {
             yaml.push_str("    codecs: [G722, PCMA]\n");
         }
     }
-    std::fs::write(sb.path("gateways.yaml"), yaml).unwrap();
+    sb.write("gateways.yaml", yaml);
 
-    let out = run(sb.cmd().args([
-        "apply",
-        "gateways.yaml",
-        "--yes",
-        "--rate",
-        "1200",
-        "--report-format",
-        "jsonl",
-    ]));
+    let out = sb
+        .apply("gateways.yaml")
+        .args(["--rate", "1200", "--report-format", "jsonl"])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let state = sb.state().snapshot();
     for (i, id) in ids.iter().enumerate() {
@@ -127,7 +112,7 @@ fn yaml_manifest_with_defaults_of_1000_rows_reaches_the_desired_state() {
         assert!(g.name.starts_with("sandbox-gw-"));
     }
     // The default report name follows the manifest and the format.
-    let report = report(&sb.path("gateways.report.jsonl"));
+    let report = sb.report("gateways.report.jsonl");
     assert_eq!(report.len(), 1000);
     assert!(report.values().all(|r| r.status == Status::Updated));
 }
@@ -135,19 +120,16 @@ fn yaml_manifest_with_defaults_of_1000_rows_reaches_the_desired_state() {
 #[test]
 fn plan_and_dry_run_send_no_write() {
     let ids = ids(50, 3);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let before = sb.state().snapshot();
 
-    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "plan.csv"]));
+    let out = sb.plan("m.csv").report("plan.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = run(sb.cmd().args([
-        "plan",
-        "m.csv",
-        "--report",
-        "plan2.csv",
-        "--detailed-exitcode",
-    ]));
+    let out = sb
+        .plan("m.csv")
+        .report("plan2.csv")
+        .args(["--detailed-exitcode"])
+        .run();
     assert_eq!(code(&out), 2, "changes pending: {}", stderr(&out));
     let out = run(sb
         .cmd()
@@ -156,7 +138,7 @@ fn plan_and_dry_run_send_no_write() {
 
     assert_eq!(sb.state().stats().patches, 0);
     assert_eq!(sb.state().snapshot(), before);
-    let plan = report(&sb.path("plan.csv"));
+    let plan = sb.report("plan.csv");
     assert!(plan.values().all(|r| r.status == Status::WouldUpdate));
     assert_eq!(plan[&2].after.as_ref(), Some(&desired(0)));
 }
@@ -164,8 +146,7 @@ fn plan_and_dry_run_send_no_write() {
 #[test]
 fn apply_without_a_terminal_needs_yes_and_sends_nothing() {
     let ids = ids(5, 4);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let out = run(sb
         .cmd()
         .args(["apply", "m.csv"])
@@ -221,8 +202,7 @@ fn the_sandbox_binary_prints_its_env_and_serves_the_shipped_example() {
 fn a_manifest_on_stdin_applies_with_an_explicit_format() {
     use std::io::Write;
     let ids = ids(30, 5);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let text = std::fs::read(sb.path("m.csv")).unwrap();
     let mut child = sb
         .cmd()
@@ -248,12 +228,12 @@ fn a_manifest_on_stdin_applies_with_an_explicit_format() {
 #[test]
 fn the_readme_sequence_plan_then_apply_works_with_the_default_report_names() {
     let ids = ids(40, 60);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     write_csv(&sb.path("gateways.csv"), &ids, &[]);
-    let out = run(sb.cmd().args(["plan", "gateways.csv"]));
+    let out = sb.plan("gateways.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(sb.path("gateways.plan.csv").exists());
-    let out = run(sb.cmd().args(["apply", "gateways.csv", "--yes"]));
+    let out = sb.apply("gateways.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(sb.path("gateways.report.csv").exists());
     assert_eq!(sb.state().snapshot(), expected(&ids));
@@ -262,8 +242,7 @@ fn the_readme_sequence_plan_then_apply_works_with_the_default_report_names() {
 #[test]
 fn a_stopped_plan_suggests_the_plan_again_never_an_apply() {
     let ids = ids(20, 61);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let out = run(sb
         .cmd()
         .env("SIGNALWIRE_API_TOKEN", "wrong")
@@ -353,8 +332,7 @@ fn the_sandbox_binary_announces_its_budget_and_spends_some_as_production() {
 #[test]
 fn apply_detailed_exitcode_is_2_when_changes_were_made_and_0_when_none() {
     let ids = ids(6, 41);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let apply = |report: &str, detailed: bool| {
         let mut cmd = sb.cmd();
         cmd.args(["apply", "m.csv", "--yes", "--report", report]);

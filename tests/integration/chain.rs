@@ -28,7 +28,7 @@ fn line(path: &std::path::Path, id: &Uuid) -> sipgw_bulk::report::ReadRecord {
 fn rollback_rows(sb: &Sandbox, report: &str, out: &str) -> BTreeMap<String, Vec<String>> {
     let done = run(sb.cmd().args(["rollback", report, "-o", out]));
     assert_eq!(code(&done), 0, "{}", stderr(&done));
-    let text = std::fs::read_to_string(sb.path(out)).unwrap();
+    let text = sb.read(out);
     let mut rows = csv::Reader::from_reader(text.as_bytes());
     let header: Vec<String> = rows.headers().unwrap().iter().map(String::from).collect();
     assert_eq!(
@@ -51,7 +51,7 @@ fn write_codecs_manifest(sb: &Sandbox, ids: &[Uuid]) {
         let codecs: Vec<&str> = wanted.iter().map(|c| c.as_str()).collect();
         text.push_str(&format!("{id},{}\n", codecs.join(";")));
     }
-    std::fs::write(sb.path("m.csv"), text).unwrap();
+    sb.write("m.csv", text);
 }
 
 /// Runs `RESUME` one row at a time, kills it (kill -9) while the PATCH the sandbox was
@@ -76,9 +76,7 @@ fn kill_at_the_held_patch(sb: &Sandbox) -> Uuid {
 
 fn apply_undo(sb: &Sandbox, manifest: &str) {
     let report = format!("{manifest}.report.csv");
-    let out = run(sb
-        .cmd()
-        .args(["apply", manifest, "--yes", "--report", &report]));
+    let out = sb.apply(manifest).report(&report).run();
     assert!([0, 1].contains(&code(&out)), "{}", stderr(&out));
 }
 
@@ -93,9 +91,8 @@ fn a_hand_fix_after_a_mismatch_is_the_next_link_s_before_and_survives_its_rollba
         mismatch_ids: vec![ids[0]],
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
+    let sb = Sandbox::start_with_manifest(config, &ids);
     let start = sb.state().snapshot();
-    write_csv(&sb.path("m.csv"), &ids, &[]);
     let out = run(sb.cmd().args(RESUME));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let last_night = line(&sb.path("r.csv"), &ids[0]);
@@ -151,9 +148,8 @@ fn a_mismatch_left_alone_is_the_next_link_s_own_read_and_the_chain_still_rolls_b
         mismatch_ids: vec![ids[0]],
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
+    let sb = Sandbox::start_with_manifest(config, &ids);
     let start = sb.state().snapshot();
-    write_csv(&sb.path("m.csv"), &ids, &[]);
     let out = run(sb.cmd().args(RESUME));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let last_night = line(&sb.path("r.csv"), &ids[0]);
@@ -199,13 +195,12 @@ fn apply_undo_of(sb: &Sandbox, report: &str, manifest: &str) {
 #[test]
 fn a_chain_s_next_link_is_refused_in_another_space_shard_or_selection() {
     let ids = ids(20, 3002);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let out = run(sb.cmd().args(RESUME));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
     // Another space holding the same gateways, with its own credentials.
-    let other = Sandbox::start(SandboxConfig::default(), &ids);
+    let other = Sandbox::seeded(&ids);
     let mut elsewhere = other.cmd();
     elsewhere
         .current_dir(sb.dir.path())
@@ -235,7 +230,7 @@ fn a_chain_s_next_link_is_refused_in_another_space_shard_or_selection() {
     write_csv(&sb.path("m.csv"), &ids[1..], &[extra]);
     let out = run(sb.cmd().args(RESUME));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(report(&sb.path("r.2.csv")).len(), 20);
+    assert_eq!(sb.report("r.2.csv").len(), 20);
     assert_eq!(sb.state().snapshot()[&ids[0]].codecs, vec![Codec::Pcma]);
 }
 
@@ -247,8 +242,7 @@ fn a_chain_s_next_link_is_refused_in_another_space_shard_or_selection() {
 #[test]
 fn a_deleted_or_truncated_link_is_refused_never_reused_or_skipped() {
     let ids = ids(10, 3003);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     for _ in 0..3 {
         let out = run(sb.cmd().args(RESUME));
         assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -304,7 +298,7 @@ fn a_deleted_or_truncated_link_is_refused_never_reused_or_skipped() {
         "put back, the chain goes on: {}",
         stderr(&out)
     );
-    assert_eq!(report(&sb.path("r.4.csv")).len(), 10);
+    assert_eq!(sb.report("r.4.csv").len(), 10);
 
     std::fs::remove_file(sb.path("r.4.csv")).unwrap();
     refused(
@@ -321,19 +315,17 @@ fn a_deleted_or_truncated_link_is_refused_never_reused_or_skipped() {
 #[test]
 fn a_rollback_puts_back_only_the_fields_its_run_changed() {
     let ids = ids(3, 3004);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = sb.state().snapshot();
     let mut text = String::from("id,codecs\n");
     for id in &ids {
         text.push_str(&format!("{id},G722;PCMU\n"));
     }
-    std::fs::write(sb.path("m.csv"), text).unwrap();
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    sb.write("m.csv", text);
+    let out = sb.apply("m.csv").report("r.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
-        report(&sb.path("r.csv"))
+        sb.report("r.csv")
             .values()
             .all(|r| r.status == Status::Updated && r.changed_fields.to_string() == "codecs")
     );
@@ -350,7 +342,7 @@ fn a_rollback_puts_back_only_the_fields_its_run_changed() {
     }
     let out = run(sb.cmd().args(["rollback", "r.csv", "-o", "undo.yaml"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let yaml = std::fs::read_to_string(sb.path("undo.yaml")).unwrap();
+    let yaml = sb.read("undo.yaml");
     assert_eq!(yaml.matches("codecs:").count(), 3, "{yaml}");
     assert!(!yaml.contains("name:") && !yaml.contains("uri:"), "{yaml}");
 
@@ -374,7 +366,7 @@ fn a_rollback_puts_back_only_the_fields_its_run_changed() {
 #[test]
 fn a_write_recovered_from_the_journal_is_only_its_own_fields_never_an_edit_made_since() {
     let ids = ids(3, 3201);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = sb.state().snapshot();
     write_codecs_manifest(&sb, &ids);
     sb.state().hold_patch(1, true);
@@ -414,7 +406,7 @@ fn a_write_recovered_from_the_journal_is_only_its_own_fields_never_an_edit_made_
 #[test]
 fn a_row_the_canary_holds_back_keeps_an_earlier_run_s_write_in_its_report() {
     let ids = ids(3, 3202);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = sb.state().snapshot();
     write_codecs_manifest(&sb, &ids);
     // The first row ends `mismatch`, so the resumed run writes it again: the canary's turn.

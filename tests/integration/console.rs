@@ -2,27 +2,21 @@
 //! rollback that refuses what is not an apply report, no lock file left by refused runs or
 //! plans, forgiving headers and hints.
 
-use sipgw_bulk::sandbox::SandboxConfig;
-
 use crate::support::*;
 
 #[test]
 fn the_report_format_follows_the_extension_and_a_contradiction_is_refused() {
     let ids = ids(5, 83);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "x.jsonl"]));
+    let sb = Sandbox::with_manifest(&ids);
+    let out = sb.plan("m.csv").report("x.jsonl").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let text = std::fs::read_to_string(sb.path("x.jsonl")).unwrap();
+    let text = sb.read("x.jsonl");
     assert!(text.starts_with('{'), "JSONL, not CSV: {text}");
-    let out = run(sb.cmd().args([
-        "plan",
-        "m.csv",
-        "--report",
-        "y.jsonl",
-        "--report-format",
-        "csv",
-    ]));
+    let out = sb
+        .plan("m.csv")
+        .report("y.jsonl")
+        .args(["--report-format", "csv"])
+        .run();
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(!sb.path("y.jsonl").exists());
 }
@@ -30,12 +24,11 @@ fn the_report_format_follows_the_extension_and_a_contradiction_is_refused() {
 #[test]
 fn io_errors_name_the_path_the_user_gave() {
     let ids = ids(3, 84);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let out = run(sb.cmd().args(["export", "-o", "nodir/x.csv"]));
     assert_ne!(code(&out), 0);
     assert!(stderr(&out).contains("nodir/x.csv"), "{}", stderr(&out));
-    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "nodir/r.csv"]));
+    let out = sb.plan("m.csv").report("nodir/r.csv").run();
     assert_eq!(code(&out), 64);
     let err = stderr(&out);
     assert!(
@@ -47,11 +40,12 @@ fn io_errors_name_the_path_the_user_gave() {
 #[test]
 fn rollback_refuses_a_manifest_a_plan_and_a_plan_report_writing_nothing() {
     let ids = ids(5, 85);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb
-        .cmd()
-        .args(["plan", "m.csv", "--out", "p.plan", "--report", "p.csv"]));
+    let sb = Sandbox::with_manifest(&ids);
+    let out = sb
+        .plan("m.csv")
+        .args(["--out", "p.plan"])
+        .report("p.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     for (file, says) in [
         ("m.csv", "is a manifest"),
@@ -72,13 +66,12 @@ fn rollback_refuses_a_manifest_a_plan_and_a_plan_report_writing_nothing() {
 #[test]
 fn refused_runs_and_plans_leave_no_lock_file() {
     let ids = ids(5, 86);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     // Refused: no --yes off a terminal.
     let out = run(sb.cmd().args(["apply", "m.csv", "--report", "a.csv"]));
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(!sb.path("a.csv.lock").exists());
-    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "p.csv"]));
+    let out = sb.plan("m.csv").report("p.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(sb.path("p.csv").exists() && !sb.path("p.csv.lock").exists());
     let leftovers: Vec<_> = std::fs::read_dir(sb.dir.path())
@@ -92,12 +85,12 @@ fn refused_runs_and_plans_leave_no_lock_file() {
 #[test]
 fn a_capitalised_header_is_read_and_a_comma_in_a_list_cell_gets_a_hint() {
     let ids = ids(2, 87);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let text = format!(
         "ID,Codecs\n{},OPUS;PCMU\n{},\"OPUS,PCMU\"\n",
         ids[0], ids[1]
     );
-    std::fs::write(sb.path("m.csv"), text).unwrap();
+    sb.write("m.csv", text);
     let out = run(sb.cmd().args(["validate", "m.csv"]));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let listing = stdout(&out);
@@ -111,7 +104,7 @@ fn a_capitalised_header_is_read_and_a_comma_in_a_list_cell_gets_a_hint() {
 #[test]
 fn show_prints_one_gateway_as_a_manifest_row_or_json() {
     let ids = ids(3, 88);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let out = run(sb.cmd().args(["show", &ids[1].to_string()]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let want = sipgw_bulk::sandbox::starting_fields(2);
@@ -135,13 +128,14 @@ fn show_prints_one_gateway_as_a_manifest_row_or_json() {
 #[test]
 fn color_is_never_on_by_default_off_a_terminal_and_always_when_asked() {
     let ids = ids(3, 89);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "a.csv"]));
+    let sb = Sandbox::with_manifest(&ids);
+    let out = sb.plan("m.csv").report("a.csv").run();
     assert!(!stdout(&out).contains('\u{1b}'));
-    let out = run(sb
-        .cmd()
-        .args(["plan", "m.csv", "--report", "b.csv", "--color", "always"]));
+    let out = sb
+        .plan("m.csv")
+        .report("b.csv")
+        .args(["--color", "always"])
+        .run();
     assert!(stdout(&out).contains("\u{1b}[33m"), "{}", stdout(&out));
 }
 
@@ -173,15 +167,12 @@ fn each_help_lists_its_own_flags_first_and_only_the_global_ones_that_apply() {
 #[test]
 fn a_plan_refused_on_an_apply_report_leaves_that_report_resumable() {
     let ids = ids(4, 90);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--report", "a.csv"]));
+    let sb = Sandbox::with_manifest(&ids);
+    let out = sb.apply("m.csv").report("a.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let run_file = std::fs::read(sb.path("a.csv.run.json")).unwrap();
     assert!(!sb.path("a.csv.lock").exists(), "no lock outlives its run");
-    let out = run(sb.cmd().args(["plan", "m.csv", "--report", "a.csv"]));
+    let out = sb.plan("m.csv").report("a.csv").run();
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert_eq!(
         std::fs::read(sb.path("a.csv.run.json")).unwrap(),
@@ -189,8 +180,6 @@ fn a_plan_refused_on_an_apply_report_leaves_that_report_resumable() {
         "the apply's run file is kept"
     );
     assert!(!sb.path("a.csv.lock").exists());
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--resume", "--report", "a.csv"]));
+    let out = sb.apply("m.csv").args(["--resume"]).report("a.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }

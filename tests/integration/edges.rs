@@ -51,7 +51,7 @@ fn edit_names_while_rows_wait(sb: &Sandbox, ids: &[uuid::Uuid], args: &[&str]) -
 fn an_edit_made_while_rows_wait_for_their_write_slot_survives_and_a_plan_s_row_is_a_conflict() {
     // 12 rows at 4 writes a second: the last waits about 3 s for its slot.
     let ids = ids(12, 120);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     uri_manifest(&sb.path("m.csv"), &ids);
     let args = [
         "apply",
@@ -80,7 +80,8 @@ fn an_edit_made_while_rows_wait_for_their_write_slot_survives_and_a_plan_s_row_i
         kept_renames(&sb, &ids)
     );
     // The report's before is the gateway as it was just before its write.
-    let renamed_before = report(&sb.path("r.csv"))
+    let renamed_before = sb
+        .report("r.csv")
         .values()
         .filter(|r| {
             r.before
@@ -92,11 +93,13 @@ fn an_edit_made_while_rows_wait_for_their_write_slot_survives_and_a_plan_s_row_i
 
     // A saved plan: the rows that waited find the gateway moved since the review.
     let ids2 = crate::support::ids(12, 121);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids2);
+    let sb = Sandbox::seeded(&ids2);
     uri_manifest(&sb.path("m.csv"), &ids2);
-    let out = run(sb
-        .cmd()
-        .args(["plan", "m.csv", "--out", "p.plan", "--report", "p.csv"]));
+    let out = sb
+        .plan("m.csv")
+        .args(["--out", "p.plan"])
+        .report("p.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let args = [
         "apply",
@@ -113,11 +116,8 @@ fn an_edit_made_while_rows_wait_for_their_write_slot_survives_and_a_plan_s_row_i
         "r.csv",
     ];
     assert_eq!(edit_names_while_rows_wait(&sb, &ids2, &args), 1);
-    let report = report(&sb.path("r.csv"));
-    let conflicts = report
-        .values()
-        .filter(|r| r.status == Status::Conflict)
-        .count();
+    let report = sb.report("r.csv");
+    let conflicts = count(&report, Status::Conflict);
     assert!(conflicts >= 8, "{conflicts} of 12: {report:?}");
     assert!(
         kept_renames(&sb, &ids2) >= 10,
@@ -149,7 +149,7 @@ fn a_resumed_mismatch_row_keeps_the_before_of_its_first_write_and_rolls_back() {
         let out = run(sb.cmd().args(args));
         assert_eq!(code(&out), 1, "{}", stderr(&out));
     }
-    let report1 = report(&sb.path("r.csv"));
+    let report1 = sb.report("r.csv");
     assert_eq!(report1.len(), 20);
     for r in report1.values() {
         let id: uuid::Uuid = r.id.parse().unwrap();
@@ -164,7 +164,7 @@ fn a_resumed_mismatch_row_keeps_the_before_of_its_first_write_and_rolls_back() {
     // The first run finished (exit 1): the second read every row into a report of its
     // own, and its mismatch rows (written again) have what it read as their before: the
     // first run's answer (a mismatch is settled in its own link, which undoes it).
-    let report2 = report(&sb.path("r.2.csv"));
+    let report2 = sb.report("r.2.csv");
     assert_eq!(report2.len(), 20);
     for r in report2.values() {
         let id: uuid::Uuid = r.id.parse().unwrap();
@@ -178,9 +178,7 @@ fn a_resumed_mismatch_row_keeps_the_before_of_its_first_write_and_rolls_back() {
     }
     let out = run(sb.cmd().args(["rollback", "r.csv", "-o", "undo.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = run(sb
-        .cmd()
-        .args(["apply", "undo.csv", "--yes", "--report", "undo.report.csv"]));
+    let out = sb.apply("undo.csv").report("undo.report.csv").run();
     assert!([0, 1].contains(&code(&out)), "{}", stderr(&out));
     let now = sb.state().snapshot();
     for id in ids.iter().filter(|id| !mismatching.contains(id)) {
@@ -220,11 +218,11 @@ fn half_landing_proxy(upstream: String) -> Peer {
 #[test]
 fn a_row_that_may_have_been_written_stays_in_the_rollback_with_its_before() {
     let ids = ids(4, 123);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = sb.state().snapshot();
     let proxy = half_landing_proxy(sb.base_url());
     write_csv(&sb.path("m.csv"), &ids, &[]);
-    std::fs::write(sb.path("c.yaml"), "max_attempts: 3\n").unwrap();
+    sb.write("c.yaml", "max_attempts: 3\n");
     let through_proxy = |args: &[&str]| {
         let mut cmd = sb.cmd();
         cmd.env("SIGNALWIRE_BASE_URL", proxy.base_url()).args(args);
@@ -234,7 +232,7 @@ fn a_row_that_may_have_been_written_stays_in_the_rollback_with_its_before() {
         "apply", "m.csv", "--yes", "--config", "c.yaml", "--report", "r.csv",
     ]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    for r in report(&sb.path("r.csv")).values() {
+    for r in sb.report("r.csv").values() {
         let id: uuid::Uuid = r.id.parse().unwrap();
         assert_eq!(
             (r.status, r.error_code.as_str()),
@@ -259,7 +257,7 @@ fn a_row_that_may_have_been_written_stays_in_the_rollback_with_its_before() {
     // A saved plan's row whose first attempt may have landed is not a conflict: it keeps
     // the plan's before and stays in the rollback.
     let ids = crate::support::ids(3, 124);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = sb.state().snapshot();
     let proxy = half_landing_proxy(sb.base_url());
     write_csv(&sb.path("m.csv"), &ids, &[]);
@@ -273,7 +271,7 @@ fn a_row_that_may_have_been_written_stays_in_the_rollback_with_its_before() {
         .args(["apply", "--plan", "p.plan", "--yes", "--report", "r.csv"]);
     let out = run(&mut cmd);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    for r in report(&sb.path("r.csv")).values() {
+    for r in sb.report("r.csv").values() {
         let id: uuid::Uuid = r.id.parse().unwrap();
         assert_eq!(
             (r.status, r.error_code.as_str()),
@@ -288,19 +286,20 @@ fn a_row_that_may_have_been_written_stays_in_the_rollback_with_its_before() {
 #[test]
 fn a_plan_cut_short_or_edited_is_refused_with_nothing_sent() {
     let ids = ids(30, 125);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb
-        .cmd()
-        .args(["plan", "m.csv", "--out", "p.plan", "--report", "p.csv"]));
+    let sb = Sandbox::with_manifest(&ids);
+    let out = sb
+        .plan("m.csv")
+        .args(["--out", "p.plan"])
+        .report("p.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let text = std::fs::read_to_string(sb.path("p.plan")).unwrap();
+    let text = sb.read("p.plan");
     let lines: Vec<&str> = text.lines().collect();
     let cut: String = lines[..12].iter().map(|l| format!("{l}\n")).collect();
     let edited = text.replacen("sip:pbx3.example.com", "sip:evil.example.com", 1);
     let bell = text.replacen("pbx-3", "pbx-\\u0007", 1);
     for (name, plan) in [("cut", cut), ("edited", edited), ("bell", bell)] {
-        std::fs::write(sb.path("p.plan"), &plan).unwrap();
+        sb.write("p.plan", &plan);
         let before = sb.state().stats().requests;
         let out = run(sb.cmd().args([
             "apply",
@@ -323,7 +322,7 @@ fn a_plan_cut_short_or_edited_is_refused_with_nothing_sent() {
 #[test]
 fn an_endless_or_device_input_is_refused_at_a_stated_cap() {
     let ids = ids(2, 127);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     // A device named as the manifest: refused before a byte is read into a row.
     let out = run(sb.cmd().args(["validate", "/dev/zero", "--format", "csv"]));
     assert_eq!(code(&out), 65, "{}", stderr(&out));
@@ -335,13 +334,13 @@ fn an_endless_or_device_input_is_refused_at_a_stated_cap() {
     // A regular file with a line far longer than any row: refused while reading.
     let mut text = format!("id,name\n{},x\n{},", ids[0], ids[1]);
     text.push_str(&"n".repeat(400 * 1024));
-    std::fs::write(sb.path("long.csv"), text).unwrap();
-    let out = run(sb.cmd().args(["plan", "long.csv", "--report", "r.csv"]));
+    sb.write("long.csv", text);
+    let out = sb.plan("long.csv").report("r.csv").run();
     assert_eq!(code(&out), 65, "{}", stderr(&out));
     assert!(stderr(&out).contains("longer than"), "{}", stderr(&out));
     assert_eq!(sb.state().stats().requests, 0, "nothing sent");
     // An endless config: refused at its cap.
-    let out = run(sb.cmd().args(["plan", "long.csv", "--config", "/dev/zero"]));
+    let out = sb.plan("long.csv").args(["--config", "/dev/zero"]).run();
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(stderr(&out).contains("larger than"), "{}", stderr(&out));
 }
@@ -349,12 +348,9 @@ fn an_endless_or_device_input_is_refused_at_a_stated_cap() {
 #[test]
 fn no_output_clobbers_an_input_and_a_failed_export_keeps_yesterday_s_file() {
     let ids = ids(5, 128);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let manifest = std::fs::read(sb.path("m.csv")).unwrap();
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    let out = sb.apply("m.csv").report("r.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let report = std::fs::read(sb.path("r.csv")).unwrap();
     std::os::unix::fs::symlink(sb.path("r.csv"), sb.path("alias.csv")).unwrap();
@@ -398,7 +394,7 @@ fn no_output_clobbers_an_input_and_a_failed_export_keeps_yesterday_s_file() {
         assert_eq!(std::fs::read(sb.path("r.csv")).unwrap(), report, "{args:?}");
     }
     // An export refused by the server leaves the file it would have replaced as it was.
-    std::fs::write(sb.path("export.csv"), "yesterday\n").unwrap();
+    sb.write("export.csv", "yesterday\n");
     let out =
         run(sb
             .cmd()
@@ -429,20 +425,13 @@ fn no_output_clobbers_an_input_and_a_failed_export_keeps_yesterday_s_file() {
 #[test]
 fn a_report_deleted_under_a_running_job_stops_it_with_exit_3_and_a_copy_is_left() {
     let ids = ids(40, 129);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     std::fs::create_dir(sb.path("out")).unwrap();
     let child = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--rate",
-            "10",
-            "--report",
-            "out/r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "10"])
+        .report("out/r.csv")
+        .command()
         .stderr(std::process::Stdio::piped())
         .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -490,9 +479,9 @@ fn a_resume_against_another_space_or_shard_is_refused_with_nothing_sent() {
         ..SandboxConfig::default()
     };
     let sb = Sandbox::start(config, &ids);
-    let other = Sandbox::start(SandboxConfig::default(), &ids);
+    let other = Sandbox::seeded(&ids);
     write_csv(&sb.path("m.csv"), &ids, &[]);
-    std::fs::write(sb.path("c.yaml"), "max_attempts: 1\n").unwrap();
+    sb.write("c.yaml", "max_attempts: 1\n");
     // Cut off by its error budget (exit 3): a run that finished would not be continued.
     let args = [
         "apply",
@@ -508,8 +497,7 @@ fn a_resume_against_another_space_or_shard_is_refused_with_nothing_sent() {
     ];
     let out = run(sb.cmd().args(args));
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    let run_file: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(sb.path("r.csv.run.json")).unwrap()).unwrap();
+    let run_file: serde_json::Value = serde_json::from_str(&sb.read("r.csv.run.json")).unwrap();
     assert_eq!(run_file["manifest_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(run_file["space"], sb.base_url().trim_end_matches('/'));
     // The other space, with this space's credentials and the same report.

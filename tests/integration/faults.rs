@@ -77,9 +77,7 @@ fn roll_back_and_check(
 ) {
     let out = run(sb.cmd().args(["rollback", report, "-o", "undo.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = run(sb
-        .cmd()
-        .args(["apply", "undo.csv", "--yes", "--report", "undo-run.csv"]));
+    let out = sb.apply("undo.csv").report("undo-run.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
         &sb.state().snapshot(),
@@ -91,7 +89,7 @@ fn roll_back_and_check(
 #[test]
 fn a_lost_patch_answer_is_read_back_not_resent_and_the_row_is_updated() {
     let ids = ids(60, 70);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = sb.state().snapshot();
     let (proxy, _) = lossy_proxy(&sb, &ids[..10], false);
     write_csv(&sb.path("m.csv"), &ids, &[]);
@@ -102,7 +100,7 @@ fn a_lost_patch_answer_is_read_back_not_resent_and_the_row_is_updated() {
     for id in &ids {
         assert_eq!(sb.state().patch_count(id), 1, "{id}");
     }
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     let starting = starting_state(&ids);
     for r in report.values() {
         assert_eq!(r.status, Status::Updated);
@@ -116,12 +114,12 @@ fn a_lost_patch_answer_is_read_back_not_resent_and_the_row_is_updated() {
 #[test]
 fn a_write_of_unknown_outcome_keeps_its_before_through_resume_and_rollback() {
     let ids = ids(30, 71);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = sb.state().snapshot();
     let unknown = &ids[..3];
     let (proxy, heal) = lossy_proxy(&sb, unknown, true);
     write_csv(&sb.path("m.csv"), &ids, &[]);
-    std::fs::write(sb.path("c.yaml"), "max_attempts: 2\n").unwrap();
+    sb.write("c.yaml", "max_attempts: 2\n");
     let out = run(via(&proxy, &sb).args([
         "apply",
         "m.csv",
@@ -135,7 +133,7 @@ fn a_write_of_unknown_outcome_keeps_its_before_through_resume_and_rollback() {
     ]));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert_eq!(summary_json(&sb.path("s.json"))["possibly_written"], 3);
-    let report1 = report(&sb.path("r.csv"));
+    let report1 = sb.report("r.csv");
     let starting = starting_state(&ids);
     for r in report1.values() {
         let id: uuid::Uuid = r.id.parse().unwrap();
@@ -173,7 +171,7 @@ fn a_write_of_unknown_outcome_keeps_its_before_through_resume_and_rollback() {
         first,
         "r.csv is left as it was"
     );
-    let report2 = report(&sb.path("r.2.csv"));
+    let report2 = sb.report("r.2.csv");
     assert_eq!(report2.len(), 30);
     for r in report2.values() {
         let id: uuid::Uuid = r.id.parse().unwrap();
@@ -201,18 +199,18 @@ fn a_write_of_unknown_outcome_keeps_its_before_through_resume_and_rollback() {
 #[test]
 fn a_write_of_unknown_outcome_edited_since_is_not_carried_into_the_next_link() {
     let ids = ids(6, 76);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = sb.state().snapshot();
     let (proxy, heal) = lossy_proxy(&sb, &ids[..2], true);
     write_csv(&sb.path("m.csv"), &ids, &[]);
-    std::fs::write(sb.path("c.yaml"), "max_attempts: 2\n").unwrap();
+    sb.write("c.yaml", "max_attempts: 2\n");
     let args = [
         "apply", "m.csv", "--yes", "--resume", "--config", "c.yaml", "--report", "r.csv",
     ];
     let out = run(via(&proxy, &sb).args(args));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let by_id = |path: &str| -> std::collections::BTreeMap<uuid::Uuid, _> {
-        report(&sb.path(path))
+        sb.report(path)
             .into_values()
             .map(|r| (r.id.parse().unwrap(), r))
             .collect()
@@ -241,9 +239,7 @@ fn a_write_of_unknown_outcome_edited_since_is_not_carried_into_the_next_link() {
 
     let out = run(sb.cmd().args(["rollback", "r.2.csv", "-o", "undo2.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = run(sb
-        .cmd()
-        .args(["apply", "undo2.csv", "--yes", "--report", "undo2-run.csv"]));
+    let out = sb.apply("undo2.csv").report("undo2-run.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(
         sb.state().snapshot()[&ids[0]],
@@ -257,7 +253,7 @@ fn a_write_of_unknown_outcome_edited_since_is_not_carried_into_the_next_link() {
 #[test]
 fn a_full_disk_stops_the_run_within_seconds_naming_the_path_and_resume_recovers() {
     let ids = ids(400, 72);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = sb.state().snapshot();
     write_csv(&sb.path("m.csv"), &ids, &[]);
     // A file-size limit of 64 blocks (32 KiB under dash, 64 KiB under bash) makes every
@@ -280,12 +276,10 @@ fn a_full_disk_stops_the_run_within_seconds_naming_the_path_and_resume_recovers(
     assert!(!err.contains("holds every finished row"), "{err}");
 
     // With room again, resume finishes it; every gateway written once, undo exact.
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--resume", "--report", "r.csv"]));
+    let out = sb.apply("m.csv").args(["--resume"]).report("r.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!sb.path("r.rewrite.tmp").exists());
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), 400);
     let starting = starting_state(&ids);
     for r in report.values() {
@@ -302,13 +296,12 @@ fn a_full_disk_stops_the_run_within_seconds_naming_the_path_and_resume_recovers(
 #[test]
 fn a_second_run_of_the_same_manifest_on_another_report_is_refused() {
     let ids = ids(100, 73);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let mut first = sb
-        .cmd()
-        .args([
-            "apply", "m.csv", "--yes", "--rate", "10", "--report", "one.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "10"])
+        .report("one.csv")
+        .command()
         .stderr(Stdio::null())
         .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -316,9 +309,7 @@ fn a_second_run_of_the_same_manifest_on_another_report_is_refused() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let patches = sb.state().stats().patches;
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--report", "two.csv"]));
+    let out = sb.apply("m.csv").report("two.csv").run();
     let _ = first.kill();
     let _ = first.wait();
     assert_eq!(code(&out), 5, "{}", stderr(&out));
@@ -338,22 +329,14 @@ fn a_second_run_of_the_same_manifest_on_another_report_is_refused() {
 fn a_manifest_rewritten_during_the_run_stops_it_and_its_new_values_are_never_applied() {
     // Far more than the reader buffers ahead (64 KiB and 256 queued rows).
     let ids = ids(3000, 74);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let m = sb.path("m.csv");
     write_csv(&m, &ids, &[]);
     let child = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--rate",
-            "100",
-            "--concurrency",
-            "2",
-            "--report",
-            "r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "100", "--concurrency", "2"])
+        .report("r.csv")
+        .command()
         .stderr(Stdio::piped())
         .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -387,9 +370,7 @@ fn a_manifest_rewritten_during_the_run_stops_it_and_its_new_values_are_never_app
         "it stopped, not ran to the end"
     );
     // And --resume with the rewritten file is refused: its rows are not the report's.
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--resume", "--report", "r.csv"]));
+    let out = sb.apply("m.csv").args(["--resume"]).report("r.csv").run();
     assert_eq!(code(&out), 64, "{}", stderr(&out));
 }
 
@@ -410,7 +391,7 @@ fn kill_9_at_a_dozen_moments_in_a_chain_keeps_the_undo_file_exact() {
     let sb = Sandbox::start(config, &ids);
     let start = sb.state().snapshot();
     write_csv(&sb.path("m.csv"), &ids, &[]);
-    std::fs::write(sb.path("c.yaml"), "max_attempts: 2\n").unwrap();
+    sb.write("c.yaml", "max_attempts: 2\n");
     let args = [
         "apply", "m.csv", "--yes", "--resume", "--rate", "1000", "--config", "c.yaml", "--report",
         "r.csv",
@@ -424,7 +405,7 @@ fn kill_9_at_a_dozen_moments_in_a_chain_keeps_the_undo_file_exact() {
     }
     let out = run(sb.cmd().args(args));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), 3000);
     let starting = starting_state(&ids);
     for r in report.values() {
@@ -450,15 +431,15 @@ fn a_lost_answer_on_the_last_attempt_is_read_once_more_and_counted() {
     // One attempt a request: the PATCH lands but its answer is lost, and the read that
     // would settle it fails too. The row is `write_unknown`, and counts every request.
     let ids = ids(3, 72);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let (proxy, _) = lossy_proxy(&sb, &ids[..1], true);
     write_csv(&sb.path("m.csv"), &ids, &[]);
-    std::fs::write(sb.path("c.yaml"), "max_attempts: 1\n").unwrap();
+    sb.write("c.yaml", "max_attempts: 1\n");
     let out = run(via(&proxy, &sb).args([
         "apply", "m.csv", "--yes", "--config", "c.yaml", "--report", "r.csv",
     ]));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     let lost = report
         .values()
         .find(|r| r.id == ids[0].to_string())

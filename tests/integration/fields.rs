@@ -10,7 +10,6 @@ use sipgw_bulk::diff::{Field, FieldSet, only, with_fields_from};
 use sipgw_bulk::manifest::{Format, ManifestWriter};
 use sipgw_bulk::model::GatewayFields;
 use sipgw_bulk::report::Status;
-use sipgw_bulk::sandbox::SandboxConfig;
 use uuid::Uuid;
 
 use crate::support::*;
@@ -46,7 +45,7 @@ fn planned_changes(out: &str) -> BTreeMap<String, serde_json::Value> {
 #[test]
 fn every_declared_field_goes_through_manifest_plan_patch_report_and_rollback() {
     let ids = ids(Field::ALL.len() as u64, 310);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = starting_state(&ids);
     // Gateway i asks for field i alone, at a value that differs from the sandbox's.
     let walk: Vec<(Uuid, Field, GatewayFields)> = Field::ALL
@@ -73,16 +72,11 @@ fn every_declared_field_goes_through_manifest_plan_patch_report_and_rollback() {
     // The plan, from either format: each gateway changes its field and nothing else.
     for manifest in ["m.csv", "m.yaml"] {
         let saved = format!("{manifest}.plan");
-        let out = run(sb.cmd().args([
-            "plan",
-            manifest,
-            "--diff-format",
-            "json",
-            "--out",
-            &saved,
-            "--report",
-            &format!("{manifest}.report.csv"),
-        ]));
+        let out = sb
+            .plan(manifest)
+            .args(["--diff-format", "json", "--out", &saved])
+            .report(&format!("{manifest}.report.csv"))
+            .run();
         assert_eq!(code(&out), 0, "{manifest}: {}", stderr(&out));
         let planned = planned_changes(&stdout(&out));
         for (id, field, want) in &walk {
@@ -96,7 +90,7 @@ fn every_declared_field_goes_through_manifest_plan_patch_report_and_rollback() {
             assert_eq!(changes[name]["new"], json_of(want, *field), "{name}");
         }
         let text_report = format!("{manifest}.text.csv");
-        let text = run(sb.cmd().args(["plan", manifest, "--report", &text_report]));
+        let text = sb.plan(manifest).report(&text_report).run();
         for (_, field, _) in &walk {
             let shown = format!("\n    {:<11} ", field.as_str());
             assert!(
@@ -120,7 +114,7 @@ fn every_declared_field_goes_through_manifest_plan_patch_report_and_rollback() {
     ]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let now = sb.state().snapshot();
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), walk.len());
     for (id, field, want) in &walk {
         let name = field.as_str();
@@ -138,13 +132,7 @@ fn every_declared_field_goes_through_manifest_plan_patch_report_and_rollback() {
     for undo in ["undo.csv", "undo.yaml"] {
         let out = run(sb.cmd().args(["rollback", "r.csv", "-o", undo]));
         assert_eq!(code(&out), 0, "{}", stderr(&out));
-        let out = run(sb.cmd().args([
-            "apply",
-            undo,
-            "--yes",
-            "--report",
-            &format!("{undo}.report.csv"),
-        ]));
+        let out = sb.apply(undo).report(&format!("{undo}.report.csv")).run();
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         let now = sb.state().snapshot();
         for (id, field, _) in &walk {

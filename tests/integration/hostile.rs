@@ -139,7 +139,7 @@ fn a_patch_answer_for_another_gateway_is_checked_by_reading_back() {
         .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     // Not believed: each gateway was read back, found as asked, and written once.
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert!(report.values().all(|r| r.status == Status::Updated));
     assert_eq!(sb.state().snapshot(), expected(&ids));
     assert!(ids.iter().all(|id| sb.state().patch_count(id) == 1));
@@ -594,11 +594,7 @@ fn a_token_file_others_can_read_gets_a_warning_and_its_token_never_shows() {
     write_csv(&sb.path("m.csv"), &ids, &[]);
     let token = sb.path("token");
     std::fs::write(&token, &sb.state().config().api_token).unwrap();
-    std::fs::write(
-        sb.path("c.yaml"),
-        format!("api_token_file: {}\n", token.display()),
-    )
-    .unwrap();
+    sb.write("c.yaml", format!("api_token_file: {}\n", token.display()));
     for (mode, warned) in [(0o644, true), (0o600, false)] {
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
         let out = run(sb

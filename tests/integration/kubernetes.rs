@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use sipgw_bulk::sandbox::SandboxConfig;
 
 use crate::support::*;
 
@@ -201,7 +200,7 @@ impl CronJobPod {
 #[test]
 fn the_cronjob_s_pod_refuses_a_shard_the_count_does_not_have() {
     let ids = ids(12, 904);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let pod = CronJobPod::new(&sb);
     write_csv(&pod.manifests.join("gateways.csv"), &ids, &[]);
 
@@ -223,19 +222,13 @@ fn the_cronjob_s_pod_refuses_a_shard_the_count_does_not_have() {
 #[test]
 fn a_run_s_metrics_carry_its_shard_count() {
     let ids = ids(6, 905);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args([
-        "plan",
-        "m.csv",
-        "-q",
-        "--shard",
-        "1/3",
-        "--metrics-file",
-        "m.prom",
-    ]));
+    let sb = Sandbox::with_manifest(&ids);
+    let out = sb
+        .plan("m.csv")
+        .args(["-q", "--shard", "1/3", "--metrics-file", "m.prom"])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let text = std::fs::read_to_string(sb.path("m.prom")).unwrap();
+    let text = sb.read("m.prom");
     let line = text
         .lines()
         .find(|l| l.starts_with("sipgw_bulk_shards{"))

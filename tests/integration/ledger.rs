@@ -37,8 +37,7 @@ fn kill_9_at_several_moments_then_resume_loses_nothing_and_patches_nothing_twice
         write_limit: 0,
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::start_with_manifest(config, &ids);
     let args = [
         "apply", "m.csv", "--yes", "--resume", "--rate", "1500", "--report", "r.csv",
     ];
@@ -66,7 +65,7 @@ fn kill_9_at_several_moments_then_resume_loses_nothing_and_patches_nothing_twice
     let out = run(sb.cmd().args(args));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), 5000, "every row exactly once");
     // Every row needed a change, so every row is `updated` with the sandbox's starting
     // values as `before`, even one whose report line a kill lost after its PATCH (its
@@ -92,14 +91,13 @@ fn kill_9_at_several_moments_then_resume_loses_nothing_and_patches_nothing_twice
 #[test]
 fn sigint_mid_run_exits_4_with_a_complete_report_and_resume_finishes() {
     let ids = ids(600, 41);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     // 600 writes at 100/s take six seconds; the signal comes once ten rows are done.
     let mut child = sb
-        .cmd()
-        .args([
-            "apply", "m.csv", "--yes", "--rate", "100", "--report", "r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "100"])
+        .report("r.csv")
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn_guarded();
@@ -117,16 +115,10 @@ fn sigint_mid_run_exits_4_with_a_complete_report_and_resume_finishes() {
         stderr(&out)
     );
 
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), 600, "the report is complete");
-    let skipped = report
-        .values()
-        .filter(|r| r.status == Status::Skipped)
-        .count();
-    let updated = report
-        .values()
-        .filter(|r| r.status == Status::Updated)
-        .count();
+    let skipped = count(&report, Status::Skipped);
+    let updated = count(&report, Status::Updated);
     assert!(
         skipped > 0 && updated > 0,
         "updated {updated}, skipped {skipped}"
@@ -138,9 +130,11 @@ fn sigint_mid_run_exits_4_with_a_complete_report_and_resume_finishes() {
             .all(|r| r.status != Status::Skipped || r.error_code.as_str() == "interrupted")
     );
 
-    let out = run(sb.cmd().args([
-        "apply", "m.csv", "--yes", "--resume", "--rate", "1000", "--report", "r.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--resume", "--rate", "1000"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let report = crate::support::report(&sb.path("r.csv"));
     assert_eq!(report.len(), 600);
@@ -152,8 +146,8 @@ fn sigint_mid_run_exits_4_with_a_complete_report_and_resume_finishes() {
 #[test]
 fn a_second_run_on_the_same_report_exits_5_and_sends_nothing() {
     let ids = ids(100, 42);
-    let busy = Sandbox::start(SandboxConfig::default(), &ids);
-    let idle = Sandbox::start(SandboxConfig::default(), &ids);
+    let busy = Sandbox::seeded(&ids);
+    let idle = Sandbox::seeded(&ids);
     write_csv(&busy.path("m.csv"), &ids, &[]);
     let report = busy.path("shared.csv");
     let mut first = busy
@@ -187,33 +181,25 @@ fn max_errors_stops_the_job_with_exit_3_and_skips_the_rest() {
         failing_ids: ids.iter().step_by(4).copied().collect(),
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    std::fs::write(sb.path("c.yaml"), "max_attempts: 2\n").unwrap();
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--config",
-        "c.yaml",
-        "--max-errors",
-        "5",
-        "--concurrency",
-        "4",
-        "--report",
-        "r.csv",
-    ]));
+    let sb = Sandbox::start_with_manifest(config, &ids);
+    sb.write("c.yaml", "max_attempts: 2\n");
+    let out = sb
+        .apply("m.csv")
+        .args([
+            "--config",
+            "c.yaml",
+            "--max-errors",
+            "5",
+            "--concurrency",
+            "4",
+        ])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), 200);
-    let failed = report
-        .values()
-        .filter(|r| r.status == Status::Failed)
-        .count();
-    let skipped = report
-        .values()
-        .filter(|r| r.status == Status::Skipped)
-        .count();
+    let failed = count(&report, Status::Failed);
+    let skipped = count(&report, Status::Skipped);
     // Five failures stop it; the rows already under way (at most 4 x --concurrency) may
     // add to them.
     assert!((5..=5 + 15).contains(&failed), "failed {failed}");
@@ -234,26 +220,18 @@ fn resume_with_an_edited_manifest_is_refused() {
     };
     let sb = Sandbox::start(config, &ids);
     write_csv(&sb.path("m.csv"), &ids[..10], &[]);
-    std::fs::write(sb.path("c.yaml"), "max_attempts: 1\n").unwrap();
+    sb.write("c.yaml", "max_attempts: 1\n");
     // Cut off by its error budget (exit 3): a run that finished is never continued.
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--config",
-        "c.yaml",
-        "--max-errors",
-        "1",
-        "--report",
-        "r.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--config", "c.yaml", "--max-errors", "1"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let requests = sb.state().stats().requests;
 
     write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--resume", "--report", "r.csv"]));
+    let out = sb.apply("m.csv").args(["--resume"]).report("r.csv").run();
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("another manifest"),
@@ -262,9 +240,7 @@ fn resume_with_an_edited_manifest_is_refused() {
     );
     assert_eq!(sb.state().stats().requests, requests, "nothing sent");
     // Without --resume, an existing report is never overwritten.
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    let out = sb.apply("m.csv").report("r.csv").run();
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert_eq!(report(&sb.path("r.csv")).len(), 10);
     assert!(!sb.path("r.2.csv").exists());
@@ -273,31 +249,25 @@ fn resume_with_an_edited_manifest_is_refused() {
 #[test]
 fn with_a_lock_timeout_a_second_run_waits_for_the_first_then_finds_it_done() {
     let ids = ids(30, 45);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let mut first = sb
-        .cmd()
-        .args([
-            "apply", "m.csv", "--yes", "--rate", "15", "--report", "r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "15"])
+        .report("r.csv")
+        .command()
         .stderr(Stdio::null())
         .spawn_guarded();
     wait_for(&sb.path("r.csv"), Duration::from_secs(10));
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--resume",
-        "--lock-timeout",
-        "60",
-        "--report",
-        "r.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--resume", "--lock-timeout", "60"])
+        .report("r.csv")
+        .run();
     assert!(first.wait().unwrap().success());
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(report(&sb.path("r.csv")).len(), 30);
     // The first run finished: the second read every gateway into a report of its own.
-    let second = report(&sb.path("r.2.csv"));
+    let second = sb.report("r.2.csv");
     assert_eq!(second.len(), 30);
     assert!(second.values().all(|r| r.status == Status::Unchanged));
     for id in &ids {
@@ -318,25 +288,18 @@ fn with_a_lock_timeout_a_second_run_waits_for_the_first_then_finds_it_done() {
 fn a_second_run_of_the_same_gateways_is_refused_however_it_is_spelled() {
     use std::os::unix::fs::PermissionsExt;
     let ids = ids(60, 46);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     // The same rows, in another order, as YAML.
     let mut yaml = String::from("gateways:\n");
     for id in ids.iter().rev() {
         yaml.push_str(&format!("  - id: {id}\n    name: other\n"));
     }
-    std::fs::write(sb.path("m.yaml"), yaml).unwrap();
+    sb.write("m.yaml", yaml);
     let mut first = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--rate",
-            "5",
-            "--report",
-            "first.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "5"])
+        .report("first.csv")
+        .command()
         .stderr(Stdio::null())
         .spawn_guarded();
     wait_for(&sb.path("first.csv"), Duration::from_secs(10));
@@ -380,15 +343,11 @@ fn a_second_run_of_the_same_gateways_is_refused_however_it_is_spelled() {
     let _ = first.kill();
     let _ = first.wait();
     // A run that ends takes its lock file with it.
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--rate",
-        "1000",
-        "--report",
-        "fifth.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--rate", "1000"])
+        .report("fifth.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(locks(), 0, "no lock file outlives its run");
     let leftovers: Vec<_> = std::fs::read_dir(sb.dir.path())

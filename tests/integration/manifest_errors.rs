@@ -2,14 +2,13 @@
 //! before any request.
 
 use sipgw_bulk::report::Status;
-use sipgw_bulk::sandbox::SandboxConfig;
 
 use crate::support::*;
 
 #[test]
 fn invalid_rows_are_reported_with_their_line_while_the_rest_apply() {
     let ids = ids(20, 10);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let spare = crate::support::ids(1, 11)[0];
     let bad = [
         // line 22: not a UUID
@@ -48,11 +47,9 @@ fn invalid_rows_are_reported_with_their_line_while_the_rest_apply() {
     assert!(listing.contains("line 2 already has it"), "{listing}");
     assert_eq!(sb.state().stats().requests, 0, "validate sends nothing");
 
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    let out = sb.apply("m.csv").report("r.csv").run();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), 25);
     for line in 22..=26 {
         assert_eq!(report[&line].status, Status::Invalid, "line {line}");
@@ -69,9 +66,9 @@ fn invalid_rows_are_reported_with_their_line_while_the_rest_apply() {
 #[test]
 fn an_unknown_column_or_a_file_that_is_not_a_manifest_exits_65_with_nothing_sent() {
     let ids = ids(3, 12);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    std::fs::write(sb.path("typo.csv"), format!("id,codec\n{},OPUS\n", ids[0])).unwrap();
-    let out = run(sb.cmd().args(["apply", "typo.csv", "--yes"]));
+    let sb = Sandbox::seeded(&ids);
+    sb.write("typo.csv", format!("id,codec\n{},OPUS\n", ids[0]));
+    let out = sb.apply("typo.csv").run();
     assert_eq!(code(&out), 65);
     let err = stderr(&out);
     assert!(
@@ -83,12 +80,8 @@ fn an_unknown_column_or_a_file_that_is_not_a_manifest_exits_65_with_nothing_sent
         "{err}"
     );
 
-    std::fs::write(
-        sb.path("notes.yaml"),
-        "Dear team,\nplease update the gateways.\n",
-    )
-    .unwrap();
-    let out = run(sb.cmd().args(["apply", "notes.yaml", "--yes"]));
+    sb.write("notes.yaml", "Dear team,\nplease update the gateways.\n");
+    let out = sb.apply("notes.yaml").run();
     assert_eq!(code(&out), 65, "{}", stderr(&out));
 
     // A YAML syntax error far down the file: still nothing sent for the rows above it.
@@ -97,8 +90,8 @@ fn an_unknown_column_or_a_file_that_is_not_a_manifest_exits_65_with_nothing_sent
         yaml.push_str(&format!("- id: {id}\n  codecs: [OPUS]\n"));
     }
     yaml.push_str("- id: [unclosed\n");
-    std::fs::write(sb.path("broken.yaml"), yaml).unwrap();
-    let out = run(sb.cmd().args(["apply", "broken.yaml", "--yes"]));
+    sb.write("broken.yaml", yaml);
+    let out = sb.apply("broken.yaml").run();
     assert_eq!(code(&out), 65, "{}", stderr(&out));
 
     assert_eq!(sb.state().stats().requests, 0);
@@ -107,20 +100,17 @@ fn an_unknown_column_or_a_file_that_is_not_a_manifest_exits_65_with_nothing_sent
 #[test]
 fn a_missing_gateway_is_not_found_and_a_server_422_is_failed_with_its_message() {
     let ids = ids(3, 13);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids[..2]);
-    std::fs::write(
-        sb.path("m.csv"),
+    let sb = Sandbox::seeded(&ids[..2]);
+    sb.write(
+        "m.csv",
         format!(
             "id,uri\n{},sip:pbx.example.com\n{},sip:pbx.signalwire.com\n{},sip:gone.example.com\n",
             ids[0], ids[1], ids[2]
         ),
-    )
-    .unwrap();
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    );
+    let out = sb.apply("m.csv").report("r.csv").run();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report[&2].status, Status::Updated);
     assert_eq!(report[&3].status, Status::Failed);
     assert_eq!(report[&3].http_status, Some(422));

@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::response::IntoResponse;
-use sipgw_bulk::sandbox::SandboxConfig;
 
 use crate::support::*;
 
@@ -122,8 +121,7 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 /// A sandbox of `n` gateways and a manifest that changes each of them.
 fn space(n: u64) -> (Sandbox, Vec<uuid::Uuid>) {
     let ids = ids(n, 23);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     (sb, ids)
 }
 
@@ -263,15 +261,10 @@ fn a_failed_run_after_a_good_one_keeps_the_last_success_in_the_file_and_the_push
 fn metrics_are_pushed_grouped_by_job_space_command_and_shard_and_a_gateway_down_is_a_warning() {
     let (sb, _) = space(20);
     let gateway = pushgateway();
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--shard",
-        "0/2",
-        "--push-gateway",
-        &gateway.url,
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--shard", "0/2", "--push-gateway", &gateway.url])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let pushed = gateway.metrics();
     let space = space_label(&sb);
@@ -296,7 +289,7 @@ fn metrics_are_pushed_grouped_by_job_space_command_and_shard_and_a_gateway_down_
 
     // Nothing listens: the run is not failed by it.
     let down = format!("http://127.0.0.1:{}", free_port());
-    let out = run(sb.cmd().args(["plan", "m.csv", "--push-gateway", &down]));
+    let out = sb.plan("m.csv").args(["--push-gateway", &down]).run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("cannot push metrics to"),
@@ -311,10 +304,11 @@ fn metrics_are_served_and_pushed_while_the_run_lasts() {
     let port = free_port();
     let gateway = pushgateway();
     let mut child = sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--rate", "20", "-q"])
+        .apply("m.csv")
+        .args(["--rate", "20", "-q"])
         .args(["--metrics-listen", &port.to_string()])
         .args(["--push-gateway", &gateway.url, "--push-interval", "1"])
+        .command()
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn_guarded();
@@ -444,11 +438,7 @@ fn metrics_add_nothing_that_grows_with_the_manifest() {
     let without = (0..3).map(|i| peak(false, i)).min().unwrap();
     let with = (0..3).map(|i| peak(true, i)).min().unwrap();
     eprintln!("peak RSS: {with} KiB with --metrics-file, {without} KiB without");
-    assert!(
-        std::fs::read_to_string(sb.path("m.prom"))
-            .unwrap()
-            .contains("sipgw_bulk_rows{"),
-    );
+    assert!(sb.read("m.prom").contains("sipgw_bulk_rows{"),);
     assert!(
         with <= without + 1024,
         "peak RSS {with} KiB with --metrics-file, {without} KiB without"
@@ -522,9 +512,10 @@ fn a_push_carries_no_credential_and_a_silent_pushgateway_holds_the_run_only_its_
         async { axum::http::StatusCode::OK.into_response() }.boxed()
     });
     let gateway = Peer::start(recording);
-    let out = run(sb
-        .cmd()
-        .args(["plan", "m.csv", "--push-gateway", &gateway.base_url()]));
+    let out = sb
+        .plan("m.csv")
+        .args(["--push-gateway", &gateway.base_url()])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let seen = seen.lock().unwrap();
     assert_eq!(
@@ -546,10 +537,11 @@ fn a_push_carries_no_credential_and_a_silent_pushgateway_holds_the_run_only_its_
     let silent: Handler = Arc::new(|_: Seen| futures_util::future::pending().boxed());
     let silent = Peer::start(silent);
     let started = Instant::now();
-    let out = run(sb
-        .cmd()
-        .args(["plan", "m.csv", "--report", "again.csv"])
-        .args(["--push-gateway", &silent.base_url()]));
+    let out = sb
+        .plan("m.csv")
+        .report("again.csv")
+        .args(["--push-gateway", &silent.base_url()])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("cannot push metrics"),

@@ -12,20 +12,13 @@ use crate::support::*;
 #[test]
 fn off_a_terminal_stderr_has_stats_lines_and_no_bar_or_ansi_codes() {
     let ids = ids(200, 50);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     // 200 writes at 80/s: about 2.5 s, with a stats line every second.
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--rate",
-        "80",
-        "--stats-interval",
-        "1",
-        "--report",
-        "r.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--rate", "80", "--stats-interval", "1"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -43,7 +36,7 @@ fn off_a_terminal_stderr_has_stats_lines_and_no_bar_or_ansi_codes() {
 #[test]
 fn with_json_logs_every_stderr_line_is_one_json_object() {
     let ids = ids(50, 51);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     write_csv(&sb.path("m.csv"), &ids, &["not-a-uuid,,,,,".into()]);
     for args in [
         vec![
@@ -86,8 +79,8 @@ fn with_json_logs_every_stderr_line_is_one_json_object() {
             "b.csv",
         ],
     ] {
-        std::fs::write(sb.path("bad.yaml"), "concurrency: [\n").unwrap();
-        std::fs::write(sb.path("bad.csv"), "nope,columns\n1,2\n").unwrap();
+        sb.write("bad.yaml", "concurrency: [\n");
+        sb.write("bad.csv", "nope,columns\n1,2\n");
         let out = run(sb.cmd().args(&args));
         let err = stderr(&out);
         assert!(!err.is_empty());
@@ -132,21 +125,15 @@ fn the_summary_tells_latencies_the_slowest_row_throttling_and_the_rate_against_i
         },
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--rate",
-        "200",
-        "--report",
-        "r.csv",
-        "--summary-json",
-        "s.json",
-    ]));
+    let sb = Sandbox::start_with_manifest(config, &ids);
+    let out = sb
+        .apply("m.csv")
+        .args(["--rate", "200"])
+        .report("r.csv")
+        .summary_json("s.json")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let s = summary_json(&sb.path("s.json"));
+    let s = sb.summary("s.json");
     assert_eq!(s["rate_limit"], 200);
     for kind in ["get", "patch"] {
         let l = &s["latency_ms"][kind];
@@ -193,8 +180,7 @@ fn the_summary_tells_latencies_the_slowest_row_throttling_and_the_rate_against_i
 #[test]
 fn three_shard_processes_at_once_reconcile_every_row_exactly_once() {
     let ids = ids(1500, 52);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     // Each shard takes a third of the space's budget.
     let children: Vec<_> = (0..3)
         .map(|k| {
@@ -230,13 +216,15 @@ fn three_shard_processes_at_once_reconcile_every_row_exactly_once() {
     for id in ids.iter().rev() {
         yaml.push_str(&format!("- id: {id}\n"));
     }
-    std::fs::write(sb.path("rev.yaml"), yaml).unwrap();
-    let out = run(sb
-        .cmd()
-        .args(["plan", "rev.yaml", "--shard", "1/3", "--report", "rev1.csv"]));
+    sb.write("rev.yaml", yaml);
+    let out = sb
+        .plan("rev.yaml")
+        .args(["--shard", "1/3"])
+        .report("rev1.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let ids_of = |file: &str| -> std::collections::BTreeSet<String> {
-        report(&sb.path(file)).into_values().map(|r| r.id).collect()
+        sb.report(file).into_values().map(|r| r.id).collect()
     };
     assert_eq!(ids_of("rev1.csv"), ids_of("shard1.csv"));
 }
@@ -244,8 +232,7 @@ fn three_shard_processes_at_once_reconcile_every_row_exactly_once() {
 #[test]
 fn a_terminal_run_shows_the_bar_then_the_summary() {
     let ids = ids(120, 53);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     // `script` gives the binary a pseudo-terminal, as a person's shell would.
     let command = format!("{BIN} apply m.csv --yes --rate 60 --report r.csv");
     let out = run(sb
@@ -260,7 +247,7 @@ fn a_terminal_run_shows_the_bar_then_the_summary() {
         .find("Apply finished")
         .expect("a summary after the bar");
     assert!(screen[..summary].contains("rows"), "the bar comes first");
-    assert_eq!(report(&sb.path("r.csv")).len(), 120);
+    assert_eq!(sb.report("r.csv").len(), 120);
 }
 
 #[test]
@@ -276,8 +263,7 @@ fn on_a_terminal_apply_shows_the_diff_asks_and_writes_only_what_it_showed() {
         ("yes", "r-yes.csv", ""),
         ("yes", "r-limit.csv", "--limit 5"),
     ] {
-        let sb = Sandbox::start(SandboxConfig::default(), &ids);
-        write_csv(&sb.path("m.csv"), &ids, &[]);
+        let sb = Sandbox::with_manifest(&ids);
         let command =
             format!("NO_COLOR=1 {BIN} apply m.csv --no-progress --report {report_name} {extra}");
         let mut child = sb
@@ -334,7 +320,7 @@ fn on_a_terminal_apply_shows_the_diff_asks_and_writes_only_what_it_showed() {
             }
             "r-yes.csv" => {
                 assert_eq!(written, 19, "{screen}");
-                let r = report(&sb.path(report_name));
+                let r = sb.report(report_name);
                 let conflicts: Vec<_> = r
                     .values()
                     .filter(|r| r.status == Status::Conflict)
@@ -459,13 +445,10 @@ fn every_positional_argument_is_described_in_its_command_s_help() {
 #[test]
 fn a_run_shorter_than_a_second_shows_no_write_rate() {
     let ids = ids(2, 77);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--summary-json", "s.json"]));
+    let sb = Sandbox::with_manifest(&ids);
+    let out = sb.apply("m.csv").summary_json("s.json").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let s = summary_json(&sb.path("s.json"));
+    let s = sb.summary("s.json");
     assert!(
         s["elapsed_secs"].as_f64().unwrap() < 1.0,
         "a short run: {s}"

@@ -37,23 +37,14 @@ fn interrupt(child: &std::process::Child) {
 #[test]
 fn ctrl_c_stops_writing_at_once_and_resume_finishes() {
     let ids = ids(200, 3201);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     // The third PATCH lands, and its answer waits until the test lets it go.
     sb.state().hold_patch(3, true);
     let child = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--rate",
-            "5",
-            "--concurrency",
-            "64",
-            "--report",
-            "r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "5", "--concurrency", "64"])
+        .report("r.csv")
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn_guarded();
@@ -72,7 +63,7 @@ fn ctrl_c_stops_writing_at_once_and_resume_finishes() {
     );
     assert_eq!(code(&out), 4, "interrupted: {}", stderr(&out));
 
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), ids.len(), "every row exactly once");
     let held = sb.state().held_gateway().unwrap().to_string();
     let held_row = report.values().find(|r| r.id == held).unwrap();
@@ -82,10 +73,7 @@ fn ctrl_c_stops_writing_at_once_and_resume_finishes() {
         "the PATCH on the wire finished: {held_row:?}"
     );
     assert!(held_row.before.is_some());
-    let updated = report
-        .values()
-        .filter(|r| r.status == Status::Updated)
-        .count() as u64;
+    let updated = count(&report, Status::Updated) as u64;
     assert_eq!(updated, sb.state().stats().patches_applied);
     assert!(
         report.values().all(|r| r.status == Status::Updated
@@ -93,9 +81,11 @@ fn ctrl_c_stops_writing_at_once_and_resume_finishes() {
         "only updated and skipped rows"
     );
 
-    let out = run(sb.cmd().args([
-        "apply", "m.csv", "--yes", "--resume", "--rate", "1000", "--report", "r.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--resume", "--rate", "1000"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let report = crate::support::report(&sb.path("r.csv"));
     assert_eq!(report.len(), ids.len());
@@ -109,8 +99,7 @@ fn ctrl_c_stops_writing_at_once_and_resume_finishes() {
 #[test]
 fn every_command_names_its_space_and_where_it_came_from() {
     let ids = ids(3, 3202);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let host = sb.base_url().trim_start_matches("http://").to_owned();
     let project = sb.state().config().project_id.clone();
     let token = sb.state().config().api_token.clone();
@@ -138,21 +127,20 @@ fn every_command_names_its_space_and_where_it_came_from() {
             );
         }
     }
-    let summary = summary_json(&sb.path("s.json"));
+    let summary = sb.summary("s.json");
     assert_eq!(summary["space"]["host"], host.as_str());
     assert_eq!(summary["space"]["host_from"], "SIGNALWIRE_BASE_URL");
     assert_eq!(summary["space"]["project_from"], "SIGNALWIRE_PROJECT_ID");
 
     // From the config file: the file and its key are named.
-    std::fs::write(sb.path("token"), &token).unwrap();
-    std::fs::write(
-        sb.path("c.yaml"),
+    sb.write("token", &token);
+    sb.write(
+        "c.yaml",
         format!(
             "base_url: {}\nproject_id: {project}\napi_token_file: token\n",
             sb.base_url()
         ),
-    )
-    .unwrap();
+    );
     let out = run(sb
         .cmd()
         .env_remove("SIGNALWIRE_BASE_URL")
@@ -175,8 +163,7 @@ fn every_command_names_its_space_and_where_it_came_from() {
 #[test]
 fn a_space_and_a_base_url_that_disagree_are_refused() {
     let ids = ids(3, 3203);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let host = sb.base_url().trim_start_matches("http://").to_owned();
     let token = sb.state().config().api_token.clone();
     let cases: [(&[&str], &str, &str); 3] = [
@@ -219,8 +206,7 @@ fn a_space_and_a_base_url_that_disagree_are_refused() {
 #[test]
 fn a_refused_token_says_which_settings_to_check_once() {
     let ids = ids(40, 3204);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let out = run(sb.cmd().env("SIGNALWIRE_API_TOKEN", "PTwrong-token").args([
         "apply",
         "m.csv",
@@ -250,7 +236,7 @@ fn a_refused_token_says_which_settings_to_check_once() {
         "{err}"
     );
     assert!(!err.contains("PTwrong-token"));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), ids.len());
     assert!(
         report
@@ -356,10 +342,9 @@ fn csv_cells_split_by_commas_and_semicolon_files_get_a_hint() {
 #[test]
 fn plan_saves_to_output_as_export_and_rollback_do() {
     let ids = ids(2, 3206);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     for format in ["text", "json"] {
-        let out = run(sb.cmd().args(["plan", "m.csv", "--output", format]));
+        let out = sb.plan("m.csv").args(["--output", format]).run();
         assert_eq!(code(&out), 64, "{}", stderr(&out));
         assert!(
             stderr(&out).contains(&format!("use --diff-format {format}")),
@@ -373,9 +358,7 @@ fn plan_saves_to_output_as_export_and_rollback_do() {
         ("-o", "y.plan", "y.csv"),
         ("--out", "z.plan", "z.csv"),
     ] {
-        let out = run(sb
-            .cmd()
-            .args(["plan", "m.csv", flag, plan, "--report", report]));
+        let out = sb.plan("m.csv").args([flag, plan]).report(report).run();
         assert_eq!(code(&out), 0, "{flag}: {}", stderr(&out));
         assert!(sb.path(plan).exists(), "{flag} saved the plan");
     }
@@ -423,19 +406,14 @@ fn a_flag_a_command_does_not_use_is_refused_and_its_environment_ignored() {
 #[test]
 fn show_plan_prints_a_saved_plan_as_its_diff_and_refuses_an_edited_one() {
     let ids = ids(40, 3208);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     write_csv(&sb.path("m.csv"), &ids[..30], &[]);
     for (format, plan) in [("text", "t.plan"), ("json", "j.plan")] {
-        let planned = run(sb.cmd().args([
-            "plan",
-            "m.csv",
-            "-o",
-            plan,
-            "--diff-format",
-            format,
-            "--report",
-            &format!("{format}.csv"),
-        ]));
+        let planned = sb
+            .plan("m.csv")
+            .args(["-o", plan, "--diff-format", format])
+            .report(&format!("{format}.csv"))
+            .run();
         assert_eq!(code(&planned), 0, "{}", stderr(&planned));
         let before = sb.state().stats().requests;
         let shown = run(sb
@@ -446,8 +424,8 @@ fn show_plan_prints_a_saved_plan_as_its_diff_and_refuses_an_edited_one() {
         assert!(stdout(&shown).contains("would_update") || format == "text");
         assert_eq!(sb.state().stats().requests, before, "no request");
     }
-    let text = std::fs::read_to_string(sb.path("t.plan")).unwrap();
-    std::fs::write(sb.path("e.plan"), text.replacen("pbx-1", "pbx-X", 1)).unwrap();
+    let text = sb.read("t.plan");
+    sb.write("e.plan", text.replacen("pbx-1", "pbx-X", 1));
     let out = run(sb.cmd().args(["show", "--plan", "e.plan"]));
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
@@ -462,24 +440,16 @@ fn show_plan_prints_a_saved_plan_as_its_diff_and_refuses_an_edited_one() {
 #[test]
 fn an_interrupt_whose_grace_runs_out_still_leaves_a_whole_report_that_undoes_every_write() {
     let ids = ids(6, 3301);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let start = sb.state().snapshot();
     write_csv(&sb.path("m.csv"), &ids, &[]);
     // The third PATCH lands, and its answer never comes while the run lives.
     sb.state().hold_patch(3, true);
     let child = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--concurrency",
-            "1",
-            "--grace",
-            "1",
-            "--report",
-            "r.csv",
-        ])
+        .apply("m.csv")
+        .args(["--concurrency", "1", "--grace", "1"])
+        .report("r.csv")
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn_guarded();
@@ -489,7 +459,7 @@ fn an_interrupt_whose_grace_runs_out_still_leaves_a_whole_report_that_undoes_eve
     sb.state().release_held();
     assert_eq!(code(&out), 4, "interrupted: {}", stderr(&out));
 
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(
         report.len(),
         ids.len(),
@@ -524,9 +494,7 @@ fn an_interrupt_whose_grace_runs_out_still_leaves_a_whole_report_that_undoes_eve
     // The report alone undoes every write, the landed one included.
     let out = run(sb.cmd().args(["rollback", "r.csv", "-o", "undo.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = run(sb
-        .cmd()
-        .args(["apply", "undo.csv", "--yes", "--report", "undo.report.csv"]));
+    let out = sb.apply("undo.csv").report("undo.report.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), start, "back to the start");
 }
@@ -545,14 +513,14 @@ fn the_summary_says_what_held_the_write_rate_and_counts_each_row_once() {
         },
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(slow, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::start_with_manifest(slow, &ids);
     let apply = |extra: &[&str], report: &str| {
-        let out = run(sb
-            .cmd()
-            .args(["apply", "m.csv", "--yes", "--report", report])
+        let out = sb
+            .apply("m.csv")
+            .report(report)
             .args(["--summary-json", &format!("{report}.json")])
-            .args(extra));
+            .args(extra)
+            .run();
         assert!([0, 2].contains(&code(&out)), "{}", stderr(&out));
         (
             stderr(&out),
@@ -562,7 +530,7 @@ fn the_summary_says_what_held_the_write_rate_and_counts_each_row_once() {
     // One request at a time, of 20 ms; a row a read and a PATCH (a fresh read too when its
     // slot came late): about 20 writes a second against --rate 1000.
     let only: Vec<String> = ids[..60].iter().map(|id| id.to_string()).collect();
-    std::fs::write(sb.path("only.txt"), only.join("\n")).unwrap();
+    sb.write("only.txt", only.join("\n"));
     let (err, s) = apply(
         &[
             "--rate",
@@ -589,7 +557,7 @@ fn the_summary_says_what_held_the_write_rate_and_counts_each_row_once() {
     // Everything again, at 40 writes a second: rows queue for their slot.
     let names = |ids: &[uuid::Uuid], name: &str| {
         let rows: Vec<String> = ids.iter().map(|id| format!("{id},{name}\n")).collect();
-        std::fs::write(sb.path("m.csv"), format!("id,name\n{}", rows.concat())).unwrap();
+        sb.write("m.csv", format!("id,name\n{}", rows.concat()));
     };
     names(&ids, "renamed");
     let (err, s) = apply(&["--rate", "40", "--concurrency", "16"], "r2.csv");

@@ -23,12 +23,12 @@ fn assert_snapshot(name: &str, actual: &str) {
 #[test]
 fn plan_prints_a_reviewable_diff_in_manifest_order_and_matches_the_snapshot() {
     let ids = ids(4, 30);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids[..3]);
+    let sb = Sandbox::seeded(&ids[..3]);
     let start = sb.state().snapshot();
     // Row 3 asks for what gateway 1 already has: unchanged. Row 4 only reorders codecs.
     let g1 = &start[&ids[1]];
-    std::fs::write(
-        sb.path("m.csv"),
+    sb.write(
+        "m.csv",
         format!(
             "id,name,uri,codecs\n\
              {},lobby,sip:lobby.example.com,OPUS;PCMU\n\
@@ -38,11 +38,12 @@ fn plan_prints_a_reviewable_diff_in_manifest_order_and_matches_the_snapshot() {
              not-an-id,,,\n",
             ids[0], ids[1], g1.name, g1.uri, ids[2], ids[3]
         ),
-    )
-    .unwrap();
-    let out = run(sb
-        .cmd()
-        .args(["plan", "m.csv", "--report", "p.csv", "--detailed-exitcode"]));
+    );
+    let out = sb
+        .plan("m.csv")
+        .report("p.csv")
+        .args(["--detailed-exitcode"])
+        .run();
     assert_eq!(
         code(&out),
         1,
@@ -58,15 +59,11 @@ fn plan_prints_a_reviewable_diff_in_manifest_order_and_matches_the_snapshot() {
     assert_eq!(sb.state().stats().patches, 0);
 
     // The same plan for machines: one JSON object a line, the summary last.
-    let out = run(sb.cmd().args([
-        "plan",
-        "m.csv",
-        "--report",
-        "p2.csv",
-        "--diff-format",
-        "json",
-        "--show-unchanged",
-    ]));
+    let out = sb
+        .plan("m.csv")
+        .report("p2.csv")
+        .args(["--diff-format", "json", "--show-unchanged"])
+        .run();
     let lines: Vec<serde_json::Value> = stdout(&out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -85,11 +82,12 @@ fn plan_prints_a_reviewable_diff_in_manifest_order_and_matches_the_snapshot() {
 #[test]
 fn plan_of_1000_rows_sends_no_patch_and_its_exit_code_tells_pending_from_done() {
     let ids = ids(1000, 31);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb
-        .cmd()
-        .args(["plan", "m.csv", "--report", "p1.csv", "--detailed-exitcode"]));
+    let sb = Sandbox::with_manifest(&ids);
+    let out = sb
+        .plan("m.csv")
+        .report("p1.csv")
+        .args(["--detailed-exitcode"])
+        .run();
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
         stdout(&out).ends_with("Plan: 1000 to update, 0 unchanged.\n"),
@@ -97,13 +95,17 @@ fn plan_of_1000_rows_sends_no_patch_and_its_exit_code_tells_pending_from_done() 
         stdout(&out)
     );
     assert_eq!(sb.state().stats().patches, 0);
-    let out = run(sb.cmd().args([
-        "apply", "m.csv", "--yes", "--rate", "1200", "--report", "a.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--rate", "1200"])
+        .report("a.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = run(sb
-        .cmd()
-        .args(["plan", "m.csv", "--report", "p2.csv", "--detailed-exitcode"]));
+    let out = sb
+        .plan("m.csv")
+        .report("p2.csv")
+        .args(["--detailed-exitcode"])
+        .run();
     assert_eq!(code(&out), 0, "nothing to do: {}", stderr(&out));
     assert_eq!(sb.state().stats().patches, 1000);
 }
@@ -111,7 +113,7 @@ fn plan_of_1000_rows_sends_no_patch_and_its_exit_code_tells_pending_from_done() 
 #[test]
 fn export_gives_the_same_set_at_any_page_size_and_plans_as_unchanged() {
     let ids = ids(2500, 32);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let out = run(sb
         .cmd()
         .args(["export", "--page-size", "50", "-o", "small.csv"]));
@@ -122,16 +124,18 @@ fn export_gives_the_same_set_at_any_page_size_and_plans_as_unchanged() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().stats().lists, 50 + 3);
 
-    let small = std::fs::read_to_string(sb.path("small.csv")).unwrap();
+    let small = sb.read("small.csv");
     assert_eq!(small.lines().count(), 2501);
     // Both files plan as "nothing to change", so both hold every gateway as it is.
     for file in ["small.csv", "big.yaml"] {
         let report = format!("{file}.plan.csv");
-        let out = run(sb
-            .cmd()
-            .args(["plan", file, "--report", &report, "--detailed-exitcode"]));
+        let out = sb
+            .plan(file)
+            .report(&report)
+            .args(["--detailed-exitcode"])
+            .run();
         assert_eq!(code(&out), 0, "{file}: {}", stderr(&out));
-        let r = crate::support::report(&sb.path(&report));
+        let r = sb.report(&report);
         assert_eq!(r.len(), 2500);
         assert!(r.values().all(|row| row.status == Status::Unchanged));
         let mut seen: Vec<String> = r.values().map(|row| row.id.clone()).collect();
@@ -144,7 +148,7 @@ fn export_gives_the_same_set_at_any_page_size_and_plans_as_unchanged() {
 
 #[test]
 fn a_next_link_to_another_host_is_refused_and_that_host_hears_nothing() {
-    let foreign = Sandbox::start(SandboxConfig::default(), &ids(5, 33));
+    let foreign = Sandbox::seeded(&ids(5, 33));
     let config = SandboxConfig {
         next_link_origin: Some(foreign.base_url()),
         ..SandboxConfig::default()
@@ -161,12 +165,9 @@ fn a_next_link_to_another_host_is_refused_and_that_host_hears_nothing() {
 #[test]
 fn apply_then_rollback_then_apply_returns_the_sandbox_to_its_start() {
     let ids = ids(200, 35);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::with_manifest(&ids);
     let start = sb.state().snapshot();
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--report", "run.csv"]));
+    let out = sb.apply("m.csv").report("run.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_ne!(sb.state().snapshot(), start);
     for (format, file) in [("csv", "undo.csv"), ("yaml", "undo.yaml")] {
@@ -175,36 +176,27 @@ fn apply_then_rollback_then_apply_returns_the_sandbox_to_its_start() {
             .args(["rollback", "run.csv", "-o", file, "--format", format]));
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     }
-    let out = run(sb
-        .cmd()
-        .args(["apply", "undo.yaml", "--yes", "--report", "undo-run.csv"]));
+    let out = sb.apply("undo.yaml").report("undo-run.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), start);
     // The CSV form asks for the same: nothing left to change.
-    let out = run(sb.cmd().args([
-        "plan",
-        "undo.csv",
-        "--report",
-        "check.csv",
-        "--detailed-exitcode",
-    ]));
+    let out = sb
+        .plan("undo.csv")
+        .report("check.csv")
+        .args(["--detailed-exitcode"])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
 #[test]
 fn max_changes_below_the_plan_writes_nothing_and_limit_writes_exactly_n() {
     let ids = ids(60, 36);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--max-changes",
-        "59",
-        "--report",
-        "r1.csv",
-    ]));
+    let sb = Sandbox::with_manifest(&ids);
+    let out = sb
+        .apply("m.csv")
+        .args(["--max-changes", "59"])
+        .report("r1.csv")
+        .run();
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("more than --max-changes 59"),
@@ -213,26 +205,16 @@ fn max_changes_below_the_plan_writes_nothing_and_limit_writes_exactly_n() {
     );
     assert_eq!(sb.state().stats().patches, 0);
 
-    let out = run(sb.cmd().args([
-        "apply", "m.csv", "--yes", "--limit", "10", "--report", "r2.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--limit", "10"])
+        .report("r2.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().stats().patches_applied, 10);
-    let report = report(&sb.path("r2.csv"));
-    assert_eq!(
-        report
-            .values()
-            .filter(|r| r.status == Status::Updated)
-            .count(),
-        10
-    );
-    assert_eq!(
-        report
-            .values()
-            .filter(|r| r.status == Status::Skipped)
-            .count(),
-        50
-    );
+    let report = sb.report("r2.csv");
+    assert_eq!(count(&report, Status::Updated), 10);
+    assert_eq!(count(&report, Status::Skipped), 50);
     assert!(report.values().all(|r| r.status != Status::Skipped
         || (r.error_code.as_str() == "limit" && r.error.contains("--limit 10 reached"))));
     // The first ten rows in the manifest's order (every row needs a change), whichever
@@ -245,15 +227,11 @@ fn max_changes_below_the_plan_writes_nothing_and_limit_writes_exactly_n() {
     let first: Vec<u64> = report.keys().copied().take(10).collect();
     assert_eq!(updated, first);
 
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--max-changes",
-        "50",
-        "--report",
-        "r3.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--max-changes", "50"])
+        .report("r3.csv")
+        .run();
     assert_eq!(code(&out), 0, "50 changes are within 50: {}", stderr(&out));
     assert_eq!(sb.state().stats().patches_applied, 60);
 }
@@ -265,13 +243,10 @@ fn a_patch_answer_that_differs_from_the_request_is_a_mismatch() {
         mismatch_ids: ids[..3].to_vec(),
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "--report", "r.csv"]));
+    let sb = Sandbox::start_with_manifest(config, &ids);
+    let out = sb.apply("m.csv").report("r.csv").run();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     let mismatched: Vec<_> = report
         .values()
         .filter(|r| r.status == Status::Mismatch)
@@ -284,20 +259,14 @@ fn a_patch_answer_that_differs_from_the_request_is_a_mismatch() {
             Some(&desired(0).codecs)
         );
     }
-    assert_eq!(
-        report
-            .values()
-            .filter(|r| r.status == Status::Updated)
-            .count(),
-        7
-    );
+    assert_eq!(count(&report, Status::Updated), 7);
 }
 
 #[test]
 fn an_export_that_cannot_be_written_fails_even_when_it_is_small() {
     // Five gateways fit in the write buffer: only the final flush meets the full disk.
     let ids = ids(5, 140);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let out = run(sb.cmd().args(["export", "-o", "/dev/full"]));
     assert_ne!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
@@ -308,9 +277,8 @@ fn an_export_that_cannot_be_written_fails_even_when_it_is_small() {
 #[test]
 fn a_plan_leaves_no_side_file_and_a_second_plan_is_told_to_name_another_report() {
     let ids = ids(4, 61);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args(["plan", "m.csv"]));
+    let sb = Sandbox::with_manifest(&ids);
+    let out = sb.plan("m.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let mut beside: Vec<String> = std::fs::read_dir(sb.dir.path())
         .unwrap()
@@ -320,7 +288,7 @@ fn a_plan_leaves_no_side_file_and_a_second_plan_is_told_to_name_another_report()
     beside.sort();
     assert_eq!(beside, ["m.plan.csv"]);
 
-    let again = run(sb.cmd().args(["plan", "m.csv"]));
+    let again = sb.plan("m.csv").run();
     assert_eq!(code(&again), 64, "{}", stderr(&again));
     let err = stderr(&again);
     assert!(err.contains("choose another --report"), "{err}");

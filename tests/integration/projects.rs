@@ -33,15 +33,14 @@ fn me() -> u32 {
 #[test]
 fn a_projects_file_others_could_read_or_write_is_refused_before_any_request() {
     let ids = ids(4, 340);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let project = sb.state().config().project_id.clone();
     let token = sb.state().config().api_token.clone();
     let entry = [(project.as_str(), Some("acme"), token.as_str())];
     let plan = |file: &str| {
-        run(sb
-            .cmd()
-            .args(["plan", "m.csv", "--no-progress", "--projects", file]))
+        sb.plan("m.csv")
+            .args(["--no-progress", "--projects", file])
+            .run()
     };
 
     // This user's file with a group or other bit: refused, the file and mode named.
@@ -112,8 +111,7 @@ fn a_root_owned_0440_projects_file_is_accepted_as_a_mounted_secret() {
     // A pod of uid/gid 4242 (its fsGroup) reading a Secret mounted root-owned, 0440.
     const POD: u32 = 4242;
     let ids = ids(3, 341);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let project = sb.state().config().project_id.clone();
     let token = sb.state().config().api_token.clone();
     let path = sb.path("secret.yaml");
@@ -448,7 +446,7 @@ fn validate_checks_each_rows_project_against_the_projects_file() {
         "id,name,project\n{},a,p1\n{},b,{second}\n{},c,\n{},d,nobody\n{},e,bad project\n",
         ids[0], ids[1], ids[3], ids[2], ids[4]
     );
-    std::fs::write(sb.path("m.csv"), manifest).unwrap();
+    sb.write("m.csv", manifest);
     // Without the file: only the cell's form is checked.
     let out = run(sb.cmd().args(["validate", "m.csv"]));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -487,7 +485,7 @@ fn validate_checks_each_rows_project_against_the_projects_file() {
         "defaults:\n  project: p2\ngateways:\n  - id: {}\n  - id: {}\n    project: p3\n  - id: {}\n    project: p9\n",
         ids[1], ids[2], ids[0]
     );
-    std::fs::write(sb.path("m.yaml"), yaml).unwrap();
+    sb.write("m.yaml", yaml);
     let out = run(sb
         .cmd()
         .args(["validate", "m.yaml", "--projects", "projects.yaml"]));
@@ -510,7 +508,7 @@ pub(crate) fn three_project_run(n: u64, config: SandboxConfig) -> (Sandbox, Vec<
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     write_csv(&sb.path("plain.csv"), &ids, &[]);
     let third = sb.state().config().projects()[2].0.to_owned();
-    let text = std::fs::read_to_string(sb.path("plain.csv")).unwrap();
+    let text = sb.read("plain.csv");
     let mut lines = text.lines();
     let mut manifest = format!("{},project\n", lines.next().unwrap());
     for (i, line) in lines.enumerate() {
@@ -522,7 +520,7 @@ pub(crate) fn three_project_run(n: u64, config: SandboxConfig) -> (Sandbox, Vec<
         };
         manifest.push_str(&format!("{line},{project}\n"));
     }
-    std::fs::write(sb.path("m.csv"), manifest).unwrap();
+    sb.write("m.csv", manifest);
     (sb, ids)
 }
 
@@ -531,16 +529,10 @@ fn one_run_across_three_projects_writes_each_gateway_with_its_projects_credentia
 {
     let (sb, ids) = three_project_run(300, SandboxConfig::default());
     let apply = |manifest: &str, report: &str| {
-        run(sb.cmd().args([
-            "apply",
-            manifest,
-            "--yes",
-            "--no-progress",
-            "--projects",
-            "projects.yaml",
-            "--report",
-            report,
-        ]))
+        sb.apply(manifest)
+            .args(["--no-progress", "--projects", "projects.yaml"])
+            .report(report)
+            .run()
     };
     let out = apply("m.csv", "r.csv");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -558,7 +550,7 @@ fn one_run_across_three_projects_writes_each_gateway_with_its_projects_credentia
         .iter()
         .map(|(id, _)| (*id).to_owned())
         .collect();
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), 300);
     for (row, record) in &report {
         let i = (*row - 2) as usize;
@@ -569,7 +561,7 @@ fn one_run_across_three_projects_writes_each_gateway_with_its_projects_credentia
             "row {row}"
         );
     }
-    let header = std::fs::read_to_string(sb.path("r.csv")).unwrap();
+    let header = sb.read("r.csv");
     assert!(
         header
             .lines()
@@ -581,7 +573,7 @@ fn one_run_across_three_projects_writes_each_gateway_with_its_projects_credentia
     // The rollback names each row's project; applied, the space is as it was.
     let out = run(sb.cmd().args(["rollback", "r.csv", "-o", "undo.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let undo = std::fs::read_to_string(sb.path("undo.csv")).unwrap();
+    let undo = sb.read("undo.csv");
     assert!(
         undo.starts_with("id,name,uri,encryption,ciphers,codecs,project\n"),
         "{undo}"
@@ -596,7 +588,7 @@ fn one_run_across_three_projects_writes_each_gateway_with_its_projects_credentia
         .cmd()
         .args(["export", "--projects", "projects.yaml", "-o", "all.csv"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let all = std::fs::read_to_string(sb.path("all.csv")).unwrap();
+    let all = sb.read("all.csv");
     assert_eq!(all.lines().count(), 1 + 300);
     for p in 1..=3 {
         assert_eq!(
@@ -606,14 +598,15 @@ fn one_run_across_three_projects_writes_each_gateway_with_its_projects_credentia
             100
         );
     }
-    let out = run(sb.cmd().args([
-        "plan",
-        "all.csv",
-        "--no-progress",
-        "--projects",
-        "projects.yaml",
-        "--detailed-exitcode",
-    ]));
+    let out = sb
+        .plan("all.csv")
+        .args([
+            "--no-progress",
+            "--projects",
+            "projects.yaml",
+            "--detailed-exitcode",
+        ])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().stats().foreign_requests, 0);
 }
@@ -621,23 +614,18 @@ fn one_run_across_three_projects_writes_each_gateway_with_its_projects_credentia
 #[test]
 fn a_row_naming_a_project_the_run_lacks_is_invalid_and_the_rest_run() {
     let (sb, ids) = three_project_run(6, SandboxConfig::default());
-    let mut text = std::fs::read_to_string(sb.path("m.csv")).unwrap();
+    let mut text = sb.read("m.csv");
     let extra = crate::support::ids(1, 345)[0];
     text.push_str(&format!("{extra},x,,,,,nobody\n"));
-    std::fs::write(sb.path("m.csv"), text).unwrap();
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--no-progress",
-        "--projects",
-        "projects.yaml",
-        "--report",
-        "r.csv",
-    ]));
+    sb.write("m.csv", text);
+    let out = sb
+        .apply("m.csv")
+        .args(["--no-progress", "--projects", "projects.yaml"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     let bad = &report[&8];
     assert_eq!(bad.status, sipgw_bulk::report::Status::Invalid);
     assert!(
@@ -660,18 +648,17 @@ fn three_projects_share_one_announced_write_budget() {
         ..SandboxConfig::default()
     };
     let (sb, ids) = three_project_run(45, config);
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--no-progress",
-        "--projects",
-        "projects.yaml",
-        "--reserve",
-        "50%",
-        "--report",
-        "r.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args([
+            "--no-progress",
+            "--projects",
+            "projects.yaml",
+            "--reserve",
+            "50%",
+        ])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids));
     let stats = sb.state().stats();
@@ -692,7 +679,7 @@ fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() 
     };
     let good = sb.state().config().projects_yaml();
     let revoked = good.replace(&good_token, "PTrevoked0000000000");
-    std::fs::write(sb.path("projects.yaml"), &revoked).unwrap();
+    sb.write("projects.yaml", &revoked);
     let apply = |resume: bool| {
         let mut cmd = sb.cmd();
         cmd.args([
@@ -721,7 +708,7 @@ fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() 
         stderr(&out)
     );
     assert!(!stderr(&out).contains("PTrevoked0000000000"));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     for (row, record) in &report {
         let i = (*row - 2) as usize;
         if i % 3 == 1 {
@@ -741,7 +728,7 @@ fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() 
             );
         }
     }
-    let summary = summary_json(&sb.path("s.json"));
+    let summary = sb.summary("s.json");
     assert_eq!(summary["refused_projects"], serde_json::json!([second]));
     // Counts per project: the refused one's four rows skipped, the others' written.
     assert_eq!(
@@ -761,7 +748,7 @@ fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() 
     );
 
     // The token fixed: --resume writes only that project's rows.
-    std::fs::write(sb.path("projects.yaml"), &good).unwrap();
+    sb.write("projects.yaml", &good);
     let out = apply(true);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids));
@@ -778,7 +765,7 @@ fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() 
         .fold(good.clone(), |text, (_, token)| {
             text.replace(token, "PTrevoked0000000000x")
         });
-    std::fs::write(sb.path("projects.yaml"), all_bad).unwrap();
+    sb.write("projects.yaml", all_bad);
     let out = run(sb
         .cmd()
         .env_remove("SIGNALWIRE_PROJECT_ID")
@@ -799,27 +786,24 @@ fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() 
 #[test]
 fn a_manifest_naming_projects_without_a_projects_file_runs_only_the_environments() {
     let ids = ids(4, 346);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let project = sb.state().config().project_id.clone();
     write_csv(&sb.path("plain.csv"), &ids, &[]);
-    let text = std::fs::read_to_string(sb.path("plain.csv")).unwrap();
+    let text = sb.read("plain.csv");
     let mut lines = text.lines();
     let mut manifest = format!("{},project\n", lines.next().unwrap());
     for (i, line) in lines.enumerate() {
         let cell = ["", project.as_str(), "elsewhere", ""][i];
         manifest.push_str(&format!("{line},{cell}\n"));
     }
-    std::fs::write(sb.path("m.csv"), manifest).unwrap();
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--no-progress",
-        "--report",
-        "r.csv",
-    ]));
+    sb.write("m.csv", manifest);
+    let out = sb
+        .apply("m.csv")
+        .args(["--no-progress"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report[&4].status, sipgw_bulk::report::Status::Invalid);
     assert!(
         report[&4].error.contains("`elsewhere`"),
@@ -846,7 +830,7 @@ fn the_lock_sees_the_same_projects_and_gateways_however_they_are_spelled() {
             projects[i % 3].0
         ));
     }
-    std::fs::write(sb.path("m.yaml"), yaml).unwrap();
+    sb.write("m.yaml", yaml);
     let mut reordered = String::from("projects:\n");
     for (id, token) in projects.iter().rev() {
         reordered.push_str(&format!(
@@ -854,39 +838,28 @@ fn the_lock_sees_the_same_projects_and_gateways_however_they_are_spelled() {
             id.to_uppercase()
         ));
     }
-    std::fs::write(sb.path("other.yaml"), reordered).unwrap();
+    sb.write("other.yaml", reordered);
     std::fs::set_permissions(
         sb.path("other.yaml"),
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
     let mut first = sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "--rate",
-            "5",
-            "--projects",
-            "projects.yaml",
-        ])
+        .apply("m.csv")
+        .args(["--rate", "5", "--projects", "projects.yaml"])
         .args(["--report", "first.csv"])
+        .command()
         .stderr(std::process::Stdio::null())
         .spawn_guarded();
     let started = std::time::Instant::now();
     while !sb.path("first.csv").exists() && started.elapsed().as_secs() < 10 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let second = run(sb.cmd().args([
-        "apply",
-        "m.yaml",
-        "--yes",
-        "--projects",
-        "other.yaml",
-        "--report",
-        "second.csv",
-    ]));
+    let second = sb
+        .apply("m.yaml")
+        .args(["--projects", "other.yaml"])
+        .report("second.csv")
+        .run();
     let err = stderr(&second);
     assert_eq!(code(&second), 5, "{err}");
     assert!(
@@ -900,24 +873,21 @@ fn the_lock_sees_the_same_projects_and_gateways_however_they_are_spelled() {
 fn shards_and_a_selection_split_a_manifest_of_several_projects() {
     let (sb, ids) = three_project_run(30, SandboxConfig::default());
     // --only across projects: one gateway of each.
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--no-progress",
-        "--projects",
-        "projects.yaml",
-        "--report",
-        "only.csv",
-        "--only",
-        &ids[0].to_string(),
-        "--only",
-        &ids[1].to_string(),
-        "--only",
-        &ids[2].to_string(),
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--no-progress", "--projects", "projects.yaml"])
+        .report("only.csv")
+        .args([
+            "--only",
+            &ids[0].to_string(),
+            "--only",
+            &ids[1].to_string(),
+            "--only",
+            &ids[2].to_string(),
+        ])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let only = report(&sb.path("only.csv"));
+    let only = sb.report("only.csv");
     let written: Vec<u64> = only
         .iter()
         .filter(|(_, r)| r.status == sipgw_bulk::report::Status::Updated)
@@ -928,21 +898,15 @@ fn shards_and_a_selection_split_a_manifest_of_several_projects() {
     // Three shard processes at once: every row exactly once, each with its project.
     let shards: Vec<Guarded> = (0..3)
         .map(|k| {
-            sb.cmd()
-                .args([
-                    "apply",
-                    "m.csv",
-                    "--yes",
-                    "-q",
-                    "--projects",
-                    "projects.yaml",
-                ])
+            sb.apply("m.csv")
+                .args(["-q", "--projects", "projects.yaml"])
                 .args([
                     "--shard",
                     &format!("{k}/3"),
                     "--report",
                     &format!("s{k}.csv"),
                 ])
+                .command()
                 .spawn_guarded()
         })
         .collect();
@@ -1035,17 +999,18 @@ fn show_reads_a_gateway_of_another_project_with_that_projects_credentials() {
 #[test]
 fn a_saved_plan_of_several_projects_records_their_ids_and_applies_with_them() {
     let (sb, ids) = three_project_run(30, SandboxConfig::default());
-    let out = run(sb.cmd().args([
-        "plan",
-        "m.csv",
-        "--no-progress",
-        "--projects",
-        "projects.yaml",
-        "-o",
-        "m.plan",
-    ]));
+    let out = sb
+        .plan("m.csv")
+        .args([
+            "--no-progress",
+            "--projects",
+            "projects.yaml",
+            "-o",
+            "m.plan",
+        ])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let plan = std::fs::read_to_string(sb.path("m.plan")).unwrap();
+    let plan = sb.read("m.plan");
     let projects = sb.state().config().projects();
     for (id, token) in &projects {
         assert_eq!(
@@ -1131,7 +1096,7 @@ fn a_token_revoked_mid_run_stops_only_that_projects_remaining_rows() {
     let out = running.wait_with_output();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains(&second), "{}", stderr(&out));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     let (mut written, mut refused) = (0, 0);
     for (row, record) in &report {
         let i = (*row - 2) as usize;

@@ -78,7 +78,7 @@ fn a_resume_needs_the_projects_its_run_acted_for_with_each_row_in_the_same_one()
     let out = apply("revoked.yaml", false);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     // The run file names the projects the run acted for (ids, never a token).
-    let note = std::fs::read_to_string(sb.path("r.csv.run.json")).unwrap();
+    let note = sb.read("r.csv.run.json");
     let note: serde_json::Value = serde_json::from_str(&note).unwrap();
     let mut acted: Vec<String> = p.iter().map(|(id, _)| id.to_ascii_lowercase()).collect();
     acted.sort();
@@ -133,23 +133,21 @@ fn the_lock_holds_one_projects_gateways_with_a_projects_file_or_without() {
         i % 3 == 0
     });
     let mut first = sb
-        .cmd()
-        .args(["apply", "m1.csv", "--yes", "--rate", "2"])
+        .apply("m1.csv")
+        .args(["--rate", "2"])
         .args(["--projects", "projects.yaml", "--report", "first.csv"])
+        .command()
         .stderr(std::process::Stdio::null())
         .spawn_guarded();
     let started = std::time::Instant::now();
     while !sb.path("first.csv").exists() && started.elapsed().as_secs() < 10 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let second = run(sb.cmd().args([
-        "apply",
-        "plain1.csv",
-        "--yes",
-        "--no-progress",
-        "--report",
-        "second.csv",
-    ]));
+    let second = sb
+        .apply("plain1.csv")
+        .args(["--no-progress"])
+        .report("second.csv")
+        .run();
     let err = stderr(&second);
     assert_eq!(code(&second), 5, "{err}");
     let main_project = sb.state().config().project_id.to_ascii_lowercase();
@@ -164,13 +162,13 @@ fn the_lock_holds_one_projects_gateways_with_a_projects_file_or_without() {
 
 /// `named.csv`: `plain.csv` with every row naming its project by name (`p1`, `p2`, `p3`).
 fn named_manifest(sb: &Sandbox) {
-    let text = std::fs::read_to_string(sb.path("plain.csv")).unwrap();
+    let text = sb.read("plain.csv");
     let mut lines = text.lines();
     let mut out = format!("{},project\n", lines.next().unwrap());
     for (i, line) in lines.enumerate() {
         out.push_str(&format!("{line},p{}\n", i % 3 + 1));
     }
-    std::fs::write(sb.path("named.csv"), out).unwrap();
+    sb.write("named.csv", out);
 }
 
 #[test]
@@ -212,7 +210,7 @@ fn a_chain_of_several_projects_follows_a_reordered_projects_file_and_may_drop_a_
     // gateway of every project again; nothing to change.
     let out = apply("named.csv", "reversed.yaml", true);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let second = report(&sb.path("r.2.csv"));
+    let second = sb.report("r.2.csv");
     assert_eq!(second.len(), 12);
     for (row, record) in &second {
         let i = (*row - 2) as usize;
@@ -224,7 +222,7 @@ fn a_chain_of_several_projects_follows_a_reordered_projects_file_and_may_drop_a_
     rows_of(&sb.path("named.csv"), &sb.path("two.csv"), |i| i % 3 != 2);
     let out = apply("two.csv", "projects.yaml", true);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let third = report(&sb.path("r.3.csv"));
+    let third = sb.report("r.3.csv");
     assert_eq!(third.len(), 8);
     assert!(third.values().all(|r| r.status == Status::Unchanged));
     for id in &ids {
@@ -239,7 +237,7 @@ fn a_shard_of_several_projects_with_a_skip_across_them_resumes_only_its_refused_
     let p = projects(&sb);
     let good = sb.state().config().projects_yaml();
     let revoked = good.replace(&p[1].1, "PTrevoked0000000000");
-    std::fs::write(sb.path("revoked.yaml"), revoked).unwrap();
+    sb.write("revoked.yaml", revoked);
     std::fs::set_permissions(
         sb.path("revoked.yaml"),
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
@@ -268,7 +266,7 @@ fn a_shard_of_several_projects_with_a_skip_across_them_resumes_only_its_refused_
     };
     let out = apply("revoked.yaml", "1/2", false);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let shard = report(&sb.path("s.csv"));
+    let shard = sb.report("s.csv");
     assert!(!shard.is_empty() && shard.len() < 30, "{}", shard.len());
     let in_shard = |i: usize| shard.contains_key(&(i as u64 + 2));
     for (row, record) in &shard {
@@ -310,22 +308,16 @@ fn three_projects_on_one_announced_budget_beside_production_leave_it_its_share()
         ..SandboxConfig::default()
     };
     let (sb, ids) = three_project_run(300, config);
-    let out = run(sb
-        .cmd()
-        .args([
-            "apply",
-            "m.csv",
-            "--yes",
-            "-q",
-            "--projects",
-            "projects.yaml",
-        ])
+    let out = sb
+        .apply("m.csv")
+        .args(["-q", "--projects", "projects.yaml"])
         .args(["--rate", "1000", "--concurrency", &CONCURRENCY.to_string()])
-        .args(["--report", "r.csv", "--summary-json", "s.json"]));
+        .args(["--report", "r.csv", "--summary-json", "s.json"])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids));
     let stats = sb.state().stats();
-    let b = &summary_json(&sb.path("s.json"))["write_budget"];
+    let b = &sb.summary("s.json")["write_budget"];
     assert_eq!(b["source"], "announced", "{b}");
     assert_eq!(b["reserve"], 500, "{b}");
     // No write refused, the job's or production's.
@@ -396,18 +388,18 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 #[test]
 fn metrics_carry_a_project_label_only_in_a_run_of_several_projects() {
     let (sb, _) = three_project_run(12, SandboxConfig::default());
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--no-progress",
-        "--projects",
-        "projects.yaml",
-        "--metrics-file",
-        "several.prom",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args([
+            "--no-progress",
+            "--projects",
+            "projects.yaml",
+            "--metrics-file",
+            "several.prom",
+        ])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let text = std::fs::read_to_string(sb.path("several.prom")).unwrap();
+    let text = sb.read("several.prom");
     for (id, _) in projects(&sb) {
         let project = format!("project=\"{id}\"");
         let rows = ["status=\"updated\"", project.as_str()];
@@ -439,16 +431,12 @@ fn metrics_carry_a_project_label_only_in_a_run_of_several_projects() {
 
     // A single-project run (the first project's gateways, no projects file): no label.
     rows_of(&sb.path("plain.csv"), &sb.path("one.csv"), |i| i % 3 == 0);
-    let out = run(sb.cmd().args([
-        "apply",
-        "one.csv",
-        "--yes",
-        "--no-progress",
-        "--metrics-file",
-        "one.prom",
-    ]));
+    let out = sb
+        .apply("one.csv")
+        .args(["--no-progress", "--metrics-file", "one.prom"])
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let text = std::fs::read_to_string(sb.path("one.prom")).unwrap();
+    let text = sb.read("one.prom");
     assert!(!text.contains("project="), "{text}");
     let rows = sample(&text, "sipgw_bulk_rows", &["status=\"unchanged\""]);
     assert_eq!(rows, Some(4.0), "{text}");

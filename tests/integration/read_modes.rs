@@ -33,7 +33,7 @@ fn scene(seed: u64) -> Scene {
     let sb = Sandbox::start(config, &ids);
     let missing = crate::support::ids(1, seed + 1000)[0];
     write_csv(&sb.path("m.csv"), &ids[..CHANGED], &[]);
-    let mut text = std::fs::read_to_string(sb.path("m.csv")).unwrap();
+    let mut text = sb.read("m.csv");
     for i in ALREADY {
         let s = starting_fields(i as u64 + 1);
         text.push_str(&format!("{},{},{},,,\n", ids[i], s.name, s.uri));
@@ -43,7 +43,7 @@ fn scene(seed: u64) -> Scene {
     }
     text.push_str(&format!("{missing},pbx-missing,,,,\n"));
     text.push_str("not-a-uuid,pbx-bad,,,,\n");
-    std::fs::write(sb.path("m.csv"), text).unwrap();
+    sb.write("m.csv", text);
     Scene { sb, ids, missing }
 }
 
@@ -172,9 +172,11 @@ fn a_plan_read_in_pages_matches_one_read_by_get() {
     let get = scene(121);
     let list = scene(121);
     let plan = |sb: &Sandbox, mode: &str| {
-        let out = run(sb
-            .cmd()
-            .args(["plan", "m.csv", "--read-mode", mode, "--report", "p.csv"]));
+        let out = sb
+            .plan("m.csv")
+            .args(["--read-mode", mode])
+            .report("p.csv")
+            .run();
         assert_eq!(code(&out), 1, "{}", stderr(&out));
         stdout(&out)
     };
@@ -205,21 +207,17 @@ fn a_listing_that_fails_part_way_leaves_the_rest_to_get() {
     };
     let sb = Sandbox::start(config, &s.ids);
     std::fs::copy(s.sb.path("m.csv"), sb.path("m.csv")).unwrap();
-    let out = run(sb.cmd().args([
-        "plan",
-        "m.csv",
-        "--read-mode",
-        "list",
-        "--report",
-        "p.csv",
-        "--summary-json",
-        "s.json",
-    ]));
+    let out = sb
+        .plan("m.csv")
+        .args(["--read-mode", "list"])
+        .report("p.csv")
+        .summary_json("s.json")
+        .run();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("stopped early"), "{}", stderr(&out));
     let stats = sb.state().stats();
     assert_eq!(stats.lists, 1);
-    let found = summary_json(&sb.path("s.json"))["read_in_pages"]["found"]
+    let found = sb.summary("s.json")["read_in_pages"]["found"]
         .as_u64()
         .unwrap();
     assert!(found > 0 && found < IN_MANIFEST as u64, "{found}");
@@ -247,18 +245,14 @@ fn auto_reads_pages_only_while_they_cost_less_than_the_gets_would() {
     };
     let sb = Sandbox::start(config, &ids);
     write_csv(&sb.path("m.csv"), &ids[..1000], &[]);
-    let out = run(sb.cmd().args([
-        "plan",
-        "m.csv",
-        "--concurrency",
-        "32",
-        "--report",
-        "p.csv",
-        "--summary-json",
-        "s.json",
-    ]));
+    let out = sb
+        .plan("m.csv")
+        .args(["--concurrency", "32"])
+        .report("p.csv")
+        .summary_json("s.json")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let summary = summary_json(&sb.path("s.json"));
+    let summary = sb.summary("s.json");
     let pages = &summary["read_in_pages"];
     assert_eq!(pages["pages"], 32, "{summary}");
     assert_eq!(pages["complete"], false, "{summary}");
@@ -274,13 +268,13 @@ fn auto_reads_pages_only_while_they_cost_less_than_the_gets_would() {
         found > 200,
         "about 400 of the 800 listed are the manifest's: {found}"
     );
-    let report = report(&sb.path("p.csv"));
+    let report = sb.report("p.csv");
     assert_eq!(report.len(), 1000);
     assert!(report.values().all(|r| r.status == Status::WouldUpdate));
 
     // With fewer than 1,000 rows auto reads by GET alone.
     write_csv(&sb.path("small.csv"), &ids[..999], &[]);
-    let out = run(sb.cmd().args(["plan", "small.csv", "--report", "p2.csv"]));
+    let out = sb.plan("small.csv").report("p2.csv").run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().stats().lists, 32, "no page read");
 }

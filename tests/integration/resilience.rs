@@ -20,24 +20,18 @@ fn injected_500s_503s_429s_and_drops_are_retried_until_every_row_ends_right() {
         },
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::start_with_manifest(config, &ids);
     // 22% of attempts fail; ten attempts make a row's failure a one-in-a-million event.
-    std::fs::write(sb.path("c.yaml"), "max_attempts: 10\n").unwrap();
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--config",
-        "c.yaml",
-        "--report",
-        "r.csv",
-        "--summary-json",
-        "s.json",
-    ]));
+    sb.write("c.yaml", "max_attempts: 10\n");
+    let out = sb
+        .apply("m.csv")
+        .args(["--config", "c.yaml"])
+        .report("r.csv")
+        .summary_json("s.json")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids));
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert!(report.values().all(|r| r.status == Status::Updated));
     let attempts: u32 = report.values().map(|r| r.attempts).sum();
     assert!(
@@ -51,8 +45,7 @@ fn injected_500s_503s_429s_and_drops_are_retried_until_every_row_ends_right() {
         stats.requests,
         "attempts count every request sent"
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(sb.path("s.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&sb.read("s.json")).unwrap();
     assert_eq!(summary["requests"], stats.requests);
     // First tries: each row's GET and its first PATCH, and a fresh GET before that PATCH
     // where the row's slot did not come within its first read's round trip.
@@ -72,11 +65,12 @@ fn the_servers_429_with_retry_after_slows_the_job_and_every_row_still_lands() {
         write_limit: 20,
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args([
-        "apply", "m.csv", "--yes", "--rate", "200", "--report", "r.csv",
-    ]));
+    let sb = Sandbox::start_with_manifest(config, &ids);
+    let out = sb
+        .apply("m.csv")
+        .args(["--rate", "200"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids));
     let stats = sb.state().stats();
@@ -89,8 +83,7 @@ fn the_servers_429_with_retry_after_slows_the_job_and_every_row_still_lands() {
 #[test]
 fn bad_credentials_stop_the_job_with_exit_3_and_little_traffic() {
     let ids = ids(200, 22);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let out = run(sb.cmd().env("SIGNALWIRE_API_TOKEN", "PTwrong-token").args([
         "apply",
         "m.csv",
@@ -107,7 +100,7 @@ fn bad_credentials_stop_the_job_with_exit_3_and_little_traffic() {
         stats.requests_after_first_unauthorized <= 8,
         "kept sending after a 401: {stats:?}"
     );
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), 200, "every row is in the report");
     assert!(
         report
@@ -132,20 +125,13 @@ fn bad_credentials_stop_the_job_with_exit_3_and_little_traffic() {
 #[test]
 fn at_rate_50_no_one_second_window_holds_more_than_50_writes() {
     let ids = ids(500, 23);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     // 500 writes at 50/s: about ten seconds.
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--rate",
-        "50",
-        "--concurrency",
-        "64",
-        "--report",
-        "r.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--rate", "50", "--concurrency", "64"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let stats = sb.state().stats();
     assert_eq!(stats.patches_applied, 500);
@@ -166,22 +152,13 @@ fn concurrency_bounds_the_requests_on_the_wire_not_the_rows_under_way() {
         },
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::start_with_manifest(config, &ids);
     // Twelve rows under way for three requests on the wire.
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--read-mode",
-        "get",
-        "--rate",
-        "1000",
-        "--concurrency",
-        "3",
-        "--report",
-        "r.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--read-mode", "get", "--rate", "1000", "--concurrency", "3"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let stats = sb.state().stats();
     assert_eq!(stats.patches_applied, 120);
@@ -208,19 +185,12 @@ fn a_row_waiting_out_a_retry_after_holds_no_request_slot() {
         log_changes: true,
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--read-mode",
-        "get",
-        "--concurrency",
-        "1",
-        "--report",
-        "r.csv",
-    ]));
+    let sb = Sandbox::start_with_manifest(config, &ids);
+    let out = sb
+        .apply("m.csv")
+        .args(["--read-mode", "get", "--concurrency", "1"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let changes = sb.state().changes_from(0);
     assert_eq!(changes.len(), 60);
@@ -245,21 +215,12 @@ fn a_write_whose_slot_comes_within_its_read_s_round_trip_is_built_from_that_read
         },
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--read-mode",
-        "get",
-        "--rate",
-        "5",
-        "--concurrency",
-        "4",
-        "--report",
-        "r.csv",
-    ]));
+    let sb = Sandbox::start_with_manifest(config, &ids);
+    let out = sb
+        .apply("m.csv")
+        .args(["--read-mode", "get", "--rate", "5", "--concurrency", "4"])
+        .report("r.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids));
     let stats = sb.state().stats();

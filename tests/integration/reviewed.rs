@@ -1,27 +1,29 @@
 //! Review, then apply exactly that: `plan --out PLAN` and `apply --plan PLAN`.
 
 use sipgw_bulk::report::Status;
-use sipgw_bulk::sandbox::{SandboxConfig, starting_fields};
+use sipgw_bulk::sandbox::starting_fields;
 
 use crate::support::*;
 
 #[test]
 fn apply_of_a_saved_plan_writes_exactly_its_changes_and_reports_a_moved_gateway_as_conflict() {
     let ids = ids(30, 80);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     // Rows 0..20 ask for changes; rows 20..30 ask for what the sandbox already holds.
     write_csv(&sb.path("m.csv"), &ids[..20], &[]);
-    let mut text = std::fs::read_to_string(sb.path("m.csv")).unwrap();
+    let mut text = sb.read("m.csv");
     for (i, id) in ids.iter().enumerate().skip(20) {
         text.push_str(&format!(
             "{id},{},,,,\n",
             starting_fields(i as u64 + 1).name
         ));
     }
-    std::fs::write(sb.path("m.csv"), text).unwrap();
-    let out = run(sb
-        .cmd()
-        .args(["plan", "m.csv", "--out", "p.plan", "--report", "plan.csv"]));
+    sb.write("m.csv", text);
+    let out = sb
+        .plan("m.csv")
+        .args(["--out", "p.plan"])
+        .report("plan.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("apply --plan p.plan"),
@@ -56,7 +58,7 @@ fn apply_of_a_saved_plan_writes_exactly_its_changes_and_reports_a_moved_gateway_
         !err.contains("conflict conflict"),
         "the code repeats the status: {err}"
     );
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), 20, "one line per planned change");
     let want = expected(&ids[..20]);
     let now = sb.state().snapshot();
@@ -87,10 +89,10 @@ fn apply_of_a_saved_plan_writes_exactly_its_changes_and_reports_a_moved_gateway_
 #[test]
 fn a_plan_from_another_space_or_an_edited_manifest_is_refused() {
     let ids = ids(10, 81);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    let other = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
+    let other = Sandbox::seeded(&ids);
     write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb.cmd().args(["plan", "m.csv", "--out", "p.plan"]));
+    let out = sb.plan("m.csv").args(["--out", "p.plan"]).run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
     let out = run(sb
@@ -115,7 +117,7 @@ fn a_plan_from_another_space_or_an_edited_manifest_is_refused() {
     assert_eq!(sb.state().stats().requests, requests, "nothing sent");
 
     // A plan given where a manifest goes: the hint names --plan.
-    let out = run(sb.cmd().args(["apply", "p.plan", "--yes"]));
+    let out = sb.apply("p.plan").run();
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(stderr(&out).contains("--plan p.plan"), "{}", stderr(&out));
 }
@@ -123,8 +125,7 @@ fn a_plan_from_another_space_or_an_edited_manifest_is_refused() {
 #[test]
 fn an_incomplete_plan_is_not_saved() {
     let ids = ids(10, 82);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let out = run(sb
         .cmd()
         .env("SIGNALWIRE_API_TOKEN", "wrong")
@@ -138,7 +139,7 @@ fn an_incomplete_plan_is_not_saved() {
 #[test]
 fn a_missing_plan_is_refused_with_its_cause_said_once() {
     let ids = ids(1, 3207);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let out = run(sb.cmd().args(["apply", "--plan", "nope.plan", "--yes"]));
     let err = stderr(&out);
     assert_eq!(code(&out), 64, "{err}");

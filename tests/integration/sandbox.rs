@@ -4,8 +4,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use sipgw_bulk::sandbox::SandboxConfig;
-
 use crate::support::*;
 
 /// One raw HTTP/1.0 request: (status, body).
@@ -41,7 +39,7 @@ fn request(sb: &Sandbox, method: &str, path: &str, auth: bool, body: &str) -> (u
 #[test]
 fn a_partial_patch_is_refused_like_the_live_api_and_counted() {
     let ids = ids(1, 60);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let path = format!("/api/fabric/resources/sip_gateways/{}", ids[0]);
 
     let (status, body) = request(&sb, "PATCH", &path, true, r#"{"codecs":["OPUS"]}"#);

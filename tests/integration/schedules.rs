@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sipgw_bulk::sandbox::SandboxConfig;
 use sipgw_bulk::shard::Shard;
 use sipgw_bulk::status::Status;
 use uuid::Uuid;
@@ -60,7 +59,7 @@ fn statuses(report: &Path) -> BTreeMap<String, (Status, String)> {
 #[test]
 fn the_nightly_script_run_again_after_an_edit_fixes_and_reports_the_drift() {
     let ids = ids(12, 901);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let manifest = sb.path("gateways.csv");
     write_csv(&manifest, &ids, &[]);
     let state = sb.path("var");
@@ -233,7 +232,7 @@ fn the_nightly_script_says_when_the_binary_is_not_where_it_looks() {
 #[test]
 fn the_cronjob_s_command_run_again_after_an_edit_fixes_and_reports_the_drift() {
     let ids = ids(24, 902);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     let cronjob = crate::kubernetes::CronJobPod::new(&sb);
     let volume = cronjob.volume.clone();
     write_csv(&cronjob.manifests.join("gateways.csv"), &ids, &[]);

@@ -17,35 +17,32 @@ fn only_and_skip_run_the_chosen_rows_and_report_the_rest_skipped() {
     let start = sb.state().snapshot();
     // An invalid row too: not chosen, so not `invalid` (and no exit 1).
     write_csv(&sb.path("m.csv"), &ids, &["not-a-uuid,x,,,,".to_owned()]);
-    std::fs::write(
-        sb.path("ids.txt"),
+    sb.write(
+        "ids.txt",
         format!(
             "id\n# the ones to redo\n{}\n\n{}\n{}\n",
             ids[0], ids[1], ids[2]
         ),
-    )
-    .unwrap();
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--only",
-        "@ids.txt",
-        "--only",
-        &ids[3].to_string().to_uppercase(),
-        "--skip",
-        &ids[1].to_string(),
-        // Counts the chosen rows only: 3 changes, not 19.
-        "--max-changes",
-        "3",
-        "--report",
-        "r.csv",
-        "--summary-json",
-        "s.json",
-    ]));
+    );
+    let out = sb
+        .apply("m.csv")
+        .args([
+            "--only",
+            "@ids.txt",
+            "--only",
+            &ids[3].to_string().to_uppercase(),
+            "--skip",
+            &ids[1].to_string(),
+            // Counts the chosen rows only: 3 changes, not 19.
+            "--max-changes",
+            "3",
+        ])
+        .report("r.csv")
+        .summary_json("s.json")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let chosen = [ids[0], ids[2], ids[3]];
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert_eq!(report.len(), 21, "one line a row, chosen or not");
     for r in report.values() {
         match r.id.parse::<uuid::Uuid>() {
@@ -82,7 +79,7 @@ fn only_and_skip_run_the_chosen_rows_and_report_the_rest_skipped() {
         "{:?}",
         sb.state().stats()
     );
-    let summary = summary_json(&sb.path("s.json"));
+    let summary = sb.summary("s.json");
     assert_eq!(summary["not_selected"], 18);
     assert_eq!(summary["counts"]["updated"], 3);
     assert!(
@@ -92,17 +89,11 @@ fn only_and_skip_run_the_chosen_rows_and_report_the_rest_skipped() {
     );
 
     // The same choice, one more row than --max-changes allows: refused, nothing written.
-    let out = run(sb.cmd().args([
-        "apply",
-        "m.csv",
-        "--yes",
-        "--skip",
-        &ids[0].to_string(),
-        "--max-changes",
-        "15",
-        "--report",
-        "r2.csv",
-    ]));
+    let out = sb
+        .apply("m.csv")
+        .args(["--skip", &ids[0].to_string(), "--max-changes", "15"])
+        .report("r2.csv")
+        .run();
     assert_eq!(code(&out), 3, "16 rows still differ: {}", stderr(&out));
 }
 
@@ -113,13 +104,14 @@ fn a_saved_plan_holds_only_the_chosen_rows_and_resume_keeps_the_selection() {
         failing_ids: vec![ids[2]],
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
+    let sb = Sandbox::start_with_manifest(config, &ids);
     let start = sb.state().snapshot();
-    write_csv(&sb.path("m.csv"), &ids, &[]);
     let (a, b) = (ids[0].to_string(), ids[1].to_string());
-    let out = run(sb.cmd().args([
-        "plan", "m.csv", "--only", &a, "--only", &b, "-o", "p.plan", "--report", "p.csv",
-    ]));
+    let out = sb
+        .plan("m.csv")
+        .args(["--only", &a, "--only", &b, "-o", "p.plan"])
+        .report("p.csv")
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = run(sb
         .cmd()
@@ -132,7 +124,7 @@ fn a_saved_plan_holds_only_the_chosen_rows_and_resume_keeps_the_selection() {
 
     // A run cut off by its error budget, then resumed: with the same selection (spelled
     // otherwise) it continues; with another it is refused, nothing sent.
-    std::fs::write(sb.path("c.yaml"), "max_attempts: 1\n").unwrap();
+    sb.write("c.yaml", "max_attempts: 1\n");
     let (c, d) = (ids[2].to_string(), ids[3].to_string());
     let apply = |only: &[&str]| {
         let mut cmd = sb.cmd();
@@ -164,39 +156,32 @@ fn a_saved_plan_holds_only_the_chosen_rows_and_resume_keeps_the_selection() {
 #[test]
 fn a_selection_that_names_nothing_real_is_refused_before_any_request() {
     let ids = ids(4, 952);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
+    let sb = Sandbox::seeded(&ids);
     write_csv(&sb.path("m.csv"), &ids[..3], &[]);
     let absent = ids[3].to_string();
-    let out = run(sb.cmd().args([
-        "plan",
-        "m.csv",
-        "--only",
-        &ids[0].to_string(),
-        "--only",
-        &absent,
-    ]));
+    let out = sb
+        .plan("m.csv")
+        .args(["--only", &ids[0].to_string(), "--only", &absent])
+        .run();
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&absent) && stderr(&out).contains("m.csv"),
         "{}",
         stderr(&out)
     );
-    let out = run(sb.cmd().args(["plan", "m.csv", "--skip", "gw-7"]));
+    let out = sb.plan("m.csv").args(["--skip", "gw-7"]).run();
     assert_eq!(code(&out), 64);
     assert!(stderr(&out).contains("\"gw-7\""), "{}", stderr(&out));
-    std::fs::write(sb.path("ids.txt"), format!("{}\nnope\n", ids[0])).unwrap();
-    let out = run(sb.cmd().args(["plan", "m.csv", "--only", "@ids.txt"]));
+    sb.write("ids.txt", format!("{}\nnope\n", ids[0]));
+    let out = sb.plan("m.csv").args(["--only", "@ids.txt"]).run();
     assert_eq!(code(&out), 64);
     assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
     // An output may not overwrite the list it was given.
-    let out = run(sb.cmd().args([
-        "plan",
-        "m.csv",
-        "--only",
-        "@ids.txt",
-        "--summary-json",
-        "ids.txt",
-    ]));
+    let out = sb
+        .plan("m.csv")
+        .args(["--only", "@ids.txt"])
+        .summary_json("ids.txt")
+        .run();
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert_eq!(sb.state().stats().requests, 0);
 }
@@ -206,8 +191,7 @@ fn a_selection_that_names_nothing_real_is_refused_before_any_request() {
 #[test]
 fn the_old_output_flag_of_plan_and_apply_is_refused_with_the_new_name() {
     let ids = ids(2, 953);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     for command in [&["plan"][..], &["apply", "--yes"]] {
         let out = run(sb.cmd().args(command).args(["m.csv", "--output", "json"]));
         assert_eq!(code(&out), 64, "{}", stderr(&out));
@@ -218,7 +202,7 @@ fn the_old_output_flag_of_plan_and_apply_is_refused_with_the_new_name() {
         );
     }
     assert_eq!(sb.state().stats().requests, 0);
-    let out = run(sb.cmd().args(["plan", "m.csv", "--diff-format", "json"]));
+    let out = sb.plan("m.csv").args(["--diff-format", "json"]).run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let last = stdout(&out).lines().last().unwrap().to_owned();
     let closing: serde_json::Value = serde_json::from_str(&last).unwrap();
@@ -234,23 +218,20 @@ fn the_old_output_flag_of_plan_and_apply_is_refused_with_the_new_name() {
 #[test]
 fn a_byte_order_mark_at_the_top_of_an_id_file_is_read_past() {
     let ids = ids(3, 954);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    std::fs::write(
-        sb.path("ids.txt"),
-        format!("\u{feff}{}\r\n{}\r\n", ids[0], ids[1]),
-    )
-    .unwrap();
+    let sb = Sandbox::with_manifest(&ids);
+    sb.write("ids.txt", format!("\u{feff}{}\r\n{}\r\n", ids[0], ids[1]));
     for (flag, chosen) in [
         ("--only", [true, true, false]),
         ("--skip", [false, false, true]),
     ] {
         let report_name = format!("{}.csv", &flag[2..]);
-        let out = run(sb
-            .cmd()
-            .args(["plan", "m.csv", flag, "@ids.txt", "--report", &report_name]));
+        let out = sb
+            .plan("m.csv")
+            .args([flag, "@ids.txt"])
+            .report(&report_name)
+            .run();
         assert_eq!(code(&out), 0, "{flag}: {}", stderr(&out));
-        let report = report(&sb.path(&report_name));
+        let report = sb.report(&report_name);
         for (id, chosen) in ids.iter().zip(chosen) {
             let row = report.values().find(|r| r.id == id.to_string()).unwrap();
             assert_eq!(
@@ -269,12 +250,11 @@ fn a_byte_order_mark_at_the_top_of_an_id_file_is_read_past() {
 #[test]
 fn a_selection_that_leaves_no_row_is_refused_before_any_request() {
     let ids = ids(4, 955);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let (a, b) = (ids[0].to_string(), ids[1].to_string());
-    std::fs::write(sb.path("none.txt"), "id\n# nothing failed\n").unwrap();
+    sb.write("none.txt", "id\n# nothing failed\n");
     let all = ids.iter().map(|id| format!("{id}\n")).collect::<String>();
-    std::fs::write(sb.path("all.txt"), all).unwrap();
+    sb.write("all.txt", all);
     let cases: [(&[&str], &[&str]); 4] = [
         (
             &["--only", &a, "--skip", &a],
@@ -306,10 +286,11 @@ fn a_selection_that_leaves_no_row_is_refused_before_any_request() {
     assert_eq!(sb.state().stats().requests, 0, "nothing sent");
     // One chosen row: each shard runs, the one without it has nothing to do.
     for shard in ["0/2", "1/2"] {
-        let out = run(sb
-            .cmd()
-            .args(["apply", "m.csv", "--yes", "--only", &a, "--shard", shard])
-            .args(["--report", &format!("s{}.csv", &shard[..1])]));
+        let out = sb
+            .apply("m.csv")
+            .args(["--only", &a, "--shard", shard])
+            .args(["--report", &format!("s{}.csv", &shard[..1])])
+            .run();
         assert_eq!(code(&out), 0, "{shard}: {}", stderr(&out));
     }
     assert_eq!(sb.state().stats().patches, 1, "{:?}", sb.state().stats());

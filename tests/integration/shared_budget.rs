@@ -16,14 +16,14 @@ fn three_shards_each_at_the_whole_limit_converge_under_it_and_finish_every_row()
         write_limit: LIMIT as u32,
         ..SandboxConfig::default()
     };
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::start_with_manifest(config, &ids);
     let shards: Vec<Guarded> = (0..3)
         .map(|k| {
-            sb.cmd()
-                .args(["apply", "m.csv", "--yes", "-q", "--read-mode", "get"])
+            sb.apply("m.csv")
+                .args(["-q", "--read-mode", "get"])
                 .args(["--shard", &format!("{k}/3"), "--rate", "200"])
                 .args(["--report", &format!("r{k}.csv")])
+                .command()
                 .spawn_guarded()
         })
         .collect();
@@ -77,18 +77,18 @@ fn apply_under(
     args: &[&str],
 ) -> (sipgw_bulk::sandbox::Stats, serde_json::Value) {
     let ids = ids(rows, seed);
-    let sb = Sandbox::start(config, &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
-    let out = run(sb
-        .cmd()
-        .args(["apply", "m.csv", "--yes", "-q", "--read-mode", "get"])
+    let sb = Sandbox::start_with_manifest(config, &ids);
+    let out = sb
+        .apply("m.csv")
+        .args(["-q", "--read-mode", "get"])
         .args(["--report", "r.csv", "--summary-json", "s.json"])
-        .args(args));
+        .args(args)
+        .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids), "every row right");
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     assert!(report.values().all(|r| r.status == Status::Updated));
-    (sb.state().stats(), summary_json(&sb.path("s.json")))
+    (sb.state().stats(), sb.summary("s.json"))
 }
 
 #[test]

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sipgw_bulk::sandbox::SandboxConfig;
-
 use crate::peer::peak_rss_kib;
 use crate::support::*;
 
@@ -93,8 +91,7 @@ fn feed_forever(path: &Path, line: &str) -> Guarded {
 #[test]
 fn an_id_file_that_is_a_device_or_an_endless_fifo_is_refused_at_its_cap() {
     let ids = ids(3, 960);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let bound = Duration::from_secs(30);
     let plan = |only: &str| {
         let mut cmd = sb.cmd();
@@ -151,7 +148,7 @@ fn an_id_file_that_is_a_device_or_an_endless_fifo_is_refused_at_its_cap() {
         .spawn_guarded();
     let ended = run_watched(plan("@one.fifo"), "ends", sb.dir.path(), bound);
     assert_eq!(ended.code, Some(0), "{}", ended.stderr);
-    let report = report(&sb.path("r.csv"));
+    let report = sb.report("r.csv");
     let chosen: Vec<_> = report
         .values()
         .filter(|r| r.error_code.as_str() != "not_selected")
@@ -167,15 +164,13 @@ fn an_id_file_that_is_a_device_or_an_endless_fifo_is_refused_at_its_cap() {
 #[test]
 fn a_fifo_no_process_writes_to_is_refused_in_time_wherever_it_is_named() {
     let ids = ids(2, 961);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     let fifo = mkfifo(&sb.path("nobody.fifo"));
     mkfifo(&sb.path("p.plan"));
-    std::fs::write(
-        sb.path("token.yaml"),
+    sb.write(
+        "token.yaml",
         format!("api_token_file: {}\n", fifo.display()),
-    )
-    .unwrap();
+    );
     let cases: Vec<(&str, Vec<&str>, i32, &str, u64)> = vec![
         (
             "manifest",
@@ -243,8 +238,7 @@ fn a_fifo_no_process_writes_to_is_refused_in_time_wherever_it_is_named() {
 #[test]
 fn a_metrics_file_that_is_a_fifo_or_a_device_is_refused_and_one_too_large_is_not_read() {
     let ids = ids(2, 962);
-    let sb = Sandbox::start(SandboxConfig::default(), &ids);
-    write_csv(&sb.path("m.csv"), &ids, &[]);
+    let sb = Sandbox::with_manifest(&ids);
     mkfifo(&sb.path("m.prom"));
     for (name, file) in [("fifo", "m.prom"), ("zero", "/dev/zero")] {
         let mut cmd = sb.cmd();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use sipgw_bulk::model::{Cipher, Codec, Encryption, GatewayFields};
 use sipgw_bulk::report::{ReadRecord, read_report};
 use sipgw_bulk::sandbox::{self, RunningSandbox, SandboxConfig, SandboxState};
+use sipgw_bulk::status::Status;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -69,6 +70,101 @@ impl Sandbox {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// A sandbox with the default settings, holding `ids`.
+    pub fn seeded(ids: &[Uuid]) -> Sandbox {
+        Sandbox::start(SandboxConfig::default(), ids)
+    }
+
+    /// [`Sandbox::seeded`], with `m.csv` asking for `desired(i)` of each id ([`write_csv`]).
+    pub fn with_manifest(ids: &[Uuid]) -> Sandbox {
+        Sandbox::start_with_manifest(SandboxConfig::default(), ids)
+    }
+
+    /// [`Sandbox::start`], with `m.csv` asking for `desired(i)` of each id ([`write_csv`]).
+    pub fn start_with_manifest(config: SandboxConfig, ids: &[Uuid]) -> Sandbox {
+        let sb = Sandbox::start(config, ids);
+        write_csv(&sb.path("m.csv"), ids, &[]);
+        sb
+    }
+
+    /// Writes `text` to the file `name` in this test's directory.
+    pub fn write(&self, name: &str, text: impl AsRef<[u8]>) {
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    /// The text of the file `name` in this test's directory.
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap()
+    }
+
+    /// The binary with `args` (any command), ready to take more and run.
+    pub fn call<I, S>(&self, args: I) -> Call<'_>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        Call { cmd, _sb: self }
+    }
+
+    /// `apply MANIFEST --yes`, ready to take more arguments and run.
+    pub fn apply(&self, manifest: &str) -> Call<'_> {
+        self.call(["apply", manifest, "--yes"])
+    }
+
+    /// `plan MANIFEST`, ready to take more arguments and run.
+    pub fn plan(&self, manifest: &str) -> Call<'_> {
+        self.call(["plan", manifest])
+    }
+
+    /// The report `name` in this test's directory, by row ([`report`]).
+    pub fn report(&self, name: &str) -> BTreeMap<u64, ReadRecord> {
+        report(&self.path(name))
+    }
+
+    /// The summary JSON `name` in this test's directory.
+    pub fn summary(&self, name: &str) -> serde_json::Value {
+        summary_json(&self.path(name))
+    }
+}
+
+/// A run of the binary against a sandbox, built argument by argument (in the order given).
+pub struct Call<'a> {
+    cmd: Command,
+    _sb: &'a Sandbox,
+}
+
+impl Call<'_> {
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    /// `--report NAME`.
+    pub fn report(self, name: &str) -> Self {
+        self.args(["--report", name])
+    }
+
+    /// `--summary-json NAME`.
+    pub fn summary_json(self, name: &str) -> Self {
+        self.args(["--summary-json", name])
+    }
+
+    /// The command, to spawn (with [`SpawnGuarded`]) or change by hand.
+    pub fn command(self) -> Command {
+        self.cmd
+    }
+
+    /// Runs it to the end ([`run`]).
+    pub fn run(mut self) -> Output {
+        run(&mut self.cmd)
     }
 }
 
@@ -262,6 +358,11 @@ pub fn report(path: &Path) -> BTreeMap<u64, ReadRecord> {
         "a row appears more than once in the report"
     );
     by_row
+}
+
+/// How many rows of `report` have `status`.
+pub fn count(report: &BTreeMap<u64, ReadRecord>, status: Status) -> usize {
+    report.values().filter(|r| r.status == status).count()
 }
 
 pub fn summary_json(path: &Path) -> serde_json::Value {
