@@ -68,7 +68,7 @@ pub struct GlobalArgs {
         value_name = "FILE"
     )]
     pub projects: Option<PathBuf>,
-    /// Requests on the wire at most; rows under way: four times it [default: 32].
+    /// Requests on the wire at most, and rows under way [default: 32].
     #[arg(long, global = true, value_name = "N")]
     pub concurrency: Option<usize>,
     /// Writes per second at most, retries included [default: 250].
