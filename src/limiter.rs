@@ -97,8 +97,9 @@ pub struct Limiter {
     /// waits holds none; `None` bounds nothing.
     requests: Option<Arc<Semaphore>>,
     /// Rows waiting for a write slot at once: as many as `requests`. A place the write
-    /// budget lays ahead counts against the space's count until it is sent, so four rows a
-    /// request all waiting would leave that many writes of each window unspent.
+    /// budget lays ahead counts against the space's count until it is sent, so more rows
+    /// under way than requests, all waiting, would leave that many writes of each window
+    /// unspent (rows under way are one a request today: this holds if they grow).
     seekers: Option<Semaphore>,
 }
 

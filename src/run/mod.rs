@@ -108,7 +108,7 @@ pub struct RunOptions {
     /// How long to wait for another run's lock on the report (zero: refuse at once).
     pub lock_timeout: std::time::Duration,
     pub client: ClientConfig,
-    /// `--concurrency`: requests on the wire at most (rows under way: four times it).
+    /// `--concurrency`: requests on the wire at most, and rows under way.
     pub concurrency: usize,
     pub write_rate: NonZeroU32,
     /// Share of the space's announced write budget left to its other clients (`--reserve`).
