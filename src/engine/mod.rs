@@ -295,11 +295,8 @@ impl Shared {
 /// estimate to stand it. `--max-errors` can be passed by the rows already under way when
 /// it is reached: at most this many, less one.
 pub fn rows_in_flight(concurrency: usize) -> usize {
-    concurrency.max(1) * ROWS_PER_REQUEST
+    concurrency.max(1)
 }
-
-/// See [`rows_in_flight`].
-const ROWS_PER_REQUEST: usize = 1;
 
 /// Runs the job to the end and returns its counts: the report's writer, the manifest's
 /// reader and the workers start, the reader's end closes the rows' channel, the workers'

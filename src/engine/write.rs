@@ -82,17 +82,11 @@ async fn write_fresh(
             // The read of a second attempt is part of its retry.
             shared.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        let read = match first.take() {
-            Some(first) => first.if_still_fresh(writer, &shared.stopper).await,
-            None => None,
-        };
-        let (now, request) = match read {
-            Some(read) => read,
-            None => match read_fresh(&mut record, row, shared).await {
+        let (now, request) =
+            match read_for_write(&mut record, row, shared, writer, first.take()).await {
                 Ok(read) => read,
                 Err(err) => return tries.gave_up(record, err, &shared.stopper),
-            },
-        };
+            };
         if !writer.still_room(&slot) {
             // The read brought a count with no room for this write: another slot, then
             // another read (what is written is built from a read after the slot).
@@ -407,6 +401,23 @@ impl FirstRead {
     fn fresh(&self) -> bool {
         self.answered.elapsed() <= self.round_trip
     }
+}
+
+/// What this attempt's PATCH is built from, with its place on the wire: the row's first
+/// read while it is still within its round trip, else a fresh read.
+async fn read_for_write(
+    record: &mut RowRecord,
+    row: &Row,
+    shared: &Shared,
+    writer: &WriteClient,
+    first: Option<FirstRead>,
+) -> Result<(GatewayFields, RequestSlot), ApiError> {
+    if let Some(first) = first
+        && let Some(read) = first.if_still_fresh(writer, &shared.stopper).await
+    {
+        return Ok(read);
+    }
+    read_fresh(record, row, shared).await
 }
 
 /// The gateway as it is now, read after the write slot was granted, and the read's place
