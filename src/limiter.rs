@@ -1,7 +1,8 @@
 //! One rate limiter for the whole process. Every HTTP attempt, first tries and retries
 //! alike, takes a permit from the write or the read budget before it is sent. Writes are
 //! paced first by the space's write budget ([`WriteBudget`]: what it announces and
-//! accepts), then by `--rate` as a hard ceiling (the governor quota, applied last). A 429
+//! accepts), then by `--rate` as a hard ceiling ([`Ceiling`]: a schedule of the times
+//! writes leave, each taken before the write's fresh read and kept when it leaves). A 429
 //! delays only its own request; the write budget decides when every write waits. An
 //! unreachable space pauses both budgets.
 //!
@@ -9,6 +10,7 @@
 //! so a test on a paused clock drives the real limiter.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,10 +39,13 @@ impl Clock for TokioClock {
 
 type Quotas = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
-/// One `--rate` quota on tokio's clock.
+/// The read rate (`--read-rate`) quota on tokio's clock.
 struct Gate {
     limiter: Quotas,
     clock: TokioClock,
+    /// Waiters take their turn in the order they came: governor's own waiters race for
+    /// each permit, and one that keeps losing can wait many times its share.
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl Gate {
@@ -51,10 +56,12 @@ impl Gate {
         Gate {
             limiter: RateLimiter::direct_with_clock(smooth_quota(per_second), clock),
             clock,
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
     async fn until_ready(&self) {
+        let _turn = self.turn.lock().await;
         while let Err(not_until) = self.limiter.check() {
             tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
         }
@@ -81,11 +88,12 @@ impl Budget {
 
 /// Shared by every worker; see the module docs.
 pub struct Limiter {
-    write: Option<Gate>,
-    /// The same `--rate` ceiling again, taken when a write leaves: a write's slot is
-    /// granted before its fresh read, so the read's round trip (which varies) sits between
-    /// the slot and the send; this second gate keeps the ceiling true at the server.
-    write_gate: Option<Gate>,
+    /// `--rate` for writes: the time each write leaves.
+    ceiling: Option<Ceiling>,
+    /// A gateway read's recent round trip and its deviation (microseconds, moving
+    /// averages): how far ahead of its time a write's slot is handed over.
+    read_trip_us: AtomicU64,
+    read_trip_deviation_us: AtomicU64,
     read: Option<Gate>,
     /// Until when each budget is held back: [writes, reads]. An unreachable space holds
     /// both.
@@ -111,9 +119,141 @@ pub struct RequestSlot {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// How late, at most, a request may reach the server compared with its neighbours (two
-/// processes sharing two cores delay some requests by a few milliseconds).
-const JITTER: f64 = 0.010;
+/// How late, at most, a request may reach the server compared with its neighbours: a
+/// write may leave up to [`LATE`] after its time, and two processes sharing two cores
+/// delay some requests by a few milliseconds more (8 ms allowed).
+const JITTER: f64 = 0.013;
+
+/// How long after its time a write may still leave on it ([`Limiter::send_gate`]): a
+/// timer's wake-up on a busy machine is late by a few milliseconds. Later, it takes
+/// another time, so a late write never crowds the next second's writes.
+pub const LATE: Duration = Duration::from_millis(5);
+
+/// A write's slot ([`Limiter::write`]): the space's write budget's grant and, under a
+/// `--rate` ceiling, the time it is to leave. It is handed over about one fresh read's
+/// round trip ahead of that time ([`WriteSlot::lead`]), so the read is answered just
+/// before the write leaves: the write neither waits after its read nor bunches with
+/// others.
+#[derive(Debug)]
+pub struct WriteSlot {
+    grant: Grant,
+    leaves_at: Option<Instant>,
+    lead: Duration,
+}
+
+impl WriteSlot {
+    /// A slot nothing paces.
+    pub fn unpaced() -> WriteSlot {
+        WriteSlot {
+            grant: Grant::unpaced(),
+            leaves_at: None,
+            lead: Duration::ZERO,
+        }
+    }
+
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// The budget's grant, for the write as it leaves.
+    pub fn into_grant(self) -> Grant {
+        self.grant
+    }
+
+    /// How far ahead of its time the slot was handed over: the time its read was given.
+    pub fn lead(&self) -> Duration {
+        self.lead
+    }
+
+    /// When the write is to leave (`None`: no `--rate` ceiling).
+    pub fn leaves_at(&self) -> Option<Instant> {
+        self.leaves_at
+    }
+}
+
+/// The `--rate` ceiling as one schedule of the times writes leave (GCRA, with the quota
+/// of [`smooth_quota`]). A write takes its time when its slot is granted, before its
+/// fresh read, and leaves at that time: a schedule whose times are taken ahead loses no
+/// capacity to a late read, where two gates (one for the slot, one as the write leaves)
+/// let a queue grow at the second that aged every read by tens to hundreds of
+/// milliseconds. Times are taken no more than a lead ahead, in the order asked; a write
+/// that missed its time takes the next one at once, ahead of those still asking.
+struct Ceiling {
+    period: Duration,
+    /// How far ahead of the schedule a burst may go: `burst - 1` periods.
+    tolerance: Duration,
+    /// The schedule's theoretical arrival time: the next time is no earlier than this
+    /// less the tolerance.
+    tat: Mutex<Instant>,
+    /// Rows asking for a time take their turn in the order they came.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Ceiling {
+    fn new(per_second: NonZeroU32) -> Ceiling {
+        let quota = smooth_quota(per_second);
+        let period = quota.replenish_interval();
+        Ceiling {
+            period,
+            tolerance: period * (quota.burst_size().get() - 1),
+            tat: Mutex::new(Instant::now()),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Waits, in turn, until the next free time is no more than `lead` away, and takes
+    /// it, with the lead it was taken with. A write holding a read fresh until
+    /// `fresh_until` takes a time by then with no lead.
+    async fn take(&self, lead: Duration, fresh_until: Option<Instant>) -> (Instant, Duration) {
+        let _turn = self.turn.lock().await;
+        if let Some(until) = fresh_until
+            && let Some(at) = self.take_within(
+                until.saturating_duration_since(Instant::now()),
+                Duration::ZERO,
+            )
+        {
+            return (at, Duration::ZERO);
+        }
+        loop {
+            if let Some(at) = self.take_within(lead, lead) {
+                return (at, lead);
+            }
+            let wake = self
+                .earliest()
+                .checked_sub(lead)
+                .unwrap_or_else(Instant::now);
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+
+    /// The next free time, at once, for a write that missed its own.
+    fn take_now(&self) -> Instant {
+        self.take_within(Duration::MAX, Duration::ZERO)
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// Takes the next free time if it is no more than `within` away. A schedule with no
+    /// time free until later gives that time; an idle one gives the time `lead` from now
+    /// (when the lead has grown since the time now free was waited for, that time is
+    /// taken, not one pushed a lead out: a late read costs one time, a gap of the lead's
+    /// growth would cost many).
+    fn take_within(&self, within: Duration, lead: Duration) -> Option<Instant> {
+        let mut tat = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        let earliest = tat.checked_sub(self.tolerance).unwrap_or(*tat);
+        let now = Instant::now();
+        if earliest.saturating_duration_since(now) > within {
+            return None;
+        }
+        let at = if earliest > now { earliest } else { now + lead };
+        *tat = (*tat).max(at) + self.period;
+        Some(at)
+    }
+
+    fn earliest(&self) -> Instant {
+        let tat = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        tat.checked_sub(self.tolerance).unwrap_or(*tat)
+    }
+}
 
 /// The quota for `rate` requests per second, built so that no one-second window at the
 /// server ever holds more than `rate`, while the mean stays close to it even though
@@ -141,8 +281,9 @@ impl Limiter {
     /// `None` for a budget means unlimited.
     pub fn new(write_per_second: Option<NonZeroU32>, read_per_second: Option<NonZeroU32>) -> Self {
         Limiter {
-            write: write_per_second.map(Gate::new),
-            write_gate: write_per_second.map(Gate::new),
+            ceiling: write_per_second.map(Ceiling::new),
+            read_trip_us: AtomicU64::new(0),
+            read_trip_deviation_us: AtomicU64::new(0),
             read: read_per_second.map(Gate::new),
             paused_until: [Mutex::new(None), Mutex::new(None)],
             budget: None,
@@ -202,34 +343,108 @@ impl Limiter {
         }
     }
 
-    /// Waits out any pause, then for a write's slot under the `--rate` ceiling and the
-    /// space's write budget. `Err` when the space's count has held the job at the reserve
-    /// past the outage budget. The budget decides last, so that it decides on the newest
-    /// count it has as the write leaves (a queue at the ceiling after it would send writes
-    /// it granted on an older one).
-    pub async fn write(&self) -> Result<Grant, Held> {
-        // Given back once granted: the grant is the write's from then on.
+    /// Waits out any pause, then for a write's slot: the space's write budget's grant,
+    /// then its time under the `--rate` ceiling, handed over a read's round trip ahead of
+    /// it. `Err` when the space's count has held the job at the reserve past the outage
+    /// budget. The budget decides before the ceiling: a time taken and then held up by
+    /// the budget would be lost, and would push every later write's time back with it. A
+    /// grant that waits at the ceiling counts against an announced count until it is
+    /// sent (at most one a row seeking a slot), and the fresh read's count is asked
+    /// again before the write leaves ([`WriteBudget::still_room`]).
+    pub async fn write(&self) -> Result<WriteSlot, Held> {
+        self.write_holding(None).await
+    }
+
+    /// [`Limiter::write`] for a write that holds a read it may leave on until `fresh_until`:
+    /// a time by then is taken with no lead (the write reads nothing first); a later one is
+    /// handed over a read's round trip ahead, as any.
+    pub async fn write_holding(&self, fresh_until: Option<Instant>) -> Result<WriteSlot, Held> {
+        // Given back once granted: the slot is the write's from then on.
         let _seeking = match &self.seekers {
             Some(s) => s.acquire().await.ok(),
             None => None,
         };
+        let grant = self.write_grant().await?;
+        Ok(self.time_for(grant, fresh_until).await)
+    }
+
+    /// The first half of [`Limiter::write`]: any pause, then the write budget's grant.
+    pub async fn write_grant(&self) -> Result<Grant, Held> {
         self.unpaused(Budget::Write).await;
-        if let Some(gate) = &self.write {
-            gate.until_ready().await;
-        }
         match &self.budget {
             Some(b) => b.slot().await,
             None => Ok(Grant::unpaced()),
         }
     }
 
-    /// Waits until a write whose slot was granted may leave without breaking the `--rate`
-    /// ceiling in any one-second window. The slots are already spaced by the same
-    /// ceiling, so this waits only when read round trips bunched writes together.
-    pub async fn send_gate(&self) {
-        if let Some(gate) = &self.write_gate {
-            gate.until_ready().await;
+    /// The second half of [`Limiter::write`]: the grant's time under the `--rate`
+    /// ceiling, handed over a read's round trip ahead of it (or at once, for a write that
+    /// holds a read fresh until then: see [`Limiter::write_holding`]).
+    pub async fn time_for(&self, grant: Grant, fresh_until: Option<Instant>) -> WriteSlot {
+        let (leaves_at, lead) = match &self.ceiling {
+            Some(ceiling) => {
+                let (at, lead) = ceiling.take(self.read_lead(), fresh_until).await;
+                (Some(at), lead)
+            }
+            None => (None, Duration::ZERO),
+        };
+        WriteSlot {
+            grant,
+            leaves_at,
+            lead,
         }
+    }
+
+    /// How far ahead of its time a write's slot is handed over: a read's recent round
+    /// trip, four times its recent deviation and a millisecond (at most a second): the
+    /// retransmission timeout TCP would set (RFC 6298). A read
+    /// that takes longer misses its time and takes the next free one (a time lost when
+    /// the ceiling binds); a longer lead would leave every write's read older.
+    fn read_lead(&self) -> Duration {
+        let mean = self.read_trip_us.load(Ordering::Relaxed);
+        let deviation = self.read_trip_deviation_us.load(Ordering::Relaxed);
+        Duration::from_micros(mean + 4 * deviation + 1000).min(Duration::from_secs(1))
+    }
+
+    /// A gateway's read took `round_trip`, sent to answered (one attempt: a retry's wait
+    /// is no part of it). Averaged as TCP averages its round trips (RFC 6298): the mean
+    /// over about eight, the deviation over about four; a race between two loses one.
+    pub fn saw_read_round_trip(&self, round_trip: Duration) {
+        let us = u64::try_from(round_trip.as_micros()).unwrap_or(u64::MAX / 8);
+        let mean = self.read_trip_us.load(Ordering::Relaxed);
+        let deviation = self.read_trip_deviation_us.load(Ordering::Relaxed);
+        let (mean, deviation) = if mean == 0 {
+            (us, us / 2)
+        } else {
+            (
+                mean - mean / 8 + us / 8,
+                deviation - deviation / 4 + mean.abs_diff(us) / 4,
+            )
+        };
+        self.read_trip_us.store(mean, Ordering::Relaxed);
+        self.read_trip_deviation_us
+            .store(deviation, Ordering::Relaxed);
+    }
+
+    /// Waits for the time the write's slot took under the `--rate` ceiling. A write later
+    /// than [`LATE`] for it takes the next free time instead (and waits for it): no
+    /// one-second window at the server ever holds more than `--rate`.
+    pub async fn send_gate(&self, slot: &mut WriteSlot) {
+        let Some(ceiling) = &self.ceiling else {
+            return;
+        };
+        let mut at = match slot.leaves_at {
+            Some(at) => at,
+            None => ceiling.take_now(),
+        };
+        loop {
+            tokio::time::sleep_until(at).await;
+            if Instant::now() <= at + LATE {
+                break;
+            }
+            at = ceiling.take_now();
+        }
+        slot.leaves_at = Some(at);
     }
 
     /// Holds every new request of `budget` back for `wait`, in every worker. Pauses only grow: a shorter one never cuts a longer one short.
@@ -253,6 +468,105 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One generated schedule: `writers` rows each take a slot, read for a round trip
+    /// drawn around `trip` (0 to 3 times it), then leave at the ceiling's time.
+    /// Returns, per write, when it left and how long it waited after its read, and the
+    /// largest lead a slot was handed over with.
+    async fn writes_after_reads(
+        seed: u64,
+        rate: u32,
+        writers: usize,
+        trip: Duration,
+        writes: usize,
+    ) -> (Vec<(Duration, Duration)>, Duration) {
+        let limiter = Arc::new(Limiter::new(NonZeroU32::new(rate), None));
+        // The rows' first reads come before any write's slot.
+        let mut first = fastrand::Rng::with_seed(seed);
+        for _ in 0..writers.max(8) {
+            limiter.saw_read_round_trip(trip.mul_f64(3.0 * first.f64() * first.f64()));
+        }
+        let start = Instant::now();
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let (limiter, done) = (Arc::clone(&limiter), Arc::clone(&done));
+            let mut rng = fastrand::Rng::with_seed(seed ^ (w as u64) << 20);
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut lead = Duration::ZERO;
+                while done.fetch_add(1, Ordering::Relaxed) < writes {
+                    let mut slot = limiter.write().await.unwrap();
+                    lead = lead.max(slot.lead());
+                    let rtt = trip.mul_f64(3.0 * rng.f64() * rng.f64());
+                    tokio::time::sleep(rtt).await;
+                    limiter.saw_read_round_trip(rtt);
+                    let answered = Instant::now();
+                    limiter.send_gate(&mut slot).await;
+                    out.push((answered - start, Instant::now() - answered));
+                }
+                (out, lead)
+            }));
+        }
+        let mut all = Vec::new();
+        let mut lead = Duration::ZERO;
+        for t in tasks {
+            let (out, l) = t.await.unwrap();
+            all.extend(out);
+            lead = lead.max(l);
+        }
+        all.sort();
+        (all, lead)
+    }
+
+    /// A write's read is never made old by the ceiling: over generated rates, rows and
+    /// round trips, no write waits after its read longer than the lead its slot was
+    /// handed over with, a period and [`LATE`] (the engine reads again past its round
+    /// trip or lead and `LATE`), and no one-second window holds more than the rate.
+    /// Two gates in a row (the old design) made reads wait up to 600 ms at 200/s.
+    /// `LIMITER_SEED=S` replays one seed.
+    #[tokio::test(start_paused = true)]
+    async fn writes_leave_at_their_time_however_long_their_reads_took() {
+        let seeds: Vec<u64> = match std::env::var("LIMITER_SEED") {
+            Ok(s) => vec![s.parse().unwrap()],
+            Err(_) => (1..=40).collect(),
+        };
+        for seed in seeds {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let rate = [20, 50, 100, 250, 1000][rng.usize(..5)];
+            let writers = rng.usize(1..=64);
+            let trip = Duration::from_micros(rng.u64(100..60_000));
+            let n = (rate as usize * 3).min(1500);
+            let (writes, lead) = writes_after_reads(seed, rate, writers, trip, n).await;
+            let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+            let case = format!("LIMITER_SEED={seed}: rate {rate}, {writers} rows, trip {trip:?}");
+            for (left, waited) in &writes {
+                assert!(
+                    *waited <= lead + period + LATE,
+                    "{case}: a write left {waited:?} after its read (lead {lead:?})"
+                );
+                let _ = left;
+            }
+            let times: Vec<Duration> = writes.iter().map(|(a, w)| *a + *w).collect();
+            let mut sorted = times.clone();
+            sorted.sort();
+            for (i, t) in sorted.iter().enumerate() {
+                let within = sorted[i..].partition_point(|u| *u < *t + Duration::from_secs(1));
+                assert!(
+                    within <= rate as usize,
+                    "{case}: {within} writes in a second"
+                );
+            }
+            // Not vacuous: with rows enough to fill the ceiling (a row holds its slot for
+            // the lead, then its PATCH's round trip), it is nearly reached.
+            let can = writers as f64 / (lead + trip.mul_f64(1.5)).as_secs_f64();
+            if can > 2.0 * f64::from(rate) && sorted.len() > rate as usize {
+                let span = (sorted[sorted.len() - 1] - sorted[0]).as_secs_f64();
+                let mean = (sorted.len() - 1) as f64 / span;
+                assert!(mean >= 0.85 * f64::from(rate), "{case}: {mean:.1}/s");
+            }
+        }
+    }
 
     /// Grants permits on a fake clock for `secs`, polling every `poll` (a late waiter wakes
     /// up to `poll` after its time): the grant times in microseconds.

@@ -47,7 +47,7 @@ use body::{check_gateway, decode};
 use error::error_chain;
 pub use error::{AbortCause, ApiError, ErrorKind, is_tls_failure, parse_error_body};
 pub use paging::{Links, Page};
-pub use write::WriteSchedule;
+pub use write::{Patched, ReadAge, WriteSchedule};
 
 /// The largest answer read for one gateway (GET, PATCH, and any error body): a real one is
 /// under 1 KiB.

@@ -56,13 +56,13 @@ impl ReadClient {
             if inner.abort.is_cancelled() {
                 return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }
-            let grant = match budget {
+            let mut grant = match budget {
                 Budget::Read => {
                     inner.limiter.read().await;
                     None
                 }
                 Budget::Write => match inner.limiter.write().await {
-                    Ok(grant) => Some(grant),
+                    Ok(slot) => Some(slot),
                     Err(held) => {
                         self.stop_held(&held);
                         None
@@ -84,7 +84,11 @@ impl ReadClient {
             if inner.abort.is_cancelled() {
                 return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }
+            if let Some(slot) = grant.as_mut() {
+                inner.limiter.send_gate(slot).await;
+            }
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            let grant = grant.map(crate::limiter::WriteSlot::into_grant);
             self.send_counted(kind, url.clone(), body.clone(), n, grant)
                 .await
                 .map(|reply| (reply, slot))
@@ -142,6 +146,9 @@ impl ReadClient {
         inner.stats.latencies.of(kind).record(round_trip);
         if let Ok(reply) = &mut result {
             reply.round_trip = round_trip;
+            if kind == RequestKind::Get {
+                inner.limiter.saw_read_round_trip(round_trip);
+            }
         }
         let status = match &result {
             Ok(reply) => Some(reply.status),

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::body::{check_gateway, decode};
 use super::{ApiError, ErrorKind, ReadClient, Reply, WriteClient};
 use crate::latency::RequestKind;
-use crate::limiter::{Grant, RequestSlot};
+use crate::limiter::{LATE, RequestSlot, WriteSlot};
 use crate::model::{GatewayFields, GatewayResource};
 
 impl WriteClient {
@@ -29,18 +29,23 @@ impl WriteClient {
         }
     }
 
-    /// Waits for a write slot: any pause, the write pace, the `--rate` ceiling. The caller
-    /// then reads the gateway afresh and, if it still needs the change, sends
-    /// [`WriteClient::patch_once`] at once: what is written is built from a read taken
-    /// after the wait, never before it.
-    /// Dropping the slot unsent gives its place back.
-    pub async fn slot(&self) -> Result<Grant, ApiError> {
+    /// Waits for a write slot: any pause, the write pace, a time under the `--rate`
+    /// ceiling (handed over a read's round trip ahead of it). The caller then reads the
+    /// gateway afresh and, if it still needs the change, sends
+    /// [`WriteClient::patch_once`]: what is written is built from a read taken after the
+    /// wait, never before it. Dropping the slot unsent gives its place back.
+    /// `fresh_until`: the caller holds a read it may write from until then
+    /// ([`crate::limiter::Limiter::write_holding`]).
+    pub async fn slot(
+        &self,
+        fresh_until: Option<tokio::time::Instant>,
+    ) -> Result<WriteSlot, ApiError> {
         let inner = &self.read.inner;
         if inner.abort.is_cancelled() {
             return Err(self.read.aborted(0));
         }
         let asked = std::time::Instant::now();
-        let grant = inner.limiter.write().await;
+        let grant = inner.limiter.write_holding(fresh_until).await;
         let waited = asked.elapsed().as_micros() as u64;
         inner
             .stats
@@ -68,12 +73,12 @@ impl WriteClient {
     /// Whether a granted slot still has room under the newest count the space announced
     /// (the fresh read may have brought one): a slot without it is given back, and the row
     /// waits for another and reads again.
-    pub fn still_room(&self, slot: &Grant) -> bool {
+    pub fn still_room(&self, slot: &WriteSlot) -> bool {
         self.read
             .inner
             .limiter
             .budget()
-            .is_none_or(|b| b.still_room(slot))
+            .is_none_or(|b| b.still_room(slot.grant()))
     }
 
     /// Sends one PATCH with every field, the `n`th of its row, without retrying: the
@@ -81,15 +86,18 @@ impl WriteClient {
     /// a body that lacks a field: live spaces validate PATCH as a full replacement. Once
     /// `stop` is cancelled (the job was interrupted) it sends nothing: the last waits
     /// before the request leaves end with an `Aborted` error instead. `request`: the place
-    /// on the wire its fresh read kept; without one, it waits for one.
+    /// on the wire its fresh read kept; without one, it waits for one. `read`: the read
+    /// the body was built from. Once the last wait is over, a read older than it may be
+    /// (the breaker held the write, or it missed its time) sends nothing:
+    /// [`Patched::StaleRead`], and the caller reads again.
     pub async fn patch_once(
         &self,
         id: &Uuid,
         fields: &GatewayFields,
         n: u32,
-        (slot, request): (Grant, Option<RequestSlot>),
-        stop: &CancellationToken,
-    ) -> Result<Reply<GatewayResource>, ApiError> {
+        (mut slot, request): (WriteSlot, Option<RequestSlot>),
+        (read, stop): (ReadAge, &CancellationToken),
+    ) -> Result<Patched, ApiError> {
         let missing = fields.missing();
         if !missing.is_empty() {
             return Err(ApiError::new(
@@ -133,7 +141,7 @@ impl WriteClient {
         tokio::select! {
             biased;
             () = stop.cancelled() => return Err(stopped()),
-            () = inner.limiter.send_gate() => {}
+            () = inner.limiter.send_gate(&mut slot) => {}
         }
         if inner.abort.is_cancelled() {
             return Err(self.read.aborted(0));
@@ -141,10 +149,19 @@ impl WriteClient {
         if stop.is_cancelled() {
             return Err(stopped());
         }
+        if read.answered.elapsed() > read.may_be + LATE {
+            return Ok(Patched::StaleRead);
+        }
         let url = self.read.gateway_url(id);
         let reply = self
             .read
-            .send_counted(RequestKind::Patch, url, Some(body), n, Some(slot))
+            .send_counted(
+                RequestKind::Patch,
+                url,
+                Some(body),
+                n,
+                Some(slot.into_grant()),
+            )
             .await?;
         // A 2xx was sent back: the write reached the server, whatever the body says.
         let applied = |mut e: ApiError| {
@@ -154,7 +171,7 @@ impl WriteClient {
         let reply: Reply<GatewayResource> = decode(reply).map_err(applied)?;
         check_gateway(&reply.value, Some(id))
             .map_err(|e| applied(e.after(reply.attempts, reply.status)))?;
-        Ok(reply)
+        Ok(Patched::Answered(reply))
     }
 
     /// How long to wait before the row's next attempt after `err`, or `None` to give up
@@ -173,6 +190,24 @@ impl WriteClient {
         self.read.before_retry(err, wait);
         Some(wait)
     }
+}
+
+/// The read a PATCH is built from: when it was answered, and how old it may be when the
+/// PATCH leaves (about a round trip: the window in which someone else's edit can be lost,
+/// the API having no conditional PATCH).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadAge {
+    pub answered: tokio::time::Instant,
+    pub may_be: Duration,
+}
+
+/// What became of a PATCH that was not refused.
+#[derive(Debug)]
+pub enum Patched {
+    /// Sent and answered with the gateway.
+    Answered(Reply<GatewayResource>),
+    /// Not sent: its read was older than it may be once the write could leave.
+    StaleRead,
 }
 
 /// One row's write attempts: see [`WriteClient::schedule`].

@@ -10,9 +10,9 @@ use tokio::time::Instant;
 use super::Shared;
 use super::stop::Stopper;
 use super::verdict::{conflict, failed, possibly_written_earlier, unknown};
-use crate::client::{ApiError, ErrorKind, Reply, WriteClient, WriteSchedule};
+use crate::client::{ApiError, ErrorKind, Patched, ReadAge, Reply, WriteClient, WriteSchedule};
 use crate::diff::{FieldSet, differing, merge, with_fields_from};
-use crate::limiter::RequestSlot;
+use crate::limiter::{RequestSlot, WriteSlot};
 use crate::manifest::Row;
 use crate::model::{GatewayFields, GatewayResource};
 use crate::report::{ErrorCode, RowRecord};
@@ -68,22 +68,27 @@ async fn write_fresh(
         record.before = Some(before.clone());
     }
     let mut tries = Attempts::new(landed, writer.schedule());
+    let mut stale = false;
     loop {
+        // A row whose own read is still fresh needs no time ahead of its write to read.
+        let fresh_until = first.as_ref().map(FirstRead::fresh_until);
         let slot = tokio::select! {
             biased;
             () = shared.stopper.halted() => return tries.stopped(record, row, shared).await,
-            slot = writer.slot() => slot,
+            slot = writer.slot(fresh_until) => slot,
         };
         let slot = match slot {
             Ok(slot) => slot,
             Err(err) => return tries.gave_up(record, err, &shared.stopper),
         };
-        if tries.patches > 0 {
-            // The read of a second attempt is part of its retry.
+        let again = std::mem::take(&mut stale);
+        if tries.patches > 0 || again {
+            // The read of a second attempt is part of its retry (so is a read again after
+            // one that aged before its write could leave).
             shared.stats.retries.fetch_add(1, Ordering::Relaxed);
         }
-        let (now, request) =
-            match read_for_write(&mut record, row, shared, writer, first.take()).await {
+        let (now, request, read) =
+            match read_for_write(&mut record, row, shared, writer, (first.take(), &slot)).await {
                 Ok(read) => read,
                 Err(err) => return tries.gave_up(record, err, &shared.stopper),
             };
@@ -120,13 +125,25 @@ async fn write_fresh(
         let stop = shared.stopper.stop_token();
         let sent = tokio::select! {
             biased;
-            reply = writer.patch_once(&row.id, &desired, tries.patches, (slot, Some(request)), stop) => reply,
+            reply = writer.patch_once(&row.id, &desired, tries.patches, (slot, Some(request)), (read, stop)) => reply,
             () = shared.stopper.hurried() => {
                 return tries.on_the_wire_at_the_end(record, before, changes, desired, shared, writer);
             }
         };
         let err = match sent {
-            Ok(reply) => return answered(record, &desired, reply.status, reply.value.sip_gateway),
+            Ok(Patched::Answered(reply)) => {
+                return answered(record, &desired, reply.status, reply.value.sip_gateway);
+            }
+            Ok(Patched::StaleRead) => {
+                // Nothing was sent: another slot, another read.
+                tries.patches -= 1;
+                stale = true;
+                tracing::debug!(
+                    row = row.line,
+                    "read again: its read aged past a round trip"
+                );
+                continue;
+            }
             Err(err)
                 if matches!(err.kind, ErrorKind::Aborted | ErrorKind::Interrupted)
                     && shared.stopper.is_halted() =>
@@ -381,13 +398,15 @@ impl FirstRead {
     }
 
     /// The read and a place on the wire for the PATCH, if the read is still as fresh as a
-    /// second one would be once that place is held; `None` (the place let go) otherwise.
+    /// second one would be once that place is held and the write's time (`leaves_at`)
+    /// has come; `None` (the place let go) otherwise.
     async fn if_still_fresh(
         self,
         writer: &WriteClient,
         stopper: &Stopper,
-    ) -> Option<(GatewayFields, RequestSlot)> {
-        if !self.fresh() {
+        leaves_at: Option<Instant>,
+    ) -> Option<(GatewayFields, RequestSlot, ReadAge)> {
+        if !self.fresh(leaves_at) {
             return None;
         }
         let request = tokio::select! {
@@ -395,38 +414,54 @@ impl FirstRead {
             () = stopper.halted() => return None,
             request = writer.request_slot() => request,
         };
-        self.fresh().then_some((self.fields, request))
+        let age = ReadAge {
+            answered: self.answered,
+            may_be: self.round_trip,
+        };
+        self.fresh(leaves_at).then_some((self.fields, request, age))
     }
 
-    fn fresh(&self) -> bool {
-        self.answered.elapsed() <= self.round_trip
+    /// Until when a write may leave on it.
+    fn fresh_until(&self) -> Instant {
+        self.answered + self.round_trip
+    }
+
+    /// Whether the read is no older than its round trip when the write leaves.
+    fn fresh(&self, leaves_at: Option<Instant>) -> bool {
+        let leaves = leaves_at.map_or_else(Instant::now, |t| t.max(Instant::now()));
+        leaves.saturating_duration_since(self.answered) <= self.round_trip
     }
 }
 
-/// What this attempt's PATCH is built from, with its place on the wire: the row's first
-/// read while it is still within its round trip, else a fresh read.
+/// What this attempt's PATCH is built from, with its place on the wire and its age: the
+/// row's first read while it is still within its round trip when the write leaves, else
+/// a fresh read.
 async fn read_for_write(
     record: &mut RowRecord,
     row: &Row,
     shared: &Shared,
     writer: &WriteClient,
-    first: Option<FirstRead>,
-) -> Result<(GatewayFields, RequestSlot), ApiError> {
+    (first, slot): (Option<FirstRead>, &WriteSlot),
+) -> Result<(GatewayFields, RequestSlot, ReadAge), ApiError> {
     if let Some(first) = first
-        && let Some(read) = first.if_still_fresh(writer, &shared.stopper).await
+        && let Some(read) = first
+            .if_still_fresh(writer, &shared.stopper, slot.leaves_at())
+            .await
     {
         return Ok(read);
     }
-    read_fresh(record, row, shared).await
+    read_fresh(record, row, shared, slot).await
 }
 
-/// The gateway as it is now, read after the write slot was granted, and the read's place
-/// among the requests on the wire, kept for the PATCH.
+/// The gateway as it is now, read after the write slot was granted, the read's place
+/// among the requests on the wire, kept for the PATCH, and its age: it may be as old as
+/// its round trip, or the time the slot was handed over ahead of the write's time.
 async fn read_fresh(
     record: &mut RowRecord,
     row: &Row,
     shared: &Shared,
-) -> Result<(GatewayFields, RequestSlot), ApiError> {
+    slot: &WriteSlot,
+) -> Result<(GatewayFields, RequestSlot, ReadAge), ApiError> {
     let reader = shared.clients(row).0;
     let (reply, request) = tokio::select! {
         biased;
@@ -435,7 +470,11 @@ async fn read_fresh(
     };
     record.attempts += reply.attempts;
     record.http_status = Some(reply.status);
-    Ok((reply.value.sip_gateway, request))
+    let age = ReadAge {
+        answered: Instant::now(),
+        may_be: reply.round_trip.max(slot.lead()),
+    };
+    Ok((reply.value.sip_gateway, request, age))
 }
 
 /// Already as desired: our lost answer's PATCH landed (in `ours`, undone by `before`), or
@@ -554,20 +593,45 @@ mod tests {
         let trip = Duration::from_millis(10);
         // The slot came at once, a request slot too: written from the first read.
         let first = FirstRead::new(fields.clone(), Instant::now(), trip);
-        let (read, request) = first.if_still_fresh(&writer, &stopper).await.unwrap();
-        assert_eq!(read, fields);
+        let (read, request, age) = first.if_still_fresh(&writer, &stopper, None).await.unwrap();
+        assert_eq!((read, age.may_be), (fields.clone(), trip));
         drop(request);
         // The write slot came after more than a round trip: read again.
         let first = FirstRead::new(fields.clone(), Instant::now(), trip);
         tokio::time::advance(Duration::from_millis(11)).await;
-        assert!(first.if_still_fresh(&writer, &stopper).await.is_none());
+        assert!(
+            first
+                .if_still_fresh(&writer, &stopper, None)
+                .await
+                .is_none()
+        );
+        // The slot came at once, but its time to leave is more than a round trip away.
+        let first = FirstRead::new(fields.clone(), Instant::now(), trip);
+        let later = Instant::now() + Duration::from_millis(11);
+        assert!(
+            first
+                .if_still_fresh(&writer, &stopper, Some(later))
+                .await
+                .is_none()
+        );
+        let first = FirstRead::new(fields.clone(), Instant::now(), trip);
+        let soon = Instant::now() + Duration::from_millis(9);
+        assert!(
+            first
+                .if_still_fresh(&writer, &stopper, Some(soon))
+                .await
+                .is_some()
+        );
         // Fresh when asked, but the request slot came a round trip later: read again.
         let busy = limiter.request_slot().await;
         let first = FirstRead::new(fields, Instant::now(), trip);
         let waiting = tokio::spawn(async move {
             let writer = writer;
             let stopper = shared().stopper;
-            first.if_still_fresh(&writer, &stopper).await.is_none()
+            first
+                .if_still_fresh(&writer, &stopper, None)
+                .await
+                .is_none()
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(busy);

@@ -308,18 +308,21 @@ async fn process(
                     let one_way = |rng: &mut fastrand::Rng| {
                         sc.latency.mul_f64(0.5 * (1.0 + sc.jitter * rng.f64()))
                     };
-                    let Ok(grant) = limiter.write().await else {
+                    // The budget's grant, then its time under the ceiling (as
+                    // `Limiter::write`): what the budget knew is what it knew as it granted.
+                    let Ok(grant) = limiter.write_grant().await else {
                         return;
                     };
                     let granted_event = events.fetch_add(1, Ordering::Relaxed);
                     let (granted_at, under) = (grant.granted_at(), grant.under_announcement());
+                    let mut slot = limiter.time_for(grant, None).await;
                     if rng.f64() < sc.fresh_read_share {
                         let rtt = one_way(&mut rng) + one_way(&mut rng);
                         tokio::time::sleep(rtt).await;
                     }
-                    limiter.send_gate().await;
+                    limiter.send_gate(&mut slot).await;
                     let sent_at = Instant::now();
-                    let Some(ticket) = grant.send() else {
+                    let Some(ticket) = slot.into_grant().send() else {
                         panic!("a paced grant gives a ticket");
                     };
                     tokio::time::sleep(one_way(&mut rng)).await;

@@ -194,6 +194,38 @@ fn a_write_whose_slot_comes_within_its_read_s_round_trip_is_built_from_that_read
     assert_eq!((stats.gets, stats.patches), (5, 3), "{stats:?}");
 }
 
+#[test]
+fn a_write_leaves_within_about_a_round_trip_of_its_read_while_the_rate_binds() {
+    // 20 ms round trips, --rate 200 binding over 1,200 rows: with the ceiling as two gates
+    // (one before the read, one as the write left) a queue grew at the second and reads
+    // were 630 ms old when their write reached the sandbox. The sandbox measures from the
+    // GET to the PATCH, its own 20 ms included; a few tens of ms is what is expected, and
+    // 300 ms allows for a loaded machine.
+    let ids = ids(1200, 77);
+    let config = SandboxConfig {
+        faults: Faults {
+            latency: Duration::from_millis(20),
+            ..Faults::default()
+        },
+        write_limit: 0,
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start_with_manifest(config, &ids);
+    let out = sb
+        .apply("m.csv")
+        .args(["--rate", "200", "--concurrency", "16"])
+        .report("r.csv")
+        .run();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.state().snapshot(), expected(&ids));
+    let stats = sb.state().stats();
+    assert!(
+        stats.read_to_write_max_us <= 300_000,
+        "a write left {} ms after its read: {stats:?}",
+        stats.read_to_write_max_us / 1000
+    );
+}
+
 /// One generated scenario of `requests_on_the_wire_and_writes_a_second_hold_in_generated_scenarios`.
 #[derive(Debug)]
 struct WireScenario {
