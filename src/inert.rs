@@ -18,6 +18,10 @@ const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\''];
 /// output (escapes count at their printed length: a run of control characters must not
 /// grow past the cap), the rest replaced by a marker saying how much was cut.
 pub fn text(value: &str, max_chars: usize) -> String {
+    // Nearly every value is short printable ASCII: nothing to escape, nothing to cut.
+    if value.len() <= max_chars && value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return value.to_owned();
+    }
     let mut out = String::with_capacity(value.len().min(max_chars + 32));
     let mut shown = 0;
     for (i, c) in value.char_indices() {

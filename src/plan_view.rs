@@ -6,6 +6,7 @@
 //! order with a small reorder buffer, so the same manifest always prints the same plan.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 
 use serde_json::json;
@@ -62,11 +63,16 @@ impl<W: Write + Send> PlanView<W> {
         self
     }
 
-    fn paint(&self, code: &str, text: &str) -> String {
+    /// `text` onto `out`, in colour when the view has it.
+    fn paint(&self, out: &mut String, code: &str, text: &str) {
         if self.colour {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            out.push_str("\x1b[");
+            out.push_str(code);
+            out.push('m');
+            out.push_str(text);
+            out.push_str("\x1b[0m");
         } else {
-            text.to_owned()
+            out.push_str(text);
         }
     }
 
@@ -84,47 +90,52 @@ impl<W: Write + Send> PlanView<W> {
         }
     }
 
+    /// A row's lines, built in one buffer (a plan of many rows prints one of these a row).
     fn render_text(&self, r: &RowRecord) -> String {
-        let name = r
-            .before
-            .as_ref()
-            .map(|b| format!(" \"{}\"", crate::inert::text(&b.name, 80)))
-            .unwrap_or_default();
-        let head = |mark: &str, code: &str, what: &str| {
-            format!(
-                "{} {} {}  (line {}{})",
-                self.paint(code, mark),
-                self.paint(code, what),
-                if r.id.is_empty() { "(no id)" } else { &r.id },
-                r.row,
-                name
-            )
+        let (mark, code, what) = match r.status {
+            Status::WouldUpdate | Status::Updated | Status::Mismatch => ("~", "33", "update"),
+            Status::Unchanged => ("=", "2", "unchanged"),
+            Status::Invalid => ("!", "31", "invalid"),
+            Status::NotFound => ("?", "31", "not found"),
+            Status::Failed => ("x", "31", "failed"),
+            Status::Skipped => ("-", "2", "skipped"),
+            Status::Conflict => ("!", "31", "conflict"),
         };
+        let mut text = String::with_capacity(256);
+        self.paint(&mut text, code, mark);
+        text.push(' ');
+        self.paint(&mut text, code, what);
+        text.push(' ');
+        text.push_str(if r.id.is_empty() { "(no id)" } else { &r.id });
+        let _ = write!(text, "  (line {}", r.row);
+        if let Some(b) = &r.before {
+            text.push_str(" \"");
+            text.push_str(&crate::inert::text(&b.name, 80));
+            text.push('"');
+        }
+        text.push(')');
         match r.status {
             Status::WouldUpdate | Status::Updated | Status::Mismatch => {
-                let mut text = head("~", "33", "update");
                 if let (Some(before), Some(after)) = (&r.before, &r.after) {
                     for field in r.changed_fields.iter() {
-                        text.push_str(&format!(
-                            "\n    {:<11} {} -> {}",
-                            field.as_str(),
-                            self.paint("31", &show(before, field)),
-                            self.paint("32", &show(after, field)),
-                        ));
+                        let _ = write!(text, "\n    {:<11} ", field.as_str());
+                        self.paint(&mut text, "31", &show(before, field));
+                        text.push_str(" -> ");
+                        self.paint(&mut text, "32", &show(after, field));
                     }
                 }
                 if !r.error.is_empty() {
-                    text.push_str(&format!("\n    {}", r.error));
+                    text.push_str("\n    ");
+                    text.push_str(&r.error);
                 }
-                text
             }
-            Status::Unchanged => head("=", "2", "unchanged"),
-            Status::Invalid => format!("{}\n    {}", head("!", "31", "invalid"), r.error),
-            Status::NotFound => head("?", "31", "not found"),
-            Status::Failed => format!("{}\n    {}", head("x", "31", "failed"), r.error),
-            Status::Skipped => format!("{}\n    {}", head("-", "2", "skipped"), r.error),
-            Status::Conflict => format!("{}\n    {}", head("!", "31", "conflict"), r.error),
+            Status::Unchanged | Status::NotFound => {}
+            Status::Invalid | Status::Failed | Status::Skipped | Status::Conflict => {
+                text.push_str("\n    ");
+                text.push_str(&r.error);
+            }
         }
+        text
     }
 
     fn render_json(&self, r: &RowRecord) -> String {
@@ -235,7 +246,13 @@ impl<W: Write + Send> Observer for PlanView<W> {
 /// A field's value as shown: strings quoted, lists bracketed (so a reordering is visible).
 fn show(f: &GatewayFields, field: Field) -> String {
     match field.wire(f) {
-        Wire::Text(s) => format!("\"{}\"", crate::inert::text(s, 200)),
+        Wire::Text(s) => {
+            let mut out = String::with_capacity(s.len() + 2);
+            out.push('"');
+            out.push_str(&crate::inert::text(s, 200));
+            out.push('"');
+            out
+        }
         Wire::Choice(c) => c.map_or_else(|| "(none)".into(), |c| crate::inert::text(c, 100)),
         Wire::List(items) => list(items.into_iter()),
     }
@@ -243,8 +260,15 @@ fn show(f: &GatewayFields, field: Field) -> String {
 
 /// A list as shown; values the server made up (unknown to this tool) are inert too.
 fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    let shown: Vec<String> = items.map(|i| crate::inert::text(i, 100)).collect();
-    format!("[{}]", shown.join(", "))
+    let mut out = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&crate::inert::text(item, 100));
+    }
+    out.push(']');
+    out
 }
 
 fn value(f: &GatewayFields, field: Field) -> serde_json::Value {
