@@ -65,14 +65,19 @@ impl<W: Write + Send> PlanView<W> {
 
     /// `text` onto `out`, in colour when the view has it.
     fn paint(&self, out: &mut String, code: &str, text: &str) {
+        self.paint_with(out, code, |out| out.push_str(text));
+    }
+
+    /// What `write` puts onto `out`, in colour when the view has it.
+    fn paint_with(&self, out: &mut String, code: &str, write: impl FnOnce(&mut String)) {
         if self.colour {
             out.push_str("\x1b[");
             out.push_str(code);
             out.push('m');
-            out.push_str(text);
+            write(out);
             out.push_str("\x1b[0m");
         } else {
-            out.push_str(text);
+            write(out);
         }
     }
 
@@ -110,7 +115,7 @@ impl<W: Write + Send> PlanView<W> {
         let _ = write!(text, "  (line {}", r.row);
         if let Some(b) = &r.before {
             text.push_str(" \"");
-            text.push_str(&crate::inert::text(&b.name, 80));
+            crate::inert::push_text(&mut text, &b.name, 80);
             text.push('"');
         }
         text.push(')');
@@ -119,9 +124,9 @@ impl<W: Write + Send> PlanView<W> {
                 if let (Some(before), Some(after)) = (&r.before, &r.after) {
                     for field in r.changed_fields.iter() {
                         let _ = write!(text, "\n    {:<11} ", field.as_str());
-                        self.paint(&mut text, "31", &show(before, field));
+                        self.paint_with(&mut text, "31", |t| show_into(t, before, field));
                         text.push_str(" -> ");
-                        self.paint(&mut text, "32", &show(after, field));
+                        self.paint_with(&mut text, "32", |t| show_into(t, after, field));
                     }
                 }
                 if !r.error.is_empty() {
@@ -244,31 +249,35 @@ impl<W: Write + Send> Observer for PlanView<W> {
 }
 
 /// A field's value as shown: strings quoted, lists bracketed (so a reordering is visible).
+#[cfg(test)]
 fn show(f: &GatewayFields, field: Field) -> String {
-    match field.wire(f) {
-        Wire::Text(s) => {
-            let mut out = String::with_capacity(s.len() + 2);
-            out.push('"');
-            out.push_str(&crate::inert::text(s, 200));
-            out.push('"');
-            out
-        }
-        Wire::Choice(c) => c.map_or_else(|| "(none)".into(), |c| crate::inert::text(c, 100)),
-        Wire::List(items) => list(items.into_iter()),
-    }
+    let mut out = String::new();
+    show_into(&mut out, f, field);
+    out
 }
 
-/// A list as shown; values the server made up (unknown to this tool) are inert too.
-fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    let mut out = String::from("[");
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push_str(", ");
+/// A field's value as shown, onto `out`; values the server made up (unknown to this tool)
+/// are inert too.
+fn show_into(out: &mut String, f: &GatewayFields, field: Field) {
+    match field.wire(f) {
+        Wire::Text(s) => {
+            out.push('"');
+            crate::inert::push_text(out, s, 200);
+            out.push('"');
         }
-        out.push_str(&crate::inert::text(item, 100));
+        Wire::Choice(Some(c)) => crate::inert::push_text(out, c, 100),
+        Wire::Choice(None) => out.push_str("(none)"),
+        Wire::List(items) => {
+            out.push('[');
+            for (i, item) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                crate::inert::push_text(out, item, 100);
+            }
+            out.push(']');
+        }
     }
-    out.push(']');
-    out
 }
 
 fn value(f: &GatewayFields, field: Field) -> serde_json::Value {
