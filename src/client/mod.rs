@@ -205,8 +205,10 @@ impl ReadClient {
             .tcp_nodelay(true)
             // Never follow a redirect: the auth header must not go to another host.
             .redirect(reqwest::redirect::Policy::none())
-            // reqwest 0.13 retries some refusals by itself, outside our limiter.
-            .retry(reqwest::retry::never())
+            // reqwest 0.13 retries some refusals by itself, outside our limiter. No retries
+            // at all: its retry layer otherwise copies every request (headers and all) in
+            // case it retries, even with a scope that never does.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()
             .map_err(|e| ClientBuildError(error_chain(&e)))?;
         let collection = join_path(&config.base_url, GATEWAYS_PATH)?;
