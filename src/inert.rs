@@ -19,13 +19,24 @@ const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\''];
 /// grow past the cap), the rest replaced by a marker saying how much was cut.
 pub fn text(value: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(value.len().min(max_chars + 32));
+    push_text(&mut out, value, max_chars);
+    out
+}
+
+/// [`text`] appended to `out` (no string of its own: for text built piece by piece).
+pub fn push_text(out: &mut String, value: &str, max_chars: usize) {
+    // Nearly every value is short printable ASCII: nothing to escape, nothing to cut.
+    if value.len() <= max_chars && value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        out.push_str(value);
+        return;
+    }
     let mut shown = 0;
     for (i, c) in value.char_indices() {
         let escaped = c.is_control() || is_bidi_control(c);
         let width = if escaped { c.escape_debug().count() } else { 1 };
         if shown + width > max_chars {
             out.push_str(&format!("…(+{} bytes)", value.len() - i));
-            return out;
+            return;
         }
         if escaped {
             out.extend(c.escape_debug());
@@ -34,7 +45,6 @@ pub fn text(value: &str, max_chars: usize) -> String {
         }
         shown += width;
     }
-    out
 }
 
 /// Right-to-left overrides and isolates reorder what a terminal shows (a "Trojan source"

@@ -6,6 +6,7 @@
 //! order with a small reorder buffer, so the same manifest always prints the same plan.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 
 use serde_json::json;
@@ -62,11 +63,21 @@ impl<W: Write + Send> PlanView<W> {
         self
     }
 
-    fn paint(&self, code: &str, text: &str) -> String {
+    /// `text` onto `out`, in colour when the view has it.
+    fn paint(&self, out: &mut String, code: &str, text: &str) {
+        self.paint_with(out, code, |out| out.push_str(text));
+    }
+
+    /// What `write` puts onto `out`, in colour when the view has it.
+    fn paint_with(&self, out: &mut String, code: &str, write: impl FnOnce(&mut String)) {
         if self.colour {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            out.push_str("\x1b[");
+            out.push_str(code);
+            out.push('m');
+            write(out);
+            out.push_str("\x1b[0m");
         } else {
-            text.to_owned()
+            write(out);
         }
     }
 
@@ -84,47 +95,52 @@ impl<W: Write + Send> PlanView<W> {
         }
     }
 
+    /// A row's lines, built in one buffer (a plan of many rows prints one of these a row).
     fn render_text(&self, r: &RowRecord) -> String {
-        let name = r
-            .before
-            .as_ref()
-            .map(|b| format!(" \"{}\"", crate::inert::text(&b.name, 80)))
-            .unwrap_or_default();
-        let head = |mark: &str, code: &str, what: &str| {
-            format!(
-                "{} {} {}  (line {}{})",
-                self.paint(code, mark),
-                self.paint(code, what),
-                if r.id.is_empty() { "(no id)" } else { &r.id },
-                r.row,
-                name
-            )
+        let (mark, code, what) = match r.status {
+            Status::WouldUpdate | Status::Updated | Status::Mismatch => ("~", "33", "update"),
+            Status::Unchanged => ("=", "2", "unchanged"),
+            Status::Invalid => ("!", "31", "invalid"),
+            Status::NotFound => ("?", "31", "not found"),
+            Status::Failed => ("x", "31", "failed"),
+            Status::Skipped => ("-", "2", "skipped"),
+            Status::Conflict => ("!", "31", "conflict"),
         };
+        let mut text = String::with_capacity(256);
+        self.paint(&mut text, code, mark);
+        text.push(' ');
+        self.paint(&mut text, code, what);
+        text.push(' ');
+        text.push_str(if r.id.is_empty() { "(no id)" } else { &r.id });
+        let _ = write!(text, "  (line {}", r.row);
+        if let Some(b) = &r.before {
+            text.push_str(" \"");
+            crate::inert::push_text(&mut text, &b.name, 80);
+            text.push('"');
+        }
+        text.push(')');
         match r.status {
             Status::WouldUpdate | Status::Updated | Status::Mismatch => {
-                let mut text = head("~", "33", "update");
                 if let (Some(before), Some(after)) = (&r.before, &r.after) {
                     for field in r.changed_fields.iter() {
-                        text.push_str(&format!(
-                            "\n    {:<11} {} -> {}",
-                            field.as_str(),
-                            self.paint("31", &show(before, field)),
-                            self.paint("32", &show(after, field)),
-                        ));
+                        let _ = write!(text, "\n    {:<11} ", field.as_str());
+                        self.paint_with(&mut text, "31", |t| show_into(t, before, field));
+                        text.push_str(" -> ");
+                        self.paint_with(&mut text, "32", |t| show_into(t, after, field));
                     }
                 }
                 if !r.error.is_empty() {
-                    text.push_str(&format!("\n    {}", r.error));
+                    text.push_str("\n    ");
+                    text.push_str(&r.error);
                 }
-                text
             }
-            Status::Unchanged => head("=", "2", "unchanged"),
-            Status::Invalid => format!("{}\n    {}", head("!", "31", "invalid"), r.error),
-            Status::NotFound => head("?", "31", "not found"),
-            Status::Failed => format!("{}\n    {}", head("x", "31", "failed"), r.error),
-            Status::Skipped => format!("{}\n    {}", head("-", "2", "skipped"), r.error),
-            Status::Conflict => format!("{}\n    {}", head("!", "31", "conflict"), r.error),
+            Status::Unchanged | Status::NotFound => {}
+            Status::Invalid | Status::Failed | Status::Skipped | Status::Conflict => {
+                text.push_str("\n    ");
+                text.push_str(&r.error);
+            }
         }
+        text
     }
 
     fn render_json(&self, r: &RowRecord) -> String {
@@ -233,18 +249,35 @@ impl<W: Write + Send> Observer for PlanView<W> {
 }
 
 /// A field's value as shown: strings quoted, lists bracketed (so a reordering is visible).
+#[cfg(test)]
 fn show(f: &GatewayFields, field: Field) -> String {
-    match field.wire(f) {
-        Wire::Text(s) => format!("\"{}\"", crate::inert::text(s, 200)),
-        Wire::Choice(c) => c.map_or_else(|| "(none)".into(), |c| crate::inert::text(c, 100)),
-        Wire::List(items) => list(items.into_iter()),
-    }
+    let mut out = String::new();
+    show_into(&mut out, f, field);
+    out
 }
 
-/// A list as shown; values the server made up (unknown to this tool) are inert too.
-fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    let shown: Vec<String> = items.map(|i| crate::inert::text(i, 100)).collect();
-    format!("[{}]", shown.join(", "))
+/// A field's value as shown, onto `out`; values the server made up (unknown to this tool)
+/// are inert too.
+fn show_into(out: &mut String, f: &GatewayFields, field: Field) {
+    match field.wire(f) {
+        Wire::Text(s) => {
+            out.push('"');
+            crate::inert::push_text(out, s, 200);
+            out.push('"');
+        }
+        Wire::Choice(Some(c)) => crate::inert::push_text(out, c, 100),
+        Wire::Choice(None) => out.push_str("(none)"),
+        Wire::List(items) => {
+            out.push('[');
+            for (i, item) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                crate::inert::push_text(out, item, 100);
+            }
+            out.push(']');
+        }
+    }
 }
 
 fn value(f: &GatewayFields, field: Field) -> serde_json::Value {

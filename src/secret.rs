@@ -86,8 +86,10 @@ pub const REDACTED: &str = "(redacted)";
 /// Finds the token in what the server sends back, in each encoding the tool sends it in.
 #[derive(Clone, Debug, Default)]
 pub struct Redactor {
-    /// Longest first, so a form that holds another is replaced whole.
-    needles: Vec<Vec<u8>>,
+    /// Longest first, so a form that holds another is replaced whole. Each searcher is
+    /// built once: every answer is searched, and building one costs more than a search of a
+    /// gateway's answer.
+    needles: Vec<memchr::memmem::Finder<'static>>,
 }
 
 impl Credentials {
@@ -112,7 +114,10 @@ impl Credentials {
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
         needles.dedup();
         Redactor {
-            needles: needles.into_iter().map(String::into_bytes).collect(),
+            needles: needles
+                .iter()
+                .map(|n| memchr::memmem::Finder::new(n.as_bytes()).into_owned())
+                .collect(),
         }
     }
 }
@@ -131,9 +136,7 @@ fn percent_encode(text: &str) -> String {
 impl Redactor {
     /// Whether `bytes` hold the credential in any form.
     pub fn found_in(&self, bytes: &[u8]) -> bool {
-        self.needles
-            .iter()
-            .any(|n| memchr::memmem::find(bytes, n).is_some())
+        self.needles.iter().any(|n| n.find(bytes).is_some())
     }
 
     /// `bytes` with every form of the credential replaced by [`REDACTED`].
@@ -145,10 +148,10 @@ impl Redactor {
         for needle in &self.needles {
             let mut next = Vec::with_capacity(out.len());
             let mut rest = &out[..];
-            while let Some(at) = memchr::memmem::find(rest, needle) {
+            while let Some(at) = needle.find(rest) {
                 next.extend_from_slice(&rest[..at]);
                 next.extend_from_slice(REDACTED.as_bytes());
-                rest = &rest[at + needle.len()..];
+                rest = &rest[at + needle.needle().len()..];
             }
             next.extend_from_slice(rest);
             out = next;

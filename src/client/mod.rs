@@ -119,7 +119,7 @@ struct Inner {
     /// Finds the credential in what the server sends back.
     redactor: crate::secret::Redactor,
     /// What the latest answer's headers said about the space (for `doctor`).
-    last_answer: std::sync::Mutex<AnswerHeaders>,
+    last_answer: std::sync::Mutex<RawAnswerHeaders>,
     /// Its project's answers, in a run of several projects ([`ReadClient::for_project`]).
     project_answers: Option<Arc<AnswerCounts>>,
 }
@@ -130,6 +130,15 @@ struct Inner {
 pub struct AnswerHeaders {
     pub rate_limit: Vec<(String, String)>,
     pub date: Option<std::time::SystemTime>,
+}
+
+/// The latest answer's rate-limit headers and `Date` as they came (cheap clones of the
+/// header values): every answer is kept, only `doctor` reads them, so they are made
+/// inert, redacted and parsed when read ([`ReadClient::last_answer_headers`]).
+#[derive(Debug, Default)]
+struct RawAnswerHeaders {
+    rate_limit: Vec<(header::HeaderName, HeaderValue)>,
+    date: Option<HeaderValue>,
 }
 
 /// Reads gateways. Cheap to clone; clones share the connection pool, limiter and counters.
@@ -196,8 +205,10 @@ impl ReadClient {
             .tcp_nodelay(true)
             // Never follow a redirect: the auth header must not go to another host.
             .redirect(reqwest::redirect::Policy::none())
-            // reqwest 0.13 retries some refusals by itself, outside our limiter.
-            .retry(reqwest::retry::never())
+            // reqwest 0.13 retries some refusals by itself, outside our limiter. No retries
+            // at all: its retry layer otherwise copies every request (headers and all) in
+            // case it retries, even with a scope that never does.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()
             .map_err(|e| ClientBuildError(error_chain(&e)))?;
         let collection = join_path(&config.base_url, GATEWAYS_PATH)?;
@@ -219,7 +230,7 @@ impl ReadClient {
                 space,
                 rate_headers_logged: AtomicBool::new(false),
                 redactor: config.credentials.redactor(),
-                last_answer: std::sync::Mutex::new(AnswerHeaders::default()),
+                last_answer: std::sync::Mutex::new(RawAnswerHeaders::default()),
                 project_answers,
             }),
         })
@@ -227,11 +238,27 @@ impl ReadClient {
 
     /// The rate-limit headers and `Date` of the latest answer (empty before any).
     pub fn last_answer_headers(&self) -> AnswerHeaders {
-        self.inner
-            .last_answer
-            .lock()
-            .map(|a| a.clone())
-            .unwrap_or_default()
+        let Ok(raw) = self.inner.last_answer.lock() else {
+            return AnswerHeaders::default();
+        };
+        let redactor = &self.inner.redactor;
+        let rate_limit = raw
+            .rate_limit
+            .iter()
+            .map(|(name, value)| {
+                let value = redactor.redact_text(value.to_str().unwrap_or("?"));
+                (
+                    crate::inert::text(name.as_str(), 100),
+                    crate::inert::text(&value, 100),
+                )
+            })
+            .collect();
+        let date = raw
+            .date
+            .as_ref()
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| httpdate::parse_http_date(d).ok());
+        AnswerHeaders { rate_limit, date }
     }
 
     /// Why the client stopped sending, once it has.
@@ -267,13 +294,14 @@ impl ReadClient {
         Ok((reply, slot))
     }
 
+    /// The collection's URL and `/{id}`: only the id is parsed onto it (a hyphenated id
+    /// needs no escaping), not the whole path again.
     fn gateway_url(&self, id: &Uuid) -> Url {
         let mut url = self.inner.collection.clone();
-        url.set_path(&format!(
-            "{}/{}",
-            self.inner.collection.path(),
-            id.hyphenated()
-        ));
+        // The collection is a base URL (`join_path` checked), so this cannot fail.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.push(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        }
         url
     }
 }
@@ -293,6 +321,45 @@ fn join_path(base: &Url, path: &str) -> Result<Url, ClientBuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gateway_url_is_the_collection_and_the_id() {
+        let id = Uuid::parse_str("0f8fad5b-d9cb-469f-a165-70867728950e").unwrap();
+        for (base, want) in [
+            (
+                "http://127.0.0.1:9",
+                "http://127.0.0.1:9/api/fabric/resources/sip_gateways/",
+            ),
+            (
+                "https://acme.signalwire.com/",
+                "https://acme.signalwire.com/api/fabric/resources/sip_gateways/",
+            ),
+            (
+                "http://127.0.0.1:9/prefix/?q=1",
+                "http://127.0.0.1:9/prefix/api/fabric/resources/sip_gateways/",
+            ),
+        ] {
+            let config = ClientConfig {
+                base_url: Url::parse(base).unwrap(),
+                credentials: Credentials {
+                    project_id: "p".into(),
+                    token: crate::secret::Secret::new("PT0123456789"),
+                },
+                timeout: Duration::from_secs(1),
+                connect_timeout: Duration::from_secs(1),
+                retry: RetryPolicy::default(),
+                pool_size: 1,
+            };
+            let client = ReadClient::new(
+                &config,
+                Arc::new(Limiter::new(None, None)),
+                Arc::default(),
+                CancellationToken::new(),
+            )
+            .unwrap();
+            assert_eq!(client.gateway_url(&id).as_str(), format!("{want}{id}"));
+        }
+    }
 
     #[test]
     fn collection_url_keeps_a_prefix() {

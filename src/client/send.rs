@@ -299,7 +299,6 @@ impl ReadClient {
             err
         })?;
         let status = response.status();
-        self.log_rate_headers(response.headers());
         self.note_answer_headers(response.headers());
         if let Some((budget, ticket)) = &budget {
             budget.headers(ticket, response.headers(), SystemTime::now());
@@ -364,40 +363,30 @@ impl ReadClient {
         })
     }
 
-    /// Keeps the answer's rate-limit headers and `Date` for [`ReadClient::last_answer_headers`].
+    /// Keeps the answer's rate-limit headers and `Date` for
+    /// [`ReadClient::last_answer_headers`], as they came: every answer passes here, and only
+    /// `doctor` reads them.
     fn note_answer_headers(&self, headers: &HeaderMap) {
-        let rate_limit = headers
+        let rate_limit: Vec<_> = headers
             .iter()
             .filter(|(name, _)| crate::budget::headers::is_rate_header(name.as_str()))
-            .map(|(name, value)| {
-                let value = self
-                    .inner
-                    .redactor
-                    .redact_text(value.to_str().unwrap_or("?"));
-                (
-                    crate::inert::text(name.as_str(), 100),
-                    crate::inert::text(&value, 100),
-                )
-            })
+            .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
-        let date = headers
-            .get(header::DATE)
-            .and_then(|d| d.to_str().ok())
-            .and_then(|d| httpdate::parse_http_date(d).ok());
+        self.log_rate_headers(&rate_limit);
+        let date = headers.get(header::DATE).cloned();
         if let Ok(mut last) = self.inner.last_answer.lock() {
-            *last = super::AnswerHeaders { rate_limit, date };
+            *last = super::RawAnswerHeaders { rate_limit, date };
         }
     }
 
     /// The platform's rate-limit headers have no documented names: log the `x-` headers
     /// that look like them, once, at debug.
-    fn log_rate_headers(&self, headers: &HeaderMap) {
-        if self.inner.rate_headers_logged.load(Ordering::Relaxed) {
+    fn log_rate_headers(&self, seen: &[(header::HeaderName, header::HeaderValue)]) {
+        if seen.is_empty() || self.inner.rate_headers_logged.load(Ordering::Relaxed) {
             return;
         }
-        let seen: Vec<String> = headers
+        let seen: Vec<String> = seen
             .iter()
-            .filter(|(name, _)| crate::budget::headers::is_rate_header(name.as_str()))
             .map(|(name, value)| {
                 let value = self
                     .inner
@@ -406,7 +395,7 @@ impl ReadClient {
                 format!("{}={}", name, crate::inert::text(&value, 100))
             })
             .collect();
-        if !seen.is_empty() && !self.inner.rate_headers_logged.swap(true, Ordering::Relaxed) {
+        if !self.inner.rate_headers_logged.swap(true, Ordering::Relaxed) {
             tracing::debug!(headers = %seen.join(" "), "rate-limit headers from the platform");
         }
     }

@@ -45,7 +45,11 @@ pub(super) fn read(
     loop {
         let line;
         let read = reader.read_record(&mut record);
-        if let Ok(true) = read {
+        // Most rows have no spaces around any cell: the raw bytes (a copy) and which cells
+        // were quoted matter only for one that has.
+        if let Ok(true) = read
+            && record.iter().any(|c| c.trim().len() != c.len())
+        {
             let start = record.position().map_or(0, |p| p.byte());
             trim_unquoted(
                 &mut record,
