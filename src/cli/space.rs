@@ -234,7 +234,7 @@ impl super::Context {
     /// The run's projects, when a projects file is named: read and checked (owner, mode,
     /// duplicates, the environment's project's token) before any request; exit 64 if not.
     pub(super) fn projects(&self) -> Result<Option<crate::projects::ProjectSet>, Failure> {
-        projects(self.global.projects.as_deref(), &self.file, |k| {
+        projects(self.settings.projects_file.as_deref(), &self.file, |k| {
             std::env::var(k).ok()
         })
         .exit_with(Exit::Usage)
