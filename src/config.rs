@@ -15,7 +15,7 @@ use crate::export::PagingLimits;
 use crate::report::ReportFormat;
 use crate::retry::RetryPolicy;
 use crate::secret::{Credentials, Secret};
-use crate::settings::Cmd;
+use crate::settings::{Cmd, named};
 
 pub use crate::settings::{LogFormat, defaults};
 
@@ -261,7 +261,7 @@ pub fn credentials(
     file: &FileConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Credentials, ConfigError> {
-    let project_id = env("SIGNALWIRE_PROJECT_ID")
+    let project_id = env(const { named::project_id.env_var() })
         .filter(|s| !s.trim().is_empty())
         .or_else(|| file.project_id.clone())
         .ok_or_else(|| {
@@ -270,30 +270,31 @@ pub fn credentials(
                     .into(),
             )
         })?;
-    let token = match env("SIGNALWIRE_API_TOKEN").filter(|s| !s.trim().is_empty()) {
-        Some(t) => t,
-        None => match &file.api_token_file {
-            Some(path) => {
-                warn_if_others_can_read(path);
-                // The value is never echoed: a token put where its path belongs would show.
-                crate::bounded::read_small_file(path, crate::bounded::MAX_TOKEN_FILE).map_err(
-                    |e| {
-                        ConfigError(format!(
-                            "cannot read the file that api_token_file names (value hidden: it \
+    let token =
+        match env(const { named::api_token_file.env_var() }).filter(|s| !s.trim().is_empty()) {
+            Some(t) => t,
+            None => match &file.api_token_file {
+                Some(path) => {
+                    warn_if_others_can_read(path);
+                    // The value is never echoed: a token put where its path belongs would show.
+                    crate::bounded::read_small_file(path, crate::bounded::MAX_TOKEN_FILE).map_err(
+                        |e| {
+                            ConfigError(format!(
+                                "cannot read the file that api_token_file names (value hidden: it \
                              may be the token itself; api_token_file names a file that holds \
                              the token): {e}"
-                        ))
-                    },
-                )?
-            }
-            None => {
-                return Err(ConfigError(
+                            ))
+                        },
+                    )?
+                }
+                None => {
+                    return Err(ConfigError(
                     "no API token: set SIGNALWIRE_API_TOKEN (or api_token_file in the config file)"
                         .into(),
                 ));
-            }
-        },
-    };
+                }
+            },
+        };
     Ok(Credentials {
         project_id: project_id.trim().to_owned(),
         token: Secret::new(token.trim()),

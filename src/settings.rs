@@ -151,6 +151,8 @@ pub struct Setting {
     pub name: &'static str,
     /// The global option's id (its long flag with `_` for `-`).
     pub flag: Option<&'static str>,
+    /// `--the-long-flag`.
+    pub long: Option<&'static str>,
     /// The environment variable clap reads for the flag, or the library reads itself.
     pub env: Option<&'static str>,
     /// The config key the flag overrides.
@@ -164,9 +166,28 @@ pub struct Setting {
 }
 
 impl Setting {
-    /// `--long-flag`.
-    pub fn long(&self) -> Option<String> {
-        self.flag.map(|f| format!("--{}", f.replace('_', "-")))
+    /// The long flag (`--base-url`); in a `const`, a setting without one does not compile.
+    pub const fn long_flag(&self) -> &'static str {
+        match self.long {
+            Some(long) => long,
+            None => panic!("the setting has no flag"),
+        }
+    }
+
+    /// The environment variable; in a `const`, a setting without one does not compile.
+    pub const fn env_var(&self) -> &'static str {
+        match self.env {
+            Some(var) => var,
+            None => panic!("the setting has no environment variable"),
+        }
+    }
+
+    /// The config key; in a `const`, a setting without one does not compile.
+    pub const fn config_key(&self) -> &'static str {
+        match self.key {
+            Some(key) => key,
+            None => panic!("the setting has no config key"),
+        }
     }
 
     /// The setting whose flag has this id.
@@ -323,6 +344,27 @@ macro_rules! for_each_setting {
 }
 pub(crate) use for_each_setting;
 
+/// `--the-flag` for the id `the_flag`, as a `&'static str` made at compile time.
+macro_rules! long_flag {
+    ($id:ident) => {{
+        const ID: &str = stringify!($id);
+        const BYTES: [u8; ID.len() + 2] = {
+            let mut out = [b'-'; ID.len() + 2];
+            let id = ID.as_bytes();
+            let mut i = 0;
+            while i < id.len() {
+                out[i + 2] = if id[i] == b'_' { b'-' } else { id[i] };
+                i += 1;
+            }
+            out
+        };
+        match std::str::from_utf8(&BYTES) {
+            Ok(long) => long,
+            Err(_) => panic!("a flag's id is ASCII"),
+        }
+    }};
+}
+
 /// `Some` of the one value given, or `None`.
 macro_rules! some {
     () => {
@@ -354,6 +396,7 @@ macro_rules! settings_table {
                 pub const $name: Setting = Setting {
                     name: stringify!($name),
                     flag: some!($( stringify!($flag) )?),
+                    long: some!($( long_flag!($flag) )?),
                     env: some!($( $( $env )? )? $( $reads )?),
                     sets: some!($( $( stringify!($sets) )? )?),
                     key: some!($( stringify!($key) )?),

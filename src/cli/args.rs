@@ -541,11 +541,11 @@ mod tests {
             let arg = command.get_arguments().find(|a| a.get_id() == id);
             let arg = arg.unwrap_or_else(|| panic!("{id}: declared, not a clap argument"));
             assert_eq!(arg.get_env().and_then(|e| e.to_str()), setting.env, "{id}");
-            let long = setting.long().unwrap();
+            let long = setting.long.unwrap();
             let value = flag_value(setting, arg);
             let flags: Vec<&str> = match arg.get_action().takes_values() {
-                true => vec![&long, &value],
-                false => vec![&long],
+                true => vec![long, &value],
+                false => vec![long],
             };
             let given = observe(&parse(&flags), FileConfig::default(), |_| None, &token);
             assert_ne!(given, baseline(&token), "{long} {value} changed nothing");

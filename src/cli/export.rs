@@ -10,6 +10,7 @@ use crate::client::{ReadClient, RequestStats};
 use crate::limiter::Limiter;
 use crate::manifest::{Format, ManifestWriter};
 use crate::output::{Destination, refuse_clash};
+use crate::settings::named;
 
 /// The manifest writer of `export` and `rollback`: a file named by `-o` takes its place
 /// only when complete (a refused credential or a dropped connection leaves yesterday's
@@ -59,7 +60,11 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
     }
     let client = read_client(ctx)?;
     if let Some(path) = &args.output {
-        let config = ctx.global.config.as_deref().map(|c| ("--config", c));
+        let config = ctx
+            .global
+            .config
+            .as_deref()
+            .map(|c| (const { named::config.long_flag() }, c));
         refuse_clash(&[("-o", path)], config.as_slice()).map_err(usage)?;
     }
     let mut writer = manifest_out(&args.output, format)?;
@@ -153,7 +158,11 @@ async fn export_projects(
         chosen = (0..set.len()).collect();
     }
     if let Some(path) = &args.output {
-        let config = ctx.global.config.as_deref().map(|c| ("--config", c));
+        let config = ctx
+            .global
+            .config
+            .as_deref()
+            .map(|c| (const { named::config.long_flag() }, c));
         refuse_clash(&[("-o", path)], config.as_slice()).map_err(usage)?;
     }
     let base_url = ctx.space_url()?;

@@ -25,7 +25,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 use crate::config::{self, FileConfig, LogFormat, Overrides, Settings};
 use crate::manifest::ManifestError;
-use crate::settings::{Cmd, SETTINGS, Setting};
+use crate::settings::{Cmd, SETTINGS, Setting, named};
 
 #[cfg(feature = "sandbox")]
 pub use args::SandboxArgs;
@@ -149,7 +149,7 @@ fn refuse_unused(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
             format!(
                 "`{name}` does not use {}: leave it out (set in the environment or the \
                  config file, the same setting is ignored by `{name}`)\n",
-                setting.long().unwrap_or_default()
+                setting.long.unwrap_or_default()
             ),
         )),
         None => Ok(()),
@@ -223,12 +223,13 @@ fn parse_failure(e: &clap::Error) -> i32 {
 
 /// `--log-format json` or `--log-format=json` among the arguments.
 fn json_requested(args: impl Iterator<Item = String>) -> bool {
+    let flag = const { named::log_format.long_flag() };
     let mut previous_was_flag = false;
     for arg in args {
-        if arg == "--log-format=json" || (previous_was_flag && arg == "json") {
+        if arg.strip_prefix(flag) == Some("=json") || (previous_was_flag && arg == "json") {
             return true;
         }
-        previous_was_flag = arg == "--log-format";
+        previous_was_flag = arg == flag;
     }
     false
 }

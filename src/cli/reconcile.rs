@@ -24,6 +24,7 @@ use crate::report::ReportFormat;
 use crate::run::{self as library, Approval, Finished, RunError, RunHooks, RunOptions, RunStart};
 use crate::saved_plan::PlanError;
 use crate::selection::Selection;
+use crate::settings::named;
 use crate::status::Status;
 
 pub use crate::run::{Mode, Source};
@@ -217,7 +218,7 @@ fn run_options(
         .global
         .config
         .iter()
-        .map(|p| ("--config", p.clone()))
+        .map(|p| (const { named::config.long_flag() }, p.clone()))
         .chain(id_files("--only", &job.only))
         .chain(id_files("--skip", &job.skip))
         .collect();

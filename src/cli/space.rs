@@ -17,6 +17,7 @@ use crate::client::ApiError;
 use crate::config::{ConfigError, FileConfig, Overrides, parse_base_url, space_url};
 use crate::failure::{ExitPart, Reach, Stop};
 use crate::projects::ProjectSet;
+use crate::settings::{Setting, named};
 
 /// Where the space and the base URL given by flag or environment came from (clap merges
 /// the two; its matches still tell them apart).
@@ -28,14 +29,14 @@ pub struct Origins {
 
 impl Origins {
     pub fn of(matches: &ArgMatches) -> Origins {
-        let source = |id: &str, flag, env| match matches.value_source(id) {
-            Some(ValueSource::CommandLine) => Some(flag),
-            Some(ValueSource::EnvVariable) => Some(env),
+        let source = |setting: &Setting| match matches.value_source(setting.flag?) {
+            Some(ValueSource::CommandLine) => setting.long,
+            Some(ValueSource::EnvVariable) => setting.env,
             _ => None,
         };
         Origins {
-            space: source("space", "--space", "SIGNALWIRE_SPACE"),
-            base_url: source("base_url", "--base-url", "SIGNALWIRE_BASE_URL"),
+            space: source(&named::space),
+            base_url: source(&named::base_url),
         }
     }
 }
@@ -123,16 +124,26 @@ pub fn target(
         ),
         None => key.to_owned(),
     };
-    let space = pick(&flags.space, origins.space, "--space").or_else(|| {
+    let space = pick(
+        &flags.space,
+        origins.space,
+        const { named::space.long_flag() },
+    )
+    .or_else(|| {
         file.space.as_deref().map(|v| Named {
             value: v,
-            from: in_config("space"),
+            from: in_config(const { named::space.config_key() }),
         })
     });
-    let base = pick(&flags.base_url, origins.base_url, "--base-url").or_else(|| {
+    let base = pick(
+        &flags.base_url,
+        origins.base_url,
+        const { named::base_url.long_flag() },
+    )
+    .or_else(|| {
         file.base_url.as_deref().map(|v| Named {
             value: v,
-            from: in_config("base_url"),
+            from: in_config(const { named::base_url.config_key() }),
         })
     });
     let space = space.map(|s| space_url(s.value).map(|url| (host(&url), s.from)));
@@ -148,20 +159,27 @@ pub fn target(
         (None, None) => return Ok(None),
     };
     let (project, project_from) =
-        match env("SIGNALWIRE_PROJECT_ID").filter(|p| !p.trim().is_empty()) {
-            Some(p) => (Some(p), Some("SIGNALWIRE_PROJECT_ID".to_owned())),
+        match env(const { named::project_id.env_var() }).filter(|p| !p.trim().is_empty()) {
+            Some(p) => (
+                Some(p),
+                Some(const { named::project_id.env_var() }.to_owned()),
+            ),
             None => match &file.project_id {
-                Some(p) => (Some(p.clone()), Some(in_config("project_id"))),
+                Some(p) => (
+                    Some(p.clone()),
+                    Some(in_config(const { named::project_id.config_key() })),
+                ),
                 None => (None, None),
             },
         };
-    let token_from = match env("SIGNALWIRE_API_TOKEN").filter(|t| !t.trim().is_empty()) {
-        Some(_) => Some("SIGNALWIRE_API_TOKEN".to_owned()),
-        None => file
-            .api_token_file
-            .as_ref()
-            .map(|_| in_config("api_token_file")),
-    };
+    let token_from =
+        match env(const { named::api_token_file.env_var() }).filter(|t| !t.trim().is_empty()) {
+            Some(_) => Some(const { named::api_token_file.env_var() }.to_owned()),
+            None => file
+                .api_token_file
+                .as_ref()
+                .map(|_| in_config(const { named::api_token_file.config_key() })),
+        };
     Ok(Some(Target {
         host,
         host_from,
@@ -211,8 +229,10 @@ pub fn projects(
         return Ok(None);
     };
     let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    let env_project = set("SIGNALWIRE_PROJECT_ID").is_some() || file.project_id.is_some();
-    let env_token = set("SIGNALWIRE_API_TOKEN").is_some() || file.api_token_file.is_some();
+    let env_project =
+        set(const { named::project_id.env_var() }).is_some() || file.project_id.is_some();
+    let env_token =
+        set(const { named::api_token_file.env_var() }).is_some() || file.api_token_file.is_some();
     let default = match (env_project, env_token) {
         (true, _) => Some(crate::config::credentials(file, &env)?),
         (false, true) => {

@@ -178,7 +178,7 @@ fn write_bound(o: &Outcome, limits: Limits) -> Option<String> {
         ));
     }
     if achieved >= 0.8 * rate {
-        return Some("--rate".into());
+        return Some(crate::settings::named::rate.long_flag().into());
     }
     let queued = o.slot_wait.as_secs_f64() / o.writes.max(1) as f64;
     if queued >= 0.5 / rate && crate::budget::estimate::ramps_up_to(rate) {
