@@ -189,11 +189,6 @@ impl Setting {
             None => panic!("the setting has no config key"),
         }
     }
-
-    /// The setting whose flag has this id.
-    pub fn by_flag(id: &str) -> Option<&'static Setting> {
-        SETTINGS.iter().find(|s| s.flag == Some(id))
-    }
 }
 
 /// The declaration. `for_each_setting!(m)` calls `m! { entries }`.

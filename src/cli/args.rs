@@ -614,6 +614,30 @@ mod tests {
         }
     }
 
+    /// A help line's `[default: X]` is the declared default: the key set to X resolves to
+    /// the settings of an empty config.
+    #[test]
+    fn every_default_the_help_shows_is_the_declared_one() {
+        let defaults = format!(
+            "{:?}",
+            config::resolve(&Default::default(), &FileConfig::default())
+        );
+        let mut checked = 0;
+        for setting in SETTINGS {
+            let (Some(key), Some((_, shown))) =
+                (setting.key, setting.help.split_once("[default: "))
+            else {
+                continue;
+            };
+            let shown = shown.split(']').next().unwrap().trim_end_matches('%');
+            let file: FileConfig = serde_saphyr::from_str(&format!("{key}: {shown}")).unwrap();
+            let given = format!("{:?}", config::resolve(&Default::default(), &file));
+            assert_eq!(given, defaults, "{key}: the help says {shown}");
+            checked += 1;
+        }
+        assert!(checked >= 6, "{checked}");
+    }
+
     /// The table's commands are the command line's.
     #[test]
     fn the_table_names_every_command() {
