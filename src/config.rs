@@ -19,6 +19,14 @@ use crate::settings::{Cmd, named};
 
 pub use crate::settings::{LogFormat, defaults};
 
+/// The names this module's messages and lookups cite, from their declarations (a
+/// declaration without one does not compile).
+const PROJECT_ID_ENV: &str = named::project_id.env_var();
+const PROJECT_ID_KEY: &str = named::project_id.config_key();
+const TOKEN_ENV: &str = named::api_token_file.env_var();
+const TOKEN_FILE_KEY: &str = named::api_token_file.config_key();
+const BASE_URL_FLAG: &str = named::base_url.long_flag();
+
 /// The config file's keys and the flags' layer, each field a setting's config key
 /// ([`crate::settings`] declares them), and [`resolve`]'s layering.
 macro_rules! config_layers {
@@ -147,10 +155,12 @@ pub(crate) fn config_error_line(message: &str) -> String {
         _ => first.to_owned(),
     };
     let hint = if shown.contains("`api_token`") || shown.contains("`token`") {
-        "; the token never goes in the config file: name a file holding it with \
-         api_token_file, or set SIGNALWIRE_API_TOKEN"
+        format!(
+            "; the token never goes in the config file: name a file holding it with \
+             {TOKEN_FILE_KEY}, or set {TOKEN_ENV}"
+        )
     } else {
-        ""
+        String::new()
     };
     crate::inert::text(&format!("{shown}{hint}"), 600)
 }
@@ -179,7 +189,7 @@ pub fn space_url(space: &str) -> Result<Url, ConfigError> {
     let refused = || {
         ConfigError(format!(
             "space {} is not a SignalWire space name (like `acme`, `acme.signalwire.com` or \
-             https://acme.signalwire.com); for any other host pass --base-url",
+             https://acme.signalwire.com); for any other host pass {BASE_URL_FLAG}",
             crate::inert::text(&format!("{:?}", without_userinfo(space)), 80)
         ))
     };
@@ -228,10 +238,9 @@ pub fn parse_base_url(text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text.trim())
         .map_err(|e| ConfigError(format!("base URL `{shown}` is not a URL: {e}")))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError(
-            "the base URL must not carry credentials; use SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN"
-                .into(),
-        ));
+        return Err(ConfigError(format!(
+            "the base URL must not carry credentials; use {PROJECT_ID_ENV} and {TOKEN_ENV}"
+        )));
     }
     match url.scheme() {
         "https" => Ok(url),
@@ -261,40 +270,37 @@ pub fn credentials(
     file: &FileConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Credentials, ConfigError> {
-    let project_id = env(const { named::project_id.env_var() })
+    let project_id = env(PROJECT_ID_ENV)
         .filter(|s| !s.trim().is_empty())
         .or_else(|| file.project_id.clone())
         .ok_or_else(|| {
-            ConfigError(
-                "no project id: set SIGNALWIRE_PROJECT_ID (or project_id in the config file)"
-                    .into(),
-            )
+            ConfigError(format!(
+                "no project id: set {PROJECT_ID_ENV} (or {PROJECT_ID_KEY} in the config file)"
+            ))
         })?;
-    let token =
-        match env(const { named::api_token_file.env_var() }).filter(|s| !s.trim().is_empty()) {
-            Some(t) => t,
-            None => match &file.api_token_file {
-                Some(path) => {
-                    warn_if_others_can_read(path);
-                    // The value is never echoed: a token put where its path belongs would show.
-                    crate::bounded::read_small_file(path, crate::bounded::MAX_TOKEN_FILE).map_err(
-                        |e| {
-                            ConfigError(format!(
-                                "cannot read the file that api_token_file names (value hidden: it \
-                             may be the token itself; api_token_file names a file that holds \
+    let token = match env(TOKEN_ENV).filter(|s| !s.trim().is_empty()) {
+        Some(t) => t,
+        None => match &file.api_token_file {
+            Some(path) => {
+                warn_if_others_can_read(path);
+                // The value is never echoed: a token put where its path belongs would show.
+                crate::bounded::read_small_file(path, crate::bounded::MAX_TOKEN_FILE).map_err(
+                    |e| {
+                        ConfigError(format!(
+                            "cannot read the file that {TOKEN_FILE_KEY} names (value hidden: it \
+                             may be the token itself; {TOKEN_FILE_KEY} names a file that holds \
                              the token): {e}"
-                            ))
-                        },
-                    )?
-                }
-                None => {
-                    return Err(ConfigError(
-                    "no API token: set SIGNALWIRE_API_TOKEN (or api_token_file in the config file)"
-                        .into(),
-                ));
-                }
-            },
-        };
+                        ))
+                    },
+                )?
+            }
+            None => {
+                return Err(ConfigError(format!(
+                    "no API token: set {TOKEN_ENV} (or {TOKEN_FILE_KEY} in the config file)"
+                )));
+            }
+        },
+    };
     Ok(Credentials {
         project_id: project_id.trim().to_owned(),
         token: Secret::new(token.trim()),

@@ -19,6 +19,19 @@ use crate::failure::{ExitPart, Reach, Stop};
 use crate::projects::ProjectSet;
 use crate::settings::{Setting, named};
 
+/// The names this module cites, from their declarations (a declaration without one does
+/// not compile).
+const SPACE_FLAG: &str = named::space.long_flag();
+const SPACE_KEY: &str = named::space.config_key();
+const SPACE_ENV: &str = named::space.env_var();
+const BASE_URL_ENV: &str = named::base_url.env_var();
+const BASE_URL_FLAG: &str = named::base_url.long_flag();
+const BASE_URL_KEY: &str = named::base_url.config_key();
+const PROJECT_ID_ENV: &str = named::project_id.env_var();
+const PROJECT_ID_KEY: &str = named::project_id.config_key();
+const TOKEN_ENV: &str = named::api_token_file.env_var();
+const TOKEN_FILE_KEY: &str = named::api_token_file.config_key();
+
 /// Where the space and the base URL given by flag or environment came from (clap merges
 /// the two; its matches still tell them apart).
 #[derive(Debug, Default, Clone)]
@@ -74,8 +87,8 @@ impl Target {
             _ => String::new(),
         };
         format!(
-            "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN (or the config's project_id \
-             and api_token_file){used}"
+            "check {PROJECT_ID_ENV} and {TOKEN_ENV} (or the config's {PROJECT_ID_KEY} \
+             and {TOKEN_FILE_KEY}){used}"
         )
     }
 
@@ -124,26 +137,16 @@ pub fn target(
         ),
         None => key.to_owned(),
     };
-    let space = pick(
-        &flags.space,
-        origins.space,
-        const { named::space.long_flag() },
-    )
-    .or_else(|| {
+    let space = pick(&flags.space, origins.space, SPACE_FLAG).or_else(|| {
         file.space.as_deref().map(|v| Named {
             value: v,
-            from: in_config(const { named::space.config_key() }),
+            from: in_config(SPACE_KEY),
         })
     });
-    let base = pick(
-        &flags.base_url,
-        origins.base_url,
-        const { named::base_url.long_flag() },
-    )
-    .or_else(|| {
+    let base = pick(&flags.base_url, origins.base_url, BASE_URL_FLAG).or_else(|| {
         file.base_url.as_deref().map(|v| Named {
             value: v,
-            from: in_config(const { named::base_url.config_key() }),
+            from: in_config(BASE_URL_KEY),
         })
     });
     let space = space.map(|s| space_url(s.value).map(|url| (host(&url), s.from)));
@@ -158,28 +161,20 @@ pub fn target(
         (_, Some(chosen)) | (Some(chosen), None) => chosen,
         (None, None) => return Ok(None),
     };
-    let (project, project_from) =
-        match env(const { named::project_id.env_var() }).filter(|p| !p.trim().is_empty()) {
-            Some(p) => (
-                Some(p),
-                Some(const { named::project_id.env_var() }.to_owned()),
-            ),
-            None => match &file.project_id {
-                Some(p) => (
-                    Some(p.clone()),
-                    Some(in_config(const { named::project_id.config_key() })),
-                ),
-                None => (None, None),
-            },
-        };
-    let token_from =
-        match env(const { named::api_token_file.env_var() }).filter(|t| !t.trim().is_empty()) {
-            Some(_) => Some(const { named::api_token_file.env_var() }.to_owned()),
-            None => file
-                .api_token_file
-                .as_ref()
-                .map(|_| in_config(const { named::api_token_file.config_key() })),
-        };
+    let (project, project_from) = match env(PROJECT_ID_ENV).filter(|p| !p.trim().is_empty()) {
+        Some(p) => (Some(p), Some(PROJECT_ID_ENV.to_owned())),
+        None => match &file.project_id {
+            Some(p) => (Some(p.clone()), Some(in_config(PROJECT_ID_KEY))),
+            None => (None, None),
+        },
+    };
+    let token_from = match env(TOKEN_ENV).filter(|t| !t.trim().is_empty()) {
+        Some(_) => Some(TOKEN_ENV.to_owned()),
+        None => file
+            .api_token_file
+            .as_ref()
+            .map(|_| in_config(TOKEN_FILE_KEY)),
+    };
     Ok(Some(Target {
         host,
         host_from,
@@ -203,7 +198,7 @@ pub fn request_failure(target: Option<&Target>, err: &ApiError) -> (super::Exit,
     };
     let word = if decision.stop == Some(Stop::CredentialsRefused) {
         let hint = target.map_or_else(
-            || "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN".to_owned(),
+            || format!("check {PROJECT_ID_ENV} and {TOKEN_ENV}"),
             Target::credentials_hint,
         );
         format!("; the space refused the credentials: {hint}")
@@ -229,19 +224,16 @@ pub fn projects(
         return Ok(None);
     };
     let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    let env_project =
-        set(const { named::project_id.env_var() }).is_some() || file.project_id.is_some();
-    let env_token =
-        set(const { named::api_token_file.env_var() }).is_some() || file.api_token_file.is_some();
+    let env_project = set(PROJECT_ID_ENV).is_some() || file.project_id.is_some();
+    let env_token = set(TOKEN_ENV).is_some() || file.api_token_file.is_some();
     let default = match (env_project, env_token) {
         (true, _) => Some(crate::config::credentials(file, &env)?),
         (false, true) => {
-            return Err(ConfigError(
-                "an API token is set (SIGNALWIRE_API_TOKEN or api_token_file) without a \
-                 project id: set SIGNALWIRE_PROJECT_ID too, or unset the token and let the \
-                 projects file name every project"
-                    .into(),
-            ));
+            return Err(ConfigError(format!(
+                "an API token is set ({TOKEN_ENV} or {TOKEN_FILE_KEY}) without a project id: \
+                 set {PROJECT_ID_ENV} too, or unset the token and let the projects file name \
+                 every project"
+            )));
         }
         (false, false) => None,
     };
@@ -290,7 +282,9 @@ impl super::Context {
     /// The space's URL, its name and origin logged first; exit 64 when nothing names one.
     pub(super) fn space_url(&self) -> Result<url::Url, Failure> {
         let no_space = || {
-            usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
+            usage(format!(
+                "no space: set {SPACE_ENV} or {SPACE_FLAG} (or {BASE_URL_FLAG} / {BASE_URL_ENV})"
+            ))
         };
         let target = self.target()?.ok_or_else(no_space)?;
         tracing::info!("{target}");
