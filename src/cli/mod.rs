@@ -382,10 +382,11 @@ impl Context {
                 .default_project()
                 .map(crate::projects::Project::credentials)
                 .ok_or_else(|| {
-                    usage(
+                    usage(format!(
                         "the projects file lists several projects and none is the default \
-                         (SIGNALWIRE_PROJECT_ID): this command needs one project",
-                    )
+                         ({}): this command needs one project",
+                        const { named::project_id.env_var() }
+                    ))
                 })?,
             None => {
                 config::credentials(&self.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?
