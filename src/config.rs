@@ -15,71 +15,71 @@ use crate::export::PagingLimits;
 use crate::report::ReportFormat;
 use crate::retry::RetryPolicy;
 use crate::secret::{Credentials, Secret};
+use crate::settings::{Cmd, named};
 
-/// Defaults, named so the README and `config.example.yaml` can cite them.
-pub mod defaults {
-    pub const CONCURRENCY: usize = 32;
-    /// Writes per second: 18% of a space's 13,800 per 10 s. The limit is shared with the
-    /// customer's production traffic, and a 429 the job provokes may land on a production
-    /// request: the ceiling leaves 82% (1,130/s) to production before the adaptive pace
-    /// ever has to act. Raise it for a space known to be idle.
-    pub const WRITE_RATE: u32 = 250;
-    pub const READ_RATE: u32 = 5000;
-    pub const TIMEOUT_SECS: u64 = 30;
-    pub const CONNECT_TIMEOUT_SECS: u64 = 10;
-}
+pub use crate::settings::{LogFormat, defaults};
 
-/// How log lines look on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+/// The names this module's messages and lookups cite, from their declarations (a
+/// declaration without one does not compile).
+const PROJECT_ID_ENV: &str = named::project_id.env_var();
+const PROJECT_ID_KEY: &str = named::project_id.config_key();
+const TOKEN_ENV: &str = named::api_token_file.env_var();
+const TOKEN_FILE_KEY: &str = named::api_token_file.config_key();
+const BASE_URL_FLAG: &str = named::base_url.long_flag();
 
-/// The config file (`--config FILE`). Every key is optional; unknown keys are refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub space: Option<String>,
-    pub base_url: Option<String>,
-    pub project_id: Option<String>,
-    /// A file holding the API token (so the token itself is never in the config).
-    pub api_token_file: Option<PathBuf>,
-    /// `--projects`: a projects file (several projects of the space in one run).
-    pub projects_file: Option<PathBuf>,
-    pub concurrency: Option<usize>,
-    pub rate: Option<u32>,
-    /// `--reserve` as a percentage of the space's announced write budget.
-    pub reserve_percent: Option<f64>,
-    pub read_rate: Option<u32>,
-    pub report_format: Option<ReportFormat>,
-    pub log_format: Option<LogFormat>,
-    pub timeout_secs: Option<u64>,
-    pub connect_timeout_secs: Option<u64>,
-    pub max_attempts: Option<u32>,
-    pub max_retry_secs: Option<u64>,
-    pub retry_after_cap_secs: Option<u64>,
-    pub outage_budget_secs: Option<u64>,
-    pub max_pages: Option<u64>,
-    pub max_list_gateways: Option<u64>,
-    pub max_list_secs: Option<u64>,
-}
+/// The config file's keys and the flags' layer, each field a setting's config key
+/// ([`crate::settings`] declares them), and [`resolve`]'s layering.
+macro_rules! config_layers {
+    ($(
+        $name:ident for $takes:ident help $help:literal
+        $( flag $flag:ident : $fty:ty [ $($clap:tt)* ] $( env $env:literal )? $( sets $sets:ident )? )?
+        $( reads $reads:literal )?
+        $( key $key:ident : $kty:ty, example $example:literal
+            $(, default $default:expr)? $(, land $land:expr)? )?
+        ;
+    )*) => {
+        /// The config file (`--config FILE`). Every key is optional; unknown keys are refused.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileConfig {
+            $( $( #[doc = $help] pub $key: Option<$kty>, )? )*
+        }
 
-/// Values from flags (clap has already merged in their environment variables).
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub space: Option<String>,
-    pub base_url: Option<String>,
-    pub concurrency: Option<usize>,
-    pub rate: Option<u32>,
-    /// `--reserve`, as a percentage.
-    pub reserve_percent: Option<f64>,
-    pub read_rate: Option<u32>,
-    pub report_format: Option<ReportFormat>,
-    pub log_format: Option<LogFormat>,
+        /// Values from flags (clap has already merged in their environment variables), under
+        /// the config key each overrides.
+        #[derive(Debug, Default, Clone)]
+        pub struct Overrides {
+            $( $( #[doc = $help] pub $key: Option<$kty>, )? )*
+        }
+
+        impl FileConfig {
+            /// The file without the keys `cmd` has no use for (ignored there).
+            pub fn for_command(mut self, cmd: Cmd) -> FileConfig {
+                $( $( if !$crate::settings::$takes.uses(cmd) { self.$key = None; } )? )*
+                self
+            }
+        }
+
+        /// Flag > environment (both in `flags`) > file > default, each value landed in
+        /// [`Settings`] (and checked) as its declaration says.
+        pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Settings, ConfigError> {
+            let mut settings = Settings::unset(base_url(flags, file)?);
+            $( $(
+                let $key: Option<$kty> =
+                    flags.$key.clone().or_else(|| file.$key.clone()) $( .or(Some($default)) )?;
+                let _ = &$key;
+                $(
+                    let land: fn(&mut Settings, $kty) -> Result<(), ConfigError> = $land;
+                    if let Some(value) = $key {
+                        land(&mut settings, value)?;
+                    }
+                )?
+            )? )*
+            Ok(settings)
+        }
+    };
 }
+crate::settings::for_each_setting!(config_layers);
 
 /// Checked settings for a run.
 #[derive(Debug, Clone)]
@@ -97,6 +97,28 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
     pub paging: PagingLimits,
+    /// `--projects`: a projects file (several projects of the space in one run).
+    pub projects_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Settings before any declared value (its default included) has landed.
+    fn unset(base_url: Option<Url>) -> Settings {
+        Settings {
+            base_url,
+            concurrency: 0,
+            write_rate: NonZeroU32::MIN,
+            reserve: 0.0,
+            read_rate: None,
+            report_format: ReportFormat::default(),
+            log_format: LogFormat::default(),
+            timeout: Duration::ZERO,
+            connect_timeout: Duration::ZERO,
+            retry: RetryPolicy::default(),
+            paging: PagingLimits::default(),
+            projects_file: None,
+        }
+    }
 }
 
 /// A setting that is missing or wrong: exit 64.
@@ -133,106 +155,28 @@ pub(crate) fn config_error_line(message: &str) -> String {
         _ => first.to_owned(),
     };
     let hint = if shown.contains("`api_token`") || shown.contains("`token`") {
-        "; the token never goes in the config file: name a file holding it with \
-         api_token_file, or set SIGNALWIRE_API_TOKEN"
+        format!(
+            "; the token never goes in the config file: name a file holding it with \
+             {TOKEN_FILE_KEY}, or set {TOKEN_ENV}"
+        )
     } else {
-        ""
+        String::new()
     };
     crate::inert::text(&format!("{shown}{hint}"), 600)
 }
 
-/// Flag > environment (both in `flags`) > file > default.
-pub fn resolve(flags: &Overrides, file: &FileConfig) -> Result<Settings, ConfigError> {
-    let base_url = match (&flags.base_url, &flags.space, &file.base_url, &file.space) {
-        (Some(url), _, _, _) => Some(parse_base_url(url)?),
-        (None, Some(space), _, _) => Some(space_url(space)?),
-        (None, None, Some(url), _) => Some(parse_base_url(url)?),
-        (None, None, None, Some(space)) => Some(space_url(space)?),
-        (None, None, None, None) => None,
-    };
-    let concurrency = flags
-        .concurrency
-        .or(file.concurrency)
-        .unwrap_or(defaults::CONCURRENCY);
-    if !(1..=1024).contains(&concurrency) {
-        return Err(ConfigError(format!(
-            "concurrency {concurrency} is out of range (1 to 1024)"
-        )));
-    }
-    let rate = flags.rate.or(file.rate).unwrap_or(defaults::WRITE_RATE);
-    let write_rate = NonZeroU32::new(rate)
-        .ok_or_else(|| ConfigError("rate must be at least 1 write per second".into()))?;
-    let reserve = flags
-        .reserve_percent
-        .or(file.reserve_percent)
-        .unwrap_or(crate::budget::DEFAULT_RESERVE * 100.0);
-    if !(0.0..100.0).contains(&reserve) {
-        return Err(ConfigError(format!(
-            "reserve {reserve}% is out of range (0% to under 100%: the job must be allowed some \
-             of the budget)"
-        )));
-    }
-    let read_rate = NonZeroU32::new(
-        flags
-            .read_rate
-            .or(file.read_rate)
-            .unwrap_or(defaults::READ_RATE),
-    );
-    Ok(Settings {
-        base_url,
-        concurrency,
-        write_rate,
-        reserve: reserve / 100.0,
-        read_rate,
-        report_format: flags
-            .report_format
-            .or(file.report_format)
-            .unwrap_or_default(),
-        log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
-        timeout: Duration::from_secs(file.timeout_secs.unwrap_or(defaults::TIMEOUT_SECS)),
-        connect_timeout: Duration::from_secs(
-            file.connect_timeout_secs
-                .unwrap_or(defaults::CONNECT_TIMEOUT_SECS),
-        ),
-        retry: retry_policy(file)?,
-        paging: paging_limits(file),
-    })
-}
-
-/// The retry policy: the defaults, with the config file's keys over them.
-fn retry_policy(file: &FileConfig) -> Result<RetryPolicy, ConfigError> {
-    let mut retry = RetryPolicy::default();
-    if let Some(n) = file.max_attempts {
-        if n == 0 {
-            return Err(ConfigError("max_attempts must be at least 1".into()));
-        }
-        retry.max_attempts = n;
-    }
-    if let Some(s) = file.max_retry_secs {
-        retry.max_total = Duration::from_secs(s);
-    }
-    if let Some(s) = file.retry_after_cap_secs {
-        retry.retry_after_cap = Duration::from_secs(s);
-    }
-    if let Some(s) = file.outage_budget_secs {
-        retry.outage_budget = Duration::from_secs(s);
-    }
-    Ok(retry)
-}
-
-/// How far listing the space may go: the defaults, with the config file's keys over them.
-fn paging_limits(file: &FileConfig) -> PagingLimits {
-    let mut paging = PagingLimits::default();
-    if let Some(n) = file.max_pages {
-        paging.max_pages = n;
-    }
-    if let Some(n) = file.max_list_gateways {
-        paging.max_gateways = n;
-    }
-    if let Some(s) = file.max_list_secs {
-        paging.max_time = Duration::from_secs(s);
-    }
-    paging
+/// The space's URL: `--base-url` (or its environment variable) > `--space` (or its) >
+/// the file's `base_url` > the file's `space`.
+fn base_url(flags: &Overrides, file: &FileConfig) -> Result<Option<Url>, ConfigError> {
+    Ok(
+        match (&flags.base_url, &flags.space, &file.base_url, &file.space) {
+            (Some(url), _, _, _) => Some(parse_base_url(url)?),
+            (None, Some(space), _, _) => Some(space_url(space)?),
+            (None, None, Some(url), _) => Some(parse_base_url(url)?),
+            (None, None, None, Some(space)) => Some(space_url(space)?),
+            (None, None, None, None) => None,
+        },
+    )
 }
 
 /// `acme`, `acme.signalwire.com` or `https://acme.signalwire.com/` -> `https://acme.signalwire.com`.
@@ -245,7 +189,7 @@ pub fn space_url(space: &str) -> Result<Url, ConfigError> {
     let refused = || {
         ConfigError(format!(
             "space {} is not a SignalWire space name (like `acme`, `acme.signalwire.com` or \
-             https://acme.signalwire.com); for any other host pass --base-url",
+             https://acme.signalwire.com); for any other host pass {BASE_URL_FLAG}",
             crate::inert::text(&format!("{:?}", without_userinfo(space)), 80)
         ))
     };
@@ -294,10 +238,9 @@ pub fn parse_base_url(text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text.trim())
         .map_err(|e| ConfigError(format!("base URL `{shown}` is not a URL: {e}")))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError(
-            "the base URL must not carry credentials; use SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN"
-                .into(),
-        ));
+        return Err(ConfigError(format!(
+            "the base URL must not carry credentials; use {PROJECT_ID_ENV} and {TOKEN_ENV}"
+        )));
     }
     match url.scheme() {
         "https" => Ok(url),
@@ -327,16 +270,15 @@ pub fn credentials(
     file: &FileConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Credentials, ConfigError> {
-    let project_id = env("SIGNALWIRE_PROJECT_ID")
+    let project_id = env(PROJECT_ID_ENV)
         .filter(|s| !s.trim().is_empty())
         .or_else(|| file.project_id.clone())
         .ok_or_else(|| {
-            ConfigError(
-                "no project id: set SIGNALWIRE_PROJECT_ID (or project_id in the config file)"
-                    .into(),
-            )
+            ConfigError(format!(
+                "no project id: set {PROJECT_ID_ENV} (or {PROJECT_ID_KEY} in the config file)"
+            ))
         })?;
-    let token = match env("SIGNALWIRE_API_TOKEN").filter(|s| !s.trim().is_empty()) {
+    let token = match env(TOKEN_ENV).filter(|s| !s.trim().is_empty()) {
         Some(t) => t,
         None => match &file.api_token_file {
             Some(path) => {
@@ -345,18 +287,17 @@ pub fn credentials(
                 crate::bounded::read_small_file(path, crate::bounded::MAX_TOKEN_FILE).map_err(
                     |e| {
                         ConfigError(format!(
-                            "cannot read the file that api_token_file names (value hidden: it \
-                             may be the token itself; api_token_file names a file that holds \
+                            "cannot read the file that {TOKEN_FILE_KEY} names (value hidden: it \
+                             may be the token itself; {TOKEN_FILE_KEY} names a file that holds \
                              the token): {e}"
                         ))
                     },
                 )?
             }
             None => {
-                return Err(ConfigError(
-                    "no API token: set SIGNALWIRE_API_TOKEN (or api_token_file in the config file)"
-                        .into(),
-                ));
+                return Err(ConfigError(format!(
+                    "no API token: set {TOKEN_ENV} (or {TOKEN_FILE_KEY} in the config file)"
+                )));
             }
         },
     };
@@ -635,6 +576,19 @@ mod example_file {
         ] {
             assert!(
                 text.contains(&format!("{key}:")),
+                "config.example.yaml lacks {key}"
+            );
+        }
+    }
+
+    /// Every key the settings declare is documented in the example.
+    #[test]
+    fn config_example_names_every_declared_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in crate::settings::SETTINGS.iter().filter_map(|s| s.key) {
+            assert!(
+                text.contains(&format!("\n{key}:")) || text.contains(&format!("# {key}:")),
                 "config.example.yaml lacks {key}"
             );
         }

@@ -52,6 +52,8 @@
 //! - [`plan_view`]: the plan as people (text) and tools (JSON lines) read it.
 //! - [`progress`]: the progress bar or periodic stats lines, and the log writer around it.
 //! - [`saved_plan`]: `plan --out` and `apply --plan`: apply exactly what was reviewed.
+//! - [`settings`]: every global setting declared once (flag, environment, config key,
+//!   default, help, the commands that take it); `config` and `cli` expand it.
 //! - [`shard`]: `--shard K/N`, a stable split of the rows by id.
 //! - [`selection`]: `--only`/`--skip`: the rows a run is given, by id.
 //! - [`export`]: paging through every gateway, links checked.
@@ -93,6 +95,7 @@ pub mod sandbox;
 pub mod saved_plan;
 pub mod secret;
 pub mod selection;
+pub mod settings;
 pub mod shard;
 pub mod snapshot;
 pub mod status;

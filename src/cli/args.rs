@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::config::LogFormat;
+use crate::config::Overrides;
 use crate::manifest::Format;
 use crate::plan_view::PlanFormat;
-use crate::report::ReportFormat;
+use crate::settings::Cmd;
 use crate::shard::Shard;
 
 /// Reconcile SignalWire SIP gateways with a CSV or YAML manifest.
@@ -30,82 +30,45 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every command takes. Precedence: flag > environment > config file > default.
-/// In each command's help they come after the command's own, under their own heading.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Global options")]
-pub struct GlobalArgs {
-    /// YAML config file (see config.example.yaml).
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// SignalWire space: `acme`, `acme.signalwire.com` or its https URL.
-    #[arg(
-        long,
-        global = true,
-        env = "SIGNALWIRE_SPACE",
-        hide_env_values = true,
-        value_name = "SPACE"
-    )]
-    pub space: Option<String>,
-    /// API base URL; https only, except a loopback host. With a --space (or
-    /// SIGNALWIRE_SPACE) that names another host: refused.
-    #[arg(
-        long,
-        global = true,
-        env = "SIGNALWIRE_BASE_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    pub base_url: Option<String>,
-    /// Projects file: several projects of the space in one run (see the guide's "Several
-    /// projects"). Owned by you with no group/other bits, or root's and not writable by
-    /// others.
-    #[arg(
-        long,
-        global = true,
-        env = "SIGNALWIRE_PROJECTS_FILE",
-        hide_env_values = true,
-        value_name = "FILE"
-    )]
-    pub projects: Option<PathBuf>,
-    /// Requests on the wire at most, and rows under way [default: 32].
-    #[arg(long, global = true, value_name = "N")]
-    pub concurrency: Option<usize>,
-    /// Writes per second at most, retries included [default: 250].
-    #[arg(long, global = true, value_name = "N")]
-    pub rate: Option<u32>,
-    /// Share of the space's announced write budget left to its other clients: the job
-    /// never takes the remaining count below it [default: 50%].
-    #[arg(long, global = true, value_name = "P%", value_parser = parse_percent)]
-    pub reserve: Option<f64>,
-    /// Reads per second at most; 0 = unlimited [default: 5000].
-    #[arg(long, global = true, value_name = "N")]
-    pub read_rate: Option<u32>,
-    /// Report file [default: STEM.report.csv for apply, STEM.plan.csv for plan (or .jsonl)].
-    #[arg(long, global = true, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-    /// Report format [default: csv].
-    #[arg(long, global = true, value_name = "FORMAT")]
-    pub report_format: Option<ReportFormat>,
-    /// Log format on stderr [default: text].
-    #[arg(long, global = true, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// More log detail (-v debug, -vv trace). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Only warnings and errors on stderr; no progress.
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-    /// Colour in the plan: auto (a terminal, and NO_COLOR unset), always or never.
-    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
-    pub color: ColorChoice,
-    /// No progress bar (stats lines still go to the log off a terminal).
-    #[arg(long, global = true)]
-    pub no_progress: bool,
-    /// Seconds between stats lines when there is no progress bar.
-    #[arg(long, global = true, default_value_t = 10, value_name = "SECS")]
-    pub stats_interval: u64,
+/// The global options, from [`crate::settings`]'s declaration, and the flag layer for
+/// `config::resolve`.
+macro_rules! global_args {
+    ($(
+        $name:ident for $takes:ident help $help:literal
+        $( flag $flag:ident : $fty:ty [ $($clap:tt)* ] $( env $env:literal )? $( sets $sets:ident )? )?
+        $( reads $reads:literal )?
+        $( key $key:ident : $kty:ty, example $example:literal
+            $(, default $default:expr)? $(, land $land:expr)? )?
+        ;
+    )*) => {
+        /// Flags every command takes. Precedence: flag > environment > config file > default.
+        /// In each command's help they come after the command's own, under their own heading.
+        #[derive(Debug, Args)]
+        #[command(next_help_heading = "Global options")]
+        pub struct GlobalArgs {
+            $( $(
+                #[doc = $help]
+                #[arg(long, global = true, $($clap)* $(, env = $env, hide_env_values = true)?)]
+                pub $flag: $fty,
+            )? )*
+        }
+
+        impl GlobalArgs {
+            /// The flags' layer (clap merged in their environment variables) under the config
+            /// keys they override; a setting `cmd` has no use for is left out (ignored there).
+            pub fn overrides(&self, cmd: Cmd) -> Overrides {
+                let mut layer = Overrides::default();
+                $( $( $(
+                    if $crate::settings::$takes.uses(cmd) {
+                        layer.$sets = self.$flag.clone();
+                    }
+                )? )? )*
+                layer
+            }
+        }
+    };
 }
+crate::settings::for_each_setting!(global_args);
 
 /// `--color`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -518,4 +481,178 @@ fn parse_fault(s: &str) -> Result<(u16, f64), String> {
         ));
     }
     Ok((status, rate))
+}
+
+/// Every declared setting, walked from each of its sources: the table alone decides what
+/// is checked, so a new setting is covered by its declaration.
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::{Cli, GlobalArgs};
+    use crate::config::{self, FileConfig};
+    use crate::settings::{Cmd, SETTINGS, Setting};
+
+    /// What a run of `plan` is given: the flags as parsed, the resolved settings, and the
+    /// credentials (with the half a setting does not name taken from a baseline).
+    fn observe(
+        global: &GlobalArgs,
+        mut file: FileConfig,
+        env: impl Fn(&str) -> Option<String>,
+        token: &std::path::Path,
+    ) -> String {
+        let settings = config::resolve(&global.overrides(Cmd::Plan), &file);
+        file.project_id.get_or_insert_with(|| "base".into());
+        file.api_token_file.get_or_insert_with(|| token.to_owned());
+        let credentials =
+            config::credentials(&file, env).map(|c| (c.project_id, c.token.expose().to_owned()));
+        format!("{global:?}\n{settings:?}\n{credentials:?}")
+    }
+
+    fn parse(flags: &[&str]) -> GlobalArgs {
+        let argv = [&["sipgw-bulk"], flags, &["plan", "m.csv"]].concat();
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        Cli::from_arg_matches(&matches).unwrap().global
+    }
+
+    /// The value a test gives the flag: one of its choices other than the first, else the
+    /// declared example, else a number (which every flag without either takes).
+    fn flag_value(setting: &Setting, arg: &clap::Arg) -> String {
+        let choices = arg.get_possible_values();
+        match (choices.last(), setting.example) {
+            (Some(choice), _) if choices.len() > 1 => choice.get_name().to_owned(),
+            (_, Some(example)) => example.to_owned(),
+            _ => "7".to_owned(),
+        }
+    }
+
+    fn baseline(token: &std::path::Path) -> String {
+        observe(&parse(&[]), FileConfig::default(), |_| None, token)
+    }
+
+    #[test]
+    fn every_flag_reaches_what_the_command_gets_and_the_same_as_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "PTbase").unwrap();
+        let command = Cli::command();
+        for setting in SETTINGS.iter().filter(|s| s.flag.is_some()) {
+            let id = setting.flag.unwrap();
+            let arg = command.get_arguments().find(|a| a.get_id() == id);
+            let arg = arg.unwrap_or_else(|| panic!("{id}: declared, not a clap argument"));
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), setting.env, "{id}");
+            let long = setting.long.unwrap();
+            let value = flag_value(setting, arg);
+            let flags: Vec<&str> = match arg.get_action().takes_values() {
+                true => vec![long, &value],
+                false => vec![long],
+            };
+            let given = observe(&parse(&flags), FileConfig::default(), |_| None, &token);
+            assert_ne!(given, baseline(&token), "{long} {value} changed nothing");
+            if setting.key.is_some() {
+                assert!(setting.sets.is_some(), "{long} overrides no config key");
+            }
+            let Some(key) = setting.sets else { continue };
+            let file: FileConfig = serde_saphyr::from_str(&format!("{key}: {value}")).unwrap();
+            let from_file = config::resolve(&Default::default(), &file);
+            let from_flag =
+                config::resolve(&parse(&flags).overrides(Cmd::Plan), &FileConfig::default());
+            assert_eq!(
+                format!("{from_flag:?}"),
+                format!("{from_file:?}"),
+                "{long} vs {key}"
+            );
+            assert_ne!(
+                format!("{from_flag:?}"),
+                format!(
+                    "{:?}",
+                    config::resolve(&Default::default(), &FileConfig::default())
+                ),
+                "{long} {value} does not reach the settings"
+            );
+        }
+    }
+
+    #[test]
+    fn every_config_key_and_environment_variable_reaches_what_the_command_gets() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "PTbase").unwrap();
+        for setting in SETTINGS {
+            if let Some(key) = setting.key {
+                let example = setting.example.unwrap();
+                let path = dir.path().join("c.yaml");
+                std::fs::write(&path, format!("{key}: {example}\n")).unwrap();
+                let file = FileConfig::load(&path).unwrap();
+                let given = observe(&parse(&[]), file, |_| None, &token);
+                assert_ne!(given, baseline(&token), "{key}: {example} changed nothing");
+            }
+            if let (Some(var), None) = (setting.env, setting.flag) {
+                let env = |k: &str| (k == var).then(|| "from-env".to_owned());
+                let given = observe(&parse(&[]), FileConfig::default(), env, &token);
+                assert_ne!(given, baseline(&token), "{var} changed nothing");
+            }
+        }
+    }
+
+    /// A setting from the config file is ignored by a command that does not take it.
+    #[test]
+    fn a_command_ignores_the_keys_it_does_not_take() {
+        for setting in SETTINGS.iter().filter(|s| s.key.is_some()) {
+            let key = setting.key.unwrap();
+            let example = setting.example.unwrap();
+            let text = format!("{key}: {example}");
+            for cmd in Cmd::ALL.into_iter().filter(|c| !setting.takes.uses(*c)) {
+                let file: FileConfig = serde_saphyr::from_str(&text).unwrap();
+                let kept = format!("{:?}", file.for_command(cmd));
+                assert_eq!(
+                    kept,
+                    format!("{:?}", FileConfig::default()),
+                    "{key}, {cmd:?}"
+                );
+            }
+        }
+    }
+
+    /// A help line's `[default: X]` is the declared default: the key set to X resolves to
+    /// the settings of an empty config.
+    #[test]
+    fn every_default_the_help_shows_is_the_declared_one() {
+        let defaults = format!(
+            "{:?}",
+            config::resolve(&Default::default(), &FileConfig::default())
+        );
+        let mut checked = 0;
+        for setting in SETTINGS {
+            let (Some(key), Some((_, shown))) =
+                (setting.key, setting.help.split_once("[default: "))
+            else {
+                continue;
+            };
+            let shown = shown.split(']').next().unwrap().trim_end_matches('%');
+            let file: FileConfig = serde_saphyr::from_str(&format!("{key}: {shown}")).unwrap();
+            let given = format!("{:?}", config::resolve(&Default::default(), &file));
+            assert_eq!(given, defaults, "{key}: the help says {shown}");
+            checked += 1;
+        }
+        assert!(checked >= 6, "{checked}");
+    }
+
+    /// The table's commands are the command line's.
+    #[test]
+    fn the_table_names_every_command() {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        for cmd in Cmd::ALL {
+            if cmd == Cmd::Sandbox && !cfg!(feature = "sandbox") {
+                continue;
+            }
+            assert!(names.contains(&cmd.name().to_owned()), "{cmd:?}");
+        }
+        for name in names {
+            assert!(Cmd::named(&name).is_some(), "{name} is not in the table");
+        }
+    }
 }

@@ -10,6 +10,10 @@ use crate::client::{ReadClient, RequestStats};
 use crate::limiter::Limiter;
 use crate::manifest::{Format, ManifestWriter};
 use crate::output::{Destination, refuse_clash};
+use crate::settings::named;
+
+/// Flags and variables the messages cite, from their declarations.
+const PROJECTS_FLAG: &str = named::projects.long_flag();
 
 /// The manifest writer of `export` and `rollback`: a file named by `-o` takes its place
 /// only when complete (a refused credential or a dropped connection leaves yesterday's
@@ -53,13 +57,17 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
         return export_projects(ctx, args, format, &set).await;
     }
     if !args.project.is_empty() {
-        return Err(usage(
-            "--project picks projects of a projects file: give --projects FILE",
-        ));
+        return Err(usage(format!(
+            "--project picks projects of a projects file: give {PROJECTS_FLAG} FILE"
+        )));
     }
     let client = read_client(ctx)?;
     if let Some(path) = &args.output {
-        let config = ctx.global.config.as_deref().map(|c| ("--config", c));
+        let config = ctx
+            .global
+            .config
+            .as_deref()
+            .map(|c| (const { named::config.long_flag() }, c));
         refuse_clash(&[("-o", path)], config.as_slice()).map_err(usage)?;
     }
     let mut writer = manifest_out(&args.output, format)?;
@@ -117,7 +125,9 @@ pub(super) fn read_client(ctx: &Context) -> Result<ReadClient, Failure> {
 /// file (`show ID --project`); no projects file, or a project it lacks: exit 64.
 pub(super) fn project_client(ctx: &Context, key: &str) -> Result<ReadClient, Failure> {
     let set = ctx.projects()?.ok_or_else(|| {
-        usage("--project names a project of a projects file: give --projects FILE")
+        usage(format!(
+            "--project names a project of a projects file: give {PROJECTS_FLAG} FILE"
+        ))
     })?;
     let (_, project) = set.resolve(Some(key)).map_err(usage)?;
     let config = ctx.client_config_for(ctx.space_url()?, project.credentials());
@@ -153,7 +163,11 @@ async fn export_projects(
         chosen = (0..set.len()).collect();
     }
     if let Some(path) = &args.output {
-        let config = ctx.global.config.as_deref().map(|c| ("--config", c));
+        let config = ctx
+            .global
+            .config
+            .as_deref()
+            .map(|c| (const { named::config.long_flag() }, c));
         refuse_clash(&[("-o", path)], config.as_slice()).map_err(usage)?;
     }
     let base_url = ctx.space_url()?;

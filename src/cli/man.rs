@@ -4,6 +4,8 @@
 
 use std::io::Write;
 
+use crate::settings::named;
+
 /// Each exit code and its meaning, as docs/formats.md's table gives them.
 const EXIT_STATUS: [(u8, &str); 8] = [
     (
@@ -40,22 +42,23 @@ const EXIT_STATUS: [(u8, &str); 8] = [
     ),
 ];
 
-/// The environment variables the tool reads, besides those its options name.
+/// The environment variables the tool reads (the settings' from their declarations),
+/// besides those its options name.
 const ENVIRONMENT: [(&str, &str); 8] = [
     (
-        "SIGNALWIRE_SPACE",
+        named::space.env_var(),
         "The space: `acme`, `acme.signalwire.com` or its https URL (as --space).",
     ),
     (
-        "SIGNALWIRE_BASE_URL",
+        named::base_url.env_var(),
         "The API's base URL (as --base-url): https, or a loopback host such as the sandbox.",
     ),
     (
-        "SIGNALWIRE_PROJECT_ID",
+        named::project_id.env_var(),
         "The project id: the HTTP Basic user (or project_id in the config file).",
     ),
     (
-        "SIGNALWIRE_API_TOKEN",
+        named::api_token_file.env_var(),
         "The API token: the HTTP Basic password (or api_token_file in the config file); never a flag, never printed.",
     ),
     (

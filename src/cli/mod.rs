@@ -25,6 +25,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 use crate::config::{self, FileConfig, LogFormat, Overrides, Settings};
 use crate::manifest::ManifestError;
+use crate::settings::{Cmd, SETTINGS, Setting, named};
 
 #[cfg(feature = "sandbox")]
 pub use args::SandboxArgs;
@@ -99,34 +100,32 @@ pub fn main() -> i32 {
     }
 }
 
-/// Global options of a run over rows: no use to a command that runs none.
-const ROW_RUN: &[&str] = &[
-    "concurrency",
-    "rate",
-    "reserve",
-    "report",
-    "report_format",
-    "no_progress",
-    "stats_interval",
-    "color",
-];
-/// Global options that name a space: no use to a command that talks to none.
-const SPACE: &[&str] = &["config", "space", "base_url", "read_rate"];
-/// The projects file: for commands that talk to a space, and `validate` (which checks a
-/// row's project against it).
-const PROJECTS: &[&str] = &["projects"];
+/// The command as the settings table names it.
+fn cmd_of(command: &Command) -> Cmd {
+    match command {
+        Command::Validate(_) => Cmd::Validate,
+        Command::Plan(_) => Cmd::Plan,
+        Command::Apply(_) => Cmd::Apply,
+        Command::Doctor => Cmd::Doctor,
+        Command::Export(_) => Cmd::Export,
+        Command::Show(_) => Cmd::Show,
+        Command::Rollback(_) => Cmd::Rollback,
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox(_) => Cmd::Sandbox,
+        Command::Completions { .. } => Cmd::Completions,
+        Command::Man { .. } => Cmd::Man,
+    }
+}
 
-/// Global options each command has no use for: hidden from its help, refused on its
-/// command line (exit 64: `validate --rate 5` would read as if it paced something), and
-/// the same settings from the environment or the config file ignored there.
-const NOT_FOR: &[(&str, &[&[&str]])] = &[
-    ("validate", &[ROW_RUN, SPACE]),
-    ("rollback", &[ROW_RUN, SPACE, PROJECTS]),
-    ("sandbox", &[ROW_RUN, SPACE, PROJECTS]),
-    ("export", &[ROW_RUN]),
-    ("doctor", &[ROW_RUN]),
-    ("show", &[ROW_RUN, &["read_rate"]]),
-];
+/// The global options a command has no use for (each setting's declaration says which
+/// commands take it): hidden from its help, refused on its command line (exit 64:
+/// `validate --rate 5` would read as if it paced something), and the same settings from
+/// the environment or the config file ignored there.
+fn unused_by(cmd: Cmd) -> impl Iterator<Item = &'static Setting> {
+    SETTINGS
+        .iter()
+        .filter(move |s| s.flag.is_some() && !s.takes.accepts(cmd))
+}
 
 /// A global option given on the command line to a command that has no use for it.
 fn refuse_unused(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
@@ -134,40 +133,27 @@ fn refuse_unused(matches: &clap::ArgMatches) -> Result<(), clap::Error> {
     let Some((name, sub)) = matches.subcommand() else {
         return Ok(());
     };
-    let Some((_, groups)) = NOT_FOR.iter().find(|(n, _)| *n == name) else {
+    let Some(cmd) = Cmd::named(name) else {
         return Ok(());
     };
     let given = |m: &clap::ArgMatches, id: &str| {
         m.try_contains_id(id).unwrap_or(false)
             && m.value_source(id) == Some(ValueSource::CommandLine)
     };
-    match groups
-        .iter()
-        .flat_map(|group| group.iter())
-        .find(|id| given(sub, id) || given(matches, id))
-    {
-        Some(id) => Err(clap::Error::raw(
+    match unused_by(cmd).find(|s| {
+        s.flag
+            .is_some_and(|id| given(sub, id) || given(matches, id))
+    }) {
+        Some(setting) => Err(clap::Error::raw(
             clap::error::ErrorKind::ArgumentConflict,
             format!(
-                "`{name}` does not use --{}: leave it out (set in the environment or the \
+                "`{name}` does not use {}: leave it out (set in the environment or the \
                  config file, the same setting is ignored by `{name}`)\n",
-                id.replace('_', "-")
+                setting.long.unwrap_or_default()
             ),
         )),
         None => Ok(()),
     }
-}
-
-/// Whether the command talks to a space: the others ignore the space's settings.
-fn talks_to_space(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::Plan(_)
-            | Command::Apply(_)
-            | Command::Export(_)
-            | Command::Show(_)
-            | Command::Doctor
-    )
 }
 
 /// A command's help listing only the global options that apply to it (`None`: clap's own
@@ -176,7 +162,7 @@ fn help_for(args: &[String]) -> Option<String> {
     let name = args
         .iter()
         .skip(1)
-        .find(|a| NOT_FOR.iter().any(|(n, _)| n == a))?;
+        .find(|a| Cmd::named(a).is_some_and(|cmd| unused_by(cmd).next().is_some()))?;
     let long = !args.iter().any(|a| a == "-h");
     let mut cmd = help_command();
     let sub = cmd.find_subcommand_mut(name)?;
@@ -193,14 +179,14 @@ fn help_command() -> clap::Command {
     let mut cmd = Cli::command().bin_name("sipgw-bulk");
     // Globals are copied into the subcommands when the command is built.
     cmd.build();
-    for (name, hidden) in NOT_FOR {
-        if cmd.find_subcommand(name).is_none() {
+    for command in Cmd::ALL {
+        if cmd.find_subcommand(command.name()).is_none() {
             continue;
         }
-        cmd = cmd.mut_subcommand(*name, |mut sub| {
-            for id in hidden.iter().flat_map(|group| group.iter()) {
-                if sub.get_arguments().any(|a| a.get_id() == *id) {
-                    sub = sub.mut_arg(*id, |a| a.hide(true));
+        cmd = cmd.mut_subcommand(command.name(), |mut sub| {
+            for id in unused_by(command).filter_map(|s| s.flag) {
+                if sub.get_arguments().any(|a| a.get_id() == id) {
+                    sub = sub.mut_arg(id, |a| a.hide(true));
                 }
             }
             sub
@@ -237,12 +223,13 @@ fn parse_failure(e: &clap::Error) -> i32 {
 
 /// `--log-format json` or `--log-format=json` among the arguments.
 fn json_requested(args: impl Iterator<Item = String>) -> bool {
+    let flag = const { named::log_format.long_flag() };
     let mut previous_was_flag = false;
     for arg in args {
-        if arg == "--log-format=json" || (previous_was_flag && arg == "json") {
+        if arg.strip_prefix(flag) == Some("=json") || (previous_was_flag && arg == "json") {
             return true;
         }
-        previous_was_flag = arg == "--log-format";
+        previous_was_flag = arg == flag;
     }
     false
 }
@@ -395,10 +382,11 @@ impl Context {
                 .default_project()
                 .map(crate::projects::Project::credentials)
                 .ok_or_else(|| {
-                    usage(
+                    usage(format!(
                         "the projects file lists several projects and none is the default \
-                         (SIGNALWIRE_PROJECT_ID): this command needs one project",
-                    )
+                         ({}): this command needs one project",
+                        const { named::project_id.env_var() }
+                    ))
                 })?,
             None => {
                 config::credentials(&self.file, |k| std::env::var(k).ok()).exit_with(Exit::Usage)?
@@ -437,18 +425,10 @@ fn configure(cli: &Cli) -> Result<(Settings, FileConfig), Failure> {
         Some(path) => FileConfig::load(path).exit_with(Exit::Usage)?,
         None => FileConfig::default(),
     };
-    // A command that talks to no space ignores a space named in the environment.
-    let space = talks_to_space(&cli.command);
-    let overrides = Overrides {
-        space: cli.global.space.clone().filter(|_| space),
-        base_url: cli.global.base_url.clone().filter(|_| space),
-        concurrency: cli.global.concurrency,
-        rate: cli.global.rate,
-        reserve_percent: cli.global.reserve,
-        read_rate: cli.global.read_rate,
-        report_format: cli.global.report_format,
-        log_format: cli.global.log_format,
-    };
+    // A command ignores the settings it has no use for, from any level.
+    let cmd = cmd_of(&cli.command);
+    let file = file.for_command(cmd);
+    let overrides = cli.global.overrides(cmd);
     let settings = config::resolve(&overrides, &file).exit_with(Exit::Usage)?;
     Ok((settings, file))
 }

@@ -24,7 +24,14 @@ use crate::report::ReportFormat;
 use crate::run::{self as library, Approval, Finished, RunError, RunHooks, RunOptions, RunStart};
 use crate::saved_plan::PlanError;
 use crate::selection::Selection;
+use crate::settings::named;
 use crate::status::Status;
+
+/// Flags and variables the messages cite, from their declarations.
+const REPORT_FLAG: &str = named::report.long_flag();
+const PROJECTS_FLAG: &str = named::projects.long_flag();
+const PROJECT_ID_ENV: &str = named::project_id.env_var();
+const TOKEN_ENV: &str = named::api_token_file.env_var();
 
 pub use crate::run::{Mode, Source};
 
@@ -170,10 +177,10 @@ fn refuse_with_projects(options: &RunOptions, yes: bool) -> Result<(), Failure> 
     if options.projects.is_none() || options.mode != Mode::Apply || yes || saved_plan {
         return Ok(());
     }
-    Err(super::usage(
-        "with --projects, the interactive review (apply without --yes) is not supported \
-         yet: plan (-o PLAN to save it), then apply --yes (or apply --plan PLAN --yes)",
-    ))
+    Err(super::usage(format!(
+        "with {PROJECTS_FLAG}, the interactive review (apply without --yes) is not supported \
+         yet: plan (-o PLAN to save it), then apply --yes (or apply --plan PLAN --yes)"
+    )))
 }
 
 /// The flags and settings as the library's options.
@@ -217,7 +224,7 @@ fn run_options(
         .global
         .config
         .iter()
-        .map(|p| ("--config", p.clone()))
+        .map(|p| (const { named::config.long_flag() }, p.clone()))
         .chain(id_files("--only", &job.only))
         .chain(id_files("--skip", &job.skip))
         .collect();
@@ -461,7 +468,7 @@ fn say_stopped(
         StopReason::Unauthorized => format!(
             "the space refused the credentials (401/403): {}",
             ctx.target().ok().flatten().map_or_else(
-                || "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN".to_owned(),
+                || format!("check {PROJECT_ID_ENV} and {TOKEN_ENV}"),
                 |t| t.credentials_hint()
             )
         ),
@@ -478,7 +485,7 @@ fn say_stopped(
     let next = match mode {
         Mode::Apply => format!("To continue: {}", resume_command(start, report, rows)),
         Mode::Plan => format!(
-            "To see every row, run the plan again with another --report (this one is kept): \
+            "To see every row, run the plan again with another {REPORT_FLAG} (this one is kept): \
              {}",
             plan_command(&start.source, rows)
         ),
@@ -570,7 +577,7 @@ fn report_format_for(ctx: &Context) -> Result<ReportFormat, Failure> {
     let chosen = ctx.global.report_format.or(ctx.file.report_format);
     match (named, chosen) {
         (Some(n), Some(c)) if n != c => Err(usage(format!(
-            "--report {} says {n:?} by its extension but the report format is {c:?}: drop one \
+            "{REPORT_FLAG} {} says {n:?} by its extension but the report format is {c:?}: drop one \
              or make them agree",
             ctx.global
                 .report
@@ -615,7 +622,7 @@ fn rows_flags(job: &JobArgs) -> String {
 
 fn plan_command(manifest: &Path, rows: &str) -> String {
     format!(
-        "sipgw-bulk plan {} --report NEW-REPORT{rows}",
+        "sipgw-bulk plan {} {REPORT_FLAG} NEW-REPORT{rows}",
         shell_quote(manifest)
     )
 }
@@ -624,13 +631,13 @@ fn resume_command(start: &RunStart, report: &Path, rows: &str) -> String {
     let quote = shell_quote;
     let mut cmd = if start.format == crate::manifest::Format::Plan {
         format!(
-            "sipgw-bulk apply --plan {} --report {} --resume",
+            "sipgw-bulk apply --plan {} {REPORT_FLAG} {} --resume",
             quote(&start.source),
             quote(report)
         )
     } else {
         format!(
-            "sipgw-bulk apply {} --report {} --resume --yes",
+            "sipgw-bulk apply {} {REPORT_FLAG} {} --resume --yes",
             quote(&start.source),
             quote(report)
         )

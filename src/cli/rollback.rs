@@ -16,7 +16,11 @@ use crate::diff::{FieldSet, differing, only};
 use crate::manifest::Format;
 use crate::output::Destination;
 use crate::report::{self, ReadRecord};
+use crate::settings::named;
 use crate::status::{ErrorCode, Status};
+
+/// Flags and variables the messages cite, from their declarations.
+const REPORT_FLAG: &str = named::report.long_flag();
 
 /// A row whose gateway this run may have changed: its `before` undoes it.
 fn written(r: &ReadRecord) -> bool {
@@ -118,7 +122,7 @@ fn refuse_what_is_not_an_apply_report(path: &std::path::Path) -> Result<(), Fail
     if matches!(read_header(path), Ok(_) | Err(PlanError::Version { .. })) {
         return Err(usage(format!(
             "{} is a saved plan, not a report: rollback takes the report an apply wrote \
-             (--report), after `apply --plan` ran",
+             ({REPORT_FLAG}), after `apply --plan` ran",
             path.display()
         )));
     }
@@ -138,7 +142,7 @@ fn refuse_what_is_not_an_apply_report(path: &std::path::Path) -> Result<(), Fail
     if !looks_like_json_report && has("id") && !has("status") {
         return Err(usage(format!(
             "{} is a manifest, not a report: rollback takes the report an apply wrote \
-             (its --report, e.g. gateways.report.csv)",
+             (its {REPORT_FLAG}, e.g. gateways.report.csv)",
             path.display()
         )));
     }

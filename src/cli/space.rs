@@ -17,6 +17,20 @@ use crate::client::ApiError;
 use crate::config::{ConfigError, FileConfig, Overrides, parse_base_url, space_url};
 use crate::failure::{ExitPart, Reach, Stop};
 use crate::projects::ProjectSet;
+use crate::settings::{Setting, named};
+
+/// The names this module cites, from their declarations (a declaration without one does
+/// not compile).
+const SPACE_FLAG: &str = named::space.long_flag();
+const SPACE_KEY: &str = named::space.config_key();
+const SPACE_ENV: &str = named::space.env_var();
+const BASE_URL_ENV: &str = named::base_url.env_var();
+const BASE_URL_FLAG: &str = named::base_url.long_flag();
+const BASE_URL_KEY: &str = named::base_url.config_key();
+const PROJECT_ID_ENV: &str = named::project_id.env_var();
+const PROJECT_ID_KEY: &str = named::project_id.config_key();
+const TOKEN_ENV: &str = named::api_token_file.env_var();
+const TOKEN_FILE_KEY: &str = named::api_token_file.config_key();
 
 /// Where the space and the base URL given by flag or environment came from (clap merges
 /// the two; its matches still tell them apart).
@@ -28,14 +42,14 @@ pub struct Origins {
 
 impl Origins {
     pub fn of(matches: &ArgMatches) -> Origins {
-        let source = |id: &str, flag, env| match matches.value_source(id) {
-            Some(ValueSource::CommandLine) => Some(flag),
-            Some(ValueSource::EnvVariable) => Some(env),
+        let source = |setting: &Setting| match matches.value_source(setting.flag?) {
+            Some(ValueSource::CommandLine) => setting.long,
+            Some(ValueSource::EnvVariable) => setting.env,
             _ => None,
         };
         Origins {
-            space: source("space", "--space", "SIGNALWIRE_SPACE"),
-            base_url: source("base_url", "--base-url", "SIGNALWIRE_BASE_URL"),
+            space: source(&named::space),
+            base_url: source(&named::base_url),
         }
     }
 }
@@ -73,8 +87,8 @@ impl Target {
             _ => String::new(),
         };
         format!(
-            "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN (or the config's project_id \
-             and api_token_file){used}"
+            "check {PROJECT_ID_ENV} and {TOKEN_ENV} (or the config's {PROJECT_ID_KEY} \
+             and {TOKEN_FILE_KEY}){used}"
         )
     }
 
@@ -123,16 +137,16 @@ pub fn target(
         ),
         None => key.to_owned(),
     };
-    let space = pick(&flags.space, origins.space, "--space").or_else(|| {
+    let space = pick(&flags.space, origins.space, SPACE_FLAG).or_else(|| {
         file.space.as_deref().map(|v| Named {
             value: v,
-            from: in_config("space"),
+            from: in_config(SPACE_KEY),
         })
     });
-    let base = pick(&flags.base_url, origins.base_url, "--base-url").or_else(|| {
+    let base = pick(&flags.base_url, origins.base_url, BASE_URL_FLAG).or_else(|| {
         file.base_url.as_deref().map(|v| Named {
             value: v,
-            from: in_config("base_url"),
+            from: in_config(BASE_URL_KEY),
         })
     });
     let space = space.map(|s| space_url(s.value).map(|url| (host(&url), s.from)));
@@ -147,20 +161,19 @@ pub fn target(
         (_, Some(chosen)) | (Some(chosen), None) => chosen,
         (None, None) => return Ok(None),
     };
-    let (project, project_from) =
-        match env("SIGNALWIRE_PROJECT_ID").filter(|p| !p.trim().is_empty()) {
-            Some(p) => (Some(p), Some("SIGNALWIRE_PROJECT_ID".to_owned())),
-            None => match &file.project_id {
-                Some(p) => (Some(p.clone()), Some(in_config("project_id"))),
-                None => (None, None),
-            },
-        };
-    let token_from = match env("SIGNALWIRE_API_TOKEN").filter(|t| !t.trim().is_empty()) {
-        Some(_) => Some("SIGNALWIRE_API_TOKEN".to_owned()),
+    let (project, project_from) = match env(PROJECT_ID_ENV).filter(|p| !p.trim().is_empty()) {
+        Some(p) => (Some(p), Some(PROJECT_ID_ENV.to_owned())),
+        None => match &file.project_id {
+            Some(p) => (Some(p.clone()), Some(in_config(PROJECT_ID_KEY))),
+            None => (None, None),
+        },
+    };
+    let token_from = match env(TOKEN_ENV).filter(|t| !t.trim().is_empty()) {
+        Some(_) => Some(TOKEN_ENV.to_owned()),
         None => file
             .api_token_file
             .as_ref()
-            .map(|_| in_config("api_token_file")),
+            .map(|_| in_config(TOKEN_FILE_KEY)),
     };
     Ok(Some(Target {
         host,
@@ -185,7 +198,7 @@ pub fn request_failure(target: Option<&Target>, err: &ApiError) -> (super::Exit,
     };
     let word = if decision.stop == Some(Stop::CredentialsRefused) {
         let hint = target.map_or_else(
-            || "check SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN".to_owned(),
+            || format!("check {PROJECT_ID_ENV} and {TOKEN_ENV}"),
             Target::credentials_hint,
         );
         format!("; the space refused the credentials: {hint}")
@@ -211,17 +224,16 @@ pub fn projects(
         return Ok(None);
     };
     let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    let env_project = set("SIGNALWIRE_PROJECT_ID").is_some() || file.project_id.is_some();
-    let env_token = set("SIGNALWIRE_API_TOKEN").is_some() || file.api_token_file.is_some();
+    let env_project = set(PROJECT_ID_ENV).is_some() || file.project_id.is_some();
+    let env_token = set(TOKEN_ENV).is_some() || file.api_token_file.is_some();
     let default = match (env_project, env_token) {
         (true, _) => Some(crate::config::credentials(file, &env)?),
         (false, true) => {
-            return Err(ConfigError(
-                "an API token is set (SIGNALWIRE_API_TOKEN or api_token_file) without a \
-                 project id: set SIGNALWIRE_PROJECT_ID too, or unset the token and let the \
-                 projects file name every project"
-                    .into(),
-            ));
+            return Err(ConfigError(format!(
+                "an API token is set ({TOKEN_ENV} or {TOKEN_FILE_KEY}) without a project id: \
+                 set {PROJECT_ID_ENV} too, or unset the token and let the projects file name \
+                 every project"
+            )));
         }
         (false, false) => None,
     };
@@ -234,7 +246,7 @@ impl super::Context {
     /// The run's projects, when a projects file is named: read and checked (owner, mode,
     /// duplicates, the environment's project's token) before any request; exit 64 if not.
     pub(super) fn projects(&self) -> Result<Option<crate::projects::ProjectSet>, Failure> {
-        projects(self.global.projects.as_deref(), &self.file, |k| {
+        projects(self.settings.projects_file.as_deref(), &self.file, |k| {
             std::env::var(k).ok()
         })
         .exit_with(Exit::Usage)
@@ -270,7 +282,9 @@ impl super::Context {
     /// The space's URL, its name and origin logged first; exit 64 when nothing names one.
     pub(super) fn space_url(&self) -> Result<url::Url, Failure> {
         let no_space = || {
-            usage("no space: set SIGNALWIRE_SPACE or --space (or --base-url / SIGNALWIRE_BASE_URL)")
+            usage(format!(
+                "no space: set {SPACE_ENV} or {SPACE_FLAG} (or {BASE_URL_FLAG} / {BASE_URL_ENV})"
+            ))
         };
         let target = self.target()?.ok_or_else(no_space)?;
         tracing::info!("{target}");

@@ -8,7 +8,12 @@ use std::time::Duration;
 
 use crate::engine::Outcome;
 use crate::human;
+use crate::settings::named;
 use crate::status::Status;
+
+/// Flags and variables the messages cite, from their declarations.
+const RATE_FLAG: &str = named::rate.long_flag();
+const CONCURRENCY_FLAG: &str = named::concurrency.long_flag();
 
 /// The run's `--rate` and `--concurrency`: what the summary measures the run against.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +142,7 @@ fn requests(text: &mut String, o: &Outcome, writes: bool, limits: Limits) {
             None => format!(" in {}", human::duration(o.elapsed)),
         };
         text.push_str(&format!(
-            ", writes {}{pace} (--rate {})",
+            ", writes {}{pace} ({RATE_FLAG} {})",
             human::count(o.writes),
             human::count(u64::from(limits.rate))
         ));
@@ -172,20 +177,22 @@ fn write_bound(o: &Outcome, limits: Limits) -> Option<String> {
     }
     if round_trips_allow(o, limits.concurrency).is_some_and(|most| achieved >= 0.7 * most) {
         return Some(format!(
-            "--concurrency {} and the round trips (a written row is a read and a PATCH, and \
+            "{CONCURRENCY_FLAG} {} and the round trips (a written row is a read and a PATCH, and \
              a fresh read when it waited for its slot)",
             limits.concurrency
         ));
     }
     if achieved >= 0.8 * rate {
-        return Some("--rate".into());
+        return Some(RATE_FLAG.into());
     }
     let queued = o.slot_wait.as_secs_f64() / o.writes.max(1) as f64;
     if queued >= 0.5 / rate && crate::budget::estimate::ramps_up_to(rate) {
-        return Some("the write pace's start-up (it starts at a sixteenth of --rate)".into());
+        return Some(format!(
+            "the write pace's start-up (it starts at a sixteenth of {RATE_FLAG})"
+        ));
     }
     Some(format!(
-        "--concurrency {} and the round trips",
+        "{CONCURRENCY_FLAG} {} and the round trips",
         limits.concurrency
     ))
 }
@@ -243,7 +250,7 @@ fn budget(text: &mut String, o: &Outcome, rate: u32) {
     // The pace at the end of a run that wrote for under a second says nothing.
     let pace = match o.write_rate() {
         Some(_) => format!(
-            ", pace {} at the end (--rate {})",
+            ", pace {} at the end ({RATE_FLAG} {})",
             human::rate(b.pace),
             human::count(u64::from(rate))
         ),

@@ -401,6 +401,26 @@ fn a_flag_a_command_does_not_use_is_refused_and_its_environment_ignored() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
 
+/// A config key for a setting a command does not take is ignored there, as its flag is
+/// refused: a run's pace (`concurrency: 0`, out of range) does not stop an `export` or a
+/// `doctor`, and still stops a `plan`.
+#[test]
+fn a_config_key_a_command_does_not_take_is_ignored_there() {
+    let sb = Sandbox::with_manifest(&ids(2, 3209));
+    sb.write("c.yaml", "concurrency: 0\n");
+    for args in [&["export", "-o", "e.csv"][..], &["doctor"][..]] {
+        let out = run(sb.cmd().args(["--config", "c.yaml"]).args(args));
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+    }
+    let out = sb.plan("m.csv").args(["--config", "c.yaml"]).run();
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("concurrency 0 is out of range"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// `show --plan PLAN` prints a saved plan as the diff `plan` printed, text or JSON, with
 /// no request; a plan edited since is refused as `apply --plan` refuses it (exit 64).
 #[test]
