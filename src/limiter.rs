@@ -121,13 +121,16 @@ pub struct RequestSlot {
 
 /// How late, at most, a request may reach the server compared with its neighbours: a
 /// write may leave up to [`LATE`] after its time, and two processes sharing two cores
-/// delay some requests by a few milliseconds more (8 ms allowed).
-const JITTER: f64 = 0.013;
+/// delay some requests by a few milliseconds more (6 ms allowed).
+const JITTER: f64 = 0.010;
 
 /// How long after its time a write may still leave on it ([`Limiter::send_gate`]): a
 /// timer's wake-up on a busy machine is late by a few milliseconds. Later, it takes
 /// another time, so a late write never crowds the next second's writes.
-pub const LATE: Duration = Duration::from_millis(5);
+pub const LATE: Duration = Duration::from_millis(4);
+
+/// How much earlier than its lead a row asking for a write's time wakes for it.
+const WAKE_SLACK: Duration = Duration::from_millis(2);
 
 /// A write's slot ([`Limiter::write`]): the space's write budget's grant and, under a
 /// `--rate` ceiling, the time it is to leave. It is handed over about one fresh read's
@@ -171,8 +174,7 @@ impl WriteSlot {
     }
 }
 
-/// The `--rate` ceiling as one schedule of the times writes leave (GCRA, with the quota
-/// of [`smooth_quota`]). A write takes its time when its slot is granted, before its
+/// The `--rate` ceiling as one schedule of the times writes leave, a period apart. A write takes its time when its slot is granted, before its
 /// fresh read, and leaves at that time: a schedule whose times are taken ahead loses no
 /// capacity to a late read, where two gates (one for the slot, one as the write leaves)
 /// let a queue grow at the second that aged every read by tens to hundreds of
@@ -180,23 +182,23 @@ impl WriteSlot {
 /// that missed its time takes the next one at once, ahead of those still asking.
 struct Ceiling {
     period: Duration,
-    /// How far ahead of the schedule a burst may go: `burst - 1` periods.
-    tolerance: Duration,
-    /// The schedule's theoretical arrival time: the next time is no earlier than this
-    /// less the tolerance.
-    tat: Mutex<Instant>,
+    /// The next free time: a period after the last one taken.
+    next: Mutex<Instant>,
     /// Rows asking for a time take their turn in the order they came.
     turn: tokio::sync::Mutex<()>,
 }
 
 impl Ceiling {
+    /// `per_second` as one time every `(1 + JITTER) / per_second`, with no burst: no
+    /// window of `1 + JITTER` s (the server's second, as our sends may be shifted) holds
+    /// more. A burst made up for late wake-ups at a gate that loses the time a waiter
+    /// wakes late; a schedule keeps it (the write leaves on it up to [`LATE`] late), so
+    /// the mean is `per_second / (1 + JITTER)`, 99% of it.
     fn new(per_second: NonZeroU32) -> Ceiling {
-        let quota = smooth_quota(per_second);
-        let period = quota.replenish_interval();
+        let period = Duration::from_secs_f64((1.0 + JITTER) / f64::from(per_second.get()));
         Ceiling {
             period,
-            tolerance: period * (quota.burst_size().get() - 1),
-            tat: Mutex::new(Instant::now()),
+            next: Mutex::new(Instant::now()),
             turn: tokio::sync::Mutex::new(()),
         }
     }
@@ -214,13 +216,16 @@ impl Ceiling {
         {
             return (at, Duration::ZERO);
         }
+        // Woken a little early: a timer wakes late by up to a millisecond or so, and a
+        // time that passes while its row sleeps is lost.
+        let ahead = lead + WAKE_SLACK;
         loop {
-            if let Some(at) = self.take_within(lead, lead) {
+            if let Some(at) = self.take_within(ahead, lead) {
                 return (at, lead);
             }
             let wake = self
                 .earliest()
-                .checked_sub(lead)
+                .checked_sub(ahead)
                 .unwrap_or_else(Instant::now);
             tokio::time::sleep_until(wake).await;
         }
@@ -238,20 +243,18 @@ impl Ceiling {
     /// taken, not one pushed a lead out: a late read costs one time, a gap of the lead's
     /// growth would cost many).
     fn take_within(&self, within: Duration, lead: Duration) -> Option<Instant> {
-        let mut tat = self.tat.lock().unwrap_or_else(|p| p.into_inner());
-        let earliest = tat.checked_sub(self.tolerance).unwrap_or(*tat);
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if earliest.saturating_duration_since(now) > within {
+        if next.saturating_duration_since(now) > within {
             return None;
         }
-        let at = if earliest > now { earliest } else { now + lead };
-        *tat = (*tat).max(at) + self.period;
+        let at = if *next > now { *next } else { now + lead };
+        *next = at + self.period;
         Some(at)
     }
 
     fn earliest(&self) -> Instant {
-        let tat = self.tat.lock().unwrap_or_else(|p| p.into_inner());
-        tat.checked_sub(self.tolerance).unwrap_or(*tat)
+        *self.next.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
