@@ -259,10 +259,16 @@ fn fidelity(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()>
 /// another client's edit is overwritten. The read is taken after the write slot, so the
 /// window is one round trip whatever the pace.
 fn window(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
-    let runs: &[(u64, u64)] = if o.quick {
-        &[(20, 40)]
+    // (--rate, rows, the sandbox's latency in ms)
+    let runs: &[(u64, u64, u64)] = if o.quick {
+        &[(20, 40, 0)]
     } else {
-        &[(20, 400), (250, 5000), (1000, 10000)]
+        &[
+            (20, 400, 0),
+            (250, 5000, 0),
+            (1000, 10000, 0),
+            (200, 2000, 20),
+        ]
     };
     writeln!(
         md,
@@ -274,16 +280,25 @@ fn window(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
         "`sipgw-bulk apply M --yes --rate R --concurrency 64 --read-mode get`; the sandbox \
          records, for each PATCH it applies, the time since it last served a GET of that \
          gateway. Before the write was built from a read taken after its slot, that gap was \
-         the wait for the slot: up to 12 s at `--rate 20`.\n"
+         the wait for the slot: up to 12 s at `--rate 20`. With latency, the sandbox's own \
+         (added to the PATCH) is in the window.\n"
     )?;
-    writeln!(md, "| --rate R | rows | window p50 | window max |")?;
-    writeln!(md, "|---|---|---|---|")?;
-    for &(rate, rows) in runs {
-        let s = apply_at(bin, work, rate, rows, &["--read-mode", "get"], "window")?;
+    writeln!(md, "| --rate R | rows | latency | window p50 | window max |")?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    for &(rate, rows, latency) in runs {
+        let sandbox = ["--latency-ms".to_string(), latency.to_string()];
+        let s = apply_at_on(
+            bin,
+            work,
+            (rate, rows),
+            &sandbox,
+            &["--read-mode", "get"],
+            "window",
+        )?;
         let ms = |key: &str| s[key].as_u64().unwrap_or(0) as f64 / 1000.0;
         writeln!(
             md,
-            "| {rate} | {rows} | {:.2} ms | {:.2} ms |",
+            "| {rate} | {rows} | {latency} ms | {:.2} ms | {:.2} ms |",
             ms("read_to_write_p50_us"),
             ms("read_to_write_max_us")
         )?;
@@ -302,7 +317,22 @@ fn apply_at(
     extra: &[&str],
     name: &str,
 ) -> Result<serde_json::Value> {
-    let sb = Sandbox::start(bin, rows, &["--write-limit", "0"])?;
+    apply_at_on(bin, work, (rate, rows), &[], extra, name)
+}
+
+/// [`apply_at`] against a sandbox started with `sandbox` arguments too.
+fn apply_at_on(
+    bin: &Path,
+    work: &Path,
+    (rate, rows): (u64, u64),
+    sandbox: &[String],
+    extra: &[&str],
+    name: &str,
+) -> Result<serde_json::Value> {
+    let mut args = vec!["--write-limit"];
+    args.push("0");
+    args.extend(sandbox.iter().map(String::as_str));
+    let sb = Sandbox::start(bin, rows, &args)?;
     let m = manifest(work, rows)?;
     let report = work.join(format!("{name}{rate}.csv"));
     fresh(&report);
