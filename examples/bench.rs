@@ -283,7 +283,10 @@ fn window(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Result<()> {
          the wait for the slot: up to 12 s at `--rate 20`. With latency, the sandbox's own \
          (added to the PATCH) is in the window.\n"
     )?;
-    writeln!(md, "| --rate R | rows | latency | window p50 | window max |")?;
+    writeln!(
+        md,
+        "| --rate R | rows | latency | window p50 | window max |"
+    )?;
     writeln!(md, "|---|---|---|---|---|")?;
     for &(rate, rows, latency) in runs {
         let sandbox = ["--latency-ms".to_string(), latency.to_string()];

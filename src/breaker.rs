@@ -12,8 +12,8 @@
 //! The decisions are plain functions of the failure count and the clock, so tests can pin
 //! them down without a network.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -41,6 +41,10 @@ struct State {
 /// at least at every probe, which comes within the retry policy's longest wait).
 pub const SAY_EVERY: Duration = Duration::from_secs(5);
 
+/// The probe slot, held: while the breaker is open, only its holder sends.
+#[derive(Debug)]
+pub struct Probe(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
 /// Shared by every request of a job.
 #[derive(Debug)]
 pub struct Breaker {
@@ -49,7 +53,7 @@ pub struct Breaker {
     /// a healthy space must not make tens of thousands of requests a second queue on it.
     open: AtomicBool,
     /// While open, requests go out one at a time.
-    probe: tokio::sync::Mutex<()>,
+    probe: Arc<tokio::sync::Mutex<()>>,
     min_pause: Duration,
     max_pause: Duration,
     budget: Duration,
@@ -60,7 +64,7 @@ impl Breaker {
         Breaker {
             state: Mutex::new(State::default()),
             open: AtomicBool::new(false),
-            probe: tokio::sync::Mutex::new(()),
+            probe: Arc::new(tokio::sync::Mutex::new(())),
             min_pause,
             max_pause: max_pause.max(min_pause),
             budget,
@@ -76,9 +80,10 @@ impl Breaker {
         self.open.load(Ordering::Acquire)
     }
 
-    /// The probe slot: held for one attempt while the breaker is open.
-    pub async fn probe(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.probe.lock().await
+    /// The probe slot: held for one attempt while the breaker is open (a write's fresh
+    /// read keeps it for the PATCH built from it, with its place on the wire).
+    pub async fn probe(&self) -> Probe {
+        Probe(Arc::clone(&self.probe).lock_owned().await)
     }
 
     /// The server answered: the space is reachable.

@@ -39,7 +39,8 @@ impl Clock for TokioClock {
 
 type Quotas = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
-/// The read rate (`--read-rate`) quota on tokio's clock.
+/// A rate quota on tokio's clock: `--read-rate`, and `--rate` for writes asking the
+/// write budget.
 struct Gate {
     limiter: Quotas,
     clock: TokioClock,
@@ -88,6 +89,11 @@ impl Budget {
 
 /// Shared by every worker; see the module docs.
 pub struct Limiter {
+    /// `--rate` for writes asking the write budget: they come to it at the ceiling's
+    /// pace, not all at once (the budget's start-up lays each place at the pace of the
+    /// moment it is asked: 128 rows asking at once at a sixteenth of `--rate 100` were
+    /// laid 20 s out).
+    write: Option<Gate>,
     /// `--rate` for writes: the time each write leaves.
     ceiling: Option<Ceiling>,
     /// A gateway read's recent round trip and its deviation (microseconds, moving
@@ -117,6 +123,23 @@ pub struct Limiter {
 #[derive(Debug)]
 pub struct RequestSlot {
     _permit: Option<OwnedSemaphorePermit>,
+    /// The breaker's probe, when the space was failing as the request left: a write's
+    /// fresh read keeps it for its PATCH, so the PATCH does not queue for it after the read
+    /// (a read that then ages is read again, and under an open breaker that was a storm).
+    probe: Option<crate::breaker::Probe>,
+}
+
+impl RequestSlot {
+    /// The slot with the breaker's probe held.
+    pub fn with_probe(mut self, probe: Option<crate::breaker::Probe>) -> RequestSlot {
+        self.probe = probe;
+        self
+    }
+
+    /// Whether it holds the breaker's probe.
+    pub fn holds_probe(&self) -> bool {
+        self.probe.is_some()
+    }
 }
 
 /// How late, at most, a request may reach the server compared with its neighbours: a
@@ -209,10 +232,8 @@ impl Ceiling {
     async fn take(&self, lead: Duration, fresh_until: Option<Instant>) -> (Instant, Duration) {
         let _turn = self.turn.lock().await;
         if let Some(until) = fresh_until
-            && let Some(at) = self.take_within(
-                until.saturating_duration_since(Instant::now()),
-                Duration::ZERO,
-            )
+            && until > Instant::now()
+            && let Some(at) = self.take_within(until - Instant::now(), Duration::ZERO)
         {
             return (at, Duration::ZERO);
         }
@@ -249,6 +270,9 @@ impl Ceiling {
             return None;
         }
         let at = if *next > now { *next } else { now + lead };
+        if at.saturating_duration_since(now) > within {
+            return None;
+        }
         *next = at + self.period;
         Some(at)
     }
@@ -284,6 +308,7 @@ impl Limiter {
     /// `None` for a budget means unlimited.
     pub fn new(write_per_second: Option<NonZeroU32>, read_per_second: Option<NonZeroU32>) -> Self {
         Limiter {
+            write: write_per_second.map(Gate::new),
             ceiling: write_per_second.map(Ceiling::new),
             read_trip_us: AtomicU64::new(0),
             read_trip_deviation_us: AtomicU64::new(0),
@@ -311,7 +336,10 @@ impl Limiter {
             Some(s) => Arc::clone(s).acquire_owned().await.ok(),
             None => None,
         };
-        RequestSlot { _permit: permit }
+        RequestSlot {
+            _permit: permit,
+            probe: None,
+        }
     }
 
     /// Paces writes by the space's write budget too (the quota stays the ceiling).
@@ -371,9 +399,13 @@ impl Limiter {
         Ok(self.time_for(grant, fresh_until).await)
     }
 
-    /// The first half of [`Limiter::write`]: any pause, then the write budget's grant.
+    /// The first half of [`Limiter::write`]: any pause, the `--rate` pace, then the write
+    /// budget's grant.
     pub async fn write_grant(&self) -> Result<Grant, Held> {
         self.unpaused(Budget::Write).await;
+        if let Some(gate) = &self.write {
+            gate.until_ready().await;
+        }
         match &self.budget {
             Some(b) => b.slot().await,
             None => Ok(Grant::unpaced()),

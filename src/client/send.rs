@@ -73,7 +73,7 @@ impl ReadClient {
             // While the space is failing, one request at a time probes it; asked once the
             // request has its place on the wire, since the space may have started failing
             // while it waited for one (as in `patch_once`: the place first, then the probe).
-            let _probe = if inner.breaker.is_open() {
+            let probe = if inner.breaker.is_open() {
                 let probe = inner.breaker.probe().await;
                 // The pause the last probe's failure set holds this one too.
                 inner.limiter.unpaused(budget).await;
@@ -91,7 +91,7 @@ impl ReadClient {
             let grant = grant.map(crate::limiter::WriteSlot::into_grant);
             self.send_counted(kind, url.clone(), body.clone(), n, grant)
                 .await
-                .map(|reply| (reply, slot))
+                .map(|reply| (reply, slot.with_probe(probe)))
         };
         attempt
             .retry(inner.retry.backoff())

@@ -120,7 +120,7 @@ impl WriteClient {
         };
         // The place on the wire first: the --rate gate below is the last wait, so that no
         // queue after it can bunch writes into one second.
-        let _request = match request {
+        let request = match request {
             Some(held) => held,
             None => tokio::select! {
                 biased;
@@ -128,8 +128,9 @@ impl WriteClient {
                 held = inner.limiter.request_slot() => held,
             },
         };
-        // While the space is failing, one request at a time probes it.
-        let _probe = if inner.breaker.is_open() {
+        // While the space is failing, one request at a time probes it (the fresh read's
+        // probe, kept, is this PATCH's).
+        let _probe = if inner.breaker.is_open() && !request.holds_probe() {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return Err(stopped()),
