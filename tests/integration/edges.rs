@@ -243,8 +243,9 @@ fn a_row_that_may_have_been_written_stays_in_the_rollback_with_its_before() {
         assert_eq!(sb.state().patch_count(&id), 3);
         // The first read, three of (fresh read, PATCH), and the read that settles it; the
         // first PATCH is built from the first read where its slot came within that read's
-        // round trip.
-        assert!((7..=8).contains(&r.attempts), "{r:?}");
+        // round trip, and a read that aged past its round trip before its write could
+        // leave is read again (a loaded machine, now and then).
+        assert!((7..=9).contains(&r.attempts), "{r:?}");
     }
     let out = run(sb.cmd().args(["rollback", "r.csv"]));
     assert_eq!(
@@ -589,7 +590,8 @@ fn a_row_counts_exactly_the_requests_it_made_when_its_writes_run_out() {
         (Status::Failed, "http_429"),
         "{r:?}"
     );
-    assert!((4..=5).contains(&r.attempts), "{r:?}");
+    // (One more where a read aged past its round trip before its write could leave.)
+    assert!((4..=6).contains(&r.attempts), "{r:?}");
     let refused_attempts = r.attempts;
     // Nothing sent for a body that cannot be whole: the reads only.
     let r = by_id(&ids[1]);
