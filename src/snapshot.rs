@@ -221,9 +221,11 @@ pub async fn take(
             }
             Ok(())
         });
+        // The stop first: the client's reads end with it too, as errors of their own.
         tokio::select! {
-            r = paging => r.map_err(Some),
+            biased;
             () = stop.cancelled() => Err(None),
+            r = paging => r.map_err(Some),
         }
     };
     builder.stats.pages = paged.pages;

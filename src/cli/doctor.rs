@@ -6,10 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio_util::sync::CancellationToken;
-
 use super::{Context, Exit, ExitContext, Failure, config};
-use crate::client::{AnswerHeaders, ApiError, ErrorKind, ReadClient, RequestStats};
+use crate::client::{AnswerHeaders, ApiError, Cancel, ErrorKind, ReadClient, RequestStats};
 use crate::export::{ExportStats, pages};
 use crate::failure::{Reach, Stop};
 use crate::limiter::Limiter;
@@ -61,7 +59,7 @@ pub async fn run(ctx: &Context) -> Result<Exit, Failure> {
                 ctx.settings.read_rate,
             )),
             Arc::new(RequestStats::default()),
-            CancellationToken::new(),
+            Cancel::default(),
         )
         .exit_with(Exit::Usage)?;
         let check = check(&client, ctx.settings.paging).await;

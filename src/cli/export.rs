@@ -3,10 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
 use super::{Context, Exit, ExitContext, ExportArgs, Failure, usage};
-use crate::client::{ReadClient, RequestStats};
+use crate::client::{Cancel, ReadClient, RequestStats};
 use crate::limiter::Limiter;
 use crate::manifest::{Format, ManifestWriter};
 use crate::output::{Destination, refuse_clash};
@@ -116,7 +114,7 @@ pub(super) fn read_client(ctx: &Context) -> Result<ReadClient, Failure> {
         &config,
         limiter,
         Arc::new(RequestStats::default()),
-        CancellationToken::new(),
+        Cancel::default(),
     )
     .exit_with(Exit::Usage)
 }
@@ -138,7 +136,7 @@ pub(super) fn project_client(ctx: &Context, key: &str) -> Result<ReadClient, Fai
             ctx.settings.read_rate,
         )),
         Arc::new(RequestStats::default()),
-        CancellationToken::new(),
+        Cancel::default(),
     )
     .exit_with(Exit::Usage)
 }
@@ -182,7 +180,7 @@ async fn export_projects(
                 ctx.settings.read_rate,
             )),
             Arc::new(RequestStats::default()),
-            CancellationToken::new(),
+            crate::client::Cancel::default(),
         )
         .exit_with(Exit::Usage)?;
         let label = project.label();

@@ -110,8 +110,12 @@ struct Inner {
     limiter: Arc<Limiter>,
     retry: RetryPolicy,
     stats: Arc<RequestStats>,
+    /// Cancelled by the client itself, when the space refuses the credentials or cannot
+    /// be reached.
     abort: CancellationToken,
     abort_cause: OnceLock<AbortCause>,
+    /// The job's own stop (an interrupt, the error budget, the ledger).
+    stop: CancellationToken,
     breaker: Breaker,
     /// The space as a person knows it, for messages: `https://acme.signalwire.com`.
     space: String,
@@ -153,6 +157,17 @@ pub struct WriteClient {
     read: ReadClient,
 }
 
+/// What ends a client's requests: after either token, no request starts and a retry's
+/// wait ends; a request already sent finishes.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    /// Cancelled by the client itself when the space refuses the credentials or cannot be
+    /// reached (see [`ReadClient::abort_cause`]); a job watches it to stop.
+    pub abort: CancellationToken,
+    /// The job's own stop (an interrupt, the error budget, the ledger), from outside.
+    pub stop: CancellationToken,
+}
+
 /// A client that cannot be built (TLS setup, bad base URL).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up the HTTP client: {0}")]
@@ -163,9 +178,9 @@ impl ReadClient {
         config: &ClientConfig,
         limiter: Arc<Limiter>,
         stats: Arc<RequestStats>,
-        abort: CancellationToken,
+        cancel: Cancel,
     ) -> Result<ReadClient, ClientBuildError> {
-        ReadClient::build(config, limiter, stats, abort, None)
+        ReadClient::build(config, limiter, stats, cancel, None)
     }
 
     /// A client of one project of a run of several: its answers are also counted under
@@ -174,17 +189,17 @@ impl ReadClient {
         config: &ClientConfig,
         limiter: Arc<Limiter>,
         stats: Arc<RequestStats>,
-        abort: CancellationToken,
+        cancel: Cancel,
     ) -> Result<ReadClient, ClientBuildError> {
         let answers = stats.projects.of(&config.credentials.project_id);
-        ReadClient::build(config, limiter, stats, abort, Some(answers))
+        ReadClient::build(config, limiter, stats, cancel, Some(answers))
     }
 
     fn build(
         config: &ClientConfig,
         limiter: Arc<Limiter>,
         stats: Arc<RequestStats>,
-        abort: CancellationToken,
+        Cancel { abort, stop }: Cancel,
         project_answers: Option<Arc<AnswerCounts>>,
     ) -> Result<ReadClient, ClientBuildError> {
         // Ring is our rustls crypto provider; installing it twice is harmless.
@@ -222,6 +237,7 @@ impl ReadClient {
                 stats,
                 abort,
                 abort_cause: OnceLock::new(),
+                stop,
                 breaker: Breaker::new(
                     config.retry.min_delay,
                     config.retry.max_delay,
@@ -354,7 +370,7 @@ mod tests {
                 &config,
                 Arc::new(Limiter::new(None, None)),
                 Arc::default(),
-                CancellationToken::new(),
+                Cancel::default(),
             )
             .unwrap();
             assert_eq!(client.gateway_url(&id).as_str(), format!("{want}{id}"));

@@ -38,64 +38,54 @@ impl ReadClient {
 
     /// [`ReadClient::call`], keeping the answered attempt's place among the requests on
     /// the wire for the caller's next request (a write's fresh read hands it to the PATCH).
-    /// A retry's wait holds none.
+    /// Reads only (a GET or a page): a PATCH is sent by [`WriteClient::patch_once`]. A
+    /// retry's wait holds no place; it ends, as every wait before a request leaves does,
+    /// once the job stops: the read is not sent, and fails as interrupted.
+    ///
+    /// [`WriteClient::patch_once`]: super::WriteClient::patch_once
     pub(super) async fn call_keeping_slot(
         &self,
         kind: RequestKind,
         url: Url,
         body: Option<Vec<u8>>,
     ) -> Result<(Reply<bytes_body::Body>, RequestSlot), ApiError> {
+        debug_assert_ne!(kind, RequestKind::Patch, "a PATCH leaves by patch_once");
         let inner = &self.inner;
-        let budget = match kind {
-            RequestKind::Get | RequestKind::List => Budget::Read,
-            RequestKind::Patch => Budget::Write,
-        };
         let attempts = AtomicU32::new(0);
         let started = tokio::time::Instant::now();
         let attempt = || async {
-            if inner.abort.is_cancelled() {
-                return Err(self.aborted(attempts.load(Ordering::Relaxed)));
-            }
-            let mut grant = match budget {
-                Budget::Read => {
-                    inner.limiter.read().await;
-                    None
-                }
-                Budget::Write => match inner.limiter.write().await {
-                    Ok(slot) => Some(slot),
-                    Err(held) => {
-                        self.stop_held(&held);
-                        None
-                    }
-                },
-            };
-            let slot = inner.limiter.request_slot().await;
-            // While the space is failing, one request at a time probes it; asked once the
-            // request has its place on the wire, since the space may have started failing
-            // while it waited for one (as in `patch_once`: the place first, then the probe).
-            let probe = if inner.breaker.is_open() {
-                let probe = inner.breaker.probe().await;
-                // The pause the last probe's failure set holds this one too.
-                inner.limiter.unpaused(budget).await;
-                Some(probe)
-            } else {
-                None
+            let sent = attempts.load(Ordering::Relaxed);
+            let (slot, probe) = tokio::select! {
+                biased;
+                () = inner.abort.cancelled() => return Err(self.aborted(sent)),
+                () = inner.stop.cancelled() => return Err(self.stopped(sent)),
+                admitted = self.admit_read() => admitted,
             };
             if inner.abort.is_cancelled() {
-                return Err(self.aborted(attempts.load(Ordering::Relaxed)));
+                return Err(self.aborted(sent));
             }
-            if let Some(slot) = grant.as_mut() {
-                inner.limiter.send_gate(slot).await;
+            if inner.stop.is_cancelled() {
+                return Err(self.stopped(sent));
             }
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
-            let grant = grant.map(crate::limiter::WriteSlot::into_grant);
-            self.send_counted(kind, url.clone(), body.clone(), n, grant)
+            self.send_counted(kind, url.clone(), body.clone(), n, None)
                 .await
                 .map(|reply| (reply, slot.with_probe(probe)))
         };
+        let (abort, stop) = (inner.abort.clone(), inner.stop.clone());
         attempt
             .retry(inner.retry.backoff())
-            .sleep(tokio::time::sleep)
+            // Cut short when the job stops: the next attempt then ends the read unsent.
+            .sleep(move |wait| {
+                let (abort, stop) = (abort.clone(), stop.clone());
+                async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = abort.cancelled() => {}
+                        () = stop.cancelled() => {}
+                    }
+                }
+            })
             .when(ApiError::retryable)
             .adjust(|err: &ApiError, backoff| {
                 inner
@@ -104,6 +94,25 @@ impl ReadClient {
             })
             .notify(|err: &ApiError, wait: Duration| self.before_retry(err, wait))
             .await
+    }
+
+    /// A read's waits before it leaves: the read pace, its place on the wire, and, while
+    /// the space is failing, the breaker's probe. The probe is asked once the place is
+    /// held, since the space may have started failing while the read waited for one (as
+    /// in `patch_once`: the place first, then the probe).
+    async fn admit_read(&self) -> (RequestSlot, Option<crate::breaker::Probe>) {
+        let inner = &self.inner;
+        inner.limiter.read().await;
+        let slot = inner.limiter.request_slot().await;
+        let probe = if inner.breaker.is_open() {
+            let probe = inner.breaker.probe().await;
+            // The pause the last probe's failure set holds this one too.
+            inner.limiter.unpaused(Budget::Read).await;
+            Some(probe)
+        } else {
+            None
+        };
+        (slot, probe)
     }
 
     /// One HTTP attempt whose permit is held: counted, timed, and fed to the write pace
@@ -259,6 +268,18 @@ impl ReadClient {
                     tracing::error!("cannot reach the space: {why}");
                 }
             }
+        }
+    }
+
+    /// A read not sent because its job stopped while it waited (an interrupt, the error
+    /// budget): the row is skipped for the job's reason.
+    fn stopped(&self, attempts: u32) -> ApiError {
+        ApiError {
+            attempts,
+            ..ApiError::new(
+                ErrorKind::Interrupted,
+                "not sent: the job stopped while the read waited".into(),
+            )
         }
     }
 

@@ -437,7 +437,7 @@ pub(super) mod tests {
             pool_size: 1,
         };
         let stats = Arc::new(RequestStats::default());
-        ReadClient::new(&config, limiter, stats, CancellationToken::new()).unwrap()
+        ReadClient::new(&config, limiter, stats, crate::client::Cancel::default()).unwrap()
     }
 
     /// What every worker shares, with a writer (an apply) and nothing recovered.

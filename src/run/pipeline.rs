@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{RunError, RunOptions};
 use crate::budget::WriteBudget;
-use crate::client::{ReadClient, RequestStats, WriteClient};
+use crate::client::{Cancel, ReadClient, RequestStats, WriteClient};
 use crate::engine::{self, Job, JobError, Observer, Outcome};
 use crate::ledger::{EarlierWrite, IdSet, IdsDigest, Journal};
 use crate::limiter::Limiter;
@@ -260,10 +260,21 @@ impl<'a> Pipeline<'a> {
         let stats = self.stats.clone().unwrap_or_default();
         let abort = CancellationToken::new();
         let projects = match &o.projects {
-            Some(set) => Some(project_clients(o, set, &limiter, &stats, &abort, writes)?),
+            Some(set) => Some(project_clients(
+                o,
+                set,
+                &limiter,
+                &stats,
+                (&abort, &stop),
+                writes,
+            )?),
             None => None,
         };
-        let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
+        let cancel = Cancel {
+            abort: abort.clone(),
+            stop: stop.clone(),
+        };
+        let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), cancel)?;
         let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
             (Some(budget), Some(keys)) => {
                 tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
@@ -331,7 +342,7 @@ fn project_clients(
     set: &Arc<crate::projects::ProjectSet>,
     limiter: &Arc<Limiter>,
     stats: &Arc<RequestStats>,
-    abort: &CancellationToken,
+    (abort, stop): (&CancellationToken, &CancellationToken),
     writes: bool,
 ) -> Result<Arc<engine::ProjectClients>, RunError> {
     let mut readers = Vec::with_capacity(set.len());
@@ -345,7 +356,10 @@ fn project_clients(
             &config,
             Arc::clone(limiter),
             Arc::clone(stats),
-            abort.child_token(),
+            Cancel {
+                abort: abort.child_token(),
+                stop: stop.clone(),
+            },
         )?);
     }
     let writers = match writes {

@@ -94,6 +94,51 @@ fn ctrl_c_stops_writing_at_once_and_resume_finishes() {
     assert_eq!(sb.state().stats().patches_applied, ids.len() as u64);
 }
 
+/// A read waiting out a 429's `Retry-After` when the signal comes is not sent again: no
+/// GET reaches the space after the signal, and the rows waiting are `skipped` for the
+/// interrupt (resumable). Before, each read slept out its wait and went again, up to the
+/// interrupt's grace (30 s).
+#[test]
+fn ctrl_c_ends_the_reads_waiting_out_a_retry_after() {
+    let ids = ids(40, 3203);
+    let config = SandboxConfig {
+        faults: sipgw_bulk::sandbox::Faults {
+            status_rates: vec![(429, 1.0)],
+            retry_after_secs: 8,
+            ..Default::default()
+        },
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start_with_manifest(config, &ids);
+    let child = sb
+        .apply("m.csv")
+        .args(["--concurrency", "4"])
+        .report("r.csv")
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_guarded();
+    // The first read is refused; its wait holds every read (the space said when to come
+    // back).
+    wait_until("a refused read", || sb.state().stats().requests >= 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let at_signal = sb.state().stats().requests;
+    interrupt(&child);
+    let out = child.wait_with_output();
+    let after_signal = sb.state().stats().requests - at_signal;
+    assert_eq!(after_signal, 0, "requests after the signal: {}", stderr(&out));
+    assert_eq!(code(&out), 4, "interrupted: {}", stderr(&out));
+    let report = sb.report("r.csv");
+    assert_eq!(report.len(), ids.len(), "every row exactly once");
+    assert!(
+        report
+            .values()
+            .all(|r| r.status == Status::Skipped && r.error_code.as_str() == "interrupted"),
+        "every row skipped for the interrupt: {report:?}"
+    );
+    assert_eq!(sb.state().stats().patches, 0);
+}
+
 /// Every command that talks to a space names it, and its project, on its first stderr
 /// line and in its summary, with the setting each came from; the token never.
 #[test]
