@@ -252,6 +252,14 @@ impl ReadClient {
         })
     }
 
+    /// The tokens that end this client's requests (the job's too).
+    pub fn cancel(&self) -> Cancel {
+        Cancel {
+            abort: self.inner.abort.clone(),
+            stop: self.inner.stop.clone(),
+        }
+    }
+
     /// The rate-limit headers and `Date` of the latest answer (empty before any).
     pub fn last_answer_headers(&self) -> AnswerHeaders {
         let Ok(raw) = self.inner.last_answer.lock() else {

@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::body::{check_gateway, decode};
@@ -84,72 +83,22 @@ impl WriteClient {
     /// Sends one PATCH with every field, the `n`th of its row, without retrying: the
     /// caller reads the gateway again before any other attempt. Refuses (without sending)
     /// a body that lacks a field: live spaces validate PATCH as a full replacement. Once
-    /// `stop` is cancelled (the job was interrupted) it sends nothing: the last waits
-    /// before the request leaves end with an `Aborted` error instead. `request`: the place
-    /// on the wire its fresh read kept; without one, it waits for one. `read`: the read
-    /// the body was built from. Once the last wait is over, a read older than it may be
-    /// (the breaker held the write, or it missed its time) sends nothing:
-    /// [`Patched::StaleRead`], and the caller reads again.
+    /// the job stops it sends nothing: the last waits before the request leaves end with
+    /// an `Interrupted` error instead. `request`: the place on the wire its fresh read
+    /// kept; without one, it waits for one. `read`: the read the body was built from. Once
+    /// the last wait is over, a read older than it may be (the breaker held the write, or
+    /// it missed its time) sends nothing: [`Patched::StaleRead`], and the caller reads
+    /// again.
     pub async fn patch_once(
         &self,
         id: &Uuid,
         fields: &GatewayFields,
         n: u32,
         (mut slot, request): (WriteSlot, Option<RequestSlot>),
-        (read, stop): (ReadAge, &CancellationToken),
+        read: ReadAge,
     ) -> Result<Patched, ApiError> {
-        let missing = fields.missing();
-        if !missing.is_empty() {
-            return Err(ApiError::new(
-                ErrorKind::IncompleteBody,
-                format!(
-                    "not sent: the gateway has no {} and the manifest does not set it \
-                     (a PATCH must carry all five fields)",
-                    missing.join(", ")
-                ),
-            ));
-        }
-        let body = serde_json::to_vec(fields)
-            .map_err(|e| ApiError::new(ErrorKind::Unencodable, e.to_string()))?;
-        let inner = &self.read.inner;
-        let stopped = || {
-            ApiError::new(
-                ErrorKind::Interrupted,
-                "not sent: the job stopped while the write waited to leave".into(),
-            )
-        };
-        // The place on the wire first: the --rate gate below is the last wait, so that no
-        // queue after it can bunch writes into one second.
-        let request = match request {
-            Some(held) => held,
-            None => tokio::select! {
-                biased;
-                () = stop.cancelled() => return Err(stopped()),
-                held = inner.limiter.request_slot() => held,
-            },
-        };
-        // While the space is failing, one request at a time probes it (the fresh read's
-        // probe, kept, is this PATCH's).
-        let _probe = if inner.breaker.is_open() && !request.holds_probe() {
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => return Err(stopped()),
-                probe = inner.breaker.probe() => Some(probe),
-            }
-        } else {
-            None
-        };
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return Err(stopped()),
-            () = inner.limiter.send_gate(&mut slot) => {}
-        }
-        if inner.abort.is_cancelled() {
-            return Err(self.read.aborted(0));
-        }
-        if stop.is_cancelled() {
-            return Err(stopped());
-        }
+        let body = full_body(fields)?;
+        let _leaving = self.wait_to_leave(&mut slot, request).await?;
         if read.answered.elapsed() > read.may_be + LATE {
             return Ok(Patched::StaleRead);
         }
@@ -175,6 +124,54 @@ impl WriteClient {
         Ok(Patched::Answered(reply))
     }
 
+    /// A PATCH's last waits, in this order: a place on the wire (unless its read kept
+    /// one), the breaker's probe while the space is failing (the fresh read's, kept, is
+    /// this PATCH's), then the `--rate` schedule's time, so that no queue after the
+    /// schedule can bunch writes into one second. The place and probe are held until the
+    /// answer. Ends unsent once the job stops or the client aborts.
+    async fn wait_to_leave(
+        &self,
+        slot: &mut WriteSlot,
+        request: Option<RequestSlot>,
+    ) -> Result<(RequestSlot, Option<crate::breaker::Probe>), ApiError> {
+        let inner = &self.read.inner;
+        let stopped = || {
+            ApiError::new(
+                ErrorKind::Interrupted,
+                "not sent: the job stopped while the write waited to leave".into(),
+            )
+        };
+        let request = match request {
+            Some(held) => held,
+            None => tokio::select! {
+                biased;
+                () = inner.stop.cancelled() => return Err(stopped()),
+                held = inner.limiter.request_slot() => held,
+            },
+        };
+        let probe = if inner.breaker.is_open() && !request.holds_probe() {
+            tokio::select! {
+                biased;
+                () = inner.stop.cancelled() => return Err(stopped()),
+                probe = inner.breaker.probe() => Some(probe),
+            }
+        } else {
+            None
+        };
+        tokio::select! {
+            biased;
+            () = inner.stop.cancelled() => return Err(stopped()),
+            () = inner.limiter.send_gate(slot) => {}
+        }
+        if inner.abort.is_cancelled() {
+            return Err(self.read.aborted(0));
+        }
+        if inner.stop.is_cancelled() {
+            return Err(stopped());
+        }
+        Ok((request, probe))
+    }
+
     /// How long to wait before the row's next attempt after `err`, or `None` to give up
     /// (the backoff's attempts or the policy's total time are spent). A 429's wait is this
     /// row's alone.
@@ -191,6 +188,23 @@ impl WriteClient {
         self.read.before_retry(err, wait);
         Some(wait)
     }
+}
+
+/// The PATCH body: every field, or an error naming those missing (live spaces validate a
+/// PATCH as a full replacement).
+fn full_body(fields: &GatewayFields) -> Result<Vec<u8>, ApiError> {
+    let missing = fields.missing();
+    if !missing.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::IncompleteBody,
+            format!(
+                "not sent: the gateway has no {} and the manifest does not set it \
+                 (a PATCH must carry all five fields)",
+                missing.join(", ")
+            ),
+        ));
+    }
+    serde_json::to_vec(fields).map_err(|e| ApiError::new(ErrorKind::Unencodable, e.to_string()))
 }
 
 /// The read a PATCH is built from: when it was answered, and how old it may be when the

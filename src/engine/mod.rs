@@ -81,10 +81,6 @@ pub struct Job {
     /// its write slot or out a retry's wait holds a place here, not a request's (the
     /// client's limiter bounds those).
     pub rows_in_flight: usize,
-    /// Tripped by the client on 401/403.
-    pub abort: CancellationToken,
-    /// Tripped from outside (an interrupt): no new row starts.
-    pub stop: CancellationToken,
     /// Tripped from outside once the interrupt's grace ran out: a request still on the
     /// wire is given up, its row reported as it stands (`write_unknown` once a PATCH may
     /// have landed), so the report is whole when the job ends.
@@ -336,8 +332,6 @@ fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
         writer,
         report,
         rows_in_flight: _,
-        abort,
-        stop,
         hurry,
         max_errors,
         limit,
@@ -352,7 +346,8 @@ fn split_job(job: Job) -> (Arc<Shared>, RowReader, Recorder) {
         projects,
     } = job;
     let shared = Arc::new(Shared {
-        stopper: Stopper::new(abort, stop, reader.clone()).with_hurry(hurry),
+        // The client's tokens are the job's: what stops one stops the other.
+        stopper: Stopper::new(reader.clone()).with_hurry(hurry),
         reader,
         writer,
         max_errors,
@@ -444,11 +439,7 @@ pub(super) mod tests {
     pub(in crate::engine) fn shared() -> Shared {
         let reader = client();
         Shared {
-            stopper: Stopper::new(
-                CancellationToken::new(),
-                CancellationToken::new(),
-                reader.clone(),
-            ),
+            stopper: Stopper::new(reader.clone()),
             writer: Some(WriteClient::new(reader.clone())),
             reader,
             max_errors: None,

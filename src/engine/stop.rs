@@ -25,11 +25,9 @@ pub(super) struct Stopper {
 }
 
 impl Stopper {
-    pub(super) fn new(
-        abort: CancellationToken,
-        stop: CancellationToken,
-        client: ReadClient,
-    ) -> Stopper {
+    /// The job's stop state on its client's tokens ([`crate::client::Cancel`]).
+    pub(super) fn new(client: ReadClient) -> Stopper {
+        let crate::client::Cancel { abort, stop } = client.cancel();
         Stopper {
             abort,
             stop,
@@ -79,12 +77,6 @@ impl Stopper {
     /// Whether the job has stopped or aborted: no PATCH starts after that.
     pub(super) fn is_halted(&self) -> bool {
         self.stop.is_cancelled() || self.abort.is_cancelled()
-    }
-
-    /// The job's own stop (an interrupt, the error budget, the ledger): the client's last
-    /// waits before a PATCH leaves watch it.
-    pub(super) fn stop_token(&self) -> &CancellationToken {
-        &self.stop
     }
 
     pub(super) fn stop(&self, reason: StopReason) {
@@ -148,13 +140,9 @@ mod tests {
     use super::*;
 
     fn stopper() -> (Stopper, CancellationToken, CancellationToken) {
-        let (abort, stop) = (CancellationToken::new(), CancellationToken::new());
         let client = super::super::tests::client();
-        (
-            Stopper::new(abort.clone(), stop.clone(), client),
-            abort,
-            stop,
-        )
+        let crate::client::Cancel { abort, stop } = client.cancel();
+        (Stopper::new(client), abort, stop)
     }
 
     #[test]

@@ -92,7 +92,6 @@ mod tests {
     use crate::client::ErrorKind;
     use crate::diff::differing;
     use crate::sandbox::starting_fields;
-    use tokio_util::sync::CancellationToken;
 
     fn record() -> RowRecord {
         let mut r = RowRecord::bare(3, 4, "id".into(), Status::Failed, "", String::new());
@@ -102,7 +101,7 @@ mod tests {
 
     fn stopper() -> Stopper {
         let client = super::super::tests::client();
-        Stopper::new(CancellationToken::new(), CancellationToken::new(), client)
+        Stopper::new(client)
     }
 
     #[test]

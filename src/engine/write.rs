@@ -2,6 +2,7 @@
 //! gateway afresh and builds the PATCH from that read; a lost answer is settled by
 //! reading, never by sending again blind.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -81,8 +82,7 @@ async fn write_fresh(
             Ok(slot) => slot,
             Err(err) => return tries.gave_up(record, err, &shared.stopper),
         };
-        let again = std::mem::take(&mut stale);
-        if tries.patches > 0 || again {
+        if tries.patches > 0 || std::mem::take(&mut stale) {
             // The read of a second attempt is part of its retry (so is a read again after
             // one that aged before its write could leave).
             shared.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -95,71 +95,137 @@ async fn write_fresh(
         if !writer.still_room(&slot) {
             // The read brought a count with no room for this write: another slot, then
             // another read (what is written is built from a read after the slot).
-            drop(slot);
             continue;
         }
+        let patch = match tries.prepare(record, row, shared, now).await {
+            ControlFlow::Continue((r, patch)) => {
+                record = r;
+                patch
+            }
+            ControlFlow::Break(ended) => return ended,
+        };
+        let sent = (slot, request, read);
+        match tries.send(record, row, (shared, writer), patch, sent).await {
+            ControlFlow::Continue((r, read_again)) => {
+                record = r;
+                stale = read_again;
+            }
+            ControlFlow::Break(ended) => return ended,
+        }
+    }
+}
+
+/// An attempt's PATCH, built from the read after its slot: what it asks for, the row's
+/// undo value, and the fields it changes.
+struct Patch {
+    desired: GatewayFields,
+    before: GatewayFields,
+    changes: FieldSet,
+}
+
+impl Attempts {
+    /// Builds the attempt's PATCH from `now`, the read after its slot, and journals it.
+    /// The row ends here (`Break`) when `now` is already as desired, has moved since the
+    /// reviewed plan, or the job stopped (or the journal failed) before the PATCH left.
+    async fn prepare(
+        &mut self,
+        mut record: RowRecord,
+        row: &Row,
+        shared: &Shared,
+        now: GatewayFields,
+    ) -> ControlFlow<RowRecord, (RowRecord, Patch)> {
         let desired = merge(&now, &row.desired);
         let changes = differing(&now, &desired);
-        let (before, ours) = tries.undo_for(&now);
+        let (before, ours) = self.undo_for(&now);
         if changes.is_empty() {
-            return as_desired(record, before, ours, now);
+            return ControlFlow::Break(as_desired(record, before, ours, now));
         }
         if let Some(expected) = &row.expected {
             let moved = differing(expected, &now);
             if !moved.is_empty() {
-                return tries.moved_since_plan(record, before, now, &moved);
+                return ControlFlow::Break(self.moved_since_plan(record, before, now, &moved));
             }
         }
         if shared.stopper.is_halted() {
-            return tries.stopped(record, row, shared).await;
+            return ControlFlow::Break(self.stopped(record, row, shared).await);
         }
         record.before = Some(before.clone());
         // What an earlier write of ours that may have landed changed is this row's change
         // too: the line agrees with itself.
         record.changed_fields = changes.union(ours);
-        if !tries.journal(row, &before, changes, shared) {
+        if !self.journal(row, &before, changes, shared) {
             let id = row.id.hyphenated().to_string();
-            return shared.stopper.skipped(row.seq, row.line, id);
+            return ControlFlow::Break(shared.stopper.skipped(row.seq, row.line, id));
         }
-        tries.patches += 1;
-        let stop = shared.stopper.stop_token();
+        let patch = Patch {
+            desired,
+            before,
+            changes,
+        };
+        ControlFlow::Continue((record, patch))
+    }
+
+    /// Sends the attempt's PATCH on its slot, place and read, and says what the row does
+    /// next: it ends (`Break`: answered, stopped, given up, or settled by a read), or tries
+    /// again (`Continue`), `true` when nothing was sent because the read aged before the
+    /// write could leave.
+    async fn send(
+        &mut self,
+        mut record: RowRecord,
+        row: &Row,
+        (shared, writer): (&Shared, &WriteClient),
+        Patch {
+            desired,
+            before,
+            changes,
+        }: Patch,
+        (slot, request, read): (WriteSlot, RequestSlot, ReadAge),
+    ) -> ControlFlow<RowRecord, (RowRecord, bool)> {
+        use ControlFlow::{Break, Continue};
+        self.patches += 1;
+        let leaving = (slot, Some(request));
         let sent = tokio::select! {
             biased;
-            reply = writer.patch_once(&row.id, &desired, tries.patches, (slot, Some(request)), (read, stop)) => reply,
+            reply = writer.patch_once(&row.id, &desired, self.patches, leaving, read) => reply,
             () = shared.stopper.hurried() => {
-                return tries.on_the_wire_at_the_end(record, before, changes, desired, shared, writer);
+                let ended = self.on_the_wire_at_the_end(record, before, changes, desired, shared, writer);
+                return Break(ended);
             }
         };
         let err = match sent {
             Ok(Patched::Answered(reply)) => {
-                return answered(record, &desired, reply.status, reply.value.sip_gateway);
+                return Break(answered(
+                    record,
+                    &desired,
+                    reply.status,
+                    reply.value.sip_gateway,
+                ));
             }
             Ok(Patched::StaleRead) => {
                 // Nothing was sent: another slot, another read.
-                tries.patches -= 1;
-                stale = true;
+                self.patches -= 1;
                 tracing::debug!(
                     row = row.line,
                     "read again: its read aged past a round trip"
                 );
-                continue;
+                return Continue((record, true));
             }
             Err(err)
                 if matches!(err.kind, ErrorKind::Aborted | ErrorKind::Interrupted)
                     && shared.stopper.is_halted() =>
             {
-                return tries.stopped(record, row, shared).await;
+                return Break(self.stopped(record, row, shared).await);
             }
             Err(err) => err,
         };
-        match tries.after_failure(&mut record, err, before, changes, desired, writer) {
+        match self.after_failure(&mut record, err, before, changes, desired, writer) {
             Next::Retry(wait) => tokio::select! {
                 biased;
-                () = shared.stopper.halted() => return tries.stopped(record, row, shared).await,
-                () = tokio::time::sleep(wait) => {}
+                () = shared.stopper.halted() => Break(self.stopped(record, row, shared).await),
+                () = tokio::time::sleep(wait) => Continue((record, false)),
             },
-            Next::Settle(err) => return settle(record, row, err, shared, tries.asked).await,
-            Next::GiveUp(err) => return tries.gave_up(record, err, &shared.stopper),
+            Next::Settle(err) => Break(settle(record, row, err, shared, self.asked.take()).await),
+            Next::GiveUp(err) => Break(self.gave_up(record, err, &shared.stopper)),
         }
     }
 }
@@ -241,7 +307,7 @@ impl Attempts {
     /// The interrupt's grace ran out with this row's PATCH on the wire: it may have
     /// landed, so the row is reported as possibly written, its before kept, for --resume.
     fn on_the_wire_at_the_end(
-        mut self,
+        &mut self,
         mut record: RowRecord,
         before: GatewayFields,
         changes: FieldSet,
@@ -260,9 +326,9 @@ impl Attempts {
     /// have landed: `skipped`, and `--resume` takes it up. A PATCH whose answer was lost:
     /// read once more and settled as at the end of its attempts (`write_unknown` with its
     /// `before` unless that read settles it), never plain `skipped`.
-    async fn stopped(self, record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
-        match self.lost {
-            Some(err) => settle(record, row, err, shared, self.asked).await,
+    async fn stopped(&mut self, record: RowRecord, row: &Row, shared: &Shared) -> RowRecord {
+        match self.lost.take() {
+            Some(err) => settle(record, row, err, shared, self.asked.take()).await,
             None => {
                 let id = row.id.hyphenated().to_string();
                 shared.stopper.skipped(row.seq, row.line, id)

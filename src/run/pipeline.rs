@@ -302,8 +302,6 @@ impl<'a> Pipeline<'a> {
             reader,
             report,
             rows_in_flight: crate::engine::rows_in_flight(o.concurrency),
-            abort,
-            stop,
             hurry,
             max_errors: self.max_errors,
             limit: self.limit,
