@@ -129,14 +129,16 @@ fn list_and_get_modes_write_the_same_report_and_list_sends_pages_plus_changed_ro
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let list_stats = list.sb.state().stats();
     assert_eq!(list_stats.lists, 4, "100 gateways, 25 a page");
-    // A GET for each row the pages showed differing (the 40, and the 2 edited after the
-    // snapshot: it still showed them as they were), and one for the missing id.
-    assert_eq!(list_stats.gets, CHANGED as u64 + 2 + 1);
-    assert_eq!(list_stats.patches, CHANGED as u64 + 1);
     let summary = summary_json(&list.sb.path("s.json"));
+    // A GET for each row the pages showed differing (the 40, and the 2 edited after the
+    // snapshot: it still showed them as they were), and one for the missing id; on a busy
+    // machine, a read that aged before its write could leave is read again, as a retry.
+    let again = summary["retries"].as_u64().unwrap();
+    assert_eq!(list_stats.gets, CHANGED as u64 + 2 + 1 + again, "{summary}");
+    assert_eq!(list_stats.patches, CHANGED as u64 + 1);
     assert_eq!(summary["read_in_pages"]["pages"], 4, "{summary}");
     assert_eq!(summary["read_in_pages"]["found"], IN_MANIFEST, "{summary}");
-    assert_eq!(summary["requests"], 4 + 43 + 41, "{summary}");
+    assert_eq!(summary["requests"], 4 + 43 + 41 + again, "{summary}");
 
     let get_report = report(&get.sb.path("r.csv"));
     let list_report = report(&list.sb.path("r.csv"));

@@ -187,11 +187,15 @@ fn a_write_whose_slot_comes_within_its_read_s_round_trip_is_built_from_that_read
         .apply("m.csv")
         .args(["--read-mode", "get", "--rate", "5", "--concurrency", "4"])
         .report("r.csv")
+        .summary_json("s.json")
         .run();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(sb.state().snapshot(), expected(&ids));
     let stats = sb.state().stats();
-    assert_eq!((stats.gets, stats.patches), (5, 3), "{stats:?}");
+    // On a busy machine a read may age past its round trip before its write's time comes
+    // (a timer woken late): it is read again, and that read is counted as a retry.
+    let again = sb.summary("s.json")["retries"].as_u64().unwrap();
+    assert_eq!((stats.gets, stats.patches), (5 + again, 3), "{stats:?}");
 }
 
 #[test]
