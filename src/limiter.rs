@@ -603,6 +603,64 @@ mod tests {
         }
     }
 
+    /// The lead is RFC 6298's retransmission timeout over the reads' round trips (the
+    /// mean over about eight, the deviation over about four, against the mean before the
+    /// sample) plus a millisecond, and never more than a second.
+    #[test]
+    fn the_lead_follows_the_reads_round_trips_as_tcp_averages_them() {
+        let limiter = Limiter::new(NonZeroU32::new(100), None);
+        let us = Duration::from_micros;
+        assert_eq!(limiter.read_lead(), us(1000), "no read seen yet");
+        // mean 20,000, deviation 10,000.
+        limiter.saw_read_round_trip(us(20_000));
+        assert_eq!(limiter.read_lead(), us(20_000 + 4 * 10_000 + 1000));
+        // mean 21,000, deviation 7,500 + 2,000.
+        limiter.saw_read_round_trip(us(28_000));
+        assert_eq!(limiter.read_lead(), us(21_000 + 4 * 9_500 + 1000));
+        // mean 18,375 + 1,500, deviation 7,125 + 2,250.
+        limiter.saw_read_round_trip(us(12_000));
+        assert_eq!(limiter.read_lead(), us(19_875 + 4 * 9_375 + 1000));
+        limiter.saw_read_round_trip(Duration::from_secs(30));
+        assert_eq!(limiter.read_lead(), Duration::from_secs(1));
+    }
+
+    /// Where a write's time falls: a read's round trip (the lead) ahead on an idle
+    /// schedule, with that lead; at once and with no lead for a row still holding a fresh
+    /// read of its own, when a time is free while that read is fresh; a period after the
+    /// last time taken otherwise. A read that is no longer fresh gets the lead.
+    #[tokio::test(start_paused = true)]
+    async fn a_time_is_a_lead_ahead_unless_the_row_holds_a_fresh_read() {
+        let limiter = Limiter::new(NonZeroU32::new(100), None);
+        for _ in 0..8 {
+            limiter.saw_read_round_trip(Duration::from_millis(20));
+        }
+        let lead = limiter.read_lead();
+        assert!(lead > Duration::from_millis(20), "{lead:?}");
+        let period = Duration::from_secs_f64((1.0 + JITTER) / 100.0);
+        let ms = Duration::from_millis;
+
+        let now = Instant::now();
+        let slot = limiter.time_for(Grant::unpaced(), None).await;
+        assert_eq!((slot.leaves_at(), slot.lead()), (Some(now + lead), lead));
+        // A fresh read, but no time free until it has aged: the next time, with the lead.
+        let slot = limiter.time_for(Grant::unpaced(), Some(now + ms(5))).await;
+        assert_eq!(
+            (slot.leaves_at(), slot.lead()),
+            (Some(now + lead + period), lead)
+        );
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        let slot = limiter.time_for(Grant::unpaced(), Some(now + ms(5))).await;
+        assert_eq!((slot.leaves_at(), slot.lead()), (Some(now), Duration::ZERO));
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        let stale = now - ms(1);
+        let slot = limiter.time_for(Grant::unpaced(), Some(stale)).await;
+        assert_eq!((slot.leaves_at(), slot.lead()), (Some(now + lead), lead));
+    }
+
     /// Grants permits on a fake clock for `secs`, polling every `poll` (a late waiter wakes
     /// up to `poll` after its time): the grant times in microseconds.
     fn simulate(rate: u32, secs: u64, poll: Duration) -> Vec<u64> {
