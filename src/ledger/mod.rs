@@ -19,6 +19,7 @@
 //! those files is opened, and how lock files are locked and let go).
 
 mod chain;
+mod claim;
 mod journal;
 mod run_lock;
 mod run_note;
@@ -33,6 +34,7 @@ use crate::report::{self, ReportFormat, ReportWriter};
 use crate::status::Status;
 
 pub use chain::{EarlierWrite, report_to_resume};
+pub use claim::Claim;
 pub use journal::{Journal, settle_journal};
 pub use run_lock::{IdsDigest, RunLock, state_dir};
 use run_note::LegacyLockNote;
@@ -141,6 +143,9 @@ pub struct Ledger {
     chain: Option<Chain>,
     /// The report has the `project` column (a run with several projects).
     projects: bool,
+    /// The report the run was given, when this one is the next link of its chain: its
+    /// lock is held while this ledger lives ([`Ledger::claim`]).
+    named: Option<Box<Ledger>>,
 }
 
 impl Drop for Ledger {
@@ -235,6 +240,7 @@ impl Ledger {
                 lock: Some(lock),
                 chain: None,
                 projects: false,
+                named: None,
             }),
             Ok(None) => Err(LedgerError::Locked(report.to_owned())),
             Err(source) => Err(LedgerError::Io {
