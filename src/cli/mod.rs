@@ -86,7 +86,7 @@ pub fn main() -> i32 {
             return Exit::Usage as i32;
         }
     };
-    match runtime.block_on(run(cli, origins)) {
+    match runtime.block_on(set_up_and_dispatch(cli, origins)) {
         Ok(exit) => exit as i32,
         Err(failure) => {
             // With JSON logs every stderr line must be JSON, the error included.
@@ -396,7 +396,7 @@ impl Context {
     }
 }
 
-pub async fn run(cli: Cli, origins: space::Origins) -> Result<Exit, Failure> {
+pub async fn set_up_and_dispatch(cli: Cli, origins: space::Origins) -> Result<Exit, Failure> {
     let early = cli.global.log_format.unwrap_or_default();
     let configured = configure(&cli);
     if configured.is_err() {
@@ -459,7 +459,7 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
                 save_plan: args.out.as_deref(),
                 detailed_exitcode: args.detailed_exitcode,
             };
-            reconcile::run(&ctx, run).await
+            reconcile::plan_or_apply(&ctx, run).await
         }
         Command::Apply(args) => {
             let mode = if args.dry_run {
@@ -483,7 +483,7 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
                 save_plan: None,
                 detailed_exitcode: args.detailed_exitcode,
             };
-            reconcile::run(&ctx, run).await
+            reconcile::plan_or_apply(&ctx, run).await
         }
         Command::Export(args) => export::run(&ctx, &args).await,
         Command::Doctor => doctor::run(&ctx).await,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Ledger, LedgerError, RunNote, report_to_resume};
+use super::{Ledger, LedgerError, RunFile, report_to_resume};
 
 /// What a run asks of its report.
 pub struct Claim<'a> {
@@ -16,7 +16,7 @@ pub struct Claim<'a> {
     pub wait: Duration,
     /// What an apply is made from (its run file); `None` for a plan, whose report is
     /// never continued.
-    pub run: Option<&'a RunNote>,
+    pub run: Option<&'a RunFile>,
     /// `--resume`: continue the report's run, or (it finished) start the next link of its
     /// chain.
     pub resume: bool,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Mode, RunError, RunOptions, Source};
 use crate::engine::{JobError, Outcome, StopReason};
-use crate::ledger::{self, Claim, Ledger, RunNote};
+use crate::ledger::{self, Claim, Ledger, RunFile};
 use crate::report::ReportFormat;
 
 /// The report this run writes, claimed: see [`Ledger::claim`]. `run` is what an apply is
@@ -15,7 +15,7 @@ use crate::report::ReportFormat;
 pub(super) async fn claim_report(
     options: &RunOptions,
     manifest: &Path,
-    run: &RunNote,
+    run: &RunFile,
 ) -> Result<Ledger, RunError> {
     let report = options
         .report
@@ -113,7 +113,7 @@ impl RunPaths {
 pub(super) fn close_report(
     options: &RunOptions,
     ledger: &mut Ledger,
-    run: &RunNote,
+    run: &RunFile,
     outcome: &Outcome,
 ) {
     if options.mode != Mode::Apply {
@@ -136,7 +136,7 @@ pub(super) fn close_report(
 /// Marks the report's run finished: the next `--resume` of it starts a new report. A
 /// run file that cannot be written is said loudly: that next resume would continue this
 /// finished run and read nothing.
-fn record_finished(ledger: &mut Ledger, run: &RunNote, report: &Path) {
+fn record_finished(ledger: &mut Ledger, run: &RunFile, report: &Path) {
     if let Err(e) = ledger.record_finished(run) {
         tracing::warn!(
             run_file = %ledger::run_path(report).display(),

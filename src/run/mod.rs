@@ -22,13 +22,14 @@
 //! drives the same API against the sandbox.
 //!
 //! The parts: `claim` (the report: named, claimed, closed), `review` (the interactive
-//! apply's plan-show-ask, and the `--max-changes` count) and `pipeline` (the one pass over the manifest before any request, and one
-//! pass of the engine with fresh clients and limiter).
+//! apply's plan-show-ask, and the `--max-changes` count) and `passes` (the one pass over
+//! the manifest before any request, and one pass of the engine with fresh clients and
+//! limiter).
 //!
 //! [`engine`]: crate::engine
 
 mod claim;
-mod pipeline;
+mod passes;
 mod review;
 
 use std::num::NonZeroU32;
@@ -41,7 +42,7 @@ use crate::budget::WriteBudget;
 use crate::client::{ClientBuildError, ClientConfig, RequestStats};
 use crate::engine::{JobError, Observer, Outcome};
 use crate::export::PagingLimits;
-use crate::ledger::{LedgerError, Opened, RunLock, RunNote};
+use crate::ledger::{GatewayLock, LedgerError, Opened, RunFile};
 use crate::manifest::{Format, Manifest, ManifestError};
 use crate::progress::Tee;
 use crate::report::ReportFormat;
@@ -52,7 +53,7 @@ use crate::snapshot::ReadMode;
 
 use claim::{claim_report, close_report};
 pub use claim::{default_report_path, reviewed_plan_path};
-use pipeline::{Pipeline, Scan, plan_header_for, scan};
+use passes::{Pass, Scan, plan_header_for, scan};
 use review::Reviewed;
 
 /// Where a run's rows come from.
@@ -263,7 +264,7 @@ pub enum RunError {
 }
 
 /// Runs one plan or apply to its end. See the module docs for the order of things.
-pub async fn run(
+pub async fn execute(
     options: RunOptions,
     approval: Approval<'_>,
     hooks: RunHooks<'_>,
@@ -272,8 +273,8 @@ pub async fn run(
     // Several projects: each row's own project reads it (a list shows one project's).
     let lists = options.read_mode != ReadMode::Get && options.projects.is_none();
     let (scan, manifest, options) = read_manifest(options, &manifest, lists).await?;
-    let run_note = run_note(&options, &manifest, &scan);
-    let mut ledger = claim_report(&options, manifest.source(), &run_note).await?;
+    let run_file = run_file(&options, &manifest, &scan);
+    let mut ledger = claim_report(&options, manifest.source(), &run_file).await?;
     let report = ledger.report().to_owned();
     check_saved_plan(&options, plan_header.as_ref(), &scan)?;
     let _gateway_lock = lock_gateways(&options, &scan, &report)?;
@@ -283,19 +284,19 @@ pub async fn run(
         saved_plan: plan_header.is_some(),
         lists,
     };
-    let (scan, manifest) = match reviewing.run(approval, manifest, scan).await? {
+    let (scan, manifest) = match reviewing.decide(approval, manifest, scan).await? {
         Reviewed::Go { scan, manifest } => (*scan, manifest),
         Reviewed::Stop(finished) => return Ok(*finished),
     };
     ledger.set_project_column(options.projects.is_some());
     let opened = ledger.open(
-        (options.mode == Mode::Apply).then_some(&run_note),
+        (options.mode == Mode::Apply).then_some(&run_file),
         options.report_format,
         options.resume,
     )?;
     let start = starting(&options, &manifest, &scan, &report, &opened);
     let (outcome, plan_saved) = run_rows(&options, &manifest, &scan, opened, &start, hooks).await?;
-    close_report(&options, &mut ledger, &run_note, &outcome);
+    close_report(&options, &mut ledger, &run_file, &outcome);
     Ok(Finished::Ran {
         outcome,
         start,
@@ -310,7 +311,7 @@ async fn read_manifest(
     manifest: &Manifest,
     lists: bool,
 ) -> Result<(Scan, Manifest, RunOptions), RunError> {
-    let projects = pipeline::scan_projects(&options);
+    let projects = passes::scan_projects(&options);
     let (scan, manifest) = scan(
         manifest,
         options.shard,
@@ -319,7 +320,7 @@ async fn read_manifest(
         projects,
     )
     .await?;
-    let options = pipeline::with_named_projects(options, &scan);
+    let options = passes::with_named_projects(options, &scan);
     Ok((scan, manifest, options))
 }
 
@@ -327,13 +328,13 @@ async fn read_manifest(
 /// manifest for the plan it shows: a resume continues the manifest's run, not the plan's.
 /// With several projects: the projects its rows belong to, and its (project, gateway)
 /// pairs.
-fn run_note(options: &RunOptions, manifest: &Manifest, scan: &Scan) -> RunNote {
+fn run_file(options: &RunOptions, manifest: &Manifest, scan: &Scan) -> RunFile {
     let several = options.projects.is_some();
-    RunNote {
+    RunFile {
         selection: options.selection.as_ref().map(|s| s.digest()),
         projects: several.then(|| scan.projects.clone()),
         project_rows: several.then(|| scan.pairs.clone()),
-        ..RunNote::new(
+        ..RunFile::new(
             options.client.base_url.as_str(),
             &options.client.credentials.project_id,
             options.shard,
@@ -401,7 +402,7 @@ fn lock_gateways(
     options: &RunOptions,
     scan: &Scan,
     report: &Path,
-) -> Result<Option<RunLock>, RunError> {
+) -> Result<Option<GatewayLock>, RunError> {
     if options.mode != Mode::Apply {
         return Ok(None);
     }
@@ -415,7 +416,7 @@ fn lock_gateways(
         ),
         many => format!("projects {}", many.join(", ")),
     };
-    let lock = RunLock::acquire(&named, &scan.pairs, report)?;
+    let lock = GatewayLock::acquire(&named, &scan.pairs, report)?;
     Ok(Some(lock))
 }
 
@@ -479,14 +480,14 @@ async fn run_rows(
     hooks: RunHooks<'_>,
 ) -> Result<(Outcome, Option<Result<PathBuf, PlanError>>), RunError> {
     let mode = options.mode;
-    let mut pipeline = Pipeline::new(options, manifest, scan);
-    pipeline.max_errors = options.max_errors.map(|b| b.threshold(scan.chosen));
-    pipeline.limit = options.limit;
-    pipeline.done = Some(Arc::new(opened.done));
-    pipeline.journal = opened.journal;
-    pipeline.recovered = Some(Arc::new(opened.recovered));
-    pipeline.budget = start.budget.clone();
-    pipeline.stats = Some(Arc::clone(&start.stats));
+    let mut pass = Pass::new(options, manifest, scan);
+    pass.max_errors = options.max_errors.map(|b| b.threshold(scan.chosen));
+    pass.limit = options.limit;
+    pass.done = Some(Arc::new(opened.done));
+    pass.journal = opened.journal;
+    pass.recovered = Some(Arc::new(opened.recovered));
+    pass.budget = start.budget.clone();
+    pass.stats = Some(Arc::clone(&start.stats));
     let mut observers: Vec<Box<dyn Observer>> = Vec::new();
     if let Some(observe) = hooks.observe {
         observers.push(observe(start));
@@ -504,8 +505,8 @@ async fn run_rows(
         }
         _ => None,
     };
-    let mut outcome = pipeline
-        .run(
+    let mut outcome = pass
+        .run_engine(
             opened.writer,
             mode == Mode::Apply,
             hooks.stop,

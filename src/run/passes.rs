@@ -1,5 +1,5 @@
 //! The passes: one over the whole manifest before any request ([`scan`]), and one of the
-//! engine over its rows ([`Pipeline`]), each with fresh clients and a fresh limiter.
+//! engine over its rows ([`Pass`]), each with fresh clients and a fresh limiter.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -203,9 +203,9 @@ fn refuse_unknown_ids(named: &HashSet<u128>, manifest: &Manifest) -> Result<(), 
     )))
 }
 
-/// A pass's parts before it runs; `run` builds fresh clients and a fresh limiter each
+/// A pass's parts before it runs; [`Pass::run_engine`] builds fresh clients and a fresh limiter each
 /// time, so a preview pass leaves no state behind.
-pub(super) struct Pipeline<'a> {
+pub(super) struct Pass<'a> {
     options: &'a RunOptions,
     manifest: &'a Manifest,
     /// Rows this pass runs, and the keys of their ids (for a snapshot).
@@ -221,13 +221,9 @@ pub(super) struct Pipeline<'a> {
     pub(super) stats: Option<Arc<RequestStats>>,
 }
 
-impl<'a> Pipeline<'a> {
-    pub(super) fn new(
-        options: &'a RunOptions,
-        manifest: &'a Manifest,
-        scan: &'a Scan,
-    ) -> Pipeline<'a> {
-        Pipeline {
+impl<'a> Pass<'a> {
+    pub(super) fn new(options: &'a RunOptions, manifest: &'a Manifest, scan: &'a Scan) -> Pass<'a> {
+        Pass {
             options,
             manifest,
             rows: scan.chosen,
@@ -242,7 +238,7 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    pub(super) async fn run(
+    pub(super) async fn run_engine(
         self,
         report: ReportWriter,
         writes: bool,
@@ -311,7 +307,7 @@ impl<'a> Pipeline<'a> {
             snapshot: snapshot.clone(),
             projects,
         };
-        let mut outcome = engine::run(job).await?;
+        let mut outcome = engine::reconcile_rows(job).await?;
         if let Some(projects) = &projects_seen {
             stopped_projects(projects, &mut outcome);
         }
