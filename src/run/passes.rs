@@ -260,26 +260,7 @@ impl<'a> Pass<'a> {
             None => None,
         };
         let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
-        let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
-            (Some(budget), Some(keys)) => {
-                tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
-                let builder = SnapshotBuilder::wanting(Arc::clone(keys)).map_err(snapshot_error)?;
-                let snapshot = crate::snapshot::take(&reader, builder, budget, o.paging, &stop)
-                    .await
-                    .map_err(snapshot_error)?;
-                let s = &snapshot.stats;
-                tracing::info!(
-                    pages = s.pages,
-                    listed = s.listed,
-                    found = s.kept,
-                    complete = s.complete,
-                    secs = s.elapsed.as_secs(),
-                    "space read in pages; rows it lacks are read by GET"
-                );
-                Some(Arc::new(snapshot))
-            }
-            _ => None,
-        };
+        let snapshot = self.read_in_pages(&reader, &stop).await?;
         let projects_seen = projects.clone();
         let job = Job {
             manifest: self.manifest.clone(),
@@ -317,6 +298,38 @@ impl<'a> Pass<'a> {
             outcome.snapshot = Some(s.stats.clone());
         }
         Ok(outcome)
+    }
+}
+
+impl Pass<'_> {
+    /// The space read in pages first, up to the read mode's page budget (`list`, `auto`);
+    /// `None` (`get`): every row is read by GET. Rows the pages lack are read by GET.
+    async fn read_in_pages(
+        &self,
+        reader: &ReadClient,
+        stop: &CancellationToken,
+    ) -> Result<Option<Arc<crate::snapshot::Snapshot>>, RunError> {
+        let o = self.options;
+        let (Some(budget), Some(keys)) =
+            (o.read_mode.page_budget(self.rows, o.concurrency), self.keys)
+        else {
+            return Ok(None);
+        };
+        tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
+        let builder = SnapshotBuilder::wanting(Arc::clone(keys)).map_err(snapshot_error)?;
+        let snapshot = crate::snapshot::take(reader, builder, budget, o.paging, stop)
+            .await
+            .map_err(snapshot_error)?;
+        let s = &snapshot.stats;
+        tracing::info!(
+            pages = s.pages,
+            listed = s.listed,
+            found = s.kept,
+            complete = s.complete,
+            secs = s.elapsed.as_secs(),
+            "space read in pages; rows it lacks are read by GET"
+        );
+        Ok(Some(Arc::new(snapshot)))
     }
 }
 
