@@ -77,3 +77,85 @@ impl Ledger {
         &self.report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ReportFormat, RowRecord};
+    use crate::status::Status;
+
+    fn note(manifest: &Path, sha: &str) -> RunFile {
+        RunFile::new("https://acme.signalwire.com/", "p-1", None, manifest, sha)
+    }
+
+    fn claim<'a>(report: &Path, run: Option<&'a RunFile>, resume: bool) -> Claim<'a> {
+        Claim {
+            report: report.to_owned(),
+            wait: Duration::ZERO,
+            run,
+            resume,
+        }
+    }
+
+    fn no_clash(_: &Path) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    /// `--resume` of a finished run claims the next link, checked against the first's
+    /// run file, and holds the named report's lock while it lives; every path it takes
+    /// was offered to the path check first, and a refused path takes no lock.
+    #[test]
+    fn a_claim_picks_the_link_locks_both_and_checks_the_run_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(&manifest, "id\n").unwrap();
+        let report = dir.path().join("r.csv");
+        let run = note(&manifest, "aaa");
+        let mut first = Ledger::claim(&claim(&report, Some(&run), false), no_clash).unwrap();
+        assert_eq!(first.report(), report);
+        let mut opened = first.open(Some(&run), ReportFormat::Csv, false).unwrap();
+        let line = RowRecord::bare(0, 2, "x".into(), Status::Unchanged, "", String::new());
+        opened.writer.write(&line).unwrap();
+        opened.writer.close().unwrap();
+        first.record_finished(&run).unwrap();
+        drop(first);
+
+        let asked = std::cell::RefCell::new(Vec::new());
+        let check = |p: &Path| {
+            asked.borrow_mut().push(p.to_owned());
+            Ok::<(), LedgerError>(())
+        };
+        let next = Ledger::claim(&claim(&report, Some(&run), true), check).unwrap();
+        let second = dir.path().join("r.2.csv");
+        assert_eq!(next.report(), second);
+        assert_eq!(*asked.borrow(), [report.clone(), second.clone()]);
+        assert!(matches!(Ledger::lock(&report), Err(LedgerError::Locked(_))));
+        assert!(matches!(Ledger::lock(&second), Err(LedgerError::Locked(_))));
+        drop(next);
+        drop(Ledger::lock(&report).unwrap());
+
+        // Another space: the chain's first run file refuses it, and no lock stays.
+        let elsewhere = RunFile {
+            space: "https://other.signalwire.com".into(),
+            ..run.clone()
+        };
+        let refused = Ledger::claim(&claim(&report, Some(&elsewhere), true), no_clash);
+        assert!(matches!(refused, Err(LedgerError::OtherSpace { .. })));
+        drop(Ledger::lock(&report).unwrap());
+        drop(Ledger::lock(&second).unwrap());
+
+        // Without --resume, the report that exists is refused; a plan is never continued.
+        let exists = Ledger::claim(&claim(&report, Some(&run), false), no_clash);
+        assert!(matches!(exists, Err(LedgerError::Exists(_))));
+        let plan = Ledger::claim(&claim(&report, None, true), no_clash);
+        assert!(matches!(plan, Err(LedgerError::PlanExists(_))));
+
+        // A path the check refuses is never locked.
+        let refuse = |p: &Path| match p == second {
+            true => Err(LedgerError::Locked(p.to_owned())),
+            false => Ok(()),
+        };
+        assert!(Ledger::claim(&claim(&report, Some(&run), true), refuse).is_err());
+        assert!(!crate::ledger::lock_path(&second).exists());
+    }
+}
