@@ -6,7 +6,7 @@
 //! ```
 //!
 //! It starts a sandbox on a loopback port (in this process), writes a small manifest,
-//! plans it with [`run::run`] (read only, plan saved), applies the saved plan, and checks
+//! plans it with [`run::execute`] (read only, plan saved), applies the saved plan, and checks
 //! that the sandbox now holds what the manifest asked for. The CLI is the same API with
 //! flags and a terminal around it.
 
@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     );
     plan.report = Some(dir.path().join("plan.csv"));
     plan.save_plan = Some(plan_file.clone());
-    let Finished::Ran { outcome, .. } = run::run(plan, Approval::Given, hooks()).await? else {
+    let Finished::Ran { outcome, .. } = run::execute(plan, Approval::Given, hooks()).await? else {
         anyhow::bail!("the plan did not run");
     };
     println!(
@@ -79,7 +79,8 @@ async fn main() -> anyhow::Result<()> {
     // 2. Apply exactly the saved plan.
     let mut apply = RunOptions::new(Source::Plan(plan_file), Mode::Apply, client);
     apply.report = Some(dir.path().join("apply.csv"));
-    let Finished::Ran { outcome, start, .. } = run::run(apply, Approval::Given, hooks()).await?
+    let Finished::Ran { outcome, start, .. } =
+        run::execute(apply, Approval::Given, hooks()).await?
     else {
         anyhow::bail!("the apply did not run");
     };

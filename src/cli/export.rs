@@ -1,6 +1,6 @@
 //! `export`: every gateway's current state as a manifest that `apply` accepts as is.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Context, Exit, ExitContext, ExportArgs, Failure, usage};
@@ -13,23 +13,24 @@ use crate::settings::named;
 /// Flags and variables the messages cite, from their declarations.
 const PROJECTS_FLAG: &str = named::projects.long_flag();
 
-/// The manifest writer of `export` and `rollback`: a file named by `-o` takes its place
-/// only when complete (a refused credential or a dropped connection leaves yesterday's
-/// file whole); to a terminal, the server's values are shown inert; to a file or a pipe,
-/// exactly.
-pub(super) fn manifest_out(
+/// The manifest output of `export` and `rollback` (`-o FILE`, or stdout), in one call:
+/// its format (`--format`, else the file's extension, else CSV); the file refused when
+/// it names one of the command's `inputs` (exit 64); opened, with a `project` column when
+/// `projects`. A file takes its place only when complete ([`finish_output`]: a refused
+/// credential or a dropped connection leaves yesterday's file whole); to a terminal, the
+/// server's values are shown inert; to a file or a pipe, exactly.
+pub(super) fn open_output(
     output: &Option<PathBuf>,
-    format: Format,
-) -> Result<ManifestWriter<Destination>, Failure> {
-    manifest_out_with(output, format, false)
-}
-
-/// [`manifest_out`], with a `project` column when `projects`.
-pub(super) fn manifest_out_with(
-    output: &Option<PathBuf>,
-    format: Format,
+    format: Option<Format>,
+    inputs: &[(&str, &Path)],
     projects: bool,
 ) -> Result<ManifestWriter<Destination>, Failure> {
+    let format = format
+        .or_else(|| output.as_deref().and_then(Format::from_path))
+        .unwrap_or(Format::Csv);
+    if let Some(path) = output {
+        refuse_clash(&[("-o", path)], inputs).map_err(usage)?;
+    }
     let out = Destination::open(output.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", shown(output)))
         .exit_with(Exit::Usage)?;
@@ -37,6 +38,26 @@ pub(super) fn manifest_out_with(
     Ok(ManifestWriter::with_projects(out, format, projects)
         .exit_with(Exit::Usage)?
         .for_terminal(on_terminal))
+}
+
+/// The output, complete: a file takes its place now.
+pub(super) fn finish_output(
+    writer: ManifestWriter<Destination>,
+    output: &Option<PathBuf>,
+) -> Result<(), Failure> {
+    writer
+        .finish()
+        .and_then(Destination::commit)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", shown(output)))
+        .exit_with(Exit::Usage)
+}
+
+/// `--config`, the one file `export` reads: no output may name it.
+fn config_input(ctx: &Context) -> Option<(&'static str, &Path)> {
+    ctx.global
+        .config
+        .as_deref()
+        .map(|c| (const { named::config.long_flag() }, c))
 }
 
 /// The output as named in messages.
@@ -47,12 +68,8 @@ pub(super) fn shown(output: &Option<PathBuf>) -> String {
 }
 
 pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
-    let format = args
-        .format
-        .or_else(|| args.output.as_deref().and_then(Format::from_path))
-        .unwrap_or(Format::Csv);
     if let Some(set) = ctx.projects()? {
-        return export_projects(ctx, args, format, &set).await;
+        return export_projects(ctx, args, &set).await;
     }
     if !args.project.is_empty() {
         return Err(usage(format!(
@@ -60,15 +77,8 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
         )));
     }
     let client = read_client(ctx)?;
-    if let Some(path) = &args.output {
-        let config = ctx
-            .global
-            .config
-            .as_deref()
-            .map(|c| (const { named::config.long_flag() }, c));
-        refuse_clash(&[("-o", path)], config.as_slice()).map_err(usage)?;
-    }
-    let mut writer = manifest_out(&args.output, format)?;
+    let config = config_input(ctx);
+    let mut writer = open_output(&args.output, args.format, config.as_slice(), false)?;
     let page_size = args.page_size.clamp(1, 1000);
     let paging = ctx.settings.paging;
     let stats = crate::export::export(&client, page_size, paging, |g| {
@@ -87,11 +97,7 @@ pub async fn run(ctx: &Context, args: &ExportArgs) -> Result<Exit, Failure> {
             error: anyhow::anyhow!("{:#}{hint}", anyhow::Error::from(e)),
         }
     })?;
-    writer
-        .finish()
-        .and_then(Destination::commit)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", shown(&args.output)))
-        .exit_with(Exit::Usage)?;
+    finish_output(writer, &args.output)?;
     let target = ctx.target().ok().flatten();
     let from = target.map_or_else(String::new, |t| format!(" from {t}"));
     tracing::info!(
@@ -147,7 +153,6 @@ pub(super) fn project_client(ctx: &Context, key: &str) -> Result<ReadClient, Fai
 async fn export_projects(
     ctx: &Context,
     args: &ExportArgs,
-    format: Format,
     set: &crate::projects::ProjectSet,
 ) -> Result<Exit, Failure> {
     let mut chosen = Vec::new();
@@ -160,16 +165,9 @@ async fn export_projects(
     if chosen.is_empty() {
         chosen = (0..set.len()).collect();
     }
-    if let Some(path) = &args.output {
-        let config = ctx
-            .global
-            .config
-            .as_deref()
-            .map(|c| (const { named::config.long_flag() }, c));
-        refuse_clash(&[("-o", path)], config.as_slice()).map_err(usage)?;
-    }
+    let config = config_input(ctx);
+    let mut writer = open_output(&args.output, args.format, config.as_slice(), true)?;
     let base_url = ctx.space_url()?;
-    let mut writer = manifest_out_with(&args.output, format, true)?;
     let page_size = args.page_size.clamp(1, 1000);
     let mut total = 0;
     for project in chosen.iter().filter_map(|i| set.get(*i)) {
@@ -205,11 +203,7 @@ async fn export_projects(
         tracing::info!(project = %crate::inert::text(label, 80), gateways = stats.gateways, "project exported");
         total += stats.gateways;
     }
-    writer
-        .finish()
-        .and_then(Destination::commit)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", shown(&args.output)))
-        .exit_with(Exit::Usage)?;
+    finish_output(writer, &args.output)?;
     tracing::info!(
         gateways = total,
         projects = chosen.len(),

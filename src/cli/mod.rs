@@ -86,7 +86,7 @@ pub fn main() -> i32 {
             return Exit::Usage as i32;
         }
     };
-    match runtime.block_on(run(cli, origins)) {
+    match runtime.block_on(set_up_and_dispatch(cli, origins)) {
         Ok(exit) => exit as i32,
         Err(failure) => {
             // With JSON logs every stderr line must be JSON, the error included.
@@ -396,7 +396,7 @@ impl Context {
     }
 }
 
-pub async fn run(cli: Cli, origins: space::Origins) -> Result<Exit, Failure> {
+pub async fn set_up_and_dispatch(cli: Cli, origins: space::Origins) -> Result<Exit, Failure> {
     let early = cli.global.log_format.unwrap_or_default();
     let configured = configure(&cli);
     if configured.is_err() {
@@ -437,75 +437,15 @@ fn configure(cli: &Cli) -> Result<(Settings, FileConfig), Failure> {
 async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
     match command {
         Command::Validate(args) => validate::run(&ctx, &args).await,
-        Command::Plan(args) => {
-            // `--output text|json`, the flag's old meaning, is never taken for a file name.
-            if let Some(format) = args
-                .out
-                .as_deref()
-                .and_then(std::path::Path::to_str)
-                .filter(|f| matches!(*f, "text" | "json"))
-            {
-                return Err(reconcile::old_output(format));
-            }
-            let source = reconcile::Source::Manifest {
-                path: args.manifest.manifest.clone(),
-                format: args.manifest.format,
-            };
-            let run = reconcile::RunArgs {
-                source,
-                job: &args.job,
-                mode: reconcile::Mode::Plan,
-                apply: None,
-                save_plan: args.out.as_deref(),
-                detailed_exitcode: args.detailed_exitcode,
-            };
-            reconcile::run(&ctx, run).await
-        }
-        Command::Apply(args) => {
-            let mode = if args.dry_run {
-                reconcile::Mode::Plan
-            } else {
-                reconcile::Mode::Apply
-            };
-            let source = match (&args.plan, &args.manifest) {
-                (Some(plan), _) => reconcile::Source::Plan(plan.clone()),
-                (None, Some(path)) => reconcile::Source::Manifest {
-                    path: path.clone(),
-                    format: args.format,
-                },
-                (None, None) => return Err(usage("apply needs a MANIFEST or --plan PLAN")),
-            };
-            let run = reconcile::RunArgs {
-                source,
-                job: &args.job,
-                mode,
-                apply: Some(&args),
-                save_plan: None,
-                detailed_exitcode: args.detailed_exitcode,
-            };
-            reconcile::run(&ctx, run).await
-        }
+        Command::Plan(args) => plan(&ctx, &args).await,
+        Command::Apply(args) => apply(&ctx, &args).await,
         Command::Export(args) => export::run(&ctx, &args).await,
         Command::Doctor => doctor::run(&ctx).await,
         Command::Show(args) => show::run(&ctx, &args).await,
         Command::Rollback(args) => rollback::run(&args),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::run(args).await,
-        Command::Completions { shell } => {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "sipgw-bulk", &mut script);
-            let script = String::from_utf8_lossy(&script);
-            let script = match shell {
-                // clap_complete names the command `sipgw__bulk` where it reads the words and
-                // `sipgw__subcmd__bulk` where it completes them (the hyphen), so nothing
-                // after the subcommand completed: one name for both.
-                clap_complete::Shell::Bash => script.replace("sipgw__subcmd__bulk", "sipgw__bulk"),
-                _ => script.into_owned(),
-            };
-            std::io::Write::write_all(&mut std::io::stdout(), script.as_bytes())
-                .exit_with(Exit::Usage)?;
-            Ok(Exit::Ok)
-        }
+        Command::Completions { shell } => completions(shell),
         Command::Man { out_dir } => {
             match out_dir {
                 Some(dir) => write_man_pages(&dir).exit_with(Exit::Usage)?,
@@ -516,6 +456,74 @@ async fn dispatch(ctx: Context, command: Command) -> Result<Exit, Failure> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// `plan`: the manifest's rows, read only, a plan saved with `--out`.
+async fn plan(ctx: &Context, args: &PlanArgs) -> Result<Exit, Failure> {
+    // `--output text|json`, the flag's old meaning, is never taken for a file name.
+    if let Some(format) = args
+        .out
+        .as_deref()
+        .and_then(std::path::Path::to_str)
+        .filter(|f| matches!(*f, "text" | "json"))
+    {
+        return Err(reconcile::old_output(format));
+    }
+    let source = reconcile::Source::Manifest {
+        path: args.manifest.manifest.clone(),
+        format: args.manifest.format,
+    };
+    let run = reconcile::RunArgs {
+        source,
+        job: &args.job,
+        mode: reconcile::Mode::Plan,
+        apply: None,
+        save_plan: args.out.as_deref(),
+        detailed_exitcode: args.detailed_exitcode,
+    };
+    reconcile::plan_or_apply(ctx, run).await
+}
+
+/// `apply`: a manifest's rows or a saved plan's, written (read only with `--dry-run`).
+async fn apply(ctx: &Context, args: &ApplyArgs) -> Result<Exit, Failure> {
+    let mode = if args.dry_run {
+        reconcile::Mode::Plan
+    } else {
+        reconcile::Mode::Apply
+    };
+    let source = match (&args.plan, &args.manifest) {
+        (Some(plan), _) => reconcile::Source::Plan(plan.clone()),
+        (None, Some(path)) => reconcile::Source::Manifest {
+            path: path.clone(),
+            format: args.format,
+        },
+        (None, None) => return Err(usage("apply needs a MANIFEST or --plan PLAN")),
+    };
+    let run = reconcile::RunArgs {
+        source,
+        job: &args.job,
+        mode,
+        apply: Some(args),
+        save_plan: None,
+        detailed_exitcode: args.detailed_exitcode,
+    };
+    reconcile::plan_or_apply(ctx, run).await
+}
+
+/// `completions SHELL`: the shell's completion script on stdout.
+fn completions(shell: clap_complete::Shell) -> Result<Exit, Failure> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sipgw-bulk", &mut script);
+    let script = String::from_utf8_lossy(&script);
+    let script = match shell {
+        // clap_complete names the command `sipgw__bulk` where it reads the words and
+        // `sipgw__subcmd__bulk` where it completes them (the hyphen), so nothing
+        // after the subcommand completed: one name for both.
+        clap_complete::Shell::Bash => script.replace("sipgw__subcmd__bulk", "sipgw__bulk"),
+        _ => script.into_owned(),
+    };
+    std::io::Write::write_all(&mut std::io::stdout(), script.as_bytes()).exit_with(Exit::Usage)?;
+    Ok(Exit::Ok)
 }
 
 /// The log format in force, once logging is set up.

@@ -1,4 +1,4 @@
-//! `plan` and `apply` at the command line. The run itself is [`crate::run::run`]; this
+//! `plan` and `apply` at the command line. The run itself is [`crate::run::execute`]; this
 //! module maps the flags to its options and brings what is about a person: the review on
 //! a terminal (the plan's diff, its summary, the question), progress and the plan on
 //! stdout, SIGINT/SIGTERM (no new PATCH; requests on the wire get `--grace`, a second
@@ -58,7 +58,7 @@ pub struct RunArgs<'a> {
 
 /// `plan` or `apply`, watched by the metrics' sinks when any is asked for: they see the
 /// exit code the process ends with, whatever it is, a refusal before the first row too.
-pub async fn run(ctx: &Context, args: RunArgs<'_>) -> Result<Exit, Failure> {
+pub async fn plan_or_apply(ctx: &Context, args: RunArgs<'_>) -> Result<Exit, Failure> {
     let sinks = sinks_config(args.job)?;
     let labels = run_labels(ctx, args.job, args.mode);
     let read_mode = read_mode_name(args.job.read_mode);
@@ -122,7 +122,7 @@ async fn reconcile(
             metrics.cloned(),
         ))),
     };
-    let finished = library::run(options, approval, hooks).await;
+    let finished = library::execute(options, approval, hooks).await;
     signals.abort();
     let mut screens = std::mem::take(&mut *screens.lock().unwrap_or_else(|p| p.into_inner()));
     screens.finish_progress();

@@ -10,11 +10,9 @@
 
 use std::io::BufRead;
 
-use super::export::{manifest_out_with, shown};
+use super::export::{finish_output, open_output};
 use super::{Exit, ExitContext, Failure, RollbackArgs, usage};
 use crate::diff::{FieldSet, differing, only};
-use crate::manifest::Format;
-use crate::output::Destination;
 use crate::report::{self, ReadRecord};
 use crate::settings::named;
 use crate::status::{ErrorCode, Status};
@@ -65,14 +63,8 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
         )));
     }
 
-    let format = args
-        .format
-        .or_else(|| args.output.as_deref().and_then(Format::from_path))
-        .unwrap_or(Format::Csv);
-    if let Some(out) = &args.output {
-        crate::output::refuse_clash(&[("-o", out)], &[("the report", path)]).map_err(usage)?;
-    }
-    let mut writer = manifest_out_with(&args.output, format, projects)?;
+    let report = [("the report", path.as_path())];
+    let mut writer = open_output(&args.output, args.format, &report, projects)?;
     let mut without_before = 0u64;
     report::for_each_record(path, |r| {
         if !written(&r) {
@@ -101,11 +93,7 @@ pub fn run(args: &RollbackArgs) -> Result<Exit, Failure> {
         }
     })
     .exit_with(Exit::Usage)?;
-    writer
-        .finish()
-        .and_then(Destination::commit)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", shown(&args.output)))
-        .exit_with(Exit::Usage)?;
+    finish_output(writer, &args.output)?;
     if without_before > 0 {
         tracing::warn!(
             rows = without_before,

@@ -42,34 +42,7 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
     let projects = usize::from(args.project_count);
     let state = Arc::new(SandboxState::new(config));
     if let Some(path) = &args.seed_from {
-        let manifest = Manifest::open(path, None)
-            .map_err(manifest_failure)?
-            .with_duplicates(crate::manifest::DuplicateCheck::Off);
-        let mut ids = Vec::new();
-        let mut wanted = Vec::new();
-        manifest
-            .read(|row| {
-                // Seed every id that is a UUID, even on a row that is otherwise invalid.
-                match row {
-                    Ok(r) => {
-                        ids.push(r.id);
-                        wanted.push((r.id, r.desired));
-                    }
-                    Err(bad) => ids.extend(Uuid::try_parse(&bad.id).ok()),
-                }
-                ControlFlow::Continue(())
-            })
-            .map_err(manifest_failure)?;
-        seed(&state, ids, projects);
-        if args.seed_values == SeedValues::Manifest {
-            // The manifest's values over the sandbox's: a valid row is then as it asks.
-            let now = state.snapshot();
-            for (id, desired) in wanted {
-                if let Some(fields) = now.get(&id) {
-                    state.edit(&id, crate::diff::merge(fields, &desired));
-                }
-            }
-        }
+        seed_from(&state, path, projects, args.seed_values)?;
     }
     if let Some(n) = args.gateways {
         seed(&state, sandbox::generated_ids(n, 42), projects);
@@ -79,14 +52,7 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))
         .exit_with(Exit::Usage)?;
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(running.env_lines().as_bytes());
-        if let Some(line) = &projects_line {
-            let _ = out.write_all(line.as_bytes());
-        }
-        let _ = out.flush();
-    }
+    announce(&running, projects_line.as_deref());
     tracing::info!(
         gateways = state.len(),
         url = %running.base_url(),
@@ -96,6 +62,54 @@ pub async fn run(args: SandboxArgs) -> Result<Exit, Failure> {
     shutdown.cancel();
     let _ = running.task.await;
     Ok(Exit::Ok)
+}
+
+/// The manifest's ids seeded (every id that is a UUID, even on a row that is otherwise
+/// invalid), dealt to the projects; with `--seed-values manifest`, each valid row's
+/// values over the sandbox's, so that it is then as it asks.
+fn seed_from(
+    state: &SandboxState,
+    path: &std::path::Path,
+    projects: usize,
+    values: SeedValues,
+) -> Result<(), Failure> {
+    let manifest = Manifest::open(path, None)
+        .map_err(manifest_failure)?
+        .with_duplicates(crate::manifest::DuplicateCheck::Off);
+    let mut ids = Vec::new();
+    let mut wanted = Vec::new();
+    manifest
+        .read(|row| {
+            match row {
+                Ok(r) => {
+                    ids.push(r.id);
+                    wanted.push((r.id, r.desired));
+                }
+                Err(bad) => ids.extend(Uuid::try_parse(&bad.id).ok()),
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(manifest_failure)?;
+    seed(state, ids, projects);
+    if values == SeedValues::Manifest {
+        let now = state.snapshot();
+        for (id, desired) in wanted {
+            if let Some(fields) = now.get(&id) {
+                state.edit(&id, crate::diff::merge(fields, &desired));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The environment lines a shell `eval`s (and the projects file's), on stdout.
+fn announce(running: &sandbox::RunningSandbox, projects_line: Option<&str>) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(running.env_lines().as_bytes());
+    if let Some(line) = projects_line {
+        let _ = out.write_all(line.as_bytes());
+    }
+    let _ = out.flush();
 }
 
 /// The gateways dealt to the projects in turn: the first to the main project, the next

@@ -280,16 +280,6 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, limits: Limits) -> serde_
         .iter()
         .map(|s| (s.as_str().to_owned(), o.count(*s).into()))
         .collect();
-    let latency: serde_json::Map<String, serde_json::Value> = o
-        .latency
-        .iter()
-        .map(|(k, p)| {
-            (
-                k.as_str().to_owned(),
-                serde_json::to_value(p).unwrap_or_default(),
-            )
-        })
-        .collect();
     let mut summary = serde_json::json!({
         // The summary's own format: raised when a field changes meaning or goes away.
         "version": SUMMARY_VERSION,
@@ -307,7 +297,7 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, limits: Limits) -> serde_
         "write_bound": write_bound(o, limits),
         "rate_limit": limits.rate,
         "concurrency": limits.concurrency,
-        "latency_ms": latency,
+        "latency_ms": latency_json(o),
         "slowest_row": o.slowest.as_ref().map(|s| serde_json::json!({
             "line": s.line, "id": s.id, "duration_ms": s.duration_ms,
         })),
@@ -315,14 +305,7 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, limits: Limits) -> serde_
             "answers_429": o.throttled,
             "retry_wait_secs": o.throttled_wait.as_secs_f64(),
         },
-        "write_budget": o.write_budget.map(|b| {
-            let mut v = serde_json::to_value(b).unwrap_or_default();
-            if let Some(map) = v.as_object_mut() {
-                map.insert("refused_share".into(), b.refused_share().into());
-                map.insert("believed".into(), b.believed().into());
-            }
-            v
-        }),
+        "write_budget": o.write_budget.map(write_budget_json),
         "read_in_pages": o.snapshot.as_ref().map(|s| serde_json::json!({
             "pages": s.pages, "listed": s.listed, "found": s.kept, "complete": s.complete,
             "secs": s.elapsed.as_secs_f64(), "stopped_early": s.stopped_early,
@@ -332,10 +315,42 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, limits: Limits) -> serde_
         "possibly_written": o.possibly_written,
         "report": report.display().to_string(),
     });
-    // Several projects: the counts per project, by id (only in a run with projects).
-    if !o.per_project.is_empty()
-        && let Some(map) = summary.as_object_mut()
-    {
+    if let Some(map) = summary.as_object_mut() {
+        add_projects(map, o);
+    }
+    summary
+}
+
+/// Each kind of request's latency percentiles, in milliseconds.
+fn latency_json(o: &Outcome) -> serde_json::Value {
+    let latency: serde_json::Map<String, serde_json::Value> = o
+        .latency
+        .iter()
+        .map(|(k, p)| {
+            (
+                k.as_str().to_owned(),
+                serde_json::to_value(p).unwrap_or_default(),
+            )
+        })
+        .collect();
+    latency.into()
+}
+
+/// The write budget's report, with the share of writes refused and whether the space's
+/// announced limit was believed.
+fn write_budget_json(b: crate::budget::BudgetReport) -> serde_json::Value {
+    let mut v = serde_json::to_value(b).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.insert("refused_share".into(), b.refused_share().into());
+        map.insert("believed".into(), b.believed().into());
+    }
+    v
+}
+
+/// Several projects: the counts per project, by id, and the projects whose credentials
+/// were refused (each only when there is something to say).
+fn add_projects(map: &mut serde_json::Map<String, serde_json::Value>, o: &Outcome) {
+    if !o.per_project.is_empty() {
         let projects: serde_json::Map<String, serde_json::Value> = o
             .per_project
             .iter()
@@ -349,13 +364,9 @@ pub(super) fn summary_json(o: &Outcome, report: &Path, limits: Limits) -> serde_
             .collect();
         map.insert("projects".into(), projects.into());
     }
-    // Several projects: the ones whose credentials were refused (only when some were).
-    if !o.refused_projects.is_empty()
-        && let Some(map) = summary.as_object_mut()
-    {
+    if !o.refused_projects.is_empty() {
         map.insert("refused_projects".into(), o.refused_projects.clone().into());
     }
-    summary
 }
 
 pub(super) fn write_summary_json(path: &Path, summary: &serde_json::Value) -> anyhow::Result<()> {

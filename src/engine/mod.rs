@@ -297,7 +297,7 @@ pub fn rows_in_flight(concurrency: usize) -> usize {
 /// Runs the job to the end and returns its counts: the report's writer, the manifest's
 /// reader and the workers start, the reader's end closes the rows' channel, the workers'
 /// end closes the records', and the recorder's end is the job's.
-pub async fn run(job: Job) -> Result<Outcome, JobError> {
+pub async fn reconcile_rows(job: Job) -> Result<Outcome, JobError> {
     let started = Instant::now();
     let rows_in_flight = job.rows_in_flight.max(1);
     let (shared, rows, recorder) = split_job(job);

@@ -245,15 +245,15 @@ pub(super) fn numbered(report: &Path, n: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{Ledger, RunNote};
+    use crate::ledger::{Ledger, RunFile};
     use crate::report::{ReportFormat, RowRecord};
 
-    fn note(manifest: &Path, sha: &str) -> RunNote {
-        RunNote::new("https://acme.signalwire.com/", "p-1", None, manifest, sha)
+    fn note(manifest: &Path, sha: &str) -> RunFile {
+        RunFile::new("https://acme.signalwire.com/", "p-1", None, manifest, sha)
     }
 
     /// A finished run of `run` into `report`, with one line.
-    fn finished(report: &Path, run: &RunNote) {
+    fn finished(report: &Path, run: &RunFile) {
         let mut ledger = Ledger::lock(report).unwrap();
         let mut opened = ledger.open(Some(run), ReportFormat::Csv, false).unwrap();
         let line = RowRecord::bare(0, 2, "x".into(), Status::Unchanged, "", String::new());
@@ -467,19 +467,19 @@ mod tests {
         let (next, follows) = report_to_resume(&first).unwrap();
         let follows = follows.unwrap();
         let others = [
-            RunNote {
+            RunFile {
                 space: "https://other.signalwire.com".into(),
                 ..run.clone()
             },
-            RunNote {
+            RunFile {
                 project_id: "p-2".into(),
                 ..run.clone()
             },
-            RunNote {
+            RunFile {
                 shard: Some("1/2".into()),
                 ..run.clone()
             },
-            RunNote {
+            RunFile {
                 selection: Some("digest".into()),
                 ..run.clone()
             },

@@ -10,18 +10,21 @@
 //! - `REPORT.journal`: a write-ahead journal of before-values, so a row whose report line
 //!   a crash lost after its PATCH still comes back as `updated` with its true `before`.
 //!
-//! None of them is ever followed through a symbolic link. A [`RunLock`] in this user's
+//! None of them is ever followed through a symbolic link. A [`GatewayLock`] in this user's
 //! state directory keeps two runs that would write the same gateways of one project apart,
 //! whatever their reports, spellings of the space, or environments.
 //!
-//! The parts: `run_note` (the run file), `journal` (the write-ahead journal), `run_lock`
-//! (the lock on the gateways, in the state directory) and `side_file` (how every one of
-//! those files is opened, and how lock files are locked and let go).
+//! The parts: `claim` (a run's report in one call: locked, its chain's link, checked),
+//! `chain` (the reports one schedule writes), `run_file` (the run file), `journal` (the
+//! write-ahead journal), `gateway_lock` (the lock on the gateways, in the state directory)
+//! and `side_file` (how every one of those files is opened, and how lock files are locked
+//! and let go).
 
 mod chain;
+mod claim;
+mod gateway_lock;
 mod journal;
-mod run_lock;
-mod run_note;
+mod run_file;
 mod side_file;
 
 use std::collections::HashMap;
@@ -33,10 +36,11 @@ use crate::report::{self, ReportFormat, ReportWriter};
 use crate::status::Status;
 
 pub use chain::{EarlierWrite, report_to_resume};
+pub use claim::Claim;
+pub use gateway_lock::{GatewayLock, IdsDigest, state_dir};
 pub use journal::{Journal, settle_journal};
-pub use run_lock::{IdsDigest, RunLock, state_dir};
-use run_note::LegacyLockNote;
-pub use run_note::{RUN_NOTE_VERSION, RunNote};
+use run_file::LegacyLockNote;
+pub use run_file::{RUN_FILE_VERSION, RunFile};
 use side_file::{RemoveOnDrop, create_side, lock_file_at, open_side, release, remove_if_there};
 
 /// Why the ledger refuses to go on.
@@ -141,6 +145,9 @@ pub struct Ledger {
     chain: Option<Chain>,
     /// The report has the `project` column (a run with several projects).
     projects: bool,
+    /// The report the run was given, when this one is the next link of its chain: its
+    /// lock is held while this ledger lives ([`Ledger::claim`]).
+    named: Option<Box<Ledger>>,
 }
 
 impl Drop for Ledger {
@@ -235,6 +242,7 @@ impl Ledger {
                 lock: Some(lock),
                 chain: None,
                 projects: false,
+                named: None,
             }),
             Ok(None) => Err(LedgerError::Locked(report.to_owned())),
             Err(source) => Err(LedgerError::Io {
@@ -247,7 +255,7 @@ impl Ledger {
     /// Checks, without touching anything, that `open` will accept this run: no report yet,
     /// or `resume` of the run the report was made from (same manifest, space, project and
     /// shard); in a chain, the first link's space, project, shard and selection.
-    pub fn preflight(&mut self, run: &RunNote, resume: bool) -> Result<(), LedgerError> {
+    pub fn preflight(&mut self, run: &RunFile, resume: bool) -> Result<(), LedgerError> {
         if let Some(chain) = &self.chain
             && let Some(first) = read_run_file(&chain.first)?
             && let Some(refused) = first.refuses_link(run, &chain.first)
@@ -297,7 +305,7 @@ impl Ledger {
     /// `run` is `None` for a plan's report, which is never resumed (no run file).
     pub fn open(
         &mut self,
-        run: Option<&RunNote>,
+        run: Option<&RunFile>,
         format: ReportFormat,
         resume: bool,
     ) -> Result<Opened, LedgerError> {
@@ -437,7 +445,7 @@ impl Ledger {
 
     /// The run file, or for a report made before run files, the fingerprint its lock file
     /// kept (space, project and shard unknown: any matches).
-    fn read_note(&mut self) -> Result<RunNote, LedgerError> {
+    fn read_note(&mut self) -> Result<RunFile, LedgerError> {
         if let Some(note) = read_run_file(&self.report)? {
             return Ok(note);
         }
@@ -450,7 +458,7 @@ impl Ledger {
         }
         let legacy: LegacyLockNote = serde_json::from_str(&text)
             .map_err(|_| LedgerError::NoFingerprint(self.report.clone()))?;
-        Ok(RunNote {
+        Ok(RunFile {
             sipgw_bulk_run: 0,
             space: String::new(),
             project_id: String::new(),
@@ -468,10 +476,10 @@ impl Ledger {
 
     /// Records in the run file that the run went through every row: a later `--resume`
     /// of this report starts a new one ([`report_to_resume`]).
-    pub fn record_finished(&mut self, run: &RunNote) -> Result<(), LedgerError> {
+    pub fn record_finished(&mut self, run: &RunFile) -> Result<(), LedgerError> {
         // The report's size then: a link cut or edited since is refused, never followed.
         let report_bytes = std::fs::metadata(&self.report).ok().map(|m| m.len());
-        let finished = RunNote {
+        let finished = RunFile {
             finished: Some(httpdate::fmt_http_date(std::time::SystemTime::now())),
             report_bytes,
             report_sha256: crate::bounded::file_sha256(&self.report),
@@ -481,7 +489,7 @@ impl Ledger {
     }
 
     /// Writes the run file, whole or not at all (a temporary file, then a rename).
-    fn write_note(&mut self, run: &RunNote) -> Result<(), LedgerError> {
+    fn write_note(&mut self, run: &RunFile) -> Result<(), LedgerError> {
         let path = run_path(&self.report);
         let tmp = beside(&self.report, ".run.json.tmp");
         let _cleanup = RemoveOnDrop(&tmp);
@@ -497,7 +505,7 @@ impl Ledger {
 }
 
 /// The run file beside `report`, if there is one.
-fn read_run_file(report: &Path) -> Result<Option<RunNote>, LedgerError> {
+fn read_run_file(report: &Path) -> Result<Option<RunFile>, LedgerError> {
     let path = run_path(report);
     let file = match open_side(&path, OpenOptions::new().read(true)) {
         Ok(file) => file,
@@ -546,8 +554,8 @@ mod tests {
     use crate::report::RowRecord;
     use std::time::Duration;
 
-    fn note(manifest: &Path, sha: &str) -> RunNote {
-        RunNote::new("https://acme.signalwire.com/", "p-1", None, manifest, sha)
+    fn note(manifest: &Path, sha: &str) -> RunFile {
+        RunFile::new("https://acme.signalwire.com/", "p-1", None, manifest, sha)
     }
 
     #[test]
@@ -646,7 +654,7 @@ mod tests {
         );
         drop(ledger);
         assert!(!lock_path(&applied).exists());
-        let run: RunNote =
+        let run: RunFile =
             serde_json::from_str(&std::fs::read_to_string(run_path(&applied)).unwrap()).unwrap();
         assert_eq!(run, note(&manifest, "aaa"));
         assert_eq!(run.space, "https://acme.signalwire.com", "recorded one way");
@@ -701,20 +709,20 @@ mod tests {
                 .open(Some(&run), ReportFormat::Csv, false)
                 .unwrap(),
         );
-        let other_space = RunNote {
+        let other_space = RunFile {
             space: "https://other.signalwire.com".into(),
             ..run.clone()
         };
-        let other_project = RunNote {
+        let other_project = RunFile {
             project_id: "p-2".into(),
             ..run.clone()
         };
-        let other_shard = RunNote {
+        let other_shard = RunFile {
             shard: Some("0/1".into()),
             ..run.clone()
         };
         let other_manifest = note(&manifest, "bbb");
-        let other_selection = RunNote {
+        let other_selection = RunFile {
             selection: Some("digest".into()),
             ..run.clone()
         };
@@ -730,7 +738,7 @@ mod tests {
             assert!(format!("{err:?}").starts_with(want), "{err:?}");
         }
         // Spelled differently, the same space.
-        let same = RunNote::new("HTTPS://ACME.signalwire.com", "p-1", None, &manifest, "aaa");
+        let same = RunFile::new("HTTPS://ACME.signalwire.com", "p-1", None, &manifest, "aaa");
         assert!(ledger.preflight(&same, true).is_ok());
         // A report made before run files: its lock file's fingerprint is read once.
         let old = dir.path().join("old.csv");

@@ -2,14 +2,17 @@
 //! pipeline, in order.
 //!
 //! ```text
-//!  lock the report (another run: refused at once; with --resume of a finished run, the
-//!  next report of its chain too) ──▶ read the whole manifest once
-//!  (unreadable: refused before any request) ──▶ check the ledger (exists / --resume /
-//!  fingerprint) and a saved plan's header (space, manifest) ──▶ one apply per manifest and
-//!  space on this machine ──▶ review: plan into REPORT.plan, show, ask, then apply that
-//!  plan (or count the changes for --max-changes) ──▶ open the ledger (resume, journal)
-//!  ──▶ run the pipeline until done or `stop` ──▶ settle the journal ──▶ mark the run
-//!  finished (went through every row: a later --resume starts the next report)
+//!  open the source (a saved plan verified whole) ──▶ read the whole manifest once
+//!  (unreadable: refused before any request; what the run is made from) ──▶ claim the
+//!  report in one call (its path checked against the run's other files, locked: another
+//!  run refused at once or after --lock-timeout; with --resume of a finished run, the next
+//!  report of its chain, locked too; checked against its run file: exists / --resume /
+//!  fingerprint) ──▶ a saved plan's header (space, manifest) ──▶ one apply per manifest
+//!  and space on this machine ──▶ review: plan into REPORT.plan, show, ask, then apply
+//!  that plan (or count the changes for --max-changes) ──▶ open the report (resume,
+//!  journal) ──▶ run the pipeline until done or `stop` ──▶ close the report: settle the
+//!  journal, mark the run finished (went through every row: a later --resume starts the
+//!  next report)
 //! ```
 //!
 //! The caller brings what is about people: how the go-ahead is asked ([`Approval`]), what
@@ -18,13 +21,15 @@
 //! [`RunOptions`] and a [`Finished`] or [`RunError`] to an exit code; `examples/library.rs`
 //! drives the same API against the sandbox.
 //!
-//! The parts: `review` (the interactive apply's plan-show-ask, and the `--max-changes`
-//! count) and `pipeline` (the one pass over the manifest before any request, and one
-//! pass of the engine with fresh clients and limiter).
+//! The parts: `claim` (the report: named, claimed, closed), `review` (the interactive
+//! apply's plan-show-ask, and the `--max-changes` count) and `passes` (the one pass over
+//! the manifest before any request, and one pass of the engine with fresh clients and
+//! limiter).
 //!
 //! [`engine`]: crate::engine
 
-mod pipeline;
+mod claim;
+mod passes;
 mod review;
 
 use std::num::NonZeroU32;
@@ -35,9 +40,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::WriteBudget;
 use crate::client::{ClientBuildError, ClientConfig, RequestStats};
-use crate::engine::{JobError, Observer, Outcome, StopReason};
+use crate::engine::{JobError, Observer, Outcome};
 use crate::export::PagingLimits;
-use crate::ledger::{self, Ledger, LedgerError, Opened, RunLock, RunNote};
+use crate::ledger::{GatewayLock, LedgerError, Opened, RunFile};
 use crate::manifest::{Format, Manifest, ManifestError};
 use crate::progress::Tee;
 use crate::report::ReportFormat;
@@ -46,7 +51,9 @@ use crate::selection::Selection;
 use crate::shard::Shard;
 use crate::snapshot::ReadMode;
 
-use pipeline::{Pipeline, Scan, plan_header_for, scan};
+use claim::{claim_report, close_report};
+pub use claim::{default_report_path, reviewed_plan_path};
+use passes::{Pass, Scan, plan_header_for, scan};
 use review::Reviewed;
 
 /// Where a run's rows come from.
@@ -257,91 +264,84 @@ pub enum RunError {
 }
 
 /// Runs one plan or apply to its end. See the module docs for the order of things.
-pub async fn run(
+pub async fn execute(
     options: RunOptions,
     approval: Approval<'_>,
     hooks: RunHooks<'_>,
 ) -> Result<Finished, RunError> {
     let (manifest, plan_header) = open_source(&options)?;
-    let report = options.report.clone().unwrap_or_else(|| {
-        default_report_path(manifest.source(), options.report_format, options.mode)
-    });
-    refuse_clashing_paths(&options, &report)?;
-    let ledger = lock_report(&report, options.lock_timeout).await?;
-    let (report, mut ledger, _named) = past_finished_runs(&options, report, ledger).await?;
     // Several projects: each row's own project reads it (a list shows one project's).
     let lists = options.read_mode != ReadMode::Get && options.projects.is_none();
-    let projects = pipeline::scan_projects(&options);
-    let (scan, manifest) = scan(
-        &manifest,
-        options.shard,
-        options.selection.clone(),
-        lists,
-        projects,
-    )
-    .await?;
-    let options = pipeline::with_named_projects(options, &scan);
-    // What this run is made from, fixed before an interactive apply swaps the manifest for
-    // the plan it shows: a resume continues the manifest's run, not the plan's. With
-    // several projects: the projects its rows belong to, and its (project, gateway) pairs.
-    let several = options.projects.is_some();
-    let run_note = RunNote {
-        selection: options.selection.as_ref().map(|s| s.digest()),
-        projects: several.then(|| scan.projects.clone()),
-        project_rows: several.then(|| scan.pairs.clone()),
-        ..RunNote::new(
-            options.client.base_url.as_str(),
-            &options.client.credentials.project_id,
-            options.shard,
-            manifest.source(),
-            &scan.sha256,
-        )
-    };
-    match options.mode {
-        Mode::Apply => ledger.preflight(&run_note, options.resume)?,
-        Mode::Plan => ledger.refuse_an_existing_plan()?,
-    }
-    if let Some(header) = &plan_header {
-        check_saved_plan(&options, header)?;
-        if let Some(why) = &scan.unresolved {
-            // A reviewed plan is applied whole or not at all.
-            return Err(RunError::Usage(format!(
-                "the saved plan has a row of a project this run cannot act for: {why}; \
-                 nothing was sent"
-            )));
-        }
-    }
-    let _run_lock = lock_gateways(&options, &scan, &report)?;
+    let (scan, manifest, options) = read_manifest(options, &manifest, lists).await?;
+    let run_file = run_file(&options, &manifest, &scan);
+    let mut ledger = claim_report(&options, manifest.source(), &run_file).await?;
+    let report = ledger.report().to_owned();
+    check_saved_plan(&options, plan_header.as_ref(), &scan)?;
+    let _gateway_lock = lock_gateways(&options, &scan, &report)?;
     let reviewing = review::Review {
         options: &options,
         report: &report,
         saved_plan: plan_header.is_some(),
         lists,
     };
-    let (scan, manifest) = match reviewing.run(approval, manifest, scan).await? {
+    let (scan, manifest) = match reviewing.decide(approval, manifest, scan).await? {
         Reviewed::Go { scan, manifest } => (*scan, manifest),
         Reviewed::Stop(finished) => return Ok(*finished),
     };
     ledger.set_project_column(options.projects.is_some());
     let opened = ledger.open(
-        (options.mode == Mode::Apply).then_some(&run_note),
+        (options.mode == Mode::Apply).then_some(&run_file),
         options.report_format,
         options.resume,
     )?;
     let start = starting(&options, &manifest, &scan, &report, &opened);
     let (outcome, plan_saved) = run_rows(&options, &manifest, &scan, opened, &start, hooks).await?;
-    settle_journal(&options, &report, &outcome);
-    if options.mode == Mode::Apply
-        && outcome.stopped.is_none()
-        && outcome.refused_projects.is_empty()
-    {
-        record_finished(&mut ledger, &run_note, &report);
-    }
+    close_report(&options, &mut ledger, &run_file, &outcome);
     Ok(Finished::Ran {
         outcome,
         start,
         plan_saved,
     })
+}
+
+/// The one pass over the whole manifest (see [`scan`]), and the options as it leaves
+/// them: a manifest that names projects runs with its projects.
+async fn read_manifest(
+    options: RunOptions,
+    manifest: &Manifest,
+    lists: bool,
+) -> Result<(Scan, Manifest, RunOptions), RunError> {
+    let projects = passes::scan_projects(&options);
+    let (scan, manifest) = scan(
+        manifest,
+        options.shard,
+        options.selection.clone(),
+        lists,
+        projects,
+    )
+    .await?;
+    let options = passes::with_named_projects(options, &scan);
+    Ok((scan, manifest, options))
+}
+
+/// What this run is made from (its run file), fixed before an interactive apply swaps the
+/// manifest for the plan it shows: a resume continues the manifest's run, not the plan's.
+/// With several projects: the projects its rows belong to, and its (project, gateway)
+/// pairs.
+fn run_file(options: &RunOptions, manifest: &Manifest, scan: &Scan) -> RunFile {
+    let several = options.projects.is_some();
+    RunFile {
+        selection: options.selection.as_ref().map(|s| s.digest()),
+        projects: several.then(|| scan.projects.clone()),
+        project_rows: several.then(|| scan.pairs.clone()),
+        ..RunFile::new(
+            options.client.base_url.as_str(),
+            &options.client.credentials.project_id,
+            options.shard,
+            manifest.source(),
+            &scan.sha256,
+        )
+    }
 }
 
 /// The rows' source, opened: a manifest, or a saved plan verified whole (with its header).
@@ -370,59 +370,14 @@ fn open_source(options: &RunOptions) -> Result<(Manifest, Option<PlanHeader>), R
     }
 }
 
-/// The report's lock, waiting up to `wait` for another run that holds it.
-async fn lock_report(report: &Path, wait: std::time::Duration) -> Result<Ledger, RunError> {
-    let report = report.to_owned();
-    let locked = tokio::task::spawn_blocking(move || Ledger::lock_within(&report, wait))
-        .await
-        .map_err(|e| RunError::Job(JobError::Internal(e.to_string())))?;
-    Ok(locked?)
-}
-
-/// `--resume` of a report whose run finished starts a new run in a new report
-/// ([`ledger::report_to_resume`]), named in the log. The named report's lock stays held
-/// (the third value) while the run lasts, so two runs given one name never pick the same
-/// new report, and an overlapping run is refused on the name it was given.
-async fn past_finished_runs(
+/// A saved plan applies only to the space it was made for, with its manifest unchanged,
+/// and whole: every row of it in a project this run can act for.
+fn check_saved_plan(
     options: &RunOptions,
-    report: PathBuf,
-    named: Ledger,
-) -> Result<(PathBuf, Ledger, Option<Ledger>), RunError> {
-    if options.mode != Mode::Apply || !options.resume {
-        return Ok((report, named, None));
-    }
-    let (next, follows) = ledger::report_to_resume(&report)?;
-    let Some(finished) = follows else {
-        return Ok((report, named, None));
-    };
-    tracing::info!(
-        finished = %finished.display(),
-        report = %next.display(),
-        "the run of that report finished; this run reads every gateway again into its own \
-         report (a finished report is never continued)"
-    );
-    refuse_clashing_paths(options, &next)?;
-    let mut ledger = lock_report(&next, options.lock_timeout).await?;
-    ledger.follow(&report, &finished);
-    Ok((next, ledger, Some(named)))
-}
-
-/// Marks the report's run finished: the next `--resume` of it starts a new report. A
-/// run file that cannot be written is said loudly: that next resume would continue this
-/// finished run and read nothing.
-fn record_finished(ledger: &mut Ledger, run: &RunNote, report: &Path) {
-    if let Err(e) = ledger.record_finished(run) {
-        tracing::warn!(
-            run_file = %ledger::run_path(report).display(),
-            "cannot record that this run finished ({e}): a later --resume of this report \
-             would continue it, reading nothing; give the next run another --report"
-        );
-    }
-}
-
-/// A saved plan applies only to the space it was made for, with its manifest unchanged.
-fn check_saved_plan(options: &RunOptions, header: &PlanHeader) -> Result<(), RunError> {
-    let Source::Plan(path) = &options.source else {
+    header: Option<&PlanHeader>,
+    scan: &Scan,
+) -> Result<(), RunError> {
+    let (Some(header), Source::Plan(path)) = (header, &options.source) else {
         return Ok(());
     };
     let manifest_now = crate::manifest::file_sha256(Path::new(&header.manifest));
@@ -431,7 +386,14 @@ fn check_saved_plan(options: &RunOptions, header: &PlanHeader) -> Result<(), Run
         options.client.base_url.as_str(),
         manifest_now.as_deref(),
     )?;
-    Ok(())
+    match &scan.unresolved {
+        // A reviewed plan is applied whole or not at all.
+        Some(why) => Err(RunError::Usage(format!(
+            "the saved plan has a row of a project this run cannot act for: {why}; \
+             nothing was sent"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// One apply of this manifest to this space at a time on this machine, whatever the
@@ -440,7 +402,7 @@ fn lock_gateways(
     options: &RunOptions,
     scan: &Scan,
     report: &Path,
-) -> Result<Option<RunLock>, RunError> {
+) -> Result<Option<GatewayLock>, RunError> {
     if options.mode != Mode::Apply {
         return Ok(None);
     }
@@ -454,7 +416,7 @@ fn lock_gateways(
         ),
         many => format!("projects {}", many.join(", ")),
     };
-    let lock = RunLock::acquire(&named, &scan.pairs, report)?;
+    let lock = GatewayLock::acquire(&named, &scan.pairs, report)?;
     Ok(Some(lock))
 }
 
@@ -518,14 +480,14 @@ async fn run_rows(
     hooks: RunHooks<'_>,
 ) -> Result<(Outcome, Option<Result<PathBuf, PlanError>>), RunError> {
     let mode = options.mode;
-    let mut pipeline = Pipeline::new(options, manifest, scan);
-    pipeline.max_errors = options.max_errors.map(|b| b.threshold(scan.chosen));
-    pipeline.limit = options.limit;
-    pipeline.done = Some(Arc::new(opened.done));
-    pipeline.journal = opened.journal;
-    pipeline.recovered = Some(Arc::new(opened.recovered));
-    pipeline.budget = start.budget.clone();
-    pipeline.stats = Some(Arc::clone(&start.stats));
+    let mut pass = Pass::new(options, manifest, scan);
+    pass.max_errors = options.max_errors.map(|b| b.threshold(scan.chosen));
+    pass.limit = options.limit;
+    pass.done = Some(Arc::new(opened.done));
+    pass.journal = opened.journal;
+    pass.recovered = Some(Arc::new(opened.recovered));
+    pass.budget = start.budget.clone();
+    pass.stats = Some(Arc::clone(&start.stats));
     let mut observers: Vec<Box<dyn Observer>> = Vec::new();
     if let Some(observe) = hooks.observe {
         observers.push(observe(start));
@@ -543,8 +505,8 @@ async fn run_rows(
         }
         _ => None,
     };
-    let mut outcome = pipeline
-        .run(
+    let mut outcome = pass
+        .run_engine(
             opened.writer,
             mode == Mode::Apply,
             hooks.stop,
@@ -559,64 +521,4 @@ async fn run_rows(
         *outcome.counts.entry(*status).or_default() += n;
     }
     Ok((outcome, plan_saved))
-}
-
-/// Every finished row is in the report now; the journal keeps only the before-values of
-/// writes that may have landed unseen (a later --resume settles them). A report that
-/// failed keeps its whole journal: it may be the only record left.
-fn settle_journal(options: &RunOptions, report: &Path, outcome: &Outcome) {
-    if options.mode == Mode::Apply
-        && outcome.stopped != Some(StopReason::LedgerFailed)
-        && let Err(e) = ledger::settle_journal(report, &outcome.unsettled)
-    {
-        tracing::warn!(
-            journal = %ledger::journal_path(report).display(),
-            "cannot tidy the journal ({e}); it is kept, and --resume still reads it"
-        );
-    }
-}
-
-/// `STEM.report.csv` for apply, `STEM.plan.csv` for a plan: a plan never takes the name
-/// apply will use, so `plan m.csv` then `apply m.csv --yes` works with the defaults.
-pub fn default_report_path(manifest: &Path, format: ReportFormat, mode: Mode) -> PathBuf {
-    let stem = match manifest.file_stem().map(|s| s.to_string_lossy()) {
-        Some(s) if s == "-" => "stdin".to_owned(),
-        Some(s) => s.into_owned(),
-        None => "manifest".to_owned(),
-    };
-    let ext = match format {
-        ReportFormat::Csv => "csv",
-        ReportFormat::Jsonl => "jsonl",
-    };
-    let kind = match mode {
-        Mode::Apply => "report",
-        Mode::Plan => "plan",
-    };
-    PathBuf::from(format!("{stem}.{kind}.{ext}"))
-}
-
-/// Refuses a run whose outputs (the report and its side files, a saved plan, the caller's
-/// own) name one of its inputs (the manifest or plan, the caller's) or each other.
-fn refuse_clashing_paths(options: &RunOptions, report: &Path) -> Result<(), RunError> {
-    let journal = ledger::journal_path(report);
-    let reviewed = reviewed_plan_path(report);
-    let mut outputs: Vec<(&str, &Path)> = vec![("--report", report), ("the journal", &journal)];
-    if options.mode == Mode::Apply && matches!(options.source, Source::Manifest { .. }) {
-        outputs.push(("the reviewed plan", &reviewed));
-    }
-    if let Some(plan) = &options.save_plan {
-        outputs.push(("--out", plan));
-    }
-    outputs.extend(options.also_writes.iter().map(|(f, p)| (*f, p.as_path())));
-    let mut inputs: Vec<(&str, &Path)> = match &options.source {
-        Source::Manifest { path, .. } => vec![("the manifest", path)],
-        Source::Plan(path) => vec![("--plan", path)],
-    };
-    inputs.extend(options.also_reads.iter().map(|(f, p)| (*f, p.as_path())));
-    crate::output::refuse_clash(&outputs, &inputs).map_err(RunError::Usage)
-}
-
-/// The plan an interactive apply shows and then applies: `REPORT.plan`.
-pub fn reviewed_plan_path(report: &Path) -> PathBuf {
-    ledger::beside(report, ".plan")
 }

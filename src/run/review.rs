@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
-use super::pipeline::{self, Pipeline, Scan, plan_header_for};
+use super::passes::{self, Pass, Scan, plan_header_for};
 use super::{Approval, AskFn, Finished, Mode, PreviewFn, RunError, RunOptions, reviewed_plan_path};
 use crate::engine::{Observer, Outcome};
 use crate::manifest::{Format, Manifest};
@@ -32,7 +32,7 @@ pub(super) enum Reviewed {
 }
 
 impl Review<'_> {
-    pub(super) async fn run(
+    pub(super) async fn decide(
         self,
         approval: Approval<'_>,
         manifest: Manifest,
@@ -100,12 +100,12 @@ impl Review<'_> {
         saved_plan::verify(&saved)?;
         let reviewed = Manifest::open(&saved, Some(Format::Plan))?;
         // A plan holds only its shard's rows, and only the chosen ones.
-        let (scan, manifest) = pipeline::scan(
+        let (scan, manifest) = passes::scan(
             &reviewed,
             None,
             None,
             self.lists,
-            pipeline::scan_projects(self.options),
+            passes::scan_projects(self.options),
         )
         .await?;
         Ok(Reviewed::Go {
@@ -133,9 +133,9 @@ impl Review<'_> {
         scan: &Scan,
         observer: Option<Box<dyn Observer>>,
     ) -> Result<Outcome, RunError> {
-        let mut pass = Pipeline::new(self.options, manifest, scan);
+        let mut pass = Pass::new(self.options, manifest, scan);
         pass.limit = self.options.limit;
-        pass.run(
+        pass.run_engine(
             ReportWriter::discard(),
             false,
             CancellationToken::new(),

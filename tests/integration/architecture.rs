@@ -256,7 +256,7 @@ fn the_checked_invariants_hold() {
         report_opened.is_empty(),
         "the report is opened outside the ledger in {report_opened:?}"
     );
-    let writers = only_in("WriteClient::new", &|f| f == "src/run/pipeline.rs");
+    let writers = only_in("WriteClient::new", &|f| f == "src/run/passes.rs");
     assert!(writers.is_empty(), "a WriteClient is built in {writers:?}");
     let exposed = only_in(".expose()", &|f| f == "src/secret.rs");
     assert!(exposed.is_empty(), "the token is read in {exposed:?}");

@@ -126,7 +126,12 @@ fn ctrl_c_ends_the_reads_waiting_out_a_retry_after() {
     interrupt(&child);
     let out = child.wait_with_output();
     let after_signal = sb.state().stats().requests - at_signal;
-    assert_eq!(after_signal, 0, "requests after the signal: {}", stderr(&out));
+    assert_eq!(
+        after_signal,
+        0,
+        "requests after the signal: {}",
+        stderr(&out)
+    );
     assert_eq!(code(&out), 4, "interrupted: {}", stderr(&out));
     let report = sb.report("r.csv");
     assert_eq!(report.len(), ids.len(), "every row exactly once");

@@ -10,8 +10,8 @@ use super::{LedgerError, short};
 /// What a report's run file (`REPORT.run.json`) records: what the run was made from.
 /// `--resume` refuses a run that differs in any of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunNote {
-    /// The run file's format version ([`RUN_NOTE_VERSION`]).
+pub struct RunFile {
+    /// The run file's format version ([`RUN_FILE_VERSION`]).
     pub sipgw_bulk_run: u32,
     /// The space's base URL, as `https://acme.signalwire.com` (no trailing slash).
     pub space: String,
@@ -49,18 +49,18 @@ pub struct RunNote {
 }
 
 /// The run file's format version.
-pub const RUN_NOTE_VERSION: u32 = 1;
+pub const RUN_FILE_VERSION: u32 = 1;
 
-impl RunNote {
+impl RunFile {
     pub fn new(
         space: &str,
         project_id: &str,
         shard: Option<crate::shard::Shard>,
         manifest: &Path,
         manifest_sha256: &str,
-    ) -> RunNote {
-        RunNote {
-            sipgw_bulk_run: RUN_NOTE_VERSION,
+    ) -> RunFile {
+        RunFile {
+            sipgw_bulk_run: RUN_FILE_VERSION,
             space: normalized_space(space),
             project_id: project_id.to_owned(),
             shard: shard.map(|s| s.to_string()),
@@ -77,7 +77,7 @@ impl RunNote {
 
     /// Why a run described by `now` does not continue this one, if it does not. An
     /// empty space or project (a report made before run files) matches any.
-    pub(super) fn refuses(&self, now: &RunNote, report: &Path) -> Option<LedgerError> {
+    pub(super) fn refuses(&self, now: &RunFile, report: &Path) -> Option<LedgerError> {
         if self.manifest_sha256 != now.manifest_sha256 {
             return Some(LedgerError::ManifestChanged {
                 report: report.to_owned(),
@@ -92,7 +92,7 @@ impl RunNote {
     /// Why `now` does not act for this run's projects, if it does not: a project of its
     /// rows that `now` cannot act for, or a row whose project is another one now. A run
     /// file without projects (a single-project run's) lets the project id decide.
-    fn refuses_projects(&self, now: &RunNote, report: &Path) -> Option<LedgerError> {
+    fn refuses_projects(&self, now: &RunFile, report: &Path) -> Option<LedgerError> {
         let was = self.projects.as_ref()?;
         let single = [now.project_id.to_ascii_lowercase()];
         let covered = now.projects.as_deref().unwrap_or(&single);
@@ -123,7 +123,7 @@ impl RunNote {
     /// Why a run described by `now` is not of this one's schedule, if it is not: another
     /// space, project, shard or selection. The manifest's content may differ (a chain's
     /// next link reads the manifest as it is that day).
-    pub(super) fn refuses_link(&self, now: &RunNote, report: &Path) -> Option<LedgerError> {
+    pub(super) fn refuses_link(&self, now: &RunFile, report: &Path) -> Option<LedgerError> {
         let known = |s: &str| !s.is_empty();
         // Several projects: their ids decide (a resume), or may change with the manifest
         // (a chain's next link); the project id is then only the default one's.

@@ -1,5 +1,5 @@
 //! The passes: one over the whole manifest before any request ([`scan`]), and one of the
-//! engine over its rows ([`Pipeline`]), each with fresh clients and a fresh limiter.
+//! engine over its rows ([`Pass`]), each with fresh clients and a fresh limiter.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -203,9 +203,9 @@ fn refuse_unknown_ids(named: &HashSet<u128>, manifest: &Manifest) -> Result<(), 
     )))
 }
 
-/// A pass's parts before it runs; `run` builds fresh clients and a fresh limiter each
+/// A pass's parts before it runs; [`Pass::run_engine`] builds fresh clients and a fresh limiter each
 /// time, so a preview pass leaves no state behind.
-pub(super) struct Pipeline<'a> {
+pub(super) struct Pass<'a> {
     options: &'a RunOptions,
     manifest: &'a Manifest,
     /// Rows this pass runs, and the keys of their ids (for a snapshot).
@@ -221,13 +221,9 @@ pub(super) struct Pipeline<'a> {
     pub(super) stats: Option<Arc<RequestStats>>,
 }
 
-impl<'a> Pipeline<'a> {
-    pub(super) fn new(
-        options: &'a RunOptions,
-        manifest: &'a Manifest,
-        scan: &'a Scan,
-    ) -> Pipeline<'a> {
-        Pipeline {
+impl<'a> Pass<'a> {
+    pub(super) fn new(options: &'a RunOptions, manifest: &'a Manifest, scan: &'a Scan) -> Pass<'a> {
+        Pass {
             options,
             manifest,
             rows: scan.chosen,
@@ -242,7 +238,7 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    pub(super) async fn run(
+    pub(super) async fn run_engine(
         self,
         report: ReportWriter,
         writes: bool,
@@ -275,26 +271,7 @@ impl<'a> Pipeline<'a> {
             stop: stop.clone(),
         };
         let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), cancel)?;
-        let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
-            (Some(budget), Some(keys)) => {
-                tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
-                let builder = SnapshotBuilder::wanting(Arc::clone(keys)).map_err(snapshot_error)?;
-                let snapshot = crate::snapshot::take(&reader, builder, budget, o.paging, &stop)
-                    .await
-                    .map_err(snapshot_error)?;
-                let s = &snapshot.stats;
-                tracing::info!(
-                    pages = s.pages,
-                    listed = s.listed,
-                    found = s.kept,
-                    complete = s.complete,
-                    secs = s.elapsed.as_secs(),
-                    "space read in pages; rows it lacks are read by GET"
-                );
-                Some(Arc::new(snapshot))
-            }
-            _ => None,
-        };
+        let snapshot = self.read_in_pages(&reader, &stop).await?;
         let projects_seen = projects.clone();
         let job = Job {
             manifest: self.manifest.clone(),
@@ -320,7 +297,7 @@ impl<'a> Pipeline<'a> {
             snapshot: snapshot.clone(),
             projects,
         };
-        let mut outcome = engine::run(job).await?;
+        let mut outcome = engine::reconcile_rows(job).await?;
         if let Some(projects) = &projects_seen {
             stopped_projects(projects, &mut outcome);
         }
@@ -330,6 +307,38 @@ impl<'a> Pipeline<'a> {
             outcome.snapshot = Some(s.stats.clone());
         }
         Ok(outcome)
+    }
+}
+
+impl Pass<'_> {
+    /// The space read in pages first, up to the read mode's page budget (`list`, `auto`);
+    /// `None` (`get`): every row is read by GET. Rows the pages lack are read by GET.
+    async fn read_in_pages(
+        &self,
+        reader: &ReadClient,
+        stop: &CancellationToken,
+    ) -> Result<Option<Arc<crate::snapshot::Snapshot>>, RunError> {
+        let o = self.options;
+        let (Some(budget), Some(keys)) =
+            (o.read_mode.page_budget(self.rows, o.concurrency), self.keys)
+        else {
+            return Ok(None);
+        };
+        tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
+        let builder = SnapshotBuilder::wanting(Arc::clone(keys)).map_err(snapshot_error)?;
+        let snapshot = crate::snapshot::take(reader, builder, budget, o.paging, stop)
+            .await
+            .map_err(snapshot_error)?;
+        let s = &snapshot.stats;
+        tracing::info!(
+            pages = s.pages,
+            listed = s.listed,
+            found = s.kept,
+            complete = s.complete,
+            secs = s.elapsed.as_secs(),
+            "space read in pages; rows it lacks are read by GET"
+        );
+        Ok(Some(Arc::new(snapshot)))
     }
 }
 

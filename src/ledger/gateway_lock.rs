@@ -19,12 +19,12 @@ use super::side_file::{lock_file_at, open_side, release};
 /// directory ([`state_dir`]), the same for cron and a login shell, and goes when the run
 /// ends. It protects one machine; runs on different machines are kept apart by `--shard`
 /// or by their operators.
-pub struct RunLock {
+pub struct GatewayLock {
     path: PathBuf,
     file: Option<File>,
 }
 
-impl Drop for RunLock {
+impl Drop for GatewayLock {
     fn drop(&mut self) {
         if let Some(file) = self.file.take() {
             release(&self.path, file);
@@ -32,14 +32,14 @@ impl Drop for RunLock {
     }
 }
 
-impl RunLock {
+impl GatewayLock {
     /// Takes the lock on the pairs `pairs_digest` ([`IdsDigest::add_pair`]), or says which
     /// report holds it. `projects` names them in that message.
     pub fn acquire(
         projects: &str,
         pairs_digest: &str,
         report: &Path,
-    ) -> Result<RunLock, LedgerError> {
+    ) -> Result<GatewayLock, LedgerError> {
         use sha2::Digest;
         let dir = state_dir()?;
         let key = sha2::Sha256::digest(format!("project-gateway pairs\n{pairs_digest}"));
@@ -62,7 +62,7 @@ impl RunLock {
         file.set_len(0)
             .and_then(|()| file.write_all(shown.display().to_string().as_bytes()))
             .map_err(io_err)?;
-        Ok(RunLock {
+        Ok(GatewayLock {
             path,
             file: Some(file),
         })
