@@ -9,6 +9,7 @@ mod args;
 mod doctor;
 mod export;
 mod man;
+mod metrics_flags;
 mod reconcile;
 mod rollback;
 #[cfg(feature = "sandbox")]
@@ -17,7 +18,6 @@ mod show;
 mod space;
 mod summary;
 mod validate;
-mod watch;
 
 use std::io::IsTerminal;
 
@@ -46,7 +46,7 @@ pub enum Exit {
     /// `--detailed-exitcode` only, no errors and: `plan`, changes pending; `apply`, changes
     /// made.
     ChangesPending = 2,
-    /// Aborted: credentials refused, the space unreachable past the outage budget (or a TLS
+    /// Aborted: credentials refused, the space unreachable past the outage limit (or a TLS
     /// failure), the report or journal not writable, `--max-errors` reached,
     /// `--max-changes` exceeded, the prompt declined.
     Aborted = 3,

@@ -13,7 +13,7 @@ pub use crate::failure::ErrorKind;
 pub enum AbortCause {
     /// 401 or 403.
     Unauthorized,
-    /// Every connection failed for longer than the outage budget, or failed in a way no
+    /// Every connection failed for longer than the outage limit, or failed in a way no
     /// retry fixes (a TLS certificate the client cannot trust).
     Unreachable(String),
 }

@@ -6,7 +6,7 @@
 //!
 //! A 401 or 403 trips the client's abort token: every request after it fails at once
 //! without touching the network, so bad credentials are not hammered. A space that cannot
-//! be reached trips it too, through the [`Breaker`], once the outage budget is spent.
+//! be reached trips it too, through the [`Breaker`], once the outage limit passes.
 //!
 //! Nothing the server says is believed unchecked: bodies are read against a size cap, a
 //! gateway answer must carry the id that was asked for and fields of sane size, and a
@@ -225,7 +225,7 @@ impl ReadClient {
                 breaker: Breaker::new(
                     config.retry.min_delay,
                     config.retry.max_delay,
-                    config.retry.outage_budget,
+                    config.retry.max_outage,
                 ),
                 space,
                 rate_headers_logged: AtomicBool::new(false),

@@ -17,10 +17,10 @@ use super::{
     parse_error_body,
 };
 use crate::breaker::Verdict;
-use crate::budget::{Answer, Grant, Held, Ticket, WriteBudget};
+use crate::budget::{Answer, Grant, ReserveStall, Ticket, WriteBudget};
 use crate::failure::{Reach, Stop};
 use crate::latency::RequestKind;
-use crate::limiter::{Budget, RequestSlot};
+use crate::limiter::{Lane, RequestSlot};
 use crate::retry::parse_retry_after;
 
 impl ReadClient {
@@ -46,9 +46,9 @@ impl ReadClient {
         body: Option<Vec<u8>>,
     ) -> Result<(Reply<bytes_body::Body>, RequestSlot), ApiError> {
         let inner = &self.inner;
-        let budget = match kind {
-            RequestKind::Get | RequestKind::List => Budget::Read,
-            RequestKind::Patch => Budget::Write,
+        let lane = match kind {
+            RequestKind::Get | RequestKind::List => Lane::Read,
+            RequestKind::Patch => Lane::Write,
         };
         let attempts = AtomicU32::new(0);
         let started = tokio::time::Instant::now();
@@ -56,15 +56,15 @@ impl ReadClient {
             if inner.abort.is_cancelled() {
                 return Err(self.aborted(attempts.load(Ordering::Relaxed)));
             }
-            let mut grant = match budget {
-                Budget::Read => {
+            let mut grant = match lane {
+                Lane::Read => {
                     inner.limiter.read().await;
                     None
                 }
-                Budget::Write => match inner.limiter.write().await {
+                Lane::Write => match inner.limiter.write().await {
                     Ok(slot) => Some(slot),
-                    Err(held) => {
-                        self.stop_held(&held);
+                    Err(stall) => {
+                        self.stop_at_reserve(&stall);
                         None
                     }
                 },
@@ -76,7 +76,7 @@ impl ReadClient {
             let probe = if inner.breaker.is_open() {
                 let probe = inner.breaker.probe().await;
                 // The pause the last probe's failure set holds this one too.
-                inner.limiter.unpaused(budget).await;
+                inner.limiter.unpaused(lane).await;
                 Some(probe)
             } else {
                 None
@@ -170,11 +170,11 @@ impl ReadClient {
         result
     }
 
-    /// The space's count held the job at the reserve past the outage budget: the job stops
+    /// The space's count held the job at the reserve past the outage limit: the job stops
     /// as it does when the space cannot be reached (exit 3, rows left `skipped`).
-    pub(super) fn stop_held(&self, held: &Held) {
-        if self.abort_with(AbortCause::Unreachable(held.to_string())) {
-            tracing::error!("stopping: {held}");
+    pub(super) fn stop_at_reserve(&self, stall: &ReserveStall) {
+        if self.abort_with(AbortCause::Unreachable(stall.to_string())) {
+            tracing::error!("stopping: {stall}");
         }
     }
 
@@ -202,7 +202,7 @@ impl ReadClient {
     /// Heeds what a failure's kind decides for the whole job: a failure that stops it
     /// (refused credentials, TLS) aborts the client; otherwise the breaker hears whether
     /// the space answered (an answer closes it; a failed connection pauses everyone or,
-    /// past the outage budget, stops the job).
+    /// past the outage limit, stops the job).
     fn note_reachability(&self, result: &Result<Reply<bytes_body::Body>, ApiError>) {
         let inner = &self.inner;
         let err = match result {
@@ -231,7 +231,7 @@ impl ReadClient {
     }
 
     /// A connection that failed: a pause for everyone, or the job stopped once every
-    /// connection has failed for longer than the outage budget.
+    /// connection has failed for longer than the outage limit.
     fn note_unanswered(&self, err: &ApiError) {
         let inner = &self.inner;
         match inner.breaker.on_failure() {

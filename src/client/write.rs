@@ -53,8 +53,8 @@ impl WriteClient {
             .fetch_add(waited, Ordering::Relaxed);
         let grant = match grant {
             Ok(grant) => grant,
-            Err(held) => {
-                self.read.stop_held(&held);
+            Err(stall) => {
+                self.read.stop_at_reserve(&stall);
                 return Err(self.read.aborted(0));
             }
         };

@@ -8,7 +8,8 @@ use crate::client::ApiError;
 use crate::diff::FieldSet;
 use crate::failure::{RowEnd, Stop};
 use crate::model::GatewayFields;
-use crate::report::{ErrorCode, RowRecord};
+use crate::report::RowRecord;
+use crate::status::ErrorCode;
 use crate::status::Status;
 
 /// Not written: the gateway no longer looks as the reviewed plan saw it.

@@ -15,7 +15,8 @@ use crate::diff::{FieldSet, differing, merge, with_fields_from};
 use crate::limiter::{RequestSlot, WriteSlot};
 use crate::manifest::Row;
 use crate::model::{GatewayFields, GatewayResource};
-use crate::report::{ErrorCode, RowRecord};
+use crate::report::RowRecord;
+use crate::status::ErrorCode;
 use crate::status::Status;
 
 /// A row that differs, written. `landed`: an earlier run's write of this row whose answer

@@ -70,17 +70,17 @@ pub enum Mode {
 
 /// `--max-errors`: a count, or a share of the rows.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ErrorBudget {
+pub enum ErrorLimit {
     Count(u64),
     Percent(f64),
 }
 
-impl ErrorBudget {
+impl ErrorLimit {
     /// The number of failed rows that stops a job over `rows` rows (at least 1).
     pub fn threshold(self, rows: u64) -> u64 {
         match self {
-            ErrorBudget::Count(n) => n,
-            ErrorBudget::Percent(p) => ((rows as f64 * p / 100.0).ceil() as u64).max(1),
+            ErrorLimit::Count(n) => n,
+            ErrorLimit::Percent(p) => ((rows as f64 * p / 100.0).ceil() as u64).max(1),
         }
     }
 }
@@ -98,7 +98,7 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// `--only`/`--skip`: the rows this run is given; the others are reported `skipped`.
     pub selection: Option<Arc<Selection>>,
-    pub max_errors: Option<ErrorBudget>,
+    pub max_errors: Option<ErrorLimit>,
     /// Write only the first N changes (a canary).
     pub limit: Option<u64>,
     /// Refuse to write anything when more rows would change.
@@ -498,7 +498,7 @@ fn starting(
                 WriteBudget::new(
                     options.write_rate.get(),
                     options.reserve,
-                    options.client.retry.outage_budget,
+                    options.client.retry.max_outage,
                 )
                 .shared_by(sharers),
             )

@@ -264,7 +264,7 @@ impl<'a> Pipeline<'a> {
             None => None,
         };
         let reader = ReadClient::new(&o.client, limiter, Arc::clone(&stats), abort.clone())?;
-        let snapshot = match (o.read_mode.page_budget(self.rows, o.concurrency), self.keys) {
+        let snapshot = match (o.read_mode.max_pages(self.rows, o.concurrency), self.keys) {
             (Some(budget), Some(keys)) => {
                 tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
                 let builder = SnapshotBuilder::wanting(Arc::clone(keys)).map_err(snapshot_error)?;

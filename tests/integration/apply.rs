@@ -1,7 +1,7 @@
 //! Applying manifests end to end: the sandbox ends in the desired state, the report holds
 //! every row once, and a second run writes nothing.
 
-use sipgw_bulk::report::Status;
+use sipgw_bulk::status::Status;
 
 use crate::support::*;
 
