@@ -1,7 +1,7 @@
 //! One rate limiter for the whole process. Every HTTP attempt, first tries and retries
 //! alike, takes a permit from the write or the read lane before it is sent. Writes are
 //! paced first by the space's write budget ([`WriteBudget`]: what it announces and
-//! accepts), then by `--rate` as a hard ceiling ([`Ceiling`]: a schedule of the times
+//! accepts), then by `--rate` as a hard ceiling (`Ceiling`: a schedule of the times
 //! writes leave, each taken before the write's fresh read and kept when it leaves). A 429
 //! delays only its own request; the write budget decides when every write waits. An
 //! unreachable space pauses both lanes.

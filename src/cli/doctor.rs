@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, Exit, ExitContext, Failure, config};
-use crate::client::{AnswerHeaders, ApiError, ErrorKind, ReadClient, RequestStats};
+use crate::client::{AnswerHeaders, ApiError, ReadClient, RequestStats};
 use crate::export::{ExportStats, pages};
+use crate::failure::ErrorKind;
 use crate::failure::{Reach, Stop};
 use crate::limiter::Limiter;
 use crate::projects::{Project, ProjectSet};

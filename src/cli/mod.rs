@@ -23,8 +23,9 @@ use std::io::IsTerminal;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::config::{self, FileConfig, LogFormat, Overrides, Settings};
+use crate::config::{self, FileConfig, Overrides, Settings};
 use crate::manifest::ManifestError;
+use crate::settings::LogFormat;
 use crate::settings::{Cmd, SETTINGS, Setting, named};
 
 #[cfg(feature = "sandbox")]

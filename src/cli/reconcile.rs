@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use super::metrics_flags::{read_mode_name, run_labels, sinks_config};
 use super::summary::{Limits, summary_json, summary_text, write_summary_json};
 use super::{ApplyArgs, Context, Exit, ExitContext, Failure, JobArgs, manifest_failure, usage};
-use crate::config::LogFormat;
 use crate::engine::{Observer, Outcome, StopReason};
 use crate::ledger::{self, LedgerError};
 use crate::metrics::{Ending, RunMetrics, Sinks};
@@ -24,6 +23,7 @@ use crate::report::ReportFormat;
 use crate::run::{self as library, Approval, Finished, RunError, RunHooks, RunOptions, RunStart};
 use crate::saved_plan::PlanError;
 use crate::selection::Selection;
+use crate::settings::LogFormat;
 use crate::settings::named;
 use crate::status::Status;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::failure::Decision;
-pub use crate::failure::ErrorKind;
+use crate::failure::ErrorKind;
 
 /// Why the client stopped sending anything.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,7 +45,7 @@ use crate::secret::Credentials;
 pub use answers::{AnswerCounts, ProjectAnswers, ProjectSnapshot};
 use body::{check_gateway, decode};
 use error::error_chain;
-pub use error::{AbortCause, ApiError, ErrorKind, is_tls_failure, parse_error_body};
+pub use error::{AbortCause, ApiError, is_tls_failure, parse_error_body};
 pub use paging::{Links, Page};
 pub use write::{Patched, ReadAge, WriteSchedule};
 

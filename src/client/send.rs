@@ -13,12 +13,11 @@ use url::Url;
 use super::body::{bytes_body, read_capped};
 use super::error::transport_error;
 use super::{
-    AbortCause, ApiError, ErrorKind, MAX_GATEWAY_BODY, MAX_PAGE_BODY, ReadClient, Reply,
-    parse_error_body,
+    AbortCause, ApiError, MAX_GATEWAY_BODY, MAX_PAGE_BODY, ReadClient, Reply, parse_error_body,
 };
 use crate::breaker::Verdict;
 use crate::budget::{Answer, Grant, ReserveStall, Ticket, WriteBudget};
-use crate::failure::{Reach, Stop};
+use crate::failure::{ErrorKind, Reach, Stop};
 use crate::latency::RequestKind;
 use crate::limiter::{Lane, RequestSlot};
 use crate::retry::parse_retry_after;

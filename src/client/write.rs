@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::body::{check_gateway, decode};
-use super::{ApiError, ErrorKind, ReadClient, Reply, WriteClient};
+use super::{ApiError, ReadClient, Reply, WriteClient};
+use crate::failure::ErrorKind;
 use crate::latency::RequestKind;
 use crate::limiter::{LATE, RequestSlot, WriteSlot};
 use crate::model::{GatewayFields, GatewayResource};

@@ -90,8 +90,8 @@ pub(super) fn failed(mut record: RowRecord, err: ApiError, stopper: &Stopper) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::ErrorKind;
     use crate::diff::differing;
+    use crate::failure::ErrorKind;
     use crate::sandbox::starting_fields;
     use tokio_util::sync::CancellationToken;
 

@@ -146,11 +146,11 @@ impl RunOptions {
             save_plan: None,
             lock_timeout: std::time::Duration::ZERO,
             client,
-            concurrency: crate::config::defaults::CONCURRENCY,
-            write_rate: NonZeroU32::new(crate::config::defaults::WRITE_RATE)
+            concurrency: crate::settings::defaults::CONCURRENCY,
+            write_rate: NonZeroU32::new(crate::settings::defaults::WRITE_RATE)
                 .unwrap_or(NonZeroU32::MIN),
             reserve: crate::budget::DEFAULT_RESERVE,
-            read_rate: NonZeroU32::new(crate::config::defaults::READ_RATE),
+            read_rate: NonZeroU32::new(crate::settings::defaults::READ_RATE),
             read_mode: ReadMode::default(),
             paging: PagingLimits::default(),
             also_writes: Vec::new(),
@@ -425,7 +425,7 @@ fn check_saved_plan(options: &RunOptions, header: &PlanHeader) -> Result<(), Run
     let Source::Plan(path) = &options.source else {
         return Ok(());
     };
-    let manifest_now = crate::manifest::file_sha256(Path::new(&header.manifest));
+    let manifest_now = crate::bounded::file_sha256(Path::new(&header.manifest));
     header.check(
         path,
         options.client.base_url.as_str(),
