@@ -8,7 +8,7 @@
 //!                                                                  ├──▶ diff (merge, changed fields)
 //!                                                                  ├──▶ ledger ──▶ report (a line a row)
 //!                                                                  └── observed by plan_view, progress,
-//!                                                                      saved_plan
+//!                                                                      saved_plan, metrics
 //!  export: client pages ──▶ manifest writer        sandbox: a simulated space on loopback
 //! ```
 //!
@@ -64,7 +64,8 @@
 //! - [`output`]: files written whole or not at all, and never over an input.
 //! - [`bounded`]: config, token and manifest inputs read against a stated cap.
 //! - [`sandbox`]: the simulated space (axum).
-//! - [`cli`]: clap definitions and exit codes; `main.rs` only calls [`cli::main`].
+//! - [`cli`]: the clap parser, each command's flags mapped to a library call, and the exit
+//!   codes; `main.rs` only calls [`cli::main`].
 
 pub mod bounded;
 pub mod breaker;

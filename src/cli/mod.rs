@@ -1,6 +1,8 @@
 //! The command line: clap definitions, logging setup, and one module per command that turns
-//! checked settings into a library call and its result into an [`Exit`] code. No clap type
-//! goes past this module.
+//! checked settings into a library call and its result into an [`Exit`] code. No clap
+//! parser, command or match goes past this module: the value enums a flag takes derive
+//! `clap::ValueEnum` where they are declared, and [`crate::settings`] holds each global
+//! flag's clap attributes for `args` to expand.
 //!
 //! Conventions (as in xh): every flag has a one-line help, a default shown in brackets, and
 //! every command's long help ends with a worked example.
@@ -35,7 +37,8 @@ pub use args::{
     RollbackArgs, ShowArgs,
 };
 
-/// Exit codes: the contract scripts rely on (PRODUCT.md).
+/// Exit codes: the contract scripts rely on (the table in docs/formats.md; the man page's
+/// EXIT STATUS says the same, word for word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// Every row ended `updated`, `unchanged` (or `would_update` in a plan).
