@@ -1,7 +1,8 @@
 //! The space's write budget, as the job sees it: shared with the customer's production
 //! traffic (13,800 writes per 10 s for the whole space), so the job paces its writes by
-//! what the space says and accepts, under `--rate` as a hard ceiling (the governor quota
-//! in [`crate::limiter`], applied after this).
+//! what the space says and accepts, under `--rate` as a hard ceiling (the limiter's
+//! schedule of the times writes leave, in [`crate::limiter`], taken after this budget's
+//! grant).
 //!
 //! - When answers announce the budget ([`headers`]: limit, remaining, reset), the job
 //!   spends only what is left above `--reserve` (50% of the window's limit by default),

@@ -6,7 +6,8 @@
 //!
 //! A 401 or 403 trips the client's abort token: every request after it fails at once
 //! without touching the network, so bad credentials are not hammered. A space that cannot
-//! be reached trips it too, through the [`Breaker`], once the outage limit passes.
+//! be reached trips it too, through the [`Breaker`], once the outage limit passes (a TLS
+//! failure at once: no retry can mend it).
 //!
 //! Nothing the server says is believed unchecked: bodies are read against a size cap, a
 //! gateway answer must carry the id that was asked for and fields of sane size, and a
@@ -14,7 +15,7 @@
 //! being sent again blind.
 //!
 //! The parts: `send` (one request: permits, retries, the breaker, the write budget's
-//! answers), `body` (bodies read against a cap and checked before they are believed),
+//! answers), `answers` (answers counted by kind and status code, for the metrics), `body` (bodies read against a cap and checked before they are believed),
 //! `error` (what failed, as a type, and the server's error bodies read loosely), `paging`
 //! (list pages and the links between them) and `write` (the PATCH, one attempt at a time,
 //! for the engine's read-before-write loop).

@@ -1,5 +1,7 @@
-//! The PATCH: a write slot first, then one attempt at a time. The engine reads the
-//! gateway afresh between the slot and the PATCH, and before any other attempt.
+//! The PATCH: a write slot first, then one attempt at a time. The engine builds each
+//! attempt from a read within a round trip of it (the row's first read while it is that
+//! fresh, else a read between the slot and the PATCH), and reads again before any other
+//! attempt.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

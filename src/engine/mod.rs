@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  reader (thread) ──rows──▶ worker 1..N ──records──▶ recorder (thread) ──▶ report file
-//!        └─────── invalid / skipped rows ───────────────▲            └──▶ observer (plan, progress)
+//!        └─────── invalid / skipped rows ───────────────▲            └──▶ observers (plan view, saved plan, progress, metrics)
 //! ```
 //!
 //! Memory is set by the channel sizes, not by the manifest. Every row the reader yields

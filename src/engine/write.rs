@@ -1,5 +1,6 @@
-//! A row that differs, written. Every attempt waits for its write slot, reads the
-//! gateway afresh and builds the PATCH from that read; a lost answer is settled by
+//! A row that differs, written. Every attempt waits for its write slot and builds the
+//! PATCH from a read taken within a round trip of it: the row's first read when it is
+//! still that fresh ([`FirstRead`]), else a read afresh; a lost answer is settled by
 //! reading, never by sending again blind.
 
 use std::sync::atomic::Ordering;
