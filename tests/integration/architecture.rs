@@ -240,7 +240,7 @@ fn the_module_graph_has_no_circle() {
 }
 
 #[test]
-fn the_checked_invariants_hold() {
+fn the_invariants_architecture_md_marks_checked_hold() {
     let only_in = |needle: &str, allowed: &dyn Fn(&str) -> bool| -> Vec<String> {
         source_files()
             .into_iter()

@@ -398,7 +398,7 @@ fn doctor_reports_each_project_and_the_rate_limit_headers_and_never_writes() {
 }
 
 #[test]
-fn doctor_with_one_project_and_no_announced_limit() {
+fn doctor_says_whether_one_project_is_usable_and_exits_3_when_its_token_is_refused() {
     let (sb, _) = three_projects(false);
     let out = run(sb.cmd().arg("doctor"));
     let text = stdout(&out);
@@ -639,7 +639,7 @@ fn a_row_naming_a_project_the_run_lacks_is_invalid_and_the_rest_run() {
 }
 
 #[test]
-fn three_projects_share_one_announced_write_budget() {
+fn three_projects_under_one_announced_count_keep_its_reserve_and_are_never_refused() {
     // 60 writes a 10 s window for the whole space, announced; half kept in reserve.
     let config = SandboxConfig {
         write_limit: 6,
