@@ -26,7 +26,8 @@
 //! - [`manifest`]: CSV and YAML readers, row checks with line numbers and suggestions.
 //! - [`config`]: flag > environment > file > default; credentials never from argv.
 //! - [`client`]: GET/PATCH/list with Basic auth; [`client::ReadClient`] cannot write.
-//! - [`limiter`]: the process-wide write and read budgets, `--rate` the hard ceiling.
+//! - [`limiter`]: the process-wide pace: the write and read lanes ([`limiter::Lane`]), `--rate` the
+//!   hard ceiling, the space's write budget below it.
 //! - [`budget`]: the space's write budget: its announced count kept above `--reserve`,
 //!   else an estimate of what it accepts, cut only when the share of 429s rises.
 //! - [`failure`]: what a failed request means: its kind (a 429 is a kind of its own), and

@@ -234,7 +234,7 @@ pub async fn take(
         Err(Some(ExportError::TooLong { .. }))
             if page_cap < limits.max_pages && paged.pages >= page_cap =>
         {
-            builder.stats.stopped_early = Some(format!("its cap of {page_cap} pages was reached"));
+            builder.stats.stopped_early = Some(format!("its budget of {page_cap} pages was spent"));
         }
         Err(Some(e)) => {
             let why = crate::inert::text(&format!("{:#}", anyhow::Error::new(e)), 300);

@@ -1,5 +1,5 @@
-//! The clap definitions: every command, flag and value parser. The types are public to
-//! the rest of `cli` only; no clap type goes past it.
+//! The clap definitions: every command, flag and value parser. `cli` imports them
+//! privately, for its commands only: none is reachable from outside `cli`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -31,10 +31,9 @@ use crate::settings::LogFormat;
 use crate::settings::{Cmd, SETTINGS, Setting, named};
 
 #[cfg(feature = "sandbox")]
-pub use args::SandboxArgs;
-pub use args::{
-    ApplyArgs, Cli, ColorChoice, Command, ExportArgs, GlobalArgs, JobArgs, ManifestArgs, PlanArgs,
-    RollbackArgs, ShowArgs,
+use args::SandboxArgs;
+use args::{
+    ApplyArgs, Cli, Command, ExportArgs, GlobalArgs, JobArgs, ManifestArgs, RollbackArgs, ShowArgs,
 };
 
 /// Exit codes: the contract scripts rely on (the table in docs/formats.md; the man page's
