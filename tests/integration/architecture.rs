@@ -391,3 +391,23 @@ fn no_clap_type_leaves_the_cli_but_value_enums_and_the_settings_declaration() {
     }
     assert!(wrong.is_empty(), "clap used below the CLI: {wrong:#?}");
 }
+
+/// One public path per type: no module re-exports what another top-level module declares
+/// (`report::Status` beside `status::Status` was one). `cli`'s modules are private, so a
+/// `pub use` among them makes no second public path.
+#[test]
+fn no_module_re_exports_another_top_level_module_s_items() {
+    let mut wrong = Vec::new();
+    for file in source_files() {
+        if file.starts_with("src/cli/") {
+            continue;
+        }
+        for line in production(&file).lines() {
+            let line = line.trim_start();
+            if line.starts_with("pub use crate::") || line.starts_with("pub use sipgw_bulk::") {
+                wrong.push(format!("{file}: {line}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "a second public path: {wrong:#?}");
+}
