@@ -13,11 +13,11 @@
 use std::sync::Arc;
 
 use sipgw_bulk::client::ClientConfig;
-use sipgw_bulk::report::Status;
 use sipgw_bulk::retry::RetryPolicy;
 use sipgw_bulk::run::{self, Approval, Finished, Mode, RunHooks, RunOptions, Source};
 use sipgw_bulk::sandbox::{self, SandboxConfig, SandboxState};
 use sipgw_bulk::secret::{Credentials, Secret};
+use sipgw_bulk::status::Status;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]

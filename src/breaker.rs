@@ -6,7 +6,7 @@
 //!   exponentially growing wait, and while the space is failing only one request at a time
 //!   goes out (a probe), so a dead space sees about one connection a backoff step;
 //! - any answer from the server (even a 500) closes the breaker;
-//! - once the space has failed for longer than the outage budget, the job stops, like it
+//! - once the space has failed for longer than the outage limit, the job stops, like it
 //!   does on refused credentials: rows not attempted are `skipped`, exit 3, resumable.
 //!
 //! The decisions are plain functions of the failure count and the clock, so tests can pin
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 pub enum Verdict {
     /// Hold every request back this long, then probe again.
     Pause(Duration),
-    /// The space has been unreachable for longer than the outage budget: stop the job.
+    /// The space has been unreachable for longer than the outage limit: stop the job.
     GiveUp { failing_for: Duration },
 }
 

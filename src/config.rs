@@ -17,7 +17,7 @@ use crate::retry::RetryPolicy;
 use crate::secret::{Credentials, Secret};
 use crate::settings::{Cmd, named};
 
-pub use crate::settings::{LogFormat, defaults};
+use crate::settings::LogFormat;
 
 /// The names this module's messages and lookups cite, from their declarations (a
 /// declaration without one does not compile).
@@ -330,6 +330,7 @@ fn warn_if_others_can_read(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::defaults;
 
     #[test]
     fn space_forms_all_give_the_same_url() {

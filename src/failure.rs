@@ -80,7 +80,7 @@ pub struct Decision {
 pub enum Reach {
     /// The space answered: the breaker closes.
     Answered,
-    /// No answer came: the breaker counts it toward the outage budget (a pause for
+    /// No answer came: the breaker counts it toward the outage limit (a pause for
     /// everyone, then the job stops). A command of one request says the space cannot be
     /// reached.
     Unanswered,

@@ -8,7 +8,7 @@
 //!                                                                  ├──▶ diff (merge, changed fields)
 //!                                                                  ├──▶ ledger ──▶ report (a line a row)
 //!                                                                  └── observed by plan_view, progress,
-//!                                                                      saved_plan
+//!                                                                      saved_plan, metrics
 //!  export: client pages ──▶ manifest writer        sandbox: a simulated space on loopback
 //! ```
 //!
@@ -26,7 +26,8 @@
 //! - [`manifest`]: CSV and YAML readers, row checks with line numbers and suggestions.
 //! - [`config`]: flag > environment > file > default; credentials never from argv.
 //! - [`client`]: GET/PATCH/list with Basic auth; [`client::ReadClient`] cannot write.
-//! - [`limiter`]: the process-wide write and read budgets, `--rate` the hard ceiling.
+//! - [`limiter`]: the process-wide pace: the write and read lanes ([`limiter::Lane`]), `--rate` the
+//!   hard ceiling, the space's write budget below it.
 //! - [`budget`]: the space's write budget: its announced count kept above `--reserve`,
 //!   else an estimate of what it accepts, cut only when the share of 429s rises.
 //! - [`failure`]: what a failed request means: its kind (a 429 is a kind of its own), and
@@ -64,7 +65,8 @@
 //! - [`output`]: files written whole or not at all, and never over an input.
 //! - [`bounded`]: config, token and manifest inputs read against a stated cap.
 //! - [`sandbox`]: the simulated space (axum).
-//! - [`cli`]: clap definitions and exit codes; `main.rs` only calls [`cli::main`].
+//! - [`cli`]: the clap parser, each command's flags mapped to a library call, and the exit
+//!   codes; `main.rs` only calls [`cli::main`].
 
 pub mod bounded;
 pub mod breaker;

@@ -1,10 +1,10 @@
 //! One rate limiter for the whole process. Every HTTP attempt, first tries and retries
-//! alike, takes a permit from the write or the read budget before it is sent. Writes are
+//! alike, takes a permit from the write or the read lane before it is sent. Writes are
 //! paced first by the space's write budget ([`WriteBudget`]: what it announces and
-//! accepts), then by `--rate` as a hard ceiling ([`Ceiling`]: a schedule of the times
+//! accepts), then by `--rate` as a hard ceiling (`Ceiling`: a schedule of the times
 //! writes leave, each taken before the write's fresh read and kept when it leaves). A 429
 //! delays only its own request; the write budget decides when every write waits. An
-//! unreachable space pauses both budgets.
+//! unreachable space pauses both lanes.
 //!
 //! Every wait here is on tokio's clock (the governor quota too, through [`TokioClock`]),
 //! so a test on a paused clock drives the real limiter.
@@ -21,7 +21,7 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-pub use crate::budget::{Grant, Held, WriteBudget};
+use crate::budget::{Grant, ReserveStall, WriteBudget};
 
 /// The governor's clock: tokio's, as time since the limiter was made.
 #[derive(Debug, Clone, Copy)]
@@ -69,20 +69,20 @@ impl Gate {
     }
 }
 
-/// Which budget a request spends.
+/// Which lane a request takes: writes and reads are paced and paused apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Budget {
+pub enum Lane {
     /// PATCH, POST, DELETE: the platform limits these.
     Write,
     /// GET: "effectively unlimited", limited here only to be a good citizen.
     Read,
 }
 
-impl Budget {
+impl Lane {
     fn index(self) -> usize {
         match self {
-            Budget::Write => 0,
-            Budget::Read => 1,
+            Lane::Write => 0,
+            Lane::Read => 1,
         }
     }
 }
@@ -101,7 +101,7 @@ pub struct Limiter {
     read_trip_us: AtomicU64,
     read_trip_deviation_us: AtomicU64,
     read: Option<Gate>,
-    /// Until when each budget is held back: [writes, reads]. An unreachable space holds
+    /// Until when each lane is held back: [writes, reads]. An unreachable space holds
     /// both.
     paused_until: [Mutex<Option<Instant>>; 2],
     /// The pace of writes below the ceiling: the space's write budget.
@@ -305,7 +305,7 @@ pub fn smooth_quota(per_second: NonZeroU32) -> Quota {
 }
 
 impl Limiter {
-    /// `None` for a budget means unlimited.
+    /// `None` for a lane's rate means unlimited.
     pub fn new(write_per_second: Option<NonZeroU32>, read_per_second: Option<NonZeroU32>) -> Self {
         Limiter {
             write: write_per_second.map(Gate::new),
@@ -353,10 +353,10 @@ impl Limiter {
         self.budget.as_deref()
     }
 
-    /// Waits out any pause on `budget`.
-    pub async fn unpaused(&self, budget: Budget) {
+    /// Waits out any pause on `lane`.
+    pub async fn unpaused(&self, lane: Lane) {
         loop {
-            let until = *self.paused_until[budget.index()]
+            let until = *self.paused_until[lane.index()]
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             match until {
@@ -368,7 +368,7 @@ impl Limiter {
 
     /// Waits out any pause, then for a read permit.
     pub async fn read(&self) {
-        self.unpaused(Budget::Read).await;
+        self.unpaused(Lane::Read).await;
         if let Some(gate) = &self.read {
             gate.until_ready().await;
         }
@@ -382,14 +382,17 @@ impl Limiter {
     /// grant that waits at the ceiling counts against an announced count until it is
     /// sent (at most one a row seeking a slot), and the fresh read's count is asked
     /// again before the write leaves ([`WriteBudget::still_room`]).
-    pub async fn write(&self) -> Result<WriteSlot, Held> {
+    pub async fn write(&self) -> Result<WriteSlot, ReserveStall> {
         self.write_holding(None).await
     }
 
     /// [`Limiter::write`] for a write that holds a read it may leave on until `fresh_until`:
     /// a time by then is taken with no lead (the write reads nothing first); a later one is
     /// handed over a read's round trip ahead, as any.
-    pub async fn write_holding(&self, fresh_until: Option<Instant>) -> Result<WriteSlot, Held> {
+    pub async fn write_holding(
+        &self,
+        fresh_until: Option<Instant>,
+    ) -> Result<WriteSlot, ReserveStall> {
         // Given back once granted: the slot is the write's from then on.
         let _seeking = match &self.seekers {
             Some(s) => s.acquire().await.ok(),
@@ -401,8 +404,8 @@ impl Limiter {
 
     /// The first half of [`Limiter::write`]: any pause, the `--rate` pace, then the write
     /// budget's grant.
-    pub async fn write_grant(&self) -> Result<Grant, Held> {
-        self.unpaused(Budget::Write).await;
+    pub async fn write_grant(&self) -> Result<Grant, ReserveStall> {
+        self.unpaused(Lane::Write).await;
         if let Some(gate) = &self.write {
             gate.until_ready().await;
         }
@@ -482,10 +485,10 @@ impl Limiter {
         slot.leaves_at = Some(at);
     }
 
-    /// Holds every new request of `budget` back for `wait`, in every worker. Pauses only grow: a shorter one never cuts a longer one short.
-    fn pause_for(&self, budget: Budget, wait: Duration) {
+    /// Holds every new request of `lane` back for `wait`, in every worker. Pauses only grow: a shorter one never cuts a longer one short.
+    fn pause_for(&self, lane: Lane, wait: Duration) {
         let until = Instant::now() + wait;
-        let mut guard = self.paused_until[budget.index()]
+        let mut guard = self.paused_until[lane.index()]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if guard.is_none_or(|t| t < until) {
@@ -495,8 +498,8 @@ impl Limiter {
 
     /// Holds every new request back for `wait` (the space cannot be reached).
     pub fn pause_all(&self, wait: Duration) {
-        self.pause_for(Budget::Write, wait);
-        self.pause_for(Budget::Read, wait);
+        self.pause_for(Lane::Write, wait);
+        self.pause_for(Lane::Read, wait);
     }
 }
 
@@ -738,14 +741,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_pause_holds_its_budget_and_only_ever_grows() {
+    async fn a_pause_holds_its_lane_and_only_ever_grows() {
         let limiter = Limiter::new(None, None);
         let start = Instant::now();
         limiter.read().await;
         assert_eq!(Instant::now(), start, "no pause: at once");
-        limiter.pause_for(Budget::Write, Duration::from_secs(5));
+        limiter.pause_for(Lane::Write, Duration::from_secs(5));
         // A shorter pause asked later does not cut the longer one short.
-        limiter.pause_for(Budget::Write, Duration::from_secs(1));
+        limiter.pause_for(Lane::Write, Duration::from_secs(1));
         // Reads go on while writes are held back.
         limiter.read().await;
         assert_eq!(Instant::now(), start, "a write pause holds no read");
@@ -758,8 +761,8 @@ mod tests {
             "the pause is over"
         );
         // A longer one asked during a pause extends it.
-        limiter.pause_for(Budget::Read, Duration::from_secs(2));
-        limiter.pause_for(Budget::Read, Duration::from_secs(3));
+        limiter.pause_for(Lane::Read, Duration::from_secs(2));
+        limiter.pause_for(Lane::Read, Duration::from_secs(3));
         drop(limiter.write().await.unwrap());
         assert_eq!(
             Instant::now() - start,

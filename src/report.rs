@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diff::FieldSet;
 use crate::model::GatewayFields;
-// The report's vocabulary lives below every module that uses it; kept here for callers
-// that name it as `report::Status`.
-pub use crate::status::{ErrorCode, Status};
+use crate::status::{ErrorCode, Status};
 
 /// One finished row.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,8 +21,8 @@ pub struct RetryPolicy {
     /// A server's `Retry-After` is honoured up to this long; no single wait is longer.
     pub retry_after_cap: Duration,
     /// How long the space may be unreachable (every connection failing) before the job
-    /// stops, like it does for refused credentials.
-    pub outage_budget: Duration,
+    /// stops, like it does for refused credentials (the config key `outage_budget_secs`).
+    pub max_outage: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -33,7 +33,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(10),
             max_total: Duration::from_secs(60),
             retry_after_cap: Duration::from_secs(60),
-            outage_budget: Duration::from_secs(60),
+            max_outage: Duration::from_secs(60),
         }
     }
 }

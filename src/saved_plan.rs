@@ -185,7 +185,7 @@ pub fn verify(path: &Path) -> Result<PlanHeader, PlanError> {
             header.rows
         )));
     }
-    if crate::manifest::hex(&hasher.finalize()) != header.rows_sha256 {
+    if crate::bounded::hex(&hasher.finalize()) != header.rows_sha256 {
         return Err(tampered(
             "its rows do not match the digest in its header".into(),
         ));
@@ -317,7 +317,7 @@ impl PlanWriter {
         // The header goes first, with the count known only now: copy the rows after it.
         self.header.changes = self.changes;
         self.header.rows = self.rows;
-        self.header.rows_sha256 = crate::manifest::hex(&self.digest.clone().finalize());
+        self.header.rows_sha256 = crate::bounded::hex(&self.digest.clone().finalize());
         let mut final_file = tempfile::Builder::new()
             .prefix(".sipgw-bulk-plan-")
             .tempfile_in(rows.path().parent().unwrap_or(Path::new(".")))

@@ -322,7 +322,7 @@ macro_rules! for_each_setting {
         the job stops."
                 key outage_budget_secs: u64, example "7",
                     land |s, v| {
-                        s.retry.outage_budget = std::time::Duration::from_secs(v);
+                        s.retry.max_outage = std::time::Duration::from_secs(v);
                         Ok(())
                     };
             max_pages for SPACE help "Pages at most when paging through the space."

@@ -14,7 +14,7 @@
 //! A snapshot is only ever a hint. A row it does not hold (not listed, listed after paging
 //! stopped, or its key shared with another id) is read by GET as in `get` mode; a row that
 //! differs is read again by GET just before its PATCH (see [`crate::engine`]). So a
-//! partial snapshot (paging failed, the page budget ran out, an interrupt) is still
+//! partial snapshot (paging failed, auto's page cap was reached, an interrupt) is still
 //! correct, only slower.
 
 use std::fs::File;
@@ -56,7 +56,7 @@ impl ReadMode {
     /// the GETs of every row would at this concurrency: a run in a space much larger than
     /// its manifest then takes at most about twice as long as `get` mode would have,
     /// and a manifest that covers the space is read in pages.
-    pub fn page_budget(self, rows: u64, concurrency: usize) -> Option<u64> {
+    pub fn max_pages(self, rows: u64, concurrency: usize) -> Option<u64> {
         match self {
             ReadMode::Get => None,
             ReadMode::List => Some(u64::MAX),
@@ -193,19 +193,19 @@ impl Snapshot {
     }
 }
 
-/// Pages through the space (at most `budget` pages, within `limits`) and keeps what the
+/// Pages through the space (at most `page_cap` pages, within `limits`) and keeps what the
 /// run needs. Paging that fails or is cut short leaves a partial snapshot, never an
 /// error: the rows it lacks are read by GET. Only the temporary file failing is an error.
 pub async fn take(
     client: &ReadClient,
     mut builder: SnapshotBuilder,
-    budget: u64,
+    page_cap: u64,
     limits: PagingLimits,
     stop: &CancellationToken,
 ) -> std::io::Result<Snapshot> {
     let started = tokio::time::Instant::now();
     let capped = PagingLimits {
-        max_pages: limits.max_pages.min(budget),
+        max_pages: limits.max_pages.min(page_cap),
         ..limits
     };
     let mut paged = ExportStats::default();
@@ -234,9 +234,9 @@ pub async fn take(
         Ok(()) => builder.stats.complete = true,
         Err(Some(ExportError::Write(e))) => return Err(e),
         Err(Some(ExportError::TooLong { .. }))
-            if budget < limits.max_pages && paged.pages >= budget =>
+            if page_cap < limits.max_pages && paged.pages >= page_cap =>
         {
-            builder.stats.stopped_early = Some(format!("its budget of {budget} pages was spent"));
+            builder.stats.stopped_early = Some(format!("its budget of {page_cap} pages was spent"));
         }
         Err(Some(e)) => {
             let why = crate::inert::text(&format!("{:#}", anyhow::Error::new(e)), 300);
@@ -329,12 +329,12 @@ mod tests {
 
     #[test]
     fn auto_reads_pages_while_they_cost_less_than_the_gets() {
-        assert_eq!(ReadMode::Get.page_budget(1_000_000, 32), None);
-        assert_eq!(ReadMode::List.page_budget(1, 32), Some(u64::MAX));
-        assert_eq!(ReadMode::Auto.page_budget(AUTO_MIN_ROWS - 1, 32), None);
-        assert_eq!(ReadMode::Auto.page_budget(AUTO_MIN_ROWS, 32), Some(32));
-        assert_eq!(ReadMode::Auto.page_budget(100_000, 32), Some(3125));
-        assert_eq!(ReadMode::Auto.page_budget(100_001, 32), Some(3126));
-        assert_eq!(ReadMode::Auto.page_budget(5000, 0), Some(5000));
+        assert_eq!(ReadMode::Get.max_pages(1_000_000, 32), None);
+        assert_eq!(ReadMode::List.max_pages(1, 32), Some(u64::MAX));
+        assert_eq!(ReadMode::Auto.max_pages(AUTO_MIN_ROWS - 1, 32), None);
+        assert_eq!(ReadMode::Auto.max_pages(AUTO_MIN_ROWS, 32), Some(32));
+        assert_eq!(ReadMode::Auto.max_pages(100_000, 32), Some(3125));
+        assert_eq!(ReadMode::Auto.max_pages(100_001, 32), Some(3126));
+        assert_eq!(ReadMode::Auto.max_pages(5000, 0), Some(5000));
     }
 }

@@ -147,7 +147,7 @@ struct Cut {
 
 /// What an answer changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum PaceChange {
     Steady,
     /// The share of refusals rose: the pace was cut (unless the budget was found spent a
     /// moment ago too). `spent`: nearly every write was refused, so the budget itself is
@@ -294,7 +294,7 @@ impl Estimate {
     }
 
     /// The answer to a write sent at `sent`: accepted, or refused with 429.
-    pub fn on_answer(&mut self, sent: Instant, refused: bool, now: Instant) -> Verdict {
+    pub fn on_answer(&mut self, sent: Instant, refused: bool, now: Instant) -> PaceChange {
         let origin = *self.origin.get_or_insert(sent);
         if !refused {
             self.count_delivered(origin, now);
@@ -302,7 +302,7 @@ impl Estimate {
         // A write paced before the last cut, or sent before the job's last wait ended,
         // says nothing about the pace after it.
         if self.cut.is_some_and(|c| sent <= c.at) || self.measure_from.is_some_and(|t| sent < t) {
-            return Verdict::Steady;
+            return PaceChange::Steady;
         }
         self.recent.push_back(refused);
         self.refused_recent += usize::from(refused);
@@ -348,7 +348,7 @@ impl Estimate {
             self.learn(refused);
         }
         if !(spent || most_refused || risen) {
-            return Verdict::Steady;
+            return PaceChange::Steady;
         }
         self.unlearn_the_rise();
         // A budget spent again within a moment of the last time is the same signal: the
@@ -370,7 +370,7 @@ impl Estimate {
         self.refusing_since = None;
         self.accepted_while_refusing = 0;
         self.cusum = Cusum::default();
-        Verdict::Cut { spent }
+        PaceChange::Cut { spent }
     }
 
     fn learn(&mut self, refused: bool) {
@@ -606,47 +606,47 @@ mod tests {
         assert_eq!(e.pace(now), 100.0);
         // Refusals over that baseline add up (and, adding up, no longer teach it): four
         // are not yet clear, the fifth is.
-        let verdicts: Vec<Verdict> = (0..5)
+        let changes: Vec<PaceChange> = (0..5)
             .map(|_| {
                 e.on_answer(now, false, now);
                 e.on_answer(now, true, now)
             })
             .collect();
-        assert_eq!(verdicts[..4], [Verdict::Steady; 4]);
-        assert_eq!(verdicts[4], Verdict::Cut { spent: false });
+        assert_eq!(changes[..4], [PaceChange::Steady; 4]);
+        assert_eq!(changes[4], PaceChange::Cut { spent: false });
         let after = e.pace(now);
         assert!((50.0..100.0).contains(&after), "{after}");
         assert_eq!(e.cuts(), 1);
         // Answers to writes sent before the cut change nothing, however many.
         for _ in 0..100 {
             let sent = now - Duration::from_millis(1);
-            assert_eq!(e.on_answer(sent, true, now), Verdict::Steady);
+            assert_eq!(e.on_answer(sent, true, now), PaceChange::Steady);
         }
         assert_eq!(e.cuts(), 1);
         // Nearly every write after it refused: the budget is spent.
         tokio::time::advance(Duration::from_millis(10)).await;
         let later = Instant::now();
-        let verdicts: Vec<Verdict> = (0..12).map(|_| e.on_answer(later, true, later)).collect();
-        assert_eq!(verdicts[..11], [Verdict::Steady; 11]);
-        assert_eq!(verdicts[11], Verdict::Cut { spent: true });
+        let changes: Vec<PaceChange> = (0..12).map(|_| e.on_answer(later, true, later)).collect();
+        assert_eq!(changes[..11], [PaceChange::Steady; 11]);
+        assert_eq!(changes[11], PaceChange::Cut { spent: true });
         // Spent again at once: the writes wait again, the pace is not cut again.
         let pace = e.pace(later);
         let soon = later + Duration::from_micros(500);
-        let again: Vec<Verdict> = (0..12).map(|_| e.on_answer(soon, true, soon)).collect();
-        assert_eq!(again[11], Verdict::Cut { spent: true });
+        let again: Vec<PaceChange> = (0..12).map(|_| e.on_answer(soon, true, soon)).collect();
+        assert_eq!(again[11], PaceChange::Cut { spent: true });
         assert_eq!((e.cuts(), e.pace(later)), (2, pace));
         // Two thirds refused, but not nearly all: a limit, the budget not spent.
         let t = later + Duration::from_millis(1);
-        let mut verdicts = Vec::new();
+        let mut changes = Vec::new();
         for _ in 0..6 {
-            verdicts.push(e.on_answer(t, false, t));
-            verdicts.push(e.on_answer(t, true, t));
-            verdicts.push(e.on_answer(t, true, t));
+            changes.push(e.on_answer(t, false, t));
+            changes.push(e.on_answer(t, true, t));
+            changes.push(e.on_answer(t, true, t));
         }
         // The CUSUM finds it (two in three refused, over a baseline of almost none) before
         // the window is most refused.
-        assert_eq!(verdicts[..15], [Verdict::Steady; 15]);
-        assert_eq!(verdicts[15], Verdict::Cut { spent: false });
+        assert_eq!(changes[..15], [PaceChange::Steady; 15]);
+        assert_eq!(changes[15], PaceChange::Cut { spent: false });
         assert_eq!(e.cuts(), 3);
     }
 
@@ -660,9 +660,9 @@ mod tests {
             e.on_answer(at, false, at);
         }
         let at = t0 + Duration::from_secs(1);
-        let verdicts: Vec<Verdict> = (0..5).map(|_| e.on_answer(at, true, at)).collect();
-        assert_eq!(verdicts[..4], [Verdict::Steady; 4]);
-        assert_eq!(verdicts[4], Verdict::Cut { spent: false });
+        let changes: Vec<PaceChange> = (0..5).map(|_| e.on_answer(at, true, at)).collect();
+        assert_eq!(changes[..4], [PaceChange::Steady; 4]);
+        assert_eq!(changes[4], PaceChange::Cut { spent: false });
         // Delivered over the last second (its first bucket has slid out): 450/s; the cut
         // goes to 75% of that, and the pace climbs back to 80% of it.
         assert!((e.knee().unwrap() - 450.0).abs() < 1e-6, "{:?}", e.knee());
@@ -767,7 +767,7 @@ mod tests {
         let mut cut = false;
         for i in 0..200u64 {
             let at = t0 + Duration::from_millis(200 + i);
-            if e.on_answer(at, i % 4 == 3, at) != Verdict::Steady {
+            if e.on_answer(at, i % 4 == 3, at) != PaceChange::Steady {
                 cut = true;
                 break;
             }
@@ -789,15 +789,15 @@ mod tests {
         }
         // Then the space refuses now and then, and takes 60 a second.
         let start = t0 + Duration::from_secs(1);
-        let mut verdict = Verdict::Steady;
+        let mut change = PaceChange::Steady;
         let mut n = 0u64;
-        while verdict == Verdict::Steady && n < 600 {
+        while change == PaceChange::Steady && n < 600 {
             let at = start + Duration::from_micros(1_000_000 / 70 * n);
             // Seven answers in 100 ms: six accepted, one refused.
-            verdict = e.on_answer(at, n % 7 == 6, at);
+            change = e.on_answer(at, n % 7 == 6, at);
             n += 1;
         }
-        assert_eq!(verdict, Verdict::Cut { spent: false });
+        assert_eq!(change, PaceChange::Cut { spent: false });
         let knee = e.knee().unwrap();
         assert!((50.0..=75.0).contains(&knee), "knee {knee}");
     }
@@ -812,7 +812,7 @@ mod tests {
             e.on_answer(at, false, at);
         }
         let cut = t0 + Duration::from_secs(1);
-        while e.on_answer(cut, true, cut) == Verdict::Steady {}
+        while e.on_answer(cut, true, cut) == PaceChange::Steady {}
         // 1.2 s later: 100 accepted over the last 0.4 s (250/s since the cut's writes
         // began; 100 over the last second), then refusals at once.
         let t1 = cut + Duration::from_millis(1200);
@@ -820,7 +820,7 @@ mod tests {
             let at = t1 - Duration::from_millis(400) + Duration::from_millis(4 * i);
             e.on_answer(at, false, at);
         }
-        while e.on_answer(t1, true, t1) == Verdict::Steady {}
+        while e.on_answer(t1, true, t1) == PaceChange::Steady {}
         assert_eq!(e.cuts(), 2);
         let knee = e.knee().unwrap();
         assert!((knee - 250.0).abs() < 1.0, "knee {knee}");

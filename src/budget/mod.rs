@@ -1,12 +1,13 @@
 //! The space's write budget, as the job sees it: shared with the customer's production
 //! traffic (13,800 writes per 10 s for the whole space), so the job paces its writes by
-//! what the space says and accepts, under `--rate` as a hard ceiling (the governor quota
-//! in [`crate::limiter`], applied after this).
+//! what the space says and accepts, under `--rate` as a hard ceiling (the limiter's
+//! schedule of the times writes leave, in [`crate::limiter`], taken after this budget's
+//! grant).
 //!
 //! - When answers announce the budget ([`headers`]: limit, remaining, reset), the job
 //!   spends only what is left above `--reserve` (50% of the window's limit by default),
 //!   spread until the window resets ([`announced`]); at the reserve it waits for the reset
-//!   and says so; held there past the outage budget, it stops as an outage does.
+//!   and says so; held there past the outage limit, it stops as an outage does.
 //! - Without them, it paces by an [`estimate`] of what the space accepts, cut only when
 //!   the share of refused writes rises (a limit), never on a steady share (noise).
 //! - A 429 delays only its own row (the retry waits its `Retry-After`); the whole write
@@ -26,7 +27,7 @@ use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
 use announced::{Announced, Distrust, Spend, Writes};
-use estimate::{Estimate, Verdict};
+use estimate::{Estimate, PaceChange};
 use headers::Parsed;
 
 /// The default `--reserve`: half the window's limit stays with the space's other clients.
@@ -137,7 +138,7 @@ pub enum Answer {
      {reserve} kept for the space's other clients by --reserve)",
     held_for.as_secs()
 )]
-pub struct Held {
+pub struct ReserveStall {
     pub held_for: Duration,
     pub remaining: u64,
     pub limit: u64,
@@ -147,7 +148,7 @@ pub struct Held {
 /// Where the pace comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Source {
+pub enum PaceSource {
     /// The space announced its budget in headers, and the announcement is trusted.
     Announced,
     /// No announcement, or one not trusted; the pace follows what the space accepts.
@@ -157,7 +158,7 @@ pub enum Source {
 /// What the run saw of the budget, for progress and the summary.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct BudgetReport {
-    pub source: Option<Source>,
+    pub source: Option<PaceSource>,
     /// Why the space's own count is not trusted, when it announced one.
     pub untrusted: Option<Distrust>,
     /// `--rate`.
@@ -188,7 +189,7 @@ impl BudgetReport {
     /// not believed).
     pub fn believed(&self) -> String {
         use crate::human;
-        if let (Some(Source::Announced), Some(limit)) = (self.source, self.limit) {
+        if let (Some(PaceSource::Announced), Some(limit)) = (self.source, self.limit) {
             return format!(
                 "the space announces {} per {}, {} kept for others ({}%), lowest left {}",
                 human::count(limit),
@@ -250,7 +251,7 @@ struct State {
 #[derive(Debug)]
 pub struct WriteBudget {
     ceiling: f64,
-    outage_budget: Duration,
+    max_outage: Duration,
     state: Mutex<State>,
     accepted: AtomicU64,
     refused: AtomicU64,
@@ -270,7 +271,7 @@ enum Step {
     /// at it, the write goes if the newest count still has room for it and the pace was
     /// not cut since.
     At(Instant, u64),
-    Stop(Held),
+    Stop(ReserveStall),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -280,11 +281,11 @@ enum Why {
 }
 
 impl WriteBudget {
-    pub fn new(ceiling_per_second: u32, reserve_share: f64, outage_budget: Duration) -> Self {
+    pub fn new(ceiling_per_second: u32, reserve_share: f64, max_outage: Duration) -> Self {
         let ceiling = f64::from(ceiling_per_second.max(1));
         WriteBudget {
             ceiling,
-            outage_budget,
+            max_outage,
             state: Mutex::new(State {
                 announced: Announced::new(reserve_share),
                 estimate: Estimate::new(ceiling),
@@ -345,10 +346,10 @@ impl WriteBudget {
     }
 
     /// Waits for a write's slot under the budget. `Err` when the space's count has held
-    /// the job at the reserve for longer than the outage budget. Nothing is handed out
+    /// the job at the reserve for longer than the outage limit. Nothing is handed out
     /// ahead of time: a write that waits for its place asks again when it comes, against
     /// the newest count.
-    pub async fn slot(self: &Arc<Self>) -> Result<Grant, Held> {
+    pub async fn slot(self: &Arc<Self>) -> Result<Grant, ReserveStall> {
         loop {
             let now = Instant::now();
             match self.step(now) {
@@ -481,7 +482,7 @@ impl WriteBudget {
     }
 
     /// The count keeps the job at the reserve until `until`: wait for it, or stop past the
-    /// outage budget.
+    /// outage limit.
     fn at_the_reserve(&self, s: &mut State, now: Instant, until: Instant) -> Step {
         let since = *s.held_since.get_or_insert(now);
         let (limit, reserve) = (
@@ -490,16 +491,16 @@ impl WriteBudget {
         );
         let remaining = s.announced.remaining().unwrap_or(0);
         let held_for = now.saturating_duration_since(since);
-        if held_for > self.outage_budget {
-            return Step::Stop(Held {
+        if held_for > self.max_outage {
+            return Step::Stop(ReserveStall {
                 held_for,
                 remaining,
                 limit,
                 reserve,
             });
         }
-        // Wake at the reset, or at the outage budget's end if that comes first.
-        let until = until.min(since + self.outage_budget + Duration::from_millis(1));
+        // Wake at the reset, or at the outage limit if that comes first.
+        let until = until.min(since + self.max_outage + Duration::from_millis(1));
         Step::Wait(until, Some(Why::Reserve { remaining, reserve }))
     }
 
@@ -600,12 +601,12 @@ impl WriteBudget {
             );
             s = self.state();
         }
-        let verdict = s.estimate.on_answer(ticket.sent, refused, now);
-        if matches!(verdict, Verdict::Cut { .. }) {
+        let change = s.estimate.on_answer(ticket.sent, refused, now);
+        if matches!(change, PaceChange::Cut { .. }) {
             // The places laid ahead were spaced at the old pace: the next is laid from now.
             s.last = None;
         }
-        if let (Verdict::Cut { spent: true }, Answer::Refused(wait)) = (verdict, answer) {
+        if let (PaceChange::Cut { spent: true }, Answer::Refused(wait)) = (change, answer) {
             let until = now + wait.unwrap_or(Duration::from_secs(1)).min(MAX_SPENT_PAUSE);
             if s.spent_until.is_none_or(|t| t < until) {
                 s.spent_until = Some(until);
@@ -621,9 +622,9 @@ impl WriteBudget {
         let untrusted = s.announced.distrust();
         let answered = self.accepted.load(Ordering::Relaxed) + self.refused.load(Ordering::Relaxed);
         let source = if announced && untrusted.is_none() {
-            Some(Source::Announced)
+            Some(PaceSource::Announced)
         } else if answered > 0 || announced || untrusted.is_some() {
-            Some(Source::Estimated)
+            Some(PaceSource::Estimated)
         } else {
             None
         };
@@ -661,7 +662,7 @@ mod tests {
         let none = BudgetReport::default();
         assert_eq!(none.believed(), "no writes yet");
         let estimated = BudgetReport {
-            source: Some(Source::Estimated),
+            source: Some(PaceSource::Estimated),
             ..BudgetReport::default()
         };
         assert_eq!(estimated.believed(), "no limit seen");
@@ -699,7 +700,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn at_the_reserve_writes_wait_for_the_reset_and_stop_past_the_outage_budget() {
+    async fn at_the_reserve_writes_wait_for_the_reset_and_stop_past_the_outage_limit() {
         let b = budget(1000, 5);
         // 10 left of 100, 50 kept: nothing to spend until the reset in 3 s.
         announce(&b, 100, 10, 3);
@@ -707,13 +708,13 @@ mod tests {
         drop(b.slot().await.unwrap());
         assert_eq!(Instant::now() - start, Duration::from_secs(3));
         let r = b.report();
-        assert_eq!(r.source, Some(Source::Announced));
+        assert_eq!(r.source, Some(PaceSource::Announced));
         assert_eq!(
             (r.limit, r.reserve, r.lowest_remaining),
             (Some(100), Some(50), Some(10))
         );
         assert!((r.waited_secs - 3.0).abs() < 1e-6, "{r:?}");
-        // Others keep it there for longer than the outage budget: the job stops.
+        // Others keep it there for longer than the outage limit: the job stops.
         announce(&b, 100, 40, 60);
         let held = b.slot().await.unwrap_err();
         assert_eq!((held.remaining, held.limit, held.reserve), (40, 100, 50));
@@ -789,24 +790,24 @@ mod tests {
         b.answered(&ticket(&b), Answer::Accepted);
         assert_eq!(
             b.report().source,
-            Some(Source::Estimated),
+            Some(PaceSource::Estimated),
             "writes, no count"
         );
         let b = budget(1000, 60);
         b.answered(&ticket(&b), Answer::Refused(None));
         assert_eq!(
             b.report().source,
-            Some(Source::Estimated),
+            Some(PaceSource::Estimated),
             "a refusal alone"
         );
         let b = budget(1000, 60);
         announce(&b, 100, 90, 10);
-        assert_eq!(b.report().source, Some(Source::Announced));
+        assert_eq!(b.report().source, Some(PaceSource::Announced));
         let b = budget(1000, 60);
         // More left than the limit: never believed.
         b.headers(&ticket(&b), &count(100, 200, 10), SystemTime::now());
         let r = b.report();
-        assert_eq!(r.source, Some(Source::Estimated), "{r:?}");
+        assert_eq!(r.source, Some(PaceSource::Estimated), "{r:?}");
         assert_eq!(r.untrusted, Some(Distrust::Implausible));
     }
 
@@ -941,7 +942,7 @@ mod tests {
         let r = b.report();
         assert_eq!(
             (r.source, r.untrusted),
-            (Some(Source::Estimated), Some(Distrust::Refuted))
+            (Some(PaceSource::Estimated), Some(Distrust::Refuted))
         );
         assert!(
             r.believed().contains("not trusted (a write was refused"),
@@ -958,12 +959,12 @@ mod tests {
         let b = budget(1000, 60);
         assert_eq!(b.report().source, None);
         announce(&b, 100, 90, 10);
-        assert_eq!(b.report().source, Some(Source::Announced));
+        assert_eq!(b.report().source, Some(PaceSource::Announced));
         b.headers(&ticket(&b), &HeaderMap::new(), SystemTime::now());
         let r = b.report();
         assert_eq!(
             (r.source, r.untrusted),
-            (Some(Source::Estimated), Some(Distrust::Absent))
+            (Some(PaceSource::Estimated), Some(Distrust::Absent))
         );
         announce(&b, 100, 90, 10);
         assert_eq!(b.report().untrusted, None);
@@ -975,7 +976,7 @@ mod tests {
         let r = never.report();
         assert_eq!(
             (r.source, r.untrusted),
-            (Some(Source::Estimated), Some(Distrust::Implausible))
+            (Some(PaceSource::Estimated), Some(Distrust::Implausible))
         );
         assert!(!b.slot().await.unwrap().announced);
     }

@@ -1,5 +1,5 @@
-//! The clap definitions: every command, flag and value parser. The types are public to
-//! the rest of `cli` only; no clap type goes past it.
+//! The clap definitions: every command, flag and value parser. `cli` imports them
+//! privately, for its commands only: none is reachable from outside `cli`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -265,7 +265,7 @@ pub struct ApplyArgs {
     pub max_changes: Option<u64>,
     /// Stop taking new rows once N rows (or P% of the rows) failed (exit 3).
     #[arg(long, value_name = "N|P%")]
-    pub max_errors: Option<ErrorBudget>,
+    pub max_errors: Option<ErrorLimit>,
     /// Write only the first N rows that need a change (a canary); the rest are `skipped`.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -283,9 +283,9 @@ pub struct ApplyArgs {
     pub old_output: Option<String>,
 }
 
-pub use crate::run::ErrorBudget;
+use crate::run::ErrorLimit;
 
-impl std::str::FromStr for ErrorBudget {
+impl std::str::FromStr for ErrorLimit {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some(p) = s.trim().strip_suffix('%') {
@@ -296,7 +296,7 @@ impl std::str::FromStr for ErrorBudget {
             if !(0.0..=100.0).contains(&p) {
                 return Err(format!("`{s}`: a percentage is between 0% and 100%"));
             }
-            return Ok(ErrorBudget::Percent(p));
+            return Ok(ErrorLimit::Percent(p));
         }
         let n: u64 = s
             .trim()
@@ -305,7 +305,7 @@ impl std::str::FromStr for ErrorBudget {
         if n == 0 {
             return Err("--max-errors 0 would stop before the first row; use 1 or more".into());
         }
-        Ok(ErrorBudget::Count(n))
+        Ok(ErrorLimit::Count(n))
     }
 }
 

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Context, Exit, ExitContext, Failure, config};
-use crate::client::{AnswerHeaders, ApiError, Cancel, ErrorKind, ReadClient, RequestStats};
+use crate::client::{AnswerHeaders, ApiError, Cancel, ReadClient, RequestStats};
 use crate::export::{ExportStats, pages};
+use crate::failure::ErrorKind;
 use crate::failure::{Reach, Stop};
 use crate::limiter::Limiter;
 use crate::projects::{Project, ProjectSet};
@@ -128,7 +129,7 @@ async fn check(client: &ReadClient, paging: crate::export::PagingLimits) -> Chec
 }
 
 /// A failed request's verdict, by the decision table: credentials refused; no answer (a
-/// refused connection, a timeout, TLS, the outage budget spent) is the space unreachable,
+/// refused connection, a timeout, TLS, the outage limit passed) is the space unreachable,
 /// whatever kind said it; any other failure (a 5xx past the retries, an answer not
 /// believed) is the project failing its check.
 fn failed(e: &ApiError) -> Verdict {

@@ -1,6 +1,8 @@
 //! The command line: clap definitions, logging setup, and one module per command that turns
-//! checked settings into a library call and its result into an [`Exit`] code. No clap type
-//! goes past this module.
+//! checked settings into a library call and its result into an [`Exit`] code. No clap
+//! parser, command or match goes past this module: the value enums a flag takes derive
+//! `clap::ValueEnum` where they are declared, and [`crate::settings`] holds each global
+//! flag's clap attributes for `args` to expand.
 //!
 //! Conventions (as in xh): every flag has a one-line help, a default shown in brackets, and
 //! every command's long help ends with a worked example.
@@ -9,6 +11,7 @@ mod args;
 mod doctor;
 mod export;
 mod man;
+mod metrics_flags;
 mod reconcile;
 mod rollback;
 #[cfg(feature = "sandbox")]
@@ -17,24 +20,25 @@ mod show;
 mod space;
 mod summary;
 mod validate;
-mod watch;
 
 use std::io::IsTerminal;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::config::{self, FileConfig, LogFormat, Overrides, Settings};
+use crate::config::{self, FileConfig, Overrides, Settings};
 use crate::manifest::ManifestError;
+use crate::settings::LogFormat;
 use crate::settings::{Cmd, SETTINGS, Setting, named};
 
 #[cfg(feature = "sandbox")]
-pub use args::SandboxArgs;
-pub use args::{
-    ApplyArgs, Cli, ColorChoice, Command, ExportArgs, GlobalArgs, JobArgs, ManifestArgs, PlanArgs,
-    RollbackArgs, ShowArgs,
+use args::SandboxArgs;
+use args::{
+    ApplyArgs, Cli, Command, ExportArgs, GlobalArgs, JobArgs, ManifestArgs, PlanArgs, RollbackArgs,
+    ShowArgs,
 };
 
-/// Exit codes: the contract scripts rely on (PRODUCT.md).
+/// Exit codes: the contract scripts rely on (the table in docs/formats.md; the man page's
+/// EXIT STATUS says the same, word for word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// Every row ended `updated`, `unchanged` (or `would_update` in a plan).
@@ -46,7 +50,7 @@ pub enum Exit {
     /// `--detailed-exitcode` only, no errors and: `plan`, changes pending; `apply`, changes
     /// made.
     ChangesPending = 2,
-    /// Aborted: credentials refused, the space unreachable past the outage budget (or a TLS
+    /// Aborted: credentials refused, the space unreachable past the outage limit (or a TLS
     /// failure), the report or journal not writable, `--max-errors` reached,
     /// `--max-changes` exceeded, the prompt declined.
     Aborted = 3,

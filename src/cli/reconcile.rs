@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::metrics_flags::{read_mode_name, run_labels, sinks_config};
 use super::summary::{Limits, summary_json, summary_text, write_summary_json};
-use super::watch::{read_mode_name, run_labels, sinks_config};
 use super::{ApplyArgs, Context, Exit, ExitContext, Failure, JobArgs, manifest_failure, usage};
-use crate::config::LogFormat;
 use crate::engine::{Observer, Outcome, StopReason};
 use crate::ledger::{self, LedgerError};
 use crate::metrics::{Ending, RunMetrics, Sinks};
@@ -24,6 +23,7 @@ use crate::report::ReportFormat;
 use crate::run::{self as library, Approval, Finished, RunError, RunHooks, RunOptions, RunStart};
 use crate::saved_plan::PlanError;
 use crate::selection::Selection;
+use crate::settings::LogFormat;
 use crate::settings::named;
 use crate::status::Status;
 
@@ -473,7 +473,7 @@ fn say_stopped(
             )
         ),
         StopReason::Unreachable => format!("the space cannot be reached: {detail}"),
-        StopReason::ErrorBudget => "--max-errors was reached".to_owned(),
+        StopReason::ErrorLimit => "--max-errors was reached".to_owned(),
         StopReason::Interrupted => "interrupted".to_owned(),
         StopReason::LedgerFailed => format!(
             "{detail}. Rows finished after that are missing from the report; the journal {} \
@@ -548,7 +548,7 @@ fn exit_code(outcome: &Outcome, mode: Mode) -> Exit {
         Some(
             StopReason::Unauthorized
             | StopReason::Unreachable
-            | StopReason::ErrorBudget
+            | StopReason::ErrorLimit
             | StopReason::LedgerFailed,
         ) => Exit::Aborted,
         Some(StopReason::Interrupted) => Exit::Interrupted,

@@ -409,7 +409,7 @@ mod tests {
     #[test]
     fn a_commands_failed_request_exits_as_its_kind_decides() {
         use super::super::Exit;
-        use crate::client::ErrorKind;
+        use crate::failure::ErrorKind;
         let said = |err: ApiError| request_failure(None, &err);
         let (exit, word) = said(ApiError::answered(401, "http_401".into(), "no".into()));
         assert_eq!(exit, Exit::Aborted);

@@ -383,7 +383,7 @@ pub(super) fn write_summary_json(path: &Path, summary: &serde_json::Value) -> an
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::{BudgetReport, Source};
+    use crate::budget::{BudgetReport, PaceSource};
 
     /// 101 writes paced 10 ms apart (100 a second), rows waiting `queued_ms` for each slot,
     /// each written row's requests taking `round_trip_ms` in all (at the median).
@@ -451,7 +451,7 @@ mod tests {
             "429 answers (their retries waited 2.0s)"
         );
         let seen = BudgetReport {
-            source: Some(Source::Estimated),
+            source: Some(PaceSource::Estimated),
             ..BudgetReport::default()
         };
         let mut budget = throttled.clone();

@@ -4,7 +4,8 @@
 use uuid::Uuid;
 
 use super::Reply;
-use super::error::{ApiError, ErrorKind, transport_error};
+use super::error::{ApiError, transport_error};
+use crate::failure::ErrorKind;
 use crate::model::{GatewayResource, MAX_LIST_FIELD, MAX_TEXT_FIELD, Wire};
 
 /// Raw bytes of a successful reply, decoded by the caller that knows the type.

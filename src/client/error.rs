@@ -6,14 +6,14 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::failure::Decision;
-pub use crate::failure::ErrorKind;
+use crate::failure::ErrorKind;
 
 /// Why the client stopped sending anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AbortCause {
     /// 401 or 403.
     Unauthorized,
-    /// Every connection failed for longer than the outage budget, or failed in a way no
+    /// Every connection failed for longer than the outage limit, or failed in a way no
     /// retry fixes (a TLS certificate the client cannot trust).
     Unreachable(String),
 }

@@ -6,7 +6,8 @@
 //!
 //! A 401 or 403 trips the client's abort token: every request after it fails at once
 //! without touching the network, so bad credentials are not hammered. A space that cannot
-//! be reached trips it too, through the [`Breaker`], once the outage budget is spent.
+//! be reached trips it too, through the [`Breaker`], once the outage limit passes (a TLS
+//! failure at once: no retry can mend it).
 //!
 //! Nothing the server says is believed unchecked: bodies are read against a size cap, a
 //! gateway answer must carry the id that was asked for and fields of sane size, and a
@@ -14,7 +15,7 @@
 //! being sent again blind.
 //!
 //! The parts: `send` (one request: permits, retries, the breaker, the write budget's
-//! answers), `body` (bodies read against a cap and checked before they are believed),
+//! answers), `answers` (answers counted by kind and status code, for the metrics), `body` (bodies read against a cap and checked before they are believed),
 //! `error` (what failed, as a type, and the server's error bodies read loosely), `paging`
 //! (list pages and the links between them) and `write` (the PATCH, one attempt at a time,
 //! for the engine's read-before-write loop).
@@ -45,7 +46,7 @@ use crate::secret::Credentials;
 pub use answers::{AnswerCounts, ProjectAnswers, ProjectSnapshot};
 use body::{check_gateway, decode};
 use error::error_chain;
-pub use error::{AbortCause, ApiError, ErrorKind, is_tls_failure, parse_error_body};
+pub use error::{AbortCause, ApiError, is_tls_failure, parse_error_body};
 pub use paging::{Links, Page};
 pub use write::{Patched, ReadAge, WriteSchedule};
 
@@ -114,7 +115,7 @@ struct Inner {
     /// be reached.
     abort: CancellationToken,
     abort_cause: OnceLock<AbortCause>,
-    /// The job's own stop (an interrupt, the error budget, the ledger).
+    /// The job's own stop (an interrupt, the error limit, the ledger).
     stop: CancellationToken,
     breaker: Breaker,
     /// The space as a person knows it, for messages: `https://acme.signalwire.com`.
@@ -164,7 +165,7 @@ pub struct Cancel {
     /// Cancelled by the client itself when the space refuses the credentials or cannot be
     /// reached (see [`ReadClient::abort_cause`]); a job watches it to stop.
     pub abort: CancellationToken,
-    /// The job's own stop (an interrupt, the error budget, the ledger), from outside.
+    /// The job's own stop (an interrupt, the error limit, the ledger), from outside.
     pub stop: CancellationToken,
 }
 
@@ -241,7 +242,7 @@ impl ReadClient {
                 breaker: Breaker::new(
                     config.retry.min_delay,
                     config.retry.max_delay,
-                    config.retry.outage_budget,
+                    config.retry.max_outage,
                 ),
                 space,
                 rate_headers_logged: AtomicBool::new(false),

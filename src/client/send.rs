@@ -13,14 +13,13 @@ use url::Url;
 use super::body::{bytes_body, read_capped};
 use super::error::transport_error;
 use super::{
-    AbortCause, ApiError, ErrorKind, MAX_GATEWAY_BODY, MAX_PAGE_BODY, ReadClient, Reply,
-    parse_error_body,
+    AbortCause, ApiError, MAX_GATEWAY_BODY, MAX_PAGE_BODY, ReadClient, Reply, parse_error_body,
 };
 use crate::breaker::Verdict;
-use crate::budget::{Answer, Grant, Held, Ticket, WriteBudget};
-use crate::failure::{Reach, Stop};
+use crate::budget::{Answer, Grant, ReserveStall, Ticket, WriteBudget};
+use crate::failure::{ErrorKind, Reach, Stop};
 use crate::latency::RequestKind;
-use crate::limiter::{Budget, RequestSlot};
+use crate::limiter::{Lane, RequestSlot};
 use crate::retry::parse_retry_after;
 
 impl ReadClient {
@@ -107,7 +106,7 @@ impl ReadClient {
         let probe = if inner.breaker.is_open() {
             let probe = inner.breaker.probe().await;
             // The pause the last probe's failure set holds this one too.
-            inner.limiter.unpaused(Budget::Read).await;
+            inner.limiter.unpaused(Lane::Read).await;
             Some(probe)
         } else {
             None
@@ -179,11 +178,11 @@ impl ReadClient {
         result
     }
 
-    /// The space's count held the job at the reserve past the outage budget: the job stops
+    /// The space's count held the job at the reserve past the outage limit: the job stops
     /// as it does when the space cannot be reached (exit 3, rows left `skipped`).
-    pub(super) fn stop_held(&self, held: &Held) {
-        if self.abort_with(AbortCause::Unreachable(held.to_string())) {
-            tracing::error!("stopping: {held}");
+    pub(super) fn stop_at_reserve(&self, stall: &ReserveStall) {
+        if self.abort_with(AbortCause::Unreachable(stall.to_string())) {
+            tracing::error!("stopping: {stall}");
         }
     }
 
@@ -211,7 +210,7 @@ impl ReadClient {
     /// Heeds what a failure's kind decides for the whole job: a failure that stops it
     /// (refused credentials, TLS) aborts the client; otherwise the breaker hears whether
     /// the space answered (an answer closes it; a failed connection pauses everyone or,
-    /// past the outage budget, stops the job).
+    /// past the outage limit, stops the job).
     fn note_reachability(&self, result: &Result<Reply<bytes_body::Body>, ApiError>) {
         let inner = &self.inner;
         let err = match result {
@@ -240,7 +239,7 @@ impl ReadClient {
     }
 
     /// A connection that failed: a pause for everyone, or the job stopped once every
-    /// connection has failed for longer than the outage budget.
+    /// connection has failed for longer than the outage limit.
     fn note_unanswered(&self, err: &ApiError) {
         let inner = &self.inner;
         match inner.breaker.on_failure() {

@@ -1,5 +1,7 @@
-//! The PATCH: a write slot first, then one attempt at a time. The engine reads the
-//! gateway afresh between the slot and the PATCH, and before any other attempt.
+//! The PATCH: a write slot first, then one attempt at a time. The engine builds each
+//! attempt from a read within a round trip of it (the row's first read while it is that
+//! fresh, else a read between the slot and the PATCH), and reads again before any other
+//! attempt.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -7,7 +9,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::body::{check_gateway, decode};
-use super::{ApiError, ErrorKind, ReadClient, Reply, WriteClient};
+use super::{ApiError, ReadClient, Reply, WriteClient};
+use crate::failure::ErrorKind;
 use crate::latency::RequestKind;
 use crate::limiter::{LATE, RequestSlot, WriteSlot};
 use crate::model::{GatewayFields, GatewayResource};
@@ -52,8 +55,8 @@ impl WriteClient {
             .fetch_add(waited, Ordering::Relaxed);
         let grant = match grant {
             Ok(grant) => grant,
-            Err(held) => {
-                self.read.stop_held(&held);
+            Err(stall) => {
+                self.read.stop_at_reserve(&stall);
                 return Err(self.read.aborted(0));
             }
         };

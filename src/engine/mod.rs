@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  reader (thread) ──rows──▶ worker 1..N ──records──▶ recorder (thread) ──▶ report file
-//!        └─────── invalid / skipped rows ───────────────▲            └──▶ observer (plan, progress)
+//!        └─────── invalid / skipped rows ───────────────▲            └──▶ observers (plan view, saved plan, progress, metrics)
 //! ```
 //!
 //! Memory is set by the channel sizes, not by the manifest. Every row the reader yields
@@ -12,7 +12,7 @@
 //! has a [`WriteClient`], plan does not.
 //!
 //! Stopping: the client trips `abort` on 401/403 or an unreachable space (no request after
-//! it); `stop` is tripped by an interrupt, the error budget or a report/journal that cannot
+//! it); `stop` is tripped by an interrupt, the error limit or a report/journal that cannot
 //! be written (no new row starts, and no new PATCH: a row waiting for its write slot or out
 //! a retry's wait leaves unsent; requests on the wire finish). Either way the rows not
 //! written are reported `skipped` with the reason, except a row whose PATCH may have
@@ -128,10 +128,10 @@ pub struct ProjectClients {
 pub enum StopReason {
     /// The server refused the credentials (401/403).
     Unauthorized,
-    /// The space could not be reached for longer than the outage budget (or TLS failed).
+    /// The space could not be reached for longer than the outage limit (or TLS failed).
     Unreachable,
     /// `--max-errors` was reached.
-    ErrorBudget,
+    ErrorLimit,
     /// SIGINT or SIGTERM.
     Interrupted,
     /// The report or the journal could not be written (disk full, I/O error).

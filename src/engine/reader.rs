@@ -245,7 +245,7 @@ mod tests {
             "pass 4",
             "its shard is its id's"
         );
-        shared.stopper.stop(StopReason::ErrorBudget);
+        shared.stopper.stop(StopReason::ErrorLimit);
         assert_eq!(route(row(5, *mine[3])), "skipped 5 max_errors");
         assert_eq!(
             route(row(6, *mine[1])),

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Observer, Shared, SlowRow};
-use crate::report::{ErrorCode, ReportWriter, RowRecord};
+use crate::report::{ReportWriter, RowRecord};
+use crate::status::ErrorCode;
 use crate::status::Status;
 
 /// What the recorder receives.

@@ -12,7 +12,8 @@ use crate::client::ApiError;
 use crate::diff::{FieldSet, differing, merge};
 use crate::manifest::Row;
 use crate::model::GatewayFields;
-use crate::report::{ErrorCode, RowRecord};
+use crate::report::RowRecord;
+use crate::status::ErrorCode;
 use crate::status::Status;
 
 /// A row an earlier run of this report may have written (its before-value recovered from

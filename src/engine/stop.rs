@@ -1,5 +1,5 @@
 //! Why a job stops: the client's abort (credentials refused, the space unreachable) or the
-//! job's own stop (an interrupt, the error budget, a ledger that cannot be written), told
+//! job's own stop (an interrupt, the error limit, a ledger that cannot be written), told
 //! apart once so every row not started is `skipped` with the same reason.
 
 use std::sync::OnceLock;
@@ -126,7 +126,7 @@ impl StopReason {
                 "not attempted: the job stopped because its report or journal could not be \
                  written",
             ),
-            StopReason::ErrorBudget => (
+            StopReason::ErrorLimit => (
                 "max_errors",
                 "not attempted: the job stopped when --max-errors was reached",
             ),
@@ -161,20 +161,20 @@ mod tests {
             Some("cannot write report r.csv: disk full")
         );
         // The first reason given stays.
-        s.stop(StopReason::ErrorBudget);
+        s.stop(StopReason::ErrorLimit);
         assert_eq!(s.reason(), Some(StopReason::LedgerFailed));
     }
 
     #[test]
     fn a_stop_skips_rows_with_its_own_code_and_note() {
         let (s, _, _) = stopper();
-        s.stop(StopReason::ErrorBudget);
+        s.stop(StopReason::ErrorLimit);
         assert!(s.stop.is_cancelled());
         let r = s.skipped(7, 9, "id".into());
         assert_eq!((r.seq, r.row, r.status), (7, 9, Status::Skipped));
         assert_eq!(
             (r.error_code.as_str(), r.error.as_str()),
-            StopReason::ErrorBudget.skip_note()
+            StopReason::ErrorLimit.skip_note()
         );
         assert_eq!(
             s.detail(),
@@ -184,7 +184,7 @@ mod tests {
         let reasons = [
             StopReason::Unauthorized,
             StopReason::Unreachable,
-            StopReason::ErrorBudget,
+            StopReason::ErrorLimit,
             StopReason::Interrupted,
             StopReason::LedgerFailed,
         ];

@@ -8,7 +8,8 @@ use crate::client::ApiError;
 use crate::diff::FieldSet;
 use crate::failure::{RowEnd, Stop};
 use crate::model::GatewayFields;
-use crate::report::{ErrorCode, RowRecord};
+use crate::report::RowRecord;
+use crate::status::ErrorCode;
 use crate::status::Status;
 
 /// Not written: the gateway no longer looks as the reviewed plan saw it.
@@ -89,8 +90,8 @@ pub(super) fn failed(mut record: RowRecord, err: ApiError, stopper: &Stopper) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::ErrorKind;
     use crate::diff::differing;
+    use crate::failure::ErrorKind;
     use crate::sandbox::starting_fields;
 
     fn record() -> RowRecord {

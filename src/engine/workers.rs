@@ -65,7 +65,7 @@ fn count_error(record: &RowRecord, shared: &Shared) {
         && let Some(max) = shared.max_errors
         && shared.errors.fetch_add(1, Ordering::Relaxed) + 1 >= max
     {
-        shared.stopper.stop(StopReason::ErrorBudget);
+        shared.stopper.stop(StopReason::ErrorLimit);
     }
 }
 
@@ -95,7 +95,7 @@ mod tests {
             "one failure of the two allowed"
         );
         count_error(&record(Status::Mismatch), &shared);
-        assert_eq!(shared.stopper.reason(), Some(StopReason::ErrorBudget));
+        assert_eq!(shared.stopper.reason(), Some(StopReason::ErrorLimit));
 
         let unlimited = super::super::tests::shared();
         for _ in 0..10 {

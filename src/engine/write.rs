@@ -1,5 +1,6 @@
-//! A row that differs, written. Every attempt waits for its write slot, reads the
-//! gateway afresh and builds the PATCH from that read; a lost answer is settled by
+//! A row that differs, written. Every attempt waits for its write slot and builds the
+//! PATCH from a read taken within a round trip of it: the row's first read when it is
+//! still that fresh ([`FirstRead`]), else a read afresh; a lost answer is settled by
 //! reading, never by sending again blind.
 
 use std::ops::ControlFlow;
@@ -11,12 +12,14 @@ use tokio::time::Instant;
 use super::Shared;
 use super::stop::Stopper;
 use super::verdict::{conflict, failed, possibly_written_earlier, unknown};
-use crate::client::{ApiError, ErrorKind, Patched, ReadAge, Reply, WriteClient, WriteSchedule};
+use crate::client::{ApiError, Patched, ReadAge, Reply, WriteClient, WriteSchedule};
 use crate::diff::{FieldSet, differing, merge, with_fields_from};
+use crate::failure::ErrorKind;
 use crate::limiter::{RequestSlot, WriteSlot};
 use crate::manifest::Row;
 use crate::model::{GatewayFields, GatewayResource};
-use crate::report::{ErrorCode, RowRecord};
+use crate::report::RowRecord;
+use crate::status::ErrorCode;
 use crate::status::Status;
 
 /// A row that differs, written. `landed`: an earlier run's write of this row whose answer

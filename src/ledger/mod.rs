@@ -3,10 +3,14 @@
 //! Beside `REPORT` sit:
 //! - `REPORT.lock`: an advisory lock (released by the OS if the process dies) that keeps a
 //!   second run off the same report. It exists only while a run holds it.
-//! - `REPORT.run.json`: what the run was made from (space, project, shard, the manifest
-//!   and its SHA-256). `--resume` continues that run and nothing else: it keeps the rows
+//! - `REPORT.run.json` ([`RunNote`]): what the run was made from (its format version, the
+//!   space, project, shard, the manifest and its SHA-256, the `--only`/`--skip` selection's
+//!   digest, the projects of a run of several and the digest of their rows) and, once the
+//!   run went through every row, when it finished and the report's size and SHA-256 then.
+//!   `--resume` of a run cut off continues that run and nothing else: it keeps the rows
 //!   the run finished (`updated`, `unchanged`) and lets every other row run again, so the
-//!   finished report holds exactly one line per manifest row.
+//!   finished report holds exactly one line per manifest row. `--resume` of a finished run
+//!   starts the next report of its chain (`chain`).
 //! - `REPORT.journal`: a write-ahead journal of before-values, so a row whose report line
 //!   a crash lost after its PATCH still comes back as `updated` with its true `before`.
 //!
@@ -15,7 +19,8 @@
 //! whatever their reports, spellings of the space, or environments.
 //!
 //! The parts: `claim` (a run's report in one call: locked, its chain's link, checked),
-//! `chain` (the reports one schedule writes), `run_file` (the run file), `journal` (the
+//! `chain` (the chain of reports one schedule writes, and the writes of unknown outcome
+//! carried from one link to the next), `run_file` (the run file), `journal` (the
 //! write-ahead journal), `gateway_lock` (the lock on the gateways, in the state directory)
 //! and `side_file` (how every one of those files is opened, and how lock files are locked
 //! and let go).

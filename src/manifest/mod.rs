@@ -163,7 +163,7 @@ pub struct FirstPass {
 
 /// The manifest's fingerprint (its SHA-256, lowercase hex), and the same of a file read
 /// again whole: see [`crate::bounded::file_sha256`].
-pub use crate::bounded::{file_sha256, hex};
+use crate::bounded::hex;
 
 /// Hashes the bytes read through it.
 struct Sha256Reader<R> {
@@ -473,6 +473,7 @@ fn read_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bounded::file_sha256;
     use crate::model::Codec;
     use std::io::Write;
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Ending, RunLabels, Snapshot, render};
+use super::{Ending, RunLabels, Values, render};
 use crate::budget::WriteBudget;
 use crate::client::RequestStats;
 use crate::engine::Observer;
@@ -88,14 +88,14 @@ impl RunMetrics {
     }
 
     /// The values now.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn values_now(&self) -> Values {
         let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
-        let mut snap = Snapshot {
+        let mut snap = Values {
             rows: rows.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
             drifted: self.drifted.load(Ordering::Relaxed),
             read_mode: self.read_mode,
             duration_secs: self.started.elapsed().as_secs_f64(),
-            ..Snapshot::default()
+            ..Values::default()
         };
         drop(rows);
         if let Some((stats, budget)) = &*self.live.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -122,7 +122,7 @@ impl RunMetrics {
 
     /// The metrics as text now.
     pub fn render(&self, ending: Option<&Ending>, last_success: Option<f64>) -> String {
-        render(&self.labels, &self.snapshot(), ending, last_success)
+        render(&self.labels, &self.values_now(), ending, last_success)
     }
 }
 

@@ -8,7 +8,7 @@
 //! `mode`, `source`). No id, no name, nothing that grows with the manifest; only in a run
 //! of several projects, rows and requests add `project`, bounded by the projects file.
 //!
-//! The parts: this file renders a [`Snapshot`] (pure: the values in, the text out);
+//! The parts: this file renders a [`Values`] (pure: the values in, the text out);
 //! `live` keeps the values as the rows run; `sinks` writes, pushes and serves them.
 
 mod live;
@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use prometheus::{Counter, CounterVec, Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
 
-use crate::budget::{BudgetReport, Source};
+use crate::budget::{BudgetReport, PaceSource};
 use crate::latency::RequestKind;
 
 pub use live::RunMetrics;
@@ -48,7 +48,7 @@ impl RunLabels {
 
 /// The values a run's metrics are made from, taken live or at its end.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub struct Values {
     /// Rows by status (the report's vocabulary).
     pub rows: BTreeMap<&'static str, u64>,
     /// Gateways found differing from the manifest.
@@ -71,7 +71,7 @@ pub struct Snapshot {
     pub project_rows: BTreeMap<(&'static str, String), u64>,
 }
 
-impl Snapshot {
+impl Values {
     /// The run has several projects: the per-row and per-request metrics carry `project`.
     pub fn several_projects(&self) -> bool {
         self.project_answers.len() > 1
@@ -102,7 +102,7 @@ pub const LAST_SUCCESS: &str = "sipgw_bulk_last_success_timestamp_seconds";
 /// last success known (this run's, or an earlier one's carried over), left out if none.
 pub fn render(
     labels: &RunLabels,
-    snap: &Snapshot,
+    snap: &Values,
     ending: Option<&Ending>,
     last_success: Option<f64>,
 ) -> String {
@@ -309,7 +309,7 @@ impl Metrics {
 
     fn fill(
         self,
-        snap: &Snapshot,
+        snap: &Values,
         ending: Option<&Ending>,
         last_success: Option<f64>,
     ) -> prometheus::Result<String> {
@@ -374,7 +374,7 @@ impl Metrics {
 impl Metrics {
     /// Rows and requests by project: each project's own, and what no project's client
     /// sent (or a row no project owns) under `project=""`, so the sums stay the run's.
-    fn fill_projects(&self, snap: &Snapshot) {
+    fn fill_projects(&self, snap: &Values) {
         for ((status, project), n) in &snap.project_rows {
             let labels = [*status, project.as_str()];
             self.rows.with_label_values(&labels).set(*n as f64);
@@ -403,7 +403,7 @@ impl Metrics {
 /// What the job believed the space accepts, writes a second, and where that came from.
 fn believed(b: &BudgetReport) -> Option<(&'static str, f64)> {
     match (b.source, b.limit, b.window_secs) {
-        (Some(Source::Announced), Some(limit), Some(window)) if window > 0.0 => {
+        (Some(PaceSource::Announced), Some(limit), Some(window)) if window > 0.0 => {
             Some(("announced", limit as f64 / window))
         }
         _ => b.accepts_per_sec.map(|a| ("estimated", a)),
@@ -440,10 +440,10 @@ mod tests {
 
     #[test]
     fn a_run_in_progress_leaves_out_what_it_does_not_know_yet() {
-        let snap = Snapshot {
+        let snap = Values {
             rows: [("updated", 3)].into_iter().collect(),
             read_mode: "get",
-            ..Snapshot::default()
+            ..Values::default()
         };
         let live = render(&labels("all"), &snap, None, None);
         assert!(live.contains("sipgw_bulk_run_in_progress{"), "{live}");
@@ -485,14 +485,14 @@ mod tests {
     #[test]
     fn the_budget_believed_is_the_announced_window_else_the_estimate() {
         let mut b = BudgetReport {
-            source: Some(Source::Announced),
+            source: Some(PaceSource::Announced),
             limit: Some(13_800),
             window_secs: Some(10.0),
             accepts_per_sec: Some(50.0),
             ..BudgetReport::default()
         };
         assert_eq!(believed(&b), Some(("announced", 1380.0)));
-        b.source = Some(Source::Estimated);
+        b.source = Some(PaceSource::Estimated);
         assert_eq!(believed(&b), Some(("estimated", 50.0)));
         b.accepts_per_sec = None;
         assert_eq!(believed(&b), None);

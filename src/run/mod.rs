@@ -77,17 +77,17 @@ pub enum Mode {
 
 /// `--max-errors`: a count, or a share of the rows.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ErrorBudget {
+pub enum ErrorLimit {
     Count(u64),
     Percent(f64),
 }
 
-impl ErrorBudget {
+impl ErrorLimit {
     /// The number of failed rows that stops a job over `rows` rows (at least 1).
     pub fn threshold(self, rows: u64) -> u64 {
         match self {
-            ErrorBudget::Count(n) => n,
-            ErrorBudget::Percent(p) => ((rows as f64 * p / 100.0).ceil() as u64).max(1),
+            ErrorLimit::Count(n) => n,
+            ErrorLimit::Percent(p) => ((rows as f64 * p / 100.0).ceil() as u64).max(1),
         }
     }
 }
@@ -105,7 +105,7 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// `--only`/`--skip`: the rows this run is given; the others are reported `skipped`.
     pub selection: Option<Arc<Selection>>,
-    pub max_errors: Option<ErrorBudget>,
+    pub max_errors: Option<ErrorLimit>,
     /// Write only the first N changes (a canary).
     pub limit: Option<u64>,
     /// Refuse to write anything when more rows would change.
@@ -153,11 +153,11 @@ impl RunOptions {
             save_plan: None,
             lock_timeout: std::time::Duration::ZERO,
             client,
-            concurrency: crate::config::defaults::CONCURRENCY,
-            write_rate: NonZeroU32::new(crate::config::defaults::WRITE_RATE)
+            concurrency: crate::settings::defaults::CONCURRENCY,
+            write_rate: NonZeroU32::new(crate::settings::defaults::WRITE_RATE)
                 .unwrap_or(NonZeroU32::MIN),
             reserve: crate::budget::DEFAULT_RESERVE,
-            read_rate: NonZeroU32::new(crate::config::defaults::READ_RATE),
+            read_rate: NonZeroU32::new(crate::settings::defaults::READ_RATE),
             read_mode: ReadMode::default(),
             paging: PagingLimits::default(),
             also_writes: Vec::new(),
@@ -380,7 +380,7 @@ fn check_saved_plan(
     let (Some(header), Source::Plan(path)) = (header, &options.source) else {
         return Ok(());
     };
-    let manifest_now = crate::manifest::file_sha256(Path::new(&header.manifest));
+    let manifest_now = crate::bounded::file_sha256(Path::new(&header.manifest));
     header.check(
         path,
         options.client.base_url.as_str(),
@@ -460,7 +460,7 @@ fn starting(
                 WriteBudget::new(
                     options.write_rate.get(),
                     options.reserve,
-                    options.client.retry.outage_budget,
+                    options.client.retry.max_outage,
                 )
                 .shared_by(sharers),
             )

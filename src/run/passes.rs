@@ -311,7 +311,7 @@ impl<'a> Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// The space read in pages first, up to the read mode's page budget (`list`, `auto`);
+    /// The space read in pages first, up to the read mode's page cap (`list`, `auto`);
     /// `None` (`get`): every row is read by GET. Rows the pages lack are read by GET.
     async fn read_in_pages(
         &self,
@@ -319,14 +319,14 @@ impl Pass<'_> {
         stop: &CancellationToken,
     ) -> Result<Option<Arc<crate::snapshot::Snapshot>>, RunError> {
         let o = self.options;
-        let (Some(budget), Some(keys)) =
-            (o.read_mode.page_budget(self.rows, o.concurrency), self.keys)
+        let (Some(max_pages), Some(keys)) =
+            (o.read_mode.max_pages(self.rows, o.concurrency), self.keys)
         else {
             return Ok(None);
         };
         tracing::info!(read_mode = ?o.read_mode, "reading the space in pages");
         let builder = SnapshotBuilder::wanting(Arc::clone(keys)).map_err(snapshot_error)?;
-        let snapshot = crate::snapshot::take(reader, builder, budget, o.paging, stop)
+        let snapshot = crate::snapshot::take(reader, builder, max_pages, o.paging, stop)
             .await
             .map_err(snapshot_error)?;
         let s = &snapshot.stats;

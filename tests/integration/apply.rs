@@ -1,7 +1,7 @@
 //! Applying manifests end to end: the sandbox ends in the desired state, the report holds
 //! every row once, and a second run writes nothing.
 
-use sipgw_bulk::report::Status;
+use sipgw_bulk::status::Status;
 
 use crate::support::*;
 
@@ -226,7 +226,7 @@ fn a_manifest_on_stdin_applies_with_an_explicit_format() {
 }
 
 #[test]
-fn the_readme_sequence_plan_then_apply_works_with_the_default_report_names() {
+fn plan_then_apply_write_the_default_plan_and_report_beside_the_manifest() {
     let ids = ids(40, 60);
     let sb = Sandbox::seeded(&ids);
     write_csv(&sb.path("gateways.csv"), &ids, &[]);

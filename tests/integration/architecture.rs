@@ -240,7 +240,7 @@ fn the_module_graph_has_no_circle() {
 }
 
 #[test]
-fn the_checked_invariants_hold() {
+fn the_invariants_architecture_md_marks_checked_hold() {
     let only_in = |needle: &str, allowed: &dyn Fn(&str) -> bool| -> Vec<String> {
         source_files()
             .into_iter()
@@ -302,4 +302,133 @@ fn the_code_map_reader_reads_bullets_headings_and_wrapped_lists() {
     assert!(imports("use crate::x::Y;", "x"));
     assert!(imports("sipgw_bulk::x::main()", "x"));
     assert!(!imports("use crate::xy::Y;", "x"));
+}
+
+/// The diagram's `A ──▶ B, C` arrows, one line at a time (notes in parentheses left out),
+/// and every word in the block (notes included).
+fn diagram(text: &str) -> (Vec<(String, String)>, BTreeSet<String>) {
+    let start = text
+        .find("```text\n")
+        .expect("ARCHITECTURE.md has the diagram");
+    let block = &text[start + 8..];
+    let block = &block[..block.find("\n```").expect("the diagram ends")];
+    let words = |s: &str| -> Vec<String> {
+        s.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut arrows = Vec::new();
+    for line in block.lines() {
+        let mut code = String::new();
+        let mut depth = 0;
+        for c in line.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth == 0 => code.push(c),
+                _ => {}
+            }
+        }
+        let parts: Vec<&str> = code.split("──▶").collect();
+        for pair in parts.windows(2) {
+            let Some(from) = words(pair[0]).pop() else {
+                continue;
+            };
+            for to in words(pair[1]) {
+                arrows.push((from.clone(), to));
+            }
+        }
+    }
+    (arrows, words(block).into_iter().collect())
+}
+
+#[test]
+fn the_diagram_names_every_module_and_its_arrows_are_imports() {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let (arrows, named) = diagram(&text);
+    assert!(arrows.len() > 40, "too few arrows read: {arrows:?}");
+    let graph = arrows_by_module(&source_files());
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    let unnamed: Vec<_> = modules
+        .iter()
+        .filter(|m| *m != "lib" && !named.contains(*m))
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "modules the diagram leaves out: {unnamed:?}"
+    );
+    let false_arrows: Vec<_> = arrows
+        .iter()
+        .filter(|(from, to)| !graph.get(from).is_some_and(|t| t.contains(to)))
+        .collect();
+    assert!(
+        false_arrows.is_empty(),
+        "arrows in the diagram that the code does not make (or names that are not modules): \
+         {false_arrows:?}"
+    );
+    // The reader itself: notes are not arrows.
+    let (read, _) = diagram("```text\n a ──▶ b, c ──▶ d   (e ──▶ f)\n```\n");
+    let pairs: Vec<_> = read.iter().map(|(f, t)| format!("{f}>{t}")).collect();
+    assert_eq!(pairs, ["a>b", "a>c", "c>d"]);
+}
+
+/// Every top-level module and the top-level modules its production code names.
+fn arrows_by_module(files: &BTreeSet<String>) -> BTreeMap<String, BTreeSet<String>> {
+    let module_of = |f: &str| -> String {
+        let rel = f.strip_prefix("src/").unwrap_or(f);
+        rel.split(['/', '.']).next().unwrap_or("").to_owned()
+    };
+    let tops: BTreeSet<String> = files.iter().map(|f| module_of(f)).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> =
+        tops.iter().map(|t| (t.clone(), BTreeSet::new())).collect();
+    for file in files {
+        let code = production(file);
+        let from = module_of(file);
+        for to in tops.iter().filter(|t| **t != from && imports(&code, t)) {
+            graph.entry(from.clone()).or_default().insert(to.clone());
+        }
+    }
+    graph
+}
+
+/// "No clap parser, command or match leaves the CLI": below it, `clap::` appears only in
+/// the `ValueEnum` derives of the value enums a flag takes, and in the settings'
+/// declaration that `cli::args` expands.
+#[test]
+fn no_clap_type_leaves_the_cli_but_value_enums_and_the_settings_declaration() {
+    let mut wrong = Vec::new();
+    for file in source_files() {
+        if file.starts_with("src/cli/") || file == "src/settings.rs" {
+            continue;
+        }
+        for line in production(&file).lines() {
+            let derive = line.trim_start().starts_with("#[derive(");
+            let rest = line.replace("clap::ValueEnum", "");
+            if rest.contains("clap::") || (!derive && line.contains("clap::")) {
+                wrong.push(format!("{file}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "clap used below the CLI: {wrong:#?}");
+}
+
+/// One public path per type: no module re-exports what another top-level module declares
+/// (`report::Status` beside `status::Status` was one). `cli`'s modules are private, so a
+/// `pub use` among them makes no second public path.
+#[test]
+fn no_module_re_exports_another_top_level_module_s_items() {
+    let mut wrong = Vec::new();
+    for file in source_files() {
+        if file.starts_with("src/cli/") {
+            continue;
+        }
+        for line in production(&file).lines() {
+            let line = line.trim_start();
+            if line.starts_with("pub use crate::") || line.starts_with("pub use sipgw_bulk::") {
+                wrong.push(format!("{file}: {line}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "a second public path: {wrong:#?}");
 }

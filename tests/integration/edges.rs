@@ -9,8 +9,8 @@ use axum::http::{Method, StatusCode};
 use futures_util::FutureExt;
 
 use sipgw_bulk::model::{Codec, GatewayFields};
-use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::SandboxConfig;
+use sipgw_bulk::status::Status;
 
 use crate::peer::{Peer, Seen, forward, json};
 use crate::support::*;

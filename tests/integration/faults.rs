@@ -13,8 +13,8 @@ use futures_util::FutureExt;
 
 use crate::peer::{Peer, Seen, dropped, forward};
 use crate::support::*;
-use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::SandboxConfig;
+use sipgw_bulk::status::Status;
 
 /// A proxy in front of `sb` that forwards everything, except that for each id in
 /// `lose_patch` the first PATCH is applied and its answer lost, and for each id in

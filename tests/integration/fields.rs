@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use sipgw_bulk::diff::{Field, FieldSet, only, with_fields_from};
 use sipgw_bulk::manifest::{Format, ManifestWriter};
 use sipgw_bulk::model::GatewayFields;
-use sipgw_bulk::report::Status;
+use sipgw_bulk::status::Status;
 use uuid::Uuid;
 
 use crate::support::*;

@@ -13,8 +13,8 @@ use futures_util::FutureExt;
 
 use crate::peer::{Dropper, Handler, Peer, Seen, gateway_json, json, peak_rss_kib};
 use crate::support::*;
-use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox;
+use sipgw_bulk::status::Status;
 
 const TOKEN: &str = "PTsecret-hostile-token";
 
@@ -441,7 +441,7 @@ fn an_unreachable_space_pauses_probes_and_stops_with_bounded_requests() {
 }
 
 /// Off a terminal an outage is not silence: once the space has failed for 5 s, a line
-/// says so (how long, the last error, the outage budget) at most every 5 s, until the job
+/// says so (how long, the last error, the outage limit) at most every 5 s, until the job
 /// stops at the budget.
 #[test]
 fn an_outage_is_said_in_the_log_while_the_job_waits_it_out() {

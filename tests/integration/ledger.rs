@@ -1,12 +1,13 @@
-//! The report as a ledger: kill -9 and resume, SIGINT, the report lock, the error budget,
+//! The report as a ledger: kill -9 and resume, SIGINT, the report lock, the error limit,
 //! and the manifest fingerprint.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sipgw_bulk::report::{Status, read_report};
+use sipgw_bulk::report::read_report;
 use sipgw_bulk::sandbox::SandboxConfig;
+use sipgw_bulk::status::Status;
 
 use crate::support::*;
 

@@ -1,7 +1,7 @@
 //! Bad input costs the bad row, never the run; a manifest that cannot be read is refused
 //! before any request.
 
-use sipgw_bulk::report::Status;
+use sipgw_bulk::status::Status;
 
 use crate::support::*;
 

@@ -4,8 +4,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::SandboxConfig;
+use sipgw_bulk::status::Status;
 
 use crate::support::*;
 

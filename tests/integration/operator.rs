@@ -4,8 +4,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::SandboxConfig;
+use sipgw_bulk::status::Status;
 
 use crate::support::*;
 
@@ -325,7 +325,7 @@ fn a_refused_token_says_which_settings_to_check_once() {
 #[test]
 fn export_from_a_space_that_does_not_resolve_exits_3() {
     let dir = tempfile::tempdir().unwrap();
-    // The retries run out before the outage budget (60 s) does: the answer is the last
+    // The retries run out before the outage limit (60 s) does: the answer is the last
     // connection error's, not the job's abort.
     let out = run(std::process::Command::new(BIN)
         .current_dir(dir.path())

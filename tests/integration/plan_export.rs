@@ -1,7 +1,7 @@
 //! Plan output, export, rollback, guards and read-back, against the sandbox.
 
-use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::SandboxConfig;
+use sipgw_bulk::status::Status;
 
 use crate::support::*;
 

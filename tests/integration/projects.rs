@@ -398,7 +398,7 @@ fn doctor_reports_each_project_and_the_rate_limit_headers_and_never_writes() {
 }
 
 #[test]
-fn doctor_with_one_project_and_no_announced_limit() {
+fn doctor_says_whether_one_project_is_usable_and_exits_3_when_its_token_is_refused() {
     let (sb, _) = three_projects(false);
     let out = run(sb.cmd().arg("doctor"));
     let text = stdout(&out);
@@ -554,7 +554,7 @@ fn one_run_across_three_projects_writes_each_gateway_with_its_projects_credentia
     assert_eq!(report.len(), 300);
     for (row, record) in &report {
         let i = (*row - 2) as usize;
-        assert_eq!(record.status, sipgw_bulk::report::Status::Updated);
+        assert_eq!(record.status, sipgw_bulk::status::Status::Updated);
         assert_eq!(
             record.project.as_deref(),
             Some(projects[i % 3].as_str()),
@@ -627,7 +627,7 @@ fn a_row_naming_a_project_the_run_lacks_is_invalid_and_the_rest_run() {
     assert_eq!(sb.state().snapshot(), expected(&ids));
     let report = sb.report("r.csv");
     let bad = &report[&8];
-    assert_eq!(bad.status, sipgw_bulk::report::Status::Invalid);
+    assert_eq!(bad.status, sipgw_bulk::status::Status::Invalid);
     assert!(
         bad.error
             .contains("project `nobody` is not one this run has"),
@@ -639,7 +639,7 @@ fn a_row_naming_a_project_the_run_lacks_is_invalid_and_the_rest_run() {
 }
 
 #[test]
-fn three_projects_share_one_announced_write_budget() {
+fn three_projects_under_one_announced_count_keep_its_reserve_and_are_never_refused() {
     // 60 writes a 10 s window for the whole space, announced; half kept in reserve.
     let config = SandboxConfig {
         write_limit: 6,
@@ -714,7 +714,7 @@ fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() 
         if i % 3 == 1 {
             assert_eq!(
                 record.status,
-                sipgw_bulk::report::Status::Skipped,
+                sipgw_bulk::status::Status::Skipped,
                 "row {row}"
             );
             assert_eq!(record.error_code.as_str(), "credentials_refused");
@@ -723,7 +723,7 @@ fn one_projects_refused_credentials_skip_only_its_rows_and_resume_writes_them() 
         } else {
             assert_eq!(
                 record.status,
-                sipgw_bulk::report::Status::Updated,
+                sipgw_bulk::status::Status::Updated,
                 "row {row}"
             );
         }
@@ -804,14 +804,14 @@ fn a_manifest_naming_projects_without_a_projects_file_runs_only_the_environments
         .run();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let report = sb.report("r.csv");
-    assert_eq!(report[&4].status, sipgw_bulk::report::Status::Invalid);
+    assert_eq!(report[&4].status, sipgw_bulk::status::Status::Invalid);
     assert!(
         report[&4].error.contains("`elsewhere`"),
         "{}",
         report[&4].error
     );
     for row in [2, 3, 5] {
-        assert_eq!(report[&row].status, sipgw_bulk::report::Status::Updated);
+        assert_eq!(report[&row].status, sipgw_bulk::status::Status::Updated);
         assert_eq!(report[&row].project.as_deref(), Some(project.as_str()));
     }
     assert_eq!(sb.state().patch_count(&ids[2]), 0);
@@ -890,7 +890,7 @@ fn shards_and_a_selection_split_a_manifest_of_several_projects() {
     let only = sb.report("only.csv");
     let written: Vec<u64> = only
         .iter()
-        .filter(|(_, r)| r.status == sipgw_bulk::report::Status::Updated)
+        .filter(|(_, r)| r.status == sipgw_bulk::status::Status::Updated)
         .map(|(row, _)| *row)
         .collect();
     assert_eq!(written, vec![2, 3, 4]);
@@ -1101,12 +1101,12 @@ fn a_token_revoked_mid_run_stops_only_that_projects_remaining_rows() {
     for (row, record) in &report {
         let i = (*row - 2) as usize;
         match (i % 3, record.status) {
-            (1, sipgw_bulk::report::Status::Updated) => written += 1,
-            (1, sipgw_bulk::report::Status::Skipped) => {
+            (1, sipgw_bulk::status::Status::Updated) => written += 1,
+            (1, sipgw_bulk::status::Status::Skipped) => {
                 assert_eq!(record.error_code.as_str(), "credentials_refused");
                 refused += 1;
             }
-            (_, status) => assert_eq!(status, sipgw_bulk::report::Status::Updated, "row {row}"),
+            (_, status) => assert_eq!(status, sipgw_bulk::status::Status::Updated, "row {row}"),
         }
     }
     assert!(

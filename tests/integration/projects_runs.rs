@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::SandboxConfig;
+use sipgw_bulk::status::Status;
 
 use crate::projects::{projects_file, three_project_run};
 use crate::support::*;

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use sipgw_bulk::report::{ReadRecord, Status};
+use sipgw_bulk::report::ReadRecord;
 use sipgw_bulk::sandbox::{SandboxConfig, starting_fields};
+use sipgw_bulk::status::Status;
 use uuid::Uuid;
 
 use crate::support::*;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::{Faults, SandboxConfig};
+use sipgw_bulk::status::Status;
 
 use crate::support::*;
 

@@ -1,7 +1,7 @@
 //! Review, then apply exactly that: `plan --out PLAN` and `apply --plan PLAN`.
 
-use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::starting_fields;
+use sipgw_bulk::status::Status;
 
 use crate::support::*;
 

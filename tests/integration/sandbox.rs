@@ -112,7 +112,7 @@ fn a_sandbox_seeded_with_the_manifest_s_values_has_nothing_to_do_until_someone_e
     let report = report(&dir.path().join("p2.csv"));
     let drifted: Vec<_> = report
         .values()
-        .filter(|r| r.status == sipgw_bulk::report::Status::WouldUpdate)
+        .filter(|r| r.status == sipgw_bulk::status::Status::WouldUpdate)
         .collect();
     assert_eq!(drifted.len(), 1, "{report:?}");
     assert_eq!(drifted[0].id, id);

@@ -1,8 +1,8 @@
 //! The space's write budget, shared: with shards of one job, with the customer's own
 //! production writes, with a flaky edge refusing at random, and announced in headers.
 
-use sipgw_bulk::report::Status;
 use sipgw_bulk::sandbox::SandboxConfig;
+use sipgw_bulk::status::Status;
 
 use crate::support::*;
 
