@@ -13,11 +13,14 @@
 //! - a refusal of a write the count showed room for leaves the count untrusted;
 //! - `--rate` holds in every one-second window of every process's sends;
 //! - over at least 200 seeds per header behaviour, production's refused share with an
-//!   untrustworthy count is no worse than with none at all (one point of margin).
+//!   untrustworthy count is no worse than with none at all (one point of margin);
+//! - a limit under `--rate` from the first write ([`Class::OverFromStart`], smooth or in
+//!   fixed windows, no count to trust): every row written, and under 30% of the writes
+//!   refused after the first seconds.
 //!
 //! `BUDGET_SIM_SEEDS=N` runs N seeds per behaviour (200 by default), `BUDGET_SIM_SEED=S`
-//! (with `BUDGET_SIM_HEADERS=name`) replays one scenario and prints it; a failure prints
-//! the command that replays it.
+//! (with `BUDGET_SIM_HEADERS=name`, and `BUDGET_SIM_CLASS=over_from_start` for that class)
+//! replays one scenario and prints it; a failure prints the command that replays it.
 
 mod check;
 mod scenario;
