@@ -31,6 +31,7 @@ const MOST_REFUSED: usize = 12;
 /// alarm level (so many refusals beyond the allowance, more on a noisier baseline).
 const ALLOWANCE_SHARE: f64 = 0.5;
 const ALLOWANCE_MIN: f64 = 0.01;
+const ALLOWANCE_ERRORS: f64 = 4.0;
 const ALARM_BASE: f64 = 4.0;
 const ALARM_PER_SHARE: f64 = 80.0;
 const PROBING_ALARM_DIVISOR: f64 = 2.0;
@@ -109,17 +110,41 @@ impl Baseline {
 
 /// A one-sided CUSUM over answers: refusals beyond the baseline plus an allowance add up,
 /// accepted answers drain it; past the alarm level the share has risen.
+///
+/// It tests against the baseline as it was when the sum last stood at zero: the answers
+/// of a rise that the baseline learns before the sum is half way up (a limit met from
+/// the start, its share growing answer by answer) would otherwise raise the share tested
+/// against, the allowance and the alarm with it, and the rise would be learnt as normal.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cusum {
     sum: f64,
+    /// The share tested against and its allowance, fixed while a rise is summed.
+    reference: (f64, f64),
 }
 
 impl Cusum {
-    /// Adds one answer; true when the share of refusals has clearly risen above `p`.
-    /// While probing above the knee the alarm is halved: there a rise is expected (the
-    /// limit met again), and each answer spent proving it is a refusal production shares.
-    fn add(&mut self, refused: bool, p: f64, probing: bool) -> bool {
-        let allowance = (p * ALLOWANCE_SHARE).max(ALLOWANCE_MIN);
+    /// The share tested against: `p`, unless a rise is being summed (then the share when
+    /// it began).
+    fn reference(&self, p: f64, m: f64) -> f64 {
+        if self.sum > 0.0 && m < BASELINE_MEMORY as f64 {
+            self.reference.0
+        } else {
+            p
+        }
+    }
+
+    /// Adds one answer; true when the share of refusals has clearly risen above `p` (or
+    /// the share the sum began from), learnt from `m` answers: the allowance above it is
+    /// half of it, at least 1%, and at least twice its standard error (a share learnt
+    /// from a few answers may be low by chance). While probing above the knee the alarm
+    /// is halved: there a rise is expected (the limit met again), and each answer spent
+    /// proving it is a refusal production shares.
+    fn add(&mut self, refused: bool, p: f64, m: f64, probing: bool) -> bool {
+        if self.sum <= 0.0 || m >= BASELINE_MEMORY as f64 {
+            let error = ALLOWANCE_ERRORS * (p * (1.0 - p) / m.max(1.0)).sqrt();
+            self.reference = (p, (p * ALLOWANCE_SHARE).max(ALLOWANCE_MIN).max(error));
+        }
+        let (p, allowance) = self.reference;
         let x = f64::from(u8::from(refused));
         self.sum = (self.sum + x - p - allowance).max(0.0);
         let alarm = Self::alarm(p) / if probing { PROBING_ALARM_DIVISOR } else { 1.0 };
@@ -128,6 +153,34 @@ impl Cusum {
 
     fn alarm(p: f64) -> f64 {
         ALARM_BASE + ALARM_PER_SHARE * p
+    }
+}
+
+/// A third or more refused is a limit whatever the baseline learnt: a CUSUM of the log
+/// likelihood ratio of that share against the loudest noise that must never cut (20% at
+/// random). A limit met from the first writes (no ramp below it, or too few answers in
+/// the ramp to learn a baseline of none) shows only as such a level.
+#[derive(Debug, Default, Clone, Copy)]
+struct Loud {
+    sum: f64,
+}
+
+/// The loudest noise that never cuts, the share that is a limit, and the alarm (the log
+/// of the odds: about one false alarm in e^12 answers of 20% noise).
+const LOUDEST_NOISE: f64 = 0.2;
+const LIMIT_SHARE: f64 = 0.4;
+const LOUD_ALARM: f64 = 12.0;
+
+impl Loud {
+    /// Adds one answer; true once a third or more refused is clearly more likely.
+    fn add(&mut self, refused: bool) -> bool {
+        let step = if refused {
+            (LIMIT_SHARE / LOUDEST_NOISE).ln()
+        } else {
+            ((1.0 - LIMIT_SHARE) / (1.0 - LOUDEST_NOISE)).ln()
+        };
+        self.sum = (self.sum + step).max(0.0);
+        self.sum > LOUD_ALARM
     }
 }
 
@@ -185,6 +238,7 @@ pub struct Estimate {
     /// The CUSUM tests against the learnt baseline (not the prior) since then.
     baseline_in_use: bool,
     cusum: Cusum,
+    loud: Loud,
     /// Accepted writes per bucket: (bucket number since `origin`, count).
     delivered: [(u64, u32); BUCKETS],
     origin: Option<Instant>,
@@ -217,6 +271,7 @@ impl Estimate {
             learnt_since_checkpoint: 0,
             baseline_in_use: false,
             cusum: Cusum::default(),
+            loud: Loud::default(),
             delivered: [(u64::MAX, 0); BUCKETS],
             origin: None,
             cut: None,
@@ -340,10 +395,17 @@ impl Estimate {
         }
         // What the baseline learns is what is normal: not answers while the CUSUM is half
         // way to a rise, nor a window a third or more refused (no noise is that loud).
-        let quiet = self.cusum.sum < Cusum::alarm(p) / 2.0;
+        let m = if self.baseline_in_use {
+            self.baseline.memory()
+        } else {
+            f64::INFINITY
+        };
+        let quiet = self.cusum.sum < Cusum::alarm(self.cusum.reference(p, m)) / 2.0;
         let learning = self.learning(now);
         let probing = self.cut.is_some() && !learning;
-        let risen = self.cusum.add(refused, p, probing) && n >= WINDOW / 2 && self.baseline_in_use;
+        let loud = self.loud.add(refused);
+        let risen = (self.cusum.add(refused, p, m, probing) && self.baseline_in_use || loud)
+            && n >= WINDOW / 2;
         if learning && quiet && 3 * k < n {
             self.learn(refused);
         }
@@ -370,6 +432,7 @@ impl Estimate {
         self.refusing_since = None;
         self.accepted_while_refusing = 0;
         self.cusum = Cusum::default();
+        self.loud = Loud::default();
         PaceChange::Cut { spent }
     }
 
@@ -830,8 +893,11 @@ mod tests {
     async fn while_probing_a_rise_is_believed_on_half_the_evidence() {
         let mut c = Cusum::default();
         let p = 0.005;
-        let steps =
-            |c: &mut Cusum, probing: bool| (1..=20).find(|_| c.add(true, p, probing)).unwrap_or(0);
+        let steps = |c: &mut Cusum, probing: bool| {
+            (1..=20)
+                .find(|_| c.add(true, p, f64::INFINITY, probing))
+                .unwrap_or(0)
+        };
         let holding = steps(&mut c, false);
         let mut c = Cusum::default();
         let probing = steps(&mut c, true);
@@ -843,7 +909,9 @@ mod tests {
         // Over a noisy baseline (10%), the allowance is half of it, and the alarm higher.
         let steps = |probing: bool| {
             let mut c = Cusum::default();
-            (1..=40).find(|_| c.add(true, 0.1, probing)).unwrap_or(0)
+            (1..=40)
+                .find(|_| c.add(true, 0.1, f64::INFINITY, probing))
+                .unwrap_or(0)
         };
         assert_eq!((steps(false), steps(true)), (15, 8));
     }

@@ -234,3 +234,62 @@ fn production_spending_the_announced_count_never_takes_the_job_below_the_reserve
     let lowest = stats.lowest_remaining_after_client_write.unwrap();
     assert!(lowest + 5 >= 500, "{lowest} left at the lowest: {b}");
 }
+
+/// `apply` of `rows` rows that all differ, `--rate` twice a smooth limit (no headers):
+/// (the sandbox's stats, the summary JSON, the exit code, rows not `updated`).
+fn limit_at_half_the_rate(
+    limit: u32,
+    rate: u32,
+    rows: u64,
+) -> (sipgw_bulk::sandbox::Stats, serde_json::Value, i32, usize) {
+    let ids = ids(rows, 145);
+    let config = SandboxConfig {
+        write_limit: limit,
+        ..SandboxConfig::default()
+    };
+    let sb = Sandbox::start_with_manifest(config, &ids);
+    let out = sb
+        .apply("m.csv")
+        .args(["-q", "--read-mode", "get", "--concurrency", "32"])
+        .args(["--rate", &rate.to_string()])
+        .args(["--report", "r.csv", "--summary-json", "s.json"])
+        .run();
+    let report = sb.report("r.csv");
+    let not_updated = report
+        .values()
+        .filter(|r| r.status != Status::Updated)
+        .count();
+    let stats = sb.state().stats();
+    let s = sb.summary("s.json");
+    let secs = (stats.last_write_us - stats.first_write_us) as f64 / 1e6;
+    eprintln!(
+        "limit {limit}, --rate {rate}: {} of {} writes refused, {:.1} accepted/s, {}\n\
+         per second: {:?} / {:?}",
+        stats.writes_throttled,
+        stats.writes,
+        (stats.writes - stats.writes_throttled) as f64 / secs.max(1e-3),
+        s["write_budget"],
+        stats.accepted_per_second,
+        stats.throttled_per_second
+    );
+    (stats, s, code(&out), not_updated)
+}
+
+#[test]
+fn a_limit_at_half_the_rate_is_found_and_no_row_fails() {
+    // A smooth limit of 100 a second under --rate 200 from the first write: about half
+    // the writes at the full pace are refused, which no noise is (a third or more never
+    // is taken for it). The pace is cut, so refusals stay a small share, and every row
+    // is written.
+    let (stats, s, code, not_updated) = limit_at_half_the_rate(100, 200, 2000);
+    let b = &s["write_budget"];
+    assert!(
+        stats.writes_throttled * 100 <= stats.writes * 15,
+        "{} of {} writes refused: {b}",
+        stats.writes_throttled,
+        stats.writes
+    );
+    assert!(b["cuts"].as_u64().unwrap_or(0) >= 1, "{b}");
+    assert_eq!(not_updated, 0, "rows not updated: {b}");
+    assert_eq!(code, 0);
+}
