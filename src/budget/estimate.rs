@@ -135,7 +135,7 @@ impl Cusum {
 
     /// Adds one answer; true when the share of refusals has clearly risen above `p` (or
     /// the share the sum began from), learnt from `m` answers: the allowance above it is
-    /// half of it, at least 1%, and at least twice its standard error (a share learnt
+    /// half of it, at least 1%, and at least four of its standard errors (a share learnt
     /// from a few answers may be low by chance). While probing above the knee the alarm
     /// is halved: there a rise is expected (the limit met again), and each answer spent
     /// proving it is a refusal production shares.
