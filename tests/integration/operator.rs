@@ -545,15 +545,20 @@ fn an_interrupt_whose_grace_runs_out_still_leaves_a_whole_report_that_undoes_eve
     );
     assert_eq!(held_row.before.as_ref(), Some(&start[&held]));
     // Its requests counted as an updated row's are: the read and the PATCH, and the fresh
-    // read between them where the write slot came later than the read's round trip.
-    assert!((2..=3).contains(&held_row.attempts), "{held_row:?}");
+    // read between them where the write slot came later than the read's round trip (again
+    // when that read aged before the write could leave, on a busy machine). Every request
+    // the space saw is some row's.
+    assert!(held_row.attempts >= 2, "{held_row:?}");
     assert!(
         report
             .values()
             .filter(|r| r.status == Status::Updated)
-            .all(|r| (2..=3).contains(&r.attempts)),
+            .all(|r| r.attempts >= 2),
         "{report:?}"
     );
+    let stats = sb.state().stats();
+    let counted: u64 = report.values().map(|r| u64::from(r.attempts)).sum();
+    assert_eq!(counted, stats.gets + stats.patches, "{stats:?} {report:?}");
     assert!(
         report.values().all(|r| r.id == held.to_string()
             || r.status == Status::Updated
