@@ -922,6 +922,8 @@ mod tests {
     #[test]
     fn a_rise_is_tested_against_the_share_from_before_it_on_a_young_baseline() {
         let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        // A full baseline's memory: its answers, capped.
+        const FULL: f64 = BASELINE_MEMORY as f64;
         let allowance = |p: f64, m: f64| (p / 2.0).max(0.01).max(4.0 * (p * (1.0 - p) / m).sqrt());
         let mut c = Cusum::default();
         assert!(!c.add(true, 0.05, 100.0, false));
@@ -932,8 +934,8 @@ mod tests {
         c.add(true, 0.3, 101.0, false);
         assert!(close(c.sum, 2.0 * first), "{c:?}");
         // A full baseline is the share tested against at once.
-        assert!(close(c.reference(0.3, 600.0), 0.3));
-        c.add(true, 0.3, 600.0, false);
+        assert!(close(c.reference(0.3, FULL), 0.3));
+        c.add(true, 0.3, FULL, false);
         assert!(close(c.sum, 2.0 * first + 1.0 - 0.3 - 0.15), "{c:?}");
         assert!(
             close(c.reference.0, 0.3) && close(c.reference.1, 0.15),
@@ -941,7 +943,7 @@ mod tests {
         );
         // Drained to nothing: the next rise starts from the share then.
         while c.sum > 0.0 {
-            c.add(false, 0.3, 600.0, false);
+            c.add(false, 0.3, FULL, false);
         }
         assert!(close(c.reference(0.2, 100.0), 0.2));
         c.add(true, 0.2, 100.0, false);
