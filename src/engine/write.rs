@@ -85,7 +85,8 @@ async fn write_fresh(
             Ok(slot) => slot,
             Err(err) => return tries.gave_up(record, err, &shared.stopper),
         };
-        if tries.patches > 0 || std::mem::take(&mut stale) {
+        let read_again = std::mem::take(&mut stale);
+        if tries.patches > 0 || read_again {
             // The read of a second attempt is part of its retry (so is a read again after
             // one that aged before its write could leave).
             shared.stats.retries.fetch_add(1, Ordering::Relaxed);
