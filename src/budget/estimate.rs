@@ -360,47 +360,16 @@ impl Estimate {
         if self.cut.is_some_and(|c| sent <= c.at) || self.measure_from.is_some_and(|t| sent < t) {
             return PaceChange::Steady;
         }
-        self.recent.push_back(refused);
-        self.refused_recent += usize::from(refused);
-        self.accepted_since_cut += u64::from(!refused);
-        match (refused, self.refusing_since) {
-            (true, None) => self.refusing_since = Some(now),
-            (false, Some(_)) => self.accepted_while_refusing += 1,
-            _ => {}
-        }
-        let first_sent = *self.first_sent_since_cut.get_or_insert(sent);
-        self.first_sent_since_cut = Some(first_sent.min(sent));
-        if self.recent.len() > WINDOW
-            && let Some(old) = self.recent.pop_front()
-        {
-            self.refused_recent -= usize::from(old);
-        }
-        let n = self.recent.len();
-        let k = self.refused_recent;
+        let (n, k) = self.remember(sent, refused, now);
         // Nearly every write refused: the budget itself is spent (a window used up).
         let spent = k >= MOST_REFUSED && 10 * k >= 9 * n;
         let most_refused = k >= MOST_REFUSED && 3 * k >= 2 * n;
         // The CUSUM runs on every answer (against a prior share until the baseline has
         // learnt one); it may cut once the pace since the last cut has had a few answers
         // to show itself.
-        let p = if self.baseline.answers >= BASELINE_MIN {
-            self.baseline.share_to_test()
-        } else {
-            PRIOR_SHARE
-        };
-        if self.baseline.answers >= BASELINE_MIN && !self.baseline_in_use {
-            // The test starts afresh against the share now learnt, not the prior (which
-            // only decides what the first answers may teach).
-            self.baseline_in_use = true;
-            self.cusum = Cusum::default();
-        }
+        let (p, m) = self.reference_share();
         // What the baseline learns is what is normal: not answers while the CUSUM is half
         // way to a rise, nor a window a third or more refused (no noise is that loud).
-        let m = if self.baseline_in_use {
-            self.baseline.memory()
-        } else {
-            f64::INFINITY
-        };
         let quiet = self.cusum.sum < Cusum::alarm(self.cusum.reference(p, m)) / 2.0;
         let learning = self.learning(now);
         let probing = self.cut.is_some() && !learning;
@@ -426,6 +395,48 @@ impl Estimate {
         if !again {
             self.cut_at(now, origin, spent);
         }
+        self.start_after_cut();
+        PaceChange::Cut { spent }
+    }
+
+    /// The answer in the window of the latest answers and the counts since the last cut:
+    /// the window's answers and refusals.
+    fn remember(&mut self, sent: Instant, refused: bool, now: Instant) -> (usize, usize) {
+        self.recent.push_back(refused);
+        self.refused_recent += usize::from(refused);
+        self.accepted_since_cut += u64::from(!refused);
+        match (refused, self.refusing_since) {
+            (true, None) => self.refusing_since = Some(now),
+            (false, Some(_)) => self.accepted_while_refusing += 1,
+            _ => {}
+        }
+        let first_sent = *self.first_sent_since_cut.get_or_insert(sent);
+        self.first_sent_since_cut = Some(first_sent.min(sent));
+        if self.recent.len() > WINDOW
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.refused_recent -= usize::from(old);
+        }
+        (self.recent.len(), self.refused_recent)
+    }
+
+    /// The share of refusals the CUSUM tests against (a prior until the baseline has
+    /// learnt one), and how many answers the baseline stands on (unbounded for the prior).
+    fn reference_share(&mut self) -> (f64, f64) {
+        if self.baseline.answers < BASELINE_MIN {
+            return (PRIOR_SHARE, f64::INFINITY);
+        }
+        if !self.baseline_in_use {
+            // The test starts afresh against the share now learnt, not the prior (which
+            // only decides what the first answers may teach).
+            self.baseline_in_use = true;
+            self.cusum = Cusum::default();
+        }
+        (self.baseline.share_to_test(), self.baseline.memory())
+    }
+
+    /// After a cut: the window, the counts since the cut and both tests start afresh.
+    fn start_after_cut(&mut self) {
         self.recent.clear();
         self.refused_recent = 0;
         self.accepted_since_cut = 0;
@@ -434,7 +445,6 @@ impl Estimate {
         self.accepted_while_refusing = 0;
         self.cusum = Cusum::default();
         self.loud = Loud::default();
-        PaceChange::Cut { spent }
     }
 
     fn learn(&mut self, refused: bool) {

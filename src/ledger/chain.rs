@@ -248,18 +248,11 @@ mod tests {
     use crate::ledger::{Ledger, RunFile};
     use crate::report::{ReportFormat, RowRecord};
 
-    fn note(manifest: &Path, sha: &str) -> RunFile {
-        RunFile::new("https://acme.signalwire.com/", "p-1", None, manifest, sha)
-    }
+    use super::super::tests::{finish_with_one_line, note};
 
     /// A finished run of `run` into `report`, with one line.
     fn finished(report: &Path, run: &RunFile) {
-        let mut ledger = Ledger::lock(report).unwrap();
-        let mut opened = ledger.open(Some(run), ReportFormat::Csv, false).unwrap();
-        let line = RowRecord::bare(0, 2, "x".into(), Status::Unchanged, "", String::new());
-        opened.writer.write(&line).unwrap();
-        opened.writer.close().unwrap();
-        ledger.record_finished(run).unwrap();
+        finish_with_one_line(&mut Ledger::lock(report).unwrap(), run);
     }
 
     #[test]

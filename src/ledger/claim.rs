@@ -81,12 +81,8 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{ReportFormat, RowRecord};
-    use crate::status::Status;
 
-    fn note(manifest: &Path, sha: &str) -> RunFile {
-        RunFile::new("https://acme.signalwire.com/", "p-1", None, manifest, sha)
-    }
+    use super::super::tests::{finish_with_one_line, note};
 
     fn claim<'a>(report: &Path, run: Option<&'a RunFile>, resume: bool) -> Claim<'a> {
         Claim {
@@ -113,11 +109,7 @@ mod tests {
         let run = note(&manifest, "aaa");
         let mut first = Ledger::claim(&claim(&report, Some(&run), false), no_clash).unwrap();
         assert_eq!(first.report(), report);
-        let mut opened = first.open(Some(&run), ReportFormat::Csv, false).unwrap();
-        let line = RowRecord::bare(0, 2, "x".into(), Status::Unchanged, "", String::new());
-        opened.writer.write(&line).unwrap();
-        opened.writer.close().unwrap();
-        first.record_finished(&run).unwrap();
+        finish_with_one_line(&mut first, &run);
         drop(first);
 
         let asked = std::cell::RefCell::new(Vec::new());

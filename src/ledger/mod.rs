@@ -559,8 +559,18 @@ mod tests {
     use crate::report::RowRecord;
     use std::time::Duration;
 
-    fn note(manifest: &Path, sha: &str) -> RunFile {
+    /// A run file of `manifest` with digest `sha`, for the ledger's tests.
+    pub(super) fn note(manifest: &Path, sha: &str) -> RunFile {
         RunFile::new("https://acme.signalwire.com/", "p-1", None, manifest, sha)
+    }
+
+    /// `ledger`'s report opened for `run`, one line written, and the run finished.
+    pub(super) fn finish_with_one_line(ledger: &mut Ledger, run: &RunFile) {
+        let mut opened = ledger.open(Some(run), ReportFormat::Csv, false).unwrap();
+        let line = RowRecord::bare(0, 2, "x".into(), Status::Unchanged, "", String::new());
+        opened.writer.write(&line).unwrap();
+        opened.writer.close().unwrap();
+        ledger.record_finished(run).unwrap();
     }
 
     #[test]
