@@ -31,7 +31,6 @@ const MOST_REFUSED: usize = 12;
 /// alarm level (so many refusals beyond the allowance, more on a noisier baseline).
 const ALLOWANCE_SHARE: f64 = 0.5;
 const ALLOWANCE_MIN: f64 = 0.01;
-const ALLOWANCE_ERRORS: f64 = 4.0;
 const ALARM_BASE: f64 = 4.0;
 const ALARM_PER_SHARE: f64 = 80.0;
 const PROBING_ALARM_DIVISOR: f64 = 2.0;
@@ -110,41 +109,17 @@ impl Baseline {
 
 /// A one-sided CUSUM over answers: refusals beyond the baseline plus an allowance add up,
 /// accepted answers drain it; past the alarm level the share has risen.
-///
-/// It tests against the baseline as it was when the sum last stood at zero: the answers
-/// of a rise that the baseline learns before the sum is half way up (a limit met from
-/// the start, its share growing answer by answer) would otherwise raise the share tested
-/// against, the allowance and the alarm with it, and the rise would be learnt as normal.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cusum {
     sum: f64,
-    /// The share tested against and its allowance, fixed while a rise is summed.
-    reference: (f64, f64),
 }
 
 impl Cusum {
-    /// The share tested against: `p`, unless a rise is being summed (then the share when
-    /// it began).
-    fn reference(&self, p: f64, m: f64) -> f64 {
-        if self.sum > 0.0 && m < BASELINE_MEMORY as f64 {
-            self.reference.0
-        } else {
-            p
-        }
-    }
-
-    /// Adds one answer; true when the share of refusals has clearly risen above `p` (or
-    /// the share the sum began from), learnt from `m` answers: the allowance above it is
-    /// half of it, at least 1%, and at least four of its standard errors (a share learnt
-    /// from a few answers may be low by chance). While probing above the knee the alarm
-    /// is halved: there a rise is expected (the limit met again), and each answer spent
-    /// proving it is a refusal production shares.
-    fn add(&mut self, refused: bool, p: f64, m: f64, probing: bool) -> bool {
-        if self.sum <= 0.0 || m >= BASELINE_MEMORY as f64 {
-            let error = ALLOWANCE_ERRORS * (p * (1.0 - p) / m.max(1.0)).sqrt();
-            self.reference = (p, (p * ALLOWANCE_SHARE).max(ALLOWANCE_MIN).max(error));
-        }
-        let (p, allowance) = self.reference;
+    /// Adds one answer; true when the share of refusals has clearly risen above `p`.
+    /// While probing above the knee the alarm is halved: there a rise is expected (the
+    /// limit met again), and each answer spent proving it is a refusal production shares.
+    fn add(&mut self, refused: bool, p: f64, probing: bool) -> bool {
+        let allowance = (p * ALLOWANCE_SHARE).max(ALLOWANCE_MIN);
         let x = f64::from(u8::from(refused));
         self.sum = (self.sum + x - p - allowance).max(0.0);
         let alarm = Self::alarm(p) / if probing { PROBING_ALARM_DIVISOR } else { 1.0 };
@@ -153,35 +128,6 @@ impl Cusum {
 
     fn alarm(p: f64) -> f64 {
         ALARM_BASE + ALARM_PER_SHARE * p
-    }
-}
-
-/// A third or more refused is a limit whatever the baseline learnt: a CUSUM of the log
-/// likelihood ratio of that share against the loudest noise that must never cut (20% at
-/// random). A limit met from the first writes (no ramp below it, or too few answers in
-/// the ramp to learn a baseline of none) shows only as such a level.
-#[derive(Debug, Default, Clone, Copy)]
-struct Loud {
-    sum: f64,
-}
-
-/// The loudest noise that never cuts, the share that is a limit, and the alarm (the log
-/// of the odds; on 20% noise at random a false alarm comes after about 600,000 answers,
-/// the median of 20 runs of a model of it, and on 10% never in 2 million).
-const LOUDEST_NOISE: f64 = 0.2;
-const LIMIT_SHARE: f64 = 0.4;
-const LOUD_ALARM: f64 = 12.0;
-
-impl Loud {
-    /// Adds one answer; true once a third or more refused is clearly more likely.
-    fn add(&mut self, refused: bool) -> bool {
-        let step = if refused {
-            (LIMIT_SHARE / LOUDEST_NOISE).ln()
-        } else {
-            ((1.0 - LIMIT_SHARE) / (1.0 - LOUDEST_NOISE)).ln()
-        };
-        self.sum = (self.sum + step).max(0.0);
-        self.sum > LOUD_ALARM
     }
 }
 
@@ -239,7 +185,6 @@ pub struct Estimate {
     /// The CUSUM tests against the learnt baseline (not the prior) since then.
     baseline_in_use: bool,
     cusum: Cusum,
-    loud: Loud,
     /// Accepted writes per bucket: (bucket number since `origin`, count).
     delivered: [(u64, u32); BUCKETS],
     origin: Option<Instant>,
@@ -272,7 +217,6 @@ impl Estimate {
             learnt_since_checkpoint: 0,
             baseline_in_use: false,
             cusum: Cusum::default(),
-            loud: Loud::default(),
             delivered: [(u64::MAX, 0); BUCKETS],
             origin: None,
             cut: None,
@@ -360,22 +304,46 @@ impl Estimate {
         if self.cut.is_some_and(|c| sent <= c.at) || self.measure_from.is_some_and(|t| sent < t) {
             return PaceChange::Steady;
         }
-        let (n, k) = self.remember(sent, refused, now);
+        self.recent.push_back(refused);
+        self.refused_recent += usize::from(refused);
+        self.accepted_since_cut += u64::from(!refused);
+        match (refused, self.refusing_since) {
+            (true, None) => self.refusing_since = Some(now),
+            (false, Some(_)) => self.accepted_while_refusing += 1,
+            _ => {}
+        }
+        let first_sent = *self.first_sent_since_cut.get_or_insert(sent);
+        self.first_sent_since_cut = Some(first_sent.min(sent));
+        if self.recent.len() > WINDOW
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.refused_recent -= usize::from(old);
+        }
+        let n = self.recent.len();
+        let k = self.refused_recent;
         // Nearly every write refused: the budget itself is spent (a window used up).
         let spent = k >= MOST_REFUSED && 10 * k >= 9 * n;
         let most_refused = k >= MOST_REFUSED && 3 * k >= 2 * n;
         // The CUSUM runs on every answer (against a prior share until the baseline has
         // learnt one); it may cut once the pace since the last cut has had a few answers
         // to show itself.
-        let (p, m) = self.reference_share();
+        let p = if self.baseline.answers >= BASELINE_MIN {
+            self.baseline.share_to_test()
+        } else {
+            PRIOR_SHARE
+        };
+        if self.baseline.answers >= BASELINE_MIN && !self.baseline_in_use {
+            // The test starts afresh against the share now learnt, not the prior (which
+            // only decides what the first answers may teach).
+            self.baseline_in_use = true;
+            self.cusum = Cusum::default();
+        }
         // What the baseline learns is what is normal: not answers while the CUSUM is half
         // way to a rise, nor a window a third or more refused (no noise is that loud).
-        let quiet = self.cusum.sum < Cusum::alarm(self.cusum.reference(p, m)) / 2.0;
+        let quiet = self.cusum.sum < Cusum::alarm(p) / 2.0;
         let learning = self.learning(now);
         let probing = self.cut.is_some() && !learning;
-        let loud = self.loud.add(refused);
-        let risen = (self.cusum.add(refused, p, m, probing) && self.baseline_in_use || loud)
-            && n >= WINDOW / 2;
+        let risen = self.cusum.add(refused, p, probing) && n >= WINDOW / 2 && self.baseline_in_use;
         if learning && quiet && 3 * k < n {
             self.learn(refused);
         }
@@ -395,48 +363,6 @@ impl Estimate {
         if !again {
             self.cut_at(now, origin, spent);
         }
-        self.start_after_cut();
-        PaceChange::Cut { spent }
-    }
-
-    /// The answer in the window of the latest answers and the counts since the last cut:
-    /// the window's answers and refusals.
-    fn remember(&mut self, sent: Instant, refused: bool, now: Instant) -> (usize, usize) {
-        self.recent.push_back(refused);
-        self.refused_recent += usize::from(refused);
-        self.accepted_since_cut += u64::from(!refused);
-        match (refused, self.refusing_since) {
-            (true, None) => self.refusing_since = Some(now),
-            (false, Some(_)) => self.accepted_while_refusing += 1,
-            _ => {}
-        }
-        let first_sent = *self.first_sent_since_cut.get_or_insert(sent);
-        self.first_sent_since_cut = Some(first_sent.min(sent));
-        if self.recent.len() > WINDOW
-            && let Some(old) = self.recent.pop_front()
-        {
-            self.refused_recent -= usize::from(old);
-        }
-        (self.recent.len(), self.refused_recent)
-    }
-
-    /// The share of refusals the CUSUM tests against (a prior until the baseline has
-    /// learnt one), and how many answers the baseline stands on (unbounded for the prior).
-    fn reference_share(&mut self) -> (f64, f64) {
-        if self.baseline.answers < BASELINE_MIN {
-            return (PRIOR_SHARE, f64::INFINITY);
-        }
-        if !self.baseline_in_use {
-            // The test starts afresh against the share now learnt, not the prior (which
-            // only decides what the first answers may teach).
-            self.baseline_in_use = true;
-            self.cusum = Cusum::default();
-        }
-        (self.baseline.share_to_test(), self.baseline.memory())
-    }
-
-    /// After a cut: the window, the counts since the cut and both tests start afresh.
-    fn start_after_cut(&mut self) {
         self.recent.clear();
         self.refused_recent = 0;
         self.accepted_since_cut = 0;
@@ -444,7 +370,7 @@ impl Estimate {
         self.refusing_since = None;
         self.accepted_while_refusing = 0;
         self.cusum = Cusum::default();
-        self.loud = Loud::default();
+        PaceChange::Cut { spent }
     }
 
     fn learn(&mut self, refused: bool) {
@@ -900,84 +826,12 @@ mod tests {
         assert!((knee - 250.0).abs() < 1.0, "knee {knee}");
     }
 
-    /// The level test's steps are the log likelihood ratio of 40% refused against 20%:
-    /// every answer refused alarms at the 18th (17 x ln 2 = 11.8, 18 x ln 2 = 12.5), half
-    /// refused at the 57th (28 pairs of ln 2 + ln 0.75 = 11.35, then ln 2); a fifth
-    /// refused, evenly, drains it as fast as it fills and never alarms.
-    #[test]
-    fn a_third_or_more_refused_is_loud_and_a_fifth_is_not() {
-        let alarm_at = |pattern: &[bool]| {
-            let mut loud = Loud::default();
-            (1..=10_000).find(|i| loud.add(pattern[(i - 1) % pattern.len()]))
-        };
-        assert_eq!(alarm_at(&[true]), Some(18));
-        assert_eq!(alarm_at(&[true, false]), Some(57));
-        assert_eq!(alarm_at(&[true, false, false, false, false]), None);
-        // A third, evenly: ln 2 + 2 ln 0.75 = 0.118 in three answers.
-        assert_eq!(alarm_at(&[true, false, false]), Some(289));
-        // An accepted answer never takes the sum below nothing.
-        let mut loud = Loud::default();
-        for _ in 0..100 {
-            assert!(!loud.add(false));
-        }
-        assert_eq!(loud.sum, 0.0);
-        assert_eq!((1..=100).find(|_| loud.add(true)), Some(18));
-    }
-
-    /// While a rise is summed on a baseline of fewer than 512 answers, the share and the
-    /// allowance it is tested against stay as they were when the sum left zero (the
-    /// rise's own refusals, learnt meanwhile, would raise them); on a full baseline they
-    /// follow it. The allowance is half the share, at least 1%, and at least four of its
-    /// standard errors.
-    #[test]
-    fn a_rise_is_tested_against_the_share_from_before_it_on_a_young_baseline() {
-        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
-        // A full baseline's memory: its answers, capped.
-        const FULL: f64 = BASELINE_MEMORY as f64;
-        let allowance = |p: f64, m: f64| (p / 2.0).max(0.01).max(4.0 * (p * (1.0 - p) / m).sqrt());
-        let mut c = Cusum::default();
-        assert!(!c.add(true, 0.05, 100.0, false));
-        let first = 1.0 - 0.05 - allowance(0.05, 100.0);
-        assert!(close(c.sum, first), "{c:?}");
-        assert!(close(c.reference(0.3, 100.0), 0.05));
-        // The baseline learnt the refusal (0.3 now): the sum still tests against 0.05.
-        c.add(true, 0.3, 101.0, false);
-        assert!(close(c.sum, 2.0 * first), "{c:?}");
-        // A full baseline is the share tested against at once.
-        assert!(close(c.reference(0.3, FULL), 0.3));
-        c.add(true, 0.3, FULL, false);
-        assert!(close(c.sum, 2.0 * first + 1.0 - 0.3 - 0.15), "{c:?}");
-        assert!(
-            close(c.reference.0, 0.3) && close(c.reference.1, 0.15),
-            "{c:?}"
-        );
-        // Drained to nothing: the next rise starts from the share then.
-        while c.sum > 0.0 {
-            c.add(false, 0.3, FULL, false);
-        }
-        assert!(close(c.reference(0.2, 100.0), 0.2));
-        c.add(true, 0.2, 100.0, false);
-        assert!(close(c.sum, 1.0 - 0.2 - allowance(0.2, 100.0)), "{c:?}");
-        // A few answers' share is uncertain: four standard errors of it (0.174 here, not
-        // half of it, 0.1).
-        assert!(close(c.reference.1, 4.0 * (0.2f64 * 0.8 / 100.0).sqrt()));
-        // The alarm: 4 + 80 p refusals beyond the allowance (p = 0.2: 20).
-        let mut c = Cusum::default();
-        let step = 1.0 - 0.2 - allowance(0.2, 100.0);
-        let n = (20.0 / step).floor() as usize + 1;
-        let alarmed = (1..=100).find(|_| c.add(true, 0.2, 100.0, false));
-        assert_eq!(alarmed, Some(n), "{step}");
-    }
-
     #[tokio::test(start_paused = true)]
     async fn while_probing_a_rise_is_believed_on_half_the_evidence() {
         let mut c = Cusum::default();
         let p = 0.005;
-        let steps = |c: &mut Cusum, probing: bool| {
-            (1..=20)
-                .find(|_| c.add(true, p, f64::INFINITY, probing))
-                .unwrap_or(0)
-        };
+        let steps =
+            |c: &mut Cusum, probing: bool| (1..=20).find(|_| c.add(true, p, probing)).unwrap_or(0);
         let holding = steps(&mut c, false);
         let mut c = Cusum::default();
         let probing = steps(&mut c, true);
@@ -989,9 +843,7 @@ mod tests {
         // Over a noisy baseline (10%), the allowance is half of it, and the alarm higher.
         let steps = |probing: bool| {
             let mut c = Cusum::default();
-            (1..=40)
-                .find(|_| c.add(true, 0.1, f64::INFINITY, probing))
-                .unwrap_or(0)
+            (1..=40).find(|_| c.add(true, 0.1, probing)).unwrap_or(0)
         };
         assert_eq!((steps(false), steps(true)), (15, 8));
     }

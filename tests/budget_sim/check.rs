@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sipgw_bulk::budget::announced::Distrust;
 
-use super::scenario::{Class, JobWrite, Outcome, Scenario};
+use super::scenario::{JobWrite, Outcome, Scenario};
 use super::space::Headers;
 
 /// Every property of one scenario; the first broken, described.
@@ -19,7 +19,6 @@ pub fn properties(sc: &Scenario, out: &Outcome) -> Result<(), String> {
         untrusted_counts_unused(sc, &mine)?;
     }
     job_never_refused(sc, out)?;
-    over_from_start_is_cut(sc, out)?;
     // Sized for a hundred writes or more; a job the budget slowed past the time allowed
     // (a count that outlives its window holds it back) ends with rows left.
     if out.writes.len() < 100 && out.rows_left == 0 {
@@ -209,41 +208,6 @@ fn job_never_refused(sc: &Scenario, out: &Outcome) -> Result<(), String> {
         )),
         None => Ok(()),
     }
-}
-
-/// The refused share a limit under `--rate` from the start may leave, once settled: under
-/// a third (never taken for noise). A closed loop can settle lower with the limit never
-/// found: rows waiting out their `Retry-After` offer less, and a share of 10-25% is what
-/// noise looks like too.
-pub const SETTLED_REFUSED_MAX: f64 = 0.3;
-
-/// A limit at a half to two thirds of `--rate` from the first write (no count to trust):
-/// it is found, so after the first seconds (five, or two windows) at most
-/// [`SETTLED_REFUSED_MAX`] of the job's writes are refused, and every row is written.
-fn over_from_start_is_cut(sc: &Scenario, out: &Outcome) -> Result<(), String> {
-    if sc.class != Class::OverFromStart {
-        return Ok(());
-    }
-    if out.rows_left > 0 {
-        return Err(format!("{} rows were never written", out.rows_left));
-    }
-    let Some(first) = out.writes.iter().map(|w| w.sent_at).min() else {
-        return Ok(());
-    };
-    let settled = first + Duration::from_secs(5).max(sc.window * 2);
-    let late: Vec<&JobWrite> = out.writes.iter().filter(|w| w.sent_at >= settled).collect();
-    let refused = late.iter().filter(|w| !w.counted.admitted).count();
-    if (refused as f64) > SETTLED_REFUSED_MAX * late.len() as f64 {
-        return Err(format!(
-            "{refused} of the {} writes sent after the first {:?} were refused (at most \
-             {:.0}%): the limit was not found; budget {:?}",
-            late.len(),
-            settled - first,
-            SETTLED_REFUSED_MAX * 100.0,
-            out.reports.first().map(|r| r.believed())
-        ));
-    }
-    Ok(())
 }
 
 /// Production's refused share with one behaviour against none at all, same seeds.

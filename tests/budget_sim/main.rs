@@ -13,14 +13,11 @@
 //! - a refusal of a write the count showed room for leaves the count untrusted;
 //! - `--rate` holds in every one-second window of every process's sends;
 //! - over at least 200 seeds per header behaviour, production's refused share with an
-//!   untrustworthy count is no worse than with none at all (one point of margin);
-//! - a limit under `--rate` from the first write ([`Class::OverFromStart`], smooth or in
-//!   fixed windows, no count to trust): every row written, and under 30% of the writes
-//!   refused after the first seconds.
+//!   untrustworthy count is no worse than with none at all (one point of margin).
 //!
 //! `BUDGET_SIM_SEEDS=N` runs N seeds per behaviour (200 by default), `BUDGET_SIM_SEED=S`
-//! (with `BUDGET_SIM_HEADERS=name`, and `BUDGET_SIM_CLASS=over_from_start` for that class)
-//! replays one scenario and prints it; a failure prints the command that replays it.
+//! (with `BUDGET_SIM_HEADERS=name`) replays one scenario and prints it; a failure prints
+//! the command that replays it.
 
 mod check;
 mod scenario;
@@ -28,7 +25,7 @@ mod space;
 
 use std::time::Instant as WallInstant;
 
-use scenario::{Class, Outcome, Scenario};
+use scenario::{Outcome, Scenario};
 use space::Headers;
 
 fn seeds_per_behaviour() -> u64 {
@@ -45,54 +42,29 @@ fn first_seed() -> u64 {
         .unwrap_or(1)
 }
 
-fn replay(seed: u64, headers: Headers, class: Class) -> String {
-    let class = match class {
-        Class::Any => String::new(),
-        other => format!(" BUDGET_SIM_CLASS={}", other.name()),
-    };
+fn replay(seed: u64, headers: Headers) -> String {
     format!(
-        "BUDGET_SIM_SEED={seed} BUDGET_SIM_HEADERS={}{class} cargo test --release --test \
-         budget_sim",
+        "BUDGET_SIM_SEED={seed} BUDGET_SIM_HEADERS={} cargo test --release --test budget_sim",
         headers.name()
     )
-}
-
-/// Runs one scenario; panics if it breaks a property.
-fn run_one(seed: u64, headers: Headers, class: Class) -> Outcome {
-    let scenario = Scenario::of_class(seed, headers, class);
-    let outcome = scenario.run();
-    if let Err(broken) = check::properties(&scenario, &outcome) {
-        panic!(
-            "seed {seed}, headers {}: {broken}\n{scenario:#?}\n{}\nreplay: {}",
-            headers.name(),
-            outcome.summary(),
-            replay(seed, headers, class)
-        );
-    }
-    outcome
 }
 
 /// Runs `seeds` scenarios of one behaviour; panics on the first that breaks a property.
 fn run_behaviour(headers: Headers, seeds: std::ops::Range<u64>) -> Vec<Outcome> {
     seeds
-        .map(|seed| run_one(seed, headers, Class::Any))
+        .map(|seed| {
+            let scenario = Scenario::generate(seed, headers);
+            let outcome = scenario.run();
+            if let Err(broken) = check::properties(&scenario, &outcome) {
+                panic!(
+                    "seed {seed}, headers {}: {broken}\n{scenario:#?}\nreplay: {}",
+                    headers.name(),
+                    replay(seed, headers)
+                );
+            }
+            outcome
+        })
         .collect()
-}
-
-/// A limit under `--rate` from the first write, with no count to trust: `seeds`
-/// scenarios, each with one of the behaviours that leave the job to the estimate in turn.
-fn run_over_from_start(seeds: std::ops::Range<u64>) -> u64 {
-    let untrusted: Vec<Headers> = Headers::ALL
-        .into_iter()
-        .filter(|h| h.leaves_the_estimate())
-        .collect();
-    let mut ran = 0;
-    for seed in seeds {
-        let headers = untrusted[(seed % untrusted.len() as u64) as usize];
-        run_one(seed, headers, Class::OverFromStart);
-        ran += 1;
-    }
-    ran
 }
 
 #[test]
@@ -101,10 +73,7 @@ fn the_write_budget_keeps_its_promises_in_generated_scenarios() {
         let seed: u64 = seed.parse().expect("BUDGET_SIM_SEED is a number");
         let name = std::env::var("BUDGET_SIM_HEADERS").unwrap_or_else(|_| "honest".into());
         let headers = Headers::from_name(&name).expect("BUDGET_SIM_HEADERS names a behaviour");
-        let class = std::env::var("BUDGET_SIM_CLASS").map_or(Class::Any, |c| {
-            Class::from_name(&c).expect("BUDGET_SIM_CLASS names a class")
-        });
-        let scenario = Scenario::of_class(seed, headers, class);
+        let scenario = Scenario::generate(seed, headers);
         let outcome = scenario.run();
         println!("{scenario:#?}\n{}", outcome.summary());
         if std::env::var("BUDGET_SIM_TRACE").is_ok() {
@@ -115,14 +84,13 @@ fn the_write_budget_keeps_its_promises_in_generated_scenarios() {
         if let Err(broken) = check::properties(&scenario, &outcome) {
             panic!("seed {seed}: {broken}");
         }
-        let base = Scenario::of_class(seed, Headers::Absent, class).run();
+        let base = Scenario::generate(seed, Headers::Absent).run();
         println!("the same with no headers: {}", base.summary());
         return;
     }
     let started = WallInstant::now();
     let n = seeds_per_behaviour();
     let seeds = first_seed()..first_seed() + n;
-    let over = run_over_from_start(seeds.clone());
     let baseline = run_behaviour(Headers::Absent, seeds.clone());
     let mut ran = n;
     let mut table = Vec::new();
@@ -137,14 +105,13 @@ fn the_write_budget_keeps_its_promises_in_generated_scenarios() {
         if let Err(broken) = compared.verdict() {
             panic!(
                 "{broken}\nper-seed shares are printed by a replay, e.g.: {}",
-                replay(compared.worst_seed, headers, Class::Any)
+                replay(compared.worst_seed, headers)
             );
         }
     }
     println!(
-        "{} scenarios ({n} seeds x {} header behaviours, and {over} with a limit under \
-         --rate from the start) in {:.1}s; production's refused share, averaged:\n{}",
-        ran + over,
+        "{ran} scenarios ({n} seeds x {} header behaviours) in {:.1}s; production's refused \
+         share, averaged:\n{}",
         Headers::ALL.len(),
         started.elapsed().as_secs_f64(),
         table.join("\n")

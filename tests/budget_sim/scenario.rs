@@ -21,39 +21,10 @@ pub enum Shape {
     Shards(u32),
 }
 
-/// The class a scenario is drawn from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// Anything: windows, production, shards, any `--rate`.
-    Any,
-    /// One process at a `--rate` of 1.5 to 3 times a limit from its first write, with
-    /// nothing else writing: the estimate must find the limit (a third or more refused
-    /// is never noise), not learn its refusals as normal.
-    OverFromStart,
-}
-
-impl Class {
-    pub fn name(self) -> &'static str {
-        match self {
-            Class::Any => "any",
-            Class::OverFromStart => "over_from_start",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Class> {
-        [Class::Any, Class::OverFromStart]
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(name))
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub seed: u64,
     pub headers: Headers,
-    pub class: Class,
-    /// The limit is smooth (a token bucket, as the sandbox's default), not fixed windows.
-    pub smooth: bool,
     pub window: Duration,
     pub phase: Duration,
     /// Writes a window allows.
@@ -178,8 +149,6 @@ impl Scenario {
         Scenario {
             seed,
             headers,
-            class: Class::Any,
-            smooth: false,
             window,
             phase: Duration::from_millis(rng.u64(0..window.as_millis() as u64)),
             limit,
@@ -200,45 +169,6 @@ impl Scenario {
             stop_after: rng.u64(3..=60),
             max_time: window * 40 + Duration::from_secs(120),
         }
-    }
-
-    /// A scenario of `class` (see [`Class`]).
-    pub fn of_class(seed: u64, headers: Headers, class: Class) -> Scenario {
-        match class {
-            Class::Any => Scenario::generate(seed, headers),
-            Class::OverFromStart => Scenario::over_from_start(seed, headers),
-        }
-    }
-
-    fn over_from_start(seed: u64, headers: Headers) -> Scenario {
-        let mut sc = Scenario::generate(seed, headers);
-        let mut rng = fastrand::Rng::with_seed(seed ^ 0x0be5);
-        sc.class = Class::OverFromStart;
-        sc.smooth = rng.u8(0..3) > 0;
-        sc.window = if sc.smooth {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(*rng.choice(&[1u64, 1, 2, 5, 10]).unwrap_or(&1))
-        };
-        sc.phase = Duration::from_millis(rng.u64(0..sc.window.as_millis() as u64));
-        if headers == Headers::ResetPast {
-            // A reset in the past for this window too.
-            sc.skew_secs = -(sc.window.as_secs() as i64 + rng.i64(2..=30));
-        }
-        let per_sec = rng.u64(20..=150);
-        sc.limit = per_sec * sc.window.as_secs();
-        sc.rate = (per_sec as f64 * (1.5 + 1.5 * rng.f64())).round() as u32;
-        sc.production_rate = 0.0;
-        sc.shards = 1;
-        sc.concurrency = *rng.choice(&[16u32, 32, 64]).unwrap_or(&32);
-        // Round trips short enough for the job to offer its whole --rate.
-        let max_ms = (1000 * u64::from(sc.concurrency) / (4 * u64::from(sc.rate))).clamp(1, 50);
-        sc.latency = Duration::from_millis(rng.u64(1..=max_ms));
-        // Twenty seconds' worth of the limit, and at least five windows.
-        let secs = 20.0f64.max(5.0 * sc.window.as_secs_f64());
-        sc.rows = ((per_sec as f64 * secs) as u64).min(4000);
-        sc.max_time = Duration::from_secs_f64(secs * 4.0) + Duration::from_secs(60);
-        sc
     }
 
     pub fn shaped(mut self, shape: Shape) -> Scenario {
@@ -268,7 +198,7 @@ impl Scenario {
     }
 
     async fn simulate(&self) -> Outcome {
-        let space = Space::new(
+        let space = Arc::new(Mutex::new(Space::new(
             self.window,
             self.phase,
             self.limit,
@@ -276,8 +206,7 @@ impl Scenario {
             self.skew_secs,
             self.stop_after,
             self.seed,
-        );
-        let space = Arc::new(Mutex::new(if self.smooth { space.smooth() } else { space }));
+        )));
         let start = Instant::now();
         let writes = Arc::new(Mutex::new(Vec::new()));
         let done = Arc::new(AtomicU64::new(0));

@@ -91,12 +91,6 @@ impl Headers {
         )
     }
 
-    /// The job is paced by the estimate, not a count: none is sent or none can be
-    /// believed. (A count that lies but looks right paces the job until it is refuted.)
-    pub fn leaves_the_estimate(self) -> bool {
-        self.never_believable() || self == Headers::Absent
-    }
-
     /// No count this behaviour sends can be believed.
     pub fn never_believable(self) -> bool {
         matches!(
@@ -141,11 +135,6 @@ pub struct Space {
     pub stop_after: u64,
     pub rng: fastrand::Rng,
     used: Vec<u64>,
-    /// A smooth limit instead of fixed windows (as the sandbox's default): a token bucket
-    /// of a tenth of a second's writes, `limit / window` a second; its tokens and when.
-    pub smooth: bool,
-    tokens: f64,
-    filled_at: Instant,
     answers: u64,
     pub production_sent: u64,
     pub production_refused: u64,
@@ -175,9 +164,6 @@ impl Space {
             stop_after,
             rng: fastrand::Rng::with_seed(seed ^ 0x5eed),
             used: Vec::new(),
-            smooth: false,
-            tokens: 0.0,
-            filled_at: Instant::now(),
             answers: 0,
             production_sent: 0,
             production_refused: 0,
@@ -192,40 +178,7 @@ impl Space {
         (index, left)
     }
 
-    /// A smooth space instead: `limit` writes a window, refilled continuously, at most a
-    /// tenth of a second's (and at least one) held.
-    pub fn smooth(mut self) -> Space {
-        self.smooth = true;
-        self.tokens = self.bucket_size();
-        self
-    }
-
-    fn bucket_size(&self) -> f64 {
-        (self.limit as f64 / self.window.as_secs_f64() / 10.0).max(1.0)
-    }
-
-    fn take_token(&mut self, now: Instant) -> (Counted, Duration) {
-        let per_sec = self.limit as f64 / self.window.as_secs_f64();
-        let filled = now.saturating_duration_since(self.filled_at).as_secs_f64() * per_sec;
-        self.tokens = (self.tokens + filled).min(self.bucket_size());
-        self.filled_at = now;
-        let admitted = self.tokens >= 1.0;
-        if admitted {
-            self.tokens -= 1.0;
-        }
-        let counted = Counted {
-            at: now,
-            window: 0,
-            admitted,
-            remaining: self.tokens.floor() as u64,
-        };
-        (counted, Duration::from_secs(1))
-    }
-
     fn count(&mut self, now: Instant) -> (Counted, Duration) {
-        if self.smooth {
-            return self.take_token(now);
-        }
         let (index, left) = self.index_and_left(now);
         let i = index as usize;
         if self.used.len() <= i {
