@@ -9,6 +9,7 @@
 //! Every wait here is on tokio's clock (the governor quota too, through [`TokioClock`]),
 //! so a test on a paused clock drives the real limiter.
 
+use std::cell::RefCell;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,12 +51,12 @@ struct Gate {
 }
 
 impl Gate {
-    fn new(per_second: NonZeroU32) -> Gate {
+    fn new(quota: Quota) -> Gate {
         let clock = TokioClock {
             origin: Instant::now(),
         };
         Gate {
-            limiter: RateLimiter::direct_with_clock(smooth_quota(per_second), clock),
+            limiter: RateLimiter::direct_with_clock(quota, clock),
             clock,
             turn: tokio::sync::Mutex::new(()),
         }
@@ -115,7 +116,22 @@ pub struct Limiter {
     /// under way than requests, all waiting, would leave that many writes of each window
     /// unspent (rows under way are one a request today: this holds if they grow).
     seekers: Option<Semaphore>,
+    /// Rows at work: the rows under way less those waiting out a retry's wait, as many as
+    /// `requests`. A row waiting out a `Retry-After` costs a timer, and gives its place
+    /// to a row that can go ([`Limiter::wait_out`]).
+    at_work: Option<Arc<Semaphore>>,
 }
+
+tokio::task_local! {
+    /// The place among the rows at work of the row this task reconciles
+    /// ([`Limiter::at_work`]); empty while it waits out a retry.
+    static AT_WORK: RefCell<Option<OwnedSemaphorePermit>>;
+}
+
+/// A row's place among the rows at work ([`Limiter::place_at_work`]), taken before the
+/// row is: a worker waiting for one holds no row.
+#[derive(Debug)]
+pub struct PlaceAtWork(Option<OwnedSemaphorePermit>);
 
 /// One request's place among those on the wire ([`Limiter::request_slot`]): held while
 /// the request is sent and answered, given back when dropped. A write's fresh read hands
@@ -304,28 +320,82 @@ pub fn smooth_quota(per_second: NonZeroU32) -> Quota {
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
+/// The quota writes come to the write budget at under `--rate`: the ceiling's own pace
+/// (`(1 + JITTER) / per_second` apart), with a burst of a hundredth of it, at least two,
+/// that makes up for late wake-ups. The ceiling keeps every second under `--rate`; this
+/// only keeps the rows from asking the budget all at once, and must not be slower than
+/// the ceiling (with [`smooth_quota`]'s mean here, 0.98 of `--rate`, it bound the write
+/// rate below the ceiling's 0.99).
+fn feed_quota(per_second: NonZeroU32) -> Quota {
+    let period = Duration::from_secs_f64((1.0 + JITTER) / f64::from(per_second.get()));
+    let burst = (per_second.get() / 100 + 1).max(2);
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(per_second))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+}
+
 impl Limiter {
     /// `None` for a lane's rate means unlimited.
     pub fn new(write_per_second: Option<NonZeroU32>, read_per_second: Option<NonZeroU32>) -> Self {
         Limiter {
-            write: write_per_second.map(Gate::new),
+            write: write_per_second.map(|r| Gate::new(feed_quota(r))),
             ceiling: write_per_second.map(Ceiling::new),
             read_trip_us: AtomicU64::new(0),
             read_trip_deviation_us: AtomicU64::new(0),
-            read: read_per_second.map(Gate::new),
+            read: read_per_second.map(|r| Gate::new(smooth_quota(r))),
             paused_until: [Mutex::new(None), Mutex::new(None)],
             budget: None,
             requests: None,
             seekers: None,
+            at_work: None,
         }
     }
 
     /// At most `n` requests on the wire at once (`--concurrency`), whatever the rows
-    /// under way.
+    /// under way, and as many rows at work: rows waiting out a retry's wait aside.
     pub fn with_requests_in_flight(mut self, n: usize) -> Self {
         self.requests = Some(Arc::new(Semaphore::new(n.max(1))));
         self.seekers = Some(Semaphore::new(n.max(1)));
+        self.at_work = Some(Arc::new(Semaphore::new(n.max(1))));
         self
+    }
+
+    /// Waits for a place among the rows at work (at once when they are not bounded).
+    pub async fn place_at_work(&self) -> PlaceAtWork {
+        PlaceAtWork(match &self.at_work {
+            // Never closed: an error cannot happen, and bounds nothing.
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => None,
+        })
+    }
+
+    /// Runs `row` (one row's work, start to end) holding `place`, which
+    /// [`Limiter::wait_out`] gives up and takes again around each retry's wait.
+    pub async fn at_work<F: Future>(place: PlaceAtWork, row: F) -> F::Output {
+        AT_WORK.scope(RefCell::new(place.0), row).await
+    }
+
+    /// Waits `wait` out (a retry's backoff or `Retry-After`) holding no place at work, so
+    /// that a row that can go works meanwhile; then waits for a place again. Outside a
+    /// row's work (a page of the listing), only waits. Under a write budget the place is
+    /// kept until it judges the space's refusals noise ([`WriteBudget::refusals_are_noise`]):
+    /// a refusal by a limit is back-pressure. (Places given up while the start-up ramp
+    /// met a limit let the job read that limit a third high, with production beside it,
+    /// and then keep production refused: the production-sharing test.)
+    pub async fn wait_out(&self, wait: Duration) {
+        if self.budget.as_ref().is_some_and(|b| !b.refusals_are_noise()) {
+            tokio::time::sleep(wait).await;
+            return;
+        }
+        let held = AT_WORK.try_with(|p| p.borrow_mut().take()).ok().flatten();
+        let gave_up = held.is_some();
+        drop(held);
+        tokio::time::sleep(wait).await;
+        if gave_up {
+            let PlaceAtWork(place) = self.place_at_work().await;
+            // In the same task as the `take` above, so inside the same scope.
+            let _ = AT_WORK.try_with(|p| *p.borrow_mut() = place);
+        }
     }
 
     /// Waits for a place among the requests on the wire; take it once nothing else is
@@ -466,23 +536,36 @@ impl Limiter {
 
     /// Waits for the time the write's slot took under the `--rate` ceiling. A write later
     /// than [`LATE`] for it takes the next free time instead (and waits for it): no
-    /// one-second window at the server ever holds more than `--rate`.
-    pub async fn send_gate(&self, slot: &mut WriteSlot) {
+    /// one-second window at the server ever holds more than `--rate`. A write whose read
+    /// may be used only until `fresh_until` takes only a time by then: `false`, with no
+    /// time taken, when none is free by then (the row reads again, and no time is lost
+    /// to a write that could not use it).
+    pub async fn send_gate(&self, slot: &mut WriteSlot, fresh_until: Option<Instant>) -> bool {
         let Some(ceiling) = &self.ceiling else {
-            return;
+            return true;
         };
-        let mut at = match slot.leaves_at {
+        let next_free = || match fresh_until {
+            Some(until) => {
+                ceiling.take_within(until.saturating_duration_since(Instant::now()), Duration::ZERO)
+            }
+            None => Some(ceiling.take_now()),
+        };
+        let mut at = match slot.leaves_at.or_else(next_free) {
             Some(at) => at,
-            None => ceiling.take_now(),
+            None => return false,
         };
         loop {
             tokio::time::sleep_until(at).await;
             if Instant::now() <= at + LATE {
                 break;
             }
-            at = ceiling.take_now();
+            at = match next_free() {
+                Some(at) => at,
+                None => return false,
+            };
         }
         slot.leaves_at = Some(at);
+        true
     }
 
     /// Holds every new request of `lane` back for `wait`, in every worker. Pauses only grow: a shorter one never cuts a longer one short.
@@ -540,7 +623,7 @@ mod tests {
                     tokio::time::sleep(rtt).await;
                     limiter.saw_read_round_trip(rtt);
                     let answered = Instant::now();
-                    limiter.send_gate(&mut slot).await;
+                    limiter.send_gate(&mut slot, None).await;
                     out.push((answered - start, Instant::now() - answered));
                 }
                 (out, lead)
@@ -738,6 +821,95 @@ mod tests {
             let q = smooth_quota(NonZeroU32::new(rate).unwrap());
             assert_eq!(q.burst_size().get(), burst, "rate {rate}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_missed_its_time_takes_one_only_while_its_read_is_fresh() {
+        let ms = Duration::from_millis;
+        let limiter = Limiter::new(NonZeroU32::new(100), None);
+        let period = Duration::from_secs_f64((1.0 + JITTER) / 100.0);
+        let ceiling = limiter.ceiling.as_ref().unwrap();
+        // A slot whose time passed while its read was retried.
+        let start = Instant::now();
+        let mut missed = limiter.time_for(Grant::unpaced(), None).await;
+        tokio::time::advance(ms(500)).await;
+        let now = Instant::now();
+        // The next free time is now; fresh for 1 ms more: taken, at once.
+        assert!(limiter.send_gate(&mut missed, Some(now + ms(1))).await);
+        assert_eq!(missed.leaves_at(), Some(now));
+        // The schedule's next time is a period out: a read fresh for less takes none, and
+        // leaves the schedule as it was.
+        let mut late = WriteSlot {
+            grant: Grant::unpaced(),
+            leaves_at: Some(start),
+            lead: Duration::ZERO,
+        };
+        assert!(!limiter.send_gate(&mut late, Some(now + period / 2)).await);
+        assert_eq!(ceiling.earliest(), now + period);
+        assert_eq!(Instant::now(), now, "nothing waited for");
+        // Fresh past it: that time, waited for.
+        assert!(limiter.send_gate(&mut late, Some(now + period)).await);
+        assert_eq!(late.leaves_at(), Some(now + period));
+        // (the timer wakes on the next millisecond)
+        assert!(Instant::now() >= now + period && Instant::now() <= now + period + LATE);
+        // With no bound on the read's age, the next free time, however far.
+        let mut unbounded = WriteSlot {
+            grant: Grant::unpaced(),
+            leaves_at: Some(start),
+            lead: Duration::ZERO,
+        };
+        assert!(limiter.send_gate(&mut unbounded, None).await);
+        assert_eq!(unbounded.leaves_at(), Some(now + 2 * period));
+    }
+
+    #[test]
+    fn writes_come_to_the_budget_no_slower_than_the_ceiling_lets_them_leave() {
+        for rate in [1u32, 10, 50, 100, 250, 1000, 5000] {
+            let q = feed_quota(NonZeroU32::new(rate).unwrap());
+            let ceiling = Ceiling::new(NonZeroU32::new(rate).unwrap()).period;
+            assert_eq!(q.replenish_interval(), ceiling, "rate {rate}");
+            // A waiter that wakes late loses nothing while it is within the burst.
+            assert!(q.burst_size().get() >= 2, "rate {rate}");
+        }
+    }
+
+    /// Two rows under one place at work: `a` waits out a retry of 1 s at once; when does
+    /// `b` get its place, and when does `a` go on?
+    async fn rows_sharing_one_place(limiter: Arc<Limiter>) -> (Duration, Duration) {
+        let start = Instant::now();
+        let place = limiter.place_at_work().await;
+        let waiting = Arc::clone(&limiter);
+        let a = tokio::spawn(Limiter::at_work(place, async move {
+            waiting.wait_out(Duration::from_secs(1)).await;
+            Instant::now() - start
+        }));
+        tokio::task::yield_now().await;
+        let b = limiter.place_at_work().await;
+        let b_at = Instant::now() - start;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(b);
+        (b_at, a.await.unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_row_waiting_out_a_retry_gives_its_place_unless_a_refusal_may_be_a_limit() {
+        let secs = Duration::from_secs;
+        // No write budget (reads only): b works while a waits; a goes on once b is done.
+        let free = Arc::new(Limiter::new(None, None).with_requests_in_flight(1));
+        assert_eq!(rows_sharing_one_place(free).await, (Duration::ZERO, secs(2)));
+        // A write budget that has not judged the refusals noise yet: a keeps its place.
+        let budget = Arc::new(WriteBudget::new(200, 0.5, secs(60)));
+        let held = Arc::new(
+            Limiter::new(None, None)
+                .with_requests_in_flight(1)
+                .with_budget(budget),
+        );
+        assert_eq!(rows_sharing_one_place(held).await, (secs(1), secs(1)));
+        // Outside a row's work (a listing's page), the wait is only a wait.
+        let free = Limiter::new(None, None).with_requests_in_flight(1);
+        let start = Instant::now();
+        free.wait_out(secs(1)).await;
+        assert_eq!(Instant::now() - start, secs(1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,6 +41,8 @@ const PRIOR_SHARE: f64 = 0.05;
 
 /// The baseline's memory, in answers (an exponential average past this many).
 const BASELINE_MEMORY: u64 = 512;
+/// Answers learnt with no cut after which refusals are judged noise.
+const NOISE_AFTER: u64 = BASELINE_MEMORY / 4;
 /// After a cut: the pace as a share of the knee, then where it climbs back to (a knee
 /// read at the start can be 20% high: the hold stays under the limit even then, since
 /// a hold above it refuses production's writes until the CUSUM finds so).
@@ -282,6 +284,12 @@ impl Estimate {
     /// The estimate of what the space accepts, once a cut has found a limit.
     pub fn knee(&self) -> Option<f64> {
         self.cut.map(|c| c.knee)
+    }
+
+    /// Whether the refusals so far are judged noise: no limit found, and a baseline
+    /// learnt over a quarter of its memory (the CUSUM has tested a few windows against it).
+    pub fn refusals_are_noise(&self) -> bool {
+        self.cut.is_none() && self.baseline.answers >= NOISE_AFTER
     }
 
     pub fn cuts(&self) -> u64 {

@@ -615,6 +615,14 @@ impl WriteBudget {
         }
     }
 
+    /// Whether the space's refusals are judged noise (a flaky edge refusing whatever the
+    /// rate): the estimate has learnt their share and found no limit, and the space
+    /// announces none. Until then a refusal may be a limit's.
+    pub fn refusals_are_noise(&self) -> bool {
+        let s = self.state();
+        s.announced.limit().is_none() && s.estimate.refusals_are_noise()
+    }
+
     pub fn report(&self) -> BudgetReport {
         let s = self.state();
         let now = Instant::now();

@@ -253,6 +253,12 @@ impl ReadClient {
         })
     }
 
+    /// The limiter every request of this client waits at (the job's, shared by every
+    /// project's clients).
+    pub fn limiter(&self) -> &Limiter {
+        &self.inner.limiter
+    }
+
     /// The tokens that end this client's requests (the job's too).
     pub fn cancel(&self) -> Cancel {
         Cancel {

@@ -72,14 +72,16 @@ impl ReadClient {
                 .map(|reply| (reply, slot.with_probe(probe)))
         };
         let (abort, stop) = (inner.abort.clone(), inner.stop.clone());
+        let limiter = std::sync::Arc::clone(&inner.limiter);
         attempt
             .retry(inner.retry.backoff())
             // Cut short when the job stops: the next attempt then ends the read unsent.
+            // The row's place at work is another row's meanwhile.
             .sleep(move |wait| {
-                let (abort, stop) = (abort.clone(), stop.clone());
+                let (abort, stop, limiter) = (abort.clone(), stop.clone(), limiter.clone());
                 async move {
                     tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
+                        () = limiter.wait_out(wait) => {}
                         () = abort.cancelled() => {}
                         () = stop.cancelled() => {}
                     }

@@ -101,7 +101,10 @@ impl WriteClient {
         read: ReadAge,
     ) -> Result<Patched, ApiError> {
         let body = full_body(fields)?;
-        let _leaving = self.wait_to_leave(&mut slot, request).await?;
+        let fresh_until = read.answered + read.may_be + LATE;
+        let Some(_leaving) = self.wait_to_leave(&mut slot, request, fresh_until).await? else {
+            return Ok(Patched::StaleRead);
+        };
         if read.answered.elapsed() > read.may_be + LATE {
             return Ok(Patched::StaleRead);
         }
@@ -131,12 +134,14 @@ impl WriteClient {
     /// one), the breaker's probe while the space is failing (the fresh read's, kept, is
     /// this PATCH's), then the `--rate` schedule's time, so that no queue after the
     /// schedule can bunch writes into one second. The place and probe are held until the
-    /// answer. Ends unsent once the job stops or the client aborts.
+    /// answer. Ends unsent once the job stops or the client aborts. `None` when the write
+    /// missed its time and no other comes while its read is fresh (until `fresh_until`).
     async fn wait_to_leave(
         &self,
         slot: &mut WriteSlot,
         request: Option<RequestSlot>,
-    ) -> Result<(RequestSlot, Option<crate::breaker::Probe>), ApiError> {
+        fresh_until: tokio::time::Instant,
+    ) -> Result<Option<(RequestSlot, Option<crate::breaker::Probe>)>, ApiError> {
         let inner = &self.read.inner;
         let stopped = || {
             ApiError::new(
@@ -161,18 +166,23 @@ impl WriteClient {
         } else {
             None
         };
-        tokio::select! {
+        let on_time = tokio::select! {
             biased;
             () = inner.stop.cancelled() => return Err(stopped()),
-            () = inner.limiter.send_gate(slot) => {}
-        }
+            on_time = inner.limiter.send_gate(slot, Some(fresh_until)) => on_time,
+        };
         if inner.abort.is_cancelled() {
             return Err(self.read.aborted(0));
         }
         if inner.stop.is_cancelled() {
             return Err(stopped());
         }
-        Ok((request, probe))
+        Ok(on_time.then_some((request, probe)))
+    }
+
+    /// The limiter its requests wait at (its reader's).
+    pub fn limiter(&self) -> &crate::limiter::Limiter {
+        self.read.limiter()
     }
 
     /// How long to wait before the row's next attempt after `err`, or `None` to give up

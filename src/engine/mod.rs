@@ -79,7 +79,7 @@ pub struct Job {
     pub report: ReportWriter,
     /// Rows under way at most ([`rows_in_flight`] of `--concurrency`): a row waiting for
     /// its write slot or out a retry's wait holds a place here, not a request's (the
-    /// client's limiter bounds those).
+    /// client's limiter bounds those, and the rows at work).
     pub rows_in_flight: usize,
     /// Tripped from outside once the interrupt's grace ran out: a request still on the
     /// wire is given up, its row reported as it stands (`write_unknown` once a PATCH may
@@ -284,14 +284,13 @@ impl Shared {
     }
 }
 
-/// Rows under way for `concurrency` requests on the wire: one a request. More (four a
-/// request, so that rows waiting out a `Retry-After` leave requests to the rows that could
-/// go) doubled to quintupled the production writes refused beside an estimated budget
-/// (the production-sharing test: 2.2-10% against at most 2%), so it waits for the
-/// estimate to stand it. `--max-errors` can be passed by the rows already under way when
-/// it is reached: at most this many, less one.
+/// Rows under way for `concurrency` requests on the wire: four a request. As many as
+/// `concurrency` are at work ([`crate::limiter::Limiter::place_at_work`]); the rest wait
+/// out a retry (holding a timer, not a place, once the write budget judges the space's
+/// refusals noise) or wait for a place, holding no row. `--max-errors` can be passed by
+/// the rows already under way when it is reached: at most this many, less one.
 pub fn rows_in_flight(concurrency: usize) -> usize {
-    concurrency.max(1)
+    concurrency.max(1) * 4
 }
 
 /// Runs the job to the end and returns its counts: the report's writer, the manifest's

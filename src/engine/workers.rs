@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::reader::Work;
 use super::recorder::Event;
 use super::{Shared, StopReason, row};
+use crate::limiter::Limiter;
 use crate::report::RowRecord;
 use crate::status::Status;
 
@@ -33,7 +34,10 @@ pub(super) fn spawn(
 }
 
 async fn work(rows: &Mutex<mpsc::Receiver<Work>>, records: &mpsc::Sender<Event>, shared: &Shared) {
+    let limiter = shared.reader.limiter();
     loop {
+        // A place at work first: a worker waiting for one holds no row.
+        let place = limiter.place_at_work().await;
         // The canary's turn is dealt under the queue's lock: in the order rows were sent.
         let next = {
             let mut queue = rows.lock().await;
@@ -46,9 +50,8 @@ async fn work(rows: &Mutex<mpsc::Receiver<Work>>, records: &mpsc::Sender<Event>,
         // At debug level: a span costs an allocation per row even when nothing in it is
         // logged; with -v, every retry and row log line carries it.
         let span = tracing::debug_span!("row", line = row.line, id = %row.id);
-        let record = row::reconcile(&row, listed, turn, shared)
-            .instrument(span)
-            .await;
+        let working = row::reconcile(&row, listed, turn, shared).instrument(span);
+        let record = Limiter::at_work(place, working).await;
         let mut record = row::keep_possible_write(record, &row, shared);
         record.project = shared.project_id(&row);
         shared.project_abort_note(&row, &mut record);

@@ -226,7 +226,8 @@ impl Attempts {
             Next::Retry(wait) => tokio::select! {
                 biased;
                 () = shared.stopper.halted() => Break(self.stopped(record, row, shared).await),
-                () = tokio::time::sleep(wait) => Continue((record, false)),
+                // The row's place at work is another row's meanwhile.
+                () = writer.limiter().wait_out(wait) => Continue((record, false)),
             },
             Next::Settle(err) => Break(settle(record, row, err, shared, self.asked.take()).await),
             Next::GiveUp(err) => Break(self.gave_up(record, err, &shared.stopper)),

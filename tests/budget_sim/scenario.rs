@@ -320,7 +320,7 @@ async fn process(
                         let rtt = one_way(&mut rng) + one_way(&mut rng);
                         tokio::time::sleep(rtt).await;
                     }
-                    limiter.send_gate(&mut slot).await;
+                    limiter.send_gate(&mut slot, None).await;
                     let sent_at = Instant::now();
                     let Some(ticket) = slot.into_grant().send() else {
                         panic!("a paced grant gives a ticket");
