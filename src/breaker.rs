@@ -2,9 +2,12 @@
 //! every row would retry on its own and the job would hammer a space that is not there; the
 //! breaker turns those failures into one decision for the whole job instead:
 //!
-//! - a failed connection pauses every worker (through the limiter) for an
-//!   exponentially growing wait, and while the space is failing only one request at a time
-//!   goes out (a probe), so a dead space sees about one connection a backoff step;
+//! - one failed connection among answers is that connection's (a reset, a proxy's drop):
+//!   its own request retries it after its backoff, and nothing else waits;
+//! - a second before any answer is the space's: it pauses every worker (through the
+//!   limiter) for an exponentially growing wait, and while the space is failing only one
+//!   request at a time goes out (a probe), so a dead space sees about one connection a
+//!   backoff step;
 //! - any answer from the server (even a 500) closes the breaker;
 //! - once the space has failed for longer than the outage limit, the job stops, like it
 //!   does on refused credentials: rows not attempted are `skipped`, exit 3, resumable.
@@ -21,6 +24,8 @@ use tokio::time::Instant;
 /// What the job should do after a connection failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// One failed connection among answers: only its own request waits (its backoff).
+    Alone,
     /// Hold every request back this long, then probe again.
     Pause(Duration),
     /// The space has been unreachable for longer than the outage limit: stop the job.
@@ -52,6 +57,9 @@ pub struct Breaker {
     /// `state.failing_since.is_some()`, readable without the lock: every request asks, and
     /// a healthy space must not make tens of thousands of requests a second queue on it.
     open: AtomicBool,
+    /// A connection failed since the last answer (the breaker still closed): the next
+    /// failure before an answer opens it. Atomic for the same reason as `open`.
+    suspect: AtomicBool,
     /// While open, requests go out one at a time.
     probe: Arc<tokio::sync::Mutex<()>>,
     min_pause: Duration,
@@ -64,6 +72,7 @@ impl Breaker {
         Breaker {
             state: Mutex::new(State::default()),
             open: AtomicBool::new(false),
+            suspect: AtomicBool::new(false),
             probe: Arc::new(tokio::sync::Mutex::new(())),
             min_pause,
             max_pause: max_pause.max(min_pause),
@@ -88,6 +97,9 @@ impl Breaker {
 
     /// The server answered: the space is reachable.
     pub fn on_answer(&self) {
+        if self.suspect.load(Ordering::Acquire) {
+            self.suspect.store(false, Ordering::Release);
+        }
         if !self.is_open() {
             return;
         }
@@ -118,8 +130,12 @@ impl Breaker {
         self.budget
     }
 
-    /// A connection failed: how long everyone waits, or whether to give up.
+    /// A connection failed: whether only its request waits (the first since an answer),
+    /// how long everyone waits, or whether to give up.
     pub fn on_failure(&self) -> Verdict {
+        if !self.is_open() && !self.suspect.swap(true, Ordering::AcqRel) {
+            return Verdict::Alone;
+        }
         let now = Instant::now();
         let mut state = self.state();
         let since = *state.failing_since.get_or_insert(now);
@@ -149,6 +165,12 @@ mod tests {
         let ms = Duration::from_millis;
         let b = Breaker::new(ms(200), ms(1000), ms(3000));
         assert!(!b.is_open());
+        assert_eq!(
+            b.on_failure(),
+            Verdict::Alone,
+            "one failure is its connection's"
+        );
+        assert!(!b.is_open());
         let mut pauses = Vec::new();
         loop {
             match b.on_failure() {
@@ -161,6 +183,7 @@ mod tests {
                     assert_eq!(failing_for, ms(3000));
                     break;
                 }
+                Verdict::Alone => panic!("open: every failure is the space's"),
             }
         }
         // 200, 400, 800, then capped at 1000, and the last one cut to end on the budget.
@@ -175,6 +198,7 @@ mod tests {
             Duration::from_secs(60),
         );
         assert_eq!(b.due_to_say(), None, "no outage");
+        assert_eq!(b.on_failure(), Verdict::Alone);
         let _ = b.on_failure();
         assert_eq!(b.due_to_say(), None, "a moment's failure");
         tokio::time::advance(SAY_EVERY - Duration::from_millis(1)).await;
@@ -189,6 +213,7 @@ mod tests {
         // Answered: a new outage starts its own count and is said afresh.
         b.on_answer();
         assert_eq!(b.due_to_say(), None);
+        assert_eq!(b.on_failure(), Verdict::Alone);
         let _ = b.on_failure();
         tokio::time::advance(SAY_EVERY).await;
         assert_eq!(b.due_to_say(), Some(SAY_EVERY));
@@ -199,6 +224,7 @@ mod tests {
     async fn an_answer_closes_the_breaker_and_restarts_the_count() {
         let ms = Duration::from_millis;
         let b = Breaker::new(ms(100), ms(10_000), ms(1000));
+        assert_eq!(b.on_failure(), Verdict::Alone);
         assert_eq!(b.on_failure(), Verdict::Pause(ms(100)));
         assert_eq!(b.on_failure(), Verdict::Pause(ms(200)));
         tokio::time::advance(ms(900)).await;
@@ -206,6 +232,30 @@ mod tests {
         assert!(!b.is_open());
         // The outage clock starts again: 900 ms of earlier failure do not count.
         tokio::time::advance(ms(900)).await;
+        assert_eq!(b.on_failure(), Verdict::Alone);
         assert_eq!(b.on_failure(), Verdict::Pause(ms(100)));
+    }
+
+    #[test]
+    fn a_lone_failure_among_answers_is_its_connection_s_and_two_in_a_row_the_space_s() {
+        let ms = Duration::from_millis;
+        let b = Breaker::new(ms(100), ms(10_000), ms(1000));
+        // A drop now and then, answers between: nothing opens, nothing pauses.
+        for _ in 0..5 {
+            assert_eq!(b.on_failure(), Verdict::Alone);
+            assert!(!b.is_open());
+            b.on_answer();
+        }
+        // Two with no answer between: the space is failing.
+        assert_eq!(b.on_failure(), Verdict::Alone);
+        assert_eq!(b.on_failure(), Verdict::Pause(ms(100)));
+        assert!(b.is_open());
+        b.on_answer();
+        assert!(!b.is_open());
+        assert_eq!(
+            b.on_failure(),
+            Verdict::Alone,
+            "closed by the answer, afresh"
+        );
     }
 }

@@ -383,7 +383,11 @@ impl Limiter {
     /// met a limit let the job read that limit a third high, with production beside it,
     /// and then keep production refused: the production-sharing test.)
     pub async fn wait_out(&self, wait: Duration) {
-        if self.budget.as_ref().is_some_and(|b| !b.refusals_are_noise()) {
+        if self
+            .budget
+            .as_ref()
+            .is_some_and(|b| !b.refusals_are_noise())
+        {
             tokio::time::sleep(wait).await;
             return;
         }
@@ -545,9 +549,10 @@ impl Limiter {
             return true;
         };
         let next_free = || match fresh_until {
-            Some(until) => {
-                ceiling.take_within(until.saturating_duration_since(Instant::now()), Duration::ZERO)
-            }
+            Some(until) => ceiling.take_within(
+                until.saturating_duration_since(Instant::now()),
+                Duration::ZERO,
+            ),
             None => Some(ceiling.take_now()),
         };
         let mut at = match slot.leaves_at.or_else(next_free) {
@@ -896,7 +901,10 @@ mod tests {
         let secs = Duration::from_secs;
         // No write budget (reads only): b works while a waits; a goes on once b is done.
         let free = Arc::new(Limiter::new(None, None).with_requests_in_flight(1));
-        assert_eq!(rows_sharing_one_place(free).await, (Duration::ZERO, secs(2)));
+        assert_eq!(
+            rows_sharing_one_place(free).await,
+            (Duration::ZERO, secs(2))
+        );
         // A write budget that has not judged the refusals noise yet: a keeps its place.
         let budget = Arc::new(WriteBudget::new(200, 0.5, secs(60)));
         let held = Arc::new(

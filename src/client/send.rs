@@ -240,11 +240,14 @@ impl ReadClient {
         }
     }
 
-    /// A connection that failed: a pause for everyone, or the job stopped once every
-    /// connection has failed for longer than the outage limit.
+    /// A connection that failed: nothing more when it is the first since an answer (its
+    /// request's own backoff retries it), else a pause for everyone, or the job stopped
+    /// once every connection has failed for longer than the outage limit.
     fn note_unanswered(&self, err: &ApiError) {
         let inner = &self.inner;
         match inner.breaker.on_failure() {
+            // Its own request retries it; nothing else waits.
+            Verdict::Alone => {}
             Verdict::Pause(wait) => {
                 if let Some(failing_for) = inner.breaker.due_to_say() {
                     tracing::warn!(
