@@ -564,6 +564,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn refusals_are_judged_noise_after_a_quarter_of_the_memory_and_never_under_a_limit() {
+        let now = Instant::now();
+        let mut e = Estimate::new(200.0);
+        e.start(now);
+        assert!(!e.refusals_are_noise(), "nothing learnt yet");
+        // One in ten refused, spread out: learnt as the normal share.
+        for i in 0..NOISE_AFTER {
+            assert!(!e.refusals_are_noise(), "{i} answers learnt");
+            assert_eq!(e.on_answer(now, i % 10 == 9, now), PaceChange::Steady);
+        }
+        assert!(e.refusals_are_noise());
+        // A limit found: refusals may be its from then on.
+        let mut cut = false;
+        for _ in 0..64 {
+            cut |= e.on_answer(now, true, now) != PaceChange::Steady;
+        }
+        assert!(cut && e.knee().is_some());
+        assert!(!e.refusals_are_noise());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_limit_is_found_and_the_pace_settles_under_it() {
         // The space takes 100 a second; refusals grow with the rate beyond it.
         for (ceiling, seed) in [(1000.0, 5), (200.0, 6)] {

@@ -789,6 +789,23 @@ mod tests {
         assert!(b.still_room(&Grant::unpaced()), "no budget behind it");
     }
 
+    /// Refusals are noise once the estimate has learnt them without finding a limit, and
+    /// never while the space announces one.
+    #[test]
+    fn refusals_are_noise_only_when_learnt_so_and_no_count_is_announced() {
+        let b = budget(1000, 60);
+        assert!(!b.refusals_are_noise());
+        for i in 0..200 {
+            b.answered(&ticket(&b), Answer::Accepted);
+            if i % 10 == 0 {
+                b.answered(&ticket(&b), Answer::Refused(None));
+            }
+        }
+        assert!(b.refusals_are_noise());
+        announce(&b, 100, 90, 10);
+        assert!(!b.refusals_are_noise(), "a limit the space announces");
+    }
+
     /// The summary's source: none before any answer, estimated from writes answered (or
     /// refused) or from a count that is not believed, announced from a believed count.
     #[test]
