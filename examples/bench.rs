@@ -517,18 +517,28 @@ fn latency_hiding(bin: &Path, work: &Path, o: &Options, md: &mut String) -> Resu
     let rows = s["rows"].as_f64().unwrap_or(0.0);
     let rate = rows / s["elapsed_secs"].as_f64().unwrap_or(1.0);
     let bound = 64.0 / 0.050;
+    // The sandbox's own answers come later than 50 ms: its timer wakes on the next
+    // millisecond, and it shares the cores with the client.
+    let p50 = s["latency_ms"]["get"]["p50_ms"].as_f64().unwrap_or(50.0);
+    let at_p50 = 64.0 / (p50 / 1000.0);
     writeln!(md, "## Latency hiding\n")?;
     writeln!(
         md,
         "Sandbox `--latency-ms 50`; `sipgw-bulk plan M --concurrency 64 --read-rate 0 --read-mode get` \
-         over {n} rows (one GET a row). Bound: 64 / 0.050 s = {bound:.0} rows/s.\n"
+         over {n} rows (one GET a row). Bound: 64 / 0.050 s = {bound:.0} rows/s; and 64 over the \
+         GET's median round trip as the client measured it (the sandbox's timer wakes on the next \
+         millisecond, and it shares the cores with the client).\n"
     )?;
-    writeln!(md, "| rows | rows/s | bound | achieved / bound |")?;
-    writeln!(md, "|---|---|---|---|")?;
     writeln!(
         md,
-        "| {n} | {rate:.0} | {bound:.0} | {:.3} |\n",
-        rate / bound
+        "| rows | rows/s | bound | achieved / bound | GET p50 | achieved / (64 / p50) |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    writeln!(
+        md,
+        "| {n} | {rate:.0} | {bound:.0} | {:.3} | {p50:.1} ms | {:.3} |\n",
+        rate / bound,
+        rate / at_p50
     )?;
     Ok(())
 }
