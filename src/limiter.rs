@@ -114,7 +114,8 @@ pub struct Limiter {
     /// Rows waiting for a write slot at once: as many as `requests`. A place the write
     /// budget lays ahead counts against the space's count until it is sent, so more rows
     /// under way than requests, all waiting, would leave that many writes of each window
-    /// unspent (rows under way are one a request today: this holds if they grow).
+    /// unspent (rows under way are four a request: this keeps the places they may lay
+    /// ahead to one a request).
     seekers: Option<Semaphore>,
     /// Rows at work: the rows under way less those waiting out a retry's wait, as many as
     /// `requests`. A row waiting out a `Retry-After` costs a timer, and gives its place
