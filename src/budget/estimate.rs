@@ -286,10 +286,18 @@ impl Estimate {
         self.cut.map(|c| c.knee)
     }
 
-    /// Whether the refusals so far are judged noise: no limit found, and a baseline
-    /// learnt over a quarter of its memory (the CUSUM has tested a few windows against it).
+    /// Whether the refusals now are judged noise: no limit found, a baseline learnt over a
+    /// quarter of its memory (the CUSUM has tested a few windows against it), and the
+    /// share not rising (the CUSUM under half its alarm, as when the baseline learns).
     pub fn refusals_are_noise(&self) -> bool {
-        self.cut.is_none() && self.baseline.answers >= NOISE_AFTER
+        let p = if self.baseline.answers >= BASELINE_MIN {
+            self.baseline.share_to_test()
+        } else {
+            PRIOR_SHARE
+        };
+        self.cut.is_none()
+            && self.baseline.answers >= NOISE_AFTER
+            && self.cusum.sum < Cusum::alarm(p) / 2.0
     }
 
     pub fn cuts(&self) -> u64 {
