@@ -379,7 +379,7 @@ impl Limiter {
     /// Waits `wait` out (a retry's backoff or `Retry-After`) holding no place at work, so
     /// that a row that can go works meanwhile; then waits for a place again. Outside a
     /// row's work (a page of the listing), only waits. Under a write budget the place is
-    /// kept until it judges the space's refusals noise ([`WriteBudget::refusals_are_noise`]):
+    /// kept unless it judges the space's refusals noise ([`WriteBudget::refusals_are_noise`]):
     /// a refusal by a limit is back-pressure. (Places given up while the start-up ramp
     /// met a limit let the job read that limit a third high, with production beside it,
     /// and then keep production refused: the production-sharing test.)

@@ -214,7 +214,7 @@ macro_rules! for_each_setting {
                 key projects_file: std::path::PathBuf, example "projects.yaml",
                     land |s, v| { s.projects_file = Some(v); Ok(()) };
             concurrency for ROWS help "Requests on the wire at most, and rows at work (a row \
-        waiting out a retry is not, once refusals are judged noise; four times as many \
+        waiting out a retry is not, while refusals are judged noise; four times as many \
         under way at most) [default: 32]."
                 flag concurrency: Option<usize> [value_name = "N"] sets concurrency
                 key concurrency: usize, example "7", default $crate::settings::defaults::CONCURRENCY,

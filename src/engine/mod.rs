@@ -286,7 +286,7 @@ impl Shared {
 
 /// Rows under way for `concurrency` requests on the wire: four a request. As many as
 /// `concurrency` are at work ([`crate::limiter::Limiter::place_at_work`]); the rest wait
-/// out a retry (holding a timer, not a place, once the write budget judges the space's
+/// out a retry (holding a timer, not a place, while the write budget judges the space's
 /// refusals noise) or wait for a place, holding no row. `--max-errors` can be passed by
 /// the rows already under way when it is reached: at most this many, less one.
 pub fn rows_in_flight(concurrency: usize) -> usize {
