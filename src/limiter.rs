@@ -384,15 +384,12 @@ impl Limiter {
     /// met a limit let the job read that limit a third high, with production beside it,
     /// and then keep production refused: the production-sharing test.)
     pub async fn wait_out(&self, wait: Duration) {
-        if self
-            .budget
-            .as_ref()
-            .is_some_and(|b| !b.refusals_are_noise())
-        {
-            tokio::time::sleep(wait).await;
-            return;
-        }
-        let held = AT_WORK.try_with(|p| p.borrow_mut().take()).ok().flatten();
+        let may_give_up = self.budget.as_ref().is_none_or(|b| b.refusals_are_noise());
+        let held = if may_give_up {
+            AT_WORK.try_with(|p| p.borrow_mut().take()).ok().flatten()
+        } else {
+            None
+        };
         let gave_up = held.is_some();
         drop(held);
         tokio::time::sleep(wait).await;
