@@ -15,6 +15,12 @@
 //! probe is cut on half the evidence, and one that meets the limit where it was makes the
 //! next wait twice as long: every probe costs production a few refusals.
 //!
+//! Until the baseline has learnt 32 answers the CUSUM tests against an assumed share (the
+//! prior). Noise louder than the prior would otherwise stop the learning for good (the
+//! CUSUM half way to a rise) while it could not cut either; so a rise over the prior is
+//! tried by one cut, the baseline then learns what it sees at the lower pace, and the cut
+//! is lifted if the share did not fall there (noise), kept if it did (a limit).
+//!
 //! Every function takes the time as an argument: the tests drive it on a paused clock.
 
 use std::collections::VecDeque;
@@ -38,6 +44,9 @@ const PROBING_ALARM_DIVISOR: f64 = 2.0;
 /// window refused does), and the share assumed until then for what they may teach.
 const BASELINE_MIN: u64 = 32;
 const PRIOR_SHARE: f64 = 0.05;
+/// After the prior was refuted by a cut: the share at the lower pace must be under the
+/// refuting one divided by this for the cut to stand (a limit); else it is lifted.
+const TRIAL_FELL_BY: f64 = 4.0;
 
 /// The baseline's memory, in answers (an exponential average past this many).
 const BASELINE_MEMORY: u64 = 512;
@@ -133,6 +142,63 @@ impl Cusum {
     }
 }
 
+/// What the space accepted of the writes sent at one step of the start-up ramp, from the
+/// step's first refused write on (before it, a full bucket's burst): the accepted ones
+/// over the time the answered ones took to send. Unlike a measure over the last second or
+/// since the first refusal, it is not diluted by the ramp's lower paces before it (nor by
+/// a random refusal there); unlike one over the time since the step began, not by the
+/// writes still on the wire.
+#[derive(Debug, Default, Clone, Copy)]
+struct StepSample {
+    step: u64,
+    accepted: u64,
+    first_sent: Option<Instant>,
+    last_sent: Option<Instant>,
+    /// The step before's rate: a rise its answers showed may be found only once the next
+    /// step's first answers come.
+    before: Option<f64>,
+}
+
+impl StepSample {
+    /// Counts an answer to a write sent at ramp step `step` (an earlier step's answer is
+    /// not counted once a later one's has come).
+    fn add(&mut self, step: u64, sent: Instant, refused: bool) {
+        if step < self.step {
+            return;
+        }
+        if step > self.step {
+            *self = StepSample {
+                step,
+                before: self.own_rate(),
+                ..StepSample::default()
+            };
+        }
+        if self.first_sent.is_none_or(|t| sent < t) {
+            if !refused {
+                return;
+            }
+            // Counted from the step's first refusal on.
+            self.first_sent = Some(sent);
+        }
+        self.accepted += u64::from(!refused);
+        self.last_sent = Some(self.last_sent.map_or(sent, |t| t.max(sent)));
+    }
+
+    /// Accepted writes a second at the latest step or the one before, the higher.
+    fn rate(&self) -> Option<f64> {
+        match (self.own_rate(), self.before) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// At this step, if its answered writes span at least [`MIN_SPAN`].
+    fn own_rate(&self) -> Option<f64> {
+        let span = self.last_sent?.saturating_duration_since(self.first_sent?);
+        (span >= MIN_SPAN).then(|| self.accepted as f64 / span.as_secs_f64())
+    }
+}
+
 /// The last cut, from which the pace climbs back.
 #[derive(Debug, Clone, Copy)]
 struct Cut {
@@ -186,6 +252,13 @@ pub struct Estimate {
     learnt_since_checkpoint: usize,
     /// The CUSUM tests against the learnt baseline (not the prior) since then.
     baseline_in_use: bool,
+    /// The share of refusals rose clearly above the prior before a baseline was learnt:
+    /// a cut tried whether it falls at a lower pace (a limit) or not (noise louder than
+    /// the prior), and from then on the baseline learns what it sees, quiet or not.
+    prior_refuted: bool,
+    /// The share of refusals that refuted the prior, until the baseline learnt at the
+    /// lower pace after that cut says whether it fell ([`Estimate::judge_the_trial`]).
+    trial_share: Option<f64>,
     cusum: Cusum,
     /// Accepted writes per bucket: (bucket number since `origin`, count).
     delivered: [(u64, u32); BUCKETS],
@@ -197,6 +270,9 @@ pub struct Estimate {
     last_spent: Option<Instant>,
     /// When the first write was paced: the ramp's start.
     started: Option<Instant>,
+    /// Before the first cut: the writes sent at the ramp's latest pace that were answered
+    /// (see [`StepSample`]).
+    step: StepSample,
     /// The end of the job's last wait for a spent budget: what came before it (and the
     /// wait itself) is no sample of what the space accepts at the job's pace.
     measure_from: Option<Instant>,
@@ -218,6 +294,8 @@ impl Estimate {
             checkpoints: [Baseline::default(); 2],
             learnt_since_checkpoint: 0,
             baseline_in_use: false,
+            prior_refuted: false,
+            trial_share: None,
             cusum: Cusum::default(),
             delivered: [(u64::MAX, 0); BUCKETS],
             origin: None,
@@ -226,6 +304,7 @@ impl Estimate {
             lowest: ceiling,
             last_spent: None,
             started: None,
+            step: StepSample::default(),
             measure_from: None,
         }
     }
@@ -268,6 +347,13 @@ impl Estimate {
         self.first_sent_since_cut = None;
         self.refusing_since = None;
         self.accepted_while_refusing = 0;
+    }
+
+    /// The ramp's step at `at` (the last step lasts from the ceiling on), while it ramps.
+    fn ramp_step(&self, at: Instant) -> Option<u64> {
+        let started = self.started.filter(|_| ramps_up_to(self.ceiling))?;
+        let steps = at.saturating_duration_since(started).as_secs_f64() / RAMP_STEP_SECS;
+        Some((steps.floor() as u64).min(RAMP_DIVISOR.log2() as u64))
     }
 
     fn ramp(&self, now: Instant) -> f64 {
@@ -320,6 +406,11 @@ impl Estimate {
         if self.cut.is_some_and(|c| sent <= c.at) || self.measure_from.is_some_and(|t| sent < t) {
             return PaceChange::Steady;
         }
+        if self.cut.is_none()
+            && let Some(step) = self.ramp_step(sent)
+        {
+            self.step.add(step, sent, refused);
+        }
         self.recent.push_back(refused);
         self.refused_recent += usize::from(refused);
         self.accepted_since_cut += u64::from(!refused);
@@ -354,17 +445,33 @@ impl Estimate {
             self.baseline_in_use = true;
             self.cusum = Cusum::default();
         }
+        self.judge_the_trial();
         // What the baseline learns is what is normal: not answers while the CUSUM is half
-        // way to a rise, nor a window a third or more refused (no noise is that loud).
-        let quiet = self.cusum.sum < Cusum::alarm(p) / 2.0;
+        // way to a rise (unless the prior it tests against was refuted), nor a window a
+        // third or more refused (no noise is that loud).
+        let quiet =
+            self.cusum.sum < Cusum::alarm(p) / 2.0 || (self.prior_refuted && !self.baseline_in_use);
         let learning = self.learning(now);
         let probing = self.cut.is_some() && !learning;
-        let risen = self.cusum.add(refused, p, probing) && n >= WINDOW / 2 && self.baseline_in_use;
+        let alarmed = self.cusum.add(refused, p, probing) && n >= WINDOW / 2;
+        // Against the prior, a rise is tried once by a cut: a limit's share falls at the
+        // lower pace, noise's does not (and is learnt as the baseline).
+        let refutes_prior = alarmed && !self.baseline_in_use && !self.prior_refuted;
+        let risen = alarmed && (self.baseline_in_use || refutes_prior);
         if learning && quiet && 3 * k < n {
             self.learn(refused);
         }
+
+        if self.cut.is_some() && self.pace(now) >= self.ceiling {
+            // A probe climbed back to the ceiling with no rise: no limit under it now.
+            self.cut = None;
+        }
         if !(spent || most_refused || risen) {
             return PaceChange::Steady;
+        }
+        if refutes_prior {
+            self.prior_refuted = true;
+            self.trial_share = Some(k as f64 / n as f64);
         }
         self.unlearn_the_rise();
         // A budget spent again within a moment of the last time is the same signal: the
@@ -387,6 +494,25 @@ impl Estimate {
         self.accepted_while_refusing = 0;
         self.cusum = Cusum::default();
         PaceChange::Cut { spent }
+    }
+
+    /// After the prior was refuted by a cut, once the baseline has learnt at the lower
+    /// pace: if the share did not fall, it is noise louder than the prior, not a limit, and
+    /// the cut is lifted. Judged on the baseline's first answers, and again on more (a
+    /// short sample of loud noise can look quiet).
+    fn judge_the_trial(&mut self) {
+        let Some(share) = self.trial_share else {
+            return;
+        };
+        if self.baseline.answers < BASELINE_MIN {
+            return;
+        }
+        if self.baseline.share * TRIAL_FELL_BY >= share {
+            self.cut = None;
+            self.trial_share = None;
+        } else if self.baseline.answers >= NOISE_AFTER {
+            self.trial_share = None;
+        }
     }
 
     fn learn(&mut self, refused: bool) {
@@ -421,6 +547,7 @@ impl Estimate {
     fn cut_at(&mut self, now: Instant, origin: Instant, spent: bool) {
         let pace = self.pace(now);
         let knee = self.delivered_rate(now, origin, spent).min(pace);
+
         let after = (knee * CUT_TO).max(self.floor);
         let probe_after = match self.cut {
             Some(last) if !self.learning(now) && knee <= last.knee * SAME_KNEE => {
@@ -468,9 +595,19 @@ impl Estimate {
     /// When the budget is spent only the last second counts: what the space took before
     /// it ran out is what it takes, not the nothing since.
     fn delivered_rate(&self, now: Instant, origin: Instant, spent: bool) -> f64 {
+        // Before the first cut, also at the ramp's latest pace alone.
+        let at_step = self.cut.is_none().then(|| self.step.rate()).flatten();
+        self.delivered_over_time(now, origin, spent)
+            .max(at_step.unwrap_or(0.0))
+    }
+
+    fn delivered_over_time(&self, now: Instant, origin: Instant, spent: bool) -> f64 {
+        // Refusals for longer than the last second: a steady share of them (noise) since
+        // the cut, not the budget running out; the last second says what the space takes.
         if let Some(since) = self.refusing_since
             && !spent
-            && now.saturating_duration_since(since) >= REFUSING_SPAN
+            && (REFUSING_SPAN..=BUCKET * BUCKETS as u32)
+                .contains(&now.saturating_duration_since(since))
         {
             let span = now.saturating_duration_since(since).as_secs_f64();
             return self.accepted_while_refusing as f64 / span;
@@ -543,14 +680,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn random_refusals_at_a_steady_share_never_cut() {
-        // 10% to 20% of writes refused at random, at 200 and 1000 a second. (A third or
-        // more is taken for a limit: no noise is that loud.)
+    async fn random_refusals_the_prior_explains_never_cut() {
+        // 5% and 10% of writes refused at random, at 200 and 1000 a second: the 5% prior
+        // explains them.
         for (share, ceiling, seed) in [
             (0.1, 200.0, 1),
-            (0.2, 200.0, 2),
+            (0.05, 200.0, 2),
             (0.1, 1000.0, 3),
-            (0.15, 1000.0, 4),
+            (0.05, 1000.0, 4),
         ] {
             let mut e = Estimate::new(ceiling);
             let paces = drive(
@@ -569,6 +706,97 @@ mod tests {
             );
             assert!(paces[2000..].iter().all(|p| *p == ceiling));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn noise_louder_than_the_prior_is_tried_by_one_cut_then_lifted() {
+        // 25% refused at random: the prior (5%) is refuted; the share at the lower pace
+        // is the same, so the cut is lifted once the baseline has learnt it.
+        let mut e = Estimate::new(200.0);
+        let paces = drive(
+            &mut e,
+            10.0,
+            Duration::from_millis(2),
+            |_, r| r.f64() < 0.25,
+            9,
+        )
+        .await;
+        assert_eq!(e.cuts(), 1);
+        assert!(e.prior_refuted && e.cut.is_none());
+        assert!(paces.iter().any(|p| *p < 200.0 * 0.8), "the trial cut");
+        assert_eq!(paces.last().copied(), Some(200.0));
+    }
+
+    /// Seeds for the generated estimate scenarios: `ESTIMATE_SEEDS=N` (200 by default),
+    /// or `ESTIMATE_SEED=S` to replay one (a failure prints it).
+    fn estimate_seeds() -> Vec<u64> {
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        match var("ESTIMATE_SEED") {
+            Some(seed) => vec![seed],
+            None => (1..=var("ESTIMATE_SEEDS").unwrap_or(200)).collect(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_steady_share_of_random_refusals_is_judged_noise_and_keeps_the_ceiling() {
+        // Up to 25% refused at random (no limit), at any ceiling and round trip, for 30 s:
+        // at most two cuts (a share louder than the 5% prior is tried by one; a quiet
+        // stretch of noise can read as a rise), and by the end the pace is back at the
+        // ceiling with no limit believed and the baseline learnt over the answers that
+        // judge refusals noise (it never stops learning for good).
+        let mut broken = Vec::new();
+        for seed in estimate_seeds() {
+            let mut g = fastrand::Rng::with_seed(seed.wrapping_mul(7919));
+            let share = 0.25 * g.f64();
+            let ceiling = [20.0, 50.0, 64.0, 200.0, 1000.0][g.usize(..5)];
+            let rtt = Duration::from_millis(g.u64(2..50));
+            let mut e = Estimate::new(ceiling);
+            let paces = drive(&mut e, 30.0, rtt, |_, r| r.f64() < share, seed).await;
+            let end = paces.last().copied().unwrap_or(0.0);
+            let learnt = e.baseline.answers >= NOISE_AFTER && e.knee().is_none();
+            if e.cuts() > 2 || end < ceiling || !learnt {
+                broken.push(format!(
+                    "ESTIMATE_SEED={seed}: share {share:.3}, ceiling {ceiling}, rtt {rtt:?}: \
+                     {} cuts, pace at the end {end:.0}, baseline {:?}, knee {:?}",
+                    e.cuts(),
+                    e.baseline,
+                    e.knee()
+                ));
+            }
+        }
+        assert!(broken.is_empty(), "{}", broken.join("\n"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_limit_under_six_tenths_of_the_ceiling_is_found_and_the_pace_settles_near_it() {
+        // A limit from a twelfth to six tenths of the ceiling, with up to 10% random
+        // refusals on top, for 40 s: at least one cut, and after the first 10 s the mean
+        // pace between 0.4 of the limit and 10% above it. (Above six tenths the ramp's last
+        // step gives the baseline too few answers under the limit to see the rise from:
+        // a known gap, in docs/reconciliation.md.)
+        let mut broken = Vec::new();
+        for seed in estimate_seeds() {
+            let mut g = fastrand::Rng::with_seed(seed.wrapping_mul(7919) + 1);
+            let ceiling = [64.0, 200.0, 1000.0][g.usize(..3)];
+            let limit = ceiling * (1.0 / 12.0 + (0.6 - 1.0 / 12.0) * g.f64());
+            let noise = if g.bool() { 0.0 } else { 0.1 * g.f64() };
+            let rtt = Duration::from_millis(g.u64(2..50));
+            let mut e = Estimate::new(ceiling);
+            let refuse = |rate: f64, r: &mut fastrand::Rng| {
+                r.f64() < noise || (rate > limit && r.f64() < 1.0 - limit / rate)
+            };
+            let paces = drive(&mut e, 40.0, rtt, refuse, seed).await;
+            let late = &paces[paces.len() / 4..];
+            let mean = late.iter().sum::<f64>() / late.len() as f64;
+            if e.cuts() == 0 || mean > 1.1 * limit || mean < 0.4 * limit {
+                broken.push(format!(
+                    "ESTIMATE_SEED={seed}: limit {limit:.0}, ceiling {ceiling}, noise {noise:.3}, \
+                     rtt {rtt:?}: {} cuts, mean pace {mean:.0}",
+                    e.cuts()
+                ));
+            }
+        }
+        assert!(broken.is_empty(), "{}", broken.join("\n"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -783,7 +1011,9 @@ mod tests {
             knee: 200.0,
             ..e.cut.unwrap()
         });
-        let late = moved + Duration::from_secs(200);
+        // (Just after probing starts: a probe that reached the ceiling would have lifted
+        // the cut.)
+        let late = moved + Duration::from_secs(81);
         accept_for_a_second(&mut e, late, 200);
         e.cut_at(late, origin, false);
         assert_eq!(e.cut.map(|c| c.probe_after), Some(PROBE_AFTER_MAX_SECS));
