@@ -92,8 +92,10 @@ fn apply_under(
 }
 
 #[test]
-fn ten_percent_random_429s_never_cut_the_pace() {
-    // A flaky edge refuses one write in ten whatever the rate: noise, not a limit.
+fn ten_percent_random_429s_never_hold_the_pace_down() {
+    // A flaky edge refuses one write in ten whatever the rate: noise, not a limit. (About
+    // one run in thirty, the first answers refute the estimate's 5% prior: one trial cut,
+    // lifted once the share at the lower pace is seen not to fall.)
     let config = SandboxConfig {
         write_limit: 0,
         faults: sipgw_bulk::sandbox::Faults {
@@ -109,10 +111,13 @@ fn ten_percent_random_429s_never_cut_the_pace() {
     // 429s answered (the faults also hit reads: only the writes' count here).
     assert!(b["refused"].as_u64().unwrap() >= 40, "{b}");
     assert!(stats.faults_injected >= 100, "{stats:?}");
-    // The pace never dropped below 0.8 x 200: no cut at all.
-    assert_eq!(b["cuts"], 0, "{b}");
+    // No limit believed, and the pace at the end at 200: no cut, or the one trial lifted.
+    assert!(b["cuts"].as_u64().unwrap() <= 1, "{b}");
+    assert!(b["accepts_per_sec"].is_null(), "{b}");
     assert!(b["pace"].as_f64().unwrap() >= 160.0, "{b}");
-    assert!(b["lowest_pace"].as_f64().unwrap() >= 160.0, "{b}");
+    if b["cuts"] == 0 {
+        assert!(b["lowest_pace"].as_f64().unwrap() >= 160.0, "{b}");
+    }
 }
 
 #[test]
