@@ -455,20 +455,18 @@ impl Estimate {
         let probing = self.cut.is_some() && !learning;
         let alarmed = self.cusum.add(refused, p, probing) && n >= WINDOW / 2;
         // Against the prior, a rise is tried once by a cut: a limit's share falls at the
-        // lower pace, noise's does not (and is learnt as the baseline).
-        // Only before any cut: after one, its sample is too short to read a knee from (a
-        // fixed window's count spent reads as a rate near nothing), and the cut that came
-        // first already varies the pace.
+        // lower pace, noise's does not (and is learnt as the baseline). Only before any
+        // cut: after one, its sample is too short to read a knee from (a fixed window's
+        // count spent reads as a rate near nothing), and that cut already varied the pace.
         let refutes_prior =
             alarmed && !self.baseline_in_use && !self.prior_refuted && self.cut.is_none();
         let risen = alarmed && (self.baseline_in_use || refutes_prior);
         if learning && quiet && 3 * k < n {
             self.learn(refused);
         }
-
         if self.cut.is_some() && self.pace(now) >= self.ceiling {
-            tracing::debug!("write pace cut lifted: a probe climbed back to the ceiling");
             // A probe climbed back to the ceiling with no rise: no limit under it now.
+            tracing::debug!("write pace cut lifted: a probe climbed back to the ceiling");
             self.cut = None;
         }
         if !(spent || most_refused || risen) {
@@ -561,7 +559,6 @@ impl Estimate {
     fn cut_at(&mut self, now: Instant, origin: Instant, spent: bool) {
         let pace = self.pace(now);
         let knee = self.delivered_rate(now, origin, spent).min(pace);
-
         let after = (knee * CUT_TO).max(self.floor);
         let probe_after = match self.cut {
             Some(last) if !self.learning(now) && knee <= last.knee * SAME_KNEE => {
