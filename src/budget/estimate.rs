@@ -742,6 +742,36 @@ mod tests {
         assert_eq!(paces.last().copied(), Some(200.0));
     }
 
+    #[test]
+    fn a_ramp_step_counts_what_was_accepted_from_its_first_refused_write_on() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = StepSample::default();
+        // Accepted before any refusal: a full bucket's burst, not counted.
+        s.add(1, at(0), false);
+        assert_eq!(s.rate(), None);
+        s.add(1, at(10), true);
+        // Sent before the first refusal but answered after it: not counted either.
+        s.add(1, at(5), false);
+        s.add(1, at(20), false);
+        s.add(1, at(30), false);
+        // Two accepted over the 20 ms from the first refused write to the last answered.
+        assert_eq!(s.rate(), Some(100.0));
+        // An earlier step's answer changes nothing; the next step keeps this one's rate
+        // until its own spans 10 ms.
+        s.add(0, at(31), true);
+        assert_eq!(s.rate(), Some(100.0));
+        s.add(2, at(40), true);
+        s.add(2, at(45), false);
+        assert_eq!(s.rate(), Some(100.0), "under 10 ms: the step before's");
+        s.add(2, at(60), false);
+        assert_eq!(s.rate(), Some(100.0), "the higher of the two");
+        for ms in 61..=69 {
+            s.add(2, at(ms), false);
+        }
+        assert!(s.rate().is_some_and(|r| r > 300.0), "{:?}", s.rate());
+    }
+
     /// Seeds for the generated estimate scenarios: `ESTIMATE_SEEDS=N` (200 by default),
     /// or `ESTIMATE_SEED=S` to replay one (a failure prints it).
     fn estimate_seeds() -> Vec<u64> {
