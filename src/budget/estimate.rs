@@ -341,6 +341,11 @@ impl Estimate {
     /// again after it.
     pub fn paused_until(&mut self, until: Instant) {
         self.measure_from = Some(self.measure_from.map_or(until, |t| t.max(until)));
+        self.forget_the_sample();
+    }
+
+    /// Drops the answers sampled since the last cut (a new cut or a wait starts another).
+    fn forget_the_sample(&mut self) {
         self.recent.clear();
         self.refused_recent = 0;
         self.accepted_since_cut = 0;
@@ -357,14 +362,9 @@ impl Estimate {
     }
 
     fn ramp(&self, now: Instant) -> f64 {
-        let Some(started) = self.started else {
-            return self.ceiling;
-        };
-        if !ramps_up_to(self.ceiling) {
-            return self.ceiling;
-        }
-        let steps = now.saturating_duration_since(started).as_secs_f64() / RAMP_STEP_SECS;
-        (self.ceiling / RAMP_DIVISOR * 2f64.powf(steps.floor())).min(self.ceiling)
+        self.ramp_step(now).map_or(self.ceiling, |step| {
+            (self.ceiling / RAMP_DIVISOR * 2f64.powf(step as f64)).min(self.ceiling)
+        })
     }
 
     /// The estimate of what the space accepts, once a cut has found a limit.
@@ -477,6 +477,13 @@ impl Estimate {
             self.prior_refuted = true;
             self.trial_share = Some(k as f64 / n as f64);
         }
+        self.cut_on_the_rise(now, origin, spent);
+        PaceChange::Cut { spent }
+    }
+
+    /// The share rose (or the budget is spent): the baseline forgets the rise, the pace is
+    /// cut (unless the budget was found spent a moment ago too), and a new sample starts.
+    fn cut_on_the_rise(&mut self, now: Instant, origin: Instant, spent: bool) {
         self.unlearn_the_rise();
         // A budget spent again within a moment of the last time is the same signal: the
         // second sample covers the job's own wait, which says nothing about the space.
@@ -490,14 +497,8 @@ impl Estimate {
         if !again {
             self.cut_at(now, origin, spent);
         }
-        self.recent.clear();
-        self.refused_recent = 0;
-        self.accepted_since_cut = 0;
-        self.first_sent_since_cut = None;
-        self.refusing_since = None;
-        self.accepted_while_refusing = 0;
+        self.forget_the_sample();
         self.cusum = Cusum::default();
-        PaceChange::Cut { spent }
     }
 
     /// After the prior was refuted by a cut, once the baseline has learnt at the lower
